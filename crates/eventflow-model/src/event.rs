@@ -1,0 +1,196 @@
+//! Event types, type globs, and the event envelope (DESIGN.md §3.2).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Object;
+use crate::resource::ResourceType;
+
+/// What happened to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl Action {
+    pub const ALL: [Action; 3] = [Action::Created, Action::Updated, Action::Deleted];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Updated => "updated",
+            Action::Deleted => "deleted",
+        }
+    }
+}
+
+/// A known event type: `appointment.created`, …
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventType {
+    pub resource: ResourceType,
+    pub action: Action,
+}
+
+impl EventType {
+    pub fn new(resource: ResourceType, action: Action) -> Self {
+        EventType { resource, action }
+    }
+
+    /// `appointment.created`.
+    pub fn name(self) -> String {
+        format!("{}.{}", self.resource.name(), self.action.name())
+    }
+
+    /// All 30 record event types, grouped by resource.
+    pub fn all() -> impl Iterator<Item = EventType> {
+        ResourceType::ALL
+            .into_iter()
+            .flat_map(|r| Action::ALL.into_iter().map(move |a| EventType::new(r, a)))
+    }
+
+    /// Parses `appointment.created`.
+    pub fn parse(s: &str) -> Option<EventType> {
+        let (resource, action) = s.split_once('.')?;
+        let resource = resource.parse().ok()?;
+        let action = Action::ALL.into_iter().find(|a| a.name() == action)?;
+        Some(EventType::new(resource, action))
+    }
+
+    /// One line for `GET /v1/event-types`.
+    pub fn description(self) -> String {
+        let what = match self.resource {
+            ResourceType::Patient => "A patient record",
+            ResourceType::Practitioner => "A practitioner record",
+            ResourceType::Appointment => "An appointment",
+            ResourceType::Encounter => "An encounter (visit)",
+            ResourceType::Observation => "An observation (vital sign or lab value)",
+            ResourceType::Prescription => "A prescription",
+            ResourceType::Consent => "A consent",
+            ResourceType::Intake => "An intake form",
+            ResourceType::Note => "A clinical note",
+            ResourceType::Lab => "A lab report",
+        };
+        let how = match self.action {
+            Action::Created => "was created.",
+            Action::Updated => {
+                "was changed; `previous` holds the prior values of the changed fields."
+            }
+            Action::Deleted => "was deleted; `data` holds its last state.",
+        };
+        format!("{what} {how}")
+    }
+}
+
+/// A list of event type patterns: exact names (`encounter.updated`), globs
+/// ending in `*` (`appointment.*`, `*`). Empty matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeFilter {
+    patterns: Vec<String>,
+}
+
+impl TypeFilter {
+    /// Parses a comma-separated list. A pattern that cannot match any type
+    /// is an error naming the pattern's position.
+    pub fn parse_list<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut patterns = Vec::new();
+        for item in items {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            let valid = if let Some(prefix) = item.strip_suffix('*') {
+                !prefix.contains('*')
+            } else {
+                !item.contains('*') && item.contains('.')
+            };
+            if !valid || item.len() > 100 {
+                return Err(
+                    "must be event types or globs such as appointment.* (a `*` only at the end)"
+                        .into(),
+                );
+            }
+            patterns.push(item.to_string());
+        }
+        Ok(TypeFilter { patterns })
+    }
+
+    /// Whether no pattern was given (everything matches).
+    pub fn is_all(&self) -> bool {
+        self.patterns.is_empty() || self.patterns.iter().any(|p| p == "*")
+    }
+
+    pub fn matches(&self, event_type: &str) -> bool {
+        self.is_all()
+            || self.patterns.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => event_type.starts_with(prefix),
+                None => p == event_type,
+            })
+    }
+
+    /// Exact names and glob prefixes, for building a query.
+    pub fn split(&self) -> (Vec<&str>, Vec<&str>) {
+        let mut exact = Vec::new();
+        let mut prefixes = Vec::new();
+        for p in &self.patterns {
+            match p.strip_suffix('*') {
+                Some(prefix) => prefixes.push(prefix),
+                None => exact.push(p.as_str()),
+            }
+        }
+        (exact, prefixes)
+    }
+}
+
+/// Which record an event is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceRef {
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    pub id: String,
+    pub version: i64,
+}
+
+/// The event envelope, as polled, streamed and delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// `evt_…`; receivers deduplicate on it.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Per tenant, gap-free, in commit order.
+    pub sequence: i64,
+    pub created_at: String,
+    pub tenant_id: String,
+    pub resource: ResourceRef,
+    /// The record after the change; for `deleted`, its last state.
+    pub data: Object,
+    /// On `updated` only: the prior value of each changed top-level field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Object>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thirty_types_parse_back() {
+        let all: Vec<_> = EventType::all().collect();
+        assert_eq!(all.len(), 30);
+        for t in all {
+            assert_eq!(EventType::parse(&t.name()), Some(t));
+        }
+    }
+
+    #[test]
+    fn globs_match_by_prefix() {
+        let f = TypeFilter::parse_list("appointment.*,encounter.updated".split(',')).unwrap();
+        assert!(f.matches("appointment.deleted"));
+        assert!(f.matches("encounter.updated"));
+        assert!(!f.matches("encounter.created"));
+        assert!(TypeFilter::parse_list(["a*b"]).is_err());
+        assert!(TypeFilter::default().matches("anything.at_all"));
+    }
+}

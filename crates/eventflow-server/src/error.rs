@@ -1,0 +1,132 @@
+//! The one error type that reaches clients, and its one `IntoResponse`:
+//! `{"error": {"type", "message", "field"?, "index"?}}` with the right status
+//! (DESIGN.md §3). Anything unexpected is logged and becomes an opaque 500.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use eventflow_model::ValidationError;
+use eventflow_store::StoreError;
+use serde_json::json;
+
+/// An error as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Machine-readable kind: `validation_error`, `not_found`, …
+    pub kind: &'static str,
+    /// One sentence for a person. Never holds a field value or a secret.
+    pub message: String,
+    /// The field (or header, or query parameter) at fault.
+    pub field: Option<String>,
+    /// For a failed batch: the index of the failing operation.
+    pub index: Option<usize>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+            field: None,
+            index: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// 400: the request could not be read.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 422 naming a field: `"{field}: {message}"`.
+    pub fn invalid(field: &str, message: &str) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error",
+            format!("{field}: {message}"),
+        )
+        .with_field(field)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "missing or invalid API key: send Authorization: Bearer <api key>",
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error; the server log has the details",
+        )
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError::invalid(&e.field, &e.message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Validation(v) => v.into(),
+            StoreError::NotFound(m) => ApiError::not_found(m),
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::IdempotencyMismatch => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", e.to_string())
+                    .with_field("Idempotency-Key")
+            }
+            StoreError::PreconditionFailed { .. } => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                e.to_string(),
+            )
+            .with_field("If-Match"),
+            StoreError::Batch { index, source } => {
+                let mut inner = ApiError::from(*source);
+                inner.message = format!("operations[{index}]: {}", inner.message);
+                inner.index = Some(index);
+                inner
+            }
+            StoreError::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server is shutting down",
+            ),
+            other => {
+                tracing::error!(error = %other, "store error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"type": self.kind, "message": self.message});
+        if let Some(field) = self.field {
+            error["field"] = json!(field);
+        }
+        if let Some(index) = self.index {
+            error["index"] = json!(index);
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}

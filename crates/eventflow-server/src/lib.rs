@@ -1,0 +1,237 @@
+//! The HTTP face of Event Flow: axum routes, authentication, errors to HTTP,
+//! OpenAPI, metrics. Only this crate knows HTTP.
+//!
+//! # Layout
+//! - [`Application`]: build from a [`Config`], then `run_until_stopped` —
+//!   the same path in production and in tests.
+//! - [`config`]: the configuration file, its defaults and checks.
+//! - [`error`]: [`ApiError`], the one error shape clients see.
+//! - [`auth`]: API keys and the `Bearer` extractor.
+//! - [`extract`]: JSON body and query extractors with API-shaped rejections.
+//! - [`routes`]: one module per area, each with a `router()`.
+//! - [`openapi`]: the OpenAPI 3.1 document, built from the record field tables.
+//! - [`telemetry`]: the Prometheus recorder and the request middleware.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use eventflow_store::sqlite::{SqliteConfig, SqliteStore};
+use eventflow_store::{Clock, Store, StoreError};
+use tokio::net::TcpListener;
+
+pub use config::{Config, ConfigError, Secret};
+pub use error::{ApiError, ApiResult};
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<Config>,
+    pub keys: Arc<auth::KeyCache>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The bootstrap key of the `default` tenant, when this start created it
+/// and generated the key (so the caller prints it once).
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    pub tenant_id: String,
+    /// The generated key; `None` when it came from `EVENTFLOW_BOOTSTRAP_API_KEY`.
+    pub generated_key: Option<Secret>,
+    /// Where the generated key was written.
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// Opens the store the configuration names: SQLite under `data_dir` unless
+/// `database_url` is set.
+pub async fn open_store(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn Store>, StartError> {
+    if !config.database_url.is_empty() {
+        return Err(StartError::Config(ConfigError(
+            "database_url: the PostgreSQL backend is not in this build yet; leave database_url empty to use the embedded SQLite database".into(),
+        )));
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        StartError::Io(format!(
+            "cannot create data_dir {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let store = SqliteStore::open(
+        &sqlite_path(&config.data_dir),
+        clock,
+        SqliteConfig::default(),
+    )
+    .await?;
+    Ok(store)
+}
+
+/// The SQLite database file under a data directory.
+pub fn sqlite_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("eventflow.db")
+}
+
+/// Creates the `default` tenant on first start.
+pub async fn bootstrap(
+    config: &Config,
+    store: &dyn Store,
+) -> Result<Option<Bootstrap>, StartError> {
+    let (key, generated) = match &config.bootstrap_api_key {
+        Some(k) => (k.expose().to_string(), false),
+        None => (auth::generate_key(), true),
+    };
+    let Some(tenant) = store
+        .create_tenant("default", &auth::hash_key(&key), true)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut key_file = None;
+    if generated {
+        let path = config.data_dir.join("bootstrap-api-key");
+        write_private(&path, &format!("{key}\n"))
+            .map_err(|e| StartError::Io(format!("cannot write {}: {e}", path.display())))?;
+        key_file = Some(path);
+    }
+    Ok(Some(Bootstrap {
+        tenant_id: tenant.tenant_id,
+        generated_key: generated.then(|| Secret::new(key)),
+        key_file,
+    }))
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// A built server: bound to its port, store open, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    bootstrap: Option<Bootstrap>,
+}
+
+impl Application {
+    /// Opens the store, creates the bootstrap tenant if the database is new,
+    /// and binds the listener (port 0 picks a free one).
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
+        let store = open_store(&config, clock.clone()).await?;
+        Self::with_store(config, clock, store).await
+    }
+
+    /// Like [`build`](Self::build) with a store already open.
+    pub async fn with_store(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn Store>,
+    ) -> Result<Application, StartError> {
+        telemetry::prometheus();
+        let bootstrap = bootstrap(&config, &*store).await?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let state = AppState {
+            store,
+            clock,
+            config: Arc::new(config),
+            keys: Arc::default(),
+        };
+        let router = routes::router(state.clone());
+        Ok(Application {
+            listener,
+            router,
+            state,
+            bootstrap,
+        })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.state.config.listen)
+    }
+
+    /// Set when this start created the `default` tenant.
+    pub fn bootstrap(&self) -> Option<&Bootstrap> {
+        self.bootstrap.as_ref()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then drains open requests.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let retention = tokio::spawn(retention_loop(self.state.clone()));
+        let result = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        retention.abort();
+        result
+    }
+}
+
+/// Deletes events older than `event_retention_days`, at start and hourly.
+async fn retention_loop(state: AppState) {
+    let keep = jiff::SignedDuration::from_hours(24 * i64::from(state.config.event_retention_days));
+    loop {
+        let cutoff = state.clock.now() - keep;
+        match state.store.purge(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "retention: deleted old events"),
+            Err(e) => tracing::warn!(error = %e, "retention clean-up failed"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}

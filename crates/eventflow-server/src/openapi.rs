@@ -1,0 +1,346 @@
+//! The OpenAPI 3.1 description of `/v1`, served at `/openapi.json` and
+//! rendered at `/docs` by the vendored Swagger UI (no request leaves the
+//! machine).
+//!
+//! Record schemas and record routes are generated from the same
+//! [`FieldSpec`] tables that validate requests and from the same
+//! [`ResourceType::ALL`] loop that mounts the routes, so the document cannot
+//! drift from what the server does.
+
+use axum::Router;
+use eventflow_model::resource::{FieldKind, FieldSpec};
+use eventflow_model::{EventType, ResourceType};
+use serde_json::{Map, Value, json};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    SwaggerUi::new("/docs")
+        .external_url_unchecked("/openapi.json", document())
+        .into()
+}
+
+fn kind_schema(kind: FieldKind) -> Value {
+    match kind {
+        FieldKind::String => json!({"type": "string", "minLength": 1}),
+        FieldKind::Date => json!({"type": "string", "format": "date"}),
+        FieldKind::DateTime => json!({"type": "string", "format": "date-time"}),
+        FieldKind::Enum(options) => json!({"type": "string", "enum": options}),
+        FieldKind::Phone => json!({"type": "string", "pattern": "^\\+[1-9][0-9]{1,14}$"}),
+        FieldKind::Email => json!({"type": "string", "format": "email"}),
+        FieldKind::Number => json!({"type": "number"}),
+        FieldKind::Count => json!({"type": "integer", "minimum": 0}),
+        FieldKind::Bool => json!({"type": "boolean"}),
+        FieldKind::NumberOrString => json!({"oneOf": [{"type": "number"}, {"type": "string"}]}),
+        FieldKind::Ref(rt) => json!({
+            "type": "string",
+            "pattern": format!("^{}_", rt.id_prefix()),
+            "description": format!("The id of a {rt} of the same tenant."),
+        }),
+        FieldKind::Object(fields) => object_schema(fields, false),
+        FieldKind::List(fields) => {
+            json!({"type": "array", "items": object_schema(fields, false), "maxItems": 1000})
+        }
+    }
+}
+
+fn object_schema(fields: &[FieldSpec], with_server_fields: bool) -> Value {
+    let mut properties = Map::new();
+    if with_server_fields {
+        properties.insert("id".into(), json!({"type": "string", "readOnly": true}));
+    }
+    for f in fields {
+        let mut schema = kind_schema(f.kind);
+        if schema.get("description").is_none() {
+            schema["description"] = json!(f.doc);
+        }
+        properties.insert(f.name.into(), schema);
+    }
+    if with_server_fields {
+        properties.insert(
+            "version".into(),
+            json!({"type": "integer", "readOnly": true, "description": "Starts at 1; the ETag."}),
+        );
+        properties.insert(
+            "createdAt".into(),
+            json!({"type": "string", "format": "date-time", "readOnly": true}),
+        );
+        properties.insert(
+            "updatedAt".into(),
+            json!({"type": "string", "format": "date-time", "readOnly": true}),
+        );
+    }
+    let required: Vec<&str> = fields
+        .iter()
+        .filter(|f| f.required)
+        .map(|f| f.name)
+        .collect();
+    let mut o = json!({"type": "object", "properties": properties, "additionalProperties": false});
+    if !required.is_empty() {
+        o["required"] = json!(required);
+    }
+    o
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn json_content(schema: Value) -> Value {
+    json!({"application/json": {"schema": schema}})
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": json_content(schema)})
+}
+
+fn errors(codes: &[&str]) -> Map<String, Value> {
+    let mut m = Map::new();
+    for code in codes {
+        m.insert(
+            (*code).into(),
+            json!({"description": "Error", "content": json_content(schema_ref("Error"))}),
+        );
+    }
+    m
+}
+
+fn responses(success: (&str, Value), codes: &[&str]) -> Value {
+    let mut m = errors(codes);
+    m.insert(success.0.into(), success.1);
+    Value::Object(m)
+}
+
+fn query(name: &str, description: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
+}
+
+fn header(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "header", "required": false, "description": description, "schema": {"type": "string"}})
+}
+
+fn id_param() -> Value {
+    json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}})
+}
+
+fn record_paths(paths: &mut Map<String, Value>, rt: ResourceType) {
+    let t = rt.title();
+    let c = rt.collection();
+    let mut list_params = vec![
+        query(
+            "limit",
+            "Page size, 1 to 500 (default 50).",
+            json!({"type": "integer", "minimum": 1, "maximum": 500}),
+        ),
+        query(
+            "cursor",
+            "The `nextCursor` of the previous page.",
+            json!({"type": "string"}),
+        ),
+        query(
+            "updatedSince",
+            "Only records updated at or after this time.",
+            json!({"type": "string", "format": "date-time"}),
+        ),
+    ];
+    if rt.field("patientId").is_some() {
+        list_params.push(query(
+            "patientId",
+            "Only this patient's records.",
+            json!({"type": "string"}),
+        ));
+    }
+    if let Some(FieldKind::Enum(options)) = rt.field("status").map(|f| f.kind) {
+        list_params.push(query(
+            "status",
+            "Only records with this status.",
+            json!({"type": "string", "enum": options}),
+        ));
+    }
+    paths.insert(
+        format!("/v1/{c}"),
+        json!({
+            "post": {
+                "tags": [t], "operationId": format!("create{t}"), "summary": format!("Create a {rt}; writes `{rt}.created`."),
+                "parameters": [header("Idempotency-Key", "Same key and body within 24 h returns the first response and creates nothing.")],
+                "requestBody": {"required": true, "content": json_content(schema_ref(t))},
+                "responses": responses(("201", ok("Created", schema_ref(t))), &["400", "401", "409", "413", "422"]),
+            },
+            "get": {
+                "tags": [t], "operationId": format!("list{t}s"), "summary": format!("List {c}, oldest first."),
+                "parameters": list_params,
+                "responses": responses(("200", ok("A page", json!({"type": "object", "properties": {
+                    "data": {"type": "array", "items": schema_ref(t)},
+                    "nextCursor": {"type": ["string", "null"]}}}))), &["401", "422"]),
+            },
+        }),
+    );
+    let mut read_params = vec![id_param()];
+    if !rt.includable().is_empty() {
+        let names: Vec<&str> = rt.includable().iter().map(|r| r.collection()).collect();
+        read_params.push(query(
+            "include",
+            &format!(
+                "Comma-separated related records to add under `included`: {} (or FHIR names).",
+                names.join(", ")
+            ),
+            json!({"type": "string"}),
+        ));
+    }
+    paths.insert(
+        format!("/v1/{c}/{{id}}"),
+        json!({
+            "get": {
+                "tags": [t], "operationId": format!("get{t}"), "summary": format!("Read a {rt}."),
+                "parameters": read_params,
+                "responses": responses(("200", ok("The record; ETag is its version", schema_ref(t))), &["401", "404", "422"]),
+            },
+            "patch": {
+                "tags": [t], "operationId": format!("update{t}"),
+                "summary": format!("JSON merge patch (RFC 7396); writes `{rt}.updated` unless nothing changed."),
+                "parameters": [id_param(), header("If-Match", "The version the change is based on: 3, \"3\" or W/\"3\".")],
+                "requestBody": {"required": true, "content": {
+                    "application/merge-patch+json": {"schema": {"type": "object"}},
+                    "application/json": {"schema": {"type": "object"}}}},
+                "responses": responses(("200", ok("The record after the change", schema_ref(t))), &["400", "401", "404", "412", "422"]),
+            },
+            "delete": {
+                "tags": [t], "operationId": format!("delete{t}"), "summary": format!("Delete a {rt}; writes `{rt}.deleted` with its last state."),
+                "parameters": [id_param(), header("If-Match", "The version the deletion is based on.")],
+                "responses": responses(("204", json!({"description": "Deleted"})), &["401", "404", "409", "412"]),
+            },
+        }),
+    );
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut schemas = Map::new();
+    let mut paths = Map::new();
+    for rt in ResourceType::ALL {
+        schemas.insert(rt.title().into(), object_schema(rt.fields(), true));
+        record_paths(&mut paths, rt);
+    }
+    let event_types: Vec<String> = EventType::all().map(|t| t.name()).collect();
+    schemas.insert("Error".into(), json!({
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["type", "message"], "properties": {
+            "type": {"type": "string", "examples": ["validation_error"]},
+            "message": {"type": "string"},
+            "field": {"type": "string"},
+            "index": {"type": "integer", "description": "The failing operation of a batch."}}}}
+    }));
+    schemas.insert("Event".into(), json!({
+        "type": "object", "required": ["id", "type", "sequence", "createdAt", "tenantId", "resource", "data"],
+        "properties": {
+            "id": {"type": "string", "description": "`evt_…`; the same on every delivery."},
+            "type": {"type": "string", "enum": event_types},
+            "sequence": {"type": "integer", "description": "Per tenant, gap-free, in commit order."},
+            "createdAt": {"type": "string", "format": "date-time"},
+            "tenantId": {"type": "string"},
+            "resource": {"type": "object", "properties": {
+                "type": {"type": "string"}, "id": {"type": "string"}, "version": {"type": "integer"}}},
+            "data": {"type": "object", "description": "The record after the change; for deleted, its last state."},
+            "previous": {"type": "object", "description": "On updated only: prior value of each changed top-level field."}}
+    }));
+    paths.insert("/v1/batch".into(), json!({"post": {
+        "tags": ["Batch"], "operationId": "batch", "summary": "Up to 1,000 operations, all or nothing, in one transaction.",
+        "parameters": [header("Idempotency-Key", "As on any POST.")],
+        "requestBody": {"required": true, "content": json_content(json!({"type": "object", "required": ["operations"], "properties": {
+            "operations": {"type": "array", "maxItems": 1000, "items": {"type": "object", "required": ["method", "path"], "properties": {
+                "method": {"type": "string", "enum": ["POST", "PATCH", "DELETE"]},
+                "path": {"type": "string", "examples": ["/v1/patients", "/v1/appointments/appt_…"]},
+                "body": {"type": "object"},
+                "ifMatch": {"type": "integer"}}}}}}))},
+        "responses": responses(("200", ok("One result per operation", json!({"type": "object", "properties": {"results": {"type": "array", "items": {
+            "type": "object", "properties": {"status": {"type": "integer"}, "body": {}}}}}}))), &["400", "401", "404", "409", "412", "413", "422"]),
+    }}));
+    let filter_params = [
+        query(
+            "after",
+            "Only events with a larger sequence (default 0).",
+            json!({"type": "integer", "minimum": 0}),
+        ),
+        query(
+            "types",
+            "Comma-separated event types or globs: appointment.*,encounter.updated",
+            json!({"type": "string"}),
+        ),
+        query(
+            "resourceType",
+            "Only events about this record type.",
+            json!({"type": "string"}),
+        ),
+    ];
+    let mut poll_params = filter_params.to_vec();
+    poll_params.push(query(
+        "limit",
+        "1 to 1000 (default 100).",
+        json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+    ));
+    poll_params.push(query(
+        "wait",
+        "Long poll: hold up to this many seconds (≤ 60) for the first event.",
+        json!({"type": "integer", "minimum": 0, "maximum": 60}),
+    ));
+    paths.insert("/v1/events".into(), json!({"get": {
+        "tags": ["Events"], "operationId": "listEvents", "summary": "Poll the event log; long poll with wait.",
+        "parameters": poll_params,
+        "responses": responses(("200", ok("Events in sequence order", json!({"type": "object", "properties": {
+            "data": {"type": "array", "items": schema_ref("Event")},
+            "nextAfter": {"type": "integer", "description": "The last sequence returned, or the after given."}}}))), &["401", "422"]),
+    }}));
+    let mut stream_params = filter_params.to_vec();
+    stream_params.push(header(
+        "Last-Event-ID",
+        "Resume after this sequence (set by EventSource on reconnect).",
+    ));
+    paths.insert("/v1/events/stream".into(), json!({"get": {
+        "tags": ["Events"], "operationId": "streamEvents", "summary": "Server-Sent Events; id: is the sequence.",
+        "parameters": stream_params,
+        "responses": {"200": {"description": "An event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    }}));
+    paths.insert(
+        "/v1/events/{id}".into(),
+        json!({"get": {
+            "tags": ["Events"], "operationId": "getEvent", "summary": "One event.",
+            "parameters": [id_param()],
+            "responses": responses(("200", ok("The event", schema_ref("Event"))), &["401", "404"]),
+        }}),
+    );
+    paths.insert("/v1/event-types".into(), json!({"get": {
+        "tags": ["Events"], "operationId": "listEventTypes", "summary": "Every event type with a one-line description.",
+        "responses": responses(("200", ok("Event types", json!({"type": "object", "properties": {"data": {"type": "array", "items": {
+            "type": "object", "properties": {"type": {"type": "string"}, "description": {"type": "string"}}}}}}))), &["401"]),
+    }}));
+    paths.insert("/v1/audit-log".into(), json!({"get": {
+        "tags": ["Audit"], "operationId": "listAuditLog", "summary": "Every read and write of a record, newest first.",
+        "parameters": [
+            query("resourceType", "Only this record type.", json!({"type": "string"})),
+            query("resourceId", "Only this record.", json!({"type": "string"})),
+            query("limit", "1 to 1000 (default 100).", json!({"type": "integer"})),
+            query("cursor", "The nextCursor of the previous page.", json!({"type": "string"}))],
+        "responses": responses(("200", ok("A page", json!({"type": "object", "properties": {
+            "data": {"type": "array", "items": {"type": "object", "properties": {
+                "id": {"type": "string"}, "at": {"type": "string", "format": "date-time"}, "keyId": {"type": "string"},
+                "action": {"type": "string", "enum": ["create", "read", "update", "delete"]},
+                "resourceType": {"type": "string"}, "resourceId": {"type": "string"}}}},
+            "nextCursor": {"type": ["string", "null"]}}}))), &["401", "422"]),
+    }}));
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Event Flow",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Clinical records whose every change becomes an event: poll it, stream it, or receive it as a signed webhook.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"apiKey": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <api key>"}},
+        },
+    })
+}

@@ -1,0 +1,172 @@
+//! The event log: poll (`GET /v1/events`, with long poll), fetch one, stream
+//! (Server-Sent Events), and the list of event types (DESIGN.md §3.2).
+//!
+//! Waiting is driven by the store's commit notifications, never a sleep: a
+//! reader subscribes, reads, and if nothing matched, waits for the next
+//! commit of its tenant.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::routing::get;
+use axum::{Json, Router};
+use eventflow_model::{Event, EventType, ResourceType, TypeFilter};
+use eventflow_store::{EventQuery, Store};
+use futures::Stream;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::AppState;
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Params;
+
+/// Longest long poll, in seconds.
+pub const MAX_WAIT_SECONDS: i64 = 60;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/events", get(list))
+        .route("/v1/events/stream", get(stream))
+        .route("/v1/events/{id}", get(one))
+        .route("/v1/event-types", get(types))
+}
+
+fn filters(params: &Params) -> ApiResult<(TypeFilter, Option<ResourceType>)> {
+    let types = match params.get("types") {
+        Some(list) => {
+            TypeFilter::parse_list(list.split(',')).map_err(|m| ApiError::invalid("types", &m))?
+        }
+        None => TypeFilter::default(),
+    };
+    let resource_type = match params.get("resourceType") {
+        Some(t) => Some(t.parse::<ResourceType>().map_err(|_| {
+            ApiError::invalid("resourceType", "must be a record type such as appointment")
+        })?),
+        None => None,
+    };
+    Ok((types, resource_type))
+}
+
+/// `GET /v1/events?after=&types=&resourceType=&limit=&wait=`.
+async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiResult<Json<Value>> {
+    params.only(&["after", "types", "resourceType", "limit", "wait"])?;
+    let after = params.int("after", 0, 0, i64::MAX)?;
+    let limit = params.int("limit", 100, 1, 1000)? as u32;
+    let wait = params.int("wait", 0, 0, MAX_WAIT_SECONDS)?;
+    let (types, resource_type) = filters(&params)?;
+    let q = EventQuery {
+        after,
+        types,
+        resource_type,
+        limit,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
+    // Subscribe before the first read, so a commit in between wakes us.
+    let mut commits = state.store.notifier().subscribe(auth.tenant());
+    let mut events = state.store.events(auth.tenant(), &q).await?;
+    while events.is_empty() && wait > 0 {
+        match tokio::time::timeout_at(deadline, commits.changed()).await {
+            Ok(Ok(())) => events = state.store.events(auth.tenant(), &q).await?,
+            _ => break,
+        }
+    }
+    let next_after = events.last().map(|e| e.sequence).unwrap_or(after);
+    Ok(Json(json!({"data": events, "nextAfter": next_after})))
+}
+
+/// `GET /v1/events/{id}`.
+async fn one(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Event>> {
+    state
+        .store
+        .event_by_id(auth.tenant(), &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no event with id {id}")))
+}
+
+/// `GET /v1/event-types`.
+async fn types() -> Json<Value> {
+    let data: Vec<Value> = EventType::all()
+        .map(|t| json!({"type": t.name(), "description": t.description()}))
+        .collect();
+    Json(json!({ "data": data }))
+}
+
+struct Follow {
+    store: Arc<dyn Store>,
+    tenant: String,
+    query: EventQuery,
+    commits: watch::Receiver<i64>,
+    buffer: VecDeque<Event>,
+}
+
+/// `GET /v1/events/stream?after=&types=&resourceType=`: Server-Sent Events,
+/// `id:` = sequence, so a reconnect with `Last-Event-ID` resumes.
+async fn stream(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    params: Params,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    params.only(&["after", "types", "resourceType"])?;
+    let mut after = params.int("after", 0, 0, i64::MAX)?;
+    if let Some(last) = headers.get("last-event-id") {
+        after = last
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                ApiError::bad_request("Last-Event-ID must be an event sequence number")
+                    .with_field("Last-Event-ID")
+            })?;
+    }
+    let (types, resource_type) = filters(&params)?;
+    let follow = Follow {
+        commits: state.store.notifier().subscribe(auth.tenant()),
+        store: state.store.clone(),
+        tenant: auth.tenant().to_string(),
+        query: EventQuery {
+            after,
+            types,
+            resource_type,
+            limit: 500,
+        },
+        buffer: VecDeque::new(),
+    };
+    let events = futures::stream::unfold(follow, |mut f| async move {
+        loop {
+            if let Some(event) = f.buffer.pop_front() {
+                f.query.after = event.sequence;
+                let data = serde_json::to_string(&event).unwrap_or_default();
+                let sse = SseEvent::default()
+                    .id(event.sequence.to_string())
+                    .data(data);
+                return Some((Ok(sse), f));
+            }
+            match f.store.events(&f.tenant, &f.query).await {
+                Ok(events) if !events.is_empty() => f.buffer.extend(events),
+                Ok(_) => {
+                    if f.commits.changed().await.is_err() {
+                        return None;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "event stream ended by a store error");
+                    return None;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

@@ -1,0 +1,53 @@
+//! The routes, one module per area, merged here. Look for the route of
+//! anything in seconds: records in `records`, the event log in `events`.
+
+pub mod audit;
+pub mod batch;
+pub mod events;
+pub mod ops;
+pub mod records;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::error::ApiError;
+use crate::{AppState, openapi, telemetry};
+
+/// Largest request body on most routes.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest body of `POST /v1/batch` (up to 1,000 operations).
+pub const MAX_BATCH_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(records::router())
+        .merge(batch::router())
+        .merge(events::router())
+        .merge(audit::router())
+        .merge(ops::router())
+        .merge(openapi::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(telemetry::track))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; GET /openapi.json lists them")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}

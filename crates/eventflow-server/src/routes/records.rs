@@ -1,0 +1,352 @@
+//! `/v1/{collection}` and `/v1/{collection}/{id}` for the ten record types:
+//! create, read with `include`, list, merge patch, delete (DESIGN.md §3.1).
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::header::{ETAG, IF_MATCH, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use eventflow_model::resource::FieldKind;
+use eventflow_model::{Object, ResourceType, time};
+use eventflow_store::{
+    AuditEntry, Idempotency, ListQuery, Op, WriteKind, WriteOutcome, WriteRequest,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, Params};
+
+pub fn router() -> Router<AppState> {
+    let mut router = Router::new();
+    for rt in ResourceType::ALL {
+        let collection = format!("/v1/{}", rt.collection());
+        let item = format!("{collection}/{{id}}");
+        router = router
+            .route(
+                &collection,
+                post(
+                    move |s: State<AppState>, a: Auth, h: HeaderMap, b: JsonBody| {
+                        create(s, a, h, b, rt)
+                    },
+                )
+                .get(move |s: State<AppState>, a: Auth, p: Params| list(s, a, p, rt)),
+            )
+            .route(
+                &item,
+                get(
+                    move |s: State<AppState>, a: Auth, id: Path<String>, p: Params| {
+                        read(s, a, id, p, rt)
+                    },
+                )
+                .patch(
+                    move |s: State<AppState>,
+                          a: Auth,
+                          id: Path<String>,
+                          h: HeaderMap,
+                          b: JsonBody| { patch(s, a, id, h, b, rt) },
+                )
+                .delete(
+                    move |s: State<AppState>, a: Auth, id: Path<String>, h: HeaderMap| {
+                        delete(s, a, id, h, rt)
+                    },
+                ),
+            );
+    }
+    router
+}
+
+/// Reads `Idempotency-Key` and fingerprints the request it came with.
+pub fn idempotency(
+    headers: &HeaderMap,
+    path: &str,
+    body: &Value,
+) -> ApiResult<Option<Idempotency>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters")
+                .with_field("Idempotency-Key")
+        })?;
+    let mut hasher = Sha256::new();
+    hasher.update(b"POST ");
+    hasher.update(path.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(body.to_string().as_bytes());
+    let fingerprint = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Some(Idempotency {
+        key: key.to_string(),
+        fingerprint,
+    }))
+}
+
+/// Parses `If-Match`: `3`, `"3"` or `W/"3"`; `*` matches any version.
+pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
+    let Some(value) = headers.get(IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let bare = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    bare.parse::<i64>().map(Some).map_err(|_| {
+        ApiError::bad_request("If-Match must be a record version such as \"3\"")
+            .with_field("If-Match")
+    })
+}
+
+fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// The HTTP response of a write: status, body, `ETag`, `Location` for a
+/// create, `Idempotent-Replayed` for a stored response.
+pub fn write_response(out: WriteOutcome, collection: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(out.status).unwrap_or(StatusCode::OK);
+    let mut headers = HeaderMap::new();
+    if let Some(version) = out.body.get("version").and_then(Value::as_i64) {
+        headers.insert(ETAG, etag(version));
+    }
+    if status == StatusCode::CREATED
+        && let (Some(c), Some(id)) = (collection, out.body.get("id").and_then(Value::as_str))
+        && let Ok(v) = HeaderValue::from_str(&format!("/v1/{c}/{id}"))
+    {
+        headers.insert(LOCATION, v);
+    }
+    if out.replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    if status == StatusCode::NO_CONTENT {
+        return (status, headers).into_response();
+    }
+    (status, headers, axum::Json(out.body)).into_response()
+}
+
+fn record_response(record: Value) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Some(version) = record.get("version").and_then(Value::as_i64) {
+        headers.insert(ETAG, etag(version));
+    }
+    (headers, axum::Json(record)).into_response()
+}
+
+fn read_entry(auth: &Auth, now: &str, rt: &str, id: &str) -> AuditEntry {
+    AuditEntry {
+        id: eventflow_model::id::new_id("aud"),
+        tenant: auth.tenant().to_string(),
+        at: now.to_string(),
+        key_id: auth.key_id().to_string(),
+        action: "read".into(),
+        resource_type: rt.to_string(),
+        resource_id: id.to_string(),
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    body: JsonBody,
+    rt: ResourceType,
+) -> ApiResult<Response> {
+    let path = format!("/v1/{}", rt.collection());
+    let idempotency = idempotency(&headers, &path, &body.value)?;
+    let out = state
+        .store
+        .write(WriteRequest {
+            tenant: auth.tenant().to_string(),
+            key_id: auth.key_id().to_string(),
+            kind: WriteKind::Single(Op::Create {
+                rt,
+                body: body.value,
+            }),
+            idempotency,
+        })
+        .await?;
+    Ok(write_response(out, Some(rt.collection())))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    params: Params,
+    rt: ResourceType,
+) -> ApiResult<Response> {
+    params.only(&["include"])?;
+    let mut includes: Vec<ResourceType> = Vec::new();
+    if let Some(list) = params.get("include") {
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let inc = ResourceType::from_include_name(name)
+                .filter(|inc| rt.includable().contains(inc))
+                .ok_or_else(|| {
+                    let allowed: Vec<&str> =
+                        rt.includable().iter().map(|r| r.collection()).collect();
+                    let hint = if allowed.is_empty() {
+                        format!("a {rt} has nothing to include")
+                    } else {
+                        format!("must be a list of {}", allowed.join(", "))
+                    };
+                    ApiError::invalid("include", &hint)
+                })?;
+            if !includes.contains(&inc) {
+                includes.push(inc);
+            }
+        }
+    }
+    let record = state
+        .store
+        .get_record(auth.tenant(), rt, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no {rt} with id {id}")))?;
+    let now = time::format(state.clock.now());
+    let mut reads = vec![read_entry(&auth, &now, rt.name(), &id)];
+    let mut body = Value::Object(record);
+    if !includes.is_empty() {
+        let field = rt.reference_field().unwrap_or("patientId");
+        let mut included = Object::new();
+        for inc in includes {
+            let records = state
+                .store
+                .records_referencing(auth.tenant(), inc, field, &id, 1000)
+                .await?;
+            for r in &records {
+                if let Some(rid) = r.get("id").and_then(Value::as_str) {
+                    reads.push(read_entry(&auth, &now, inc.name(), rid));
+                }
+            }
+            included.insert(
+                inc.collection().to_string(),
+                Value::Array(records.into_iter().map(Value::Object).collect()),
+            );
+        }
+        body["included"] = Value::Object(included);
+    }
+    state.store.record_reads(reads).await?;
+    Ok(record_response(body))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    params: Params,
+    rt: ResourceType,
+) -> ApiResult<Response> {
+    params.only(&["patientId", "status", "updatedSince", "limit", "cursor"])?;
+    let patient_id = params.get("patientId").map(str::to_string);
+    if patient_id.is_some() && rt.field("patientId").is_none() {
+        return Err(ApiError::invalid(
+            "patientId",
+            &format!("{} have no patientId to filter on", rt.collection()),
+        ));
+    }
+    let status = params.get("status").map(str::to_string);
+    if let Some(s) = &status {
+        match rt.field("status").map(|f| f.kind) {
+            Some(FieldKind::Enum(options)) if options.contains(&s.as_str()) => {}
+            Some(FieldKind::Enum(options)) => {
+                return Err(ApiError::invalid(
+                    "status",
+                    &format!("must be one of {}", options.join(", ")),
+                ));
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "status",
+                    &format!("{} have no status to filter on", rt.collection()),
+                ));
+            }
+        }
+    }
+    let updated_since = match params.get("updatedSince") {
+        Some(s) => Some(time::format(time::parse(s).ok_or_else(|| {
+            ApiError::invalid("updatedSince", "must be an RFC 3339 date-time")
+        })?)),
+        None => None,
+    };
+    let cursor = params.get("cursor").map(str::to_string);
+    if let Some(c) = &cursor
+        && ResourceType::from_id(c) != Some(rt)
+    {
+        return Err(ApiError::invalid(
+            "cursor",
+            "must be a nextCursor returned by this list",
+        ));
+    }
+    let q = ListQuery {
+        patient_id,
+        status,
+        updated_since,
+        limit: params.int("limit", 50, 1, 500)? as u32,
+        cursor,
+    };
+    let page = state.store.list_records(auth.tenant(), rt, &q).await?;
+    let now = time::format(state.clock.now());
+    let reads = page
+        .data
+        .iter()
+        .filter_map(|r| r.get("id").and_then(Value::as_str))
+        .map(|id| read_entry(&auth, &now, rt.name(), id))
+        .collect();
+    state.store.record_reads(reads).await?;
+    Ok(axum::Json(json!({"data": page.data, "nextCursor": page.next_cursor})).into_response())
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: JsonBody,
+    rt: ResourceType,
+) -> ApiResult<Response> {
+    let if_match = if_match(&headers)?;
+    let out = state
+        .store
+        .write(WriteRequest {
+            tenant: auth.tenant().to_string(),
+            key_id: auth.key_id().to_string(),
+            kind: WriteKind::Single(Op::Patch {
+                rt,
+                id,
+                patch: body.value,
+                if_match,
+            }),
+            idempotency: None,
+        })
+        .await?;
+    Ok(write_response(out, None))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    rt: ResourceType,
+) -> ApiResult<Response> {
+    let if_match = if_match(&headers)?;
+    let out = state
+        .store
+        .write(WriteRequest {
+            tenant: auth.tenant().to_string(),
+            key_id: auth.key_id().to_string(),
+            kind: WriteKind::Single(Op::Delete { rt, id, if_match }),
+            idempotency: None,
+        })
+        .await?;
+    Ok(write_response(out, None))
+}

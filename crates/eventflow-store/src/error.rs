@@ -1,0 +1,49 @@
+//! What a store operation can fail with. The server maps each variant to one
+//! HTTP status; messages never hold field values.
+
+use eventflow_model::ValidationError;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A field is missing, unknown, malformed, or names a record that does
+    /// not exist (422).
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// No such record in this tenant (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The change conflicts with other records (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// `If-Match` named another version (412).
+    #[error("the record is at version {current}, not the version in If-Match")]
+    PreconditionFailed { current: i64 },
+    /// The idempotency key was used with another request (409).
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyMismatch,
+    /// One operation of a batch failed; nothing of the batch was applied.
+    #[error("operation {index}: {source}")]
+    Batch {
+        index: usize,
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// The database failed. Logged by the server, shown to clients as an
+    /// opaque 500.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The database schema is newer than this build, or migrations failed.
+    #[error("{0}")]
+    Migration(String),
+    /// The store is shutting down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(what: &str) -> Self {
+        StoreError::Database(sqlx::Error::Protocol(format!("corrupt row: {what}")))
+    }
+}

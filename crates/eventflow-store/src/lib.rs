@@ -1,0 +1,96 @@
+//! Storage for Event Flow: the [`Store`] trait and its backends.
+//!
+//! A record change and its event are written in one database transaction
+//! (the transactional outbox): no event for a change that rolled back, no
+//! committed change without its event. The rules of a change (validation,
+//! references, merge patch, the `previous` diff, idempotency) live once, in
+//! [`ops`], over the small [`ops::RecordTx`] interface; a backend supplies
+//! only SQL.
+//!
+//! # Layout
+//! - [`clock`]: the injectable clock (`SystemClock`, `ManualClock` for tests).
+//! - [`error`]: [`StoreError`], what a change can fail with.
+//! - [`notify`]: in-process wake-ups when a tenant's events commit.
+//! - [`ops`]: the backend-independent logic of creates, patches, deletes and batches.
+//! - [`types`]: requests and rows the trait speaks in.
+//! - [`sqlite`]: the embedded default backend, with group commit.
+
+pub mod clock;
+pub mod error;
+pub mod migrations;
+pub mod notify;
+pub mod ops;
+pub mod sqlite;
+pub mod types;
+
+use async_trait::async_trait;
+use eventflow_model::{Event, Object, ResourceType};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Result, StoreError};
+pub use notify::Notifier;
+pub use types::*;
+
+/// Everything the server keeps, behind one interface with one implementation
+/// per database. Every method is scoped to a tenant where data belongs to one.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies a create, patch, delete or batch, with its events and audit
+    /// entries, in one transaction. Honours the idempotency key.
+    async fn write(&self, req: WriteRequest) -> Result<WriteOutcome>;
+
+    /// A live record of the tenant, with its server fields.
+    async fn get_record(&self, tenant: &str, rt: ResourceType, id: &str) -> Result<Option<Object>>;
+
+    /// One page of a tenant's records of a type.
+    async fn list_records(&self, tenant: &str, rt: ResourceType, q: &ListQuery) -> Result<Page>;
+
+    /// Live records of type `rt` whose reference field `field` names `id`
+    /// (for `?include=`), oldest first, at most `limit`.
+    async fn records_referencing(
+        &self,
+        tenant: &str,
+        rt: ResourceType,
+        field: &str,
+        id: &str,
+        limit: u32,
+    ) -> Result<Vec<Object>>;
+
+    /// The tenant's events after a sequence, filtered, in sequence order.
+    async fn events(&self, tenant: &str, q: &EventQuery) -> Result<Vec<Event>>;
+
+    /// One event by id.
+    async fn event_by_id(&self, tenant: &str, id: &str) -> Result<Option<Event>>;
+
+    /// The largest committed sequence of the tenant (0 when none).
+    async fn latest_sequence(&self, tenant: &str) -> Result<i64>;
+
+    /// Writes audit entries for records that were read.
+    async fn record_reads(&self, entries: Vec<AuditEntry>) -> Result<()>;
+
+    /// One page of the tenant's audit log, newest first.
+    async fn audit_log(&self, tenant: &str, q: &AuditQuery) -> Result<AuditPage>;
+
+    /// The tenant and key of an API key, by the key's SHA-256 hash.
+    async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>>;
+
+    /// Creates a tenant with one API key (given as its hash). With
+    /// `only_if_no_tenants`, does nothing (and returns `None`) unless the
+    /// database has no tenant yet: the bootstrap on first start.
+    async fn create_tenant(
+        &self,
+        name: &str,
+        key_hash: &str,
+        only_if_no_tenants: bool,
+    ) -> Result<Option<NewTenant>>;
+
+    /// Deletes events created before `before` and idempotency keys older
+    /// than 24 hours. Returns how many events went.
+    async fn purge(&self, events_before: jiff::Timestamp) -> Result<u64>;
+
+    /// Succeeds when the database answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// Wake-ups for committed events.
+    fn notifier(&self) -> &Notifier;
+}

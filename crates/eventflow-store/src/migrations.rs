@@ -1,0 +1,52 @@
+//! Versioned schema migrations, embedded in the binary. Each backend has its
+//! own SQL; the versions advance together.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
+
+use crate::error::StoreError;
+
+const SQLITE: &[(i64, &str, &str)] = &[(
+    1,
+    "records and events",
+    include_str!("../migrations/sqlite/0001_records_and_events.sql"),
+)];
+
+fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        list.iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    sqlx::SqlStr::from_static(sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The SQLite migrations.
+pub fn sqlite() -> Migrator {
+    migrator(SQLITE)
+}
+
+/// The newest schema version this build knows.
+pub fn latest_version() -> i64 {
+    SQLITE.iter().map(|m| m.0).max().unwrap_or(0)
+}
+
+/// Turns a migration failure into a message an operator can act on.
+pub fn explain(e: MigrateError) -> StoreError {
+    match e {
+        MigrateError::VersionMissing(v) => StoreError::Migration(format!(
+            "the database schema is at version {v}, newer than this build of eventflow knows \
+             (up to {}); upgrade eventflow or use another database",
+            latest_version()
+        )),
+        other => StoreError::Migration(format!("database migration failed: {other}")),
+    }
+}

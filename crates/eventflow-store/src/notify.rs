@@ -1,0 +1,39 @@
+//! In-process wake-ups: after a commit, every long poll and stream of the
+//! tenant learns the new latest sequence at once (no polling sleep).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+/// Per-tenant latest committed sequence, as watch channels.
+#[derive(Debug, Default)]
+pub struct Notifier {
+    tenants: Mutex<HashMap<String, watch::Sender<i64>>>,
+}
+
+impl Notifier {
+    /// A receiver that changes whenever the tenant commits events. Subscribe
+    /// before reading, so a commit between the read and the wait is not missed.
+    pub fn subscribe(&self, tenant: &str) -> watch::Receiver<i64> {
+        let mut map = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(tenant.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Announces that the tenant's events up to `sequence` are committed.
+    pub fn publish(&self, tenant: &str, sequence: i64) {
+        let map = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = map.get(tenant) {
+            tx.send_if_modified(|latest| {
+                if sequence > *latest {
+                    *latest = sequence;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+}

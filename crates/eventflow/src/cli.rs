@@ -1,0 +1,261 @@
+//! Command-line arguments and the commands that need no server.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use eventflow_server::{Application, Config, Secret, auth};
+use eventflow_store::SystemClock;
+use eventflow_store::sqlite::SqliteStore;
+
+use crate::bench;
+
+/// Event Flow: a self-hosted clinical event server. Clinical records in,
+/// events out: signed webhooks, polling and streaming, automations.
+#[derive(Debug, Parser)]
+#[command(name = "eventflow", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "EVENTFLOW_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    ///
+    /// Example: eventflow serve --listen 127.0.0.1:7700 --data-dir ./eventflow-data
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    ///
+    /// Example: eventflow migrate --data-dir ./eventflow-data
+    Migrate(DbArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Measure the server: write throughput and write → event latency.
+    ///
+    /// Example: eventflow bench --scenario latency --rate 200 --duration 10
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantsCommand {
+    /// Create a tenant and print its API key alone on standard output.
+    ///
+    /// Works while a server runs on the same database.
+    /// Example: eventflow tenants create clinic-north --data-dir ./eventflow-data
+    Create {
+        /// The tenant's name (unique).
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// Configuration file (TOML).
+    #[arg(long, env = "EVENTFLOW_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory of the embedded SQLite database.
+    #[arg(long, env = "EVENTFLOW_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A postgres:// URL instead of the embedded SQLite database.
+    #[arg(long = "database", env = "EVENTFLOW_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Address to listen on.
+    #[arg(long, env = "EVENTFLOW_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// How the outside world reaches this server.
+    #[arg(long, env = "EVENTFLOW_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Directory of workflow files.
+    #[arg(long = "workflows", env = "EVENTFLOW_WORKFLOWS_DIR")]
+    workflows_dir: Option<PathBuf>,
+    /// Allow webhook endpoints on private addresses.
+    #[arg(long, env = "EVENTFLOW_ALLOW_PRIVATE_ENDPOINTS")]
+    allow_private_endpoints: Option<bool>,
+    /// Days events are kept.
+    #[arg(long, env = "EVENTFLOW_EVENT_RETENTION_DAYS")]
+    event_retention_days: Option<u32>,
+    /// Production mode: no private endpoints, https only.
+    #[arg(long, env = "EVENTFLOW_PRODUCTION")]
+    production: bool,
+    /// API key of the `default` tenant created on first start.
+    #[arg(long, env = "EVENTFLOW_BOOTSTRAP_API_KEY", hide_env_values = true)]
+    bootstrap_api_key: Option<String>,
+}
+
+impl DbArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(u) = &self.database_url {
+            config.database_url = u.clone();
+        }
+        Ok(config)
+    }
+}
+
+impl ServeArgs {
+    /// The configuration: defaults, then the file, then flags and variables.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut config = self.db.load()?;
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = &self.public_url {
+            config.public_url = Some(v.clone());
+        }
+        if let Some(v) = &self.workflows_dir {
+            config.workflows_dir = v.clone();
+        }
+        if let Some(v) = self.allow_private_endpoints {
+            config.allow_private_endpoints = v;
+        }
+        if let Some(v) = self.event_retention_days {
+            config.event_retention_days = v;
+        }
+        config.production |= self.production;
+        if let Some(k) = &self.bootstrap_api_key {
+            config.bootstrap_api_key = Some(Secret::new(k.clone()));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging(cli.log_format);
+            serve(args).await
+        }
+        Command::Migrate(db) => migrate(db).await,
+        Command::Tenants(TenantsCommand::Create { name, db }) => create_tenant(&name, db).await,
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let app = Application::build(config, Arc::new(SystemClock)).await?;
+    if let Some(b) = app.bootstrap() {
+        match (&b.generated_key, &b.key_file) {
+            (Some(key), Some(file)) => println!(
+                "Created tenant `default` ({}). Its API key, shown only this once:\n\n    {}\n\nIt is also saved in {} (mode 0600).\n",
+                b.tenant_id,
+                key.expose(),
+                file.display()
+            ),
+            _ => println!(
+                "Created tenant `default` ({}) with the key from EVENTFLOW_BOOTSTRAP_API_KEY.",
+                b.tenant_id
+            ),
+        }
+    }
+    tracing::info!(address = %app.local_addr(), "Event Flow listening");
+    println!("Event Flow listening on http://{}", app.local_addr());
+    app.run_until_stopped(shutdown_signal())
+        .await
+        .context("server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn migrate(db: DbArgs) -> anyhow::Result<()> {
+    let mut config = db.load()?;
+    config.validate()?;
+    if !config.database_url.is_empty() {
+        anyhow::bail!("database_url: the PostgreSQL backend is not in this build yet");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    SqliteStore::migrate(&eventflow_server::sqlite_path(&config.data_dir)).await?;
+    eprintln!(
+        "migrations applied to {}",
+        eventflow_server::sqlite_path(&config.data_dir).display()
+    );
+    Ok(())
+}
+
+async fn create_tenant(name: &str, db: DbArgs) -> anyhow::Result<()> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 100 {
+        anyhow::bail!("NAME: must be 1 to 100 characters");
+    }
+    let mut config = db.load()?;
+    config.validate()?;
+    let store = eventflow_server::open_store(&config, Arc::new(SystemClock)).await?;
+    let key = auth::generate_key();
+    let tenant = store
+        .create_tenant(name, &auth::hash_key(&key), false)
+        .await?
+        .context("tenant not created")?;
+    eprintln!("created tenant {name} ({})", tenant.tenant_id);
+    println!("{key}");
+    Ok(())
+}
