@@ -1,0 +1,15 @@
+//! The behaviour suite: each test starts the real server on a random port
+//! with a temporary data directory and speaks HTTP to it. Every behaviour
+//! test is declared with `backend_tests!`, so it runs on SQLite and, when
+//! `EVENTFLOW_TEST_DATABASE_URL` is set, on PostgreSQL.
+
+mod audit_ops;
+mod cli;
+mod concurrency;
+mod events;
+mod idempotency_batch;
+mod isolation;
+mod records;
+mod smoke;
+mod stream;
+mod validation;
