@@ -41,6 +41,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Empty: SQLite under `data_dir`. `postgres://…`: PostgreSQL.
     pub database_url: String,
+    /// PostgreSQL: connections in the read pool (the writer and the commit
+    /// listener have one each besides).
+    pub database_pool_size: u32,
+    /// PostgreSQL: the longest a statement may run, in seconds.
+    pub database_statement_timeout_secs: u64,
     /// Workflow files (automations).
     pub workflows_dir: PathBuf,
     /// Whether webhook endpoints may resolve to private addresses.
@@ -130,6 +135,8 @@ impl Default for Config {
             public_url: None,
             data_dir: PathBuf::from("./eventflow-data"),
             database_url: String::new(),
+            database_pool_size: 8,
+            database_statement_timeout_secs: 30,
             workflows_dir: PathBuf::from("./workflows"),
             allow_private_endpoints: true,
             event_retention_days: 30,
@@ -158,7 +165,16 @@ impl Config {
 
     /// Parses TOML over the defaults.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError(e.message().to_string() + &key_hint(&e)))
+        toml::from_str(text).map_err(|e| {
+            // serde's message names an unknown key but not the key whose
+            // value is wrong ("invalid socket address syntax"): find the key
+            // at the error's position and put it first.
+            let message = e.message().trim_end();
+            match e.span().and_then(|span| key_at(text, span)) {
+                Some(key) => ConfigError(format!("{key}: {message}{}", key_hint(&e))),
+                None => ConfigError(format!("{message}{}", key_hint(&e))),
+            }
+        })
     }
 
     /// Checks values that types alone do not; call after all overrides.
@@ -169,6 +185,16 @@ impl Config {
         if self.event_retention_days == 0 {
             return Err(ConfigError(
                 "event_retention_days: must be at least 1".into(),
+            ));
+        }
+        if self.database_pool_size == 0 || self.database_pool_size > 1000 {
+            return Err(ConfigError(
+                "database_pool_size: must be from 1 to 1000".into(),
+            ));
+        }
+        if self.database_statement_timeout_secs == 0 {
+            return Err(ConfigError(
+                "database_statement_timeout_secs: must be at least 1".into(),
             ));
         }
         if let Some(url) = &self.public_url
@@ -197,6 +223,31 @@ impl Config {
     }
 }
 
+/// The dotted path of the key (or the value of the key) at `span`, the
+/// innermost one when tables nest: `providers.smtp.port`.
+fn key_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
+    use toml::de::{DeTable, DeValue};
+    fn walk(table: &DeTable<'_>, span: &std::ops::Range<usize>, path: &mut Vec<String>) -> bool {
+        let inside = |s: std::ops::Range<usize>| s.start <= span.start && span.end <= s.end;
+        for (key, value) in table {
+            path.push(key.get_ref().to_string());
+            if let DeValue::Table(inner) = value.get_ref()
+                && walk(inner, span, path)
+            {
+                return true;
+            }
+            if inside(key.span()) || inside(value.span()) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let doc = DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    walk(doc.get_ref(), &span, &mut path).then(|| path.join("."))
+}
+
 fn key_hint(e: &toml::de::Error) -> String {
     match e.span() {
         Some(span) => format!(" (at bytes {}..{})", span.start, span.end),
@@ -219,12 +270,12 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let e = Config::from_toml("listen = \"nowhere\"").unwrap_err();
-        assert!(e.0.contains("listen") || e.0.contains("socket"), "{e}");
+        assert!(e.0.starts_with("listen: "), "{e}");
         let e = Config::from_toml("event_retention_days = \"ten\"").unwrap_err();
-        assert!(
-            e.0.contains("integer") || e.0.contains("event_retention_days"),
-            "{e}"
-        );
+        assert!(e.0.starts_with("event_retention_days: "), "{e}");
+        let e = Config::from_toml("[providers.smtp]\nhost = \"h\"\nfrom = \"f\"\nport = \"x\"\n")
+            .unwrap_err();
+        assert!(e.0.starts_with("providers.smtp.port: "), "{e}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use eventflow_store::postgres::{PgConfig, PgStore};
 use eventflow_store::sqlite::{SqliteConfig, SqliteStore};
 use eventflow_store::{Clock, Store, StoreError};
 use tokio::net::TcpListener;
@@ -70,15 +71,18 @@ pub struct Bootstrap {
 }
 
 /// Opens the store the configuration names: SQLite under `data_dir` unless
-/// `database_url` is set.
+/// `database_url` names a PostgreSQL database.
 pub async fn open_store(
     config: &Config,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn Store>, StartError> {
     if !config.database_url.is_empty() {
-        return Err(StartError::Config(ConfigError(
-            "database_url: the PostgreSQL backend is not in this build yet; leave database_url empty to use the embedded SQLite database".into(),
-        )));
+        let pg = PgConfig {
+            pool_size: config.database_pool_size,
+            statement_timeout: Duration::from_secs(config.database_statement_timeout_secs),
+            ..PgConfig::default()
+        };
+        return Ok(PgStore::open(&config.database_url, clock, pg).await?);
     }
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         StartError::Io(format!(

@@ -11,13 +11,17 @@ use axum::Router;
 use eventflow_model::resource::{FieldKind, FieldSpec};
 use eventflow_model::{EventType, ResourceType};
 use serde_json::{Map, Value, json};
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
+    // Swagger UI's default `validatorUrl` loads a badge from
+    // validator.swagger.io whenever the page is not on localhost: "none"
+    // keeps /docs from fetching anything off this server.
     SwaggerUi::new("/docs")
         .external_url_unchecked("/openapi.json", document())
+        .config(Config::default().validator_url("none"))
         .into()
 }
 

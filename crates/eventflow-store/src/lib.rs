@@ -13,15 +13,21 @@
 //! - [`notify`]: in-process wake-ups when a tenant's events commit.
 //! - [`ops`]: the backend-independent logic of creates, patches, deletes and batches.
 //! - [`types`]: requests and rows the trait speaks in.
-//! - [`sqlite`]: the embedded default backend, with group commit.
+//! - `writer`: the group-commit writer every backend's writes go through.
+//! - [`sqlite`]: the embedded default backend.
+//! - [`postgres`]: PostgreSQL, for several nodes on one database.
 
 pub mod clock;
 pub mod error;
 pub mod migrations;
 pub mod notify;
 pub mod ops;
+pub mod postgres;
+mod query;
+mod sql;
 pub mod sqlite;
 pub mod types;
+mod writer;
 
 use async_trait::async_trait;
 use eventflow_model::{Event, Object, ResourceType};

@@ -13,6 +13,12 @@ const SQLITE: &[(i64, &str, &str)] = &[(
     include_str!("../migrations/sqlite/0001_records_and_events.sql"),
 )];
 
+const POSTGRES: &[(i64, &str, &str)] = &[(
+    1,
+    "records and events",
+    include_str!("../migrations/postgres/0001_records_and_events.sql"),
+)];
+
 fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator::with_migrations(
         list.iter()
@@ -32,6 +38,11 @@ fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
 /// The SQLite migrations.
 pub fn sqlite() -> Migrator {
     migrator(SQLITE)
+}
+
+/// The PostgreSQL migrations.
+pub fn postgres() -> Migrator {
+    migrator(POSTGRES)
 }
 
 /// The newest schema version this build knows.

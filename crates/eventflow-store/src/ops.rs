@@ -55,6 +55,38 @@ pub trait RecordTx: Send {
     ) -> Result<()>;
 }
 
+/// A backend's dedicated write connection, as the group-commit
+/// [`writer`](crate::writer) drives it: transaction control, and the
+/// bookkeeping writes that are not record changes.
+#[async_trait]
+pub trait WriteConn: RecordTx {
+    /// Begins the group's transaction (reconnecting first if the connection was lost).
+    async fn begin(&mut self) -> Result<()>;
+    async fn savepoint(&mut self) -> Result<()>;
+    async fn release(&mut self) -> Result<()>;
+    async fn rollback_to(&mut self) -> Result<()>;
+    async fn commit(&mut self) -> Result<()>;
+    async fn rollback(&mut self) -> Result<()>;
+    /// Locks the tenant's row until commit, before any record is touched, so
+    /// writers on several nodes serialise per tenant without deadlocks.
+    async fn lock_tenant(&mut self, tenant: &str) -> Result<()>;
+    /// Tells other nodes, at commit, that the tenant's events reached `sequence`.
+    async fn announce(&mut self, tenant: &str, sequence: i64) -> Result<()>;
+    async fn count_tenants(&mut self) -> Result<i64>;
+    async fn tenant_name_taken(&mut self, name: &str) -> Result<bool>;
+    async fn insert_tenant(&mut self, id: &str, name: &str, now: &str) -> Result<()>;
+    async fn insert_api_key(
+        &mut self,
+        id: &str,
+        tenant: &str,
+        key_hash: &str,
+        now: &str,
+    ) -> Result<()>;
+    /// Deletes events created before `events_before` and idempotency keys
+    /// created before `keys_before`; returns how many events went.
+    async fn purge(&mut self, events_before: &str, keys_before: &str) -> Result<u64>;
+}
+
 /// The result of [`apply`]: the response and the largest sequence written.
 #[derive(Debug)]
 pub struct Applied {
@@ -316,8 +348,12 @@ impl Ctx<'_> {
         validate::check(rt, &after)?;
         self.resolve_references(tx, rt, &mut after, Some(&before))
             .await?;
+        // Recompute the flag only when the patch changed what it derives
+        // from: re-sending the current value keeps a flag the client gave.
         let recompute = !patch_obj.contains_key("flag")
-            && (patch_obj.contains_key("value") || patch_obj.contains_key("referenceRange"));
+            && ["value", "referenceRange"]
+                .iter()
+                .any(|k| before.get(*k) != after.get(*k));
         validate::compute_flags(rt, &mut after, recompute);
         let previous = patch::changed_fields(&before, &after, &[]);
         if previous.is_empty() {

@@ -70,10 +70,91 @@ impl Backend {
     pub async fn spawn_with(&self, options: Options) -> TestServer {
         match self {
             Backend::Sqlite => TestServer::spawn_with(options).await,
-            Backend::Postgres(_) => {
-                panic!("the PostgreSQL backend is not in this build yet (issue 5)")
+            Backend::Postgres(base) => {
+                let db = TestDatabase::create(base).await;
+                let url = db.url.clone();
+                let configure = options.configure;
+                let mut server = TestServer::spawn_with(Options {
+                    clock: options.clock,
+                    configure: Some(Box::new(move |c: &mut Config| {
+                        c.database_url = url;
+                        if let Some(f) = configure {
+                            f(c);
+                        }
+                    })),
+                })
+                .await;
+                server.database = Some(db);
+                server
             }
         }
+    }
+}
+
+/// A PostgreSQL database of one test's own, dropped with the server.
+pub struct TestDatabase {
+    /// The URL of this database.
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// Creates `eventflow_test_<random>` on the server of `base`.
+    pub async fn create(base: &str) -> TestDatabase {
+        use rand::Rng;
+        use sqlx::Connection;
+        let name = format!("eventflow_test_{:016x}", rand::rng().random::<u64>());
+        let (prefix, query) = match base.split_once('?') {
+            Some((p, q)) => (p, format!("?{q}")),
+            None => (base, String::new()),
+        };
+        let server = prefix
+            .rsplit_once('/')
+            .map(|(s, _)| s)
+            .filter(|s| s.contains("://") && !s.ends_with(':') && !s.ends_with('/'))
+            .unwrap_or(prefix);
+        let mut admin = sqlx::PgConnection::connect(base)
+            .await
+            .expect("EVENTFLOW_TEST_DATABASE_URL must name a reachable PostgreSQL database");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        let _ = admin.close().await;
+        TestDatabase {
+            url: format!("{server}/{name}{query}"),
+            admin_url: base.to_string(),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop it from a thread of its own: Drop cannot await, and the test's
+        // runtime may be shutting down.
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        })
+        .join();
     }
 }
 
@@ -126,6 +207,8 @@ pub struct TestServer {
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Removed when the server is dropped.
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database, when on that backend; dropped last.
+    pub database: Option<TestDatabase>,
 }
 
 impl TestServer {
@@ -180,6 +263,7 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
             dir,
+            database: None,
         }
     }
 

@@ -47,6 +47,8 @@ enum Command {
     /// Example: eventflow migrate --data-dir ./eventflow-data
     Migrate(DbArgs),
     /// Manage tenants.
+    ///
+    /// Example: eventflow tenants create clinic-north --data-dir ./eventflow-data
     #[command(subcommand)]
     Tenants(TenantsCommand),
     /// Measure the server: write throughput and write → event latency.
@@ -60,6 +62,7 @@ enum TenantsCommand {
     /// Create a tenant and print its API key alone on standard output.
     ///
     /// Works while a server runs on the same database.
+    ///
     /// Example: eventflow tenants create clinic-north --data-dir ./eventflow-data
     Create {
         /// The tenant's name (unique).
@@ -88,7 +91,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     db: DbArgs,
     /// Address to listen on.
-    #[arg(long, env = "EVENTFLOW_LISTEN")]
+    #[arg(long, env = "EVENTFLOW_LISTEN", value_parser = parse_listen)]
     listen: Option<std::net::SocketAddr>,
     /// How the outside world reaches this server.
     #[arg(long, env = "EVENTFLOW_PUBLIC_URL")]
@@ -97,10 +100,10 @@ pub struct ServeArgs {
     #[arg(long = "workflows", env = "EVENTFLOW_WORKFLOWS_DIR")]
     workflows_dir: Option<PathBuf>,
     /// Allow webhook endpoints on private addresses.
-    #[arg(long, env = "EVENTFLOW_ALLOW_PRIVATE_ENDPOINTS")]
+    #[arg(long, env = "EVENTFLOW_ALLOW_PRIVATE_ENDPOINTS", value_parser = parse_allow_private)]
     allow_private_endpoints: Option<bool>,
     /// Days events are kept.
-    #[arg(long, env = "EVENTFLOW_EVENT_RETENTION_DAYS")]
+    #[arg(long, env = "EVENTFLOW_EVENT_RETENTION_DAYS", value_parser = parse_retention_days)]
     event_retention_days: Option<u32>,
     /// Production mode: no private endpoints, https only.
     #[arg(long, env = "EVENTFLOW_PRODUCTION")]
@@ -108,6 +111,30 @@ pub struct ServeArgs {
     /// API key of the `default` tenant created on first start.
     #[arg(long, env = "EVENTFLOW_BOOTSTRAP_API_KEY", hide_env_values = true)]
     bootstrap_api_key: Option<String>,
+}
+
+// A value can come from the flag or from its variable, and clap's message
+// names only the flag: these parsers name both, so a bad variable is found.
+
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        "listen: must be an address such as 127.0.0.1:7700 (from --listen or EVENTFLOW_LISTEN)"
+            .to_string()
+    })
+}
+
+fn parse_allow_private(s: &str) -> Result<bool, String> {
+    s.trim().parse().map_err(|_| {
+        "allow_private_endpoints: must be true or false (from --allow-private-endpoints or EVENTFLOW_ALLOW_PRIVATE_ENDPOINTS)"
+            .to_string()
+    })
+}
+
+fn parse_retention_days(s: &str) -> Result<u32, String> {
+    s.trim().parse().map_err(|_| {
+        "event_retention_days: must be a whole number of days (from --event-retention-days or EVENTFLOW_EVENT_RETENTION_DAYS)"
+            .to_string()
+    })
 }
 
 impl DbArgs {
@@ -230,7 +257,9 @@ async fn migrate(db: DbArgs) -> anyhow::Result<()> {
     let mut config = db.load()?;
     config.validate()?;
     if !config.database_url.is_empty() {
-        anyhow::bail!("database_url: the PostgreSQL backend is not in this build yet");
+        eventflow_store::postgres::PgStore::migrate(&config.database_url).await?;
+        eprintln!("migrations applied to the PostgreSQL database");
+        return Ok(());
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;

@@ -80,7 +80,9 @@ pub fn idempotency(
     hasher.update(b"POST ");
     hasher.update(path.as_bytes());
     hasher.update(b"\n");
-    hasher.update(body.to_string().as_bytes());
+    let mut canonical = String::new();
+    canonical_json(body, &mut canonical);
+    hasher.update(canonical.as_bytes());
     let fingerprint = hasher
         .finalize()
         .iter()
@@ -90,6 +92,38 @@ pub fn idempotency(
         key: key.to_string(),
         fingerprint,
     }))
+}
+
+/// Writes `v` as JSON with object members sorted by name, so that the same
+/// body with its members in another order fingerprints the same.
+fn canonical_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical_json(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
 }
 
 /// Parses `If-Match`: `3`, `"3"` or `W/"3"`; `*` matches any version.

@@ -9,6 +9,7 @@ mod concurrency;
 mod events;
 mod idempotency_batch;
 mod isolation;
+mod multinode;
 mod records;
 mod smoke;
 mod stream;

@@ -1,21 +1,26 @@
-//! The single writer: group commit of everything that changes the database.
+//! The group-commit writer, shared by every backend.
+//!
+//! One task per process holds the backend's write connection. It takes every
+//! request waiting in its queue (up to a bound), runs each in its own
+//! savepoint inside one transaction — so one failing request rolls back alone
+//! — and commits them together with a single fsync. Requests are ordered by
+//! tenant inside a group and each takes its tenant's lock first, so writers
+//! on several nodes cannot deadlock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use eventflow_model::{id, time};
-use sqlx::{Executor, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::tx::SqliteTx;
 use crate::clock::Clock;
 use crate::error::{Result, StoreError};
 use crate::notify::Notifier;
-use crate::ops::{self, IDEMPOTENCY_WINDOW, RecordTx};
+use crate::ops::{self, IDEMPOTENCY_WINDOW, WriteConn};
 use crate::types::{AuditEntry, NewTenant, WriteOutcome, WriteRequest};
 
 /// A change for the writer.
-pub(super) enum Command {
+pub(crate) enum Command {
     Write(Box<WriteRequest>),
     Audit(Vec<AuditEntry>),
     CreateTenant {
@@ -28,21 +33,104 @@ pub(super) enum Command {
     },
 }
 
-pub(super) enum Reply {
+impl Command {
+    /// The tenant whose lock the command takes, if any.
+    fn tenant(&self) -> Option<&str> {
+        match self {
+            Command::Write(req) => Some(&req.tenant),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) enum Reply {
     Written(WriteOutcome),
     Done,
     Tenant(Option<NewTenant>),
     Purged(u64),
 }
 
-pub(super) struct Job {
+pub(crate) struct Job {
     pub command: Command,
     pub reply: oneshot::Sender<Result<Reply>>,
 }
 
-/// Takes every waiting job, up to `max_group`, and commits them together.
-pub(super) async fn run(
-    mut conn: SqliteConnection,
+/// The sending side of a writer.
+#[derive(Debug, Clone)]
+pub(crate) struct WriterHandle {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl WriterHandle {
+    /// Starts the writer task on `conn`.
+    pub fn start<C: WriteConn + 'static>(
+        conn: C,
+        clock: Arc<dyn Clock>,
+        notifier: Arc<Notifier>,
+        max_group: usize,
+    ) -> WriterHandle {
+        let (jobs, rx) = mpsc::channel(4096);
+        tokio::spawn(run(conn, rx, clock, notifier, max_group.max(1)));
+        WriterHandle { jobs }
+    }
+
+    pub async fn send(&self, command: Command) -> Result<Reply> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job { command, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn write(&self, req: WriteRequest) -> Result<WriteOutcome> {
+        match self.send(Command::Write(Box::new(req))).await? {
+            Reply::Written(outcome) => Ok(outcome),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn audit(&self, entries: Vec<AuditEntry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.send(Command::Audit(entries)).await.map(|_| ())
+    }
+
+    pub async fn create_tenant(
+        &self,
+        name: &str,
+        key_hash: &str,
+        only_if_no_tenants: bool,
+    ) -> Result<Option<NewTenant>> {
+        match self
+            .send(Command::CreateTenant {
+                name: name.to_string(),
+                key_hash: key_hash.to_string(),
+                only_if_no_tenants,
+            })
+            .await?
+        {
+            Reply::Tenant(t) => Ok(t),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn purge(&self, events_before: jiff::Timestamp) -> Result<u64> {
+        match self
+            .send(Command::Purge {
+                events_before: time::format(events_before),
+            })
+            .await?
+        {
+            Reply::Purged(n) => Ok(n),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+}
+
+async fn run<C: WriteConn>(
+    mut conn: C,
     mut rx: mpsc::Receiver<Job>,
     clock: Arc<dyn Clock>,
     notifier: Arc<Notifier>,
@@ -50,7 +138,10 @@ pub(super) async fn run(
 ) {
     let mut jobs = Vec::with_capacity(max_group);
     while rx.recv_many(&mut jobs, max_group).await > 0 {
-        commit_group(&mut conn, std::mem::take(&mut jobs), &*clock, &notifier).await;
+        let mut group = std::mem::take(&mut jobs);
+        // Stable: one tenant's requests keep their arrival order.
+        group.sort_by(|a, b| a.command.tenant().cmp(&b.command.tenant()));
+        commit_group(&mut conn, group, &*clock, &notifier).await;
     }
 }
 
@@ -58,15 +149,15 @@ fn failed(what: &str, e: &dyn std::fmt::Display) -> StoreError {
     StoreError::Database(sqlx::Error::Protocol(format!("{what}: {e}")))
 }
 
-async fn commit_group(
-    conn: &mut SqliteConnection,
+async fn commit_group<C: WriteConn>(
+    conn: &mut C,
     jobs: Vec<Job>,
     clock: &dyn Clock,
     notifier: &Notifier,
 ) {
     let size = jobs.len();
     let now = clock.now();
-    if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
+    if let Err(e) = conn.begin().await {
         tracing::error!(error = %e, "could not begin a write transaction");
         for job in jobs {
             let _ = job.reply.send(Err(failed("begin", &e)));
@@ -76,23 +167,23 @@ async fn commit_group(
     let mut done: Vec<(oneshot::Sender<Result<Reply>>, Result<Reply>)> = Vec::with_capacity(size);
     let mut sequences: HashMap<String, i64> = HashMap::new();
     let mut event_types: Vec<String> = Vec::new();
-    let mut broken: Option<sqlx::Error> = None;
+    let mut broken: Option<StoreError> = None;
     for job in jobs {
         if broken.is_some() {
             done.push((job.reply, Err(StoreError::Closed)));
             continue;
         }
-        if let Err(e) = conn.execute("SAVEPOINT job").await {
+        if let Err(e) = conn.savepoint().await {
             broken = Some(e);
             done.push((job.reply, Err(StoreError::Closed)));
             continue;
         }
         let result = execute(conn, &job.command, now).await;
         let end = if result.is_ok() {
-            conn.execute("RELEASE job").await
+            conn.release().await
         } else {
-            match conn.execute("ROLLBACK TO job").await {
-                Ok(_) => conn.execute("RELEASE job").await,
+            match conn.rollback_to().await {
+                Ok(()) => conn.release().await,
                 Err(e) => Err(e),
             }
         };
@@ -108,9 +199,17 @@ async fn commit_group(
         });
         done.push((job.reply, reply));
     }
+    if broken.is_none() {
+        for (tenant, seq) in &sequences {
+            if let Err(e) = conn.announce(tenant, *seq).await {
+                broken = Some(e);
+                break;
+            }
+        }
+    }
     let commit = match broken {
         Some(e) => Err(e),
-        None => conn.execute("COMMIT").await.map(|_| ()),
+        None => conn.commit().await,
     };
     match commit {
         Ok(()) => {
@@ -128,7 +227,7 @@ async fn commit_group(
         }
         Err(e) => {
             tracing::error!(error = %e, jobs = size, "write transaction failed; rolled back");
-            let _ = conn.execute("ROLLBACK").await;
+            let _ = conn.rollback().await;
             for (reply, _) in done {
                 let _ = reply.send(Err(failed("commit", &e)));
             }
@@ -138,23 +237,22 @@ async fn commit_group(
 
 type Executed = (Reply, Option<(String, i64)>, Vec<String>);
 
-async fn execute(
-    conn: &mut SqliteConnection,
+async fn execute<C: WriteConn>(
+    conn: &mut C,
     command: &Command,
     now: jiff::Timestamp,
 ) -> Result<Executed> {
     let now_s = time::format(now);
     match command {
         Command::Write(req) => {
-            let mut tx = SqliteTx { conn };
-            let applied = ops::apply(&mut tx, req, now).await?;
+            conn.lock_tenant(&req.tenant).await?;
+            let applied = ops::apply(conn, req, now).await?;
             let seq = applied.last_sequence.map(|s| (req.tenant.clone(), s));
             Ok((Reply::Written(applied.outcome), seq, applied.event_types))
         }
         Command::Audit(entries) => {
-            let mut tx = SqliteTx { conn };
             for e in entries {
-                tx.insert_audit(e).await?;
+                conn.insert_audit(e).await?;
             }
             Ok((Reply::Done, None, Vec::new()))
         }
@@ -163,41 +261,19 @@ async fn execute(
             key_hash,
             only_if_no_tenants,
         } => {
-            if *only_if_no_tenants {
-                let n: i64 = sqlx::query("SELECT count(*) FROM tenants")
-                    .fetch_one(&mut *conn)
-                    .await?
-                    .get(0);
-                if n > 0 {
-                    return Ok((Reply::Tenant(None), None, Vec::new()));
-                }
+            if *only_if_no_tenants && conn.count_tenants().await? > 0 {
+                return Ok((Reply::Tenant(None), None, Vec::new()));
             }
-            let exists = sqlx::query("SELECT 1 FROM tenants WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&mut *conn)
-                .await?;
-            if exists.is_some() {
+            if conn.tenant_name_taken(name).await? {
                 return Err(StoreError::Conflict(format!(
                     "a tenant named {name:?} already exists"
                 )));
             }
             let tenant_id = id::new_id("ten");
             let key_id = id::new_id("key");
-            sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
-                .bind(&tenant_id)
-                .bind(name)
-                .bind(&now_s)
-                .execute(&mut *conn)
+            conn.insert_tenant(&tenant_id, name, &now_s).await?;
+            conn.insert_api_key(&key_id, &tenant_id, key_hash, &now_s)
                 .await?;
-            sqlx::query(
-                "INSERT INTO api_keys (id, tenant_id, key_hash, created_at) VALUES (?, ?, ?, ?)",
-            )
-            .bind(&key_id)
-            .bind(&tenant_id)
-            .bind(key_hash)
-            .bind(&now_s)
-            .execute(&mut *conn)
-            .await?;
             Ok((
                 Reply::Tenant(Some(NewTenant { tenant_id, key_id })),
                 None,
@@ -205,16 +281,8 @@ async fn execute(
             ))
         }
         Command::Purge { events_before } => {
-            let n = sqlx::query("DELETE FROM events WHERE created_at < ?")
-                .bind(events_before)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
             let keys_before = time::format(now - IDEMPOTENCY_WINDOW);
-            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
-                .bind(keys_before)
-                .execute(&mut *conn)
-                .await?;
+            let n = conn.purge(events_before, &keys_before).await?;
             Ok((Reply::Purged(n), None, Vec::new()))
         }
     }

@@ -1,0 +1,156 @@
+//! The PostgreSQL backend, for several `eventflow serve` processes sharing
+//! one database.
+//!
+//! Writes go through the same group-commit writer as SQLite, on a dedicated
+//! connection. Each request first locks its tenant's row (`FOR UPDATE`),
+//! held to commit: one tenant's writes serialise across nodes, so a sequence
+//! taken earlier always commits earlier — the outbox trap (a number taken
+//! before commit becoming visible after a larger one) cannot happen. Groups
+//! are ordered by tenant, so two nodes never wait on each other in a cycle.
+//! At commit, `pg_notify` tells every node's listener, which wakes its long
+//! polls and streams.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, Postgres};
+
+use crate::clock::Clock;
+use crate::error::{Result, StoreError};
+use crate::migrations;
+use crate::notify::Notifier;
+use crate::writer::WriterHandle;
+
+/// The channel commits are announced on.
+const CHANNEL: &str = "eventflow_events";
+
+/// Tuning of the PostgreSQL backend.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// Connections for reads (the writer and the listener have their own).
+    pub pool_size: u32,
+    /// Most requests committed in one transaction.
+    pub max_group: usize,
+    /// Longest a statement may run.
+    pub statement_timeout: Duration,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        PgConfig {
+            pool_size: 8,
+            max_group: 512,
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The PostgreSQL store.
+#[derive(Debug)]
+pub struct PgStore {
+    writer: WriterHandle,
+    reads: PgPool,
+    notifier: Arc<Notifier>,
+}
+
+/// The writer's dedicated connection.
+struct PgConn {
+    conn: PgConnection,
+}
+
+crate::sql::impl_write_conn!(
+    PgConn,
+    begin: "BEGIN",
+    lock_tenant: Some("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE"),
+    announce: Some("SELECT pg_notify('eventflow_events', $1)"),
+);
+
+crate::sql::impl_store!(PgStore, Postgres);
+
+/// Turns a connection failure into a message naming what is wrong, without
+/// the URL (it may hold a password).
+fn explain_connect(e: sqlx::Error) -> StoreError {
+    let what = match &e {
+        sqlx::Error::Io(io) => format!("the server is unreachable ({io})"),
+        sqlx::Error::Database(db) => db.message().to_string(),
+        sqlx::Error::Configuration(c) => format!("the URL is not valid ({c})"),
+        other => other.to_string(),
+    };
+    StoreError::Migration(format!(
+        "database_url: cannot connect to PostgreSQL: {what}"
+    ))
+}
+
+fn connect_options(url: &str, config: &PgConfig) -> Result<PgConnectOptions> {
+    let options: PgConnectOptions = url.parse().map_err(explain_connect)?;
+    let timeout_ms = config.statement_timeout.as_millis().to_string();
+    Ok(options
+        .options([("statement_timeout", timeout_ms.as_str())])
+        .disable_statement_logging())
+}
+
+impl PgStore {
+    /// Connects, applies migrations (refusing a newer schema), starts the
+    /// writer and the commit listener.
+    pub async fn open(url: &str, clock: Arc<dyn Clock>, config: PgConfig) -> Result<Arc<PgStore>> {
+        let options = connect_options(url, &config)?;
+        let mut conn = PgConnection::connect_with(&options)
+            .await
+            .map_err(explain_connect)?;
+        migrations::postgres()
+            .run(&mut conn)
+            .await
+            .map_err(migrations::explain)?;
+        let reads = PgPoolOptions::new()
+            .max_connections(config.pool_size.max(1))
+            .connect_with(options)
+            .await
+            .map_err(explain_connect)?;
+        let notifier = Arc::new(Notifier::default());
+        let mut listener = PgListener::connect_with(&reads).await?;
+        listener.listen(CHANNEL).await?;
+        tokio::spawn(listen(listener, notifier.clone()));
+        let writer =
+            WriterHandle::start(PgConn { conn }, clock, notifier.clone(), config.max_group);
+        Ok(Arc::new(PgStore {
+            writer,
+            reads,
+            notifier,
+        }))
+    }
+
+    /// Applies migrations and returns.
+    pub async fn migrate(url: &str) -> Result<()> {
+        let options = connect_options(url, &PgConfig::default())?;
+        let mut conn = PgConnection::connect_with(&options)
+            .await
+            .map_err(explain_connect)?;
+        migrations::postgres()
+            .run(&mut conn)
+            .await
+            .map_err(migrations::explain)?;
+        conn.close().await?;
+        Ok(())
+    }
+}
+
+/// Wakes this node's readers when any node commits events.
+async fn listen(mut listener: PgListener, notifier: Arc<Notifier>) {
+    loop {
+        match listener.recv().await {
+            Ok(n) => {
+                if let Some((tenant, seq)) = n.payload().split_once(' ')
+                    && let Ok(seq) = seq.parse()
+                {
+                    notifier.publish(tenant, seq);
+                }
+            }
+            Err(e) => {
+                // PgListener reconnects on the next recv; don't spin.
+                tracing::warn!(error = %e, "commit listener lost its connection; reconnecting");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

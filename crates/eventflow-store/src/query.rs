@@ -1,0 +1,159 @@
+//! The read queries, written once for every backend with sqlx's
+//! `QueryBuilder` (which supplies each backend's placeholders).
+
+use eventflow_model::ResourceType;
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use crate::types::{AuditQuery, EventQuery, ListQuery};
+
+/// `SELECT id, data FROM records …` for one page of a list (one row more
+/// than `limit`, to know whether another page follows).
+pub(crate) fn list_records<DB>(tenant: &str, rt: ResourceType, q: &ListQuery) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    <DB as Database>::Arguments: Default,
+{
+    let mut qb = QueryBuilder::<DB>::new("SELECT id, data FROM records WHERE tenant_id = ");
+    qb.push_bind(tenant);
+    qb.push(" AND resource_type = ").push_bind(rt.name());
+    if let Some(p) = &q.patient_id {
+        qb.push(" AND patient_id = ").push_bind(p.as_str());
+    }
+    if let Some(s) = &q.status {
+        qb.push(" AND status = ").push_bind(s.as_str());
+    }
+    if let Some(u) = &q.updated_since {
+        qb.push(" AND updated_at >= ").push_bind(u.as_str());
+    }
+    if let Some(c) = &q.cursor {
+        qb.push(" AND id > ").push_bind(c.as_str());
+    }
+    qb.push(" ORDER BY id LIMIT ")
+        .push_bind(i64::from(q.limit) + 1);
+    qb
+}
+
+/// The column of an indexed reference field.
+pub(crate) fn reference_column(field: &str) -> Option<&'static str> {
+    match field {
+        "patientId" => Some("patient_id"),
+        "practitionerId" => Some("practitioner_id"),
+        "encounterId" => Some("encounter_id"),
+        "appointmentId" => Some("appointment_id"),
+        _ => None,
+    }
+}
+
+/// `SELECT data FROM records …` whose `column` names `id`.
+pub(crate) fn records_referencing<DB>(
+    tenant: &str,
+    rt: ResourceType,
+    column: &'static str,
+    id: &str,
+    limit: u32,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    <DB as Database>::Arguments: Default,
+{
+    let mut qb = QueryBuilder::<DB>::new("SELECT data FROM records WHERE tenant_id = ");
+    qb.push_bind(tenant);
+    qb.push(" AND resource_type = ").push_bind(rt.name());
+    qb.push(" AND ").push(column).push(" = ").push_bind(id);
+    qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+    qb
+}
+
+/// The smallest string greater than every string starting with `prefix`
+/// (bytewise), so a prefix match is a range an index can serve.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = char::from_u32(last as u32 + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// `SELECT body FROM events …` in sequence order.
+pub(crate) fn events<DB>(tenant: &str, q: &EventQuery) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    <DB as Database>::Arguments: Default,
+{
+    let mut qb = QueryBuilder::<DB>::new("SELECT body FROM events WHERE tenant_id = ");
+    qb.push_bind(tenant);
+    qb.push(" AND sequence > ").push_bind(q.after);
+    if let Some(rt) = q.resource_type {
+        qb.push(" AND resource_type = ").push_bind(rt.name());
+    }
+    if !q.types.is_all() {
+        let (exact, prefixes) = q.types.split();
+        qb.push(" AND (1 = 0");
+        for t in exact {
+            qb.push(" OR type = ").push_bind(t.to_string());
+        }
+        for p in prefixes {
+            qb.push(" OR (type >= ").push_bind(p.to_string());
+            match prefix_upper_bound(p) {
+                Some(upper) => qb.push(" AND type < ").push_bind(upper).push(")"),
+                None => qb.push(")"),
+            };
+        }
+        qb.push(")");
+    }
+    qb.push(" ORDER BY sequence LIMIT ")
+        .push_bind(i64::from(q.limit));
+    qb
+}
+
+/// `SELECT id, at, key_id, action, resource_type, resource_id FROM audit_log …`,
+/// newest first, one row more than `limit`.
+pub(crate) fn audit_log<DB>(tenant: &str, q: &AuditQuery) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    <DB as Database>::Arguments: Default,
+{
+    let mut qb = QueryBuilder::<DB>::new(
+        "SELECT id, at, key_id, action, resource_type, resource_id FROM audit_log WHERE tenant_id = ",
+    );
+    qb.push_bind(tenant);
+    if let Some(t) = &q.resource_type {
+        qb.push(" AND resource_type = ").push_bind(t.as_str());
+    }
+    if let Some(r) = &q.resource_id {
+        qb.push(" AND resource_id = ").push_bind(r.as_str());
+    }
+    if let Some(c) = &q.cursor {
+        qb.push(" AND id < ").push_bind(c.as_str());
+    }
+    qb.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(q.limit) + 1);
+    qb
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prefix_bounds() {
+        assert_eq!(
+            super::prefix_upper_bound("appointment.").as_deref(),
+            Some("appointment/")
+        );
+        assert_eq!(super::prefix_upper_bound("a").as_deref(), Some("b"));
+    }
+}

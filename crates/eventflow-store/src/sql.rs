@@ -1,0 +1,466 @@
+//! The SQL both backends share, written once. SQLite (through sqlx) and
+//! PostgreSQL both accept `$1`-style parameters, so the statements are the
+//! same text; what differs per backend — how a transaction begins, the
+//! tenant lock, the cross-node announcement — is passed in as SQL too.
+//!
+//! The macros expand to trait impls for a backend's concrete types; sqlx's
+//! executor bounds make a generic impl far harder to read than this.
+
+use crate::error::{Result, StoreError};
+
+pub(crate) fn json_text(v: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(v).map_err(|_| StoreError::corrupt("json"))
+}
+
+pub(crate) fn parse_object(text: &str) -> Result<eventflow_model::Object> {
+    serde_json::from_str(text).map_err(|_| StoreError::corrupt("record body"))
+}
+
+pub(crate) fn parse_event(text: &str) -> Result<eventflow_model::Event> {
+    serde_json::from_str(text).map_err(|_| StoreError::corrupt("event body"))
+}
+
+/// `RecordTx` and `WriteConn` for a struct with a `conn` field holding the
+/// backend's connection.
+macro_rules! impl_write_conn {
+    ($conn:ty, begin: $begin:expr, lock_tenant: $lock_tenant:expr, announce: $announce:expr $(,)?) => {
+        const _: () = {
+            use async_trait::async_trait;
+            use eventflow_model::{Event, Object, ResourceType};
+            use serde_json::Value;
+            use sqlx::{Executor, Row};
+
+            use crate::error::{Result, StoreError};
+            use crate::ops::{RecordTx, StoredRecord, StoredResponse, WriteConn, reference_columns};
+            use crate::sql::json_text;
+            use crate::types::AuditEntry;
+
+        #[async_trait]
+        impl RecordTx for $conn {
+            async fn load(&mut self, tenant: &str, id: &str) -> Result<Option<StoredRecord>> {
+                let row =
+                    sqlx::query("SELECT resource_type, data FROM records WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant)
+                        .bind(id)
+                        .fetch_optional(&mut self.conn)
+                        .await?;
+                let Some(row) = row else { return Ok(None) };
+                let rt: ResourceType = row
+                    .get::<&str, _>(0)
+                    .parse()
+                    .map_err(|_| StoreError::corrupt("resource type"))?;
+                let data = serde_json::from_str(row.get::<&str, _>(1))
+                    .map_err(|_| StoreError::corrupt("record body"))?;
+                Ok(Some(StoredRecord { rt, data }))
+            }
+
+            async fn insert_record(&mut self, tenant: &str, rt: ResourceType, data: &Object) -> Result<()> {
+                let [patient, practitioner, encounter, appointment] = reference_columns(data);
+                sqlx::query(
+                    "INSERT INTO records (tenant_id, id, resource_type, version, patient_id, practitioner_id, \
+                     encounter_id, appointment_id, status, updated_at, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(tenant)
+                .bind(data.get("id").and_then(Value::as_str))
+                .bind(rt.name())
+                .bind(data.get("version").and_then(Value::as_i64))
+                .bind(patient)
+                .bind(practitioner)
+                .bind(encounter)
+                .bind(appointment)
+                .bind(data.get("status").and_then(Value::as_str))
+                .bind(data.get("updatedAt").and_then(Value::as_str))
+                .bind(json_text(data)?)
+                .execute(&mut self.conn)
+                .await?;
+                Ok(())
+            }
+
+            async fn update_record(
+                &mut self,
+                tenant: &str,
+                _rt: ResourceType,
+                data: &Object,
+            ) -> Result<()> {
+                let [patient, practitioner, encounter, appointment] = reference_columns(data);
+                sqlx::query(
+                    "UPDATE records SET version = $1, patient_id = $2, practitioner_id = $3, encounter_id = $4, \
+                     appointment_id = $5, status = $6, updated_at = $7, data = $8 WHERE tenant_id = $9 AND id = $10",
+                )
+                .bind(data.get("version").and_then(Value::as_i64))
+                .bind(patient)
+                .bind(practitioner)
+                .bind(encounter)
+                .bind(appointment)
+                .bind(data.get("status").and_then(Value::as_str))
+                .bind(data.get("updatedAt").and_then(Value::as_str))
+                .bind(json_text(data)?)
+                .bind(tenant)
+                .bind(data.get("id").and_then(Value::as_str))
+                .execute(&mut self.conn)
+                .await?;
+                Ok(())
+            }
+
+            async fn delete_record(&mut self, tenant: &str, id: &str) -> Result<()> {
+                sqlx::query("DELETE FROM records WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant)
+                    .bind(id)
+                    .execute(&mut self.conn)
+                    .await?;
+                Ok(())
+            }
+
+            async fn referencing_types(&mut self, tenant: &str, id: &str) -> Result<Vec<String>> {
+                let rows = sqlx::query(
+                    "SELECT DISTINCT resource_type FROM records WHERE tenant_id = $1 AND \
+                     (patient_id = $2 OR practitioner_id = $2 OR encounter_id = $2 OR appointment_id = $2) \
+                     ORDER BY resource_type",
+                )
+                .bind(tenant)
+                .bind(id)
+                .fetch_all(&mut self.conn)
+                .await?;
+                Ok(rows.iter().map(|r| r.get(0)).collect())
+            }
+
+            async fn next_sequence(&mut self, tenant: &str) -> Result<i64> {
+                let row = sqlx::query(
+                    "UPDATE tenants SET last_sequence = last_sequence + 1 WHERE id = $1 RETURNING last_sequence",
+                )
+                .bind(tenant)
+                .fetch_optional(&mut self.conn)
+                .await?;
+                row.map(|r| r.get(0))
+                    .ok_or_else(|| StoreError::NotFound("no such tenant".into()))
+            }
+
+            async fn insert_event(&mut self, event: &Event) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO events (tenant_id, sequence, id, type, resource_type, resource_id, created_at, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&event.tenant_id)
+                .bind(event.sequence)
+                .bind(&event.id)
+                .bind(&event.event_type)
+                .bind(&event.resource.resource_type)
+                .bind(&event.resource.id)
+                .bind(&event.created_at)
+                .bind(json_text(event)?)
+                .execute(&mut self.conn)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_audit(&mut self, e: &AuditEntry) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO audit_log (id, tenant_id, at, key_id, action, resource_type, resource_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&e.id)
+                .bind(&e.tenant)
+                .bind(&e.at)
+                .bind(&e.key_id)
+                .bind(&e.action)
+                .bind(&e.resource_type)
+                .bind(&e.resource_id)
+                .execute(&mut self.conn)
+                .await?;
+                Ok(())
+            }
+
+            async fn idempotency_get(&mut self, tenant: &str, key: &str) -> Result<Option<StoredResponse>> {
+                let row = sqlx::query(
+                    "SELECT fingerprint, status, body, created_at FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+                )
+                .bind(tenant)
+                .bind(key)
+                .fetch_optional(&mut self.conn)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                Ok(Some(StoredResponse {
+                    fingerprint: row.get(0),
+                    status: row.get::<i64, _>(1) as u16,
+                    body: serde_json::from_str(row.get::<&str, _>(2))
+                        .map_err(|_| StoreError::corrupt("idempotent response"))?,
+                    created_at: row.get(3),
+                }))
+            }
+
+            async fn idempotency_put(&mut self, tenant: &str, key: &str, r: &StoredResponse) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (tenant_id, key, fingerprint, status, body, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, key) DO UPDATE SET \
+                     fingerprint = excluded.fingerprint, status = excluded.status, body = excluded.body, \
+                     created_at = excluded.created_at",
+                )
+                .bind(tenant)
+                .bind(key)
+                .bind(&r.fingerprint)
+                .bind(i64::from(r.status))
+                .bind(json_text(&r.body)?)
+                .bind(&r.created_at)
+                .execute(&mut self.conn)
+                .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl WriteConn for $conn {
+            async fn begin(&mut self) -> Result<()> {
+                self.conn.execute($begin).await?;
+                Ok(())
+            }
+            async fn savepoint(&mut self) -> Result<()> {
+                self.conn.execute("SAVEPOINT job").await?;
+                Ok(())
+            }
+            async fn release(&mut self) -> Result<()> {
+                self.conn.execute("RELEASE job").await?;
+                Ok(())
+            }
+            async fn rollback_to(&mut self) -> Result<()> {
+                self.conn.execute("ROLLBACK TO job").await?;
+                Ok(())
+            }
+            async fn commit(&mut self) -> Result<()> {
+                self.conn.execute("COMMIT").await?;
+                Ok(())
+            }
+            async fn rollback(&mut self) -> Result<()> {
+                self.conn.execute("ROLLBACK").await?;
+                Ok(())
+            }
+            async fn lock_tenant(&mut self, tenant: &str) -> Result<()> {
+                let sql: Option<&'static str> = $lock_tenant;
+                if let Some(sql) = sql {
+                    sqlx::query(sql).bind(tenant).execute(&mut self.conn).await?;
+                }
+                Ok(())
+            }
+            async fn announce(&mut self, tenant: &str, sequence: i64) -> Result<()> {
+                let sql: Option<&'static str> = $announce;
+                if let Some(sql) = sql {
+                    sqlx::query(sql)
+                        .bind(format!("{tenant} {sequence}"))
+                        .execute(&mut self.conn)
+                        .await?;
+                }
+                Ok(())
+            }
+            async fn count_tenants(&mut self) -> Result<i64> {
+                Ok(sqlx::query("SELECT count(*) FROM tenants")
+                    .fetch_one(&mut self.conn)
+                    .await?
+                    .get(0))
+            }
+            async fn tenant_name_taken(&mut self, name: &str) -> Result<bool> {
+                Ok(sqlx::query("SELECT 1 FROM tenants WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut self.conn)
+                    .await?
+                    .is_some())
+            }
+            async fn insert_tenant(&mut self, id: &str, name: &str, now: &str) -> Result<()> {
+                sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(name)
+                    .bind(now)
+                    .execute(&mut self.conn)
+                    .await?;
+                Ok(())
+            }
+            async fn insert_api_key(&mut self, id: &str, tenant: &str, key_hash: &str, now: &str) -> Result<()> {
+                sqlx::query("INSERT INTO api_keys (id, tenant_id, key_hash, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(id)
+                    .bind(tenant)
+                    .bind(key_hash)
+                    .bind(now)
+                    .execute(&mut self.conn)
+                    .await?;
+                Ok(())
+            }
+            async fn purge(&mut self, events_before: &str, keys_before: &str) -> Result<u64> {
+                let n = sqlx::query("DELETE FROM events WHERE created_at < $1")
+                    .bind(events_before)
+                    .execute(&mut self.conn)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+                    .bind(keys_before)
+                    .execute(&mut self.conn)
+                    .await?;
+                Ok(n)
+            }
+        }
+        };
+    };
+}
+
+/// `Store` for a struct with `writer`, `reads` (the backend's pool) and
+/// `notifier` fields.
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        const _: () = {
+            use async_trait::async_trait;
+            use eventflow_model::{Event, Object, ResourceType};
+            use sqlx::Row;
+
+            use crate::error::Result;
+            use crate::notify::Notifier;
+            use crate::query;
+            use crate::sql::{parse_event, parse_object};
+            use crate::types::*;
+
+        #[async_trait]
+        impl crate::Store for $store {
+            async fn write(&self, req: WriteRequest) -> Result<WriteOutcome> {
+                self.writer.write(req).await
+            }
+
+            async fn get_record(&self, tenant: &str, rt: ResourceType, id: &str) -> Result<Option<Object>> {
+                let row = sqlx::query(
+                    "SELECT data FROM records WHERE tenant_id = $1 AND id = $2 AND resource_type = $3",
+                )
+                .bind(tenant)
+                .bind(id)
+                .bind(rt.name())
+                .fetch_optional(&self.reads)
+                .await?;
+                row.map(|r| parse_object(r.get::<&str, _>(0))).transpose()
+            }
+
+            async fn list_records(&self, tenant: &str, rt: ResourceType, q: &ListQuery) -> Result<Page> {
+                let rows = query::list_records::<$db>(tenant, rt, q)
+                    .build()
+                    .fetch_all(&self.reads)
+                    .await?;
+                let mut data = Vec::with_capacity(rows.len());
+                let mut last_id = None;
+                for row in rows.iter().take(q.limit as usize) {
+                    last_id = Some(row.get::<String, _>(0));
+                    data.push(parse_object(row.get::<&str, _>(1))?);
+                }
+                let next_cursor = if rows.len() > q.limit as usize {
+                    last_id
+                } else {
+                    None
+                };
+                Ok(Page { data, next_cursor })
+            }
+
+            async fn records_referencing(
+                &self,
+                tenant: &str,
+                rt: ResourceType,
+                field: &str,
+                id: &str,
+                limit: u32,
+            ) -> Result<Vec<Object>> {
+                let Some(column) = query::reference_column(field) else {
+                    return Ok(Vec::new());
+                };
+                let rows = query::records_referencing::<$db>(tenant, rt, column, id, limit)
+                    .build()
+                    .fetch_all(&self.reads)
+                    .await?;
+                rows.iter().map(|r| parse_object(r.get::<&str, _>(0))).collect()
+            }
+
+            async fn events(&self, tenant: &str, q: &EventQuery) -> Result<Vec<Event>> {
+                let rows = query::events::<$db>(tenant, q)
+                    .build()
+                    .fetch_all(&self.reads)
+                    .await?;
+                rows.iter().map(|r| parse_event(r.get::<&str, _>(0))).collect()
+            }
+
+            async fn event_by_id(&self, tenant: &str, id: &str) -> Result<Option<Event>> {
+                let row = sqlx::query("SELECT body FROM events WHERE id = $1 AND tenant_id = $2")
+                    .bind(id)
+                    .bind(tenant)
+                    .fetch_optional(&self.reads)
+                    .await?;
+                row.map(|r| parse_event(r.get::<&str, _>(0))).transpose()
+            }
+
+            async fn latest_sequence(&self, tenant: &str) -> Result<i64> {
+                let row = sqlx::query("SELECT last_sequence FROM tenants WHERE id = $1")
+                    .bind(tenant)
+                    .fetch_optional(&self.reads)
+                    .await?;
+                Ok(row.map(|r| r.get::<i64, _>(0)).unwrap_or(0))
+            }
+
+            async fn record_reads(&self, entries: Vec<AuditEntry>) -> Result<()> {
+                self.writer.audit(entries).await
+            }
+
+            async fn audit_log(&self, tenant: &str, q: &AuditQuery) -> Result<AuditPage> {
+                let rows = query::audit_log::<$db>(tenant, q)
+                    .build()
+                    .fetch_all(&self.reads)
+                    .await?;
+                let mut data: Vec<AuditEntry> = rows
+                    .iter()
+                    .map(|r| AuditEntry {
+                        id: r.get(0),
+                        tenant: tenant.to_string(),
+                        at: r.get(1),
+                        key_id: r.get(2),
+                        action: r.get(3),
+                        resource_type: r.get(4),
+                        resource_id: r.get(5),
+                    })
+                    .collect();
+                let next_cursor = if data.len() > q.limit as usize {
+                    data.truncate(q.limit as usize);
+                    data.last().map(|e| e.id.clone())
+                } else {
+                    None
+                };
+                Ok(AuditPage { data, next_cursor })
+            }
+
+            async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>> {
+                let row = sqlx::query("SELECT tenant_id, id FROM api_keys WHERE key_hash = $1")
+                    .bind(key_hash)
+                    .fetch_optional(&self.reads)
+                    .await?;
+                Ok(row.map(|r| Principal {
+                    tenant_id: r.get(0),
+                    key_id: r.get(1),
+                }))
+            }
+
+            async fn create_tenant(
+                &self,
+                name: &str,
+                key_hash: &str,
+                only_if_no_tenants: bool,
+            ) -> Result<Option<NewTenant>> {
+                self.writer
+                    .create_tenant(name, key_hash, only_if_no_tenants)
+                    .await
+            }
+
+            async fn purge(&self, events_before: jiff::Timestamp) -> Result<u64> {
+                self.writer.purge(events_before).await
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(&self.reads).await?;
+                Ok(())
+            }
+
+            fn notifier(&self) -> &Notifier {
+                &self.notifier
+            }
+        }
+        };
+    };
+}
+
+pub(crate) use {impl_store, impl_write_conn};

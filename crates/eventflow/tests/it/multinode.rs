@@ -1,0 +1,143 @@
+//! Several servers on one PostgreSQL database (PostgreSQL only: SQLite is one
+//! process per file). Skipped, saying so, without `EVENTFLOW_TEST_DATABASE_URL`.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use eventflow_testkit::{Api, Backend, Options, TestDatabase, TestServer};
+use serde_json::json;
+
+/// Three servers sharing one fresh database, all acting for `default`.
+async fn three_nodes(test: &str) -> Option<(TestDatabase, Vec<TestServer>, Vec<Api>)> {
+    let Backend::Postgres(base) = Backend::postgres(test)? else {
+        return None;
+    };
+    let db = TestDatabase::create(&base).await;
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let url = db.url.clone();
+        servers.push(
+            TestServer::spawn_with(Options {
+                clock: None,
+                configure: Some(Box::new(move |c| c.database_url = url)),
+            })
+            .await,
+        );
+    }
+    // Only the first start created `default`; its key works on every node.
+    let key = servers[0].key.clone();
+    let apis = servers
+        .iter()
+        .map(|s| {
+            let mut api = s.api();
+            api.key = Some(key.clone());
+            api
+        })
+        .collect();
+    Some((db, servers, apis))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_never_misses_an_event_written_on_three_nodes() {
+    let Some((_db, _servers, apis)) = three_nodes("multinode::reader_never_misses").await else {
+        return;
+    };
+    const PER_WRITER: usize = 20;
+    const WRITERS_PER_NODE: usize = 6;
+    let total = 3 * WRITERS_PER_NODE * PER_WRITER;
+
+    let reader = {
+        let api = apis[2].clone();
+        tokio::spawn(async move {
+            let mut after = 0i64;
+            let mut seen = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while seen.len() < total && Instant::now() < deadline {
+                let r = api
+                    .get(&format!("/v1/events?after={after}&wait=5&limit=1000"))
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.body);
+                for e in r.body["data"].as_array().unwrap() {
+                    seen.push(e["sequence"].as_i64().unwrap());
+                }
+                after = r.body["nextAfter"].as_i64().unwrap();
+            }
+            seen
+        })
+    };
+    let mut writers = Vec::new();
+    for api in &apis {
+        for w in 0..WRITERS_PER_NODE {
+            let api = api.clone();
+            writers.push(tokio::spawn(async move {
+                for i in 0..PER_WRITER {
+                    let r = api
+                        .post(
+                            "/v1/patients",
+                            json!({"firstName": format!("W{w}"), "lastName": format!("P{i}")}),
+                        )
+                        .await;
+                    assert_eq!(r.status, 201, "{}", r.body);
+                }
+            }));
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let seen = reader.await.unwrap();
+    let expected: Vec<i64> = (1..=total as i64).collect();
+    assert_eq!(seen, expected, "every event once, gap-free, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_poll_on_one_node_wakes_for_a_write_on_another() {
+    let Some((_db, _servers, apis)) = three_nodes("multinode::long_poll_wakes").await else {
+        return;
+    };
+    let waiter = {
+        let api = apis[1].clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = api.get("/v1/events?after=0&wait=30").await;
+            (r, started.elapsed())
+        })
+    };
+    // Let the long poll reach its wait; a write before it would also answer
+    // at once, which proves nothing about the wake-up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    apis[0]
+        .post("/v1/patients", json!({"firstName": "A", "lastName": "B"}))
+        .await;
+    let (r, elapsed) = tokio::time::timeout(Duration::from_secs(35), waiter)
+        .await
+        .expect("the long poll answers")
+        .unwrap();
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "woken by NOTIFY, not by the 30 s timeout: {elapsed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_written_on_one_node_are_read_on_the_others() {
+    let Some((_db, _servers, apis)) = three_nodes("multinode::records_shared").await else {
+        return;
+    };
+    let id = apis[0].patient().await;
+    let mut versions = HashSet::new();
+    for (i, api) in apis.iter().enumerate() {
+        let r = api
+            .patch(
+                &format!("/v1/patients/{id}"),
+                json!({"mrn": format!("M{i}")}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        versions.insert(r.body["version"].as_i64().unwrap());
+    }
+    assert_eq!(versions, HashSet::from([2, 3, 4]));
+    let r = apis[2].get(&format!("/v1/patients/{id}")).await;
+    assert_eq!(r.body["mrn"], "M2");
+}
