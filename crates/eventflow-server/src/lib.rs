@@ -113,6 +113,17 @@ pub async fn bootstrap(
         Some(k) => (k.expose().to_string(), false),
         None => (auth::generate_key(), true),
     };
+    if generated {
+        // The key file goes in data_dir, which only the SQLite backend has
+        // created so far: make sure it exists before the tenant does, or a
+        // failed write would leave `default` with a key nobody ever saw.
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            StartError::Io(format!(
+                "cannot create data_dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+    }
     let Some(tenant) = store
         .create_tenant("default", &auth::hash_key(&key), true)
         .await?

@@ -188,13 +188,16 @@ macro_rules! backend_tests {
     };
 }
 
+/// A change to the configuration before start.
+pub type Configure = Box<dyn FnOnce(&mut Config) + Send>;
+
 /// What `spawn_with` can change.
 #[derive(Default)]
 pub struct Options {
     /// The clock; the system clock when `None`.
     pub clock: Option<Arc<dyn Clock>>,
     /// Changes to the configuration before start.
-    pub configure: Option<Box<dyn FnOnce(&mut Config) + Send>>,
+    pub configure: Option<Configure>,
 }
 
 /// A running server with its own temporary data directory.

@@ -112,6 +112,15 @@ async fn target(args: &BenchArgs) -> anyhow::Result<Target> {
         ..Config::default()
     };
     let app = Application::build(config, Arc::new(SystemClock)).await?;
+    if app.bootstrap().is_none() {
+        // A shared database (--database) already has tenants: bench in a
+        // tenant of its own, so its events are the only ones it reads.
+        let name = format!("bench-{}", eventflow_model::id::new_id("run"));
+        app.state()
+            .store
+            .create_tenant(&name, &eventflow_server::auth::hash_key(&key), false)
+            .await?;
+    }
     let base = format!("http://{}", app.local_addr());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     Ok(Target {

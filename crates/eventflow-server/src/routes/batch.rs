@@ -73,7 +73,10 @@ pub fn parse_operation(index: usize, v: &Value) -> ApiResult<Op> {
     }
     let if_match = match o.get("ifMatch") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::Number(n)) => Some(
+            n.as_i64()
+                .ok_or_else(|| op_error(index, "ifMatch", "must be a record version"))?,
+        ),
         Some(Value::String(s)) => Some(
             s.trim_start_matches("W/")
                 .trim_matches('"')

@@ -1,1 +1,329 @@
-//! (tests to come)
+//! `GET /v1/events/stream` (DESIGN.md §3.2): the same events as the poll,
+//! as Server-Sent Events with `id:` = sequence; `Last-Event-ID` resumes;
+//! filters; tenants never see each other's events.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use eventflow_testkit::{Api, Backend, backend_tests};
+use futures::{Stream, StreamExt};
+use serde_json::{Value, json};
+
+use crate::events::{all_events, sequences};
+
+backend_tests!(
+    the_stream_sends_existing_events_then_new_ones_as_they_commit,
+    last_event_id_resumes_after_that_sequence,
+    the_stream_filters_by_type_and_resource_type,
+    another_tenants_events_never_appear_on_the_stream,
+    the_stream_checks_its_key_and_parameters,
+);
+
+type Bytes = Pin<Box<dyn Stream<Item = reqwest::Result<Vec<u8>>> + Send>>;
+
+/// One Server-Sent Event: its `id:` and its `data:` parsed as JSON.
+#[derive(Debug)]
+struct Sse {
+    id: String,
+    data: Value,
+}
+
+/// Reads frames from an open `text/event-stream` response.
+struct SseReader {
+    bytes: Bytes,
+    buf: String,
+}
+
+impl SseReader {
+    async fn open(api: &Api, path: &str, last_event_id: Option<&str>) -> SseReader {
+        let mut req = api.request(reqwest::Method::GET, path);
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = tokio::time::timeout(Duration::from_secs(10), req.send())
+            .await
+            .expect("the stream answers")
+            .expect("request sent");
+        assert_eq!(resp.status(), 200, "{path}");
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(ct.starts_with("text/event-stream"), "content-type {ct}");
+        SseReader {
+            bytes: Box::pin(resp.bytes_stream().map(|r| r.map(|b| b.to_vec()))),
+            buf: String::new(),
+        }
+    }
+
+    /// The next event (skipping comments such as keep-alives), or `None`
+    /// when none arrives within `within`.
+    async fn next_within(&mut self, within: Duration) -> Option<Sse> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = String::new();
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.strip_prefix(' ').unwrap_or(v).to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        if !data.is_empty() {
+                            data.push('\n');
+                        }
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a comment or keep-alive
+                }
+                let data: Value = serde_json::from_str(&data).expect("data: is JSON");
+                return Some(Sse {
+                    id: id.expect("every event has an id:"),
+                    data,
+                });
+            }
+            match tokio::time::timeout_at(deadline, self.bytes.next()).await {
+                Ok(Some(Ok(chunk))) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(Some(Err(e))) => panic!("the stream broke: {e}"),
+                Ok(None) => panic!("the stream ended"),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next event; panics when none arrives within 10 s.
+    async fn next(&mut self) -> Sse {
+        self.next_within(Duration::from_secs(10))
+            .await
+            .expect("an event within 10 s")
+    }
+
+    /// The next `n` events' sequences, checking `id:` = sequence.
+    async fn take(&mut self, n: usize) -> Vec<Sse> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let e = self.next().await;
+            assert_eq!(
+                e.id,
+                e.data["sequence"].as_i64().expect("sequence").to_string(),
+                "id: is the sequence"
+            );
+            out.push(e);
+        }
+        out
+    }
+}
+
+fn seqs(events: &[Sse]) -> Vec<i64> {
+    events
+        .iter()
+        .map(|e| e.data["sequence"].as_i64().unwrap())
+        .collect()
+}
+
+async fn the_stream_sends_existing_events_then_new_ones_as_they_commit(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    for _ in 0..3 {
+        api.patient().await;
+    }
+    let polled = all_events(&api, 0).await;
+    let mut stream = SseReader::open(&api, "/v1/events/stream?after=1", None).await;
+    let first = stream.take(2).await;
+    assert_eq!(seqs(&first), [2, 3]);
+    for e in &first {
+        let seq = e.data["sequence"].as_i64().unwrap() as usize;
+        assert_eq!(e.data, polled[seq - 1], "data: is the polled envelope");
+    }
+    // Live: written after the stream opened.
+    let id = api.patient().await;
+    let live = stream.next().await;
+    assert_eq!(live.id, "4");
+    assert_eq!(live.data["type"], "patient.created");
+    assert_eq!(live.data["resource"]["id"], id.as_str());
+    let r = api
+        .patch(&format!("/v1/patients/{id}"), json!({"mrn": "M"}))
+        .await;
+    assert_eq!(r.status, 200);
+    let e = stream.next().await;
+    assert_eq!(e.id, "5");
+    assert_eq!(e.data["previous"], json!({"mrn": null}));
+    assert_eq!(e.data, all_events(&api, 4).await[0]);
+
+    // Without after: from the beginning.
+    let mut all = SseReader::open(&api, "/v1/events/stream", None).await;
+    assert_eq!(seqs(&all.take(5).await), [1, 2, 3, 4, 5]);
+}
+
+async fn last_event_id_resumes_after_that_sequence(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    for _ in 0..5 {
+        api.patient().await;
+    }
+    let mut first = SseReader::open(&api, "/v1/events/stream", None).await;
+    let got = first.take(3).await;
+    let last_id = got.last().unwrap().id.clone();
+    assert_eq!(last_id, "3");
+    drop(first);
+    // Writes while disconnected.
+    api.patient().await;
+    api.patient().await;
+
+    // EventSource reconnects to the same URL (here with after=0) and sends
+    // the last id it saw: the header wins.
+    let mut resumed =
+        SseReader::open(&api, "/v1/events/stream?after=0", Some(last_id.as_str())).await;
+    assert_eq!(seqs(&resumed.take(4).await), [4, 5, 6, 7]);
+    // Nothing repeated or extra: the next one is the next write.
+    api.patient().await;
+    assert_eq!(seqs(&resumed.take(1).await), [8]);
+
+    // Every event seen exactly once across the two connections.
+    let mut seen = seqs(&got);
+    seen.extend(4..=8);
+    assert_eq!(seen, sequences(&all_events(&api, 0).await));
+
+    // Resuming at the latest waits for new events only.
+    let mut at_end = SseReader::open(&api, "/v1/events/stream", Some("8")).await;
+    assert!(
+        at_end
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing before a new write"
+    );
+    api.patient().await;
+    assert_eq!(seqs(&at_end.take(1).await), [9]);
+}
+
+async fn the_stream_filters_by_type_and_resource_type(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let patient = api.patient().await; // 1
+    let appt = api
+        .create(
+            "appointments",
+            json!({"patientId": patient, "start": "2026-12-01T10:00:00Z"}),
+        )
+        .await; // 2
+    api.patch(&format!("/v1/patients/{patient}"), json!({"mrn": "1"}))
+        .await; // 3
+    api.patch(
+        &format!("/v1/appointments/{appt}"),
+        json!({"status": "arrived"}),
+    )
+    .await; // 4
+
+    let mut appts = SseReader::open(&api, "/v1/events/stream?types=appointment.*", None).await;
+    let mut updates = SseReader::open(
+        &api,
+        "/v1/events/stream?types=patient.updated,encounter.*",
+        None,
+    )
+    .await;
+    let mut patients = SseReader::open(&api, "/v1/events/stream?resourceType=patient", None).await;
+    let got = appts.take(2).await;
+    assert_eq!(seqs(&got), [2, 4]);
+    assert_eq!(got[0].data["type"], "appointment.created");
+    assert_eq!(got[1].data["type"], "appointment.updated");
+    assert_eq!(seqs(&updates.take(1).await), [3]);
+    assert_eq!(seqs(&patients.take(2).await), [1, 3]);
+
+    // Live, through the filters.
+    api.patch(&format!("/v1/patients/{patient}"), json!({"mrn": "2"}))
+        .await; // 5
+    let enc = api
+        .create("encounters", json!({"patientId": patient}))
+        .await; // 6
+    api.delete(&format!("/v1/appointments/{appt}")).await; // 7
+    let e = appts.next().await;
+    assert_eq!(
+        (e.id.as_str(), &e.data["type"]),
+        ("7", &json!("appointment.deleted"))
+    );
+    let got = updates.take(2).await;
+    assert_eq!(seqs(&got), [5, 6]);
+    assert_eq!(got[1].data["resource"]["id"], enc.as_str());
+    assert_eq!(seqs(&patients.take(1).await), [5]);
+}
+
+async fn another_tenants_events_never_appear_on_the_stream(backend: Backend) {
+    let server = backend.spawn().await;
+    let a = server.api();
+    let b = server.new_tenant("b").await;
+    let mut b_stream = SseReader::open(&b, "/v1/events/stream", None).await;
+    let mut a_stream = SseReader::open(&a, "/v1/events/stream", None).await;
+    for _ in 0..3 {
+        a.patient().await;
+    }
+    let mine = b.patient().await;
+    let e = b_stream.next().await;
+    assert_eq!(e.id, "1", "b's own first event, none of a's");
+    assert_eq!(e.data["resource"]["id"], mine.as_str());
+    let b_tenant = e.data["tenantId"].clone();
+    for _ in 0..2 {
+        a.patient().await;
+    }
+    b.patient().await;
+    let e = b_stream.next().await;
+    assert_eq!(e.id, "2");
+    assert_eq!(e.data["tenantId"], b_tenant);
+    let got = a_stream.take(5).await;
+    assert_eq!(seqs(&got), [1, 2, 3, 4, 5]);
+    assert!(got.iter().all(|e| e.data["tenantId"] != b_tenant));
+    // Even asking from the start, b sees only its own two.
+    let mut again = SseReader::open(&b, "/v1/events/stream?after=0", None).await;
+    let got = again.take(2).await;
+    assert!(got.iter().all(|e| e.data["tenantId"] == b_tenant));
+    assert!(
+        again
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}
+
+/// A request that must be refused: bounded, because a stream that is
+/// wrongly accepted never ends.
+async fn refused(api: &Api, req: reqwest::RequestBuilder) -> eventflow_testkit::Reply {
+    tokio::time::timeout(Duration::from_secs(10), api.send(req))
+        .await
+        .expect("an error answer, not an open stream")
+}
+
+async fn the_stream_checks_its_key_and_parameters(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let anon = server.anonymous();
+    let r = refused(
+        &anon,
+        anon.request(reqwest::Method::GET, "/v1/events/stream"),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    for (query, field) in [
+        ("limit=5", "limit"),
+        ("wait=5", "wait"),
+        ("after=-3", "after"),
+        ("types=appointment", "types"),
+        ("resourceType=spaceship", "resourceType"),
+    ] {
+        let path = format!("/v1/events/stream?{query}");
+        let r = refused(&api, api.request(reqwest::Method::GET, &path)).await;
+        assert_eq!(r.status, 422, "{query}: {}", r.body);
+        assert_eq!(r.error_field(), Some(field), "{query}");
+    }
+    let r = refused(
+        &api,
+        api.request(reqwest::Method::GET, "/v1/events/stream")
+            .header("last-event-id", "yesterday"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.error_field(), Some("Last-Event-ID"));
+}

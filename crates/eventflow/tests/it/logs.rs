@@ -1,0 +1,112 @@
+//! Logs never hold patient data or secrets: run the real binary with debug
+//! logging, send recognisable values through every kind of request, and
+//! search everything it printed.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use eventflow_testkit::{Api, wait_for};
+use serde_json::json;
+
+const MARKERS: &[&str] = &[
+    "Zyxwvut",
+    "Qmarker",
+    "+15557654321",
+    "zq@example.org",
+    "MRN-77331",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_logs_hold_no_field_values_and_no_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let key = "efk_log-test-key-that-must-never-be-printed";
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_eventflow"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("EVENTFLOW_BOOTSTRAP_API_KEY", key)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let api = Api {
+        base: format!("http://127.0.0.1:{port}"),
+        key: Some(key.to_string()),
+        http: reqwest::Client::new(),
+    };
+    wait_for(
+        Duration::from_secs(20),
+        "the server to answer /healthz",
+        || {
+            let (http, url) = (api.http.clone(), api.url("/healthz"));
+            async move {
+                let r = http.get(url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        },
+    )
+    .await;
+
+    let patient = api
+        .create(
+            "patients",
+            json!({"firstName": "Zyxwvut", "lastName": "Qmarker", "phone": "+15557654321",
+                   "email": "zq@example.org", "mrn": "MRN-77331"}),
+        )
+        .await;
+    api.get(&format!("/v1/patients/{patient}?include=appointments"))
+        .await;
+    api.get("/v1/patients?limit=5").await;
+    api.patch(
+        &format!("/v1/patients/{patient}"),
+        json!({"lastName": "Qmarker2"}),
+    )
+    .await;
+    // Rejected requests carrying the values, too.
+    api.post(
+        "/v1/patients",
+        json!({"firstName": "Zyxwvut", "lastName": "Qmarker", "phone": "Zyxwvut"}),
+    )
+    .await;
+    api.post(
+        "/v1/patients",
+        json!({"firstName": "Zyxwvut", "nickname": "Qmarker"}),
+    )
+    .await;
+    api.get("/v1/events?after=0").await;
+    let wrong = Api {
+        key: Some("efk_wrong-key-Zyxwvut".into()),
+        ..api.clone()
+    };
+    wrong.get("/v1/patients").await;
+
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("listening"),
+        "the server logged nothing: {printed}"
+    );
+    for marker in MARKERS {
+        assert!(
+            !printed.contains(marker),
+            "a field value reached the logs: {marker}"
+        );
+    }
+    assert!(!printed.contains(key), "the API key reached the logs");
+    assert!(
+        !printed.contains("wrong-key"),
+        "a presented key reached the logs"
+    );
+}
