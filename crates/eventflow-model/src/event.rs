@@ -143,8 +143,9 @@ impl TypeFilter {
 }
 
 /// Which record an event is about.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResourceRef {
+    /// The record type, e.g. `appointment`.
     #[serde(rename = "type")]
     pub resource_type: String,
     pub id: String,
@@ -152,12 +153,14 @@ pub struct ResourceRef {
 }
 
 /// The event envelope, as polled, streamed and delivered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     /// `evt_…`; receivers deduplicate on it.
     pub id: String,
+    /// `{resource}.created|updated|deleted`, e.g. `appointment.created`.
     #[serde(rename = "type")]
+    #[schema(example = "appointment.created")]
     pub event_type: String,
     /// Per tenant, gap-free, in commit order.
     pub sequence: i64,
@@ -165,9 +168,11 @@ pub struct Event {
     pub tenant_id: String,
     pub resource: ResourceRef,
     /// The record after the change; for `deleted`, its last state.
+    #[schema(value_type = Object)]
     pub data: Object,
     /// On `updated` only: the prior value of each changed top-level field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub previous: Option<Object>,
 }
 

@@ -474,8 +474,12 @@ impl ResourceType {
         Self::ALL.into_iter().find(|r| r.collection() == name)
     }
 
-    /// The type whose ids carry this prefix (`pat_…` → Patient).
+    /// The type whose ids carry this prefix (`pat_…` → Patient); `None` also
+    /// for an id that is not [well formed](crate::id::is_well_formed).
     pub fn from_id(id: &str) -> Option<ResourceType> {
+        if !crate::id::is_well_formed(id) {
+            return None;
+        }
         let (prefix, _) = id.split_once('_')?;
         Self::ALL.into_iter().find(|r| r.id_prefix() == prefix)
     }

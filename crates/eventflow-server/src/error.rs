@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use eventflow_model::ValidationError;
 use eventflow_store::StoreError;
-use serde_json::json;
+use serde::Serialize;
 
 /// An error as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,15 +118,40 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable kind.
+    #[serde(rename = "type")]
+    #[schema(example = "validation_error")]
+    pub kind: &'static str,
+    /// One sentence for a person; never holds a submitted value.
+    #[schema(example = "start: must be an RFC 3339 date-time")]
+    pub message: String,
+    /// The field, header or query parameter at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// For a failed batch: the index of the failing operation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"type": self.kind, "message": self.message});
-        if let Some(field) = self.field {
-            error["field"] = json!(field);
-        }
-        if let Some(index) = self.index {
-            error["index"] = json!(index);
-        }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let body = ErrorBody {
+            error: ErrorDetail {
+                kind: self.kind,
+                message: self.message,
+                field: self.field,
+                index: self.index,
+            },
+        };
+        (self.status, Json(body)).into_response()
     }
 }

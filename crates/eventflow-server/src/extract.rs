@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
@@ -57,6 +57,24 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             )
         })?;
         Ok(JsonBody { value, raw })
+    }
+}
+
+/// The `{id}` of a record or event path. An id that cannot be one (not
+/// UTF-8, a control character, too long: see
+/// [`is_well_formed`](eventflow_model::id::is_well_formed)) is a 404 in the
+/// API's error shape, and never reaches the database.
+#[derive(Debug)]
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) if eventflow_model::id::is_well_formed(&id) => Ok(PathId(id)),
+            _ => Err(ApiError::not_found("no record with that id")),
+        }
     }
 }
 

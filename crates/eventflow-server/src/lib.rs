@@ -133,9 +133,14 @@ pub async fn bootstrap(
     let mut key_file = None;
     if generated {
         let path = config.data_dir.join("bootstrap-api-key");
-        write_private(&path, &format!("{key}\n"))
-            .map_err(|e| StartError::Io(format!("cannot write {}: {e}", path.display())))?;
-        key_file = Some(path);
+        // The tenant exists now: whatever happens to the file, the caller
+        // must still print the key, or it is lost.
+        match write_private(&path, &format!("{key}\n")) {
+            Ok(()) => key_file = Some(path),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not save the bootstrap key; it is printed once only")
+            }
+        }
     }
     Ok(Some(Bootstrap {
         tenant_id: tenant.tenant_id,

@@ -9,11 +9,13 @@
 
 use axum::Router;
 use eventflow_model::resource::{FieldKind, FieldSpec};
-use eventflow_model::{EventType, ResourceType};
+use eventflow_model::{Event, ResourceRef, ResourceType};
+use eventflow_store::AuditEntry;
 use serde_json::{Map, Value, json};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::AppState;
+use crate::error::{ErrorBody, ErrorDetail};
 
 pub fn router() -> Router<AppState> {
     // Swagger UI's default `validatorUrl` loads a badge from
@@ -85,6 +87,11 @@ fn object_schema(fields: &[FieldSpec], with_server_fields: bool) -> Value {
         o["required"] = json!(required);
     }
     o
+}
+
+/// The JSON Schema utoipa derives for a type.
+fn schema_of<T: utoipa::ToSchema>() -> Value {
+    serde_json::to_value(T::schema()).unwrap_or_else(|_| json!({"type": "object"}))
 }
 
 fn schema_ref(name: &str) -> Value {
@@ -226,28 +233,13 @@ pub fn document() -> Value {
         schemas.insert(rt.title().into(), object_schema(rt.fields(), true));
         record_paths(&mut paths, rt);
     }
-    let event_types: Vec<String> = EventType::all().map(|t| t.name()).collect();
-    schemas.insert("Error".into(), json!({
-        "type": "object", "required": ["error"],
-        "properties": {"error": {"type": "object", "required": ["type", "message"], "properties": {
-            "type": {"type": "string", "examples": ["validation_error"]},
-            "message": {"type": "string"},
-            "field": {"type": "string"},
-            "index": {"type": "integer", "description": "The failing operation of a batch."}}}}
-    }));
-    schemas.insert("Event".into(), json!({
-        "type": "object", "required": ["id", "type", "sequence", "createdAt", "tenantId", "resource", "data"],
-        "properties": {
-            "id": {"type": "string", "description": "`evt_…`; the same on every delivery."},
-            "type": {"type": "string", "enum": event_types},
-            "sequence": {"type": "integer", "description": "Per tenant, gap-free, in commit order."},
-            "createdAt": {"type": "string", "format": "date-time"},
-            "tenantId": {"type": "string"},
-            "resource": {"type": "object", "properties": {
-                "type": {"type": "string"}, "id": {"type": "string"}, "version": {"type": "integer"}}},
-            "data": {"type": "object", "description": "The record after the change; for deleted, its last state."},
-            "previous": {"type": "object", "description": "On updated only: prior value of each changed top-level field."}}
-    }));
+    // The envelope, the error body and the audit entry come from the very
+    // types the handlers serialise.
+    schemas.insert("Error".into(), schema_of::<ErrorBody>());
+    schemas.insert("ErrorDetail".into(), schema_of::<ErrorDetail>());
+    schemas.insert("Event".into(), schema_of::<Event>());
+    schemas.insert("ResourceRef".into(), schema_of::<ResourceRef>());
+    schemas.insert("AuditEntry".into(), schema_of::<AuditEntry>());
     paths.insert("/v1/batch".into(), json!({"post": {
         "tags": ["Batch"], "operationId": "batch", "summary": "Up to 1,000 operations, all or nothing, in one transaction.",
         "parameters": [header("Idempotency-Key", "As on any POST.")],
@@ -326,10 +318,7 @@ pub fn document() -> Value {
             query("limit", "1 to 1000 (default 100).", json!({"type": "integer"})),
             query("cursor", "The nextCursor of the previous page.", json!({"type": "string"}))],
         "responses": responses(("200", ok("A page", json!({"type": "object", "properties": {
-            "data": {"type": "array", "items": {"type": "object", "properties": {
-                "id": {"type": "string"}, "at": {"type": "string", "format": "date-time"}, "keyId": {"type": "string"},
-                "action": {"type": "string", "enum": ["create", "read", "update", "delete"]},
-                "resourceType": {"type": "string"}, "resourceId": {"type": "string"}}}},
+            "data": {"type": "array", "items": schema_ref("AuditEntry")},
             "nextCursor": {"type": ["string", "null"]}}}))), &["401", "422"]),
     }}));
     json!({

@@ -187,8 +187,12 @@ fn body_object(v: &Value) -> Result<Object> {
 }
 
 fn not_found(rt: ResourceType, id: &str) -> StoreError {
-    // Ids are not patient data; naming it helps the caller.
-    StoreError::NotFound(format!("no {rt} with id {id}"))
+    // Ids are not patient data; naming it helps the caller (when it is one).
+    if id::is_well_formed(id) {
+        StoreError::NotFound(format!("no {rt} with id {id}"))
+    } else {
+        StoreError::NotFound(format!("no {rt} with that id"))
+    }
 }
 
 fn version_of(data: &Object) -> i64 {
@@ -218,6 +222,9 @@ impl Ctx<'_> {
     }
 
     async fn load(&self, tx: &mut dyn RecordTx, rt: ResourceType, id: &str) -> Result<Object> {
+        if ResourceType::from_id(id) != Some(rt) {
+            return Err(not_found(rt, id));
+        }
         match tx.load(self.tenant, id).await? {
             Some(r) if r.rt == rt => Ok(r.data),
             _ => Err(not_found(rt, id)),
@@ -346,6 +353,19 @@ impl Ctx<'_> {
         };
         validate::strip_nulls(&mut after);
         validate::check(rt, &after)?;
+        // A value defaulted from a referenced record follows the reference:
+        // a new patient brings their phone, unless the patch sets one.
+        for (reference, derived) in [
+            ("patientId", "patientPhone"),
+            ("practitionerId", "providerEmail"),
+        ] {
+            if rt.field(derived).is_some()
+                && before.get(reference) != after.get(reference)
+                && !patch_obj.contains_key(derived)
+            {
+                after.remove(derived);
+            }
+        }
         self.resolve_references(tx, rt, &mut after, Some(&before))
             .await?;
         // Recompute the flag only when the patch changed what it derives

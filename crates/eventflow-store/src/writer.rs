@@ -8,7 +8,10 @@
 //! on several nodes cannot deadlock.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures::FutureExt;
 
 use eventflow_model::{id, time};
 use tokio::sync::{mpsc, oneshot};
@@ -141,7 +144,17 @@ async fn run<C: WriteConn>(
         let mut group = std::mem::take(&mut jobs);
         // Stable: one tenant's requests keep their arrival order.
         group.sort_by(|a, b| a.command.tenant().cmp(&b.command.tenant()));
-        commit_group(&mut conn, group, &*clock, &notifier).await;
+        // A bug that panics inside one group must not take every later write
+        // down with the task: the group's callers get an error (their reply
+        // senders are dropped), its transaction is rolled back, and the
+        // writer goes on.
+        let outcome = AssertUnwindSafe(commit_group(&mut conn, group, &*clock, &notifier))
+            .catch_unwind()
+            .await;
+        if outcome.is_err() {
+            tracing::error!("a write group panicked; rolled back, continuing");
+            let _ = conn.rollback().await;
+        }
     }
 }
 

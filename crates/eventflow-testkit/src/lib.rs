@@ -161,7 +161,7 @@ impl Drop for TestDatabase {
 /// Declares, for each named `async fn NAME(backend: Backend)`, a module
 /// `NAME` with one test per backend: `NAME::sqlite` and `NAME::postgres`.
 ///
-/// ```ignore
+/// ```text
 /// backend_tests!(a_created_patient_can_be_read_back);
 /// async fn a_created_patient_can_be_read_back(backend: Backend) {
 ///     let server = backend.spawn().await;
@@ -437,7 +437,13 @@ impl Api {
             if data.is_empty() {
                 return out;
             }
-            after = r.body["nextAfter"].as_i64().expect("nextAfter");
+            let next = r.body["nextAfter"].as_i64().expect("nextAfter");
+            assert!(
+                next > after,
+                "nextAfter did not advance past {after}: {}",
+                r.body
+            );
+            after = next;
             out.extend(data);
         }
     }

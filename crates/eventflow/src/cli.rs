@@ -217,7 +217,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 key.expose(),
                 file.display()
             ),
-            _ => println!(
+            (Some(key), None) => println!(
+                "Created tenant `default` ({}). Its API key, shown only this once (it could not be saved to a file):\n\n    {}\n",
+                b.tenant_id,
+                key.expose()
+            ),
+            (None, _) => println!(
                 "Created tenant `default` ({}) with the key from EVENTFLOW_BOOTSTRAP_API_KEY.",
                 b.tenant_id
             ),

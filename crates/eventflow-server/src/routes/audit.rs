@@ -29,11 +29,18 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
         ),
         None => None,
     };
+    // An id that cannot be one is refused before it reaches the database.
+    let id_param = |name: &str| match params.get(name) {
+        Some(v) if !eventflow_model::id::is_well_formed(v) => {
+            Err(ApiError::invalid(name, "must be an id such as pat_…"))
+        }
+        v => Ok(v.map(str::to_string)),
+    };
     let q = AuditQuery {
         resource_type,
-        resource_id: params.get("resourceId").map(str::to_string),
+        resource_id: id_param("resourceId")?,
         limit: params.int("limit", 100, 1, 1000)? as u32,
-        cursor: params.get("cursor").map(str::to_string),
+        cursor: id_param("cursor")?,
     };
     let page = state.store.audit_log(auth.tenant(), &q).await?;
     Ok(Json(

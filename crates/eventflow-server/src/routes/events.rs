@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::get;
@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use crate::AppState;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Params;
+use crate::extract::{Params, PathId};
 
 /// Longest long poll, in seconds.
 pub const MAX_WAIT_SECONDS: i64 = 60;
@@ -84,7 +84,7 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
 async fn one(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Event>> {
     state
         .store

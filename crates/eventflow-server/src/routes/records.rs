@@ -2,7 +2,7 @@
 //! create, read with `include`, list, merge patch, delete (DESIGN.md §3.1).
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::{ETAG, IF_MATCH, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::AppState;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{JsonBody, Params};
+use crate::extract::{JsonBody, Params, PathId};
 
 pub fn router() -> Router<AppState> {
     let mut router = Router::new();
@@ -37,20 +37,16 @@ pub fn router() -> Router<AppState> {
             )
             .route(
                 &item,
-                get(
-                    move |s: State<AppState>, a: Auth, id: Path<String>, p: Params| {
-                        read(s, a, id, p, rt)
+                get(move |s: State<AppState>, a: Auth, id: PathId, p: Params| {
+                    read(s, a, id, p, rt)
+                })
+                .patch(
+                    move |s: State<AppState>, a: Auth, id: PathId, h: HeaderMap, b: JsonBody| {
+                        patch(s, a, id, h, b, rt)
                     },
                 )
-                .patch(
-                    move |s: State<AppState>,
-                          a: Auth,
-                          id: Path<String>,
-                          h: HeaderMap,
-                          b: JsonBody| { patch(s, a, id, h, b, rt) },
-                )
                 .delete(
-                    move |s: State<AppState>, a: Auth, id: Path<String>, h: HeaderMap| {
+                    move |s: State<AppState>, a: Auth, id: PathId, h: HeaderMap| {
                         delete(s, a, id, h, rt)
                     },
                 ),
@@ -216,7 +212,7 @@ async fn create(
 async fn read(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     params: Params,
     rt: ResourceType,
 ) -> ApiResult<Response> {
@@ -287,6 +283,14 @@ async fn list(
             &format!("{} have no patientId to filter on", rt.collection()),
         ));
     }
+    if let Some(p) = &patient_id
+        && ResourceType::from_id(p) != Some(ResourceType::Patient)
+    {
+        return Err(ApiError::invalid(
+            "patientId",
+            "must be the id of a patient (pat_…)",
+        ));
+    }
     let status = params.get("status").map(str::to_string);
     if let Some(s) = &status {
         match rt.field("status").map(|f| f.kind) {
@@ -342,7 +346,7 @@ async fn list(
 async fn patch(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     headers: HeaderMap,
     body: JsonBody,
     rt: ResourceType,
@@ -368,7 +372,7 @@ async fn patch(
 async fn delete(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     headers: HeaderMap,
     rt: ResourceType,
 ) -> ApiResult<Response> {

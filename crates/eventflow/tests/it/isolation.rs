@@ -18,6 +18,7 @@ backend_tests!(
     the_audit_log_shows_only_the_tenants_own_entries,
     a_record_may_not_reference_another_tenants_record,
     a_batch_cannot_touch_another_tenants_records,
+    a_long_poll_is_not_answered_with_another_tenants_events,
 );
 
 /// Tenant A with one record of each type, and a client for tenant B.
@@ -354,4 +355,29 @@ async fn a_batch_cannot_touch_another_tenants_records(backend: Backend) {
     assert!(a.events_after(seq).await.is_empty());
     assert!(b.events_after(0).await.is_empty());
     assert!(ids(&b.get("/v1/patients").await).is_empty());
+}
+
+async fn a_long_poll_is_not_answered_with_another_tenants_events(backend: Backend) {
+    let server = backend.spawn().await;
+    let a = server.api();
+    let b = server.new_tenant("b").await;
+    // B waits; A writes; then B writes. B's poll answers with B's event only.
+    let poll = {
+        let b = b.clone();
+        tokio::spawn(async move { b.get("/v1/events?after=0&wait=30").await })
+    };
+    for _ in 0..3 {
+        a.patient().await;
+    }
+    let mine = b.patient().await;
+    let r = tokio::time::timeout(std::time::Duration::from_secs(30), poll)
+        .await
+        .expect("the long poll answers")
+        .expect("the poll task");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let data = r.body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{data:?}");
+    assert_eq!(data[0]["resource"]["id"], mine.as_str());
+    assert_eq!(data[0]["sequence"], 1);
+    assert_eq!(r.body["nextAfter"], 1);
 }

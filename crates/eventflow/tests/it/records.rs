@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::validation::assert_error;
 
 backend_tests!(
+    a_new_patient_on_an_appointment_brings_their_phone,
     every_record_type_is_created_with_every_field_and_read_back,
     defaults_are_filled_when_a_field_is_absent,
     given_values_are_kept_over_defaults,
@@ -769,6 +770,18 @@ async fn fhir_include_names_give_the_same_keys_as_collection_names(backend: Back
         keys,
         BTreeSet::from([&"observations".to_string(), &"prescriptions".to_string()])
     );
+    // A type named twice (both ways) is included once.
+    let twice = api
+        .get(&format!(
+            "/v1/encounters/{}?include=observations,Observation",
+            w.encounter
+        ))
+        .await;
+    assert_eq!(twice.status, 200, "{}", twice.body);
+    assert_eq!(
+        twice.body["included"],
+        json!({"observations": by_name.body["included"]["observations"]})
+    );
     // On a patient, the rest of the FHIR names.
     api.create("consents", json!({"patientId": w.patient}))
         .await;
@@ -968,6 +981,17 @@ async fn cursor_pagination_visits_every_record_exactly_once(backend: Backend) {
         .await;
     assert_eq!(ids(&r).len() + ids(&r2).len(), 11);
     assert!(r2.body["nextCursor"].is_null());
+    // A cursor still works when the record it names was deleted.
+    let r = api.get(&format!("/v1/notes?patientId={p}&limit=4")).await;
+    let page1 = ids(&r);
+    let c = r.body["nextCursor"].as_str().unwrap().to_string();
+    assert_eq!(c, page1[3]);
+    assert_eq!(api.delete(&format!("/v1/notes/{c}")).await.status, 204);
+    let r = api
+        .get(&format!("/v1/notes?patientId={p}&limit=100&cursor={c}"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(page1.len() + ids(&r).len(), 11);
     // A cursor that is not one is 422.
     let r = api.get("/v1/notes?cursor=nonsense").await;
     assert_error(&r, 422, "validation_error", Some("cursor"));
@@ -1258,4 +1282,38 @@ async fn a_delete_with_a_current_if_match_deletes(backend: Backend) {
     assert_eq!(last["type"], "patient.deleted");
     assert_eq!(last["resource"]["version"], 2);
     assert_eq!(last["data"]["id"], id.as_str());
+}
+
+async fn a_new_patient_on_an_appointment_brings_their_phone(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let first = api.patient().await;
+    let second = api
+        .create(
+            "patients",
+            json!({"firstName": "Grace", "lastName": "Hopper", "phone": "+15559990000"}),
+        )
+        .await;
+    let appt = api
+        .create(
+            "appointments",
+            json!({"patientId": first, "start": "2026-12-01T09:00:00Z"}),
+        )
+        .await;
+    let r = api
+        .patch(
+            &format!("/v1/appointments/{appt}"),
+            json!({"patientId": second}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["patientPhone"], "+15559990000");
+    // A phone given in the same patch wins.
+    let r = api
+        .patch(
+            &format!("/v1/appointments/{appt}"),
+            json!({"patientId": first, "patientPhone": "+15550001111"}),
+        )
+        .await;
+    assert_eq!(r.body["patientPhone"], "+15550001111");
 }

@@ -29,6 +29,7 @@ backend_tests!(
     an_unknown_query_parameter_is_422_naming_it,
     every_error_has_exactly_the_error_shape,
     error_messages_never_repeat_the_submitted_value,
+    ids_that_no_record_can_have_are_not_found_never_a_server_error,
 );
 
 // ---------------------------------------------------------------------------
@@ -928,4 +929,90 @@ async fn error_messages_never_repeat_the_submitted_value(backend: Backend) {
             assert!(!v.contains(SECRET), "header {name} repeats the value");
         }
     }
+}
+
+async fn ids_that_no_record_can_have_are_not_found_never_a_server_error(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let w = world(&api).await;
+    // A NUL byte, a control character, invalid UTF-8, and very long ids.
+    let long = format!("pat_{}", "0".repeat(5000));
+    let bad_ids = [
+        "pat_%00x",
+        "pat_%01",
+        "pat_%FF",
+        "%C3%28",
+        "pat_%0A%0D",
+        long.as_str(),
+    ];
+    for id in bad_ids {
+        let path = format!("/v1/patients/{id}");
+        assert_error(&api.get(&path).await, 404, "not_found", None);
+        assert_error(
+            &api.get(&format!("{path}?include=observations")).await,
+            404,
+            "not_found",
+            None,
+        );
+        assert_error(
+            &api.patch(&path, json!({"mrn": "x"})).await,
+            404,
+            "not_found",
+            None,
+        );
+        assert_error(&api.delete(&path).await, 404, "not_found", None);
+        let r = api
+            .get(&format!("/v1/events/{}", id.replacen("pat", "evt", 1)))
+            .await;
+        assert_error(&r, 404, "not_found", None);
+        // As a filter or cursor: nothing, or a 422 — never a 500.
+        for path in [
+            format!("/v1/appointments?patientId={id}"),
+            format!("/v1/appointments?cursor={id}"),
+            format!("/v1/audit-log?resourceId={id}"),
+            format!("/v1/audit-log?cursor={id}"),
+        ] {
+            let r = api.get(&path).await;
+            assert!(
+                r.status == 200 || r.status == 422,
+                "{path}: {} {}",
+                r.status,
+                r.body
+            );
+            if r.status == 200 {
+                if path.starts_with("/v1/appointments") {
+                    assert!(crate::records::ids(&r).is_empty());
+                }
+            } else {
+                assert_error_shape(&r, false);
+            }
+        }
+    }
+    // As a reference in a body.
+    for bad in [r"pat_\u0000", r"pat_\u0001x", r"pat_\n"] {
+        let text = format!(r#"{{"patientId": "{bad}", "start": "2026-12-01T09:00:00Z"}}"#);
+        let r = post_raw(&api, "/v1/appointments", "application/json", text).await;
+        assert_error(&r, 422, "validation_error", Some("patientId"));
+    }
+    let r = api
+        .patch(
+            &format!("/v1/appointments/{}", w.appointment),
+            json!({"practitionerId": "prac_\u{0}"}),
+        )
+        .await;
+    assert_error(&r, 422, "validation_error", Some("practitionerId"));
+    // As the id in a batch operation's path.
+    for id in [r"pat_\u0000", r"pat_\u00ff", "pat_a/b"] {
+        let text = format!(
+            r#"{{"operations": [{{"method": "PATCH", "path": "/v1/patients/{id}", "body": {{"mrn": "x"}}}}]}}"#
+        );
+        let r = post_raw(&api, "/v1/batch", "application/json", text).await;
+        assert!(r.status == 404 || r.status == 422, "{id}: {}", r.body);
+        assert_eq!(r.body["error"]["index"], 0, "{}", r.body);
+    }
+    // The server is still fine.
+    assert_eq!(
+        api.get(&format!("/v1/patients/{}", w.patient)).await.status,
+        200
+    );
 }
