@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use eventflow_store::postgres::{PgConfig, PgStore};
 use eventflow_store::sqlite::{SqliteConfig, SqliteStore};
 use eventflow_store::{Clock, Store, StoreError};
@@ -234,7 +235,13 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let retention = tokio::spawn(retention_loop(self.state.clone()));
-        let result = axum::serve(self.listener, self.router)
+        // Small writes (an SSE event, a long-poll answer) go out at once:
+        // with Nagle's algorithm they would wait for the client's delayed
+        // ACK, up to 40 ms.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let result = axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;
         retention.abort();

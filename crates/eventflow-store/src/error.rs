@@ -43,6 +43,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// An error of the request itself (invalid, not found, conflict,
+    /// version mismatch), raised before anything was written; not a failure
+    /// of the database.
+    pub fn is_domain(&self) -> bool {
+        match self {
+            StoreError::Validation(_)
+            | StoreError::NotFound(_)
+            | StoreError::Conflict(_)
+            | StoreError::PreconditionFailed { .. }
+            | StoreError::IdempotencyMismatch => true,
+            StoreError::Batch { source, .. } => source.is_domain(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn corrupt(what: &str) -> Self {
         StoreError::Database(sqlx::Error::Protocol(format!("corrupt row: {what}")))
     }

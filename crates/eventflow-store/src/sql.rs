@@ -132,7 +132,7 @@ macro_rules! impl_write_conn {
                 .fetch_optional(&mut self.conn)
                 .await?;
                 row.map(|r| r.get(0))
-                    .ok_or_else(|| StoreError::NotFound("no such tenant".into()))
+                    .ok_or_else(|| StoreError::corrupt("the tenant row is missing"))
             }
 
             async fn insert_event(&mut self, event: &Event) -> Result<()> {

@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::error::{Result, StoreError};
 use crate::notify::Notifier;
 use crate::ops::{self, IDEMPOTENCY_WINDOW, WriteConn};
-use crate::types::{AuditEntry, NewTenant, WriteOutcome, WriteRequest};
+use crate::types::{AuditEntry, NewTenant, WriteKind, WriteOutcome, WriteRequest};
 
 /// A change for the writer.
 pub(crate) enum Command {
@@ -158,6 +158,12 @@ async fn run<C: WriteConn>(
     }
 }
 
+/// Whether a command can fail with a domain error after it has written
+/// something (only a batch: operation 3 can fail after 1 and 2 wrote).
+fn command_may_fail_after_writing(command: &Command) -> bool {
+    matches!(command, Command::Write(req) if matches!(req.kind, WriteKind::Batch(_)))
+}
+
 fn failed(what: &str, e: &dyn std::fmt::Display) -> StoreError {
     StoreError::Database(sqlx::Error::Protocol(format!("{what}: {e}")))
 }
@@ -186,19 +192,26 @@ async fn commit_group<C: WriteConn>(
             done.push((job.reply, Err(StoreError::Closed)));
             continue;
         }
-        if let Err(e) = conn.savepoint().await {
+        // A single change fails with a domain error (invalid, not found,
+        // conflict…) only before its first write, so it needs no savepoint;
+        // a batch can fail half-way and gets one. Any database error inside
+        // an unguarded job breaks the whole group, which is then rolled back.
+        let guarded = command_may_fail_after_writing(&job.command);
+        if guarded && let Err(e) = conn.savepoint().await {
             broken = Some(e);
             done.push((job.reply, Err(StoreError::Closed)));
             continue;
         }
         let result = execute(conn, &job.command, now).await;
-        let end = if result.is_ok() {
-            conn.release().await
-        } else {
-            match conn.rollback_to().await {
+        let end = match (&result, guarded) {
+            (Ok(_), true) => conn.release().await,
+            (Err(_), true) => match conn.rollback_to().await {
                 Ok(()) => conn.release().await,
                 Err(e) => Err(e),
-            }
+            },
+            (Ok(_), false) => Ok(()),
+            (Err(e), false) if e.is_domain() => Ok(()),
+            (Err(e), false) => Err(failed("write", e)),
         };
         if let Err(e) = end {
             broken = Some(e);

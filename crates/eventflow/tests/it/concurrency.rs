@@ -15,6 +15,7 @@ backend_tests!(
     mixed_concurrent_writes_keep_sequences_gap_free_and_versions_ordered,
     concurrent_patches_to_one_record_get_distinct_versions_in_sequence_order,
     concurrent_patches_with_the_same_if_match_let_exactly_one_win,
+    failing_writes_committed_beside_good_ones_leave_nothing_and_spoil_nothing,
 );
 
 const WRITERS: usize = 16;
@@ -301,4 +302,100 @@ async fn concurrent_patches_with_the_same_if_match_let_exactly_one_win(backend: 
     let events = all_events(&api, 0).await;
     assert_eq!(sequences(&events), [1, 2], "one update, one event");
     assert_eq!(events[1]["resource"]["version"], 2);
+}
+
+/// Concurrent requests share one transaction (group commit). Invalid ones,
+/// failing batches and stale versions among them change nothing, and every
+/// good one beside them commits with its event.
+async fn failing_writes_committed_beside_good_ones_leave_nothing_and_spoil_nothing(
+    backend: Backend,
+) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let patient = api.patient().await;
+    let before = api.events_after(0).await.len();
+    let mut tasks = Vec::new();
+    for i in 0..60usize {
+        let api = api.clone();
+        let patient = patient.clone();
+        tasks.push(tokio::spawn(async move {
+            match i % 4 {
+                // Good: a new appointment.
+                0 => {
+                    let r = api
+                        .post(
+                            "/v1/appointments",
+                            json!({"patientId": patient, "start": "2026-12-01T09:00:00Z"}),
+                        )
+                        .await;
+                    assert_eq!(r.status, 201, "{}", r.body);
+                    true
+                }
+                // Bad reference: refused before anything is written.
+                1 => {
+                    let r = api
+                        .post(
+                            "/v1/appointments",
+                            json!({"patientId": "pat_0000000000000000000000000000dead", "start": "2026-12-01T09:00:00Z"}),
+                        )
+                        .await;
+                    assert_eq!(r.status, 422, "{}", r.body);
+                    false
+                }
+                // A batch whose second operation fails after the first wrote.
+                2 => {
+                    let r = api
+                        .post(
+                            "/v1/batch",
+                            json!({"operations": [
+                                {"method": "POST", "path": "/v1/notes", "body": {"patientId": patient, "text": "x"}},
+                                {"method": "POST", "path": "/v1/notes", "body": {"patientId": patient}},
+                            ]}),
+                        )
+                        .await;
+                    assert_eq!(r.status, 422, "{}", r.body);
+                    assert_eq!(r.body["error"]["index"], 1);
+                    false
+                }
+                // A stale version.
+                _ => {
+                    let r = api
+                        .send(
+                            api.request(reqwest::Method::PATCH, &format!("/v1/patients/{patient}"))
+                                .header("If-Match", "99")
+                                .json(&json!({"mrn": "X"})),
+                        )
+                        .await;
+                    assert_eq!(r.status, 412, "{}", r.body);
+                    false
+                }
+            }
+        }));
+    }
+    let mut good = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            good += 1;
+        }
+    }
+    let events = api.events_after(0).await;
+    assert_eq!(
+        events.len() - before,
+        good,
+        "one event per good write, none for the rest"
+    );
+    assert!(events.iter().all(|e| e["type"] != "note.created"));
+    let notes = api.get(&format!("/v1/notes?patientId={patient}")).await;
+    assert_eq!(notes.body["data"].as_array().unwrap().len(), 0);
+    let p = api.get(&format!("/v1/patients/{patient}")).await;
+    assert_eq!(p.body["version"], 1);
+    let seqs: Vec<i64> = events
+        .iter()
+        .map(|e| e["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "gap-free"
+    );
 }
