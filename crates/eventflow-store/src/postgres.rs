@@ -90,18 +90,25 @@ fn connect_options(url: &str, config: &PgConfig) -> Result<PgConnectOptions> {
         .disable_statement_logging())
 }
 
+/// A connection to a database whose schema is current (migrating it if
+/// needed, refusing one newer than this build).
+async fn connect_and_migrate(options: &PgConnectOptions) -> Result<PgConnection> {
+    let mut conn = PgConnection::connect_with(options)
+        .await
+        .map_err(explain_connect)?;
+    migrations::postgres()
+        .run(&mut conn)
+        .await
+        .map_err(migrations::explain)?;
+    Ok(conn)
+}
+
 impl PgStore {
     /// Connects, applies migrations (refusing a newer schema), starts the
     /// writer and the commit listener.
     pub async fn open(url: &str, clock: Arc<dyn Clock>, config: PgConfig) -> Result<Arc<PgStore>> {
         let options = connect_options(url, &config)?;
-        let mut conn = PgConnection::connect_with(&options)
-            .await
-            .map_err(explain_connect)?;
-        migrations::postgres()
-            .run(&mut conn)
-            .await
-            .map_err(migrations::explain)?;
+        let conn = connect_and_migrate(&options).await?;
         let reads = PgPoolOptions::new()
             .max_connections(config.pool_size.max(1))
             .connect_with(options)
@@ -123,14 +130,7 @@ impl PgStore {
     /// Applies migrations and returns.
     pub async fn migrate(url: &str) -> Result<()> {
         let options = connect_options(url, &PgConfig::default())?;
-        let mut conn = PgConnection::connect_with(&options)
-            .await
-            .map_err(explain_connect)?;
-        migrations::postgres()
-            .run(&mut conn)
-            .await
-            .map_err(migrations::explain)?;
-        conn.close().await?;
+        connect_and_migrate(&options).await?.close().await?;
         Ok(())
     }
 }

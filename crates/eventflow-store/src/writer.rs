@@ -1,9 +1,9 @@
 //! The group-commit writer, shared by every backend.
 //!
 //! One task per process holds the backend's write connection. It takes every
-//! request waiting in its queue (up to a bound), runs each in its own
-//! savepoint inside one transaction — so one failing request rolls back alone
-//! — and commits them together with a single fsync. Requests are ordered by
+//! request waiting in its queue (up to a bound), runs them in one transaction
+//! — a batch in a savepoint of its own, so one failing request rolls back
+//! alone — and commits them together with a single fsync. Requests are ordered by
 //! tenant inside a group and each takes its tenant's lock first, so writers
 //! on several nodes cannot deadlock.
 

@@ -1,11 +1,9 @@
 //! The embedded default backend: one SQLite file in WAL mode with
 //! `synchronous=FULL`, so an acknowledged write survives a power loss.
 //!
-//! All writes go through one writer task that holds the only write
-//! connection. It takes every request waiting in its queue, applies each in
-//! its own savepoint inside one transaction, and commits them with a single
-//! fsync (group commit). One writer also makes sequences trivially commit
-//! ordered. Reads use a small pool of other connections, which WAL lets run
+//! All writes go through the group-commit writer (`crate::writer`), which
+//! holds the only write connection and commits every waiting request with a
+//! single fsync. One writer also makes sequences trivially commit ordered. Reads use a small pool of other connections, which WAL lets run
 //! beside the writer.
 
 mod tx;
@@ -61,6 +59,17 @@ fn options(path: &Path) -> SqliteConnectOptions {
         .foreign_keys(false)
 }
 
+/// A connection to a database whose schema is current (migrating it if
+/// needed, refusing one newer than this build).
+async fn connect_and_migrate(path: &Path) -> Result<SqliteConnection> {
+    let mut conn = SqliteConnection::connect_with(&options(path)).await?;
+    migrations::sqlite()
+        .run(&mut conn)
+        .await
+        .map_err(migrations::explain)?;
+    Ok(conn)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file, applies migrations, and
     /// starts the writer task. Refuses a database whose schema is newer than
@@ -70,11 +79,7 @@ impl SqliteStore {
         clock: Arc<dyn Clock>,
         config: SqliteConfig,
     ) -> Result<Arc<SqliteStore>> {
-        let mut conn = SqliteConnection::connect_with(&options(path)).await?;
-        migrations::sqlite()
-            .run(&mut conn)
-            .await
-            .map_err(migrations::explain)?;
+        let conn = connect_and_migrate(path).await?;
         let reads = SqlitePoolOptions::new()
             .max_connections(config.read_connections.max(1))
             .min_connections(1)
@@ -96,12 +101,7 @@ impl SqliteStore {
 
     /// Applies migrations to the database at `path` and returns.
     pub async fn migrate(path: &Path) -> Result<()> {
-        let mut conn = SqliteConnection::connect_with(&options(path)).await?;
-        migrations::sqlite()
-            .run(&mut conn)
-            .await
-            .map_err(migrations::explain)?;
-        conn.close().await?;
+        connect_and_migrate(path).await?.close().await?;
         Ok(())
     }
 }
