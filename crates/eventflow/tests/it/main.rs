@@ -6,6 +6,7 @@
 mod audit_ops;
 mod cli;
 mod concurrency;
+mod crash;
 mod events;
 mod idempotency_batch;
 mod isolation;
