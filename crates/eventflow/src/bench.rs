@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// A postgres:// URL for the server bench starts.
     #[arg(long)]
     database: Option<String>,
+    /// Servers to start on that database; writes go round robin, events are
+    /// read from the last one (so wake-ups cross nodes).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
     /// One JSON object on standard output instead of a table.
     #[arg(long)]
     json: bool,
@@ -66,7 +70,10 @@ enum Via {
 }
 
 struct Target {
+    /// Where events are read (the last node).
     base: String,
+    /// Where writes go, spread over the nodes.
+    write_bases: Vec<String>,
     key: String,
     http: reqwest::Client,
     /// Keeps the temporary data directory alive.
@@ -74,9 +81,11 @@ struct Target {
 }
 
 impl Target {
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+    /// A POST to node `n` (round robin over the nodes).
+    fn post(&self, n: usize, path: &str) -> reqwest::RequestBuilder {
+        let base = &self.write_bases[n % self.write_bases.len()];
         self.http
-            .post(format!("{}{path}", self.base))
+            .post(format!("{base}{path}"))
             .bearer_auth(&self.key)
     }
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
@@ -95,36 +104,48 @@ async fn target(args: &BenchArgs) -> anyhow::Result<Target> {
             .api_key
             .clone()
             .context("--api needs --api-key (or EVENTFLOW_API_KEY)")?;
+        let base = api.trim_end_matches('/').to_string();
         return Ok(Target {
-            base: api.trim_end_matches('/').to_string(),
+            write_bases: vec![base.clone()],
+            base,
             key,
             http,
             _dir: None,
         });
     }
+    if args.nodes == 0 || args.nodes > 16 {
+        bail!("--nodes: must be 1 to 16");
+    }
+    if args.nodes > 1 && args.database.is_none() {
+        bail!("--nodes: several nodes need a shared PostgreSQL database (--database postgres://…)");
+    }
     let dir = tempfile::tempdir()?;
     let key = eventflow_server::auth::generate_key();
-    let config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().to_path_buf(),
-        database_url: args.database.clone().unwrap_or_default(),
-        bootstrap_api_key: Some(Secret::new(key.clone())),
-        ..Config::default()
-    };
-    let app = Application::build(config, Arc::new(SystemClock)).await?;
-    if app.bootstrap().is_none() {
-        // A shared database (--database) already has tenants: bench in a
-        // tenant of its own, so its events are the only ones it reads.
-        let name = format!("bench-{}", eventflow_model::id::new_id("run"));
-        app.state()
-            .store
-            .create_tenant(&name, &eventflow_server::auth::hash_key(&key), false)
-            .await?;
+    let mut bases = Vec::new();
+    for n in 0..args.nodes {
+        let config = Config {
+            listen: "127.0.0.1:0".parse()?,
+            data_dir: dir.path().join(format!("node{n}")),
+            database_url: args.database.clone().unwrap_or_default(),
+            bootstrap_api_key: Some(Secret::new(key.clone())),
+            ..Config::default()
+        };
+        let app = Application::build(config, Arc::new(SystemClock)).await?;
+        if n == 0 && app.bootstrap().is_none() {
+            // A shared database (--database) already has tenants: bench in a
+            // tenant of its own, so its events are the only ones it reads.
+            let name = format!("bench-{}", eventflow_model::id::new_id("run"));
+            app.state()
+                .store
+                .create_tenant(&name, &eventflow_server::auth::hash_key(&key), false)
+                .await?;
+        }
+        bases.push(format!("http://{}", app.local_addr()));
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
     }
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
     Ok(Target {
-        base,
+        base: bases.last().cloned().unwrap_or_default(),
+        write_bases: bases,
         key,
         http,
         _dir: Some(dir),
@@ -207,6 +228,7 @@ async fn writes(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
     for w in 0..args.concurrency {
         let t = Target {
             base: t.base.clone(),
+            write_bases: t.write_bases.clone(),
             key: t.key.clone(),
             http: t.http.clone(),
             _dir: None,
@@ -217,7 +239,12 @@ async fn writes(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
             let mut i = w as u64 * 1_000_000_000;
             while Instant::now() < deadline {
                 i += 1;
-                match t.post("/v1/patients").json(&patient_body(i)).send().await {
+                match t
+                    .post(w, "/v1/patients")
+                    .json(&patient_body(i))
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status().as_u16() == 201 => {
                         ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -258,6 +285,7 @@ async fn writes(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
         "writes": ok,
         "failed": failed.load(std::sync::atomic::Ordering::Relaxed),
         "concurrency": args.concurrency,
+        "nodes": t.write_bases.len(),
         "peak_rss_mb": peak_rss_mb(),
         "lost": ok.saturating_sub(events),
     }))
@@ -288,7 +316,7 @@ async fn latency(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
     let mut writers = Vec::new();
     for i in 0..total {
         tick.tick().await;
-        let req = t.post("/v1/patients").json(&patient_body(i));
+        let req = t.post(i as usize, "/v1/patients").json(&patient_body(i));
         let sent = sent.clone();
         writers.push(tokio::spawn(async move {
             let at = Instant::now();
@@ -330,6 +358,7 @@ async fn latency(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
         "scenario": "latency",
         "via": match args.via { Via::Stream => "stream", Via::Poll => "poll" },
         "rate": args.rate,
+        "nodes": t.write_bases.len(),
         "writes": sent.len(),
         "p50_ms": round(percentile(&ms, 0.50)),
         "p99_ms": round(percentile(&ms, 0.99)),
