@@ -82,6 +82,9 @@ impl EventType {
     }
 }
 
+/// Most patterns one filter may hold.
+pub const MAX_PATTERNS: usize = 50;
+
 /// A list of event type patterns: exact names (`encounter.updated`), globs
 /// ending in `*` (`appointment.*`, `*`). Empty matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,24 +96,33 @@ impl TypeFilter {
     /// Parses a comma-separated list. A pattern that cannot match any type
     /// is an error naming the pattern's position.
     pub fn parse_list<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
-        let mut patterns = Vec::new();
+        let mut patterns: Vec<String> = Vec::new();
         for item in items {
             let item = item.trim();
             if item.is_empty() {
                 continue;
             }
-            let valid = if let Some(prefix) = item.strip_suffix('*') {
-                !prefix.contains('*')
-            } else {
-                !item.contains('*') && item.contains('.')
-            };
-            if !valid || item.len() > 100 {
+            let chars_ok = item
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._*-".contains(&b));
+            let valid = chars_ok
+                && item.len() <= 100
+                && match item.strip_suffix('*') {
+                    Some(prefix) => !prefix.contains('*'),
+                    None => !item.contains('*') && item.contains('.'),
+                };
+            if !valid {
                 return Err(
                     "must be event types or globs such as appointment.* (a `*` only at the end)"
                         .into(),
                 );
             }
-            patterns.push(item.to_string());
+            if !patterns.iter().any(|p| p == item) {
+                patterns.push(item.to_string());
+            }
+            if patterns.len() > MAX_PATTERNS {
+                return Err(format!("must hold at most {MAX_PATTERNS} types or globs"));
+            }
         }
         Ok(TypeFilter { patterns })
     }
@@ -196,6 +208,11 @@ mod tests {
         assert!(f.matches("encounter.updated"));
         assert!(!f.matches("encounter.created"));
         assert!(TypeFilter::parse_list(["a*b"]).is_err());
+        assert!(TypeFilter::parse_list(["a\0.b"]).is_err());
+        let many: Vec<String> = (0..51).map(|i| format!("t{i}.*")).collect();
+        assert!(TypeFilter::parse_list(many.iter().map(String::as_str)).is_err());
+        let dupes = vec!["a.*"; 500];
+        assert!(TypeFilter::parse_list(dupes).is_ok());
         assert!(TypeFilter::default().matches("anything.at_all"));
     }
 }

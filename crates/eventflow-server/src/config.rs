@@ -182,9 +182,9 @@ impl Config {
         if self.production {
             self.allow_private_endpoints = false;
         }
-        if self.event_retention_days == 0 {
+        if self.event_retention_days == 0 || self.event_retention_days > 36_500 {
             return Err(ConfigError(
-                "event_retention_days: must be at least 1".into(),
+                "event_retention_days: must be from 1 to 36500".into(),
             ));
         }
         if self.database_pool_size == 0 || self.database_pool_size > 1000 {

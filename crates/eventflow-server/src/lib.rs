@@ -42,6 +42,9 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub config: Arc<Config>,
     pub keys: Arc<auth::KeyCache>,
+    /// Turns true when the server begins to stop: open streams and long
+    /// polls end, so the graceful shutdown does not wait on them.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Why the server could not start.
@@ -169,6 +172,7 @@ pub struct Application {
     router: Router,
     state: AppState,
     bootstrap: Option<Bootstrap>,
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -194,11 +198,13 @@ impl Application {
                     addr: config.listen,
                     source,
                 })?;
+        let (stopping, shutdown) = tokio::sync::watch::channel(false);
         let state = AppState {
             store,
             clock,
             config: Arc::new(config),
             keys: Arc::default(),
+            shutdown,
         };
         let router = routes::router(state.clone());
         Ok(Application {
@@ -206,6 +212,7 @@ impl Application {
             router,
             state,
             bootstrap,
+            stopping,
         })
     }
 
@@ -241,8 +248,12 @@ impl Application {
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        let stopping = self.stopping;
         let result = axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stopping.send(true);
+            })
             .await;
         retention.abort();
         result
@@ -253,7 +264,12 @@ impl Application {
 async fn retention_loop(state: AppState) {
     let keep = jiff::SignedDuration::from_hours(24 * i64::from(state.config.event_retention_days));
     loop {
-        let cutoff = state.clock.now() - keep;
+        let Some(cutoff) = state.clock.now().checked_sub(keep).ok() else {
+            tracing::warn!(
+                "event_retention_days reaches before the start of time; nothing to purge"
+            );
+            return;
+        };
         match state.store.purge(cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(events = n, "retention: deleted old events"),

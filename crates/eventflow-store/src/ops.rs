@@ -74,7 +74,10 @@ pub trait WriteConn: RecordTx {
     async fn announce(&mut self, tenant: &str, sequence: i64) -> Result<()>;
     async fn count_tenants(&mut self) -> Result<i64>;
     async fn tenant_name_taken(&mut self, name: &str) -> Result<bool>;
-    async fn insert_tenant(&mut self, id: &str, name: &str, now: &str) -> Result<()>;
+    /// Inserts a tenant; `false` when the name is taken.
+    async fn insert_tenant(&mut self, id: &str, name: &str, now: &str) -> Result<bool>;
+    /// Replaces a lost connection with a new one.
+    async fn reconnect(&mut self) -> Result<()>;
     async fn insert_api_key(
         &mut self,
         id: &str,
@@ -259,7 +262,10 @@ impl Ctx<'_> {
             let wants_email = target == ResourceType::Practitioner
                 && rt.field("providerEmail").is_some()
                 && !body.contains_key("providerEmail");
-            if unchanged && !wants_phone && !wants_email {
+            // An unchanged reference was checked when it was set, and what
+            // was derived from it then stays: a patch that changes nothing
+            // must not pick up a phone the patient gained since.
+            if unchanged {
                 continue;
             }
             let referenced = match tx.load(self.tenant, id).await? {

@@ -57,6 +57,17 @@ pub struct PgStore {
 /// The writer's dedicated connection.
 struct PgConn {
     conn: PgConnection,
+    /// To reconnect after the connection is lost.
+    options: PgConnectOptions,
+}
+
+impl PgConn {
+    async fn reopen(&mut self) -> Result<()> {
+        self.conn = PgConnection::connect_with(&self.options)
+            .await
+            .map_err(explain_connect)?;
+        Ok(())
+    }
 }
 
 crate::sql::impl_write_conn!(
@@ -111,15 +122,25 @@ impl PgStore {
         let conn = connect_and_migrate(&options).await?;
         let reads = PgPoolOptions::new()
             .max_connections(config.pool_size.max(1))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(explain_connect)?;
         let notifier = Arc::new(Notifier::default());
-        let mut listener = PgListener::connect_with(&reads).await?;
+        // A pool of its own: the listener holds its connection for good.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(explain_connect)?;
+        let mut listener = PgListener::connect_with(&listen_pool).await?;
         listener.listen(CHANNEL).await?;
         tokio::spawn(listen(listener, notifier.clone()));
-        let writer =
-            WriterHandle::start(PgConn { conn }, clock, notifier.clone(), config.max_group);
+        let writer = WriterHandle::start(
+            PgConn { conn, options },
+            clock,
+            notifier.clone(),
+            config.max_group,
+        );
         Ok(Arc::new(PgStore {
             writer,
             reads,

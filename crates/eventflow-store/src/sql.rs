@@ -210,7 +210,13 @@ macro_rules! impl_write_conn {
         #[async_trait]
         impl WriteConn for $conn {
             async fn begin(&mut self) -> Result<()> {
-                self.conn.execute($begin).await?;
+                if let Err(e) = self.conn.execute($begin).await {
+                    // The connection may have been lost (a database restart,
+                    // a network blip): open a new one and try once more.
+                    tracing::warn!(error = %e, "write connection failed; reconnecting");
+                    self.reconnect().await?;
+                    self.conn.execute($begin).await?;
+                }
                 Ok(())
             }
             async fn savepoint(&mut self) -> Result<()> {
@@ -232,6 +238,9 @@ macro_rules! impl_write_conn {
             async fn rollback(&mut self) -> Result<()> {
                 self.conn.execute("ROLLBACK").await?;
                 Ok(())
+            }
+            async fn reconnect(&mut self) -> Result<()> {
+                self.reopen().await
             }
             async fn lock_tenant(&mut self, tenant: &str) -> Result<()> {
                 let sql: Option<&'static str> = $lock_tenant;
@@ -263,14 +272,19 @@ macro_rules! impl_write_conn {
                     .await?
                     .is_some())
             }
-            async fn insert_tenant(&mut self, id: &str, name: &str, now: &str) -> Result<()> {
-                sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
-                    .bind(id)
-                    .bind(name)
-                    .bind(now)
-                    .execute(&mut self.conn)
-                    .await?;
-                Ok(())
+            async fn insert_tenant(&mut self, id: &str, name: &str, now: &str) -> Result<bool> {
+                // ON CONFLICT: two nodes bootstrapping one new database at
+                // once must not fail; the second learns the name is taken.
+                let done = sqlx::query(
+                    "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(id)
+                .bind(name)
+                .bind(now)
+                .execute(&mut self.conn)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
             async fn insert_api_key(&mut self, id: &str, tenant: &str, key_hash: &str, now: &str) -> Result<()> {
                 sqlx::query("INSERT INTO api_keys (id, tenant_id, key_hash, created_at) VALUES ($1, $2, $3, $4)")
@@ -452,7 +466,8 @@ macro_rules! impl_store {
 
             async fn ping(&self) -> Result<()> {
                 sqlx::query("SELECT 1").execute(&self.reads).await?;
-                Ok(())
+                // The writer's connection too: without it nothing can change.
+                self.writer.ping().await
             }
 
             fn notifier(&self) -> &Notifier {

@@ -34,6 +34,8 @@ pub(crate) enum Command {
     Purge {
         events_before: String,
     },
+    /// Nothing: proves the writer and its connection work.
+    Ping,
 }
 
 impl Command {
@@ -117,6 +119,10 @@ impl WriterHandle {
             Reply::Tenant(t) => Ok(t),
             _ => Err(StoreError::corrupt("writer reply")),
         }
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.send(Command::Ping).await.map(|_| ())
     }
 
     pub async fn purge(&self, events_before: jiff::Timestamp) -> Result<u64> {
@@ -297,7 +303,15 @@ async fn execute<C: WriteConn>(
             }
             let tenant_id = id::new_id("ten");
             let key_id = id::new_id("key");
-            conn.insert_tenant(&tenant_id, name, &now_s).await?;
+            if !conn.insert_tenant(&tenant_id, name, &now_s).await? {
+                // Another node took the name between the check and here.
+                if *only_if_no_tenants {
+                    return Ok((Reply::Tenant(None), None, Vec::new()));
+                }
+                return Err(StoreError::Conflict(format!(
+                    "a tenant named {name:?} already exists"
+                )));
+            }
             conn.insert_api_key(&key_id, &tenant_id, key_hash, &now_s)
                 .await?;
             Ok((
@@ -306,6 +320,7 @@ async fn execute<C: WriteConn>(
                 Vec::new(),
             ))
         }
+        Command::Ping => Ok((Reply::Done, None, Vec::new())),
         Command::Purge { events_before } => {
             let keys_before = time::format(now - IDEMPOTENCY_WINDOW);
             let n = conn.purge(events_before, &keys_before).await?;

@@ -100,6 +100,11 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Creates `eventflow_test_<random>` on the server of `base`.
     pub async fn create(base: &str) -> TestDatabase {
         use rand::Rng;

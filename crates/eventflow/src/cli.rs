@@ -82,7 +82,11 @@ pub struct DbArgs {
     #[arg(long, env = "EVENTFLOW_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// A postgres:// URL instead of the embedded SQLite database.
-    #[arg(long = "database", env = "EVENTFLOW_DATABASE_URL")]
+    #[arg(
+        long = "database",
+        env = "EVENTFLOW_DATABASE_URL",
+        hide_env_values = true
+    )]
     database_url: Option<String>,
 }
 

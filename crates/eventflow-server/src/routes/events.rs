@@ -69,13 +69,21 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
     // Subscribe before the first read, so a commit in between wakes us.
     let mut commits = state.store.notifier().subscribe(auth.tenant());
-    let mut events = state.store.events(auth.tenant(), &q).await?;
-    while events.is_empty() && wait > 0 {
-        match tokio::time::timeout_at(deadline, commits.changed()).await {
-            Ok(Ok(())) => events = state.store.events(auth.tenant(), &q).await?,
-            _ => break,
+    let mut shutdown = state.shutdown.clone();
+    let mut scan = q;
+    let events = loop {
+        let committed = *commits.borrow_and_update();
+        let events = state.store.events(auth.tenant(), &scan).await?;
+        if !events.is_empty() || wait == 0 {
+            break events;
         }
-    }
+        // Nothing up to `committed` matched: later reads start past it.
+        scan.after = scan.after.max(committed);
+        match next_commit(&mut commits, &mut shutdown, Some(deadline)).await {
+            Wake::Commit | Wake::Recheck => continue,
+            Wake::Timeout | Wake::Shutdown => break events,
+        }
+    };
     let next_after = events.last().map(|e| e.sequence).unwrap_or(after);
     Ok(Json(json!({"data": events, "nextAfter": next_after})))
 }
@@ -103,8 +111,45 @@ async fn types(_auth: Auth) -> Json<Value> {
     Json(json!({ "data": data }))
 }
 
+/// Why a wait for the next commit ended.
+enum Wake {
+    Commit,
+    /// The safety-net re-read: a wake-up can be lost (a PostgreSQL listener
+    /// reconnecting misses notifications), so waiting readers look again
+    /// every few seconds.
+    Recheck,
+    Timeout,
+    Shutdown,
+}
+
+/// How often a waiting reader looks again without a wake-up.
+const RECHECK: Duration = Duration::from_secs(5);
+
+async fn next_commit(
+    commits: &mut watch::Receiver<i64>,
+    shutdown: &mut watch::Receiver<bool>,
+    deadline: Option<tokio::time::Instant>,
+) -> Wake {
+    if *shutdown.borrow() {
+        return Wake::Shutdown;
+    }
+    let recheck = tokio::time::Instant::now() + RECHECK;
+    let until = deadline.map_or(recheck, |d| d.min(recheck));
+    tokio::select! {
+        changed = commits.changed() => match changed {
+            Ok(()) => Wake::Commit,
+            Err(_) => Wake::Shutdown,
+        },
+        _ = shutdown.changed() => Wake::Shutdown,
+        _ = tokio::time::sleep_until(until) => {
+            if deadline.is_some_and(|d| until >= d) { Wake::Timeout } else { Wake::Recheck }
+        }
+    }
+}
+
 struct Follow {
     store: Arc<dyn Store>,
+    shutdown: watch::Receiver<bool>,
     tenant: String,
     query: EventQuery,
     commits: watch::Receiver<i64>,
@@ -135,6 +180,7 @@ async fn stream(
     let (types, resource_type) = filters(&params)?;
     let follow = Follow {
         commits: state.store.notifier().subscribe(auth.tenant()),
+        shutdown: state.shutdown.clone(),
         store: state.store.clone(),
         tenant: auth.tenant().to_string(),
         query: EventQuery {
@@ -155,11 +201,15 @@ async fn stream(
                     .data(data);
                 return Some((Ok(sse), f));
             }
+            let committed = *f.commits.borrow_and_update();
             match f.store.events(&f.tenant, &f.query).await {
                 Ok(events) if !events.is_empty() => f.buffer.extend(events),
                 Ok(_) => {
-                    if f.commits.changed().await.is_err() {
-                        return None;
+                    // Nothing up to `committed` matched the filters.
+                    f.query.after = f.query.after.max(committed);
+                    match next_commit(&mut f.commits, &mut f.shutdown, None).await {
+                        Wake::Commit | Wake::Recheck | Wake::Timeout => {}
+                        Wake::Shutdown => return None,
                     }
                 }
                 Err(e) => {

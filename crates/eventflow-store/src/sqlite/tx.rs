@@ -7,6 +7,13 @@ pub(super) struct SqliteConn {
     pub conn: SqliteConnection,
 }
 
+impl SqliteConn {
+    /// A local file does not drop its connection; a failure is real.
+    async fn reopen(&mut self) -> crate::error::Result<()> {
+        Err(crate::error::StoreError::Closed)
+    }
+}
+
 crate::sql::impl_write_conn!(
     SqliteConn,
     // IMMEDIATE takes the write lock now: another process (a `tenants

@@ -12,6 +12,7 @@ use eventflow_testkit::{Api, Backend, Options, TestServer, backend_tests};
 use serde_json::{Value, json};
 
 backend_tests!(
+    a_type_filter_of_more_than_50_patterns_is_422,
     every_change_of_every_record_type_writes_one_event_with_the_envelope,
     previous_holds_the_prior_value_of_each_changed_field_and_null_for_new_ones,
     a_patch_that_changes_nothing_writes_no_event,
@@ -1024,4 +1025,20 @@ async fn the_event_api_needs_an_api_key(backend: Backend) {
     let mut wrong = server.api();
     wrong.key = Some("efk_not-a-key".into());
     assert_eq!(wrong.get("/v1/events").await.status, 401);
+}
+
+async fn a_type_filter_of_more_than_50_patterns_is_422(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let many: Vec<String> = (0..51).map(|i| format!("t{i}.*")).collect();
+    let r = api
+        .get(&format!("/v1/events?types={}", many.join(",")))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["error"]["field"], "types");
+    // Control characters never reach the database.
+    let r = api.get("/v1/events?types=a%00.b").await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = api.get("/v1/events/stream?types=a%00.b").await;
+    assert_eq!(r.status, 422, "{}", r.body);
 }

@@ -141,3 +141,40 @@ async fn records_written_on_one_node_are_read_on_the_others() {
     let r = apis[2].get(&format!("/v1/patients/{id}")).await;
     assert_eq!(r.body["mrn"], "M2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_resume_after_the_database_drops_every_connection() {
+    use sqlx::Connection;
+    let Some(Backend::Postgres(base)) = Backend::postgres("multinode::writes_resume") else {
+        return;
+    };
+    let db = TestDatabase::create(&base).await;
+    let url = db.url.clone();
+    let server = TestServer::spawn_with(Options {
+        clock: None,
+        configure: Some(Box::new(move |c| c.database_url = url)),
+    })
+    .await;
+    let api = server.api();
+    api.patient().await;
+    // What a database restart or a network blip does to every connection.
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(db.name())
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    // The next write opens a new connection instead of failing for good.
+    let r = api
+        .post(
+            "/v1/patients",
+            json!({"firstName": "After", "lastName": "Restart"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(api.get("/readyz").await.status, 200);
+    assert_eq!(api.events_after(0).await.len(), 2);
+}

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::validation::assert_error;
 
 backend_tests!(
+    an_empty_patch_does_not_pick_up_a_phone_the_patient_gained,
     a_new_patient_on_an_appointment_brings_their_phone,
     every_record_type_is_created_with_every_field_and_read_back,
     defaults_are_filled_when_a_field_is_absent,
@@ -1316,4 +1317,35 @@ async fn a_new_patient_on_an_appointment_brings_their_phone(backend: Backend) {
         )
         .await;
     assert_eq!(r.body["patientPhone"], "+15550001111");
+}
+
+async fn an_empty_patch_does_not_pick_up_a_phone_the_patient_gained(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let patient = api
+        .create("patients", json!({"firstName": "No", "lastName": "Phone"}))
+        .await;
+    let appt = api
+        .create(
+            "appointments",
+            json!({"patientId": patient, "start": "2026-12-01T09:00:00Z"}),
+        )
+        .await;
+    api.patch(
+        &format!("/v1/patients/{patient}"),
+        json!({"phone": "+15557770000"}),
+    )
+    .await;
+    let before = last_sequence(&api).await;
+    let r = api
+        .patch(&format!("/v1/appointments/{appt}"), json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["version"], 1);
+    assert!(r.body.get("patientPhone").is_none());
+    assert_eq!(
+        last_sequence(&api).await,
+        before,
+        "no event for a patch that changes nothing"
+    );
 }

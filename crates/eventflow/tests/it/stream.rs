@@ -17,6 +17,8 @@ backend_tests!(
     the_stream_filters_by_type_and_resource_type,
     another_tenants_events_never_appear_on_the_stream,
     the_stream_checks_its_key_and_parameters,
+    a_stopping_server_ends_open_streams_and_long_polls,
+    a_filtered_stream_and_long_poll_still_wake_for_their_event,
 );
 
 type Bytes = Pin<Box<dyn Stream<Item = reqwest::Result<Vec<u8>>> + Send>>;
@@ -326,4 +328,64 @@ async fn the_stream_checks_its_key_and_parameters(backend: Backend) {
     .await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.error_field(), Some("Last-Event-ID"));
+}
+
+/// Graceful shutdown does not wait on followers: an open stream and a
+/// pending long poll end, and the server stops promptly.
+async fn a_stopping_server_ends_open_streams_and_long_polls(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    api.patient().await;
+    let mut stream = SseReader::open(&api, "/v1/events/stream?after=0", None).await;
+    stream.next().await;
+    let poll = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.request(reqwest::Method::GET, "/v1/events?after=1&wait=60")
+                .send()
+                .await
+        })
+    };
+    let stopped = tokio::time::timeout(Duration::from_secs(5), server.stop()).await;
+    assert!(stopped.is_ok(), "the server waited on its followers");
+    // The long poll was answered (empty) or cut; either way, not after 60 s.
+    let polled = tokio::time::timeout(Duration::from_secs(5), poll).await;
+    assert!(polled.is_ok(), "the long poll was still held");
+}
+
+/// A follower whose filter matches nothing for a while still wakes for its
+/// event (the skipped, non-matching events are not read again and again).
+async fn a_filtered_stream_and_long_poll_still_wake_for_their_event(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let patient = api.patient().await;
+    let mut stream = SseReader::open(
+        &api,
+        "/v1/events/stream?after=0&types=consent.created",
+        None,
+    )
+    .await;
+    let poll = {
+        let api = api.clone();
+        tokio::spawn(async move { api.get("/v1/events?after=0&wait=30&types=consent.*").await })
+    };
+    for i in 0..20 {
+        api.post(
+            "/v1/notes",
+            json!({"patientId": patient, "text": format!("n{i}")}),
+        )
+        .await;
+    }
+    api.post("/v1/consents", json!({"patientId": patient}))
+        .await;
+    let e = stream.next().await;
+    assert_eq!(e.data["type"], "consent.created");
+    let r = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("the long poll answers")
+        .unwrap();
+    let data = r.body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0]["type"], "consent.created");
+    assert_eq!(r.body["nextAfter"], data[0]["sequence"]);
 }
