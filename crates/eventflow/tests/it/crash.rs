@@ -146,3 +146,98 @@ async fn acknowledged_writes_survive_kill_9(backend: Backend) {
     assert_eq!(listed, events.len());
     assert!(listed >= acknowledged.len());
 }
+
+/// Three server processes on one PostgreSQL database; one is killed with
+/// `kill -9` while all three take writes. The survivors keep taking writes,
+/// a reader on a survivor misses nothing, and every write acknowledged by
+/// any node — the dead one included — is there with its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_one_of_three_nodes_loses_nothing_and_the_others_go_on() {
+    let Some(Backend::Postgres(base)) = Backend::postgres("crash::one_of_three_nodes") else {
+        return;
+    };
+    let db = TestDatabase::create(&base).await;
+    let key = "efk_three-node-crash-key";
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for dir in &dirs {
+        nodes.push(start(dir.path(), &db.url, key).await);
+    }
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for w in 0..4 {
+            let api = node.api.clone();
+            let acknowledged = acknowledged.clone();
+            let stop = stop.clone();
+            writers.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let sent = api
+                        .request(reqwest::Method::POST, "/v1/patients")
+                        .json(
+                            &json!({"firstName": format!("N{n}W{w}"), "lastName": format!("P{i}")}),
+                        )
+                        .send()
+                        .await;
+                    let Ok(resp) = sent else { return };
+                    if resp.status().as_u16() != 201 {
+                        return;
+                    }
+                    let Ok(body) = resp.json::<serde_json::Value>().await else {
+                        return;
+                    };
+                    acknowledged
+                        .lock()
+                        .await
+                        .push(body["id"].as_str().unwrap().to_string());
+                }
+            }));
+        }
+    }
+    wait_for(Duration::from_secs(60), "150 acknowledged writes", || {
+        let acknowledged = acknowledged.clone();
+        async move { (acknowledged.lock().await.len() >= 150).then_some(()) }
+    })
+    .await;
+    nodes[0].child.start_kill().unwrap();
+    nodes[0].child.wait().await.unwrap();
+    // The survivors go on: 150 more writes after the kill.
+    let at_kill = acknowledged.lock().await.len();
+    wait_for(
+        Duration::from_secs(60),
+        "writes to go on after the kill",
+        || {
+            let acknowledged = acknowledged.clone();
+            async move { (acknowledged.lock().await.len() >= at_kill + 150).then_some(()) }
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().await.clone();
+    let events = nodes[2].api.events_after(0).await;
+    let sequences: Vec<i64> = events
+        .iter()
+        .map(|e| e["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sequences, (1..=events.len() as i64).collect::<Vec<_>>());
+    let with_event: std::collections::HashSet<&str> = events
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
+    for id in &acknowledged {
+        assert!(
+            with_event.contains(id.as_str()),
+            "acknowledged write {id} lost"
+        );
+    }
+    // A write on a survivor still works and is seen by the other survivor.
+    let id = nodes[1].api.patient().await;
+    let r = nodes[2].api.get(&format!("/v1/patients/{id}")).await;
+    assert_eq!(r.status, 200);
+}
