@@ -40,6 +40,10 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,
+    /// The write was rolled back with its whole group after an internal
+    /// failure; it may be retried.
+    #[error("the write was rolled back after an internal failure")]
+    Aborted,
 }
 
 impl StoreError {

@@ -85,7 +85,9 @@ impl WriterHandle {
             .send(Job { command, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        // A dropped reply means the group was abandoned (a bug panicked in
+        // it and it was rolled back), not that the store is closing.
+        rx.await.map_err(|_| StoreError::Aborted)?
     }
 
     pub async fn write(&self, req: WriteRequest) -> Result<WriteOutcome> {
