@@ -1,13 +1,17 @@
-//! Webhook delivery. So far: what an endpoint URL may be, and the SSRF guard
-//! that decides which addresses a delivery may connect to. The dispatcher,
+//! Webhook delivery. So far: what an endpoint URL may be, the SSRF guard
+//! that decides which addresses a delivery may connect to, and the retry
+//! policy. The dispatcher,
 //! retry policy and circuit breaker (issue 3) build on these.
 //!
 //! # Layout
+//! - [`policy`]: the retry schedule with jitter, `Retry-After`, giving up at 72 h.
 //! - [`ssrf`]: which IP addresses are off limits, and why.
 //! - [`EndpointUrl`]: a parsed, checked endpoint URL.
 
+pub mod policy;
 pub mod ssrf;
 
+pub use policy::{Next, RetryPolicy, parse_retry_after};
 pub use ssrf::{Forbidden, forbidden};
 
 /// Whether private addresses and plain `http://` are allowed.
