@@ -149,15 +149,10 @@ mod tests {
         let p = RetryPolicy::default();
         let mut now = t0();
         let mut attempts = 1;
-        loop {
-            match p.after_failure(attempts, t0(), now, None, 0.5) {
-                Next::RetryAt(at) => {
-                    assert!(at <= t0() + secs(72 * 3600));
-                    now = at;
-                    attempts += 1;
-                }
-                Next::GiveUp => break,
-            }
+        while let Next::RetryAt(at) = p.after_failure(attempts, t0(), now, None, 0.5) {
+            assert!(at <= t0() + secs(72 * 3600));
+            now = at;
+            attempts += 1;
         }
         // 9 scheduled waits (~15 h) then every 12 h up to 72 h: 14 attempts.
         assert_eq!(attempts, 14);
