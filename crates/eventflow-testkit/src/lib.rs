@@ -454,6 +454,73 @@ impl Api {
     }
 }
 
+/// The real `eventflow` binary running as a process of its own: for tests
+/// that kill it (`kill -9`) or read what it prints.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    /// A client for the tenant whose key was given.
+    pub api: Api,
+}
+
+impl ServerProcess {
+    /// Starts `bin serve` on a free port with `data_dir`, `database_url`
+    /// (empty: SQLite) and `key` as the bootstrap key, plus `env`; waits (at
+    /// most 30 s) until `/readyz` answers. With `capture`, stdout and stderr
+    /// are piped for [`tokio::process::Child::wait_with_output`].
+    pub async fn start(
+        bin: &str,
+        data_dir: &std::path::Path,
+        database_url: &str,
+        key: &str,
+        env: &[(&str, &str)],
+        capture: bool,
+    ) -> ServerProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let output = || {
+            if capture {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            }
+        };
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("EVENTFLOW_BOOTSTRAP_API_KEY", key)
+            .env_remove("EVENTFLOW_DATABASE_URL")
+            .envs(env.iter().copied())
+            .stdout(output())
+            .stderr(output())
+            .kill_on_drop(true);
+        if !database_url.is_empty() {
+            cmd.args(["--database", database_url]);
+        }
+        let child = cmd.spawn().expect("the server process starts");
+        let api = Api {
+            base: format!("http://127.0.0.1:{port}"),
+            key: Some(key.to_string()),
+            http: reqwest::Client::new(),
+        };
+        wait_for(
+            Duration::from_secs(30),
+            "the server to answer /readyz",
+            || {
+                let (http, url) = (api.http.clone(), api.url("/readyz"));
+                async move {
+                    let r = http.get(url).send().await.ok()?;
+                    r.status().is_success().then_some(())
+                }
+            },
+        )
+        .await;
+        ServerProcess { child, api }
+    }
+}
+
 /// Waits until `check` returns `Some`, polling every 10 ms, for at most
 /// `timeout`; panics with `what` otherwise. For conditions with no event to
 /// wait on; never a fixed sleep.

@@ -1,58 +1,58 @@
 //! `kill -9` in the middle of writes: every acknowledged write is there after
 //! a restart, with its event, and the event log stays gap-free.
 
-use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use eventflow_testkit::{Api, Backend, TestDatabase, backend_tests, wait_for};
+use eventflow_testkit::{Api, Backend, ServerProcess, TestDatabase, backend_tests, wait_for};
 use serde_json::json;
 use tokio::sync::Mutex;
 
 backend_tests!(acknowledged_writes_survive_kill_9);
 
-struct Node {
-    child: tokio::process::Child,
-    api: Api,
+async fn start(dir: &std::path::Path, database_url: &str, key: &str) -> ServerProcess {
+    ServerProcess::start(
+        env!("CARGO_BIN_EXE_eventflow"),
+        dir,
+        database_url,
+        key,
+        &[],
+        false,
+    )
+    .await
 }
 
-async fn start(dir: &std::path::Path, database_url: &str, key: &str) -> Node {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_eventflow"));
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("EVENTFLOW_BOOTSTRAP_API_KEY", key)
-        .env_remove("EVENTFLOW_DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    if !database_url.is_empty() {
-        cmd.args(["--database", database_url]);
-    }
-    let child = cmd.spawn().unwrap();
-    let api = Api {
-        base: format!("http://127.0.0.1:{port}"),
-        key: Some(key.to_string()),
-        http: reqwest::Client::new(),
-    };
-    wait_for(
-        Duration::from_secs(30),
-        "the server to answer /readyz",
-        || {
-            let (http, url) = (api.http.clone(), api.url("/readyz"));
-            async move {
-                let r = http.get(url).send().await.ok()?;
-                r.status().is_success().then_some(())
+/// Creates patients on `api` until `stop` is set or a request fails (the
+/// server was killed); records the id of each acknowledged one.
+fn spawn_writer(
+    api: Api,
+    name: String,
+    acknowledged: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let sent = api
+                .request(reqwest::Method::POST, "/v1/patients")
+                .json(&json!({"firstName": name, "lastName": format!("P{i}")}))
+                .send()
+                .await;
+            let Ok(resp) = sent else { return };
+            if resp.status().as_u16() != 201 {
+                return;
             }
-        },
-    )
-    .await;
-    Node { child, api }
+            let Ok(body) = resp.json::<serde_json::Value>().await else {
+                return;
+            };
+            acknowledged
+                .lock()
+                .await
+                .push(body["id"].as_str().unwrap().to_string());
+        }
+    })
 }
 
 async fn acknowledged_writes_survive_kill_9(backend: Backend) {
@@ -67,32 +67,17 @@ async fn acknowledged_writes_survive_kill_9(backend: Backend) {
     let key = "efk_crash-test-key";
     let mut node = start(dir.path(), &url, key).await;
     let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
-    let mut writers = Vec::new();
-    for w in 0..8 {
-        let api = node.api.clone();
-        let acknowledged = acknowledged.clone();
-        writers.push(tokio::spawn(async move {
-            for i in 0.. {
-                let sent = api
-                    .request(reqwest::Method::POST, "/v1/patients")
-                    .json(&json!({"firstName": format!("W{w}"), "lastName": format!("P{i}")}))
-                    .send()
-                    .await;
-                // After the kill, requests fail: stop.
-                let Ok(resp) = sent else { return };
-                if resp.status().as_u16() != 201 {
-                    return;
-                }
-                let Ok(body) = resp.json::<serde_json::Value>().await else {
-                    return;
-                };
-                acknowledged
-                    .lock()
-                    .await
-                    .push(body["id"].as_str().unwrap().to_string());
-            }
-        }));
-    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            spawn_writer(
+                node.api.clone(),
+                format!("W{w}"),
+                acknowledged.clone(),
+                stop.clone(),
+            )
+        })
+        .collect();
     // Kill once a good number of writes are acknowledged, mid-load.
     wait_for(Duration::from_secs(60), "200 acknowledged writes", || {
         let acknowledged = acknowledged.clone();
@@ -164,37 +149,16 @@ async fn killing_one_of_three_nodes_loses_nothing_and_the_others_go_on() {
         nodes.push(start(dir.path(), &db.url, key).await);
     }
     let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for (n, node) in nodes.iter().enumerate() {
         for w in 0..4 {
-            let api = node.api.clone();
-            let acknowledged = acknowledged.clone();
-            let stop = stop.clone();
-            writers.push(tokio::spawn(async move {
-                let mut i = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    i += 1;
-                    let sent = api
-                        .request(reqwest::Method::POST, "/v1/patients")
-                        .json(
-                            &json!({"firstName": format!("N{n}W{w}"), "lastName": format!("P{i}")}),
-                        )
-                        .send()
-                        .await;
-                    let Ok(resp) = sent else { return };
-                    if resp.status().as_u16() != 201 {
-                        return;
-                    }
-                    let Ok(body) = resp.json::<serde_json::Value>().await else {
-                        return;
-                    };
-                    acknowledged
-                        .lock()
-                        .await
-                        .push(body["id"].as_str().unwrap().to_string());
-                }
-            }));
+            writers.push(spawn_writer(
+                node.api.clone(),
+                format!("N{n}W{w}"),
+                acknowledged.clone(),
+                stop.clone(),
+            ));
         }
     }
     wait_for(Duration::from_secs(60), "150 acknowledged writes", || {
@@ -215,7 +179,7 @@ async fn killing_one_of_three_nodes_loses_nothing_and_the_others_go_on() {
         },
     )
     .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.await.unwrap();
     }

@@ -2,10 +2,7 @@
 //! logging, send recognisable values through every kind of request, and
 //! search everything it printed.
 
-use std::process::Stdio;
-use std::time::Duration;
-
-use eventflow_testkit::{Api, wait_for};
+use eventflow_testkit::{Api, ServerProcess};
 use serde_json::json;
 
 const MARKERS: &[&str] = &[
@@ -19,40 +16,17 @@ const MARKERS: &[&str] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_logs_hold_no_field_values_and_no_api_key() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let key = "efk_log-test-key-that-must-never-be-printed";
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_eventflow"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("EVENTFLOW_BOOTSTRAP_API_KEY", key)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let api = Api {
-        base: format!("http://127.0.0.1:{port}"),
-        key: Some(key.to_string()),
-        http: reqwest::Client::new(),
-    };
-    wait_for(
-        Duration::from_secs(20),
-        "the server to answer /healthz",
-        || {
-            let (http, url) = (api.http.clone(), api.url("/healthz"));
-            async move {
-                let r = http.get(url).send().await.ok()?;
-                r.status().is_success().then_some(())
-            }
-        },
+    let server = ServerProcess::start(
+        env!("CARGO_BIN_EXE_eventflow"),
+        dir.path(),
+        "",
+        key,
+        &[("RUST_LOG", "debug")],
+        true,
     )
     .await;
+    let (mut child, api) = (server.child, server.api);
 
     let patient = api
         .create(
