@@ -62,11 +62,9 @@ pub trait RecordTx: Send {
 pub trait WriteConn: RecordTx {
     /// Begins the group's transaction (reconnecting first if the connection was lost).
     async fn begin(&mut self) -> Result<()>;
-    async fn savepoint(&mut self) -> Result<()>;
-    async fn release(&mut self) -> Result<()>;
-    async fn rollback_to(&mut self) -> Result<()>;
-    async fn commit(&mut self) -> Result<()>;
-    async fn rollback(&mut self) -> Result<()>;
+    /// Runs one statement that takes no parameters (`SAVEPOINT job`,
+    /// `COMMIT`, …); both backends spell transaction control alike.
+    async fn execute(&mut self, sql: &'static str) -> Result<()>;
     /// Locks the tenant's row until commit, before any record is touched, so
     /// writers on several nodes serialise per tenant without deadlocks.
     async fn lock_tenant(&mut self, tenant: &str) -> Result<()>;

@@ -219,24 +219,8 @@ macro_rules! impl_write_conn {
                 }
                 Ok(())
             }
-            async fn savepoint(&mut self) -> Result<()> {
-                self.conn.execute("SAVEPOINT job").await?;
-                Ok(())
-            }
-            async fn release(&mut self) -> Result<()> {
-                self.conn.execute("RELEASE job").await?;
-                Ok(())
-            }
-            async fn rollback_to(&mut self) -> Result<()> {
-                self.conn.execute("ROLLBACK TO job").await?;
-                Ok(())
-            }
-            async fn commit(&mut self) -> Result<()> {
-                self.conn.execute("COMMIT").await?;
-                Ok(())
-            }
-            async fn rollback(&mut self) -> Result<()> {
-                self.conn.execute("ROLLBACK").await?;
+            async fn execute(&mut self, sql: &'static str) -> Result<()> {
+                self.conn.execute(sql).await?;
                 Ok(())
             }
             async fn reconnect(&mut self) -> Result<()> {

@@ -161,7 +161,7 @@ async fn run<C: WriteConn>(
             .await;
         if outcome.is_err() {
             tracing::error!("a write group panicked; rolled back, continuing");
-            let _ = conn.rollback().await;
+            let _ = conn.execute("ROLLBACK").await;
         }
     }
 }
@@ -205,16 +205,16 @@ async fn commit_group<C: WriteConn>(
         // a batch can fail half-way and gets one. Any database error inside
         // an unguarded job breaks the whole group, which is then rolled back.
         let guarded = command_may_fail_after_writing(&job.command);
-        if guarded && let Err(e) = conn.savepoint().await {
+        if guarded && let Err(e) = conn.execute("SAVEPOINT job").await {
             broken = Some(e);
             done.push((job.reply, Err(StoreError::Closed)));
             continue;
         }
         let result = execute(conn, &job.command, now).await;
         let end = match (&result, guarded) {
-            (Ok(_), true) => conn.release().await,
-            (Err(_), true) => match conn.rollback_to().await {
-                Ok(()) => conn.release().await,
+            (Ok(_), true) => conn.execute("RELEASE job").await,
+            (Err(_), true) => match conn.execute("ROLLBACK TO job").await {
+                Ok(()) => conn.execute("RELEASE job").await,
                 Err(e) => Err(e),
             },
             (Ok(_), false) => Ok(()),
@@ -243,7 +243,7 @@ async fn commit_group<C: WriteConn>(
     }
     let commit = match broken {
         Some(e) => Err(e),
-        None => conn.commit().await,
+        None => conn.execute("COMMIT").await,
     };
     match commit {
         Ok(()) => {
@@ -261,7 +261,7 @@ async fn commit_group<C: WriteConn>(
         }
         Err(e) => {
             tracing::error!(error = %e, jobs = size, "write transaction failed; rolled back");
-            let _ = conn.rollback().await;
+            let _ = conn.execute("ROLLBACK").await;
             for (reply, _) in done {
                 let _ = reply.send(Err(failed("commit", &e)));
             }
