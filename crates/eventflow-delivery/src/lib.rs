@@ -1,13 +1,15 @@
-//! Webhook delivery. So far: what an endpoint URL may be, the SSRF guard
-//! that decides which addresses a delivery may connect to, and the retry
-//! policy. The dispatcher,
-//! retry policy and circuit breaker (issue 3) build on these.
+//! Webhook delivery: the dispatcher that makes the attempts, the retry
+//! policy, the circuit breaker, the HTTP client and the SSRF guard.
 //!
 //! # Layout
+//! - [`dispatcher`]: takes deliveries from the store, attempts them, records the outcome.
+//! - [`http`]: the client (rustls, no redirects, the connect-time SSRF check).
 //! - [`policy`]: the retry schedule with jitter, `Retry-After`, giving up at 72 h.
 //! - [`ssrf`]: which IP addresses are off limits, and why.
 //! - [`EndpointUrl`]: a parsed, checked endpoint URL.
 
+pub mod dispatcher;
+pub mod http;
 pub mod policy;
 pub mod ssrf;
 

@@ -82,6 +82,28 @@ impl EventType {
     }
 }
 
+/// Event types about delivery itself (DESIGN.md §3.3), entered in the
+/// tenant's log like record events: type, and a one-line description.
+pub const OPERATIONAL_TYPES: [(&str, &str); 3] = [
+    (
+        "endpoint.disabled",
+        "A webhook endpoint was disabled: it answered 410 Gone, or all its deliveries failed for 72 hours; `data` is the endpoint and `data.disabledReason` says which.",
+    ),
+    (
+        "delivery.failed",
+        "A delivery gave up after 72 hours of retries; `data` is the delivery. It stays visible for retry and replay.",
+    ),
+    (
+        "delivery.recovered",
+        "An endpoint that had failed 5 times or more in a row (its circuit breaker open), or a delivery that had failed, succeeded again; `data` is the delivery.",
+    ),
+];
+
+/// Whether a type is one of [`OPERATIONAL_TYPES`].
+pub fn is_operational(event_type: &str) -> bool {
+    OPERATIONAL_TYPES.iter().any(|(t, _)| *t == event_type)
+}
+
 /// Most patterns one filter may hold.
 pub const MAX_PATTERNS: usize = 50;
 
@@ -125,6 +147,11 @@ impl TypeFilter {
             }
         }
         Ok(TypeFilter { patterns })
+    }
+
+    /// The patterns as given (deduplicated).
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
     }
 
     /// Whether no pattern was given (everything matches).

@@ -6,10 +6,12 @@
 //! - [`validate`]: checks a record body against its type's fields; computes defaults.
 //! - [`patch`]: RFC 7396 JSON merge patch and the `previous` diff of an update.
 //! - [`event`]: event types, type globs and the event envelope.
+//! - [`filter`]: an endpoint's CEL filter over the envelope.
 //! - [`id`]: prefixed, time-ordered ids (`pat_…`, `evt_…`).
 //! - [`time`]: the one timestamp format the API writes.
 
 pub mod event;
+pub mod filter;
 pub mod id;
 pub mod patch;
 pub mod resource;

@@ -52,6 +52,10 @@ pub struct Config {
     pub allow_private_endpoints: bool,
     /// Days events are kept.
     pub event_retention_days: u32,
+    /// Seconds a webhook receiver has to answer.
+    pub delivery_timeout_secs: u64,
+    /// Delivery attempts in flight at once, per endpoint.
+    pub delivery_concurrency: u32,
     /// Channel providers for automations.
     pub providers: Providers,
     /// Where billing claims go.
@@ -140,6 +144,8 @@ impl Default for Config {
             workflows_dir: PathBuf::from("./workflows"),
             allow_private_endpoints: true,
             event_retention_days: 30,
+            delivery_timeout_secs: 15,
+            delivery_concurrency: 32,
             providers: Providers::default(),
             billing: None,
             vars: BTreeMap::new(),
@@ -190,6 +196,16 @@ impl Config {
         if self.database_pool_size == 0 || self.database_pool_size > 1000 {
             return Err(ConfigError(
                 "database_pool_size: must be from 1 to 1000".into(),
+            ));
+        }
+        if self.delivery_timeout_secs == 0 || self.delivery_timeout_secs > 300 {
+            return Err(ConfigError(
+                "delivery_timeout_secs: must be from 1 to 300".into(),
+            ));
+        }
+        if self.delivery_concurrency == 0 || self.delivery_concurrency > 1000 {
+            return Err(ConfigError(
+                "delivery_concurrency: must be from 1 to 1000".into(),
             ));
         }
         if self.database_statement_timeout_secs == 0 {

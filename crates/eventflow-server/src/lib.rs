@@ -45,6 +45,8 @@ pub struct AppState {
     /// Turns true when the server begins to stop: open streams and long
     /// polls end, so the graceful shutdown does not wait on them.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The delivery client, for test sends.
+    pub http: reqwest::Client,
 }
 
 /// Why the server could not start.
@@ -199,10 +201,15 @@ impl Application {
                     source,
                 })?;
         let (stopping, shutdown) = tokio::sync::watch::channel(false);
+        let http = eventflow_delivery::http::client(
+            config.allow_private_endpoints,
+            Duration::from_secs(config.delivery_timeout_secs),
+        );
         let state = AppState {
             store,
             clock,
             config: Arc::new(config),
+            http,
             keys: Arc::default(),
             shutdown,
         };
@@ -242,6 +249,18 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let retention = tokio::spawn(retention_loop(self.state.clone()));
+        let config = &self.state.config;
+        let dispatcher = eventflow_delivery::dispatcher::start(
+            self.state.store.clone(),
+            self.state.clock.clone(),
+            eventflow_delivery::dispatcher::DispatchConfig {
+                allow_private: config.allow_private_endpoints,
+                timeout: Duration::from_secs(config.delivery_timeout_secs),
+                per_endpoint_concurrency: config.delivery_concurrency as usize,
+                ..Default::default()
+            },
+            self.state.shutdown.clone(),
+        );
         // Small writes (an SSE event, a long-poll answer) go out at once:
         // with Nagle's algorithm they would wait for the client's delayed
         // ACK, up to 40 ms.
@@ -256,6 +275,9 @@ impl Application {
             })
             .await;
         retention.abort();
+        if let Some(d) = dispatcher {
+            d.abort();
+        }
         result
     }
 }

@@ -18,12 +18,16 @@
 //! - [`postgres`]: PostgreSQL, for several nodes on one database.
 
 pub mod clock;
+pub mod delivery;
 pub mod error;
+pub mod fanout;
 pub mod migrations;
 pub mod notify;
 pub mod ops;
+pub mod outbox;
 pub mod postgres;
 mod query;
+pub mod queue;
 mod sql;
 pub mod sqlite;
 pub mod types;
@@ -36,6 +40,47 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, StoreError};
 pub use notify::Notifier;
 pub use types::*;
+
+pub use delivery::*;
+pub use outbox::EndpointChange;
+
+/// What this node's dispatcher receives from the store: deliveries leased
+/// to it at commit, and a nudge when due deliveries wait in the table.
+#[derive(Debug)]
+pub struct DispatchLink {
+    pub fresh: tokio::sync::mpsc::Receiver<Vec<FreshDelivery>>,
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// The parts of a store the writer and the dispatcher share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub node: String,
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
+    pub link: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Vec<FreshDelivery>>>>,
+}
+
+impl Shared {
+    /// A node name, the wake-up, and the fan-out state for the writer.
+    pub(crate) fn new() -> (Shared, fanout::Fanout) {
+        let node = eventflow_model::id::new_id("node");
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let shared = Shared {
+            node: node.clone(),
+            wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+            link: std::sync::Mutex::new(Some(rx)),
+        };
+        (shared, fanout::Fanout::new(node, Some(tx)))
+    }
+
+    pub(crate) fn take_link(&self) -> Option<DispatchLink> {
+        let rx = self.link.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        Some(DispatchLink {
+            fresh: rx,
+            wake: self.wake.clone(),
+        })
+    }
+}
 
 /// Everything the server keeps, behind one interface with one implementation
 /// per database. Every method is scoped to a tenant where data belongs to one.
@@ -99,4 +144,76 @@ pub trait Store: Send + Sync + 'static {
 
     /// Wake-ups for committed events.
     fn notifier(&self) -> &Notifier;
+
+    // ---- Webhook endpoints and deliveries -------------------------------
+
+    /// Creates, updates or deletes an endpoint (under the tenant's lock, so
+    /// every later event sees the change). `None`: no such endpoint.
+    async fn change_endpoint(&self, change: EndpointChange) -> Result<Option<EndpointRow>>;
+
+    /// A live (not deleted) endpoint of the tenant.
+    async fn endpoint(&self, tenant: &str, id: &str) -> Result<Option<EndpointRow>>;
+
+    /// The tenant's live endpoints, oldest first.
+    async fn endpoints(&self, tenant: &str) -> Result<Vec<EndpointRow>>;
+
+    /// Leases up to `limit` due deliveries to this node.
+    async fn claim_deliveries(&self, limit: i64) -> Result<Vec<ClaimedDelivery>>;
+
+    /// Records an attempt this node made.
+    async fn record_attempt(&self, rec: AttemptRecord) -> Result<Recorded>;
+
+    /// Gives leased deliveries back, due again at `next_at`, without an attempt.
+    async fn release_deliveries(&self, ids: Vec<String>, next_at: jiff::Timestamp) -> Result<()>;
+
+    /// Makes a delivery due now, whatever its status.
+    async fn retry_delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>>;
+
+    /// Queues again the events since `from` that the endpoint matches.
+    async fn replay(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        from: ReplayFrom,
+    ) -> Result<Option<u64>>;
+
+    async fn delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>>;
+
+    /// One page of an endpoint's deliveries, newest first.
+    async fn deliveries(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        q: &DeliveryQuery,
+    ) -> Result<(Vec<Delivery>, Option<String>)>;
+
+    /// The events an endpoint matched, by its `endpointSequence`, after `after`.
+    async fn endpoint_events(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Event)>>;
+
+    /// Successful deliveries that carried the patient's data, oldest first.
+    async fn disclosures(
+        &self,
+        tenant: &str,
+        patient_id: &str,
+        since: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Disclosure>>;
+
+    /// When the next pending delivery is due (formatted), if any.
+    async fn next_due(&self) -> Result<Option<String>>;
+
+    /// Deliveries by state, for metrics.
+    async fn queue_depth(&self, now: jiff::Timestamp) -> Result<QueueDepth>;
+
+    /// This node's name (the owner of its leases).
+    fn node(&self) -> &str;
+
+    /// The dispatcher's link; `Some` once per store.
+    fn dispatch_link(&self) -> Option<DispatchLink>;
 }

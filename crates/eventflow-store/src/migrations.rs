@@ -7,17 +7,31 @@ use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 
 use crate::error::StoreError;
 
-const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "records and events",
-    include_str!("../migrations/sqlite/0001_records_and_events.sql"),
-)];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "records and events",
+        include_str!("../migrations/sqlite/0001_records_and_events.sql"),
+    ),
+    (
+        2,
+        "endpoints and deliveries",
+        include_str!("../migrations/sqlite/0002_endpoints_and_deliveries.sql"),
+    ),
+];
 
-const POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "records and events",
-    include_str!("../migrations/postgres/0001_records_and_events.sql"),
-)];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "records and events",
+        include_str!("../migrations/postgres/0001_records_and_events.sql"),
+    ),
+    (
+        2,
+        "endpoints and deliveries",
+        include_str!("../migrations/postgres/0002_endpoints_and_deliveries.sql"),
+    ),
+];
 
 fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator::with_migrations(

@@ -45,6 +45,8 @@ pub trait RecordTx: Send {
     /// commit, so sequences commit in order.
     async fn next_sequence(&mut self, tenant: &str) -> Result<i64>;
     async fn insert_event(&mut self, event: &Event) -> Result<()>;
+    /// Writes a delivery for every endpoint the event (just inserted) matches.
+    async fn fan_out(&mut self, event: &Event) -> Result<()>;
     async fn insert_audit(&mut self, entry: &AuditEntry) -> Result<()>;
     async fn idempotency_get(&mut self, tenant: &str, key: &str) -> Result<Option<StoredResponse>>;
     async fn idempotency_put(
@@ -483,6 +485,7 @@ impl Ctx<'_> {
             previous,
         };
         tx.insert_event(&event).await?;
+        tx.fan_out(&event).await?;
         self.last_sequence = Some(sequence);
         self.event_types.push(event.event_type);
         Ok(())

@@ -52,11 +52,13 @@ pub struct PgStore {
     writer: WriterHandle,
     reads: PgPool,
     notifier: Arc<Notifier>,
+    shared: crate::Shared,
 }
 
 /// The writer's dedicated connection.
 struct PgConn {
     conn: PgConnection,
+    fanout: crate::fanout::Fanout,
     /// To reconnect after the connection is lost.
     options: PgConnectOptions,
 }
@@ -73,11 +75,18 @@ impl PgConn {
 crate::sql::impl_write_conn!(
     PgConn,
     begin: "BEGIN",
-    lock_tenant: Some("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE"),
+    lock_tenant: "SELECT endpoints_version FROM tenants WHERE id = $1 FOR UPDATE",
     announce: Some("SELECT pg_notify('eventflow_events', $1)"),
 );
 
-crate::sql::impl_store!(PgStore, Postgres);
+crate::queue::impl_queue_conn!(
+    PgConn,
+    rows: crate::queue::pg_rows,
+    // Several nodes claim at once: each takes rows no other holds.
+    lock_due: " FOR UPDATE OF d SKIP LOCKED",
+);
+
+crate::sql::impl_store!(PgStore, Postgres, crate::queue::pg_rows);
 
 /// Turns a connection failure into a message naming what is wrong, without
 /// the URL (it may hold a password).
@@ -135,16 +144,23 @@ impl PgStore {
         let mut listener = PgListener::connect_with(&listen_pool).await?;
         listener.listen(CHANNEL).await?;
         tokio::spawn(listen(listener, notifier.clone()));
+        let (shared, fanout) = crate::Shared::new();
         let writer = WriterHandle::start(
-            PgConn { conn, options },
+            PgConn {
+                conn,
+                options,
+                fanout,
+            },
             clock,
             notifier.clone(),
+            shared.wake.clone(),
             config.max_group,
         );
         Ok(Arc::new(PgStore {
             writer,
             reads,
             notifier,
+            shared,
         }))
     }
 

@@ -135,6 +135,10 @@ macro_rules! impl_write_conn {
                     .ok_or_else(|| StoreError::corrupt("the tenant row is missing"))
             }
 
+            async fn fan_out(&mut self, event: &Event) -> Result<()> {
+                crate::outbox::fan_out(self, event).await
+            }
+
             async fn insert_event(&mut self, event: &Event) -> Result<()> {
                 sqlx::query(
                     "INSERT INTO events (tenant_id, sequence, id, type, resource_type, resource_id, created_at, body) \
@@ -227,9 +231,17 @@ macro_rules! impl_write_conn {
                 self.reopen().await
             }
             async fn lock_tenant(&mut self, tenant: &str) -> Result<()> {
-                let sql: Option<&'static str> = $lock_tenant;
-                if let Some(sql) = sql {
-                    sqlx::query(sql).bind(tenant).execute(&mut self.conn).await?;
+                let sql: &'static str = $lock_tenant;
+                let row = sqlx::query(sql).bind(tenant).fetch_optional(&mut self.conn).await?;
+                if let Some(row) = row {
+                    // The endpoints this writer fans out to must be the
+                    // committed ones: reload when another change (here or on
+                    // another node) bumped the version.
+                    let version: i64 = row.get(0);
+                    if !self.fanout.current(tenant, version) {
+                        let endpoints = crate::queue::QueueConn::load_endpoints(self, tenant).await?;
+                        self.fanout.load(tenant, version, endpoints);
+                    }
                 }
                 Ok(())
             }
@@ -300,7 +312,7 @@ macro_rules! impl_write_conn {
 /// `Store` for a struct with `writer`, `reads` (the backend's pool) and
 /// `notifier` fields.
 macro_rules! impl_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $rows:path) => {
         const _: () = {
             use async_trait::async_trait;
             use eventflow_model::{Event, Object, ResourceType};
@@ -311,6 +323,7 @@ macro_rules! impl_store {
             use crate::query;
             use crate::sql::{parse_event, parse_object};
             use crate::types::*;
+            use crate::delivery::*;
 
         #[async_trait]
         impl crate::Store for $store {
@@ -456,6 +469,198 @@ macro_rules! impl_store {
 
             fn notifier(&self) -> &Notifier {
                 &self.notifier
+            }
+
+            async fn change_endpoint(&self, change: crate::EndpointChange) -> Result<Option<EndpointRow>> {
+                self.writer.endpoint(change).await
+            }
+
+            async fn endpoint(&self, tenant: &str, id: &str) -> Result<Option<EndpointRow>> {
+                use $rows as rows;
+                let sql = format!(
+                    "SELECT {} FROM endpoints WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+                    crate::queue::ENDPOINT_COLUMNS
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .bind(id)
+                    .fetch_optional(&self.reads)
+                    .await?;
+                row.as_ref().map(rows::endpoint_from_row).transpose()
+            }
+
+            async fn endpoints(&self, tenant: &str) -> Result<Vec<EndpointRow>> {
+                use $rows as rows;
+                let sql = format!(
+                    "SELECT {} FROM endpoints WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY id LIMIT 1000",
+                    crate::queue::ENDPOINT_COLUMNS
+                );
+                let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .fetch_all(&self.reads)
+                    .await?;
+                found.iter().map(rows::endpoint_from_row).collect()
+            }
+
+            async fn claim_deliveries(&self, limit: i64) -> Result<Vec<ClaimedDelivery>> {
+                self.writer.claim(limit).await
+            }
+
+            async fn record_attempt(&self, rec: AttemptRecord) -> Result<Recorded> {
+                self.writer.attempted(rec).await
+            }
+
+            async fn release_deliveries(&self, ids: Vec<String>, next_at: jiff::Timestamp) -> Result<()> {
+                self.writer.release(ids, next_at).await
+            }
+
+            async fn retry_delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>> {
+                self.writer.retry(tenant, id).await
+            }
+
+            async fn replay(&self, tenant: &str, endpoint_id: &str, from: ReplayFrom) -> Result<Option<u64>> {
+                self.writer.replay(tenant, endpoint_id, from).await
+            }
+
+            async fn delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>> {
+                use $rows as rows;
+                let sql = format!(
+                    "SELECT {} FROM deliveries d WHERE d.id = $1 AND d.tenant_id = $2",
+                    crate::queue::DELIVERY_COLUMNS
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(tenant)
+                    .fetch_optional(&self.reads)
+                    .await?;
+                row.as_ref().map(rows::delivery_from_row).transpose()
+            }
+
+            async fn deliveries(
+                &self,
+                tenant: &str,
+                endpoint_id: &str,
+                q: &DeliveryQuery,
+            ) -> Result<(Vec<Delivery>, Option<String>)> {
+                use $rows as rows;
+                let sql = format!(
+                    "SELECT {} FROM deliveries d WHERE d.tenant_id = $1 AND d.endpoint_id = $2 \
+                     AND ($3 IS NULL OR d.status = $3) AND ($4 IS NULL OR d.id < $4) ORDER BY d.id DESC LIMIT $5",
+                    crate::queue::DELIVERY_COLUMNS
+                );
+                let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .bind(endpoint_id)
+                    .bind(q.status.map(|s| s.as_str()))
+                    .bind(q.cursor.as_deref())
+                    .bind(i64::from(q.limit) + 1)
+                    .fetch_all(&self.reads)
+                    .await?;
+                let mut data: Vec<Delivery> = found
+                    .iter()
+                    .map(rows::delivery_from_row)
+                    .collect::<Result<_>>()?;
+                let next = if data.len() > q.limit as usize {
+                    data.truncate(q.limit as usize);
+                    data.last().map(|d| d.id.clone())
+                } else {
+                    None
+                };
+                Ok((data, next))
+            }
+
+            async fn endpoint_events(
+                &self,
+                tenant: &str,
+                endpoint_id: &str,
+                after: i64,
+                limit: u32,
+            ) -> Result<Vec<(i64, Event)>> {
+                let found = sqlx::query(
+                    "SELECT d.endpoint_sequence, e.body FROM deliveries d JOIN events e \
+                     ON e.tenant_id = d.tenant_id AND e.sequence = d.event_sequence \
+                     WHERE d.tenant_id = $1 AND d.endpoint_id = $2 AND d.endpoint_sequence > $3 \
+                     ORDER BY d.endpoint_sequence LIMIT $4",
+                )
+                .bind(tenant)
+                .bind(endpoint_id)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reads)
+                .await?;
+                found
+                    .iter()
+                    .map(|r| Ok((r.get::<i64, _>(0), parse_event(r.get::<&str, _>(1))?)))
+                    .collect()
+            }
+
+            async fn disclosures(
+                &self,
+                tenant: &str,
+                patient_id: &str,
+                since: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<Disclosure>> {
+                let found = sqlx::query(
+                    "SELECT d.id, d.endpoint_id, e.config, d.event_id, d.event_type, d.succeeded_at \
+                     FROM deliveries d LEFT JOIN endpoints e ON e.id = d.endpoint_id \
+                     WHERE d.tenant_id = $1 AND d.patient_id = $2 AND d.status = 'succeeded' \
+                     AND ($3 IS NULL OR d.succeeded_at >= $3) ORDER BY d.succeeded_at, d.id LIMIT $4",
+                )
+                .bind(tenant)
+                .bind(patient_id)
+                .bind(since)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reads)
+                .await?;
+                Ok(found
+                    .iter()
+                    .map(|r| Disclosure {
+                        delivery_id: r.get(0),
+                        endpoint_id: r.get(1),
+                        endpoint_url: r
+                            .get::<Option<&str>, _>(2)
+                            .and_then(|c| serde_json::from_str::<crate::delivery::EndpointConfig>(c).ok())
+                            .map(|c| c.url),
+                        event_id: r.get(3),
+                        event_type: r.get(4),
+                        patient_id: patient_id.to_string(),
+                        at: r.get::<Option<String>, _>(5).unwrap_or_default(),
+                    })
+                    .collect())
+            }
+
+            async fn next_due(&self) -> Result<Option<String>> {
+                let row = sqlx::query("SELECT MIN(next_at) FROM deliveries WHERE status = 'pending'")
+                    .fetch_one(&self.reads)
+                    .await?;
+                Ok(row.get::<Option<String>, _>(0).filter(|n| n.as_str() != crate::queue::PAUSED))
+            }
+
+            async fn queue_depth(&self, now: jiff::Timestamp) -> Result<QueueDepth> {
+                let now = eventflow_model::time::format(now);
+                let row = sqlx::query(
+                    "SELECT \
+                       (SELECT count(*) FROM deliveries WHERE status = 'pending' AND next_at <= $1), \
+                       (SELECT count(*) FROM deliveries WHERE status = 'pending' AND next_at > $1), \
+                       (SELECT count(*) FROM deliveries WHERE status = 'failed')",
+                )
+                .bind(now)
+                .fetch_one(&self.reads)
+                .await?;
+                Ok(QueueDepth {
+                    pending_due: row.get(0),
+                    pending_later: row.get(1),
+                    failed: row.get(2),
+                })
+            }
+
+            fn node(&self) -> &str {
+                &self.shared.node
+            }
+
+            fn dispatch_link(&self) -> Option<crate::DispatchLink> {
+                self.shared.take_link()
             }
         }
         };

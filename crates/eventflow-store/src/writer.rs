@@ -17,9 +17,14 @@ use eventflow_model::{id, time};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
+use crate::delivery::{
+    AttemptRecord, ClaimedDelivery, Delivery, EndpointRow, Recorded, ReplayFrom,
+};
 use crate::error::{Result, StoreError};
 use crate::notify::Notifier;
 use crate::ops::{self, IDEMPOTENCY_WINDOW, WriteConn};
+use crate::outbox::{self, EndpointChange};
+use crate::queue::QueueConn;
 use crate::types::{AuditEntry, NewTenant, WriteKind, WriteOutcome, WriteRequest};
 
 /// A change for the writer.
@@ -36,6 +41,24 @@ pub(crate) enum Command {
     },
     /// Nothing: proves the writer and its connection work.
     Ping,
+    Endpoint(Box<EndpointChange>),
+    Claim {
+        limit: i64,
+    },
+    Attempted(Box<AttemptRecord>),
+    Release {
+        ids: Vec<String>,
+        next_at: String,
+    },
+    Retry {
+        tenant: String,
+        id: String,
+    },
+    Replay {
+        tenant: String,
+        endpoint_id: String,
+        from: ReplayFrom,
+    },
 }
 
 impl Command {
@@ -43,6 +66,13 @@ impl Command {
     fn tenant(&self) -> Option<&str> {
         match self {
             Command::Write(req) => Some(&req.tenant),
+            Command::Endpoint(change) => Some(match &**change {
+                EndpointChange::Create(row) => &row.tenant_id,
+                EndpointChange::Update { row, .. } => &row.tenant_id,
+                EndpointChange::Delete { tenant, .. } => tenant,
+            }),
+            Command::Attempted(rec) => Some(&rec.tenant_id),
+            Command::Replay { tenant, .. } => Some(tenant),
             _ => None,
         }
     }
@@ -53,6 +83,11 @@ pub(crate) enum Reply {
     Done,
     Tenant(Option<NewTenant>),
     Purged(u64),
+    Endpoint(Option<EndpointRow>),
+    Claimed(Vec<ClaimedDelivery>),
+    Recorded(Recorded),
+    Delivery(Option<Delivery>),
+    Count(Option<u64>),
 }
 
 pub(crate) struct Job {
@@ -68,14 +103,15 @@ pub(crate) struct WriterHandle {
 
 impl WriterHandle {
     /// Starts the writer task on `conn`.
-    pub fn start<C: WriteConn + 'static>(
+    pub fn start<C: WriteConn + QueueConn + 'static>(
         conn: C,
         clock: Arc<dyn Clock>,
         notifier: Arc<Notifier>,
+        wake: Arc<tokio::sync::Notify>,
         max_group: usize,
     ) -> WriterHandle {
         let (jobs, rx) = mpsc::channel(4096);
-        tokio::spawn(run(conn, rx, clock, notifier, max_group.max(1)));
+        tokio::spawn(run(conn, rx, clock, notifier, wake, max_group.max(1)));
         WriterHandle { jobs }
     }
 
@@ -127,6 +163,69 @@ impl WriterHandle {
         self.send(Command::Ping).await.map(|_| ())
     }
 
+    pub async fn endpoint(&self, change: EndpointChange) -> Result<Option<EndpointRow>> {
+        match self.send(Command::Endpoint(Box::new(change))).await? {
+            Reply::Endpoint(row) => Ok(row),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn claim(&self, limit: i64) -> Result<Vec<ClaimedDelivery>> {
+        match self.send(Command::Claim { limit }).await? {
+            Reply::Claimed(c) => Ok(c),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn attempted(&self, rec: AttemptRecord) -> Result<Recorded> {
+        match self.send(Command::Attempted(Box::new(rec))).await? {
+            Reply::Recorded(r) => Ok(r),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn release(&self, ids: Vec<String>, next_at: jiff::Timestamp) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let next_at = time::format(next_at);
+        self.send(Command::Release { ids, next_at })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn retry(&self, tenant: &str, id: &str) -> Result<Option<Delivery>> {
+        match self
+            .send(Command::Retry {
+                tenant: tenant.to_string(),
+                id: id.to_string(),
+            })
+            .await?
+        {
+            Reply::Delivery(d) => Ok(d),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn replay(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        from: ReplayFrom,
+    ) -> Result<Option<u64>> {
+        match self
+            .send(Command::Replay {
+                tenant: tenant.to_string(),
+                endpoint_id: endpoint_id.to_string(),
+                from,
+            })
+            .await?
+        {
+            Reply::Count(n) => Ok(n),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
     pub async fn purge(&self, events_before: jiff::Timestamp) -> Result<u64> {
         match self
             .send(Command::Purge {
@@ -140,11 +239,12 @@ impl WriterHandle {
     }
 }
 
-async fn run<C: WriteConn>(
+async fn run<C: WriteConn + QueueConn>(
     mut conn: C,
     mut rx: mpsc::Receiver<Job>,
     clock: Arc<dyn Clock>,
     notifier: Arc<Notifier>,
+    wake: Arc<tokio::sync::Notify>,
     max_group: usize,
 ) {
     let mut jobs = Vec::with_capacity(max_group);
@@ -156,12 +256,13 @@ async fn run<C: WriteConn>(
         // down with the task: the group's callers get an error (their reply
         // senders are dropped), its transaction is rolled back, and the
         // writer goes on.
-        let outcome = AssertUnwindSafe(commit_group(&mut conn, group, &*clock, &notifier))
+        let outcome = AssertUnwindSafe(commit_group(&mut conn, group, &*clock, &notifier, &wake))
             .catch_unwind()
             .await;
         if outcome.is_err() {
             tracing::error!("a write group panicked; rolled back, continuing");
             let _ = conn.execute("ROLLBACK").await;
+            conn.fanout().invalidate();
         }
     }
 }
@@ -176,14 +277,16 @@ fn failed(what: &str, e: &dyn std::fmt::Display) -> StoreError {
     StoreError::Database(sqlx::Error::Protocol(format!("{what}: {e}")))
 }
 
-async fn commit_group<C: WriteConn>(
+async fn commit_group<C: WriteConn + QueueConn>(
     conn: &mut C,
     jobs: Vec<Job>,
     clock: &dyn Clock,
     notifier: &Notifier,
+    wake: &tokio::sync::Notify,
 ) {
     let size = jobs.len();
     let now = clock.now();
+    conn.fanout().start_group(now);
     if let Err(e) = conn.begin().await {
         tracing::error!(error = %e, "could not begin a write transaction");
         for job in jobs {
@@ -205,6 +308,7 @@ async fn commit_group<C: WriteConn>(
         // a batch can fail half-way and gets one. Any database error inside
         // an unguarded job breaks the whole group, which is then rolled back.
         let guarded = command_may_fail_after_writing(&job.command);
+        let fresh_before = conn.fanout().fresh_len();
         if guarded && let Err(e) = conn.execute("SAVEPOINT job").await {
             broken = Some(e);
             done.push((job.reply, Err(StoreError::Closed)));
@@ -213,10 +317,13 @@ async fn commit_group<C: WriteConn>(
         let result = execute(conn, &job.command, now).await;
         let end = match (&result, guarded) {
             (Ok(_), true) => conn.execute("RELEASE job").await,
-            (Err(_), true) => match conn.execute("ROLLBACK TO job").await {
-                Ok(()) => conn.execute("RELEASE job").await,
-                Err(e) => Err(e),
-            },
+            (Err(_), true) => {
+                conn.fanout().truncate_fresh(fresh_before);
+                match conn.execute("ROLLBACK TO job").await {
+                    Ok(()) => conn.execute("RELEASE job").await,
+                    Err(e) => Err(e),
+                }
+            }
             (Ok(_), false) => Ok(()),
             (Err(e), false) if e.is_domain() => Ok(()),
             (Err(e), false) => Err(failed("write", e)),
@@ -255,6 +362,9 @@ async fn commit_group<C: WriteConn>(
             for (tenant, seq) in sequences {
                 notifier.publish(&tenant, seq);
             }
+            if conn.fanout().committed() {
+                wake.notify_one();
+            }
             for (reply, result) in done {
                 let _ = reply.send(result);
             }
@@ -262,6 +372,7 @@ async fn commit_group<C: WriteConn>(
         Err(e) => {
             tracing::error!(error = %e, jobs = size, "write transaction failed; rolled back");
             let _ = conn.execute("ROLLBACK").await;
+            conn.fanout().invalidate();
             for (reply, _) in done {
                 let _ = reply.send(Err(failed("commit", &e)));
             }
@@ -271,7 +382,7 @@ async fn commit_group<C: WriteConn>(
 
 type Executed = (Reply, Option<(String, i64)>, Vec<String>);
 
-async fn execute<C: WriteConn>(
+async fn execute<C: WriteConn + QueueConn>(
     conn: &mut C,
     command: &Command,
     now: jiff::Timestamp,
@@ -323,6 +434,47 @@ async fn execute<C: WriteConn>(
             ))
         }
         Command::Ping => Ok((Reply::Done, None, Vec::new())),
+        Command::Endpoint(change) => {
+            conn.lock_tenant(command.tenant().unwrap_or_default())
+                .await?;
+            let row = outbox::change_endpoint(conn, change).await?;
+            // Re-enabling makes paused deliveries due: let the dispatcher look.
+            conn.fanout().unleased = true;
+            Ok((Reply::Endpoint(row), None, Vec::new()))
+        }
+        Command::Claim { limit } => {
+            let node = conn.fanout().node.clone();
+            let claimed = outbox::claim(conn, &node, *limit).await?;
+            Ok((Reply::Claimed(claimed), None, Vec::new()))
+        }
+        Command::Attempted(rec) => {
+            conn.lock_tenant(&rec.tenant_id).await?;
+            let (recorded, seq) = outbox::record_attempt(conn, rec).await?;
+            let seq = seq.map(|s| (rec.tenant_id.clone(), s));
+            Ok((Reply::Recorded(recorded), seq, Vec::new()))
+        }
+        Command::Release { ids, next_at } => {
+            let node = conn.fanout().node.clone();
+            outbox::release(conn, ids, &node, next_at).await?;
+            Ok((Reply::Done, None, Vec::new()))
+        }
+        Command::Retry { tenant, id } => {
+            let d = outbox::retry(conn, tenant, id).await?;
+            if d.is_some() {
+                conn.fanout().unleased = true;
+            }
+            Ok((Reply::Delivery(d), None, Vec::new()))
+        }
+        Command::Replay {
+            tenant,
+            endpoint_id,
+            from,
+        } => {
+            conn.lock_tenant(tenant).await?;
+            let n = outbox::replay(conn, tenant, endpoint_id, from).await?;
+            conn.fanout().unleased = true;
+            Ok((Reply::Count(n), None, Vec::new()))
+        }
         Command::Purge { events_before } => {
             let keys_before = time::format(now - IDEMPOTENCY_WINDOW);
             let n = conn.purge(events_before, &keys_before).await?;

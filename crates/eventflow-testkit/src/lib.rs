@@ -12,6 +12,10 @@
 //! # }
 //! ```
 
+pub mod receiver;
+
+pub use receiver::{Answer, Received, Receiver};
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -267,7 +271,7 @@ impl TestServer {
             base,
             key,
             state,
-            http: reqwest::Client::new(),
+            http: http_client(),
             shutdown: Some(tx),
             task: Some(task),
             dir,
@@ -503,7 +507,7 @@ impl ServerProcess {
         let api = Api {
             base: format!("http://127.0.0.1:{port}"),
             key: Some(key.to_string()),
-            http: reqwest::Client::new(),
+            http: http_client(),
         };
         wait_for(
             Duration::from_secs(30),
@@ -539,4 +543,11 @@ where
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A plain HTTP client for tests (installs the TLS provider first, as every
+/// reqwest client of the workspace needs).
+pub fn http_client() -> reqwest::Client {
+    eventflow_delivery::http::install_crypto();
+    reqwest::Client::new()
 }

@@ -96,6 +96,7 @@ impl Target {
 }
 
 async fn target(args: &BenchArgs) -> anyhow::Result<Target> {
+    eventflow_delivery::http::install_crypto();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;

@@ -107,6 +107,11 @@ async fn one(
 async fn types(_auth: Auth) -> Json<Value> {
     let data: Vec<Value> = EventType::all()
         .map(|t| json!({"type": t.name(), "description": t.description()}))
+        .chain(
+            eventflow_model::event::OPERATIONAL_TYPES
+                .iter()
+                .map(|(t, d)| json!({"type": t, "description": d})),
+        )
         .collect();
     Json(json!({ "data": data }))
 }

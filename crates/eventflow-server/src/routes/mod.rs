@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod batch;
+pub mod endpoints;
 pub mod events;
 pub mod ops;
 pub mod records;
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(records::router())
         .merge(batch::router())
+        .merge(endpoints::router())
         .merge(events::router())
         .merge(audit::router())
         .merge(ops::router())

@@ -47,6 +47,7 @@ pub struct SqliteStore {
     writer: WriterHandle,
     reads: SqlitePool,
     notifier: Arc<Notifier>,
+    shared: crate::Shared,
 }
 
 fn options(path: &Path) -> SqliteConnectOptions {
@@ -86,16 +87,19 @@ impl SqliteStore {
             .connect_with(options(path))
             .await?;
         let notifier = Arc::new(Notifier::default());
+        let (shared, fanout) = crate::Shared::new();
         let writer = WriterHandle::start(
-            tx::SqliteConn { conn },
+            tx::SqliteConn { conn, fanout },
             clock,
             notifier.clone(),
+            shared.wake.clone(),
             config.max_group,
         );
         Ok(Arc::new(SqliteStore {
             writer,
             reads,
             notifier,
+            shared,
         }))
     }
 
@@ -106,4 +110,4 @@ impl SqliteStore {
     }
 }
 
-crate::sql::impl_store!(SqliteStore, Sqlite);
+crate::sql::impl_store!(SqliteStore, Sqlite, crate::queue::sqlite_rows);

@@ -5,6 +5,7 @@ use sqlx::SqliteConnection;
 /// The one write connection, owned by the writer task.
 pub(super) struct SqliteConn {
     pub conn: SqliteConnection,
+    pub fanout: crate::fanout::Fanout,
 }
 
 impl SqliteConn {
@@ -20,8 +21,16 @@ crate::sql::impl_write_conn!(
     // create` beside the server) waits for the busy timeout instead of
     // failing half-way.
     begin: "BEGIN IMMEDIATE",
-    // The single writer already holds SQLite's database-wide write lock.
-    lock_tenant: None,
+    // The single writer already holds SQLite's database-wide write lock;
+    // this only reads the endpoints version.
+    lock_tenant: "SELECT endpoints_version FROM tenants WHERE id = $1",
     // One process serves each SQLite file; the in-process notifier suffices.
     announce: None,
+);
+
+crate::queue::impl_queue_conn!(
+    SqliteConn,
+    rows: crate::queue::sqlite_rows,
+    // One process: nothing to skip.
+    lock_due: "",
 );

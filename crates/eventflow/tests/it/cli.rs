@@ -89,7 +89,7 @@ impl Served {
             base: format!("http://127.0.0.1:{port}"),
         };
         let line = format!("Event Flow listening on http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let http = eventflow_testkit::http_client();
         // Bounded: 30 s to print the address and answer /healthz; if the
         // process exits or the time runs out, say what it printed.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -235,7 +235,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = eventflow_testkit::http_client()
         .request(method, format!("{base}{path}"))
         .bearer_auth(key);
     if let Some(b) = body {

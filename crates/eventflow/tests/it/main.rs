@@ -17,3 +17,4 @@ mod smoke;
 mod startup;
 mod stream;
 mod validation;
+mod webhooks;

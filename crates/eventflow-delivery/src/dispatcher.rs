@@ -1,0 +1,626 @@
+//! The dispatcher: takes deliveries from the store and makes the HTTP
+//! attempts.
+//!
+//! Deliveries reach it two ways. The writer hands over the ones it just
+//! committed (already leased to this node), so the first attempt starts
+//! within a millisecond of the commit. Everything else — retries that come
+//! due, deliveries another node's lease gave up, replays, manual retries,
+//! per-resource ordered endpoints — is claimed from the table with a lease
+//! when a wake-up says so, when the next due time arrives on the injected
+//! clock, or every few seconds as the safety net.
+//!
+//! Per endpoint: a concurrency limit, the `rateLimit`, and the circuit
+//! breaker (after 5 consecutive failures one attempt at a time, the others
+//! wait for its next scheduled retry; a success drains the backlog).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use eventflow_model::{Event, time};
+use eventflow_store::{
+    Attempt, AttemptRecord, AttemptVerdict, Clock, Delivery, EndpointRow, PayloadMode, Signing,
+    Store,
+};
+use eventflow_webhook::{Ed25519Key, HmacSecret, Signer, sign_headers};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::json;
+use tokio::sync::{Semaphore, watch};
+
+use crate::policy::{Next, RetryPolicy, parse_retry_after};
+
+/// The most of a response body kept per attempt.
+pub const MAX_RESPONSE_BODY: usize = 4096;
+/// Consecutive failures that open an endpoint's circuit breaker.
+pub const BREAKER_THRESHOLD: i64 = eventflow_store::outbox::BREAKER_THRESHOLD;
+/// How often the table is read without a wake-up (the safety net).
+const SAFETY_NET: Duration = Duration::from_secs(5);
+
+/// Settings of the dispatcher.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// Connect to private, loopback and link-local addresses.
+    pub allow_private: bool,
+    /// A response must complete within this.
+    pub timeout: Duration,
+    /// Attempts in flight per endpoint.
+    pub per_endpoint_concurrency: usize,
+    /// Deliveries held in memory at once (in flight or waiting their turn).
+    pub max_held: usize,
+    pub policy: RetryPolicy,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            allow_private: true,
+            timeout: Duration::from_secs(15),
+            per_endpoint_concurrency: 32,
+            max_held: 10_000,
+            policy: RetryPolicy::default(),
+        }
+    }
+}
+
+/// One delivery to attempt.
+struct Job {
+    delivery: Delivery,
+    event: Option<Arc<Event>>,
+    endpoint: Option<Arc<EndpointRow>>,
+    endpoint_revision: i64,
+}
+
+/// What the dispatcher knows of one endpoint.
+struct EndpointState {
+    row: Mutex<Arc<EndpointRow>>,
+    permits: Arc<Semaphore>,
+    /// Next instant a delivery may start under `rateLimit`.
+    next_slot: tokio::sync::Mutex<Instant>,
+    streak: AtomicI64,
+    probing: AtomicBool,
+    /// Deferred deliveries wait until then while the breaker is open (ms since epoch).
+    resume_at_ms: AtomicI64,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: DispatchConfig,
+    client: reqwest::Client,
+    endpoints: Mutex<HashMap<String, Arc<EndpointState>>>,
+    held: AtomicUsize,
+    in_hand: Mutex<HashSet<String>>,
+    /// Set when a result makes deliveries due at once (a drain after recovery).
+    look_again: tokio::sync::Notify,
+}
+
+/// Starts the dispatcher of this node; it runs until `shutdown` turns true.
+/// Returns `None` when the store's link was already taken.
+pub fn start(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: DispatchConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let link = store.dispatch_link()?;
+    let client = crate::http::client(config.allow_private, config.timeout);
+    let inner = Arc::new(Inner {
+        store,
+        clock,
+        config,
+        client,
+        endpoints: Mutex::new(HashMap::new()),
+        held: AtomicUsize::new(0),
+        in_hand: Mutex::new(HashSet::new()),
+        look_again: tokio::sync::Notify::new(),
+    });
+    Some(tokio::spawn(run(inner, link, shutdown)))
+}
+
+async fn run(
+    inner: Arc<Inner>,
+    mut link: eventflow_store::DispatchLink,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Whatever was due before this start (a crash, a restart) goes first.
+    let mut claim_now = true;
+    let mut next_due: Option<Timestamp> = None;
+    let mut metrics_at = Instant::now();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if claim_now {
+            claim_now = false;
+            next_due = claim_all(&inner).await;
+        }
+        if metrics_at.elapsed() > Duration::from_secs(10) {
+            metrics_at = Instant::now();
+            report_depth(&inner).await;
+        }
+        let sleep = match next_due {
+            Some(at) => inner.clock.sleep_until(at),
+            None => Box::pin(std::future::pending()),
+        };
+        tokio::select! {
+            batch = link.fresh.recv() => match batch {
+                Some(batch) => {
+                    for f in batch {
+                        submit(&inner, Job {
+                            endpoint_revision: f.endpoint.revision,
+                            delivery: f.delivery,
+                            event: Some(f.event),
+                            endpoint: Some(f.endpoint),
+                        });
+                    }
+                }
+                None => return,
+            },
+            () = link.wake.notified() => claim_now = true,
+            () = inner.look_again.notified() => claim_now = true,
+            () = sleep => claim_now = true,
+            () = tokio::time::sleep(SAFETY_NET) => claim_now = true,
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Claims due deliveries while there is room; returns when the next one
+/// is due.
+async fn claim_all(inner: &Arc<Inner>) -> Option<Timestamp> {
+    loop {
+        let room = inner
+            .config
+            .max_held
+            .saturating_sub(inner.held.load(AtomicOrdering::Relaxed));
+        if room == 0 {
+            // Full: look again soon; results free room.
+            return Some(inner.clock.now() + SignedDuration::from_millis(50));
+        }
+        let limit = room.min(500) as i64;
+        let claimed = match inner.store.claim_deliveries(limit).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim deliveries; trying again shortly");
+                return Some(inner.clock.now() + SignedDuration::from_secs(1));
+            }
+        };
+        let n = claimed.len() as i64;
+        for c in claimed {
+            submit(
+                inner,
+                Job {
+                    delivery: c.delivery,
+                    event: c.event,
+                    endpoint: None,
+                    endpoint_revision: c.endpoint_revision,
+                },
+            );
+        }
+        if n < limit {
+            break;
+        }
+    }
+    match inner.store.next_due().await {
+        Ok(next) => next.as_deref().and_then(time::parse),
+        Err(_) => None,
+    }
+}
+
+async fn report_depth(inner: &Inner) {
+    if let Ok(depth) = inner.store.queue_depth(inner.clock.now()).await {
+        metrics::gauge!("eventflow_delivery_queue_depth", "state" => "due")
+            .set(depth.pending_due as f64);
+        metrics::gauge!("eventflow_delivery_queue_depth", "state" => "scheduled")
+            .set(depth.pending_later as f64);
+        metrics::gauge!("eventflow_delivery_queue_depth", "state" => "failed")
+            .set(depth.failed as f64);
+    }
+    metrics::gauge!("eventflow_delivery_in_memory")
+        .set(inner.held.load(AtomicOrdering::Relaxed) as f64);
+}
+
+fn submit(inner: &Arc<Inner>, job: Job) {
+    {
+        let mut in_hand = inner.in_hand.lock().unwrap_or_else(|e| e.into_inner());
+        // A lease that ran out while the attempt was still going can bring
+        // the same delivery back: one attempt at a time.
+        if !in_hand.insert(job.delivery.id.clone()) {
+            return;
+        }
+    }
+    inner.held.fetch_add(1, AtomicOrdering::Relaxed);
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let id = job.delivery.id.clone();
+        handle(&inner, job).await;
+        inner
+            .in_hand
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        inner.held.fetch_sub(1, AtomicOrdering::Relaxed);
+    });
+}
+
+/// The endpoint's state, loaded or refreshed to `revision`.
+async fn endpoint_state(
+    inner: &Inner,
+    tenant: &str,
+    id: &str,
+    given: Option<Arc<EndpointRow>>,
+    revision: i64,
+) -> Option<Arc<EndpointState>> {
+    let cached = inner
+        .endpoints
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(id)
+        .cloned();
+    if let Some(state) = &cached {
+        let current = state.row.lock().unwrap_or_else(|e| e.into_inner()).revision;
+        if current >= revision {
+            return cached;
+        }
+    }
+    let row = match given {
+        Some(row) if row.revision >= revision => row,
+        _ => Arc::new(inner.store.endpoint(tenant, id).await.ok()??),
+    };
+    if let Some(state) = cached {
+        *state.row.lock().unwrap_or_else(|e| e.into_inner()) = row;
+        return Some(state);
+    }
+    let state = Arc::new(EndpointState {
+        permits: Arc::new(Semaphore::new(inner.config.per_endpoint_concurrency.max(1))),
+        next_slot: tokio::sync::Mutex::new(Instant::now()),
+        streak: AtomicI64::new(row.failure_streak),
+        probing: AtomicBool::new(false),
+        resume_at_ms: AtomicI64::new(0),
+        row: Mutex::new(row),
+    });
+    let mut map = inner.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+    Some(map.entry(id.to_string()).or_insert(state).clone())
+}
+
+async fn handle(inner: &Arc<Inner>, job: Job) {
+    let d = &job.delivery;
+    let Some(state) = endpoint_state(
+        inner,
+        &d.tenant_id,
+        &d.endpoint_id,
+        job.endpoint.clone(),
+        job.endpoint_revision,
+    )
+    .await
+    else {
+        // Deleted meanwhile: its deliveries were paused with it.
+        return;
+    };
+    let row = state.row.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if row.disabled {
+        return;
+    }
+    let Some(event) = job.event.clone() else {
+        // The event is past retention: nothing left to send.
+        give_up_expired(inner, d).await;
+        return;
+    };
+    // The circuit breaker: while open, one attempt (the probe) at a time.
+    let mut probe = false;
+    if state.streak.load(AtomicOrdering::Relaxed) >= BREAKER_THRESHOLD {
+        let now_ms = inner.clock.now().as_millisecond();
+        let resume = state.resume_at_ms.load(AtomicOrdering::Relaxed);
+        let busy = state.probing.swap(true, AtomicOrdering::AcqRel);
+        if busy || now_ms < resume {
+            if !busy {
+                state.probing.store(false, AtomicOrdering::Release);
+            }
+            let until = if resume > now_ms {
+                Timestamp::from_millisecond(resume).unwrap_or_else(|_| inner.clock.now())
+            } else {
+                inner.clock.now() + SignedDuration::from_secs(60)
+            };
+            let _ = inner
+                .store
+                .release_deliveries(vec![d.id.clone()], until)
+                .await;
+            return;
+        }
+        probe = true;
+    }
+    let Ok(_permit) = state.permits.clone().acquire_owned().await else {
+        return;
+    };
+    if let Some(rate) = row.config.rate_limit.filter(|r| *r > 0) {
+        let wait = {
+            let mut slot = state.next_slot.lock().await;
+            let now = Instant::now();
+            let start = (*slot).max(now);
+            *slot = start + Duration::from_secs_f64(1.0 / f64::from(rate));
+            start - now
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    let attempt_no = d.attempts.len() as i64 + 1;
+    let (attempt, retry_after, status) = attempt(inner, &row, d, &event, attempt_no).await;
+    let now = inner.clock.now();
+    let verdict = match status {
+        Some(s) if (200..300).contains(&s) => AttemptVerdict::Succeeded,
+        Some(410) => AttemptVerdict::Gone,
+        _ => {
+            let first = d
+                .attempts
+                .first()
+                .and_then(|a| time::parse(&a.at))
+                .unwrap_or_else(|| time::parse(&attempt.at).unwrap_or(now));
+            match inner.config.policy.after_failure(
+                attempt_no as u32,
+                first,
+                now,
+                retry_after,
+                rand::random::<f64>(),
+            ) {
+                Next::RetryAt(at) => AttemptVerdict::RetryAt(at),
+                Next::GiveUp => AttemptVerdict::GiveUp,
+            }
+        }
+    };
+    let outcome = match &verdict {
+        AttemptVerdict::Succeeded => "succeeded",
+        AttemptVerdict::RetryAt(_) => "retrying",
+        AttemptVerdict::GiveUp => "failed",
+        AttemptVerdict::Gone => "gone",
+    };
+    metrics::counter!("eventflow_deliveries_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("eventflow_delivery_attempt_duration_seconds")
+        .record(attempt.duration_ms as f64 / 1000.0);
+    if matches!(verdict, AttemptVerdict::Succeeded)
+        && let Some(created) = time::parse(&event.created_at)
+    {
+        let latency = now.duration_since(created).as_secs_f64().max(0.0);
+        metrics::histogram!("eventflow_delivery_latency_seconds").record(latency);
+    }
+    let retry_at = match &verdict {
+        AttemptVerdict::RetryAt(at) => Some(*at),
+        _ => None,
+    };
+    let rec = AttemptRecord {
+        tenant_id: d.tenant_id.clone(),
+        delivery_id: d.id.clone(),
+        endpoint_id: d.endpoint_id.clone(),
+        node: inner.store.node().to_string(),
+        attempt,
+        verdict,
+    };
+    match inner.store.record_attempt(rec).await {
+        Ok(recorded) if recorded.applied => {
+            state
+                .streak
+                .store(recorded.failure_streak, AtomicOrdering::Relaxed);
+            metrics::gauge!("eventflow_endpoint_failure_streak", "endpoint" => d.endpoint_id.clone())
+                .set(recorded.failure_streak as f64);
+            if recorded.endpoint_disabled {
+                let mut r = (*row).clone();
+                r.disabled = true;
+                *state.row.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(r);
+            }
+            if let Some(at) = retry_at
+                && recorded.failure_streak >= BREAKER_THRESHOLD
+            {
+                state
+                    .resume_at_ms
+                    .store(at.as_millisecond(), AtomicOrdering::Relaxed);
+            }
+            if recorded.recovered {
+                state.resume_at_ms.store(0, AtomicOrdering::Relaxed);
+                inner.look_again.notify_one();
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            // The lease runs out and the delivery is attempted again: at
+            // least once, never lost.
+            tracing::warn!(error = %e, delivery = %d.id, "could not record an attempt");
+        }
+    }
+    if probe {
+        state.probing.store(false, AtomicOrdering::Release);
+    }
+    if row.config.ordering == eventflow_store::Ordering::Resource {
+        // The next delivery of this record may now go.
+        inner.look_again.notify_one();
+    }
+}
+
+async fn give_up_expired(inner: &Inner, d: &Delivery) {
+    let rec = AttemptRecord {
+        tenant_id: d.tenant_id.clone(),
+        delivery_id: d.id.clone(),
+        endpoint_id: d.endpoint_id.clone(),
+        node: inner.store.node().to_string(),
+        attempt: Attempt {
+            attempt: d.attempts.len() as i64 + 1,
+            at: time::format(inner.clock.now()),
+            status_code: None,
+            duration_ms: 0,
+            response_body: None,
+            error: Some("the event is past its retention and can no longer be sent".into()),
+        },
+        verdict: AttemptVerdict::GiveUp,
+    };
+    let _ = inner.store.record_attempt(rec).await;
+}
+
+/// The body sent for an event: the envelope, or for `thin` its ids only.
+pub fn payload(event: &Event, mode: PayloadMode) -> Vec<u8> {
+    let value = match mode {
+        PayloadMode::Full => serde_json::to_value(event).unwrap_or_default(),
+        PayloadMode::Thin => json!({
+            "id": event.id,
+            "type": event.event_type,
+            "sequence": event.sequence,
+            "createdAt": event.created_at,
+            "tenantId": event.tenant_id,
+            "resource": event.resource,
+        }),
+    };
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+/// The keys that sign for an endpoint now.
+pub fn signers(row: &EndpointRow, now: Timestamp) -> Vec<Signer> {
+    let now = time::format(now);
+    row.active_secrets(&now)
+        .filter_map(|s| match row.config.signing {
+            Signing::Hmac => HmacSecret::parse(&s.secret).ok().map(Signer::Hmac),
+            Signing::Ed25519 => Ed25519Key::parse(&s.secret).ok().map(Signer::Ed25519),
+        })
+        .collect()
+}
+
+/// One HTTP attempt. Returns the attempt, a `Retry-After` (on 429/503) and
+/// the status.
+async fn attempt(
+    inner: &Inner,
+    row: &EndpointRow,
+    d: &Delivery,
+    event: &Event,
+    number: i64,
+) -> (Attempt, Option<Duration>, Option<u16>) {
+    send(
+        &inner.client,
+        inner.config.allow_private,
+        &*inner.clock,
+        row,
+        event,
+        d.endpoint_sequence,
+        number,
+    )
+    .await
+}
+
+/// Sends an event to an endpoint once, signed, and describes what happened.
+/// Also used by the test send of `POST /v1/endpoints/{id}/test`.
+pub async fn send(
+    client: &reqwest::Client,
+    allow_private: bool,
+    clock: &dyn Clock,
+    row: &EndpointRow,
+    event: &Event,
+    endpoint_sequence: i64,
+    number: i64,
+) -> (Attempt, Option<Duration>, Option<u16>) {
+    let now = clock.now();
+    let at = time::format(now);
+    let started = Instant::now();
+    let fail = |error: String, started: Instant| {
+        (
+            Attempt {
+                attempt: number,
+                at: at.clone(),
+                status_code: None,
+                duration_ms: started.elapsed().as_millis() as u64,
+                response_body: None,
+                error: Some(error),
+            },
+            None,
+            None,
+        )
+    };
+    let url = match reqwest::Url::parse(&row.config.url) {
+        Ok(u) => u,
+        Err(_) => return fail("the endpoint URL is not valid".into(), started),
+    };
+    if !allow_private && let Some(why) = crate::http::literal_forbidden(&url) {
+        return fail(why, started);
+    }
+    let body = payload(event, row.config.payload);
+    let signed = sign_headers(&signers(row, now), &event.id, now.as_second(), &body);
+    let mut request = client.post(url);
+    for (k, v) in &row.config.headers {
+        request = request.header(k.as_str(), v.as_str());
+    }
+    for (k, v) in signed.pairs() {
+        request = request.header(k, v);
+    }
+    let request = request
+        .header("content-type", "application/json")
+        .header("x-eventflow-event-type", event.event_type.as_str())
+        .header("x-eventflow-attempt", number.to_string())
+        .header(
+            "x-eventflow-endpoint-sequence",
+            endpoint_sequence.to_string(),
+        )
+        .body(body);
+    let mut response = match request.send().await {
+        Ok(r) => r,
+        Err(e) => return fail(describe(&e), started),
+    };
+    let status = response.status().as_u16();
+    let retry_after = if status == 429 || status == 503 {
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, now))
+    } else {
+        None
+    };
+    let mut kept: Vec<u8> = Vec::new();
+    let mut error = None;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_RESPONSE_BODY.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if kept.len() >= MAX_RESPONSE_BODY {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                error = Some(describe(&e));
+                break;
+            }
+        }
+    }
+    let ok = (200..300).contains(&status) && error.is_none();
+    let attempt = Attempt {
+        attempt: number,
+        at,
+        status_code: Some(status),
+        duration_ms: started.elapsed().as_millis() as u64,
+        response_body: (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned()),
+        error: if ok { None } else { error },
+    };
+    // A 2xx whose body broke off still counts: the receiver said yes.
+    (attempt, retry_after, Some(status))
+}
+
+/// A client error as one line, without the URL (it may hold a token).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the response broke off"
+    } else {
+        "the request failed"
+    };
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {cause}")
+    }
+}

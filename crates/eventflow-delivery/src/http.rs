@@ -1,0 +1,77 @@
+//! The HTTP client deliveries go out on: rustls (ring), connection reuse, no
+//! proxies, no redirects, a request timeout, and — unless private endpoints
+//! are allowed — a resolver that refuses every forbidden address at connect
+//! time, so a name that later resolves to `127.0.0.1` or the metadata
+//! address (DNS rebinding) is still refused.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use crate::ssrf;
+
+/// Installs the process's TLS crypto provider (ring). Every reqwest client
+/// of the workspace needs it; calling it again does nothing.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Resolves names and drops every address the SSRF guard forbids.
+#[derive(Debug, Clone, Copy)]
+struct GuardedResolver;
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|a| ssrf::forbidden(a.ip()).is_none())
+                .collect();
+            if allowed.is_empty() {
+                let why = found
+                    .first()
+                    .and_then(|a| ssrf::forbidden(a.ip()))
+                    .map(|f| {
+                        format!("the host resolves to a {f} address, which endpoints may not use")
+                    })
+                    .unwrap_or_else(|| "the host has no address".into());
+                return Err(why.into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Why a URL's literal IP address is refused (names are checked when resolved).
+pub fn literal_forbidden(url: &reqwest::Url) -> Option<String> {
+    let ip: IpAddr = match url.host()? {
+        url::Host::Ipv4(v4) => IpAddr::V4(v4),
+        url::Host::Ipv6(v6) => IpAddr::V6(v6),
+        url::Host::Domain(_) => return None,
+    };
+    ssrf::forbidden(ip).map(|f| format!("the URL names a {f} address, which endpoints may not use"))
+}
+
+/// The delivery client.
+pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
+    install_crypto();
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .user_agent(concat!("eventflow/", env!("CARGO_PKG_VERSION")));
+    if !allow_private {
+        builder = builder.dns_resolver(Arc::new(GuardedResolver));
+    }
+    builder.build().unwrap_or_else(|_| reqwest::Client::new())
+}

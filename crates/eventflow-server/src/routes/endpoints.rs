@@ -1,0 +1,727 @@
+//! Webhook endpoints and their deliveries (DESIGN.md §3.3): `/v1/endpoints`,
+//! `/v1/deliveries`, `/v1/disclosures`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use eventflow_delivery::{EndpointUrl, UrlPolicy};
+use eventflow_model::filter::Filter;
+use eventflow_model::{Event, EventType, Object, ResourceRef, TypeFilter, id, time};
+use eventflow_store::queue::endpoint_json;
+use eventflow_store::{
+    DeliveryQuery, DeliveryStatus, EndpointChange, EndpointConfig, EndpointRow, Ordering,
+    PayloadMode, ReplayFrom, Signing, StoredSecret,
+};
+use eventflow_webhook::{Ed25519Key, HmacSecret};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, Params, PathId};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/endpoints", get(list).post(create))
+        .route("/v1/endpoints/{id}", get(read).patch(update).delete(remove))
+        .route("/v1/endpoints/{id}/secret", get(secret))
+        .route("/v1/endpoints/{id}/secret/rotate", post(rotate))
+        .route("/v1/endpoints/{id}/test", post(test_send))
+        .route("/v1/endpoints/{id}/replay", post(replay))
+        .route("/v1/endpoints/{id}/deliveries", get(deliveries))
+        .route("/v1/endpoints/{id}/events", get(endpoint_events))
+        .route("/v1/deliveries/{id}", get(delivery))
+        .route("/v1/deliveries/{id}/retry", post(retry))
+        .route("/v1/disclosures", get(disclosures))
+}
+
+/// How long the old secret keeps signing after a rotation.
+pub const ROTATION_OVERLAP: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+/// Most custom headers per endpoint.
+const MAX_HEADERS: usize = 20;
+/// Headers a client may not set: the delivery's own.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "connection",
+    "transfer-encoding",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "x-clinikapi-signature",
+];
+
+const FIELDS: &[&str] = &[
+    "url",
+    "description",
+    "eventTypes",
+    "filter",
+    "payload",
+    "ordering",
+    "rateLimit",
+    "headers",
+    "disabled",
+    "signing",
+];
+
+fn not_found() -> ApiError {
+    ApiError::not_found("no endpoint with that id")
+}
+
+fn new_secret(signing: Signing, now: &str) -> StoredSecret {
+    let secret = match signing {
+        Signing::Hmac => HmacSecret::generate().expose(),
+        Signing::Ed25519 => Ed25519Key::generate().expose(),
+    };
+    StoredSecret {
+        secret,
+        created_at: now.to_string(),
+        expires_at: None,
+    }
+}
+
+fn url_policy(state: &AppState) -> UrlPolicy {
+    UrlPolicy {
+        allow_private: state.config.allow_private_endpoints,
+        https_only: state.config.production,
+    }
+}
+
+/// Applies the fields present in `body` to `config` (a create starts from
+/// the defaults). `null` clears an optional field.
+fn apply_fields(
+    state: &AppState,
+    body: &Object,
+    config: &mut EndpointConfig,
+    disabled: &mut bool,
+    signing_allowed: bool,
+) -> ApiResult<()> {
+    for key in body.keys() {
+        if !FIELDS.contains(&key.as_str()) {
+            return Err(ApiError::invalid(
+                key,
+                &format!("unknown field; an endpoint has {}", FIELDS.join(", ")),
+            ));
+        }
+    }
+    let string = |name: &str, v: &Value| -> ApiResult<Option<String>> {
+        match v {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s.clone())),
+            _ => Err(ApiError::invalid(name, "must be a string")),
+        }
+    };
+    if let Some(v) = body.get("url") {
+        let url = string("url", v)?.ok_or_else(|| ApiError::invalid("url", "is required"))?;
+        EndpointUrl::parse(&url, url_policy(state))
+            .map_err(|e| ApiError::invalid("url", &e.to_string()))?;
+        config.url = url;
+    }
+    if let Some(v) = body.get("description") {
+        let d = string("description", v)?;
+        if d.as_ref().is_some_and(|d| d.chars().count() > 1000) {
+            return Err(ApiError::invalid(
+                "description",
+                "must be at most 1000 characters",
+            ));
+        }
+        config.description = d;
+    }
+    if let Some(v) = body.get("eventTypes") {
+        let list: Vec<String> = match v {
+            Value::Null => Vec::new(),
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| ApiError::invalid("eventTypes", "must be a list of strings"))?,
+            _ => return Err(ApiError::invalid("eventTypes", "must be a list of strings")),
+        };
+        let filter = TypeFilter::parse_list(list.iter().map(String::as_str))
+            .map_err(|e| ApiError::invalid("eventTypes", &e))?;
+        for pattern in filter.patterns() {
+            if !pattern.ends_with('*')
+                && EventType::parse(pattern).is_none()
+                && !eventflow_model::event::is_operational(pattern)
+            {
+                return Err(ApiError::invalid(
+                    "eventTypes",
+                    "names an event type that does not exist (GET /v1/event-types lists them)",
+                ));
+            }
+        }
+        config.event_types = filter.patterns().to_vec();
+    }
+    if let Some(v) = body.get("filter") {
+        let f = string("filter", v)?;
+        if let Some(f) = &f {
+            Filter::compile(f).map_err(|e| ApiError::invalid("filter", &e))?;
+        }
+        config.filter = f;
+    }
+    if let Some(v) = body.get("payload") {
+        config.payload = match v.as_str() {
+            Some("full") => PayloadMode::Full,
+            Some("thin") => PayloadMode::Thin,
+            _ => return Err(ApiError::invalid("payload", "must be \"full\" or \"thin\"")),
+        };
+    }
+    if let Some(v) = body.get("ordering") {
+        config.ordering = match v.as_str() {
+            Some("none") => Ordering::None,
+            Some("resource") => Ordering::Resource,
+            _ => {
+                return Err(ApiError::invalid(
+                    "ordering",
+                    "must be \"none\" or \"resource\"",
+                ));
+            }
+        };
+    }
+    if let Some(v) = body.get("rateLimit") {
+        config.rate_limit = match v {
+            Value::Null => None,
+            v => match v.as_u64() {
+                Some(n @ 1..=10_000) => Some(n as u32),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "rateLimit",
+                        "must be an integer from 1 to 10000 (deliveries per second), or null",
+                    ));
+                }
+            },
+        };
+    }
+    if let Some(v) = body.get("headers") {
+        let mut headers = std::collections::BTreeMap::new();
+        match v {
+            Value::Null => {}
+            Value::Object(map) => {
+                if map.len() > MAX_HEADERS {
+                    return Err(ApiError::invalid(
+                        "headers",
+                        &format!("must hold at most {MAX_HEADERS} headers"),
+                    ));
+                }
+                for (name, value) in map {
+                    let field = format!("headers.{name}");
+                    let lower = name.to_ascii_lowercase();
+                    if axum::http::HeaderName::from_bytes(lower.as_bytes()).is_err()
+                        || name.len() > 100
+                    {
+                        return Err(ApiError::invalid(
+                            "headers",
+                            "holds a name that is not a valid HTTP header name",
+                        ));
+                    }
+                    if RESERVED_HEADERS.contains(&lower.as_str())
+                        || lower.starts_with("x-eventflow-")
+                    {
+                        return Err(ApiError::invalid(
+                            &field,
+                            "is set by the delivery itself and cannot be given",
+                        ));
+                    }
+                    let Some(value) = value.as_str() else {
+                        return Err(ApiError::invalid(&field, "must be a string"));
+                    };
+                    if axum::http::HeaderValue::from_str(value).is_err() || value.len() > 4096 {
+                        return Err(ApiError::invalid(
+                            &field,
+                            "must be a valid HTTP header value (visible ASCII, at most 4096 bytes)",
+                        ));
+                    }
+                    headers.insert(lower, value.to_string());
+                }
+            }
+            _ => return Err(ApiError::invalid("headers", "must be an object of strings")),
+        }
+        config.headers = headers;
+    }
+    if let Some(v) = body.get("disabled") {
+        *disabled = v
+            .as_bool()
+            .ok_or_else(|| ApiError::invalid("disabled", "must be true or false"))?;
+    }
+    if let Some(v) = body.get("signing") {
+        let signing = match v.as_str() {
+            Some("hmac") => Signing::Hmac,
+            Some("ed25519") => Signing::Ed25519,
+            _ => {
+                return Err(ApiError::invalid(
+                    "signing",
+                    "must be \"hmac\" or \"ed25519\"",
+                ));
+            }
+        };
+        if !signing_allowed && signing != config.signing {
+            return Err(ApiError::invalid(
+                "signing",
+                "cannot be changed; create a new endpoint with the other scheme",
+            ));
+        }
+        config.signing = signing;
+    }
+    Ok(())
+}
+
+fn object(body: &JsonBody) -> ApiResult<&Object> {
+    body.value
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    body: JsonBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let body = object(&body)?;
+    if !body.contains_key("url") {
+        return Err(ApiError::invalid("url", "is required"));
+    }
+    let mut config = EndpointConfig {
+        url: String::new(),
+        description: None,
+        event_types: Vec::new(),
+        filter: None,
+        payload: PayloadMode::Full,
+        ordering: Ordering::None,
+        rate_limit: None,
+        headers: Default::default(),
+        signing: Signing::Hmac,
+    };
+    let mut disabled = false;
+    apply_fields(&state, body, &mut config, &mut disabled, true)?;
+    let now = time::format(state.clock.now());
+    let secret = new_secret(config.signing, &now);
+    let row = EndpointRow {
+        id: id::new_id("ep"),
+        tenant_id: auth.tenant().to_string(),
+        revision: 1,
+        created_at: now.clone(),
+        updated_at: now,
+        disabled,
+        disabled_reason: disabled.then(|| "manual".to_string()),
+        config,
+        secrets: vec![secret.clone()],
+        last_sequence: 0,
+        failure_streak: 0,
+        failing_since: None,
+    };
+    let saved = state
+        .store
+        .change_endpoint(EndpointChange::Create(Box::new(row)))
+        .await?
+        .ok_or_else(ApiError::internal)?;
+    let mut out = endpoint_json(&saved, true);
+    if saved.config.signing == Signing::Hmac {
+        out["secret"] = json!(secret.secret);
+    }
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiResult<Json<Value>> {
+    params.only(&[])?;
+    let rows = state.store.endpoints(auth.tenant()).await?;
+    let data: Vec<Value> = rows.iter().map(|r| endpoint_json(r, true)).collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+async fn load(state: &AppState, auth: &Auth, id: &str) -> ApiResult<EndpointRow> {
+    state
+        .store
+        .endpoint(auth.tenant(), id)
+        .await?
+        .ok_or_else(not_found)
+}
+
+async fn read(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(endpoint_json(&load(&state, &auth, &id).await?, true)))
+}
+
+/// Saves a new state built from the current one; retried when another
+/// change landed in between.
+async fn save(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+    change: impl Fn(&mut EndpointRow) -> ApiResult<()>,
+) -> ApiResult<EndpointRow> {
+    for _ in 0..5 {
+        let before = load(state, auth, id).await?;
+        let mut row = before.clone();
+        change(&mut row)?;
+        row.revision = before.revision + 1;
+        row.updated_at = time::format(state.clock.now());
+        match state
+            .store
+            .change_endpoint(EndpointChange::Update {
+                row: Box::new(row),
+                expected: before.revision,
+            })
+            .await
+        {
+            Ok(Some(saved)) => return Ok(saved),
+            Ok(None) => return Err(not_found()),
+            Err(eventflow_store::StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        "the endpoint keeps changing; try again",
+    ))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+    body: JsonBody,
+) -> ApiResult<Json<Value>> {
+    let body = object(&body)?.clone();
+    let saved = save(&state, &auth, &id, |row| {
+        let mut disabled = row.disabled;
+        apply_fields(&state, &body, &mut row.config, &mut disabled, false)?;
+        if disabled != row.disabled {
+            row.disabled = disabled;
+            row.disabled_reason = disabled.then(|| "manual".to_string());
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(Json(endpoint_json(&saved, true)))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+) -> ApiResult<StatusCode> {
+    state
+        .store
+        .change_endpoint(EndpointChange::Delete {
+            tenant: auth.tenant().to_string(),
+            id,
+        })
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The secret a receiver verifies with: for HMAC the newest `whsec_`, for
+/// Ed25519 the public key (the private key never leaves the server).
+fn secret_json(row: &EndpointRow, now: &str) -> Value {
+    let active: Vec<&StoredSecret> = row.active_secrets(now).collect();
+    match row.config.signing {
+        Signing::Hmac => json!({
+            "secret": active.first().map(|s| s.secret.clone()),
+            "previous": active.iter().skip(1).map(|s| json!({"secret": s.secret, "expiresAt": s.expires_at})).collect::<Vec<_>>(),
+        }),
+        Signing::Ed25519 => {
+            let public = |s: &StoredSecret| {
+                Ed25519Key::parse(&s.secret)
+                    .ok()
+                    .map(|k| k.public_key().to_string())
+            };
+            json!({
+                "publicKey": active.first().and_then(|s| public(s)),
+                "previous": active.iter().skip(1).map(|s| json!({"publicKey": public(s), "expiresAt": s.expires_at})).collect::<Vec<_>>(),
+            })
+        }
+    }
+}
+
+async fn secret(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    let row = load(&state, &auth, &id).await?;
+    Ok(Json(secret_json(&row, &time::format(state.clock.now()))))
+}
+
+async fn rotate(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    let now_ts = state.clock.now();
+    let now = time::format(now_ts);
+    let until = time::format(now_ts + ROTATION_OVERLAP);
+    let saved = save(&state, &auth, &id, |row| {
+        let mut kept: Vec<StoredSecret> = row.active_secrets(&now).cloned().collect();
+        if let Some(current) = kept.first_mut()
+            && current.expires_at.is_none()
+        {
+            current.expires_at = Some(until.clone());
+        }
+        kept.insert(0, new_secret(row.config.signing, &now));
+        // At most the new and the two before it.
+        kept.truncate(3);
+        row.secrets = kept;
+        Ok(())
+    })
+    .await?;
+    Ok(Json(secret_json(&saved, &now)))
+}
+
+/// A made-up record for a test send, marked as such.
+fn sample_event(tenant: &str, event_type: &str, now: &str) -> Event {
+    let (resource_type, prefix) = match EventType::parse(event_type) {
+        Some(t) => (
+            t.resource.name().to_string(),
+            t.resource.id_prefix().to_string(),
+        ),
+        None => {
+            let r = event_type.split('.').next().unwrap_or("endpoint");
+            let p = if r == "delivery" { "dlv" } else { "ep" };
+            (r.to_string(), p.to_string())
+        }
+    };
+    let rid = id::new_id(&prefix);
+    let mut data = Object::new();
+    data.insert("id".into(), json!(rid));
+    data.insert("test".into(), json!(true));
+    Event {
+        id: id::new_id("evt"),
+        event_type: event_type.to_string(),
+        sequence: 0,
+        created_at: now.to_string(),
+        tenant_id: tenant.to_string(),
+        resource: ResourceRef {
+            resource_type,
+            id: rid,
+            version: 1,
+        },
+        data,
+        previous: None,
+    }
+}
+
+async fn test_send(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+    raw: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    // The body is optional: none sends an appointment.created.
+    let body: Option<Value> = if raw.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(
+            serde_json::from_slice(&raw)
+                .map_err(|_| ApiError::bad_request("the body is not valid JSON"))?,
+        )
+    };
+    let event_type = match body.as_ref() {
+        None | Some(Value::Null) => "appointment.created".to_string(),
+        Some(Value::Object(o)) => {
+            if let Some(k) = o.keys().find(|k| k.as_str() != "type") {
+                return Err(ApiError::invalid(
+                    k,
+                    "unknown field; a test send takes type",
+                ));
+            }
+            match o.get("type") {
+                None => "appointment.created".to_string(),
+                Some(Value::String(t))
+                    if EventType::parse(t).is_some()
+                        || eventflow_model::event::is_operational(t) =>
+                {
+                    t.clone()
+                }
+                Some(_) => {
+                    return Err(ApiError::invalid(
+                        "type",
+                        "must be an event type (GET /v1/event-types lists them)",
+                    ));
+                }
+            }
+        }
+        Some(_) => return Err(ApiError::invalid("body", "must be a JSON object")),
+    };
+    let row = load(&state, &auth, &id).await?;
+    let event = sample_event(auth.tenant(), &event_type, &time::format(state.clock.now()));
+    let (attempt, _, _) = eventflow_delivery::dispatcher::send(
+        &state.http,
+        state.config.allow_private_endpoints,
+        &*state.clock,
+        &row,
+        &event,
+        0,
+        1,
+    )
+    .await;
+    let mut out = serde_json::to_value(&attempt).unwrap_or_default();
+    out["eventId"] = json!(event.id);
+    out["eventType"] = json!(event.event_type);
+    Ok(Json(out))
+}
+
+async fn replay(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+    body: JsonBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let body = object(&body)?;
+    if let Some(k) = body
+        .keys()
+        .find(|k| !["after", "since"].contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid(
+            k,
+            "unknown field; a replay takes after or since",
+        ));
+    }
+    let from = match (body.get("after"), body.get("since")) {
+        (Some(a), None) => {
+            ReplayFrom::After(a.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::invalid("after", "must be a sequence number (0 or more)")
+            })?)
+        }
+        (None, Some(s)) => {
+            let at = s
+                .as_str()
+                .and_then(time::parse)
+                .ok_or_else(|| ApiError::invalid("since", "must be an RFC 3339 time"))?;
+            ReplayFrom::Since(time::format(at))
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "after",
+                "give exactly one of after (a sequence) or since (a time)",
+            ));
+        }
+    };
+    let queued = state
+        .store
+        .replay(auth.tenant(), &id, from)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))))
+}
+
+async fn deliveries(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    params.only(&["status", "limit", "cursor"])?;
+    let status =
+        match params.get("status") {
+            None => None,
+            Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
+                ApiError::invalid("status", "must be pending, succeeded or failed")
+            })?),
+        };
+    let cursor = match params.get("cursor") {
+        Some(c) if !id::is_well_formed(c) => {
+            return Err(ApiError::invalid("cursor", "must be a delivery id"));
+        }
+        c => c.map(str::to_string),
+    };
+    load(&state, &auth, &id).await?;
+    let q = DeliveryQuery {
+        status,
+        limit: params.int("limit", 100, 1, 1000)? as u32,
+        cursor,
+    };
+    let (data, next) = state.store.deliveries(auth.tenant(), &id, &q).await?;
+    Ok(Json(json!({ "data": data, "nextCursor": next })))
+}
+
+async fn endpoint_events(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    params.only(&["after", "limit"])?;
+    let after = params.int("after", 0, 0, i64::MAX)?;
+    let limit = params.int("limit", 100, 1, 1000)? as u32;
+    load(&state, &auth, &id).await?;
+    let found = state
+        .store
+        .endpoint_events(auth.tenant(), &id, after, limit)
+        .await?;
+    let next = found.last().map(|(n, _)| *n).unwrap_or(after);
+    let data: Vec<Value> = found
+        .into_iter()
+        .map(|(n, e)| {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            v["endpointSequence"] = json!(n);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "data": data, "nextAfter": next })))
+}
+
+async fn delivery(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    let d = state
+        .store
+        .delivery(auth.tenant(), &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no delivery with that id"))?;
+    Ok(Json(serde_json::to_value(d).unwrap_or_default()))
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let d = state
+        .store
+        .retry_delivery(auth.tenant(), &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no delivery with that id"))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::to_value(d).unwrap_or_default()),
+    ))
+}
+
+async fn disclosures(
+    State(state): State<AppState>,
+    auth: Auth,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    params.only(&["patientId", "since", "limit"])?;
+    let patient = params
+        .get("patientId")
+        .ok_or_else(|| ApiError::invalid("patientId", "is required"))?;
+    if !id::is_well_formed(patient) {
+        return Err(ApiError::invalid(
+            "patientId",
+            "must be a patient id such as pat_…",
+        ));
+    }
+    let since = match params.get("since") {
+        None => None,
+        Some(s) => Some(time::format(time::parse(s).ok_or_else(|| {
+            ApiError::invalid("since", "must be an RFC 3339 time")
+        })?)),
+    };
+    let limit = params.int("limit", 1000, 1, 10_000)? as u32;
+    let data = state
+        .store
+        .disclosures(auth.tenant(), patient, since.as_deref(), limit)
+        .await?;
+    Ok(Json(json!({ "data": data })))
+}

@@ -1,0 +1,279 @@
+//! Webhook endpoints and deliveries as the store keeps them (DESIGN.md §3.3,
+//! §3.4). The rules of what to send and when live in `eventflow-delivery`;
+//! here are the rows, and what the writer does with them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What is sent: the whole envelope, or ids only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadMode {
+    #[default]
+    Full,
+    Thin,
+}
+
+/// Whether events about one record reach the endpoint one at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Ordering {
+    #[default]
+    None,
+    Resource,
+}
+
+/// How deliveries are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Signing {
+    #[default]
+    Hmac,
+    Ed25519,
+}
+
+/// The settings of an endpoint a client chooses (the `config` column).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointConfig {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Event types and globs; empty: every event.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// A CEL expression over the envelope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    #[serde(default)]
+    pub payload: PayloadMode,
+    #[serde(default)]
+    pub ordering: Ordering,
+    /// Most deliveries per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
+    /// Sent with every delivery.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub signing: Signing,
+}
+
+/// One signing secret (`whsec_…` or, for Ed25519, `whsk_…`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredSecret {
+    pub secret: String,
+    pub created_at: String,
+    /// Set on the old secret by a rotation: it signs until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+impl std::fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSecret")
+            .field("secret", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// An endpoint row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointRow {
+    pub id: String,
+    pub tenant_id: String,
+    /// Bumped on every change.
+    pub revision: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub disabled: bool,
+    /// `manual`, `gone` (it answered 410) or `failing` (72 h of failures).
+    pub disabled_reason: Option<String>,
+    pub config: EndpointConfig,
+    /// Newest first.
+    pub secrets: Vec<StoredSecret>,
+    pub last_sequence: i64,
+    pub failure_streak: i64,
+    pub failing_since: Option<String>,
+}
+
+impl EndpointRow {
+    /// The secrets that still sign at `now` (a formatted timestamp).
+    pub fn active_secrets(&self, now: &str) -> impl Iterator<Item = &StoredSecret> {
+        self.secrets
+            .iter()
+            .filter(move |s| s.expires_at.as_deref().is_none_or(|e| e > now))
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(DeliveryStatus::Pending),
+            "succeeded" => Some(DeliveryStatus::Succeeded),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One attempt to deliver, as listed (DESIGN.md §9).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// 1, 2, …
+    pub attempt: i64,
+    pub at: String,
+    /// The response's status; null when none came (timeout, refused, …).
+    pub status_code: Option<u16>,
+    pub duration_ms: u64,
+    /// The first 4 KiB of the response body.
+    pub response_body: Option<String>,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+}
+
+/// A delivery: one event for one endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// `dlv_…`
+    pub id: String,
+    #[serde(skip)]
+    pub tenant_id: String,
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// The endpoint's gap-free number for the event.
+    pub endpoint_sequence: i64,
+    /// The event's sequence in the tenant's log.
+    pub event_sequence: i64,
+    #[serde(skip)]
+    pub resource_id: String,
+    /// `pending`, `succeeded` or `failed`.
+    #[schema(value_type = String, example = "pending")]
+    pub status: DeliveryStatus,
+    pub created_at: String,
+    pub updated_at: String,
+    /// When a pending delivery is next attempted.
+    pub next_attempt_at: Option<String>,
+    pub attempts: Vec<Attempt>,
+}
+
+/// A delivery a dispatcher holds a lease on, with what it needs to send it.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub delivery: Delivery,
+    /// The event; `None` when retention already removed it.
+    pub event: Option<std::sync::Arc<eventflow_model::Event>>,
+    /// The endpoint's revision when claimed, to refresh a cached copy.
+    pub endpoint_revision: i64,
+}
+
+/// A delivery just written by the writer, handed to this node's dispatcher
+/// at commit (already leased to this node).
+#[derive(Debug, Clone)]
+pub struct FreshDelivery {
+    pub delivery: Delivery,
+    pub event: std::sync::Arc<eventflow_model::Event>,
+    pub endpoint: std::sync::Arc<EndpointRow>,
+}
+
+/// What an attempt led to, decided by the dispatcher's policy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptVerdict {
+    Succeeded,
+    /// Failed; try again at this time.
+    RetryAt(jiff::Timestamp),
+    /// Failed, and retries are exhausted (72 h).
+    GiveUp,
+    /// The endpoint answered 410 Gone: it is disabled at once.
+    Gone,
+}
+
+/// The outcome of one attempt, for the writer to record.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub tenant_id: String,
+    pub delivery_id: String,
+    pub endpoint_id: String,
+    /// The node that made it; the record applies only while its lease holds.
+    pub node: String,
+    pub attempt: Attempt,
+    pub verdict: AttemptVerdict,
+}
+
+/// What recording an attempt did to the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recorded {
+    /// False when the lease had passed to another node (nothing recorded).
+    pub applied: bool,
+    /// Consecutive failures now.
+    pub failure_streak: i64,
+    /// The endpoint is disabled (now or before).
+    pub endpoint_disabled: bool,
+    /// This success closed an open circuit breaker.
+    pub recovered: bool,
+}
+
+/// Where a replay starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplayFrom {
+    /// Events with a sequence greater than this.
+    After(i64),
+    /// Events created at or after this time (formatted timestamp).
+    Since(String),
+}
+
+/// A successful delivery that carried a patient's data.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Disclosure {
+    pub delivery_id: String,
+    pub endpoint_id: String,
+    /// The endpoint's URL at the time of the listing.
+    pub endpoint_url: Option<String>,
+    pub event_id: String,
+    pub event_type: String,
+    pub patient_id: String,
+    /// When the receiver acknowledged it.
+    pub at: String,
+}
+
+/// Filters and paging of a delivery list.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryQuery {
+    pub status: Option<DeliveryStatus>,
+    pub limit: u32,
+    /// The id after which to continue (newest first: ids before it).
+    pub cursor: Option<String>,
+}
+
+/// Counts of deliveries by status, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub pending_due: i64,
+    pub pending_later: i64,
+    pub failed: i64,
+}

@@ -1,0 +1,455 @@
+//! The writer's side of the delivery queue: fan-out of each new event,
+//! endpoint changes, claims, attempt results, retries and replays. Every
+//! function runs inside the writer's group transaction (see `writer.rs`), so
+//! an attempt's result, the endpoint's failure count and the operational
+//! event they cause commit together.
+
+use eventflow_model::{Event, ResourceRef, id, time};
+use serde_json::{Value, json};
+
+use crate::delivery::{
+    AttemptRecord, AttemptVerdict, ClaimedDelivery, Delivery, DeliveryStatus, EndpointRow,
+    FreshDelivery, Ordering, Recorded, ReplayFrom,
+};
+use crate::error::{Result, StoreError};
+use crate::fanout::LEASE;
+use crate::queue::{NewDelivery, PAUSED, QueueConn, endpoint_json, patient_of};
+
+/// How long an endpoint may fail, all deliveries failing, before it is disabled.
+pub const DISABLE_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_hours(72);
+/// Consecutive failures that open an endpoint's circuit breaker.
+pub const BREAKER_THRESHOLD: i64 = 5;
+
+/// Writes a delivery for every endpoint the event matches. Called right
+/// after the event is inserted, inside the same transaction.
+pub(crate) async fn fan_out<C: QueueConn + ?Sized>(conn: &mut C, event: &Event) -> Result<()> {
+    let targets = conn.fanout().matching(event);
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let shared = std::sync::Arc::new(event.clone());
+    let patient = patient_of(event);
+    for endpoint in targets {
+        let endpoint_sequence = conn.next_endpoint_sequence(&endpoint.id).await?;
+        let hand_over = conn.fanout().hand_over(&endpoint);
+        let did = id::new_id("dlv");
+        let now = conn.fanout().now.clone();
+        let next_at = if hand_over {
+            conn.fanout().lease_until.clone()
+        } else {
+            now.clone()
+        };
+        let node = conn.fanout().node.clone();
+        conn.insert_delivery(&NewDelivery {
+            id: &did,
+            tenant_id: &event.tenant_id,
+            endpoint_id: &endpoint.id,
+            endpoint_sequence,
+            event,
+            patient_id: patient.as_deref(),
+            ordered: endpoint.config.ordering == Ordering::Resource,
+            now: &now,
+            next_at: &next_at,
+            lease_owner: hand_over.then_some(node.as_str()),
+        })
+        .await?;
+        if hand_over {
+            conn.fanout().push_fresh(FreshDelivery {
+                delivery: Delivery {
+                    id: did,
+                    tenant_id: event.tenant_id.clone(),
+                    endpoint_id: endpoint.id.clone(),
+                    event_id: event.id.clone(),
+                    event_type: event.event_type.clone(),
+                    endpoint_sequence,
+                    event_sequence: event.sequence,
+                    resource_id: event.resource.id.clone(),
+                    status: DeliveryStatus::Pending,
+                    created_at: now.clone(),
+                    updated_at: now,
+                    next_attempt_at: None,
+                    attempts: Vec::new(),
+                },
+                event: shared.clone(),
+                endpoint,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Appends an operational event (`endpoint.disabled`, `delivery.failed`,
+/// `delivery.recovered`) to the tenant's log, fanned out like any other.
+/// Returns its sequence.
+async fn operational_event<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    tenant: &str,
+    event_type: &str,
+    resource: ResourceRef,
+    data: Value,
+) -> Result<i64> {
+    let sequence = conn.next_sequence(tenant).await?;
+    let event = Event {
+        id: id::new_id("evt"),
+        event_type: event_type.to_string(),
+        sequence,
+        created_at: conn.fanout().now.clone(),
+        tenant_id: tenant.to_string(),
+        resource,
+        data: match data {
+            Value::Object(o) => o,
+            _ => eventflow_model::Object::new(),
+        },
+        previous: None,
+    };
+    conn.insert_event(&event).await?;
+    fan_out(conn, &event).await?;
+    metrics::counter!("eventflow_events_total", "type" => event_type.to_string()).increment(1);
+    Ok(sequence)
+}
+
+fn delivery_data(d: &Delivery) -> Value {
+    let last = d.attempts.last();
+    json!({
+        "id": d.id,
+        "endpointId": d.endpoint_id,
+        "eventId": d.event_id,
+        "eventType": d.event_type,
+        "endpointSequence": d.endpoint_sequence,
+        "status": d.status,
+        "attemptCount": d.attempts.len(),
+        "lastStatusCode": last.and_then(|a| a.status_code),
+        "lastError": last.and_then(|a| a.error.clone()),
+    })
+}
+
+fn delivery_ref(d: &Delivery) -> ResourceRef {
+    ResourceRef {
+        resource_type: "delivery".into(),
+        id: d.id.clone(),
+        version: d.attempts.len() as i64,
+    }
+}
+
+/// A change to an endpoint, as the API asks for it.
+#[derive(Debug, Clone)]
+pub enum EndpointChange {
+    Create(Box<EndpointRow>),
+    /// The new state of an existing endpoint, built from the revision in
+    /// `expected`. Re-enabling resets its failures and resumes its deliveries.
+    Update {
+        row: Box<EndpointRow>,
+        expected: i64,
+    },
+    Delete {
+        tenant: String,
+        id: String,
+    },
+}
+
+/// Applies an endpoint change; `Ok(None)` when the endpoint does not exist
+/// (or changed meanwhile: the caller reads it again and retries).
+pub(crate) async fn change_endpoint<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    change: &EndpointChange,
+) -> Result<Option<EndpointRow>> {
+    let now = conn.fanout().now.clone();
+    match change {
+        EndpointChange::Create(row) => {
+            conn.insert_endpoint(row).await?;
+            conn.bump_endpoints_version(&row.tenant_id).await?;
+            Ok(Some((**row).clone()))
+        }
+        EndpointChange::Update { row, expected } => {
+            let Some(before) = conn.endpoint(&row.tenant_id, &row.id).await? else {
+                return Ok(None);
+            };
+            if before.revision != *expected {
+                return Err(StoreError::Conflict(
+                    "the endpoint changed meanwhile; read it again".into(),
+                ));
+            }
+            if !conn.update_endpoint(row, *expected).await? {
+                return Ok(None);
+            }
+            if before.disabled && !row.disabled {
+                conn.reset_failures(&row.id).await?;
+                conn.reschedule_pending(&row.id, &now, &now).await?;
+            } else if !before.disabled && row.disabled {
+                conn.reschedule_pending(&row.id, PAUSED, &now).await?;
+            }
+            conn.bump_endpoints_version(&row.tenant_id).await?;
+            conn.endpoint(&row.tenant_id, &row.id).await
+        }
+        EndpointChange::Delete { tenant, id } => {
+            let Some(before) = conn.endpoint(tenant, id).await? else {
+                return Ok(None);
+            };
+            conn.soft_delete_endpoint(tenant, id, &now).await?;
+            // Its waiting deliveries will never go; they stay listed as paused.
+            conn.reschedule_pending(id, PAUSED, &now).await?;
+            conn.bump_endpoints_version(tenant).await?;
+            Ok(Some(before))
+        }
+    }
+}
+
+/// Leases up to `limit` due deliveries to `node`.
+pub(crate) async fn claim<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    node: &str,
+    limit: i64,
+) -> Result<Vec<ClaimedDelivery>> {
+    let now = conn.fanout().now.clone();
+    let until = conn.fanout().lease_until.clone();
+    let due = conn.due(&now, limit).await?;
+    let mut out = Vec::with_capacity(due.len());
+    for (delivery, endpoint_revision, body) in due {
+        conn.lease(&delivery.id, node, &until).await?;
+        let event = match body {
+            Some(b) => Some(std::sync::Arc::new(crate::sql::parse_event(&b)?)),
+            None => None,
+        };
+        out.push(ClaimedDelivery {
+            delivery,
+            event,
+            endpoint_revision,
+        });
+    }
+    Ok(out)
+}
+
+/// Gives leased deliveries back, due again at `next_at` (no attempt made).
+pub(crate) async fn release<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    ids: &[String],
+    node: &str,
+    next_at: &str,
+) -> Result<()> {
+    let now = conn.fanout().now.clone();
+    for id in ids {
+        conn.release(id, node, next_at, &now).await?;
+    }
+    Ok(())
+}
+
+/// Records an attempt: the delivery's new state, the endpoint's failure
+/// streak, and the operational events they cause. Returns what happened and
+/// the largest event sequence written.
+pub(crate) async fn record_attempt<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    rec: &AttemptRecord,
+) -> Result<(Recorded, Option<i64>)> {
+    let now = conn.fanout().now.clone();
+    let Some((mut d, owner)) = conn
+        .delivery(Some(&rec.tenant_id), &rec.delivery_id)
+        .await?
+    else {
+        return Ok((Recorded::default(), None));
+    };
+    if owner.as_deref() != Some(rec.node.as_str()) || d.status != DeliveryStatus::Pending {
+        // The lease passed to another node (or a person retried it): what
+        // that node records counts, not this.
+        return Ok((Recorded::default(), None));
+    }
+    let mut last_sequence = None;
+    let mut recorded = Recorded {
+        applied: true,
+        ..Recorded::default()
+    };
+    d.attempts.push(rec.attempt.clone());
+    d.updated_at = now.clone();
+    match &rec.verdict {
+        AttemptVerdict::Succeeded => {
+            d.status = DeliveryStatus::Succeeded;
+            conn.update_delivery(&d, None, Some(&now)).await?;
+            let streak = conn.endpoint_succeeded(&rec.endpoint_id).await?;
+            if streak >= BREAKER_THRESHOLD {
+                recorded.recovered = true;
+                // The breaker closes: the backlog held back drains now.
+                conn.drain(&rec.endpoint_id, &now).await?;
+                conn.fanout().unleased = true;
+                let mut data = delivery_data(&d);
+                data["failuresBefore"] = json!(streak);
+                let seq = operational_event(
+                    conn,
+                    &rec.tenant_id,
+                    "delivery.recovered",
+                    delivery_ref(&d),
+                    data,
+                )
+                .await?;
+                last_sequence = Some(seq);
+            }
+            return Ok((recorded, last_sequence));
+        }
+        AttemptVerdict::RetryAt(at) => {
+            let at = time::format(*at);
+            conn.update_delivery(&d, Some(&at), None).await?;
+        }
+        AttemptVerdict::Gone => {
+            // Waits, paused, for the endpoint to be enabled again.
+            conn.update_delivery(&d, Some(PAUSED), None).await?;
+        }
+        AttemptVerdict::GiveUp => {
+            d.status = DeliveryStatus::Failed;
+            conn.update_delivery(&d, None, None).await?;
+            // Not for an operational event's own delivery: a failing
+            // endpoint subscribed to `delivery.failed` would feed itself.
+            if !eventflow_model::event::is_operational(&d.event_type) {
+                let seq = operational_event(
+                    conn,
+                    &rec.tenant_id,
+                    "delivery.failed",
+                    delivery_ref(&d),
+                    delivery_data(&d),
+                )
+                .await?;
+                last_sequence = Some(seq);
+            }
+        }
+    }
+    let Some((streak, failing_since, disabled)) =
+        conn.endpoint_failed(&rec.endpoint_id, &now).await?
+    else {
+        return Ok((recorded, last_sequence));
+    };
+    recorded.failure_streak = streak;
+    recorded.endpoint_disabled = disabled;
+    if disabled {
+        return Ok((recorded, last_sequence));
+    }
+    let failing_long = failing_since
+        .as_deref()
+        .and_then(time::parse)
+        .zip(time::parse(&now))
+        .is_some_and(|(since, now)| since + DISABLE_AFTER <= now);
+    // A delivery that gave up has failed for 72 h; if the endpoint has
+    // not succeeded since that delivery's first attempt, all its deliveries
+    // failed for as long.
+    let failing_since_first = matches!(rec.verdict, AttemptVerdict::GiveUp)
+        && failing_since
+            .as_deref()
+            .zip(d.attempts.first().map(|a| a.at.as_str()))
+            .is_some_and(|(since, first)| since <= first);
+    let reason = match rec.verdict {
+        AttemptVerdict::Gone => Some("gone"),
+        _ if failing_long || failing_since_first => Some("failing"),
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        conn.disable_endpoint(&rec.endpoint_id, reason, &now)
+            .await?;
+        conn.reschedule_pending(&rec.endpoint_id, PAUSED, &now)
+            .await?;
+        conn.bump_endpoints_version(&rec.tenant_id).await?;
+        recorded.endpoint_disabled = true;
+        if let Some(row) = conn.endpoint(&rec.tenant_id, &rec.endpoint_id).await? {
+            let seq = operational_event(
+                conn,
+                &rec.tenant_id,
+                "endpoint.disabled",
+                ResourceRef {
+                    resource_type: "endpoint".into(),
+                    id: row.id.clone(),
+                    version: row.revision,
+                },
+                endpoint_json(&row, false),
+            )
+            .await?;
+            last_sequence = Some(seq);
+        }
+    }
+    Ok((recorded, last_sequence))
+}
+
+/// Queues a delivery again now (whatever its status). `None`: no such delivery.
+pub(crate) async fn retry<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<Delivery>> {
+    let now = conn.fanout().now.clone();
+    let Some((mut d, _)) = conn.delivery(Some(tenant), id).await? else {
+        return Ok(None);
+    };
+    d.status = DeliveryStatus::Pending;
+    d.updated_at = now.clone();
+    conn.update_delivery(&d, Some(&now), None).await?;
+    d.next_attempt_at = Some(now);
+    Ok(Some(d))
+}
+
+/// Most events one replay reads.
+pub const MAX_REPLAY: usize = 100_000;
+
+/// Queues again every event since `from` that the endpoint matches now:
+/// a delivery it already has is made due now (keeping its
+/// `endpointSequence`); an event it had no delivery for gets a new one,
+/// numbered after the endpoint's last. Returns how many were queued.
+pub(crate) async fn replay<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    tenant: &str,
+    endpoint_id: &str,
+    from: &ReplayFrom,
+) -> Result<Option<u64>> {
+    let now = conn.fanout().now.clone();
+    let Some(row) = conn.endpoint(tenant, endpoint_id).await? else {
+        return Ok(None);
+    };
+    let matcher = crate::fanout::Matcher::new(row);
+    let (mut after, since) = match from {
+        ReplayFrom::After(seq) => (*seq, None),
+        ReplayFrom::Since(t) => (0, Some(t.as_str())),
+    };
+    let mut queued = 0u64;
+    let mut read = 0usize;
+    loop {
+        let events = conn.events_from(tenant, after, since, 500).await?;
+        let Some(last) = events.last() else { break };
+        after = last.sequence;
+        read += events.len();
+        for event in &events {
+            if !matcher.matches_event(event) {
+                continue;
+            }
+            queued += 1;
+            match conn.delivery_for_event(endpoint_id, event.sequence).await? {
+                Some(mut d) => {
+                    d.status = DeliveryStatus::Pending;
+                    d.updated_at = now.clone();
+                    conn.update_delivery(&d, Some(&now), None).await?;
+                }
+                None => {
+                    let endpoint_sequence = conn.next_endpoint_sequence(endpoint_id).await?;
+                    let patient = patient_of(event);
+                    conn.insert_delivery(&NewDelivery {
+                        id: &id::new_id("dlv"),
+                        tenant_id: tenant,
+                        endpoint_id,
+                        endpoint_sequence,
+                        event,
+                        patient_id: patient.as_deref(),
+                        ordered: matcher.ordered(),
+                        now: &now,
+                        next_at: &now,
+                        lease_owner: None,
+                    })
+                    .await?;
+                }
+            }
+        }
+        if read >= MAX_REPLAY {
+            break;
+        }
+    }
+    if matcher.row.disabled && queued > 0 {
+        conn.reschedule_pending(endpoint_id, PAUSED, &now).await?;
+    }
+    Ok(Some(queued))
+}
+
+/// How long a fresh lease lasts, for the dispatcher's bookkeeping.
+pub fn lease() -> jiff::SignedDuration {
+    LEASE
+}

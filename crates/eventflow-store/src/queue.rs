@@ -1,0 +1,557 @@
+//! The delivery queue's SQL, written once for both backends (like `sql.rs`):
+//! endpoint changes, fan-out inserts, claims with leases, attempt results,
+//! retries and replays — everything the writer runs — and the reads the API
+//! lists endpoints and deliveries with.
+//!
+//! A pending delivery is due when `next_at <= now`. Taking one (a claim, or
+//! the hand-over of a fresh one to this node's dispatcher) leases it to the
+//! node and moves `next_at` to the lease's end: should the node die, the
+//! delivery is simply due again then, for any node. Deliveries of a disabled
+//! endpoint wait with `next_at` = [`PAUSED`] and resume when it is enabled.
+
+use eventflow_model::Object;
+use serde_json::{Value, json};
+
+use crate::delivery::{EndpointRow, Signing};
+
+/// `next_at` of the deliveries of a disabled endpoint: never due.
+pub const PAUSED: &str = "9999-12-31T23:59:59.999Z";
+
+/// The columns every delivery read selects, in [`delivery_from_row`] order.
+pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.tenant_id, d.endpoint_id, d.endpoint_sequence, \
+     d.event_sequence, d.event_id, d.event_type, d.resource_id, d.status, d.created_at, d.updated_at, \
+     d.next_at, d.attempts";
+
+/// The columns every endpoint read selects, in `endpoint_from_row` order.
+pub(crate) const ENDPOINT_COLUMNS: &str = "id, tenant_id, revision, created_at, updated_at, disabled, \
+     disabled_reason, config, secrets, last_sequence, failure_streak, failing_since";
+
+/// The patient whose data an event carries: the record itself for a
+/// patient, else its `patientId`.
+pub fn patient_of(event: &eventflow_model::Event) -> Option<String> {
+    if event.resource.resource_type == "patient" {
+        return Some(event.resource.id.clone());
+    }
+    event
+        .data
+        .get("patientId")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// An endpoint as the API shows it (never its secrets). `headers` may hold
+/// credentials for the receiver, so the copy in an operational event leaves
+/// them out.
+pub fn endpoint_json(row: &EndpointRow, with_headers: bool) -> Value {
+    let c = &row.config;
+    let mut o = Object::new();
+    o.insert("id".into(), json!(row.id));
+    o.insert("url".into(), json!(c.url));
+    o.insert("description".into(), json!(c.description));
+    o.insert("eventTypes".into(), json!(c.event_types));
+    o.insert("filter".into(), json!(c.filter));
+    o.insert("payload".into(), json!(c.payload));
+    o.insert("ordering".into(), json!(c.ordering));
+    o.insert("rateLimit".into(), json!(c.rate_limit));
+    if with_headers {
+        o.insert("headers".into(), json!(c.headers));
+    }
+    o.insert("signing".into(), json!(c.signing));
+    if c.signing == Signing::Ed25519
+        && let Some(key) = row
+            .secrets
+            .first()
+            .and_then(|s| eventflow_webhook::Ed25519Key::parse(&s.secret).ok())
+    {
+        o.insert("publicKey".into(), json!(key.public_key().to_string()));
+    }
+    o.insert("disabled".into(), json!(row.disabled));
+    o.insert("disabledReason".into(), json!(row.disabled_reason));
+    o.insert("failureStreak".into(), json!(row.failure_streak));
+    o.insert("createdAt".into(), json!(row.created_at));
+    o.insert("updatedAt".into(), json!(row.updated_at));
+    Value::Object(o)
+}
+
+/// Row decoding for a backend's row type.
+macro_rules! impl_rows {
+    ($row:ty) => {
+        pub(crate) fn delivery_from_row(
+            row: &$row,
+        ) -> crate::error::Result<crate::delivery::Delivery> {
+            use sqlx::Row;
+            let status: &str = row.get(8);
+            Ok(crate::delivery::Delivery {
+                id: row.get(0),
+                tenant_id: row.get(1),
+                endpoint_id: row.get(2),
+                endpoint_sequence: row.get(3),
+                event_sequence: row.get(4),
+                event_id: row.get(5),
+                event_type: row.get(6),
+                resource_id: row.get(7),
+                status: crate::delivery::DeliveryStatus::parse(status)
+                    .ok_or_else(|| crate::error::StoreError::corrupt("delivery status"))?,
+                created_at: row.get(9),
+                updated_at: row.get(10),
+                next_attempt_at: row
+                    .get::<Option<String>, _>(11)
+                    .filter(|n| status == "pending" && n.as_str() != crate::queue::PAUSED),
+                attempts: serde_json::from_str(row.get::<&str, _>(12))
+                    .map_err(|_| crate::error::StoreError::corrupt("delivery attempts"))?,
+            })
+        }
+
+        pub(crate) fn endpoint_from_row(
+            row: &$row,
+        ) -> crate::error::Result<crate::delivery::EndpointRow> {
+            use sqlx::Row;
+            Ok(crate::delivery::EndpointRow {
+                id: row.get(0),
+                tenant_id: row.get(1),
+                revision: row.get(2),
+                created_at: row.get(3),
+                updated_at: row.get(4),
+                disabled: row.get::<i64, _>(5) != 0,
+                disabled_reason: row.get(6),
+                config: serde_json::from_str(row.get::<&str, _>(7))
+                    .map_err(|_| crate::error::StoreError::corrupt("endpoint config"))?,
+                secrets: serde_json::from_str(row.get::<&str, _>(8))
+                    .map_err(|_| crate::error::StoreError::corrupt("endpoint secrets"))?,
+                last_sequence: row.get(9),
+                failure_streak: row.get(10),
+                failing_since: row.get(11),
+            })
+        }
+    };
+}
+
+pub(crate) mod sqlite_rows {
+    impl_rows!(sqlx::sqlite::SqliteRow);
+}
+pub(crate) mod pg_rows {
+    impl_rows!(sqlx::postgres::PgRow);
+}
+
+/// A delivery to insert at fan-out or replay.
+#[derive(Debug, Clone)]
+pub(crate) struct NewDelivery<'a> {
+    pub id: &'a str,
+    pub tenant_id: &'a str,
+    pub endpoint_id: &'a str,
+    pub endpoint_sequence: i64,
+    pub event: &'a eventflow_model::Event,
+    pub patient_id: Option<&'a str>,
+    pub ordered: bool,
+    pub now: &'a str,
+    pub next_at: &'a str,
+    pub lease_owner: Option<&'a str>,
+}
+
+/// What the writer's connection does for the delivery queue, inside the
+/// group's transaction. The rules using these live in [`crate::dispatch`]
+/// (the writer's side of delivery); here is only SQL.
+#[async_trait::async_trait]
+pub(crate) trait QueueConn: crate::ops::RecordTx {
+    fn fanout(&mut self) -> &mut crate::fanout::Fanout;
+    /// Live (not deleted) endpoints of a tenant, enabled or not.
+    async fn load_endpoints(&mut self, tenant: &str) -> crate::Result<Vec<EndpointRow>>;
+    async fn endpoint(&mut self, tenant: &str, id: &str) -> crate::Result<Option<EndpointRow>>;
+    async fn insert_endpoint(&mut self, row: &EndpointRow) -> crate::Result<()>;
+    /// Writes the client's settings, secrets and disabled state; `false`
+    /// when the revision is not `expected` (a concurrent change).
+    async fn update_endpoint(&mut self, row: &EndpointRow, expected: i64) -> crate::Result<bool>;
+    async fn reset_failures(&mut self, id: &str) -> crate::Result<()>;
+    async fn bump_endpoints_version(&mut self, tenant: &str) -> crate::Result<()>;
+    async fn soft_delete_endpoint(
+        &mut self,
+        tenant: &str,
+        id: &str,
+        now: &str,
+    ) -> crate::Result<bool>;
+    /// Moves the due time of every pending delivery of an endpoint.
+    async fn reschedule_pending(
+        &mut self,
+        endpoint_id: &str,
+        next_at: &str,
+        now: &str,
+    ) -> crate::Result<u64>;
+    /// Makes the endpoint's waiting (unleased) deliveries due now.
+    async fn drain(&mut self, endpoint_id: &str, now: &str) -> crate::Result<u64>;
+    async fn next_endpoint_sequence(&mut self, endpoint_id: &str) -> crate::Result<i64>;
+    async fn insert_delivery(&mut self, d: &NewDelivery<'_>) -> crate::Result<()>;
+    /// Due deliveries of enabled endpoints, oldest due first, locked (and on
+    /// PostgreSQL skipping rows other nodes hold), with the endpoint's
+    /// revision and the event's body.
+    async fn due(
+        &mut self,
+        now: &str,
+        limit: i64,
+    ) -> crate::Result<Vec<(crate::delivery::Delivery, i64, Option<String>)>>;
+    async fn lease(&mut self, id: &str, node: &str, until: &str) -> crate::Result<()>;
+    async fn release(
+        &mut self,
+        id: &str,
+        node: &str,
+        next_at: &str,
+        now: &str,
+    ) -> crate::Result<()>;
+    /// A delivery and its lease owner, locked.
+    async fn delivery(
+        &mut self,
+        tenant: Option<&str>,
+        id: &str,
+    ) -> crate::Result<Option<(crate::delivery::Delivery, Option<String>)>>;
+    async fn delivery_for_event(
+        &mut self,
+        endpoint_id: &str,
+        event_sequence: i64,
+    ) -> crate::Result<Option<crate::delivery::Delivery>>;
+    /// Writes status, attempts and due time; clears the lease.
+    async fn update_delivery(
+        &mut self,
+        d: &crate::delivery::Delivery,
+        next_at: Option<&str>,
+        succeeded_at: Option<&str>,
+    ) -> crate::Result<()>;
+    /// Counts a failure: the new streak, since when the endpoint fails, and
+    /// whether it is disabled.
+    async fn endpoint_failed(
+        &mut self,
+        id: &str,
+        now: &str,
+    ) -> crate::Result<Option<(i64, Option<String>, bool)>>;
+    /// Ends a failure streak; returns the streak it ended (0: none).
+    async fn endpoint_succeeded(&mut self, id: &str) -> crate::Result<i64>;
+    async fn disable_endpoint(&mut self, id: &str, reason: &str, now: &str) -> crate::Result<()>;
+    /// Events of a tenant in sequence order, for a replay.
+    async fn events_from(
+        &mut self,
+        tenant: &str,
+        after: i64,
+        since: Option<&str>,
+        limit: i64,
+    ) -> crate::Result<Vec<eventflow_model::Event>>;
+}
+
+macro_rules! impl_queue_conn {
+    ($conn:ty, rows: $rows:path, lock_due: $lock_due:expr $(,)?) => {
+        const _: () = {
+            use async_trait::async_trait;
+            use sqlx::Row;
+            use $rows as rows;
+
+            use crate::delivery::{Delivery, EndpointRow};
+            use crate::error::{Result, StoreError};
+            use crate::queue::{DELIVERY_COLUMNS, ENDPOINT_COLUMNS, NewDelivery, QueueConn};
+            use crate::sql::json_text;
+
+            #[async_trait]
+            impl QueueConn for $conn {
+                fn fanout(&mut self) -> &mut crate::fanout::Fanout {
+                    &mut self.fanout
+                }
+
+                async fn load_endpoints(&mut self, tenant: &str) -> Result<Vec<EndpointRow>> {
+                    let sql = format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY id"
+                    );
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(tenant)
+                        .fetch_all(&mut self.conn)
+                        .await?;
+                    rows.iter().map(rows::endpoint_from_row).collect()
+                }
+
+                async fn endpoint(&mut self, tenant: &str, id: &str) -> Result<Option<EndpointRow>> {
+                    let sql = format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"
+                    );
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(tenant)
+                        .bind(id)
+                        .fetch_optional(&mut self.conn)
+                        .await?;
+                    row.as_ref().map(rows::endpoint_from_row).transpose()
+                }
+
+                async fn insert_endpoint(&mut self, r: &EndpointRow) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO endpoints (id, tenant_id, revision, created_at, updated_at, disabled, \
+                         disabled_reason, config, secrets) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(&r.id)
+                    .bind(&r.tenant_id)
+                    .bind(r.revision)
+                    .bind(&r.created_at)
+                    .bind(&r.updated_at)
+                    .bind(i64::from(r.disabled))
+                    .bind(&r.disabled_reason)
+                    .bind(json_text(&r.config)?)
+                    .bind(json_text(&r.secrets)?)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn update_endpoint(&mut self, r: &EndpointRow, expected: i64) -> Result<bool> {
+                    let done = sqlx::query(
+                        "UPDATE endpoints SET revision = $1, updated_at = $2, disabled = $3, disabled_reason = $4, \
+                         config = $5, secrets = $6 WHERE id = $7 AND tenant_id = $8 AND revision = $9 AND deleted_at IS NULL",
+                    )
+                    .bind(r.revision)
+                    .bind(&r.updated_at)
+                    .bind(i64::from(r.disabled))
+                    .bind(&r.disabled_reason)
+                    .bind(json_text(&r.config)?)
+                    .bind(json_text(&r.secrets)?)
+                    .bind(&r.id)
+                    .bind(&r.tenant_id)
+                    .bind(expected)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn reset_failures(&mut self, id: &str) -> Result<()> {
+                    sqlx::query("UPDATE endpoints SET failure_streak = 0, failing_since = NULL WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut self.conn)
+                        .await?;
+                    Ok(())
+                }
+
+                async fn bump_endpoints_version(&mut self, tenant: &str) -> Result<()> {
+                    sqlx::query("UPDATE tenants SET endpoints_version = endpoints_version + 1 WHERE id = $1")
+                        .bind(tenant)
+                        .execute(&mut self.conn)
+                        .await?;
+                    Ok(())
+                }
+
+                async fn soft_delete_endpoint(&mut self, tenant: &str, id: &str, now: &str) -> Result<bool> {
+                    let done = sqlx::query(
+                        "UPDATE endpoints SET deleted_at = $1, disabled = 1, revision = revision + 1, updated_at = $1 \
+                         WHERE id = $2 AND tenant_id = $3 AND deleted_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .bind(tenant)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn reschedule_pending(&mut self, endpoint_id: &str, next_at: &str, now: &str) -> Result<u64> {
+                    let done = sqlx::query(
+                        "UPDATE deliveries SET next_at = $1, updated_at = $2, lease_owner = NULL, lease_until = NULL \
+                         WHERE endpoint_id = $3 AND status = 'pending'",
+                    )
+                    .bind(next_at)
+                    .bind(now)
+                    .bind(endpoint_id)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(done.rows_affected())
+                }
+
+                async fn drain(&mut self, endpoint_id: &str, now: &str) -> Result<u64> {
+                    let done = sqlx::query(
+                        "UPDATE deliveries SET next_at = $1, updated_at = $1 \
+                         WHERE endpoint_id = $2 AND status = 'pending' AND lease_owner IS NULL AND next_at > $1",
+                    )
+                    .bind(now)
+                    .bind(endpoint_id)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(done.rows_affected())
+                }
+
+                async fn next_endpoint_sequence(&mut self, endpoint_id: &str) -> Result<i64> {
+                    let row = sqlx::query(
+                        "UPDATE endpoints SET last_sequence = last_sequence + 1 WHERE id = $1 RETURNING last_sequence",
+                    )
+                    .bind(endpoint_id)
+                    .fetch_optional(&mut self.conn)
+                    .await?;
+                    row.map(|r| r.get(0))
+                        .ok_or_else(|| StoreError::corrupt("the endpoint row is missing"))
+                }
+
+                async fn insert_delivery(&mut self, d: &NewDelivery<'_>) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO deliveries (id, tenant_id, endpoint_id, endpoint_sequence, event_sequence, event_id, \
+                         event_type, resource_id, patient_id, ordered, status, created_at, updated_at, next_at, \
+                         lease_owner, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11, $11, $12, $13, $14)",
+                    )
+                    .bind(d.id)
+                    .bind(d.tenant_id)
+                    .bind(d.endpoint_id)
+                    .bind(d.endpoint_sequence)
+                    .bind(d.event.sequence)
+                    .bind(&d.event.id)
+                    .bind(&d.event.event_type)
+                    .bind(&d.event.resource.id)
+                    .bind(d.patient_id)
+                    .bind(i64::from(d.ordered))
+                    .bind(d.now)
+                    .bind(d.next_at)
+                    .bind(d.lease_owner)
+                    .bind(d.lease_owner.map(|_| d.next_at))
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn due(&mut self, now: &str, limit: i64) -> Result<Vec<(Delivery, i64, Option<String>)>> {
+                    let lock: &str = $lock_due;
+                    let sql = format!(
+                        "SELECT {DELIVERY_COLUMNS}, e.revision, ev.body FROM deliveries d \
+                         JOIN endpoints e ON e.id = d.endpoint_id \
+                         LEFT JOIN events ev ON ev.tenant_id = d.tenant_id AND ev.sequence = d.event_sequence \
+                         WHERE d.status = 'pending' AND d.next_at <= $1 AND e.disabled = 0 AND e.deleted_at IS NULL \
+                         AND (d.ordered = 0 OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.endpoint_id = d.endpoint_id \
+                         AND p.resource_id = d.resource_id AND p.status = 'pending' AND p.ordered = 1 \
+                         AND p.endpoint_sequence < d.endpoint_sequence)) \
+                         ORDER BY d.next_at LIMIT $2{lock}"
+                    );
+                    let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(now)
+                        .bind(limit)
+                        .fetch_all(&mut self.conn)
+                        .await?;
+                    found
+                        .iter()
+                        .map(|r| Ok((rows::delivery_from_row(r)?, r.get(13), r.get(14))))
+                        .collect()
+                }
+
+                async fn lease(&mut self, id: &str, node: &str, until: &str) -> Result<()> {
+                    sqlx::query("UPDATE deliveries SET lease_owner = $1, lease_until = $2, next_at = $2 WHERE id = $3")
+                        .bind(node)
+                        .bind(until)
+                        .bind(id)
+                        .execute(&mut self.conn)
+                        .await?;
+                    Ok(())
+                }
+
+                async fn release(&mut self, id: &str, node: &str, next_at: &str, now: &str) -> Result<()> {
+                    sqlx::query(
+                        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, next_at = $1, updated_at = $2 \
+                         WHERE id = $3 AND lease_owner = $4 AND status = 'pending'",
+                    )
+                    .bind(next_at)
+                    .bind(now)
+                    .bind(id)
+                    .bind(node)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn delivery(&mut self, tenant: Option<&str>, id: &str) -> Result<Option<(Delivery, Option<String>)>> {
+                    let sql = format!(
+                        "SELECT {DELIVERY_COLUMNS}, d.lease_owner FROM deliveries d WHERE d.id = $1 AND ($2 IS NULL OR d.tenant_id = $2)"
+                    );
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(id)
+                        .bind(tenant)
+                        .fetch_optional(&mut self.conn)
+                        .await?;
+                    row.map(|r| Ok((rows::delivery_from_row(&r)?, r.get(13)))).transpose()
+                }
+
+                async fn delivery_for_event(&mut self, endpoint_id: &str, event_sequence: i64) -> Result<Option<Delivery>> {
+                    let sql = format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.endpoint_id = $1 AND d.event_sequence = $2 \
+                         ORDER BY d.endpoint_sequence DESC LIMIT 1"
+                    );
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(endpoint_id)
+                        .bind(event_sequence)
+                        .fetch_optional(&mut self.conn)
+                        .await?;
+                    row.as_ref().map(rows::delivery_from_row).transpose()
+                }
+
+                async fn update_delivery(&mut self, d: &Delivery, next_at: Option<&str>, succeeded_at: Option<&str>) -> Result<()> {
+                    sqlx::query(
+                        "UPDATE deliveries SET status = $1, updated_at = $2, next_at = $3, attempt_count = $4, \
+                         attempts = $5, succeeded_at = COALESCE($6, succeeded_at), lease_owner = NULL, lease_until = NULL \
+                         WHERE id = $7",
+                    )
+                    .bind(d.status.as_str())
+                    .bind(&d.updated_at)
+                    .bind(next_at)
+                    .bind(d.attempts.len() as i64)
+                    .bind(json_text(&d.attempts)?)
+                    .bind(succeeded_at)
+                    .bind(&d.id)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn endpoint_failed(&mut self, id: &str, now: &str) -> Result<Option<(i64, Option<String>, bool)>> {
+                    let row = sqlx::query(
+                        "UPDATE endpoints SET failure_streak = failure_streak + 1, failing_since = COALESCE(failing_since, $1) \
+                         WHERE id = $2 RETURNING failure_streak, failing_since, disabled",
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .fetch_optional(&mut self.conn)
+                    .await?;
+                    Ok(row.map(|r| (r.get(0), r.get(1), r.get::<i64, _>(2) != 0)))
+                }
+
+                async fn endpoint_succeeded(&mut self, id: &str) -> Result<i64> {
+                    let row = sqlx::query("SELECT failure_streak FROM endpoints WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut self.conn)
+                        .await?;
+                    let streak: i64 = row.map(|r| r.get(0)).unwrap_or(0);
+                    if streak > 0 {
+                        self.reset_failures(id).await?;
+                    }
+                    Ok(streak)
+                }
+
+                async fn disable_endpoint(&mut self, id: &str, reason: &str, now: &str) -> Result<()> {
+                    sqlx::query(
+                        "UPDATE endpoints SET disabled = 1, disabled_reason = $1, revision = revision + 1, updated_at = $2 \
+                         WHERE id = $3",
+                    )
+                    .bind(reason)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn events_from(
+                    &mut self,
+                    tenant: &str,
+                    after: i64,
+                    since: Option<&str>,
+                    limit: i64,
+                ) -> Result<Vec<eventflow_model::Event>> {
+                    let rows = sqlx::query(
+                        "SELECT body FROM events WHERE tenant_id = $1 AND sequence > $2 AND ($3 IS NULL OR created_at >= $3) \
+                         ORDER BY sequence LIMIT $4",
+                    )
+                    .bind(tenant)
+                    .bind(after)
+                    .bind(since)
+                    .bind(limit)
+                    .fetch_all(&mut self.conn)
+                    .await?;
+                    rows.iter().map(|r| crate::sql::parse_event(r.get::<&str, _>(0))).collect()
+                }
+            }
+        };
+    };
+}
+
+pub(crate) use impl_queue_conn;

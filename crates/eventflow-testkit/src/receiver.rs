@@ -1,0 +1,228 @@
+//! A webhook receiver for tests: a real HTTP/1.1 server on loopback (keep-
+//! alive, `Content-Length` bodies) that records every request and answers as
+//! told — any status, 429/503 with `Retry-After`, a hang past the timeout,
+//! or a dropped connection.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+/// How the receiver answers a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// This status, with a short body.
+    Status(u16),
+    /// This status and body.
+    Body(u16, String),
+    /// 429 or 503 with this `Retry-After` value.
+    RetryAfter(u16, String),
+    /// Never answers (the client's timeout fires).
+    Hang,
+    /// Closes the connection without a response.
+    Drop,
+}
+
+/// A request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    /// Lowercase names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    received: Mutex<Vec<Received>>,
+    script: Mutex<VecDeque<Answer>>,
+    default: Mutex<Answer>,
+    arrived: Notify,
+}
+
+/// The receiver; stops when dropped.
+#[derive(Debug)]
+pub struct Receiver {
+    port: u16,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Receiver {
+    /// Starts a receiver answering 200 to everything.
+    pub async fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let port = listener.local_addr().expect("addr").port();
+        let state = Arc::new(State {
+            received: Mutex::new(Vec::new()),
+            script: Mutex::new(VecDeque::new()),
+            default: Mutex::new(Answer::Status(200)),
+            arrived: Notify::new(),
+        });
+        let s = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve(stream, s.clone()));
+            }
+        });
+        Receiver { port, state, task }
+    }
+
+    /// `http://127.0.0.1:{port}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Answers every later request so (after any scripted replies).
+    pub fn answer(&self, reply: Answer) {
+        *self.state.default.lock().unwrap() = reply;
+    }
+
+    /// Answers the next requests with these, in order, then as [`answer`](Self::answer) says.
+    pub fn script(&self, replies: impl IntoIterator<Item = Answer>) {
+        self.state.script.lock().unwrap().extend(replies);
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.received.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` requests arrived; panics after `timeout`.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.state.arrived.notified();
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "the receiver got {} requests within {timeout:?}, not {n}",
+                    self.count()
+                );
+            }
+        }
+    }
+}
+
+async fn serve(mut stream: TcpStream, state: Arc<State>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    loop {
+        // Read until the head is complete.
+        let (method, path, headers, head_len, content_length) = loop {
+            let mut header_buf = [httparse::EMPTY_HEADER; 64];
+            let mut req = httparse::Request::new(&mut header_buf);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let headers: Vec<(String, String)> = req
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_ascii_lowercase(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect();
+                    let cl = headers
+                        .iter()
+                        .find(|(k, _)| k == "content-length")
+                        .and_then(|(_, v)| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    break (
+                        req.method.unwrap_or("").to_string(),
+                        req.path.unwrap_or("").to_string(),
+                        headers,
+                        len,
+                        cl,
+                    );
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(_) => return,
+            }
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        while buf.len() < head_len + content_length {
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = buf[head_len..head_len + content_length].to_vec();
+        buf.drain(..head_len + content_length);
+        let reply = {
+            let next = state.script.lock().unwrap().pop_front();
+            next.unwrap_or_else(|| state.default.lock().unwrap().clone())
+        };
+        state.received.lock().unwrap().push(Received {
+            method,
+            path,
+            headers,
+            body,
+            at: Instant::now(),
+        });
+        state.arrived.notify_waiters();
+        let (status, extra, text) = match reply {
+            Answer::Status(s) => (s, String::new(), format!("status {s}")),
+            Answer::Body(s, b) => (s, String::new(), b),
+            Answer::RetryAfter(s, after) => {
+                (s, format!("retry-after: {after}\r\n"), "slow down".into())
+            }
+            Answer::Hang => {
+                std::future::pending::<()>().await;
+                return;
+            }
+            Answer::Drop => return,
+        };
+        let response = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{extra}\r\n{text}",
+            text.len()
+        );
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
