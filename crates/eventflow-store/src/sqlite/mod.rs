@@ -80,7 +80,16 @@ impl SqliteStore {
         clock: Arc<dyn Clock>,
         config: SqliteConfig,
     ) -> Result<Arc<SqliteStore>> {
-        let conn = connect_and_migrate(path).await?;
+        let mut conn = connect_and_migrate(path).await?;
+        // One process serves a SQLite file: leases left by an earlier run
+        // (a crash mid-attempt) belong to no one now; make them due at once.
+        sqlx::query(
+            "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, next_at = $1 \
+             WHERE status = 'pending' AND lease_owner IS NOT NULL",
+        )
+        .bind(eventflow_model::time::format(clock.now()))
+        .execute(&mut conn)
+        .await?;
         let reads = SqlitePoolOptions::new()
             .max_connections(config.read_connections.max(1))
             .min_connections(1)

@@ -876,3 +876,279 @@ async fn a_test_send_returns_the_attempt(backend: Backend) {
     );
     assert_eq!(api.get(&format!("/v1/endpoints/{ep_id}")).await.status, 404);
 }
+
+mod more {
+    //! Crash safety, the SSRF guard, a verifier we did not write, metrics.
+
+    use std::collections::HashSet;
+    use std::process::Command;
+    use std::time::Duration;
+
+    use eventflow_testkit::{
+        Answer, Backend, Options, Receiver, ServerProcess, TestDatabase, backend_tests, wait_for,
+    };
+    use serde_json::json;
+
+    backend_tests!(
+        attempts_in_flight_at_kill_9_are_made_again_after_restart,
+        without_allow_private_endpoints_private_addresses_are_refused_at_create_and_at_connect,
+        the_standard_webhooks_reference_library_verifies_our_deliveries,
+        delivery_metrics_are_exported,
+    );
+
+    async fn attempts_in_flight_at_kill_9_are_made_again_after_restart(backend: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, _db) = match &backend {
+            Backend::Sqlite => (String::new(), None),
+            Backend::Postgres(base) => {
+                let db = TestDatabase::create(base).await;
+                (db.url.clone(), Some(db))
+            }
+        };
+        let key = "efk_delivery-crash-key";
+        let start = || {
+            ServerProcess::start(
+                env!("CARGO_BIN_EXE_eventflow"),
+                dir.path(),
+                &url,
+                key,
+                &[],
+                false,
+            )
+        };
+        let rx = Receiver::start().await;
+        rx.answer(Answer::Hang);
+        let mut node = start().await;
+        let r = node
+            .api
+            .post(
+                "/v1/endpoints",
+                json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+        for _ in 0..30 {
+            node.api.patient().await;
+        }
+        // Attempts are in flight (the receiver never answers) when the process dies.
+        rx.wait_for(5, Duration::from_secs(30)).await;
+        node.child.start_kill().unwrap();
+        node.child.wait().await.unwrap();
+        rx.answer(Answer::Status(200));
+        let before_restart = rx.count();
+        let node = start().await;
+        let events = node.api.events_after(0).await;
+        let want: HashSet<String> = events
+            .iter()
+            .filter(|e| e["type"] == "patient.created")
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(want.len(), 30);
+        // A node's leases run out after 60 s on PostgreSQL (another node may
+        // still hold them); on SQLite the one process takes them back at start.
+        wait_for(
+            Duration::from_secs(120),
+            "every event delivered after the restart",
+            || {
+                let got: HashSet<String> = rx
+                    .received()
+                    .iter()
+                    .skip(before_restart)
+                    .filter_map(|r| r.header("webhook-id").map(str::to_string))
+                    .collect();
+                let done = want.is_subset(&got);
+                async move { done.then_some(()) }
+            },
+        )
+        .await;
+        let r = node.api.get("/v1/endpoints").await;
+        let ep = r.body["data"][0]["id"].as_str().unwrap().to_string();
+        wait_for(Duration::from_secs(60), "no delivery left pending", || {
+            let api = node.api.clone();
+            let ep = ep.clone();
+            async move {
+                let l = api
+                    .get(&format!("/v1/endpoints/{ep}/deliveries?status=pending"))
+                    .await
+                    .body;
+                (l["data"].as_array().map(Vec::len) == Some(0)).then_some(())
+            }
+        })
+        .await;
+    }
+
+    async fn without_allow_private_endpoints_private_addresses_are_refused_at_create_and_at_connect(
+        backend: Backend,
+    ) {
+        let server = backend
+            .spawn_with(Options {
+                clock: None,
+                configure: Some(Box::new(|c| c.allow_private_endpoints = false)),
+            })
+            .await;
+        let api = server.api();
+        let rx = Receiver::start().await;
+        for url in [
+            rx.url("/"),
+            "http://169.254.169.254/latest".to_string(),
+            "http://[::1]:9/".to_string(),
+            "http://10.0.0.1/".to_string(),
+        ] {
+            let r = api.post("/v1/endpoints", json!({"url": url})).await;
+            assert_eq!(r.status, 422, "{url}: {:?}", r.body);
+            assert_eq!(r.error_field(), Some("url"));
+        }
+        // A name passes at create time, but resolves to a forbidden address:
+        // refused when the delivery connects (DNS rebinding). This machine's
+        // own name resolves to loopback or its private address.
+        let host = std::fs::read_to_string("/etc/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            .await
+            .map(|a| a.collect())
+            .unwrap_or_default();
+        assert!(
+            !resolved.is_empty()
+                && resolved
+                    .iter()
+                    .all(|a| eventflow_delivery::forbidden(a.ip()).is_some()),
+            "this test needs the machine's host name ({host:?}) to resolve to a private or loopback address"
+        );
+        let r = api
+            .post("/v1/endpoints", json!({"url": format!("http://{host}:{}/", rx.port()), "eventTypes": ["patient.created"]}))
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let ep = r.body["id"].as_str().unwrap().to_string();
+        let t = api
+            .post(&format!("/v1/endpoints/{ep}/test"), json!({}))
+            .await;
+        assert!(t.body["statusCode"].is_null(), "{:?}", t.body);
+        assert!(
+            t.body["error"].as_str().unwrap().contains("may not use"),
+            "{:?}",
+            t.body
+        );
+        api.patient().await;
+        let d = wait_for(Duration::from_secs(20), "a failed attempt", || {
+            let api = api.clone();
+            let ep = ep.clone();
+            async move {
+                let l = api
+                    .get(&format!("/v1/endpoints/{ep}/deliveries"))
+                    .await
+                    .body;
+                let d = l["data"].get(0).cloned()?;
+                (d["attempts"].as_array().map(Vec::len).unwrap_or(0) > 0).then_some(d)
+            }
+        })
+        .await;
+        assert!(
+            d["attempts"][0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("may not use"),
+            "{d}"
+        );
+        assert_eq!(rx.count(), 0, "nothing reached the loopback receiver");
+    }
+
+    fn python_verifier() -> bool {
+        Command::new("python3")
+            .args(["-c", "import standardwebhooks"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    async fn the_standard_webhooks_reference_library_verifies_our_deliveries(backend: Backend) {
+        if !python_verifier() {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED the_standard_webhooks_reference_library_verifies_our_deliveries: python3 with PyPI standardwebhooks is not installed"
+            );
+            return;
+        }
+        let server = backend.spawn().await;
+        let api = server.api();
+        let rx = Receiver::start().await;
+        let r = api.post("/v1/endpoints", json!({"url": rx.url("/")})).await;
+        let ep = r.body["id"].as_str().unwrap().to_string();
+        let old = r.body["secret"].as_str().unwrap().to_string();
+        let new = api
+            .post(&format!("/v1/endpoints/{ep}/secret/rotate"), json!({}))
+            .await
+            .body["secret"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        api.patient().await;
+        let got = rx.wait_for(1, Duration::from_secs(20)).await;
+        let req = &got[0];
+        let headers: serde_json::Map<String, serde_json::Value> = req
+            .headers
+            .iter()
+            .filter(|(k, _)| k.starts_with("webhook-"))
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+secret, body, headers = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+Webhook(secret).verify(body, headers)
+print("verified")
+"#;
+        let body = String::from_utf8(req.body.clone()).unwrap();
+        let headers = serde_json::to_string(&headers).unwrap();
+        for (secret, ok) in [
+            (old.as_str(), true),
+            (new.as_str(), true),
+            ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", false),
+        ] {
+            let out = Command::new("python3")
+                .args(["-c", script, secret, &body, &headers])
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.success(),
+                ok,
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    async fn delivery_metrics_are_exported(backend: Backend) {
+        let server = backend.spawn().await;
+        let api = server.api();
+        let rx = Receiver::start().await;
+        rx.script([Answer::Status(500)]);
+        api.post("/v1/endpoints", json!({"url": rx.url("/")})).await;
+        api.patient().await;
+        api.patient().await;
+        rx.wait_for(2, Duration::from_secs(20)).await;
+        let text = wait_for(Duration::from_secs(20), "delivery metrics", || {
+            let api = api.clone();
+            async move {
+                let r = api
+                    .request(reqwest::Method::GET, "/metrics")
+                    .send()
+                    .await
+                    .ok()?;
+                let t = r.text().await.ok()?;
+                (t.contains("eventflow_deliveries_total{outcome=\"succeeded\"}")
+                    && t.contains("eventflow_deliveries_total{outcome=\"retrying\"}")
+                    && t.contains("eventflow_endpoint_failure_streak"))
+                .then_some(t)
+            }
+        })
+        .await;
+        assert!(
+            text.contains("eventflow_delivery_attempt_duration_seconds"),
+            "{text}"
+        );
+        assert!(text.contains("eventflow_endpoint_failure_streak"), "{text}");
+    }
+}
