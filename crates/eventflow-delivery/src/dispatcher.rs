@@ -56,7 +56,7 @@ impl Default for DispatchConfig {
         DispatchConfig {
             allow_private: true,
             timeout: Duration::from_secs(15),
-            per_endpoint_concurrency: 32,
+            per_endpoint_concurrency: 16,
             max_held: 10_000,
             policy: RetryPolicy::default(),
         }
@@ -93,6 +93,8 @@ struct Inner {
     in_hand: Mutex<HashSet<String>>,
     /// Set when a result makes deliveries due at once (a drain after recovery).
     look_again: tokio::sync::Notify,
+    /// Successes of healthy endpoints, recorded in batches.
+    successes: tokio::sync::mpsc::Sender<AttemptRecord>,
 }
 
 /// Starts the dispatcher of this node; it runs until `shutdown` turns true.
@@ -105,7 +107,10 @@ pub fn start(
 ) -> Option<tokio::task::JoinHandle<()>> {
     let link = store.dispatch_link()?;
     let client = crate::http::client(config.allow_private, config.timeout);
+    let (successes, rx) = tokio::sync::mpsc::channel(config.max_held.max(1));
+    tokio::spawn(record_successes(store.clone(), rx));
     let inner = Arc::new(Inner {
+        successes,
         store,
         clock,
         config,
@@ -116,6 +121,21 @@ pub fn start(
         look_again: tokio::sync::Notify::new(),
     });
     Some(tokio::spawn(run(inner, link, shutdown)))
+}
+
+/// Records successes many at a time: one statement for a whole batch.
+async fn record_successes(
+    store: Arc<dyn Store>,
+    mut rx: tokio::sync::mpsc::Receiver<AttemptRecord>,
+) {
+    let mut batch = Vec::with_capacity(512);
+    while rx.recv_many(&mut batch, 512).await > 0 {
+        let recs = std::mem::take(&mut batch);
+        if let Err(e) = store.record_successes(recs).await {
+            // Their leases run out and they are sent again: at least once.
+            tracing::warn!(error = %e, "could not record successful deliveries");
+        }
+    }
 }
 
 async fn run(
@@ -388,6 +408,7 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
         AttemptVerdict::RetryAt(at) => Some(*at),
         _ => None,
     };
+    let healthy = state.streak.load(AtomicOrdering::Relaxed) == 0;
     let rec = AttemptRecord {
         tenant_id: d.tenant_id.clone(),
         delivery_id: d.id.clone(),
@@ -396,6 +417,13 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
         attempt,
         verdict,
     };
+    let ordered = row.config.ordering == eventflow_store::Ordering::Resource;
+    if healthy && rec.verdict == AttemptVerdict::Succeeded && !probe && !ordered {
+        // The common case, batched with others. (An ordered endpoint's next
+        // delivery waits for this one's record, so those go one by one.)
+        let _ = inner.successes.send(rec).await;
+        return;
+    }
     match inner.store.record_attempt(rec).await {
         Ok(recorded) if recorded.applied => {
             state
@@ -458,7 +486,7 @@ async fn give_up_expired(inner: &Inner, d: &Delivery) {
 /// The body sent for an event: the envelope, or for `thin` its ids only.
 pub fn payload(event: &Event, mode: PayloadMode) -> Vec<u8> {
     let value = match mode {
-        PayloadMode::Full => serde_json::to_value(event).unwrap_or_default(),
+        PayloadMode::Full => return serde_json::to_vec(event).unwrap_or_default(),
         PayloadMode::Thin => json!({
             "id": event.id,
             "type": event.event_type,

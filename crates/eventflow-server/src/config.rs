@@ -145,7 +145,7 @@ impl Default for Config {
             allow_private_endpoints: true,
             event_retention_days: 30,
             delivery_timeout_secs: 15,
-            delivery_concurrency: 32,
+            delivery_concurrency: 16,
             providers: Providers::default(),
             billing: None,
             vars: BTreeMap::new(),

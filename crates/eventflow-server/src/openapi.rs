@@ -10,7 +10,7 @@
 use axum::Router;
 use eventflow_model::resource::{FieldKind, FieldSpec};
 use eventflow_model::{Event, ResourceRef, ResourceType};
-use eventflow_store::AuditEntry;
+use eventflow_store::{Attempt, AuditEntry, Delivery, Disclosure};
 use serde_json::{Map, Value, json};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -240,6 +240,11 @@ pub fn document() -> Value {
     schemas.insert("Event".into(), schema_of::<Event>());
     schemas.insert("ResourceRef".into(), schema_of::<ResourceRef>());
     schemas.insert("AuditEntry".into(), schema_of::<AuditEntry>());
+    schemas.insert("Delivery".into(), schema_of::<Delivery>());
+    schemas.insert("Attempt".into(), schema_of::<Attempt>());
+    schemas.insert("Disclosure".into(), schema_of::<Disclosure>());
+    schemas.insert("Endpoint".into(), endpoint_schema(false));
+    schemas.insert("EndpointInput".into(), endpoint_schema(true));
     paths.insert("/v1/batch".into(), json!({"post": {
         "tags": ["Batch"], "operationId": "batch", "summary": "Up to 1,000 operations, all or nothing, in one transaction.",
         "parameters": [header("Idempotency-Key", "As on any POST.")],
@@ -321,6 +326,7 @@ pub fn document() -> Value {
             "data": {"type": "array", "items": schema_ref("AuditEntry")},
             "nextCursor": {"type": ["string", "null"]}}}))), &["401", "422"]),
     }}));
+    webhook_paths(&mut paths);
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -336,4 +342,120 @@ pub fn document() -> Value {
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <api key>"}},
         },
     })
+}
+
+/// An endpoint as returned (`input`: as sent to create or patch it).
+fn endpoint_schema(input: bool) -> Value {
+    let mut props = json!({
+        "url": {"type": "string", "description": "http(s) URL; https only with --production; no private addresses unless allow_private_endpoints."},
+        "description": {"type": ["string", "null"]},
+        "eventTypes": {"type": "array", "items": {"type": "string"}, "description": "Event types and globs (appointment.*); empty: every event."},
+        "filter": {"type": ["string", "null"], "description": "A CEL expression over the envelope, e.g. data.status == 'finished' && has(previous.status)."},
+        "payload": {"type": "string", "enum": ["full", "thin"]},
+        "ordering": {"type": "string", "enum": ["none", "resource"]},
+        "rateLimit": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000, "description": "Deliveries per second."},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "disabled": {"type": "boolean"},
+        "signing": {"type": "string", "enum": ["hmac", "ed25519"], "description": "Set at creation only."},
+    });
+    if !input && let Some(o) = props.as_object_mut() {
+        o.insert(
+            "id".into(),
+            json!({"type": "string", "description": "ep_…"}),
+        );
+        o.insert(
+            "disabledReason".into(),
+            json!({"type": ["string", "null"], "enum": ["manual", "gone", "failing", null]}),
+        );
+        o.insert("failureStreak".into(), json!({"type": "integer"}));
+        o.insert(
+            "publicKey".into(),
+            json!({"type": "string", "description": "whpk_… (Ed25519 endpoints)"}),
+        );
+        o.insert(
+            "secret".into(),
+            json!({"type": "string", "description": "whsec_…: in the response to a create only"}),
+        );
+        o.insert(
+            "createdAt".into(),
+            json!({"type": "string", "format": "date-time"}),
+        );
+        o.insert(
+            "updatedAt".into(),
+            json!({"type": "string", "format": "date-time"}),
+        );
+    }
+    let mut schema = json!({"type": "object", "properties": props});
+    if input {
+        schema["additionalProperties"] = json!(false);
+    }
+    schema
+}
+
+fn webhook_paths(paths: &mut Map<String, Value>) {
+    let endpoint = || schema_ref("Endpoint");
+    let list = |items: Value| json!({"type": "object", "properties": {"data": {"type": "array", "items": items}}});
+    paths.insert("/v1/endpoints".into(), json!({
+        "post": {"tags": ["Webhooks"], "operationId": "createEndpoint", "summary": "Register a webhook endpoint; the response holds its secret.",
+            "requestBody": {"required": true, "content": json_content(schema_ref("EndpointInput"))},
+            "responses": responses(("201", ok("The endpoint, with secret", endpoint())), &["400", "401", "413", "415", "422"])},
+        "get": {"tags": ["Webhooks"], "operationId": "listEndpoints", "summary": "The tenant's endpoints.",
+            "responses": responses(("200", ok("Endpoints", list(endpoint()))), &["401"])},
+    }));
+    paths.insert("/v1/endpoints/{id}".into(), json!({
+        "get": {"tags": ["Webhooks"], "operationId": "getEndpoint", "summary": "One endpoint.", "parameters": [id_param()],
+            "responses": responses(("200", ok("The endpoint", endpoint())), &["401", "404"])},
+        "patch": {"tags": ["Webhooks"], "operationId": "updateEndpoint", "summary": "Change fields; null clears one; disabled: false re-enables.",
+            "parameters": [id_param()],
+            "requestBody": {"required": true, "content": json_content(schema_ref("EndpointInput"))},
+            "responses": responses(("200", ok("The endpoint", endpoint())), &["400", "401", "404", "409", "422"])},
+        "delete": {"tags": ["Webhooks"], "operationId": "deleteEndpoint", "summary": "Remove an endpoint (its delivery history stays).",
+            "parameters": [id_param()], "responses": responses(("204", json!({"description": "Deleted"})), &["401", "404"])},
+    }));
+    let secret = json!({"type": "object", "properties": {
+        "secret": {"type": "string"}, "publicKey": {"type": "string"},
+        "previous": {"type": "array", "items": {"type": "object"}}}});
+    paths.insert("/v1/endpoints/{id}/secret".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "getEndpointSecret",
+        "summary": "The signing secret (Ed25519: the public key), and any older one still signing.", "parameters": [id_param()],
+        "responses": responses(("200", ok("The secret", secret.clone())), &["401", "404"])}}));
+    paths.insert("/v1/endpoints/{id}/secret/rotate".into(), json!({"post": {"tags": ["Webhooks"], "operationId": "rotateEndpointSecret",
+        "summary": "A new secret; the old one keeps signing for 24 hours.", "parameters": [id_param()],
+        "responses": responses(("200", ok("The new secret", secret)), &["401", "404"])}}));
+    paths.insert("/v1/endpoints/{id}/test".into(), json!({"post": {"tags": ["Webhooks"], "operationId": "testEndpoint",
+        "summary": "Send a made-up event of a type now; returns the attempt.", "parameters": [id_param()],
+        "requestBody": {"required": false, "content": json_content(json!({"type": "object", "properties": {"type": {"type": "string"}}}))},
+        "responses": responses(("200", ok("The attempt", schema_ref("Attempt"))), &["400", "401", "404", "422"])}}));
+    paths.insert("/v1/endpoints/{id}/replay".into(), json!({"post": {"tags": ["Webhooks"], "operationId": "replayEndpoint",
+        "summary": "Queue again every matching event after a sequence or since a time.", "parameters": [id_param()],
+        "requestBody": {"required": true, "content": json_content(json!({"type": "object", "properties": {
+            "after": {"type": "integer"}, "since": {"type": "string", "format": "date-time"}}}))},
+        "responses": responses(("202", ok("How many were queued", json!({"type": "object", "properties": {"queued": {"type": "integer"}}}))), &["400", "401", "404", "422"])}}));
+    paths.insert("/v1/endpoints/{id}/deliveries".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "listEndpointDeliveries",
+        "summary": "An endpoint's deliveries, newest first.",
+        "parameters": [id_param(),
+            query("status", "pending, succeeded or failed.", json!({"type": "string", "enum": ["pending", "succeeded", "failed"]})),
+            query("limit", "1 to 1000 (default 100).", json!({"type": "integer"})),
+            query("cursor", "The nextCursor of the previous page.", json!({"type": "string"}))],
+        "responses": responses(("200", ok("A page", json!({"type": "object", "properties": {
+            "data": {"type": "array", "items": schema_ref("Delivery")}, "nextCursor": {"type": ["string", "null"]}}}))), &["401", "404", "422"])}}));
+    paths.insert("/v1/endpoints/{id}/events".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "listEndpointEvents",
+        "summary": "The events an endpoint matched, by endpointSequence, after N.",
+        "parameters": [id_param(),
+            query("after", "An endpointSequence (default 0).", json!({"type": "integer"})),
+            query("limit", "1 to 1000 (default 100).", json!({"type": "integer"}))],
+        "responses": responses(("200", ok("Events with their endpointSequence", json!({"type": "object", "properties": {
+            "data": {"type": "array", "items": schema_ref("Event")}, "nextAfter": {"type": "integer"}}}))), &["401", "404", "422"])}}));
+    paths.insert("/v1/deliveries/{id}".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "getDelivery",
+        "summary": "One delivery with every attempt.", "parameters": [id_param()],
+        "responses": responses(("200", ok("The delivery", schema_ref("Delivery"))), &["401", "404"])}}));
+    paths.insert("/v1/deliveries/{id}/retry".into(), json!({"post": {"tags": ["Webhooks"], "operationId": "retryDelivery",
+        "summary": "Attempt a delivery again now, whatever its status.", "parameters": [id_param()],
+        "responses": responses(("202", ok("The delivery, pending", schema_ref("Delivery"))), &["401", "404"])}}));
+    paths.insert("/v1/disclosures".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "listDisclosures",
+        "summary": "Every successful delivery that carried a patient's data: who received it, when.",
+        "parameters": [
+            json!({"name": "patientId", "in": "query", "required": true, "schema": {"type": "string"}}),
+            query("since", "Only deliveries at or after this time.", json!({"type": "string", "format": "date-time"})),
+            query("limit", "1 to 10000 (default 1000).", json!({"type": "integer"}))],
+        "responses": responses(("200", ok("Disclosures, oldest first", list(schema_ref("Disclosure")))), &["401", "422"])}}));
 }

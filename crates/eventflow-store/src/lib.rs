@@ -163,6 +163,10 @@ pub trait Store: Send + Sync + 'static {
     /// Records an attempt this node made.
     async fn record_attempt(&self, rec: AttemptRecord) -> Result<Recorded>;
 
+    /// Records successful attempts this node made on endpoints whose
+    /// failure streak it knew to be below the breaker's threshold, together.
+    async fn record_successes(&self, recs: Vec<AttemptRecord>) -> Result<()>;
+
     /// Gives leased deliveries back, due again at `next_at`, without an attempt.
     async fn release_deliveries(&self, ids: Vec<String>, next_at: jiff::Timestamp) -> Result<()>;
 

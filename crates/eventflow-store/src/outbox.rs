@@ -29,30 +29,33 @@ pub(crate) async fn fan_out<C: QueueConn + ?Sized>(conn: &mut C, event: &Event) 
     }
     let shared = std::sync::Arc::new(event.clone());
     let patient = patient_of(event);
-    for endpoint in targets {
-        let endpoint_sequence = conn.next_endpoint_sequence(&endpoint.id).await?;
-        let hand_over = conn.fanout().hand_over(&endpoint);
-        let did = id::new_id("dlv");
-        let now = conn.fanout().now.clone();
-        let next_at = if hand_over {
-            conn.fanout().lease_until.clone()
-        } else {
-            now.clone()
-        };
-        let node = conn.fanout().node.clone();
-        conn.insert_delivery(&NewDelivery {
-            id: &did,
+    let now = conn.fanout().now.clone();
+    let lease_until = conn.fanout().lease_until.clone();
+    let node = conn.fanout().node.clone();
+    let plan: Vec<(std::sync::Arc<EndpointRow>, String, bool)> = targets
+        .into_iter()
+        .map(|endpoint| {
+            let hand_over = conn.fanout().hand_over(&endpoint);
+            (endpoint, id::new_id("dlv"), hand_over)
+        })
+        .collect();
+    let rows: Vec<NewDelivery<'_>> = plan
+        .iter()
+        .map(|(endpoint, did, hand_over)| NewDelivery {
+            id: did,
             tenant_id: &event.tenant_id,
             endpoint_id: &endpoint.id,
-            endpoint_sequence,
             event,
             patient_id: patient.as_deref(),
             ordered: endpoint.config.ordering == Ordering::Resource,
             now: &now,
-            next_at: &next_at,
+            next_at: if *hand_over { &lease_until } else { &now },
             lease_owner: hand_over.then_some(node.as_str()),
         })
-        .await?;
+        .collect();
+    let sequences = conn.insert_deliveries(&rows).await?;
+    drop(rows);
+    for ((endpoint, did, hand_over), endpoint_sequence) in plan.into_iter().zip(sequences) {
         if hand_over {
             conn.fanout().push_fresh(FreshDelivery {
                 delivery: Delivery {
@@ -66,7 +69,7 @@ pub(crate) async fn fan_out<C: QueueConn + ?Sized>(conn: &mut C, event: &Event) 
                     resource_id: event.resource.id.clone(),
                     status: DeliveryStatus::Pending,
                     created_at: now.clone(),
-                    updated_at: now,
+                    updated_at: now.clone(),
                     next_attempt_at: None,
                     attempts: Vec::new(),
                 },
@@ -363,6 +366,17 @@ pub(crate) async fn record_attempt<C: QueueConn + ?Sized>(
     Ok((recorded, last_sequence))
 }
 
+/// Records successful attempts made with the endpoint's failure streak
+/// below the breaker's threshold: the common case, in two statements.
+pub(crate) async fn succeed_many<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    recs: &[AttemptRecord],
+) -> Result<()> {
+    let now = conn.fanout().now.clone();
+    let node = recs.first().map(|r| r.node.clone()).unwrap_or_default();
+    conn.succeed_many(recs, &node, &now).await
+}
+
 /// Queues a delivery again now (whatever its status). `None`: no such delivery.
 pub(crate) async fn retry<C: QueueConn + ?Sized>(
     conn: &mut C,
@@ -421,20 +435,18 @@ pub(crate) async fn replay<C: QueueConn + ?Sized>(
                     conn.update_delivery(&d, Some(&now), None).await?;
                 }
                 None => {
-                    let endpoint_sequence = conn.next_endpoint_sequence(endpoint_id).await?;
                     let patient = patient_of(event);
-                    conn.insert_delivery(&NewDelivery {
+                    conn.insert_deliveries(&[NewDelivery {
                         id: &id::new_id("dlv"),
                         tenant_id: tenant,
                         endpoint_id,
-                        endpoint_sequence,
                         event,
                         patient_id: patient.as_deref(),
                         ordered: matcher.ordered(),
                         now: &now,
                         next_at: &now,
                         lease_owner: None,
-                    })
+                    }])
                     .await?;
                 }
             }

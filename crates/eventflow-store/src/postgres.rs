@@ -81,9 +81,11 @@ crate::sql::impl_write_conn!(
 
 crate::queue::impl_queue_conn!(
     PgConn,
+    db: Postgres,
     rows: crate::queue::pg_rows,
     // Several nodes claim at once: each takes rows no other holds.
     lock_due: " FOR UPDATE OF d SKIP LOCKED",
+    append_attempt: "(attempts::jsonb || jsonb_build_array(v.column2::jsonb))::text",
 );
 
 crate::sql::impl_store!(PgStore, Postgres, crate::queue::pg_rows);

@@ -139,7 +139,6 @@ pub(crate) struct NewDelivery<'a> {
     pub id: &'a str,
     pub tenant_id: &'a str,
     pub endpoint_id: &'a str,
-    pub endpoint_sequence: i64,
     pub event: &'a eventflow_model::Event,
     pub patient_id: Option<&'a str>,
     pub ordered: bool,
@@ -178,8 +177,20 @@ pub(crate) trait QueueConn: crate::ops::RecordTx {
     ) -> crate::Result<u64>;
     /// Makes the endpoint's waiting (unleased) deliveries due now.
     async fn drain(&mut self, endpoint_id: &str, now: &str) -> crate::Result<u64>;
-    async fn next_endpoint_sequence(&mut self, endpoint_id: &str) -> crate::Result<i64>;
-    async fn insert_delivery(&mut self, d: &NewDelivery<'_>) -> crate::Result<()>;
+    /// Inserts deliveries (of distinct endpoints), each numbered one past
+    /// its endpoint's last `endpointSequence`, in one statement; returns
+    /// the numbers in `rows` order. The caller holds the tenant's lock, so
+    /// no other writer numbers these endpoints meanwhile.
+    async fn insert_deliveries(&mut self, rows: &[NewDelivery<'_>]) -> crate::Result<Vec<i64>>;
+    /// Records successful attempts of deliveries leased to `node`, in one
+    /// statement, and ends the failure streak (below the breaker's
+    /// threshold) of their endpoints.
+    async fn succeed_many(
+        &mut self,
+        recs: &[crate::delivery::AttemptRecord],
+        node: &str,
+        now: &str,
+    ) -> crate::Result<()>;
     /// Due deliveries of enabled endpoints, oldest due first, locked (and on
     /// PostgreSQL skipping rows other nodes hold), with the endpoint's
     /// revision and the event's body.
@@ -235,7 +246,7 @@ pub(crate) trait QueueConn: crate::ops::RecordTx {
 }
 
 macro_rules! impl_queue_conn {
-    ($conn:ty, rows: $rows:path, lock_due: $lock_due:expr $(,)?) => {
+    ($conn:ty, db: $db:ty, rows: $rows:path, lock_due: $lock_due:expr, append_attempt: $append:expr $(,)?) => {
         const _: () = {
             use async_trait::async_trait;
             use sqlx::Row;
@@ -367,39 +378,81 @@ macro_rules! impl_queue_conn {
                     Ok(done.rows_affected())
                 }
 
-                async fn next_endpoint_sequence(&mut self, endpoint_id: &str) -> Result<i64> {
-                    let row = sqlx::query(
-                        "UPDATE endpoints SET last_sequence = last_sequence + 1 WHERE id = $1 RETURNING last_sequence",
-                    )
-                    .bind(endpoint_id)
-                    .fetch_optional(&mut self.conn)
-                    .await?;
-                    row.map(|r| r.get(0))
-                        .ok_or_else(|| StoreError::corrupt("the endpoint row is missing"))
-                }
-
-                async fn insert_delivery(&mut self, d: &NewDelivery<'_>) -> Result<()> {
-                    sqlx::query(
+                async fn insert_deliveries(&mut self, rows: &[NewDelivery<'_>]) -> Result<Vec<i64>> {
+                    if rows.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO deliveries (id, tenant_id, endpoint_id, endpoint_sequence, event_sequence, event_id, \
                          event_type, resource_id, patient_id, ordered, status, created_at, updated_at, next_at, \
-                         lease_owner, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11, $11, $12, $13, $14)",
-                    )
-                    .bind(d.id)
-                    .bind(d.tenant_id)
-                    .bind(d.endpoint_id)
-                    .bind(d.endpoint_sequence)
-                    .bind(d.event.sequence)
-                    .bind(&d.event.id)
-                    .bind(&d.event.event_type)
-                    .bind(&d.event.resource.id)
-                    .bind(d.patient_id)
-                    .bind(i64::from(d.ordered))
-                    .bind(d.now)
-                    .bind(d.next_at)
-                    .bind(d.lease_owner)
-                    .bind(d.lease_owner.map(|_| d.next_at))
-                    .execute(&mut self.conn)
-                    .await?;
+                         lease_owner, lease_until) ",
+                    );
+                    qb.push_values(rows, |mut b, d| {
+                        b.push_bind(d.id.to_string())
+                            .push_bind(d.tenant_id.to_string())
+                            .push_bind(d.endpoint_id.to_string())
+                            .push("(SELECT COALESCE(MAX(endpoint_sequence), 0) + 1 FROM deliveries WHERE endpoint_id = ")
+                            .push_bind_unseparated(d.endpoint_id.to_string())
+                            .push_unseparated(")")
+                            .push_bind(d.event.sequence)
+                            .push_bind(d.event.id.clone())
+                            .push_bind(d.event.event_type.clone())
+                            .push_bind(d.event.resource.id.clone())
+                            .push_bind(d.patient_id.map(str::to_string))
+                            .push_bind(i64::from(d.ordered))
+                            .push("'pending'")
+                            .push_bind(d.now.to_string())
+                            .push_bind(d.now.to_string())
+                            .push_bind(d.next_at.to_string())
+                            .push_bind(d.lease_owner.map(str::to_string))
+                            .push_bind(d.lease_owner.map(|_| d.next_at.to_string()));
+                    });
+                    qb.push(" RETURNING id, endpoint_sequence");
+                    let found = qb.build().fetch_all(&mut self.conn).await?;
+                    let by_id: std::collections::HashMap<String, i64> =
+                        found.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))).collect();
+                    rows.iter()
+                        .map(|d| by_id.get(d.id).copied().ok_or_else(|| StoreError::corrupt("delivery insert")))
+                        .collect()
+                }
+
+                async fn succeed_many(
+                    &mut self,
+                    recs: &[crate::delivery::AttemptRecord],
+                    node: &str,
+                    now: &str,
+                ) -> Result<()> {
+                    if recs.is_empty() {
+                        return Ok(());
+                    }
+                    let append: &str = $append;
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE deliveries SET status = 'succeeded', updated_at = ");
+                    qb.push_bind(now.to_string())
+                        .push(", succeeded_at = ")
+                        .push_bind(now.to_string())
+                        .push(", next_at = NULL, lease_owner = NULL, lease_until = NULL, attempt_count = attempt_count + 1, attempts = ")
+                        .push(append)
+                        .push(" FROM (");
+                    qb.push_values(recs, |mut b, r| {
+                        b.push_bind(r.delivery_id.clone())
+                            .push_bind(json_text(&r.attempt).unwrap_or_default());
+                    });
+                    qb.push(") AS v WHERE deliveries.id = v.column1 AND deliveries.status = 'pending' AND deliveries.lease_owner = ")
+                        .push_bind(node.to_string());
+                    qb.build().execute(&mut self.conn).await?;
+                    let mut endpoints: Vec<&str> = recs.iter().map(|r| r.endpoint_id.as_str()).collect();
+                    endpoints.sort_unstable();
+                    endpoints.dedup();
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "UPDATE endpoints SET failure_streak = 0, failing_since = NULL WHERE failure_streak > 0 AND failure_streak < ",
+                    );
+                    qb.push_bind(crate::outbox::BREAKER_THRESHOLD).push(" AND id IN (");
+                    let mut sep = qb.separated(", ");
+                    for e in endpoints {
+                        sep.push_bind(e.to_string());
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut self.conn).await?;
                     Ok(())
                 }
 

@@ -510,6 +510,10 @@ macro_rules! impl_store {
                 self.writer.attempted(rec).await
             }
 
+            async fn record_successes(&self, recs: Vec<AttemptRecord>) -> Result<()> {
+                self.writer.succeeded(recs).await
+            }
+
             async fn release_deliveries(&self, ids: Vec<String>, next_at: jiff::Timestamp) -> Result<()> {
                 self.writer.release(ids, next_at).await
             }

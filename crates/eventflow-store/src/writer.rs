@@ -46,6 +46,8 @@ pub(crate) enum Command {
         limit: i64,
     },
     Attempted(Box<AttemptRecord>),
+    /// Successful attempts, recorded together.
+    Succeeded(Vec<AttemptRecord>),
     Release {
         ids: Vec<String>,
         next_at: String,
@@ -182,6 +184,13 @@ impl WriterHandle {
             Reply::Recorded(r) => Ok(r),
             _ => Err(StoreError::corrupt("writer reply")),
         }
+    }
+
+    pub async fn succeeded(&self, recs: Vec<AttemptRecord>) -> Result<()> {
+        if recs.is_empty() {
+            return Ok(());
+        }
+        self.send(Command::Succeeded(recs)).await.map(|_| ())
     }
 
     pub async fn release(&self, ids: Vec<String>, next_at: jiff::Timestamp) -> Result<()> {
@@ -452,6 +461,10 @@ async fn execute<C: WriteConn + QueueConn>(
             let (recorded, seq) = outbox::record_attempt(conn, rec).await?;
             let seq = seq.map(|s| (rec.tenant_id.clone(), s));
             Ok((Reply::Recorded(recorded), seq, Vec::new()))
+        }
+        Command::Succeeded(recs) => {
+            outbox::succeed_many(conn, recs).await?;
+            Ok((Reply::Done, None, Vec::new()))
         }
         Command::Release { ids, next_at } => {
             let node = conn.fanout().node.clone();

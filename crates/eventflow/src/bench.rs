@@ -6,9 +6,17 @@
 //! - `writes`: as many record creates per second as `--concurrency` clients
 //!   can make; every write commits its event. Afterwards every event is
 //!   read back, and `lost` counts writes without one.
-//! - `latency`: writes at a steady `--rate`; a reader follows the events by
-//!   stream (default) or long poll (`--via poll`); the figure is the time
-//!   from sending a write to reading its event.
+//! - `latency`: writes at a steady `--rate`; the figure is the time from
+//!   sending a write to its webhook reaching bench's receiver (default), or
+//!   to reading its event by stream (`--via stream`) or long poll
+//!   (`--via poll`).
+//! - `throughput`: `--concurrency` writers as fast as they can for
+//!   `--duration`, one endpoint; writes and deliveries per second, until the
+//!   last delivery arrived.
+//! - `fanout`: the same with `--endpoints` endpoints (default 10) on every event.
+//! - `backlog`: `throughput` with 1,000,000 deliveries already pending
+//!   (scheduled retries of another endpoint), seeded into the embedded
+//!   database first; memory and throughput against an empty queue.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,7 +45,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// How the latency reader follows events.
-    #[arg(long, value_enum, default_value = "stream")]
+    #[arg(long, value_enum, default_value = "webhook")]
     via: Via,
     /// Use a running server instead of starting one.
     #[arg(long, env = "EVENTFLOW_API_URL")]
@@ -52,6 +60,12 @@ pub struct BenchArgs {
     /// read from the last one (so wake-ups cross nodes).
     #[arg(long, default_value_t = 1)]
     nodes: usize,
+    /// Endpoints on every event (fanout).
+    #[arg(long, default_value_t = 10)]
+    endpoints: usize,
+    /// Pending deliveries seeded before a backlog run.
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog: u64,
     /// One JSON object on standard output instead of a table.
     #[arg(long)]
     json: bool,
@@ -61,10 +75,14 @@ pub struct BenchArgs {
 enum Scenario {
     Writes,
     Latency,
+    Throughput,
+    Fanout,
+    Backlog,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Via {
+    Webhook,
     Stream,
     Poll,
 }
@@ -78,6 +96,8 @@ struct Target {
     http: reqwest::Client,
     /// Keeps the temporary data directory alive.
     _dir: Option<tempfile::TempDir>,
+    /// The SQLite file of the server bench started, if it did.
+    sqlite: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -112,6 +132,7 @@ async fn target(args: &BenchArgs) -> anyhow::Result<Target> {
             key,
             http,
             _dir: None,
+            sqlite: None,
         });
     }
     if args.nodes == 0 || args.nodes > 16 {
@@ -149,6 +170,10 @@ async fn target(args: &BenchArgs) -> anyhow::Result<Target> {
         write_bases: bases,
         key,
         http,
+        sqlite: args
+            .database
+            .is_none()
+            .then(|| eventflow_server::sqlite_path(&dir.path().join("node0"))),
         _dir: Some(dir),
     })
 }
@@ -206,7 +231,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot reach the server at {}", t.base))?;
     let result = match args.scenario {
         Scenario::Writes => writes(&args, &t).await?,
+        Scenario::Latency if args.via == Via::Webhook => webhook_latency(&args, &t).await?,
         Scenario::Latency => latency(&args, &t).await?,
+        Scenario::Throughput => throughput(&args, &t, 1, "throughput").await?,
+        Scenario::Fanout => {
+            if args.endpoints == 0 || args.endpoints > 100 {
+                bail!("--endpoints: must be 1 to 100");
+            }
+            throughput(&args, &t, args.endpoints, "fanout").await?
+        }
+        Scenario::Backlog => backlog(&args, &t).await?,
     };
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
@@ -233,6 +267,7 @@ async fn writes(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
             key: t.key.clone(),
             http: t.http.clone(),
             _dir: None,
+            sqlite: None,
         };
         let ok = ok.clone();
         let failed = failed.clone();
@@ -357,7 +392,7 @@ async fn latency(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
     let round = |x: f64| (x * 100.0).round() / 100.0;
     Ok(json!({
         "scenario": "latency",
-        "via": match args.via { Via::Stream => "stream", Via::Poll => "poll" },
+        "via": match args.via { Via::Stream => "stream", Via::Poll => "poll", Via::Webhook => "webhook" },
         "rate": args.rate,
         "nodes": t.write_bases.len(),
         "writes": sent.len(),
@@ -380,6 +415,7 @@ async fn read_events(
 ) -> anyhow::Result<()> {
     let mut seen = 0u64;
     match via {
+        Via::Webhook => bail!("webhook latency is measured by its own receiver"),
         Via::Poll => {
             let mut after = after;
             while seen < total {
@@ -432,4 +468,311 @@ async fn read_events(
         }
     }
     Ok(())
+}
+
+/// Bench's webhook receiver: records when each record's delivery first
+/// arrived, per endpoint (the path names it: `/ep{n}`), and answers 204.
+#[derive(Default)]
+struct Arrivals {
+    first: std::sync::Mutex<HashMap<(usize, String), Instant>>,
+    total: std::sync::atomic::AtomicU64,
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+async fn receiver() -> anyhow::Result<(String, Arc<Arrivals>)> {
+    use axum::extract::{Path, State};
+    let arrivals: Arc<Arrivals> = Arc::default();
+    async fn hook(
+        State(a): State<Arc<Arrivals>>,
+        Path(ep): Path<String>,
+        body: axum::body::Bytes,
+    ) -> axum::http::StatusCode {
+        let now = Instant::now();
+        let n: usize = ep.trim_start_matches("ep").parse().unwrap_or(usize::MAX);
+        // Only the record id is read: the receiver shares the CPU with the server.
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            resource: Resource,
+        }
+        #[derive(serde::Deserialize)]
+        struct Resource {
+            id: String,
+        }
+        if let Ok(v) = serde_json::from_slice::<Envelope>(&body) {
+            a.first
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry((n, v.resource.id))
+                .or_insert(now);
+        }
+        a.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *a.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        axum::http::StatusCode::NO_CONTENT
+    }
+    let app = axum::Router::new()
+        .route("/{ep}", axum::routing::post(hook))
+        .with_state(arrivals.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((format!("http://{addr}"), arrivals))
+}
+
+/// Registers `n` endpoints on bench's receiver, for patient.created.
+async fn endpoints(t: &Target, receiver: &str, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        t.post(0, "/v1/endpoints")
+            .json(&json!({"url": format!("{receiver}/ep{i}"), "eventTypes": ["patient.created"]}))
+            .send()
+            .await?
+            .error_for_status()
+            .context("could not create an endpoint")?;
+    }
+    Ok(())
+}
+
+async fn webhook_latency(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
+    let (url, arrivals) = receiver().await?;
+    endpoints(t, &url, 1).await?;
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let total = u64::from(args.rate) * args.duration;
+    let started = Instant::now();
+    let mut tick =
+        tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut writers = Vec::new();
+    for i in 0..total {
+        tick.tick().await;
+        let req = t.post(i as usize, "/v1/patients").json(&patient_body(i));
+        let sent = sent.clone();
+        writers.push(tokio::spawn(async move {
+            let at = Instant::now();
+            let r = req.send().await.ok()?;
+            let body: Value = r.json().await.ok()?;
+            let id = body["id"].as_str()?.to_string();
+            sent.lock().await.insert(id, at);
+            Some(())
+        }));
+        if i % u64::from(args.rate.max(1)) == 0 {
+            eprint!(
+                "\rlatency: {:>4.0}s  {i} writes",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    for w in writers {
+        let _ = w.await;
+    }
+    eprintln!();
+    let sent = sent.lock().await.clone();
+    wait_delivered(&arrivals, &sent, 1).await;
+    let first = arrivals.first.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ms: Vec<f64> = sent
+        .iter()
+        .filter_map(|(id, at)| {
+            first
+                .get(&(0, id.clone()))
+                .map(|a| a.duration_since(*at).as_secs_f64() * 1e3)
+        })
+        .collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let lost = sent.len() - ms.len();
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    Ok(json!({
+        "scenario": "latency",
+        "via": "webhook",
+        "rate": args.rate,
+        "nodes": t.write_bases.len(),
+        "writes": sent.len(),
+        "p50_ms": round(percentile(&ms, 0.50)),
+        "p99_ms": round(percentile(&ms, 0.99)),
+        "max_ms": round(ms.last().copied().unwrap_or(0.0)),
+        "peak_rss_mb": peak_rss_mb(),
+        "lost": lost,
+    }))
+}
+
+/// Waits (at most 120 s) until every sent record reached each of `n` endpoints.
+async fn wait_delivered(arrivals: &Arrivals, sent: &HashMap<String, Instant>, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let got = arrivals
+            .first
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        if got >= sent.len() * n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("not every delivery arrived within 120 s");
+}
+
+async fn throughput(args: &BenchArgs, t: &Target, n: usize, name: &str) -> anyhow::Result<Value> {
+    let (url, arrivals) = receiver().await?;
+    endpoints(t, &url, n).await?;
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency {
+        let t = Target {
+            base: t.base.clone(),
+            write_bases: t.write_bases.clone(),
+            key: t.key.clone(),
+            http: t.http.clone(),
+            _dir: None,
+            sqlite: None,
+        };
+        let sent = sent.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = w as u64 * 1_000_000_000;
+            while Instant::now() < deadline {
+                i += 1;
+                let Ok(r) = t
+                    .post(w, "/v1/patients")
+                    .json(&patient_body(i))
+                    .send()
+                    .await
+                else {
+                    continue;
+                };
+                let at = Instant::now();
+                if let Ok(body) = r.json::<Value>().await
+                    && let Some(id) = body["id"].as_str()
+                {
+                    sent.lock().await.insert(id.to_string(), at);
+                }
+            }
+        }));
+    }
+    let progress = tokio::spawn({
+        let arrivals = arrivals.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                eprint!(
+                    "\r{:>4.0}s  {} deliveries",
+                    started.elapsed().as_secs_f64(),
+                    arrivals.total.load(std::sync::atomic::Ordering::Relaxed)
+                );
+            }
+        }
+    });
+    for task in tasks {
+        task.await?;
+    }
+    let writes_elapsed = started.elapsed().as_secs_f64();
+    let sent = sent.lock().await.clone();
+    wait_delivered(&arrivals, &sent, n).await;
+    progress.abort();
+    eprintln!();
+    let last = arrivals
+        .last
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(Instant::now);
+    let delivered = arrivals
+        .first
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .len();
+    let elapsed = last
+        .duration_since(started)
+        .as_secs_f64()
+        .max(writes_elapsed);
+    Ok(json!({
+        "scenario": name,
+        "endpoints": n,
+        "writes_per_s": (sent.len() as f64 / writes_elapsed).round(),
+        "deliveries_per_s": (delivered as f64 / elapsed).round(),
+        "writes": sent.len(),
+        "deliveries": delivered,
+        "drain_s": ((elapsed - writes_elapsed) * 100.0).round() / 100.0,
+        "concurrency": args.concurrency,
+        "nodes": t.write_bases.len(),
+        "peak_rss_mb": peak_rss_mb(),
+        "lost": (sent.len() * n).saturating_sub(delivered),
+    }))
+}
+
+/// Seeds `--backlog` pending deliveries, due in an hour, for an endpoint of
+/// their own, straight into the embedded database (through the API it would
+/// take as long as writing them); then runs `throughput`.
+async fn backlog(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
+    use sqlx::Connection;
+    let Some(path) = &t.sqlite else {
+        bail!(
+            "--scenario backlog seeds the embedded SQLite database; run it without --api and --database"
+        );
+    };
+    let (url, _arrivals) = receiver().await?;
+    let ep: Value = t
+        .post(0, "/v1/endpoints")
+        .json(&json!({"url": format!("{url}/backlog"), "eventTypes": ["practitioner.created"]}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let ep = ep["id"].as_str().context("endpoint id")?.to_string();
+    let event: Value = t
+        .post(0, "/v1/practitioners")
+        .json(&json!({"firstName": "Backlog", "lastName": "Seed"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let practitioner = event["id"].as_str().context("record id")?.to_string();
+    let events: Value = t
+        .get("/v1/events?types=practitioner.created&limit=1")
+        .send()
+        .await?
+        .json()
+        .await?;
+    let e = &events["data"][0];
+    eprintln!("seeding {} pending deliveries …", args.backlog);
+    let seeded = Instant::now();
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
+    sqlx::query("PRAGMA busy_timeout = 30000")
+        .execute(&mut conn)
+        .await?;
+    let now = eventflow_model::time::format(jiff::Timestamp::now());
+    let later =
+        eventflow_model::time::format(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1));
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n WHERE i <= $1) \
+         INSERT INTO deliveries (id, tenant_id, endpoint_id, endpoint_sequence, event_sequence, event_id, \
+         event_type, resource_id, patient_id, ordered, status, created_at, updated_at, next_at, attempt_count, attempts) \
+         SELECT 'dlv_backlog' || i, $2, $3, i, $4, $5, 'practitioner.created', $6, NULL, 0, 'pending', $7, $7, $8, 1, \
+         '[{\"attempt\":1,\"at\":\"' || $7 || '\",\"statusCode\":503,\"durationMs\":1,\"responseBody\":null,\"error\":null}]' FROM n",
+    )
+    .bind(args.backlog as i64)
+    .bind(e["tenantId"].as_str().unwrap_or_default())
+    .bind(&ep)
+    .bind(e["sequence"].as_i64().unwrap_or(0))
+    .bind(e["id"].as_str().unwrap_or_default())
+    .bind(&practitioner)
+    .bind(&now)
+    .bind(&later)
+    .execute(&mut conn)
+    .await?;
+    sqlx::query("UPDATE endpoints SET last_sequence = $1 WHERE id = $2")
+        .bind(args.backlog as i64 + 2)
+        .bind(&ep)
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    eprintln!("seeded in {:.1} s", seeded.elapsed().as_secs_f64());
+    let rss_before = peak_rss_mb();
+    let mut result = throughput(args, t, 1, "backlog").await?;
+    result["backlog"] = json!(args.backlog);
+    result["peak_rss_mb_before_load"] = json!(rss_before);
+    Ok(result)
 }

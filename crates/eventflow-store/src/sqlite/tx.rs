@@ -30,7 +30,9 @@ crate::sql::impl_write_conn!(
 
 crate::queue::impl_queue_conn!(
     SqliteConn,
+    db: sqlx::Sqlite,
     rows: crate::queue::sqlite_rows,
     // One process: nothing to skip.
     lock_due: "",
+    append_attempt: "json_insert(attempts, '$[#]', json(v.column2))",
 );

@@ -349,6 +349,17 @@ fn v1_routes() -> Vec<(String, Vec<&'static str>)> {
         ("/v1/events/stream", vec!["get"]),
         ("/v1/event-types", vec!["get"]),
         ("/v1/audit-log", vec!["get"]),
+        ("/v1/endpoints", vec!["post", "get"]),
+        ("/v1/endpoints/{id}", vec!["get", "patch", "delete"]),
+        ("/v1/endpoints/{id}/secret", vec!["get"]),
+        ("/v1/endpoints/{id}/secret/rotate", vec!["post"]),
+        ("/v1/endpoints/{id}/test", vec!["post"]),
+        ("/v1/endpoints/{id}/replay", vec!["post"]),
+        ("/v1/endpoints/{id}/deliveries", vec!["get"]),
+        ("/v1/endpoints/{id}/events", vec!["get"]),
+        ("/v1/deliveries/{id}", vec!["get"]),
+        ("/v1/deliveries/{id}/retry", vec!["post"]),
+        ("/v1/disclosures", vec!["get"]),
     ] {
         routes.push((path.to_string(), methods));
     }

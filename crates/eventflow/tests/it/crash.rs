@@ -148,6 +148,17 @@ async fn killing_one_of_three_nodes_loses_nothing_and_the_others_go_on() {
     for dir in &dirs {
         nodes.push(start(dir.path(), &db.url, key).await);
     }
+    // An endpoint subscribed to every patient event: every event must reach
+    // it at least once, whichever node wrote it, the dead one included.
+    let rx = eventflow_testkit::Receiver::start().await;
+    let r = nodes[0]
+        .api
+        .post(
+            "/v1/endpoints",
+            json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
     let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
@@ -204,4 +215,42 @@ async fn killing_one_of_three_nodes_loses_nothing_and_the_others_go_on() {
     let id = nodes[1].api.patient().await;
     let r = nodes[2].api.get(&format!("/v1/patients/{id}")).await;
     assert_eq!(r.status, 200);
+    // Every event reached the endpoint: the dead node's leases ran out
+    // (60 s) and the survivors took its deliveries over.
+    let want: std::collections::HashSet<String> = nodes[2]
+        .api
+        .events_after(0)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "patient.created")
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    wait_for(Duration::from_secs(120), "every event delivered", || {
+        let got: std::collections::HashSet<String> = rx
+            .received()
+            .iter()
+            .filter(|r| r.header("webhook-id").is_some())
+            .filter_map(|r| r.header("webhook-id").map(str::to_string))
+            .collect();
+        let missing = want.difference(&got).count();
+        async move { (missing == 0).then_some(()) }
+    })
+    .await;
+    // And nothing stays pending: each delivery was recorded by some node.
+    let ep = nodes[1].api.get("/v1/endpoints").await.body["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(Duration::from_secs(60), "no delivery left pending", || {
+        let api = nodes[1].api.clone();
+        let ep = ep.clone();
+        async move {
+            let l = api
+                .get(&format!("/v1/endpoints/{ep}/deliveries?status=pending"))
+                .await
+                .body;
+            (l["data"].as_array().map(Vec::len) == Some(0)).then_some(())
+        }
+    })
+    .await;
 }

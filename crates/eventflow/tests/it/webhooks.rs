@@ -894,7 +894,73 @@ mod more {
         without_allow_private_endpoints_private_addresses_are_refused_at_create_and_at_connect,
         the_standard_webhooks_reference_library_verifies_our_deliveries,
         delivery_metrics_are_exported,
+        production_mode_takes_https_endpoints_only,
+        a_rate_limit_spaces_deliveries,
     );
+
+    async fn production_mode_takes_https_endpoints_only(backend: Backend) {
+        let server = backend
+            .spawn_with(Options {
+                clock: None,
+                configure: Some(Box::new(|c| {
+                    c.production = true;
+                    c.allow_private_endpoints = false;
+                })),
+            })
+            .await;
+        let api = server.api();
+        let r = api
+            .post(
+                "/v1/endpoints",
+                json!({"url": "http://hooks.example.com/x"}),
+            )
+            .await;
+        assert_eq!(r.status, 422);
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("https"),
+            "{:?}",
+            r.body
+        );
+        let r = api
+            .post(
+                "/v1/endpoints",
+                json!({"url": "https://hooks.example.com/x"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let id = r.body["id"].as_str().unwrap();
+        let r = api
+            .patch(
+                &format!("/v1/endpoints/{id}"),
+                json!({"url": "http://hooks.example.com/x"}),
+            )
+            .await;
+        assert_eq!(r.status, 422);
+        assert_eq!(r.error_field(), Some("url"));
+    }
+
+    async fn a_rate_limit_spaces_deliveries(backend: Backend) {
+        let server = backend.spawn().await;
+        let api = server.api();
+        let rx = Receiver::start().await;
+        let r = api
+            .post(
+                "/v1/endpoints",
+                json!({"url": rx.url("/"), "rateLimit": 4, "eventTypes": ["patient.created"]}),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+        for _ in 0..9 {
+            api.patient().await;
+        }
+        let got = rx.wait_for(9, Duration::from_secs(30)).await;
+        // 4 per second: nine deliveries span at least two seconds.
+        let span = got[8].at.duration_since(got[0].at);
+        assert!(span >= Duration::from_millis(1900), "{span:?}");
+    }
 
     async fn attempts_in_flight_at_kill_9_are_made_again_after_restart(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
