@@ -95,6 +95,11 @@ struct Inner {
     look_again: tokio::sync::Notify,
     /// Successes of healthy endpoints, recorded in batches.
     successes: tokio::sync::mpsc::Sender<AttemptRecord>,
+    /// The earliest retry scheduled since the last claim (ms since the
+    /// epoch; `i64::MAX`: none), so the loop wakes for it.
+    next_retry_ms: AtomicI64,
+    /// Wakes the loop to look at `next_retry_ms` (no claim).
+    rescheduled: tokio::sync::Notify,
 }
 
 /// Starts the dispatcher of this node; it runs until `shutdown` turns true.
@@ -119,6 +124,8 @@ pub fn start(
         held: AtomicUsize::new(0),
         in_hand: Mutex::new(HashSet::new()),
         look_again: tokio::sync::Notify::new(),
+        next_retry_ms: AtomicI64::new(i64::MAX),
+        rescheduled: tokio::sync::Notify::new(),
     });
     Some(tokio::spawn(run(inner, link, shutdown)))
 }
@@ -147,13 +154,25 @@ async fn run(
     let mut claim_now = true;
     let mut next_due: Option<Timestamp> = None;
     let mut metrics_at = Instant::now();
+    let mut safety_net = tokio::time::Instant::now() + SAFETY_NET;
     loop {
         if *shutdown.borrow() {
             return;
         }
         if claim_now {
             claim_now = false;
+            inner.next_retry_ms.store(i64::MAX, AtomicOrdering::Relaxed);
             next_due = claim_all(&inner).await;
+            safety_net = tokio::time::Instant::now() + SAFETY_NET;
+        }
+        // A retry scheduled since the claim (under steady fresh traffic the
+        // loop never idles) must wake it too.
+        let retry = inner.next_retry_ms.load(AtomicOrdering::Relaxed);
+        if retry != i64::MAX
+            && let Ok(at) = Timestamp::from_millisecond(retry)
+            && next_due.is_none_or(|n| at < n)
+        {
+            next_due = Some(at);
         }
         if metrics_at.elapsed() > Duration::from_secs(10) {
             metrics_at = Instant::now();
@@ -179,8 +198,9 @@ async fn run(
             },
             () = link.wake.notified() => claim_now = true,
             () = inner.look_again.notified() => claim_now = true,
+            () = inner.rescheduled.notified() => {}
             () = sleep => claim_now = true,
-            () = tokio::time::sleep(SAFETY_NET) => claim_now = true,
+            () = tokio::time::sleep_until(safety_net) => claim_now = true,
             _ = shutdown.changed() => return,
         }
     }
@@ -408,6 +428,7 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
         AttemptVerdict::RetryAt(at) => Some(*at),
         _ => None,
     };
+
     let healthy = state.streak.load(AtomicOrdering::Relaxed) == 0;
     let rec = AttemptRecord {
         tenant_id: d.tenant_id.clone(),
@@ -454,6 +475,13 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
             // least once, never lost.
             tracing::warn!(error = %e, delivery = %d.id, "could not record an attempt");
         }
+    }
+    if let Some(at) = retry_at {
+        // Recorded: make sure the loop wakes when it comes due.
+        inner
+            .next_retry_ms
+            .fetch_min(at.as_millisecond(), AtomicOrdering::Relaxed);
+        inner.rescheduled.notify_one();
     }
     if probe {
         state.probing.store(false, AtomicOrdering::Release);

@@ -896,7 +896,57 @@ mod more {
         delivery_metrics_are_exported,
         production_mode_takes_https_endpoints_only,
         a_rate_limit_spaces_deliveries,
+        a_retry_comes_due_on_time_under_steady_traffic,
     );
+
+    async fn a_retry_comes_due_on_time_under_steady_traffic(backend: Backend) {
+        let (server, clock) = backend.spawn_with_clock(jiff::Timestamp::now()).await;
+        let api = server.api();
+        let rx = Receiver::start().await;
+        rx.script([Answer::Status(500)]);
+        let r = api
+            .post(
+                "/v1/endpoints",
+                json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}),
+            )
+            .await;
+        let ep = r.body["id"].as_str().unwrap().to_string();
+        api.patient().await;
+        wait_for(
+            Duration::from_secs(20),
+            "the first attempt recorded",
+            || {
+                let api = api.clone();
+                let ep = ep.clone();
+                async move {
+                    let l = api
+                        .get(&format!("/v1/endpoints/{ep}/deliveries"))
+                        .await
+                        .body;
+                    l["data"][0]["nextAttemptAt"].as_str().map(|_| ())
+                }
+            },
+        )
+        .await;
+        clock.advance(jiff::SignedDuration::from_secs(7));
+        // Fresh deliveries keep the dispatcher busy; the retry must not wait
+        // for a quiet moment (or the 5 s safety net).
+        let deadline = std::time::Instant::now() + Duration::from_secs(4);
+        loop {
+            api.patient().await;
+            if rx
+                .received()
+                .iter()
+                .any(|r| r.header("x-eventflow-attempt") == Some("2"))
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the retry was not made within 4 s"
+            );
+        }
+    }
 
     async fn production_mode_takes_https_endpoints_only(backend: Backend) {
         let server = backend
