@@ -153,7 +153,10 @@ async fn run(
     // Whatever was due before this start (a crash, a restart) goes first.
     let mut claim_now = true;
     let mut next_due: Option<Timestamp> = None;
-    let mut metrics_at = Instant::now();
+    // Report the queue's depth at once, then every 10 s.
+    let mut metrics_at = Instant::now()
+        .checked_sub(Duration::from_secs(11))
+        .unwrap_or_else(Instant::now);
     let mut safety_net = tokio::time::Instant::now() + SAFETY_NET;
     loop {
         if *shutdown.borrow() {

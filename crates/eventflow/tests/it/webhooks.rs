@@ -897,7 +897,66 @@ mod more {
         production_mode_takes_https_endpoints_only,
         a_rate_limit_spaces_deliveries,
         a_retry_comes_due_on_time_under_steady_traffic,
+        at_most_4_kib_of_a_response_body_is_kept,
+        attempts_in_flight_per_endpoint_are_limited,
     );
+
+    async fn at_most_4_kib_of_a_response_body_is_kept(backend: Backend) {
+        let server = backend.spawn().await;
+        let api = server.api();
+        let rx = Receiver::start().await;
+        rx.script([Answer::Body(500, "x".repeat(10_000))]);
+        let r = api.post("/v1/endpoints", json!({"url": rx.url("/")})).await;
+        let ep = r.body["id"].as_str().unwrap().to_string();
+        api.patient().await;
+        let d = wait_for(Duration::from_secs(20), "the attempt recorded", || {
+            let api = api.clone();
+            let ep = ep.clone();
+            async move {
+                let l = api
+                    .get(&format!("/v1/endpoints/{ep}/deliveries"))
+                    .await
+                    .body;
+                let d = l["data"].get(0).cloned()?;
+                (d["attempts"].as_array().map(Vec::len).unwrap_or(0) > 0).then_some(d)
+            }
+        })
+        .await;
+        let body = d["attempts"][0]["responseBody"].as_str().unwrap();
+        assert_eq!(body.len(), 4096);
+        assert_eq!(d["attempts"][0]["statusCode"], 500);
+    }
+
+    async fn attempts_in_flight_per_endpoint_are_limited(backend: Backend) {
+        let server = backend
+            .spawn_with(Options {
+                clock: None,
+                configure: Some(Box::new(|c| {
+                    c.delivery_concurrency = 2;
+                    c.delivery_timeout_secs = 2;
+                })),
+            })
+            .await;
+        let api = server.api();
+        let rx = Receiver::start().await;
+        rx.script([Answer::Hang, Answer::Hang]);
+        api.post(
+            "/v1/endpoints",
+            json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}),
+        )
+        .await;
+        for _ in 0..5 {
+            api.patient().await;
+        }
+        let got = rx.wait_for(3, Duration::from_secs(20)).await;
+        // Two hang; the third starts only when one of them times out (2 s).
+        let gap = got[2].at.duration_since(got[0].at);
+        assert!(
+            gap >= Duration::from_millis(1900),
+            "the third went after {gap:?}"
+        );
+        rx.wait_for(5, Duration::from_secs(20)).await;
+    }
 
     async fn a_retry_comes_due_on_time_under_steady_traffic(backend: Backend) {
         let (server, clock) = backend.spawn_with_clock(jiff::Timestamp::now()).await;
