@@ -79,6 +79,8 @@ struct EndpointState {
     next_slot: tokio::sync::Mutex<Instant>,
     streak: AtomicI64,
     probing: AtomicBool,
+    /// Signalled when a probe's outcome is known.
+    probe_done: tokio::sync::Notify,
     /// Deferred deliveries wait until then while the breaker is open (ms since epoch).
     resume_at_ms: AtomicI64,
 }
@@ -320,6 +322,7 @@ async fn endpoint_state(
         next_slot: tokio::sync::Mutex::new(Instant::now()),
         streak: AtomicI64::new(row.failure_streak),
         probing: AtomicBool::new(false),
+        probe_done: tokio::sync::Notify::new(),
         resume_at_ms: AtomicI64::new(0),
         row: Mutex::new(row),
     });
@@ -352,19 +355,25 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
     };
     // The circuit breaker: while open, one attempt (the probe) at a time.
     let mut probe = false;
-    if state.streak.load(AtomicOrdering::Relaxed) >= BREAKER_THRESHOLD {
+    while state.streak.load(AtomicOrdering::Relaxed) >= BREAKER_THRESHOLD {
         let now_ms = inner.clock.now().as_millisecond();
         let resume = state.resume_at_ms.load(AtomicOrdering::Relaxed);
+        // Registered before the flag is read, so a probe ending in between
+        // is not missed.
+        let probe_done = state.probe_done.notified();
         let busy = state.probing.swap(true, AtomicOrdering::AcqRel);
-        if busy || now_ms < resume {
-            if !busy {
-                state.probing.store(false, AtomicOrdering::Release);
-            }
-            let until = if resume > now_ms {
-                Timestamp::from_millisecond(resume).unwrap_or_else(|_| inner.clock.now())
-            } else {
-                inner.clock.now() + SignedDuration::from_secs(60)
-            };
+        if busy {
+            // Another attempt is the probe: wait for its outcome here (the
+            // lease outlasts the request timeout), then look again.
+            let _ = tokio::time::timeout(inner.config.timeout + Duration::from_secs(5), probe_done)
+                .await;
+            continue;
+        }
+        if now_ms < resume {
+            // The probe failed: wait for its next scheduled retry.
+            state.probing.store(false, AtomicOrdering::Release);
+            state.probe_done.notify_waiters();
+            let until = Timestamp::from_millisecond(resume).unwrap_or_else(|_| inner.clock.now());
             let _ = inner
                 .store
                 .release_deliveries(vec![d.id.clone()], until)
@@ -372,6 +381,7 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
             return;
         }
         probe = true;
+        break;
     }
     let Ok(_permit) = state.permits.clone().acquire_owned().await else {
         return;
@@ -488,6 +498,7 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
     }
     if probe {
         state.probing.store(false, AtomicOrdering::Release);
+        state.probe_done.notify_waiters();
     }
     if row.config.ordering == eventflow_store::Ordering::Resource {
         // The next delivery of this record may now go.

@@ -9,7 +9,7 @@ use eventflow_server::{Application, Config, Secret, auth};
 use eventflow_store::SystemClock;
 use eventflow_store::sqlite::SqliteStore;
 
-use crate::bench;
+use crate::{bench, client};
 
 /// Event Flow: a self-hosted clinical event server. Clinical records in,
 /// events out: signed webhooks, polling and streaming, automations.
@@ -55,6 +55,28 @@ enum Command {
     ///
     /// Example: eventflow bench --scenario latency --rate 200 --duration 10
     Bench(bench::BenchArgs),
+    /// Follow the tenant's events and post each one, signed exactly like a
+    /// webhook, to a local URL: develop a receiver with no public address.
+    ///
+    /// Example: eventflow listen --forward-to http://localhost:3000/webhooks --events 'appointment.*'
+    Listen(client::ListenArgs),
+    /// Create the records needed for an event of a type to fire, and print their ids.
+    ///
+    /// Example: eventflow trigger appointment.created
+    Trigger(client::TriggerArgs),
+    /// Read the event log.
+    ///
+    /// Example: eventflow events tail --types 'appointment.*'
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Print events as they happen, one line each.
+    ///
+    /// Example: eventflow events tail --types 'appointment.*,encounter.updated'
+    Tail(client::TailArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,6 +229,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(db) => migrate(db).await,
         Command::Tenants(TenantsCommand::Create { name, db }) => create_tenant(&name, db).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Listen(args) => client::listen(args).await,
+        Command::Trigger(args) => client::trigger(args).await,
+        Command::Events(EventsCommand::Tail(args)) => client::tail(args).await,
     }
 }
 

@@ -1,10 +1,12 @@
 //! `eventflow`: the command line. `serve` runs the server; `migrate`,
-//! `tenants` manage the database; `bench` measures.
+//! `tenants` manage the database; `bench` measures; `listen`, `trigger` and
+//! `events tail` are clients of a running server.
 //!
 //! Errors are one clear line on standard error and a non-zero exit code.
 
 mod bench;
 mod cli;
+mod client;
 
 use std::process::ExitCode;
 

@@ -699,7 +699,9 @@ async fn every_command_has_help_with_an_example() {
     let out = eventflow(dir.path()).arg("--help").bounded();
     assert!(out.status.success());
     let top = text(&out.stdout);
-    for command in ["serve", "migrate", "tenants", "bench"] {
+    for command in [
+        "serve", "migrate", "tenants", "bench", "listen", "trigger", "events",
+    ] {
         assert!(
             top.lines()
                 .any(|l| l.trim_start().starts_with(&format!("{command} "))),
@@ -712,6 +714,10 @@ async fn every_command_has_help_with_an_example() {
         &["tenants"],
         &["tenants", "create"],
         &["bench"],
+        &["listen"],
+        &["trigger"],
+        &["events"],
+        &["events", "tail"],
     ] {
         let out = eventflow(dir.path()).args(command).arg("--help").bounded();
         assert!(out.status.success(), "{command:?} --help");

@@ -5,6 +5,7 @@
 
 mod audit_ops;
 mod cli;
+mod cli_client;
 mod concurrency;
 mod crash;
 mod events;
