@@ -20,12 +20,19 @@
 //! ```
 //!
 //! # Layout
+//! - [`typed`]: the body parsed into a [`typed::WebhookEvent`], an enum over
+//!   the event types carrying the record structs.
+//! - `extract` (feature `axum`): an axum extractor that verifies and parses.
 //! - [`HmacSecret`], [`Ed25519Key`], [`Ed25519PublicKey`]: keys, parsed from
 //!   and printed as `whsec_…`, `whsk_…`, `whpk_…`; `Debug` never shows one.
 //! - [`sign_headers`]: the headers of one attempt.
 //! - [`Verifier`]: checks a request, in constant time, within a tolerance.
 
 use std::fmt;
+
+#[cfg(feature = "axum")]
+pub mod extract;
+pub mod typed;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;

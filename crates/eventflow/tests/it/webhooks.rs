@@ -103,6 +103,14 @@ async fn an_endpoint_gets_each_matching_event_signed_with_every_header(backend: 
     verifier
         .verify(&req.headers, &req.body, now)
         .expect("verifies");
+    // The receiver SDK parses it into a typed event.
+    match eventflow_webhook::typed::parse(&req.body)
+        .expect("parses")
+        .kind
+    {
+        eventflow_webhook::typed::EventKind::PatientCreated(Some(p)) => assert_eq!(p.id, patient),
+        other => panic!("{other:?}"),
+    }
     // Tampering is caught.
     let mut forged = req.body.clone();
     forged[5] ^= 1;
