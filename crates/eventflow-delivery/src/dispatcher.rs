@@ -153,6 +153,9 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Whatever was due before this start (a crash, a restart) goes first.
+    if let Err(e) = inner.store.take_over_leases(inner.clock.now()).await {
+        tracing::warn!(error = %e, "could not release the leases of an earlier run");
+    }
     let mut claim_now = true;
     let mut next_due: Option<Timestamp> = None;
     // Report the queue's depth at once, then every 10 s.
@@ -189,6 +192,12 @@ async fn run(
         };
         tokio::select! {
             batch = link.fresh.recv() => match batch {
+                Some(batch) if inner.held.load(AtomicOrdering::Relaxed) >= inner.config.max_held => {
+                    // Full: give them back, due now; claims take them when
+                    // there is room.
+                    let ids = batch.into_iter().map(|f| f.delivery.id).collect();
+                    let _ = inner.store.release_deliveries(ids, inner.clock.now()).await;
+                }
                 Some(batch) => {
                     for f in batch {
                         submit(&inner, Job {
@@ -247,8 +256,18 @@ async fn claim_all(inner: &Arc<Inner>) -> Option<Timestamp> {
             break;
         }
     }
+    let now = inner.clock.now();
     match inner.store.next_due().await {
-        Ok(next) => next.as_deref().and_then(time::parse),
+        // Due already, yet not claimable (an ordered delivery behind a
+        // retrying one, an endpoint being disabled): look again in a second
+        // rather than spin.
+        Ok(next) => next.as_deref().and_then(time::parse).map(|at| {
+            if at <= now {
+                now + SignedDuration::from_secs(1)
+            } else {
+                at
+            }
+        }),
         Err(_) => None,
     }
 }
@@ -405,10 +424,13 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
         Some(s) if (200..300).contains(&s) => AttemptVerdict::Succeeded,
         Some(410) => AttemptVerdict::Gone,
         _ => {
+            // 72 h from the start of the retry window: the first attempt,
+            // or the last manual retry or replay.
             let first = d
-                .attempts
-                .first()
-                .and_then(|a| time::parse(&a.at))
+                .window_started_at
+                .as_deref()
+                .and_then(time::parse)
+                .or_else(|| d.attempts.first().and_then(|a| time::parse(&a.at)))
                 .unwrap_or_else(|| time::parse(&attempt.at).unwrap_or(now));
             match inner.config.policy.after_failure(
                 attempt_no as u32,
@@ -425,7 +447,7 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
     let outcome = match &verdict {
         AttemptVerdict::Succeeded => "succeeded",
         AttemptVerdict::RetryAt(_) => "retrying",
-        AttemptVerdict::GiveUp => "failed",
+        AttemptVerdict::GiveUp | AttemptVerdict::Expired => "failed",
         AttemptVerdict::Gone => "gone",
     };
     metrics::counter!("eventflow_deliveries_total", "outcome" => outcome).increment(1);
@@ -520,7 +542,7 @@ async fn give_up_expired(inner: &Inner, d: &Delivery) {
             response_body: None,
             error: Some("the event is past its retention and can no longer be sent".into()),
         },
-        verdict: AttemptVerdict::GiveUp,
+        verdict: AttemptVerdict::Expired,
     };
     let _ = inner.store.record_attempt(rec).await;
 }

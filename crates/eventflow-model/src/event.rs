@@ -95,7 +95,7 @@ pub const OPERATIONAL_TYPES: [(&str, &str); 3] = [
     ),
     (
         "delivery.recovered",
-        "An endpoint that had failed 5 times or more in a row (its circuit breaker open), or a delivery that had failed, succeeded again; `data` is the delivery.",
+        "An endpoint that had failed 5 times or more in a row (its circuit breaker open) succeeded again; `data` is the delivery that succeeded, with `failuresBefore`.",
     ),
 ];
 

@@ -171,6 +171,10 @@ pub struct Delivery {
     pub event_sequence: i64,
     #[serde(skip)]
     pub resource_id: String,
+    /// When the current 72-hour retry window began: the first attempt, or
+    /// the last manual retry or replay.
+    #[serde(skip)]
+    pub window_started_at: Option<String>,
     /// `pending`, `succeeded` or `failed`.
     #[schema(value_type = String, example = "pending")]
     pub status: DeliveryStatus,
@@ -210,6 +214,9 @@ pub enum AttemptVerdict {
     GiveUp,
     /// The endpoint answered 410 Gone: it is disabled at once.
     Gone,
+    /// Nothing was sent: the event is past retention. The delivery fails;
+    /// the endpoint's health is not touched.
+    Expired,
 }
 
 /// The outcome of one attempt, for the writer to record.

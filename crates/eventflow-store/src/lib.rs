@@ -220,4 +220,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The dispatcher's link; `Some` once per store.
     fn dispatch_link(&self) -> Option<DispatchLink>;
+
+    /// Called once by the dispatcher at start: on SQLite (one process per
+    /// file) leases left by an earlier run are released, so deliveries cut
+    /// off by a crash go at once; on PostgreSQL leases run out by themselves.
+    async fn take_over_leases(&self, now: jiff::Timestamp) -> Result<()>;
 }

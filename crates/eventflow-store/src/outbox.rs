@@ -15,6 +15,28 @@ use crate::error::{Result, StoreError};
 use crate::fanout::LEASE;
 use crate::queue::{NewDelivery, PAUSED, QueueConn, endpoint_json, patient_of};
 
+/// An endpoint in an operational event: no custom headers, and the URL cut
+/// to its scheme and host (its path or query may carry a token, and the
+/// event can reach other receivers).
+fn endpoint_event_json(row: &EndpointRow) -> Value {
+    let mut v = endpoint_json(row, false);
+    let origin = url_origin(&row.config.url);
+    v["url"] = json!(origin);
+    v
+}
+
+fn url_origin(url: &str) -> String {
+    let rest = url.split_once("://").map(|(scheme, rest)| (scheme, rest));
+    match rest {
+        Some((scheme, rest)) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = host.rsplit('@').next().unwrap_or(host);
+            format!("{scheme}://{host}")
+        }
+        None => String::new(),
+    }
+}
+
 /// How long an endpoint may fail, all deliveries failing, before it is disabled.
 pub const DISABLE_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_hours(72);
 /// Consecutive failures that open an endpoint's circuit breaker.
@@ -67,6 +89,7 @@ pub(crate) async fn fan_out<C: QueueConn + ?Sized>(conn: &mut C, event: &Event) 
                     endpoint_sequence,
                     event_sequence: event.sequence,
                     resource_id: event.resource.id.clone(),
+                    window_started_at: Some(now.clone()),
                     status: DeliveryStatus::Pending,
                     created_at: now.clone(),
                     updated_at: now.clone(),
@@ -286,15 +309,31 @@ pub(crate) async fn record_attempt<C: QueueConn + ?Sized>(
             }
             return Ok((recorded, last_sequence));
         }
+        _ => {}
+    }
+    // A failure. The endpoint's health first: a delivery of an endpoint that
+    // is (or is now) disabled waits paused, never due.
+    let counted = if matches!(rec.verdict, AttemptVerdict::Expired) {
+        None
+    } else {
+        conn.endpoint_failed(&rec.endpoint_id, &now).await?
+    };
+    let already_disabled = counted.as_ref().is_some_and(|(_, _, disabled)| *disabled);
+    match &rec.verdict {
         AttemptVerdict::RetryAt(at) => {
             let at = time::format(*at);
-            conn.update_delivery(&d, Some(&at), None).await?;
+            let next = if already_disabled {
+                PAUSED
+            } else {
+                at.as_str()
+            };
+            conn.update_delivery(&d, Some(next), None).await?;
         }
         AttemptVerdict::Gone => {
             // Waits, paused, for the endpoint to be enabled again.
             conn.update_delivery(&d, Some(PAUSED), None).await?;
         }
-        AttemptVerdict::GiveUp => {
+        AttemptVerdict::GiveUp | AttemptVerdict::Expired => {
             d.status = DeliveryStatus::Failed;
             conn.update_delivery(&d, None, None).await?;
             // Not for an operational event's own delivery: a failing
@@ -311,10 +350,9 @@ pub(crate) async fn record_attempt<C: QueueConn + ?Sized>(
                 last_sequence = Some(seq);
             }
         }
+        AttemptVerdict::Succeeded => {}
     }
-    let Some((streak, failing_since, disabled)) =
-        conn.endpoint_failed(&rec.endpoint_id, &now).await?
-    else {
+    let Some((streak, failing_since, disabled)) = counted else {
         return Ok((recorded, last_sequence));
     };
     recorded.failure_streak = streak;
@@ -328,12 +366,12 @@ pub(crate) async fn record_attempt<C: QueueConn + ?Sized>(
         .zip(time::parse(&now))
         .is_some_and(|(since, now)| since + DISABLE_AFTER <= now);
     // A delivery that gave up has failed for 72 h; if the endpoint has
-    // not succeeded since that delivery's first attempt, all its deliveries
-    // failed for as long.
+    // not succeeded since that delivery's retry window began, all its
+    // deliveries failed for as long.
     let failing_since_first = matches!(rec.verdict, AttemptVerdict::GiveUp)
         && failing_since
             .as_deref()
-            .zip(d.attempts.first().map(|a| a.at.as_str()))
+            .zip(d.window_started_at.as_deref())
             .is_some_and(|(since, first)| since <= first);
     let reason = match rec.verdict {
         AttemptVerdict::Gone => Some("gone"),
@@ -346,6 +384,11 @@ pub(crate) async fn record_attempt<C: QueueConn + ?Sized>(
         conn.reschedule_pending(&rec.endpoint_id, PAUSED, &now)
             .await?;
         conn.bump_endpoints_version(&rec.tenant_id).await?;
+        // The operational event below must not fan out to the endpoint
+        // just disabled: reload the tenant's list under the lock we hold.
+        let version = conn.endpoints_version(&rec.tenant_id).await?;
+        let endpoints = conn.load_endpoints(&rec.tenant_id).await?;
+        conn.fanout().load(&rec.tenant_id, version, endpoints);
         recorded.endpoint_disabled = true;
         if let Some(row) = conn.endpoint(&rec.tenant_id, &rec.endpoint_id).await? {
             let seq = operational_event(
@@ -357,7 +400,7 @@ pub(crate) async fn record_attempt<C: QueueConn + ?Sized>(
                     id: row.id.clone(),
                     version: row.revision,
                 },
-                endpoint_json(&row, false),
+                endpoint_event_json(&row),
             )
             .await?;
             last_sequence = Some(seq);
@@ -389,8 +432,19 @@ pub(crate) async fn retry<C: QueueConn + ?Sized>(
     };
     d.status = DeliveryStatus::Pending;
     d.updated_at = now.clone();
-    conn.update_delivery(&d, Some(&now), None).await?;
-    d.next_attempt_at = Some(now);
+    // A new retry window of 72 h starts now.
+    d.window_started_at = Some(now.clone());
+    let live = conn
+        .endpoint(tenant, &d.endpoint_id)
+        .await?
+        .is_some_and(|e| !e.disabled);
+    let next = if live {
+        now.clone()
+    } else {
+        PAUSED.to_string()
+    };
+    conn.update_delivery(&d, Some(&next), None).await?;
+    d.next_attempt_at = live.then_some(now);
     Ok(Some(d))
 }
 
@@ -432,6 +486,7 @@ pub(crate) async fn replay<C: QueueConn + ?Sized>(
                 Some(mut d) => {
                     d.status = DeliveryStatus::Pending;
                     d.updated_at = now.clone();
+                    d.window_started_at = Some(now.clone());
                     conn.update_delivery(&d, Some(&now), None).await?;
                 }
                 None => {

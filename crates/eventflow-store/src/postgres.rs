@@ -85,10 +85,20 @@ crate::queue::impl_queue_conn!(
     rows: crate::queue::pg_rows,
     // Several nodes claim at once: each takes rows no other holds.
     lock_due: " FOR UPDATE OF d SKIP LOCKED",
+    // A result is checked against the lease and written under one lock.
+    lock_row: " FOR UPDATE",
     append_attempt: "(attempts::jsonb || jsonb_build_array(v.column2::jsonb))::text",
 );
 
 crate::sql::impl_store!(PgStore, Postgres, crate::queue::pg_rows);
+
+impl PgStore {
+    /// Several nodes share the database: another node may hold a lease, so
+    /// leases are left to run out.
+    pub(crate) async fn release_stale_leases(&self, _now: &str) -> crate::error::Result<()> {
+        Ok(())
+    }
+}
 
 /// Turns a connection failure into a message naming what is wrong, without
 /// the URL (it may hold a password).

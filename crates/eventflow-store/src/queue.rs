@@ -20,7 +20,7 @@ pub const PAUSED: &str = "9999-12-31T23:59:59.999Z";
 /// The columns every delivery read selects, in [`delivery_from_row`] order.
 pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.tenant_id, d.endpoint_id, d.endpoint_sequence, \
      d.event_sequence, d.event_id, d.event_type, d.resource_id, d.status, d.created_at, d.updated_at, \
-     d.next_at, d.attempts";
+     d.next_at, d.attempts, d.window_started_at";
 
 /// The columns every endpoint read selects, in `endpoint_from_row` order.
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, tenant_id, revision, created_at, updated_at, disabled, \
@@ -99,6 +99,7 @@ macro_rules! impl_rows {
                     .filter(|n| status == "pending" && n.as_str() != crate::queue::PAUSED),
                 attempts: serde_json::from_str(row.get::<&str, _>(12))
                     .map_err(|_| crate::error::StoreError::corrupt("delivery attempts"))?,
+                window_started_at: row.get(13),
             })
         }
 
@@ -162,6 +163,7 @@ pub(crate) trait QueueConn: crate::ops::RecordTx {
     async fn update_endpoint(&mut self, row: &EndpointRow, expected: i64) -> crate::Result<bool>;
     async fn reset_failures(&mut self, id: &str) -> crate::Result<()>;
     async fn bump_endpoints_version(&mut self, tenant: &str) -> crate::Result<()>;
+    async fn endpoints_version(&mut self, tenant: &str) -> crate::Result<i64>;
     async fn soft_delete_endpoint(
         &mut self,
         tenant: &str,
@@ -246,7 +248,7 @@ pub(crate) trait QueueConn: crate::ops::RecordTx {
 }
 
 macro_rules! impl_queue_conn {
-    ($conn:ty, db: $db:ty, rows: $rows:path, lock_due: $lock_due:expr, append_attempt: $append:expr $(,)?) => {
+    ($conn:ty, db: $db:ty, rows: $rows:path, lock_due: $lock_due:expr, lock_row: $lock_row:expr, append_attempt: $append:expr $(,)?) => {
         const _: () = {
             use async_trait::async_trait;
             use sqlx::Row;
@@ -340,6 +342,14 @@ macro_rules! impl_queue_conn {
                     Ok(())
                 }
 
+                async fn endpoints_version(&mut self, tenant: &str) -> Result<i64> {
+                    let row = sqlx::query("SELECT endpoints_version FROM tenants WHERE id = $1")
+                        .bind(tenant)
+                        .fetch_optional(&mut self.conn)
+                        .await?;
+                    Ok(row.map(|r| r.get(0)).unwrap_or(0))
+                }
+
                 async fn soft_delete_endpoint(&mut self, tenant: &str, id: &str, now: &str) -> Result<bool> {
                     let done = sqlx::query(
                         "UPDATE endpoints SET deleted_at = $1, disabled = 1, revision = revision + 1, updated_at = $1 \
@@ -355,8 +365,7 @@ macro_rules! impl_queue_conn {
 
                 async fn reschedule_pending(&mut self, endpoint_id: &str, next_at: &str, now: &str) -> Result<u64> {
                     let done = sqlx::query(
-                        "UPDATE deliveries SET next_at = $1, updated_at = $2, lease_owner = NULL, lease_until = NULL \
-                         WHERE endpoint_id = $3 AND status = 'pending'",
+                        "UPDATE deliveries SET next_at = $1, updated_at = $2 WHERE endpoint_id = $3 AND status = 'pending'",
                     )
                     .bind(next_at)
                     .bind(now)
@@ -385,7 +394,7 @@ macro_rules! impl_queue_conn {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO deliveries (id, tenant_id, endpoint_id, endpoint_sequence, event_sequence, event_id, \
                          event_type, resource_id, patient_id, ordered, status, created_at, updated_at, next_at, \
-                         lease_owner, lease_until) ",
+                         lease_owner, lease_until, window_started_at) ",
                     );
                     qb.push_values(rows, |mut b, d| {
                         b.push_bind(d.id.to_string())
@@ -405,7 +414,8 @@ macro_rules! impl_queue_conn {
                             .push_bind(d.now.to_string())
                             .push_bind(d.next_at.to_string())
                             .push_bind(d.lease_owner.map(str::to_string))
-                            .push_bind(d.lease_owner.map(|_| d.next_at.to_string()));
+                            .push_bind(d.lease_owner.map(|_| d.next_at.to_string()))
+                            .push_bind(d.now.to_string());
                     });
                     qb.push(" RETURNING id, endpoint_sequence");
                     let found = qb.build().fetch_all(&mut self.conn).await?;
@@ -475,7 +485,7 @@ macro_rules! impl_queue_conn {
                         .await?;
                     found
                         .iter()
-                        .map(|r| Ok((rows::delivery_from_row(r)?, r.get(13), r.get(14))))
+                        .map(|r| Ok((rows::delivery_from_row(r)?, r.get(14), r.get(15))))
                         .collect()
                 }
 
@@ -504,15 +514,16 @@ macro_rules! impl_queue_conn {
                 }
 
                 async fn delivery(&mut self, tenant: Option<&str>, id: &str) -> Result<Option<(Delivery, Option<String>)>> {
+                    let lock: &str = $lock_row;
                     let sql = format!(
-                        "SELECT {DELIVERY_COLUMNS}, d.lease_owner FROM deliveries d WHERE d.id = $1 AND ($2 IS NULL OR d.tenant_id = $2)"
+                        "SELECT {DELIVERY_COLUMNS}, d.lease_owner FROM deliveries d WHERE d.id = $1 AND ($2 IS NULL OR d.tenant_id = $2){lock}"
                     );
                     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(id)
                         .bind(tenant)
                         .fetch_optional(&mut self.conn)
                         .await?;
-                    row.map(|r| Ok((rows::delivery_from_row(&r)?, r.get(13)))).transpose()
+                    row.map(|r| Ok((rows::delivery_from_row(&r)?, r.get(14)))).transpose()
                 }
 
                 async fn delivery_for_event(&mut self, endpoint_id: &str, event_sequence: i64) -> Result<Option<Delivery>> {
@@ -531,8 +542,8 @@ macro_rules! impl_queue_conn {
                 async fn update_delivery(&mut self, d: &Delivery, next_at: Option<&str>, succeeded_at: Option<&str>) -> Result<()> {
                     sqlx::query(
                         "UPDATE deliveries SET status = $1, updated_at = $2, next_at = $3, attempt_count = $4, \
-                         attempts = $5, succeeded_at = COALESCE($6, succeeded_at), lease_owner = NULL, lease_until = NULL \
-                         WHERE id = $7",
+                         attempts = $5, succeeded_at = COALESCE($6, succeeded_at), lease_owner = NULL, lease_until = NULL, \
+                         window_started_at = $8 WHERE id = $7",
                     )
                     .bind(d.status.as_str())
                     .bind(&d.updated_at)
@@ -541,6 +552,7 @@ macro_rules! impl_queue_conn {
                     .bind(json_text(&d.attempts)?)
                     .bind(succeeded_at)
                     .bind(&d.id)
+                    .bind(&d.window_started_at)
                     .execute(&mut self.conn)
                     .await?;
                     Ok(())

@@ -608,7 +608,7 @@ macro_rules! impl_store {
                 let found = sqlx::query(
                     "SELECT d.id, d.endpoint_id, e.config, d.event_id, d.event_type, d.succeeded_at \
                      FROM deliveries d LEFT JOIN endpoints e ON e.id = d.endpoint_id \
-                     WHERE d.tenant_id = $1 AND d.patient_id = $2 AND d.status = 'succeeded' \
+                     WHERE d.tenant_id = $1 AND d.patient_id = $2 AND d.succeeded_at IS NOT NULL \
                      AND ($3 IS NULL OR d.succeeded_at >= $3) ORDER BY d.succeeded_at, d.id LIMIT $4",
                 )
                 .bind(tenant)
@@ -665,6 +665,10 @@ macro_rules! impl_store {
 
             fn dispatch_link(&self) -> Option<crate::DispatchLink> {
                 self.shared.take_link()
+            }
+
+            async fn take_over_leases(&self, now: jiff::Timestamp) -> Result<()> {
+                self.release_stale_leases(&eventflow_model::time::format(now)).await
             }
         }
         };

@@ -260,7 +260,14 @@ async fn run<C: WriteConn + QueueConn>(
     while rx.recv_many(&mut jobs, max_group).await > 0 {
         let mut group = std::mem::take(&mut jobs);
         // Stable: one tenant's requests keep their arrival order.
-        group.sort_by(|a, b| a.command.tenant().cmp(&b.command.tenant()));
+        // Tenant locks first, in tenant order; commands that lock no tenant
+        // (claims, batched results, retries) after them. Every node takes
+        // its locks in this order, so two nodes never wait on each other
+        // in a cycle.
+        group.sort_by(|a, b| {
+            let (ta, tb) = (a.command.tenant(), b.command.tenant());
+            (ta.is_none(), ta).cmp(&(tb.is_none(), tb))
+        });
         // A bug that panics inside one group must not take every later write
         // down with the task: the group's callers get an error (their reply
         // senders are dropped), its transaction is rolled back, and the

@@ -353,7 +353,7 @@ fn record<T: serde::de::DeserializeOwned>(
     data.map(|d| {
         serde_json::from_value(d)
             .map(Box::new)
-            .map_err(|e| ParseError::Data(event_type.to_string(), e.to_string()))
+            .map_err(|e| ParseError::Data(event_type.to_string(), describe(&e)))
     })
     .transpose()
 }
@@ -476,9 +476,26 @@ struct Raw {
     previous: Option<Map<String, Value>>,
 }
 
+/// A serde error without the value it met (it may be patient data, and the
+/// message can end up in logs or a response).
+fn describe(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "could not be read",
+        Category::Syntax => "is not valid JSON",
+        Category::Data => "has a missing field or a value of the wrong type",
+        Category::Eof => "ends too early",
+    };
+    if e.line() > 0 {
+        format!("{what} (line {}, column {})", e.line(), e.column())
+    } else {
+        what.to_string()
+    }
+}
+
 /// Parses a delivery's body (verify it first: [`crate::Verifier`]).
 pub fn parse(body: &[u8]) -> Result<WebhookEvent, ParseError> {
-    let raw: Raw = serde_json::from_slice(body).map_err(|e| ParseError::Envelope(e.to_string()))?;
+    let raw: Raw = serde_json::from_slice(body).map_err(|e| ParseError::Envelope(describe(&e)))?;
     let kind = EventKind::from_parts(&raw.event_type, raw.data)?;
     Ok(WebhookEvent {
         id: raw.id,
@@ -506,8 +523,13 @@ mod tests {
             matches!(parse(future).unwrap().kind, EventKind::Other(t, Some(_)) if t == "invoice.created")
         );
         assert!(matches!(parse(b"nope"), Err(ParseError::Envelope(_))));
-        let wrong = br#"{"id":"evt_1","type":"patient.created","sequence":2,"createdAt":"t","tenantId":"ten_1","resource":{"type":"patient","id":"pat_1","version":1},"data":{"firstName":"no id"}}"#;
-        assert!(matches!(parse(wrong), Err(ParseError::Data(..))));
+        let wrong = br#"{"id":"evt_1","type":"patient.created","sequence":2,"createdAt":"t","tenantId":"ten_1","resource":{"type":"patient","id":"pat_1","version":1},"data":{"id":"pat_1","firstName":["Secret Name"]}}"#;
+        let e = parse(wrong).unwrap_err();
+        assert!(matches!(e, ParseError::Data(..)));
+        assert!(
+            !e.to_string().contains("Secret"),
+            "no values in errors: {e}"
+        );
     }
 
     #[test]

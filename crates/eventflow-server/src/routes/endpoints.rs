@@ -38,6 +38,9 @@ pub fn router() -> Router<AppState> {
 
 /// How long the old secret keeps signing after a rotation.
 pub const ROTATION_OVERLAP: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+/// Most endpoints per tenant (each write inserts one delivery per matching
+/// endpoint, in one statement).
+pub const MAX_ENDPOINTS: usize = 1000;
 /// Most custom headers per endpoint.
 const MAX_HEADERS: usize = 20;
 /// Headers a client may not set: the delivery's own.
@@ -296,6 +299,13 @@ async fn create(
     };
     let mut disabled = false;
     apply_fields(&state, body, &mut config, &mut disabled, true)?;
+    if state.store.endpoints(auth.tenant()).await?.len() >= MAX_ENDPOINTS {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("a tenant has at most {MAX_ENDPOINTS} endpoints; delete one first"),
+        ));
+    }
     let now = time::format(state.clock.now());
     let secret = new_secret(config.signing, &now);
     let row = EndpointRow {

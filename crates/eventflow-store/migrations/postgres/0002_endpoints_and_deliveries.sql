@@ -54,6 +54,10 @@ CREATE TABLE deliveries (
     attempt_count     BIGINT NOT NULL DEFAULT 0,
     -- Every attempt: time, status code, duration, response body, error (JSON).
     attempts          TEXT NOT NULL DEFAULT '[]',
+    -- When the current 72-hour retry window began (creation, or the last
+    -- manual retry or replay).
+    window_started_at TEXT COLLATE "C",
+    -- When a receiver first acknowledged it (kept through later retries).
     succeeded_at      TEXT COLLATE "C",
     -- Which node works on it, until when.
     lease_owner       TEXT COLLATE "C",
@@ -64,4 +68,4 @@ CREATE INDEX deliveries_by_event ON deliveries (endpoint_id, event_sequence);
 CREATE INDEX deliveries_by_endpoint ON deliveries (endpoint_id, status, id);
 CREATE INDEX deliveries_due ON deliveries (next_at) WHERE status = 'pending';
 CREATE INDEX deliveries_ordered ON deliveries (endpoint_id, resource_id, endpoint_sequence) WHERE status = 'pending' AND ordered = 1;
-CREATE INDEX deliveries_disclosed ON deliveries (tenant_id, patient_id, succeeded_at) WHERE status = 'succeeded' AND patient_id IS NOT NULL;
+CREATE INDEX deliveries_disclosed ON deliveries (tenant_id, patient_id, succeeded_at) WHERE succeeded_at IS NOT NULL AND patient_id IS NOT NULL;

@@ -80,16 +80,7 @@ impl SqliteStore {
         clock: Arc<dyn Clock>,
         config: SqliteConfig,
     ) -> Result<Arc<SqliteStore>> {
-        let mut conn = connect_and_migrate(path).await?;
-        // One process serves a SQLite file: leases left by an earlier run
-        // (a crash mid-attempt) belong to no one now; make them due at once.
-        sqlx::query(
-            "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, next_at = $1 \
-             WHERE status = 'pending' AND lease_owner IS NOT NULL",
-        )
-        .bind(eventflow_model::time::format(clock.now()))
-        .execute(&mut conn)
-        .await?;
+        let conn = connect_and_migrate(path).await?;
         let reads = SqlitePoolOptions::new()
             .max_connections(config.read_connections.max(1))
             .min_connections(1)
@@ -120,3 +111,19 @@ impl SqliteStore {
 }
 
 crate::sql::impl_store!(SqliteStore, Sqlite, crate::queue::sqlite_rows);
+
+impl SqliteStore {
+    /// One process serves a SQLite file: leases an earlier run left (a
+    /// crash mid-attempt) belong to no one; their deliveries are due now.
+    pub(crate) async fn release_stale_leases(&self, now: &str) -> crate::error::Result<()> {
+        sqlx::query(
+            "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, next_at = $1 \
+             WHERE status = 'pending' AND lease_owner IS NOT NULL AND next_at <> $2",
+        )
+        .bind(now)
+        .bind(crate::queue::PAUSED)
+        .execute(&self.reads)
+        .await?;
+        Ok(())
+    }
+}

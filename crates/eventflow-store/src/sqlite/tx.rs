@@ -34,5 +34,6 @@ crate::queue::impl_queue_conn!(
     rows: crate::queue::sqlite_rows,
     // One process: nothing to skip.
     lock_due: "",
+    lock_row: "",
     append_attempt: "json_insert(attempts, '$[#]', json(v.column2))",
 );

@@ -381,7 +381,7 @@ async fn a_410_disables_the_endpoint_and_records_endpoint_disabled(backend: Back
     rx.answer(Answer::Status(410));
     let ep = endpoint(
         &api,
-        json!({"url": rx.url("/"), "eventTypes": ["patient.*"]}),
+        json!({"url": rx.url("/hook?token=s3cret"), "eventTypes": ["patient.*"]}),
     )
     .await;
     let ep_id = ep["id"].as_str().unwrap().to_string();
@@ -402,6 +402,8 @@ async fn a_410_disables_the_endpoint_and_records_endpoint_disabled(backend: Back
     assert_eq!(e["type"], "endpoint.disabled");
     assert_eq!(e["resource"]["id"], ep_id.as_str());
     assert_eq!(e["data"]["disabledReason"], "gone");
+    // The event may reach other receivers: the URL is cut to its origin.
+    assert_eq!(e["data"]["url"], rx.url("").as_str(), "{e}");
     // Disabled: nothing more is sent.
     api.patient().await;
     api.patient().await;
@@ -475,6 +477,22 @@ async fn after_72_hours_the_delivery_fails_and_the_endpoint_is_disabled(backend:
         .await
         .body;
     assert_eq!(failed["data"][0]["id"], id.as_str());
+    // Enabled again and retried by hand, it gets a new 72-hour window: one
+    // more failure schedules a retry instead of giving up at once.
+    let r = api
+        .patch(
+            &format!("/v1/endpoints/{ep_id}"),
+            json!({"disabled": false}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = api
+        .post(&format!("/v1/deliveries/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(r.status, 202);
+    let d = attempts(&api, &id, n + 1).await;
+    assert_eq!(d["status"], "pending", "{d}");
+    assert!(d["nextAttemptAt"].is_string(), "{d}");
 }
 
 async fn the_circuit_breaker_holds_new_attempts_until_a_retry_succeeds(backend: Backend) {
