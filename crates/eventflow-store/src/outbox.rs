@@ -26,8 +26,7 @@ fn endpoint_event_json(row: &EndpointRow) -> Value {
 }
 
 fn url_origin(url: &str) -> String {
-    let rest = url.split_once("://").map(|(scheme, rest)| (scheme, rest));
-    match rest {
+    match url.split_once("://") {
         Some((scheme, rest)) => {
             let host = rest.split(['/', '?', '#']).next().unwrap_or("");
             let host = host.rsplit('@').next().unwrap_or(host);
@@ -285,31 +284,28 @@ pub(crate) async fn record_attempt<C: QueueConn + ?Sized>(
     };
     d.attempts.push(rec.attempt.clone());
     d.updated_at = now.clone();
-    match &rec.verdict {
-        AttemptVerdict::Succeeded => {
-            d.status = DeliveryStatus::Succeeded;
-            conn.update_delivery(&d, None, Some(&now)).await?;
-            let streak = conn.endpoint_succeeded(&rec.endpoint_id).await?;
-            if streak >= BREAKER_THRESHOLD {
-                recorded.recovered = true;
-                // The breaker closes: the backlog held back drains now.
-                conn.drain(&rec.endpoint_id, &now).await?;
-                conn.fanout().unleased = true;
-                let mut data = delivery_data(&d);
-                data["failuresBefore"] = json!(streak);
-                let seq = operational_event(
-                    conn,
-                    &rec.tenant_id,
-                    "delivery.recovered",
-                    delivery_ref(&d),
-                    data,
-                )
-                .await?;
-                last_sequence = Some(seq);
-            }
-            return Ok((recorded, last_sequence));
+    if rec.verdict == AttemptVerdict::Succeeded {
+        d.status = DeliveryStatus::Succeeded;
+        conn.update_delivery(&d, None, Some(&now)).await?;
+        let streak = conn.endpoint_succeeded(&rec.endpoint_id).await?;
+        if streak >= BREAKER_THRESHOLD {
+            recorded.recovered = true;
+            // The breaker closes: the backlog held back drains now.
+            conn.drain(&rec.endpoint_id, &now).await?;
+            conn.fanout().unleased = true;
+            let mut data = delivery_data(&d);
+            data["failuresBefore"] = json!(streak);
+            let seq = operational_event(
+                conn,
+                &rec.tenant_id,
+                "delivery.recovered",
+                delivery_ref(&d),
+                data,
+            )
+            .await?;
+            last_sequence = Some(seq);
         }
-        _ => {}
+        return Ok((recorded, last_sequence));
     }
     // A failure. The endpoint's health first: a delivery of an endpoint that
     // is (or is now) disabled waits paused, never due.
