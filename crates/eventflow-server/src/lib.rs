@@ -47,6 +47,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The delivery client, for test sends.
     pub http: reqwest::Client,
+    /// The workflow files loaded at start, with their status.
+    pub workflows: Arc<Vec<serde_json::Value>>,
 }
 
 /// Why the server could not start.
@@ -205,11 +207,13 @@ impl Application {
             config.allow_private_endpoints,
             Duration::from_secs(config.delivery_timeout_secs),
         );
+        let workflows = Arc::new(routes::workflows::statuses(&config.workflows_dir));
         let state = AppState {
             store,
             clock,
             config: Arc::new(config),
             http,
+            workflows,
             keys: Arc::default(),
             shutdown,
         };

@@ -451,6 +451,12 @@ fn webhook_paths(paths: &mut Map<String, Value>) {
     paths.insert("/v1/deliveries/{id}/retry".into(), json!({"post": {"tags": ["Webhooks"], "operationId": "retryDelivery",
         "summary": "Attempt a delivery again now, whatever its status.", "parameters": [id_param()],
         "responses": responses(("202", ok("The delivery, pending", schema_ref("Delivery"))), &["401", "404"])}}));
+    paths.insert("/v1/workflows".into(), json!({"get": {"tags": ["Automations"], "operationId": "listWorkflows",
+        "summary": "The workflow files, each loaded or refused with the reason (file, step, field).",
+        "responses": responses(("200", ok("Workflows", list(json!({"type": "object", "properties": {
+            "name": {"type": "string"}, "file": {"type": "string"},
+            "status": {"type": "string", "enum": ["loaded", "error"]},
+            "error": {"type": ["string", "null"]}}})))), &["401"])}}));
     paths.insert("/v1/disclosures".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "listDisclosures",
         "summary": "Every successful delivery that carried a patient's data: who received it, when.",
         "parameters": [

@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod events;
 pub mod ops;
 pub mod records;
+pub mod workflows;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(audit::router())
         .merge(ops::router())
+        .merge(workflows::router())
         .merge(openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

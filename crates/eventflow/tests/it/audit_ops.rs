@@ -360,6 +360,7 @@ fn v1_routes() -> Vec<(String, Vec<&'static str>)> {
         ("/v1/deliveries/{id}", vec!["get"]),
         ("/v1/deliveries/{id}/retry", vec!["post"]),
         ("/v1/disclosures", vec!["get"]),
+        ("/v1/workflows", vec!["get"]),
     ] {
         routes.push((path.to_string(), methods));
     }

@@ -1353,3 +1353,48 @@ print("verified")
         assert!(text.contains("eventflow_endpoint_failure_streak"), "{text}");
     }
 }
+
+mod workflows {
+    //! `GET /v1/workflows`: each file of the workflows directory, loaded or
+    //! refused with its file, step and reason; one broken file does not stop
+    //! the others.
+
+    use eventflow_testkit::{Backend, Options, backend_tests};
+
+    backend_tests!(workflows_list_each_file_with_its_load_status);
+
+    async fn workflows_list_each_file_with_its_load_status(backend: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let examples =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/examples");
+        std::fs::copy(
+            examples.join("appointment-reminders.yaml"),
+            dir.path().join("a.yaml"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b.yaml"),
+            "name: broken\non: patient.created\nsteps:\n  - sms: {to: '{{ data.phone }}', body: '{{ data.firstName '}\n",
+        )
+        .unwrap();
+        let path = dir.path().to_path_buf();
+        let server = backend
+            .spawn_with(Options {
+                clock: None,
+                configure: Some(Box::new(move |c| c.workflows_dir = path)),
+            })
+            .await;
+        let r = server.api().get("/v1/workflows").await;
+        assert_eq!(r.status, 200);
+        let data = r.body["data"].as_array().unwrap();
+        assert_eq!(data.len(), 2, "{}", r.body);
+        assert_eq!(data[0]["name"], "appointment-reminders");
+        assert_eq!(data[0]["status"], "loaded");
+        assert!(data[0]["error"].is_null());
+        assert_eq!(data[1]["file"], "b.yaml");
+        assert_eq!(data[1]["status"], "error");
+        let e = data[1]["error"].as_str().unwrap();
+        assert!(e.starts_with("step 1 (sms): body: "), "{e}");
+        assert_eq!(server.anonymous().get("/v1/workflows").await.status, 401);
+    }
+}

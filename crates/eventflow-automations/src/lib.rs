@@ -1,0 +1,23 @@
+//! Automations (DESIGN.md §4): workflow files, checked when they load.
+//!
+//! A workflow is a YAML file: `name`, `on` (event types or globs), an
+//! optional CEL `if`, and `steps`. Every template (`{{ data.patientPhone }}`)
+//! and every condition is compiled at load, so a broken file is refused
+//! with its file name, the step and the reason, and the others keep running.
+//!
+//! # Layout
+//! - [`workflow`]: the file format, parsed and checked into a [`Workflow`].
+//! - [`template`]: the Jinja-style template environment (minijinja) and its
+//!   filters (`datetime`, `time`, `date`).
+//! - [`duration`]: `24h`, `-24h`, `30m`, `2d` offsets.
+//!
+//! Still to come (issue 4): the engine driven by the event log, the step
+//! runners (Twilio, SMTP, Slack, HTTP, records, timers, FHIR claims), the
+//! outbox and the `/v1/workflow-runs`, `/v1/notifications`, `/v1/timers`
+//! routes.
+
+pub mod duration;
+pub mod template;
+pub mod workflow;
+
+pub use workflow::{LoadError, Loaded, Step, StepKind, Workflow, load_dir, parse};

@@ -1,0 +1,467 @@
+//! The workflow file (DESIGN.md §4), parsed and checked.
+//!
+//! ```yaml
+//! name: appointment-reminders
+//! on: appointment.created            # one type, a list, or a glob
+//! if: data.status == 'booked'        # CEL, optional
+//! steps:
+//!   - sms: {to: "{{ data.patientPhone }}", body: "Confirmed for {{ data.start | datetime }}."}
+//!   - schedule:
+//!       key: "reminder:{{ data.id }}"
+//!       at: "{{ data.start }}"
+//!       offset: -24h
+//!       steps:
+//!         - sms: {to: "{{ data.patientPhone }}", body: "Tomorrow at {{ data.start | time }}."}
+//! ```
+//!
+//! Every error names the file, the step (`step 2 (schedule) > step 1 (sms)`)
+//! and the field, and says what is wrong.
+
+use std::path::Path;
+
+use eventflow_model::filter::Filter;
+use eventflow_model::{EventType, ResourceType, TypeFilter};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::{duration, template};
+
+/// A workflow that loaded.
+#[derive(Debug)]
+pub struct Workflow {
+    pub name: String,
+    /// The file it came from (its name within the workflows directory).
+    pub file: String,
+    pub on: TypeFilter,
+    pub condition: Option<Filter>,
+    /// The condition's source, as written.
+    pub condition_source: Option<String>,
+    pub steps: Vec<Step>,
+}
+
+/// One step: its type and its settings (templates checked, not rendered).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// 1-based, as people count.
+    pub number: usize,
+    pub kind: StepKind,
+    pub config: Map<String, Value>,
+    /// A `schedule` step's steps, run when its timer fires.
+    pub steps: Vec<Step>,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    Sms,
+    Email,
+    Slack,
+    Http,
+    Create,
+    Update,
+    Schedule,
+    Cancel,
+    Claim,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 9] = [
+        StepKind::Sms,
+        StepKind::Email,
+        StepKind::Slack,
+        StepKind::Http,
+        StepKind::Create,
+        StepKind::Update,
+        StepKind::Schedule,
+        StepKind::Cancel,
+        StepKind::Claim,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StepKind::Sms => "sms",
+            StepKind::Email => "email",
+            StepKind::Slack => "slack",
+            StepKind::Http => "http",
+            StepKind::Create => "create",
+            StepKind::Update => "update",
+            StepKind::Schedule => "schedule",
+            StepKind::Cancel => "cancel",
+            StepKind::Claim => "claim",
+        }
+    }
+
+    /// Required and optional fields.
+    fn fields(self) -> (&'static [&'static str], &'static [&'static str]) {
+        match self {
+            StepKind::Sms => (&["to", "body"], &[]),
+            StepKind::Email => (&["to", "subject", "body"], &[]),
+            StepKind::Slack => (&["text"], &["channel"]),
+            StepKind::Http => (&["url"], &["method", "headers", "body", "sign"]),
+            StepKind::Create => (&["type", "body"], &[]),
+            StepKind::Update => (&["type", "id", "body"], &[]),
+            StepKind::Schedule => (&["key", "steps"], &["at", "offset", "after"]),
+            StepKind::Cancel => (&["key"], &[]),
+            StepKind::Claim => (&[], &["encounter"]),
+        }
+    }
+}
+
+/// Why a workflow file was refused: one line naming the file, the step and
+/// the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct LoadError {
+    pub file: String,
+    pub message: String,
+}
+
+/// A file of the workflows directory, loaded or not.
+#[derive(Debug)]
+pub struct Loaded {
+    pub file: String,
+    pub result: Result<Workflow, LoadError>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: String,
+    on: OneOrMany,
+    #[serde(rename = "if", default)]
+    condition: Option<String>,
+    steps: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Parses and checks one workflow file's text.
+pub fn parse(file: &str, text: &str) -> Result<Workflow, LoadError> {
+    let fail = |message: String| LoadError {
+        file: file.to_string(),
+        message,
+    };
+    let raw: Raw = serde_saphyr::from_str(text).map_err(|e| {
+        fail(format!(
+            "not a workflow: {}",
+            e.to_string().lines().next().unwrap_or("invalid YAML")
+        ))
+    })?;
+    let name_ok = !raw.name.is_empty()
+        && raw.name.len() <= 100
+        && raw
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !name_ok {
+        return Err(fail(
+            "name: must be 1 to 100 of a-z, 0-9, - and _".to_string(),
+        ));
+    }
+    let types: Vec<String> = match raw.on {
+        OneOrMany::One(t) => vec![t],
+        OneOrMany::Many(ts) => ts,
+    };
+    if types.is_empty() {
+        return Err(fail("on: must name at least one event type".into()));
+    }
+    let on = TypeFilter::parse_list(types.iter().map(String::as_str))
+        .map_err(|e| fail(format!("on: {e}")))?;
+    for t in on.patterns() {
+        if !t.ends_with('*')
+            && EventType::parse(t).is_none()
+            && !eventflow_model::event::is_operational(t)
+        {
+            return Err(fail(format!(
+                "on: {t} is not an event type (GET /v1/event-types lists them)"
+            )));
+        }
+    }
+    let condition = raw
+        .condition
+        .as_deref()
+        .map(Filter::compile)
+        .transpose()
+        .map_err(|e| fail(format!("if: {e}")))?;
+    if raw.steps.is_empty() {
+        return Err(fail("steps: a workflow needs at least one step".into()));
+    }
+    let steps = steps(&raw.steps, "").map_err(fail)?;
+    Ok(Workflow {
+        name: raw.name,
+        file: file.to_string(),
+        on,
+        condition,
+        condition_source: raw.condition,
+        steps,
+    })
+}
+
+fn steps(list: &[Value], path: &str) -> Result<Vec<Step>, String> {
+    list.iter()
+        .enumerate()
+        .map(|(i, v)| step(i + 1, v, path))
+        .collect()
+}
+
+fn step(number: usize, v: &Value, path: &str) -> Result<Step, String> {
+    let here = format!("{path}step {number}");
+    let names = StepKind::ALL.map(StepKind::name).join(", ");
+    let Some(map) = v.as_object().filter(|m| m.len() == 1) else {
+        return Err(format!(
+            "{here}: must be one of {names}, e.g. `- sms: {{to: …, body: …}}`"
+        ));
+    };
+    let (key, body) = map
+        .iter()
+        .next()
+        .ok_or_else(|| format!("{here}: is empty"))?;
+    let Some(kind) = StepKind::ALL.into_iter().find(|k| k.name() == key) else {
+        return Err(format!("{here}: unknown step {key:?}; steps are {names}"));
+    };
+    let here = format!("{here} ({key})");
+    let Some(config) = body.as_object() else {
+        return Err(format!("{here}: its settings must be a map"));
+    };
+    let (required, optional) = kind.fields();
+    for f in required {
+        if !config.contains_key(*f) {
+            return Err(format!("{here}: {f}: is required"));
+        }
+    }
+    for f in config.keys() {
+        if !required.contains(&f.as_str()) && !optional.contains(&f.as_str()) {
+            let mut all: Vec<&str> = required.to_vec();
+            all.extend_from_slice(optional);
+            return Err(format!(
+                "{here}: {f}: unknown field; {key} takes {}",
+                all.join(", ")
+            ));
+        }
+    }
+    let mut config = config.clone();
+    let nested = match kind {
+        StepKind::Schedule => {
+            let list = config
+                .remove("steps")
+                .and_then(|s| s.as_array().cloned())
+                .ok_or_else(|| format!("{here}: steps: must be a list of steps"))?;
+            if list.is_empty() {
+                return Err(format!("{here}: steps: needs at least one step"));
+            }
+            match (config.contains_key("at"), config.contains_key("after")) {
+                (true, false) | (false, true) => {}
+                _ => {
+                    return Err(format!(
+                        "{here}: give exactly one of at (a time, with an optional offset) or after (a duration)"
+                    ));
+                }
+            }
+            if config.contains_key("offset") && !config.contains_key("at") {
+                return Err(format!("{here}: offset: goes with at"));
+            }
+            for f in ["offset", "after"] {
+                if let Some(d) = config.get(f) {
+                    let text = d
+                        .as_str()
+                        .ok_or_else(|| format!("{here}: {f}: must be a duration such as 24h"))?;
+                    duration::parse(text).map_err(|e| format!("{here}: {f}: {e}"))?;
+                }
+            }
+            steps(&list, &format!("{here} > "))?
+        }
+        _ => Vec::new(),
+    };
+    if matches!(kind, StepKind::Create | StepKind::Update) {
+        let t = config.get("type").and_then(Value::as_str).unwrap_or("");
+        if t.parse::<ResourceType>().is_err() {
+            return Err(format!(
+                "{here}: type: must be a record type such as intake"
+            ));
+        }
+        if !config.get("body").is_some_and(Value::is_object) {
+            return Err(format!(
+                "{here}: body: must be a map of the record's fields"
+            ));
+        }
+    }
+    if kind == StepKind::Http
+        && let Some(m) = config.get("method")
+        && !matches!(
+            m.as_str(),
+            Some("GET" | "POST" | "PUT" | "PATCH" | "DELETE")
+        )
+    {
+        return Err(format!(
+            "{here}: method: must be GET, POST, PUT, PATCH or DELETE"
+        ));
+    }
+    templates(&Value::Object(config.clone()), &here, "")?;
+    Ok(Step {
+        number,
+        kind,
+        config,
+        steps: nested,
+    })
+}
+
+/// Checks every string in `v` as a template.
+fn templates(v: &Value, here: &str, field: &str) -> Result<(), String> {
+    match v {
+        Value::String(s) => template::check(s).map_err(|e| format!("{here}: {field}: {e}")),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| templates(item, here, &format!("{field}[{i}]"))),
+        Value::Object(map) => map.iter().try_for_each(|(k, item)| {
+            let f = if field.is_empty() {
+                k.clone()
+            } else {
+                format!("{field}.{k}")
+            };
+            templates(item, here, &f)
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Loads every `*.yaml` and `*.yml` file of a directory (not its
+/// subdirectories), in name order. A missing directory has none. Two files
+/// may not give the same name: the later one is refused.
+pub fn load_dir(dir: &Path) -> Vec<Loaded> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<std::path::PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    files.sort();
+    let mut names = std::collections::HashSet::new();
+    files
+        .into_iter()
+        .map(|path| {
+            let file = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let result = match std::fs::read_to_string(&path) {
+                Err(e) => Err(LoadError {
+                    file: file.clone(),
+                    message: format!("cannot read the file: {e}"),
+                }),
+                Ok(text) => parse(&file, &text).and_then(|w| {
+                    if names.insert(w.name.clone()) {
+                        Ok(w)
+                    } else {
+                        Err(LoadError {
+                            file: file.clone(),
+                            message: format!(
+                                "name: {} is already the name of another workflow",
+                                w.name
+                            ),
+                        })
+                    }
+                }),
+            };
+            Loaded { file, result }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name: appointment-reminders
+on: appointment.created
+if: data.status == 'booked'
+steps:
+  - sms:
+      to: "{{ data.patientPhone }}"
+      body: "Your appointment is confirmed for {{ data.start | datetime }}. Reply C to cancel or R to reschedule."
+  - schedule:
+      key: "reminder:{{ data.id }}"
+      at: "{{ data.start }}"
+      offset: -24h
+      steps:
+        - sms: {to: "{{ data.patientPhone }}", body: "Reminder: you have an appointment tomorrow at {{ data.start | time }}."}
+"#;
+
+    #[test]
+    fn the_design_example_loads() {
+        let w = parse("reminders.yaml", GOOD).unwrap();
+        assert_eq!(w.name, "appointment-reminders");
+        assert!(w.on.matches("appointment.created"));
+        assert_eq!(w.steps.len(), 2);
+        assert_eq!(w.steps[1].kind, StepKind::Schedule);
+        assert_eq!(w.steps[1].steps[0].kind, StepKind::Sms);
+    }
+
+    fn error(text: &str) -> String {
+        parse("w.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_broken_file_says_which_step_and_why() {
+        let e = error(&GOOD.replace("| time }}", "| time }"));
+        assert!(
+            e.starts_with("w.yaml: step 2 (schedule) > step 1 (sms): body: "),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("- sms:\n      to", "- text:\n      to"));
+        assert!(e.contains("step 1: unknown step \"text\""), "{e}");
+        let e = error(&GOOD.replace("data.status == 'booked'", "data.status =="));
+        assert!(e.starts_with("w.yaml: if: "), "{e}");
+        let e = error(&GOOD.replace("on: appointment.created", "on: appointment.booked"));
+        assert!(
+            e.contains("on: appointment.booked is not an event type"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("offset: -24h", "offset: yesterday"));
+        assert!(
+            e.contains("step 2 (schedule): offset: must be a duration"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("      body: \"Your", "      bdy: \"Your"));
+        assert!(e.contains("step 1 (sms): body: is required"), "{e}");
+        let e = error("name: x\non: patient.created\nsteps: []\n");
+        assert!(e.contains("at least one step"), "{e}");
+        let e =
+            error("name: x\non: patient.created\nsteps:\n  - create: {type: unicorn, body: {}}\n");
+        assert!(e.contains("type: must be a record type"), "{e}");
+        assert!(error(": : :").starts_with("w.yaml: not a workflow"));
+        assert!(
+            error("name: X Y\non: patient.created\nsteps: [{cancel: {key: k}}]").contains("name:")
+        );
+    }
+
+    #[test]
+    fn a_directory_loads_each_file_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
+        std::fs::write(
+            dir.path().join("b.yml"),
+            "name: broken\non: nope\nsteps: []",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("c.yaml"), GOOD).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a workflow").unwrap();
+        let loaded = load_dir(dir.path());
+        let files: Vec<&str> = loaded.iter().map(|l| l.file.as_str()).collect();
+        assert_eq!(files, ["a.yaml", "b.yml", "c.yaml"]);
+        assert!(loaded[0].result.is_ok());
+        assert!(loaded[1].result.is_err());
+        let dup = loaded[2].result.as_ref().unwrap_err().to_string();
+        assert!(dup.contains("already the name"), "{dup}");
+        assert!(load_dir(&dir.path().join("missing")).is_empty());
+    }
+}
