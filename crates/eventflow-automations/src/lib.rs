@@ -10,6 +10,7 @@
 //! - [`template`]: the Jinja-style template environment (minijinja) and its
 //!   filters (`datetime`, `time`, `date`).
 //! - [`duration`]: `24h`, `-24h`, `30m`, `2d` offsets.
+//! - [`registry`]: the loaded workflows, reloaded when the directory changes.
 //!
 //! Still to come (issue 4): the engine driven by the event log, the step
 //! runners (Twilio, SMTP, Slack, HTTP, records, timers, FHIR claims), the
@@ -17,7 +18,9 @@
 //! routes.
 
 pub mod duration;
+pub mod registry;
 pub mod template;
 pub mod workflow;
 
+pub use registry::{Registry, Snapshot};
 pub use workflow::{LoadError, Loaded, Step, StepKind, Workflow, load_dir, parse};

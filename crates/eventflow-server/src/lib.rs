@@ -47,8 +47,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The delivery client, for test sends.
     pub http: reqwest::Client,
-    /// The workflow files loaded at start, with their status.
-    pub workflows: Arc<Vec<serde_json::Value>>,
+    /// The workflow files, loaded and kept current.
+    pub workflows: Arc<eventflow_automations::Registry>,
 }
 
 /// Why the server could not start.
@@ -207,7 +207,7 @@ impl Application {
             config.allow_private_endpoints,
             Duration::from_secs(config.delivery_timeout_secs),
         );
-        let workflows = Arc::new(routes::workflows::statuses(&config.workflows_dir));
+        let workflows = Arc::new(eventflow_automations::Registry::load(&config.workflows_dir));
         let state = AppState {
             store,
             clock,
@@ -253,6 +253,7 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let retention = tokio::spawn(retention_loop(self.state.clone()));
+        let watcher = self.state.workflows.watch(Duration::from_secs(1));
         let config = &self.state.config;
         let dispatcher = eventflow_delivery::dispatcher::start(
             self.state.store.clone(),
@@ -279,6 +280,7 @@ impl Application {
             })
             .await;
         retention.abort();
+        watcher.abort();
         if let Some(d) = dispatcher {
             d.abort();
         }

@@ -15,10 +15,11 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The load status of each file, as listed.
-pub fn statuses(dir: &std::path::Path) -> Vec<Value> {
-    eventflow_automations::load_dir(dir)
-        .into_iter()
-        .map(|l| match l.result {
+pub fn statuses(snapshot: &eventflow_automations::Snapshot) -> Vec<Value> {
+    snapshot
+        .loaded
+        .iter()
+        .map(|l| match &l.result {
             Ok(w) => json!({"name": w.name, "file": l.file, "status": "loaded", "error": null}),
             Err(e) => json!({
                 "name": l.file.rsplit_once('.').map(|(stem, _)| stem).unwrap_or(&l.file),
@@ -36,5 +37,7 @@ async fn list(
     params: Params,
 ) -> crate::error::ApiResult<Json<Value>> {
     params.only(&[])?;
-    Ok(Json(json!({ "data": *state.workflows })))
+    Ok(Json(
+        json!({ "data": statuses(&state.workflows.snapshot()) }),
+    ))
 }

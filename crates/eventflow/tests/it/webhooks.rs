@@ -1396,5 +1396,23 @@ mod workflows {
         let e = data[1]["error"].as_str().unwrap();
         assert!(e.starts_with("step 1 (sms): body: "), "{e}");
         assert_eq!(server.anonymous().get("/v1/workflows").await.status, 401);
+        // The directory is watched: a fixed file loads, a removed one goes.
+        std::fs::write(
+            dir.path().join("b.yaml"),
+            "name: fixed\non: patient.created\nsteps:\n  - cancel: {key: 'onboarding:{{ data.id }}'}\n",
+        )
+        .unwrap();
+        std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+        let api = server.api();
+        eventflow_testkit::wait_for(std::time::Duration::from_secs(10), "the reload", || {
+            let api = api.clone();
+            async move {
+                let r = api.get("/v1/workflows").await.body;
+                let data = r["data"].as_array()?.clone();
+                (data.len() == 1 && data[0]["name"] == "fixed" && data[0]["status"] == "loaded")
+                    .then_some(())
+            }
+        })
+        .await;
     }
 }
