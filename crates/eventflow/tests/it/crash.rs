@@ -236,6 +236,15 @@ async fn killing_one_of_three_nodes_loses_nothing_and_the_others_go_on() {
         async move { (missing == 0).then_some(()) }
     })
     .await;
+    // The survivors deliver new events at once again: each of five writes,
+    // on either survivor, reaches the receiver within a second.
+    for i in 0..5 {
+        let before = rx.count();
+        let started = std::time::Instant::now();
+        nodes[1 + i % 2].api.patient().await;
+        rx.wait_for(before + 1, Duration::from_secs(1)).await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
     // And nothing stays pending: each delivery was recorded by some node.
     let ep = nodes[1].api.get("/v1/endpoints").await.body["data"][0]["id"]
         .as_str()
