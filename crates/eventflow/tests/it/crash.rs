@@ -237,20 +237,23 @@ async fn killing_one_of_three_nodes_loses_nothing_and_the_others_go_on() {
     })
     .await;
     // The survivors deliver new events at once again: each of five writes,
-    // on either survivor, reaches the receiver within a second.
+    // on either survivor, reaches the receiver within seconds (not after a
+    // lease runs out), even on a loaded CI machine.
     for i in 0..5 {
         let before = rx.count();
         let started = std::time::Instant::now();
         nodes[1 + i % 2].api.patient().await;
-        rx.wait_for(before + 1, Duration::from_secs(1)).await;
-        assert!(started.elapsed() < Duration::from_secs(1));
+        rx.wait_for(before + 1, Duration::from_secs(5)).await;
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
     // And nothing stays pending: each delivery was recorded by some node.
+    // A delivery the dead node sent but had not yet recorded waits for its
+    // lease (60 s from when it was taken), then a survivor sends it again.
     let ep = nodes[1].api.get("/v1/endpoints").await.body["data"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
-    wait_for(Duration::from_secs(60), "no delivery left pending", || {
+    wait_for(Duration::from_secs(120), "no delivery left pending", || {
         let api = nodes[1].api.clone();
         let ep = ep.clone();
         async move {
