@@ -22,6 +22,12 @@ impl Notifier {
             .subscribe()
     }
 
+    /// How many readers (long polls, streams) wait on the tenant's commits.
+    pub fn waiting(&self, tenant: &str) -> usize {
+        let map = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(tenant).map_or(0, |tx| tx.receiver_count())
+    }
+
     /// Announces that the tenant's events up to `sequence` are committed.
     pub fn publish(&self, tenant: &str, sequence: i64) {
         let map = self.tenants.lock().unwrap_or_else(|e| e.into_inner());

@@ -54,6 +54,19 @@ impl Backend {
         }
     }
 
+    /// The `database_url` a server process on this backend takes: empty
+    /// (SQLite in its data directory), or a fresh PostgreSQL database, which
+    /// lives as long as the returned guard.
+    pub async fn database_url(&self) -> (String, Option<TestDatabase>) {
+        match self {
+            Backend::Sqlite => (String::new(), None),
+            Backend::Postgres(base) => {
+                let db = TestDatabase::create(base).await;
+                (db.url.clone(), Some(db))
+            }
+        }
+    }
+
     /// A server on this backend with default options.
     pub async fn spawn(&self) -> TestServer {
         self.spawn_with(Options::default()).await
@@ -289,6 +302,22 @@ impl TestServer {
         }
         let dir = tempfile::tempdir().expect("temporary directory");
         std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// Waits (at most 10 s) until `n` readers — long polls, streams — wait
+    /// on the tenant's commits, so a test's write lands while they wait.
+    pub async fn until_waiting(&self, tenant: &str, n: usize) {
+        let store = self.state.store.clone();
+        let tenant = tenant.to_string();
+        wait_for(
+            Duration::from_secs(10),
+            "a reader waiting on commits",
+            || {
+                let waiting = store.notifier().waiting(&tenant);
+                async move { (waiting >= n).then_some(()) }
+            },
+        )
+        .await;
     }
 
     /// A client for the `default` tenant.

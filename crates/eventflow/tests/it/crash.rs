@@ -57,13 +57,7 @@ fn spawn_writer(
 
 async fn acknowledged_writes_survive_kill_9(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let (url, _db) = match &backend {
-        Backend::Sqlite => (String::new(), None),
-        Backend::Postgres(base) => {
-            let db = TestDatabase::create(base).await;
-            (db.url.clone(), Some(db))
-        }
-    };
+    let (url, _db) = backend.database_url().await;
     let key = "efk_crash-test-key";
     let mut node = start(dir.path(), &url, key).await;
     let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();

@@ -713,17 +713,17 @@ async fn a_long_poll_returns_as_soon_as_a_write_commits(backend: Backend) {
     let server = backend.spawn().await;
     let api = server.api();
     api.patient().await;
-    let writer = api.clone();
-    let write = tokio::spawn(async move {
-        // Let the poll start waiting first; if it has not, it returns at
-        // once anyway, which the assertions below accept.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        writer.patient().await
+    let tenant = principal(&server).await.tenant_id;
+    let poller = api.clone();
+    let poll = tokio::spawn(async move {
+        let start = Instant::now();
+        let r = poller.get("/v1/events?after=1&wait=5").await;
+        (r, start.elapsed())
     });
-    let start = Instant::now();
-    let r = api.get("/v1/events?after=1&wait=5").await;
-    let elapsed = start.elapsed();
-    let id = write.await.expect("writer");
+    // The write lands while the poll waits.
+    server.until_waiting(&tenant, 1).await;
+    let id = api.patient().await;
+    let (r, elapsed) = poll.await.expect("poll");
     assert_eq!(r.status, 200);
     let data = r.body["data"].as_array().unwrap();
     assert_eq!(sequences(data), [2]);
@@ -745,21 +745,21 @@ async fn a_long_poll_ignores_commits_that_do_not_match_its_filter(backend: Backe
     let server = backend.spawn().await;
     let api = server.api();
     let patient = api.patient().await;
-    let writer = api.clone();
-    let write = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        writer.patient().await; // does not match
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        writer
-            .create("encounters", json!({"patientId": patient}))
-            .await
+    let tenant = principal(&server).await.tenant_id;
+    let poller = api.clone();
+    let poll = tokio::spawn(async move {
+        let start = Instant::now();
+        let r = poller
+            .get("/v1/events?after=1&wait=10&types=encounter.*")
+            .await;
+        (r, start.elapsed())
     });
-    let start = Instant::now();
-    let r = api
-        .get("/v1/events?after=1&wait=10&types=encounter.*")
+    server.until_waiting(&tenant, 1).await;
+    api.patient().await; // does not match: the poll goes on waiting
+    let enc = api
+        .create("encounters", json!({"patientId": patient}))
         .await;
-    let elapsed = start.elapsed();
-    let enc = write.await.expect("writer");
+    let (r, elapsed) = poll.await.expect("poll");
     assert_eq!(r.status, 200);
     let data = r.body["data"].as_array().unwrap();
     assert_eq!(types_of(data), ["encounter.created"]);
@@ -783,16 +783,18 @@ async fn a_long_poll_with_nothing_new_returns_empty_after_the_wait(backend: Back
     );
     // Another tenant's writes do not end the wait early with nothing.
     let other = server.new_tenant("other").await;
-    let writer = other.clone();
-    let write = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        writer.patient().await
+    let tenant = principal(&server).await.tenant_id;
+    let poller = api.clone();
+    let poll = tokio::spawn(async move {
+        let start = Instant::now();
+        let r = poller.get("/v1/events?after=1&wait=1").await;
+        (r, start.elapsed())
     });
-    let start = Instant::now();
-    let r = api.get("/v1/events?after=1&wait=1").await;
-    write.await.expect("writer");
+    server.until_waiting(&tenant, 1).await;
+    other.patient().await;
+    let (r, elapsed) = poll.await.expect("poll");
     assert_eq!(r.body, json!({"data": [], "nextAfter": 1}));
-    assert!(start.elapsed() >= Duration::from_millis(900));
+    assert!(elapsed >= Duration::from_millis(900));
 }
 
 async fn a_long_poll_waits_at_most_60_seconds(backend: Backend) {

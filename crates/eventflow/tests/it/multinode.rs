@@ -92,7 +92,7 @@ async fn a_reader_never_misses_an_event_written_on_three_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_long_poll_on_one_node_wakes_for_a_write_on_another() {
-    let Some((_db, _servers, apis)) = three_nodes("multinode::long_poll_wakes").await else {
+    let Some((_db, servers, apis)) = three_nodes("multinode::long_poll_wakes").await else {
         return;
     };
     let waiter = {
@@ -105,7 +105,15 @@ async fn a_long_poll_on_one_node_wakes_for_a_write_on_another() {
     };
     // Let the long poll reach its wait; a write before it would also answer
     // at once, which proves nothing about the wake-up.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tenant = servers[1]
+        .state
+        .store
+        .authenticate(&eventflow_server::auth::hash_key(&servers[0].key))
+        .await
+        .unwrap()
+        .unwrap()
+        .tenant_id;
+    servers[1].until_waiting(&tenant, 1).await;
     apis[0]
         .post("/v1/patients", json!({"firstName": "A", "lastName": "B"}))
         .await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use eventflow_server::{Application, Config};
 use eventflow_store::SystemClock;
-use eventflow_testkit::{Backend, TestDatabase, backend_tests};
+use eventflow_testkit::{Backend, backend_tests};
 
 backend_tests!(a_schema_newer_than_this_build_is_refused);
 
@@ -27,13 +27,7 @@ fn config(dir: &std::path::Path, database_url: &str) -> Config {
 
 async fn a_schema_newer_than_this_build_is_refused(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let (url, _db) = match &backend {
-        Backend::Sqlite => (String::new(), None),
-        Backend::Postgres(base) => {
-            let db = TestDatabase::create(base).await;
-            (db.url.clone(), Some(db))
-        }
-    };
+    let (url, _db) = backend.database_url().await;
     // A first start creates the schema.
     let app = start(config(dir.path(), &url)).await.expect("first start");
     drop(app);

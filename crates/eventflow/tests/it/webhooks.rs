@@ -911,7 +911,7 @@ mod more {
     use std::time::Duration;
 
     use eventflow_testkit::{
-        Answer, Backend, Options, Receiver, ServerProcess, TestDatabase, backend_tests, wait_for,
+        Answer, Backend, Options, Receiver, ServerProcess, backend_tests, wait_for,
     };
     use serde_json::json;
 
@@ -1099,13 +1099,7 @@ mod more {
 
     async fn attempts_in_flight_at_kill_9_are_made_again_after_restart(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let (url, _db) = match &backend {
-            Backend::Sqlite => (String::new(), None),
-            Backend::Postgres(base) => {
-                let db = TestDatabase::create(base).await;
-                (db.url.clone(), Some(db))
-            }
-        };
+        let (url, _db) = backend.database_url().await;
         let key = "efk_delivery-crash-key";
         let start = || {
             ServerProcess::start(
