@@ -418,7 +418,16 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
         }
     }
     let attempt_no = d.attempts.len() as i64 + 1;
-    let (attempt, retry_after, status) = attempt(inner, &row, d, &event, attempt_no).await;
+    let (attempt, retry_after, status) = send(
+        &inner.client,
+        inner.config.allow_private,
+        &*inner.clock,
+        &row,
+        &event,
+        d.endpoint_sequence,
+        attempt_no,
+    )
+    .await;
     let now = inner.clock.now();
     let verdict = match status {
         Some(s) if (200..300).contains(&s) => AttemptVerdict::Succeeded,
@@ -574,28 +583,8 @@ pub fn signers(row: &EndpointRow, now: Timestamp) -> Vec<Signer> {
         .collect()
 }
 
-/// One HTTP attempt. Returns the attempt, a `Retry-After` (on 429/503) and
-/// the status.
-async fn attempt(
-    inner: &Inner,
-    row: &EndpointRow,
-    d: &Delivery,
-    event: &Event,
-    number: i64,
-) -> (Attempt, Option<Duration>, Option<u16>) {
-    send(
-        &inner.client,
-        inner.config.allow_private,
-        &*inner.clock,
-        row,
-        event,
-        d.endpoint_sequence,
-        number,
-    )
-    .await
-}
-
-/// Sends an event to an endpoint once, signed, and describes what happened.
+/// Sends an event to an endpoint once, signed, and describes what happened:
+/// the attempt, a `Retry-After` (on 429/503) and the status.
 /// Also used by the test send of `POST /v1/endpoints/{id}/test`.
 pub async fn send(
     client: &reqwest::Client,

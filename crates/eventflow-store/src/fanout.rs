@@ -79,8 +79,10 @@ pub struct Fanout {
     pub lease_until: String,
     fresh: Vec<FreshDelivery>,
     feed: Option<mpsc::Sender<Vec<FreshDelivery>>>,
-    /// Set when deliveries were written that no dispatcher was handed.
-    pub unleased: bool,
+    /// Set when the group made deliveries due that were not handed to this
+    /// node's dispatcher (not leased, retried, replayed, resumed, drained):
+    /// at commit the dispatcher is told to look at the table.
+    pub wake_dispatcher: bool,
 }
 
 /// How long a node holds a delivery it took before others may take it over.
@@ -95,7 +97,7 @@ impl Fanout {
             lease_until: String::new(),
             fresh: Vec::new(),
             feed,
-            unleased: false,
+            wake_dispatcher: false,
         }
     }
 
@@ -103,7 +105,7 @@ impl Fanout {
         self.now = eventflow_model::time::format(now);
         self.lease_until = eventflow_model::time::format(now + LEASE);
         self.fresh.clear();
-        self.unleased = false;
+        self.wake_dispatcher = false;
     }
 
     /// The cached endpoints of a tenant, if current for `version`.
@@ -143,7 +145,7 @@ impl Fanout {
         let room = self.feed.as_ref().is_some_and(|f| f.capacity() > 64);
         let ok = room && endpoint.config.ordering == Ordering::None;
         if !ok {
-            self.unleased = true;
+            self.wake_dispatcher = true;
         }
         ok
     }
@@ -165,7 +167,7 @@ impl Fanout {
     /// deliveries were not handed over).
     pub fn committed(&mut self) -> bool {
         let fresh = std::mem::take(&mut self.fresh);
-        let mut look = std::mem::take(&mut self.unleased);
+        let mut look = std::mem::take(&mut self.wake_dispatcher);
         if !fresh.is_empty() {
             match &self.feed {
                 Some(feed) => {

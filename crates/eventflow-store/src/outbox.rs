@@ -292,7 +292,7 @@ pub(crate) async fn record_attempt<C: QueueConn + ?Sized>(
             recorded.recovered = true;
             // The breaker closes: the backlog held back drains now.
             conn.drain(&rec.endpoint_id, &now).await?;
-            conn.fanout().unleased = true;
+            conn.fanout().wake_dispatcher = true;
             let mut data = delivery_data(&d);
             data["failuresBefore"] = json!(streak);
             let seq = operational_event(

@@ -177,7 +177,7 @@ pub(crate) trait QueueConn: crate::ops::RecordTx {
         next_at: &str,
         now: &str,
     ) -> crate::Result<u64>;
-    /// Makes the endpoint's waiting (unleased) deliveries due now.
+    /// Makes the endpoint's waiting (wake_dispatcher) deliveries due now.
     async fn drain(&mut self, endpoint_id: &str, now: &str) -> crate::Result<u64>;
     /// Inserts deliveries (of distinct endpoints), each numbered one past
     /// its endpoint's last `endpointSequence`, in one statement; returns

@@ -455,7 +455,7 @@ async fn execute<C: WriteConn + QueueConn>(
                 .await?;
             let row = outbox::change_endpoint(conn, change).await?;
             // Re-enabling makes paused deliveries due: let the dispatcher look.
-            conn.fanout().unleased = true;
+            conn.fanout().wake_dispatcher = true;
             Ok((Reply::Endpoint(row), None, Vec::new()))
         }
         Command::Claim { limit } => {
@@ -481,7 +481,7 @@ async fn execute<C: WriteConn + QueueConn>(
         Command::Retry { tenant, id } => {
             let d = outbox::retry(conn, tenant, id).await?;
             if d.is_some() {
-                conn.fanout().unleased = true;
+                conn.fanout().wake_dispatcher = true;
             }
             Ok((Reply::Delivery(d), None, Vec::new()))
         }
@@ -492,7 +492,7 @@ async fn execute<C: WriteConn + QueueConn>(
         } => {
             conn.lock_tenant(tenant).await?;
             let n = outbox::replay(conn, tenant, endpoint_id, from).await?;
-            conn.fanout().unleased = true;
+            conn.fanout().wake_dispatcher = true;
             Ok((Reply::Count(n), None, Vec::new()))
         }
         Command::Purge { events_before } => {

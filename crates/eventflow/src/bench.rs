@@ -101,6 +101,18 @@ struct Target {
 }
 
 impl Target {
+    /// A copy for a writer task (the data directory stays with the original).
+    fn detached(&self) -> Target {
+        Target {
+            base: self.base.clone(),
+            write_bases: self.write_bases.clone(),
+            key: self.key.clone(),
+            http: self.http.clone(),
+            _dir: None,
+            sqlite: None,
+        }
+    }
+
     /// A POST to node `n` (round robin over the nodes).
     fn post(&self, n: usize, path: &str) -> reqwest::RequestBuilder {
         let base = &self.write_bases[n % self.write_bases.len()];
@@ -231,7 +243,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot reach the server at {}", t.base))?;
     let result = match args.scenario {
         Scenario::Writes => writes(&args, &t).await?,
-        Scenario::Latency if args.via == Via::Webhook => webhook_latency(&args, &t).await?,
         Scenario::Latency => latency(&args, &t).await?,
         Scenario::Throughput => throughput(&args, &t, 1, "throughput").await?,
         Scenario::Fanout => {
@@ -261,14 +272,7 @@ async fn writes(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..args.concurrency {
-        let t = Target {
-            base: t.base.clone(),
-            write_bases: t.write_bases.clone(),
-            key: t.key.clone(),
-            http: t.http.clone(),
-            _dir: None,
-            sqlite: None,
-        };
+        let t = t.detached();
         let ok = ok.clone();
         let failed = failed.clone();
         tasks.push(tokio::spawn(async move {
@@ -328,23 +332,81 @@ async fn writes(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
 }
 
 async fn latency(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
-    let start_seq = latest_sequence(t).await?;
-    // Send time of each write, by record id; filled before its event can be
-    // read because the id is known only from the response, so the reader
-    // keeps arrival times too and the two are joined at the end.
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let total = u64::from(args.rate) * args.duration;
-    let reader = {
-        let base = t.base.clone();
-        let key = t.key.clone();
-        let http = t.http.clone();
-        let arrived = arrived.clone();
-        let via = args.via;
-        tokio::spawn(async move {
-            read_events(via, &http, &base, &key, start_seq, total, arrived).await
-        })
+    // Arrival time of each write's event (stream, poll) or webhook, by
+    // record id; the send times come from the writes' responses, and the
+    // two are joined at the end.
+    enum Reader {
+        Events(
+            tokio::task::JoinHandle<anyhow::Result<()>>,
+            Arc<Mutex<HashMap<String, Instant>>>,
+        ),
+        Webhook(Arc<Arrivals>),
+    }
+    let reader = if args.via == Via::Webhook {
+        let (url, arrivals) = receiver().await?;
+        endpoints(t, &url, 1).await?;
+        Reader::Webhook(arrivals)
+    } else {
+        let start_seq = latest_sequence(t).await?;
+        let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let (base, key, http, via) = (t.base.clone(), t.key.clone(), t.http.clone(), args.via);
+        let a = arrived.clone();
+        let task =
+            tokio::spawn(
+                async move { read_events(via, &http, &base, &key, start_seq, total, a).await },
+            );
+        Reader::Events(task, arrived)
     };
+    let sent = paced_writes(args, t, total).await;
+    let arrived: HashMap<String, Instant> = match reader {
+        Reader::Events(task, arrived) => {
+            let read = tokio::time::timeout(Duration::from_secs(30), task).await;
+            if !matches!(read, Ok(Ok(Ok(())))) {
+                eprintln!("the reader did not see every event within 30 s");
+            }
+            arrived.lock().await.clone()
+        }
+        Reader::Webhook(arrivals) => {
+            wait_delivered(&arrivals, &sent, 1).await;
+            arrivals
+                .first
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|((_, id), at)| (id.clone(), *at))
+                .collect()
+        }
+    };
+    let mut ms: Vec<f64> = sent
+        .iter()
+        .filter_map(|(id, at)| {
+            arrived
+                .get(id)
+                .map(|a| a.duration_since(*at).as_secs_f64() * 1e3)
+        })
+        .collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let lost = sent.len() - ms.len();
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    Ok(json!({
+        "scenario": "latency",
+        "via": match args.via { Via::Stream => "stream", Via::Poll => "poll", Via::Webhook => "webhook" },
+        "rate": args.rate,
+        "nodes": t.write_bases.len(),
+        "writes": sent.len(),
+        "p50_ms": round(percentile(&ms, 0.50)),
+        "p99_ms": round(percentile(&ms, 0.99)),
+        "max_ms": round(ms.last().copied().unwrap_or(0.0)),
+        "peak_rss_mb": peak_rss_mb(),
+        "lost": lost,
+    }))
+}
+
+/// `total` record writes at a steady `--rate`; the send time of each, by
+/// the id the server gave it.
+async fn paced_writes(args: &BenchArgs, t: &Target, total: u64) -> HashMap<String, Instant> {
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let started = Instant::now();
     let mut tick =
         tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
@@ -373,35 +435,7 @@ async fn latency(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
         let _ = w.await;
     }
     eprintln!();
-    let read = tokio::time::timeout(Duration::from_secs(30), reader).await;
-    if !matches!(read, Ok(Ok(Ok(())))) {
-        eprintln!("the reader did not see every event within 30 s");
-    }
-    let sent = sent.lock().await;
-    let arrived = arrived.lock().await;
-    let mut ms: Vec<f64> = sent
-        .iter()
-        .filter_map(|(id, at)| {
-            arrived
-                .get(id)
-                .map(|a| a.duration_since(*at).as_secs_f64() * 1e3)
-        })
-        .collect();
-    ms.sort_by(|a, b| a.total_cmp(b));
-    let lost = sent.keys().filter(|id| !arrived.contains_key(*id)).count();
-    let round = |x: f64| (x * 100.0).round() / 100.0;
-    Ok(json!({
-        "scenario": "latency",
-        "via": match args.via { Via::Stream => "stream", Via::Poll => "poll", Via::Webhook => "webhook" },
-        "rate": args.rate,
-        "nodes": t.write_bases.len(),
-        "writes": sent.len(),
-        "p50_ms": round(percentile(&ms, 0.50)),
-        "p99_ms": round(percentile(&ms, 0.99)),
-        "max_ms": round(ms.last().copied().unwrap_or(0.0)),
-        "peak_rss_mb": peak_rss_mb(),
-        "lost": lost,
-    }))
+    sent.lock().await.clone()
 }
 
 async fn read_events(
@@ -415,7 +449,7 @@ async fn read_events(
 ) -> anyhow::Result<()> {
     let mut seen = 0u64;
     match via {
-        Via::Webhook => bail!("webhook latency is measured by its own receiver"),
+        Via::Webhook => bail!("webhook arrivals are counted by bench's receiver"),
         Via::Poll => {
             let mut after = after;
             while seen < total {
@@ -533,67 +567,6 @@ async fn endpoints(t: &Target, receiver: &str, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn webhook_latency(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
-    let (url, arrivals) = receiver().await?;
-    endpoints(t, &url, 1).await?;
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let total = u64::from(args.rate) * args.duration;
-    let started = Instant::now();
-    let mut tick =
-        tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut writers = Vec::new();
-    for i in 0..total {
-        tick.tick().await;
-        let req = t.post(i as usize, "/v1/patients").json(&patient_body(i));
-        let sent = sent.clone();
-        writers.push(tokio::spawn(async move {
-            let at = Instant::now();
-            let r = req.send().await.ok()?;
-            let body: Value = r.json().await.ok()?;
-            let id = body["id"].as_str()?.to_string();
-            sent.lock().await.insert(id, at);
-            Some(())
-        }));
-        if i % u64::from(args.rate.max(1)) == 0 {
-            eprint!(
-                "\rlatency: {:>4.0}s  {i} writes",
-                started.elapsed().as_secs_f64()
-            );
-        }
-    }
-    for w in writers {
-        let _ = w.await;
-    }
-    eprintln!();
-    let sent = sent.lock().await.clone();
-    wait_delivered(&arrivals, &sent, 1).await;
-    let first = arrivals.first.lock().unwrap_or_else(|e| e.into_inner());
-    let mut ms: Vec<f64> = sent
-        .iter()
-        .filter_map(|(id, at)| {
-            first
-                .get(&(0, id.clone()))
-                .map(|a| a.duration_since(*at).as_secs_f64() * 1e3)
-        })
-        .collect();
-    ms.sort_by(|a, b| a.total_cmp(b));
-    let lost = sent.len() - ms.len();
-    let round = |x: f64| (x * 100.0).round() / 100.0;
-    Ok(json!({
-        "scenario": "latency",
-        "via": "webhook",
-        "rate": args.rate,
-        "nodes": t.write_bases.len(),
-        "writes": sent.len(),
-        "p50_ms": round(percentile(&ms, 0.50)),
-        "p99_ms": round(percentile(&ms, 0.99)),
-        "max_ms": round(ms.last().copied().unwrap_or(0.0)),
-        "peak_rss_mb": peak_rss_mb(),
-        "lost": lost,
-    }))
-}
-
 /// Waits (at most 120 s) until every sent record reached each of `n` endpoints.
 async fn wait_delivered(arrivals: &Arrivals, sent: &HashMap<String, Instant>, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -619,14 +592,7 @@ async fn throughput(args: &BenchArgs, t: &Target, n: usize, name: &str) -> anyho
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..args.concurrency {
-        let t = Target {
-            base: t.base.clone(),
-            write_bases: t.write_bases.clone(),
-            key: t.key.clone(),
-            http: t.http.clone(),
-            _dir: None,
-            sqlite: None,
-        };
+        let t = t.detached();
         let sent = sent.clone();
         tasks.push(tokio::spawn(async move {
             let mut i = w as u64 * 1_000_000_000;
