@@ -17,10 +17,14 @@
 //! outbox and the `/v1/workflow-runs`, `/v1/notifications`, `/v1/timers`
 //! routes.
 
+pub mod channels;
+pub mod claim;
 pub mod duration;
+pub mod engine;
 pub mod registry;
 pub mod template;
 pub mod workflow;
 
+pub use engine::{Engine, Settings};
 pub use registry::{Registry, Snapshot};
 pub use workflow::{LoadError, Loaded, Step, StepKind, Workflow, load_dir, parse};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::workflow::{Loaded, load_dir};
+use crate::workflow::{Loaded, Workflow, load_dir};
 
 /// One load of the directory.
 #[derive(Debug)]
@@ -27,10 +27,19 @@ pub struct Registry {
 }
 
 fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut v = files_of(dir);
+    for (_, sub) in crate::workflow::tenant_dirs(dir) {
+        v.extend(files_of(&sub));
+    }
+    v.sort();
+    v
+}
+
+fn files_of(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut v: Vec<_> = entries
+    let v: Vec<_> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let meta = e.metadata().ok()?;
@@ -38,8 +47,27 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
                 .then(|| (e.path(), meta.len(), meta.modified().ok()))
         })
         .collect();
-    v.sort();
     v
+}
+
+impl Snapshot {
+    /// The files a tenant sees: the directory's own, then its subdirectory's.
+    pub fn for_tenant<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = &'a Loaded> + 'a {
+        self.loaded
+            .iter()
+            .filter(move |l| l.tenant.as_deref().is_none_or(|t| t == tenant))
+    }
+
+    /// The workflows that run for a tenant.
+    pub fn workflows<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = &'a Workflow> + 'a {
+        self.for_tenant(tenant)
+            .filter_map(|l| l.result.as_ref().ok())
+    }
+
+    /// A workflow the tenant runs, by name.
+    pub fn find<'a>(&'a self, tenant: &'a str, name: &str) -> Option<&'a Workflow> {
+        self.workflows(tenant).find(|w| w.name == name)
+    }
 }
 
 impl Registry {
@@ -76,6 +104,20 @@ impl Registry {
         });
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
         true
+    }
+
+    /// The directory it loads.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reloads now, whatever changed (after a write through the API).
+    pub fn reload(&self) {
+        let snapshot = Arc::new(Snapshot {
+            fingerprint: fingerprint(&self.dir),
+            loaded: load_dir(&self.dir),
+        });
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
     }
 
     /// Checks the directory every `every` until the task is aborted.

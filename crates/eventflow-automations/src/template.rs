@@ -58,16 +58,52 @@ pub fn check(source: &str) -> Result<(), String> {
 }
 
 /// Renders a template against a context (the event envelope and `vars`).
+/// Something undefined is named: `vars.pharmacy_url is not defined`.
 pub fn render(source: &str, context: &serde_json::Value) -> Result<String, String> {
-    environment()
-        .render_str(source, Value::from(minijinja::value::Serde(context)))
+    let env = environment();
+    env.render_str(source, Value::from(minijinja::value::Serde(context)))
         .map_err(|e| {
+            if e.kind() == minijinja::ErrorKind::UndefinedError
+                && let Some(missing) = missing_paths(env, source, context)
+            {
+                return missing;
+            }
             e.to_string()
                 .lines()
                 .next()
                 .unwrap_or("could not render")
                 .to_string()
         })
+}
+
+/// The variables (`data.x`, `vars.y`) a template names that the context
+/// does not have, as one sentence.
+fn missing_paths(
+    env: &Environment<'static>,
+    source: &str,
+    context: &serde_json::Value,
+) -> Option<String> {
+    let template = env.template_from_str(source).ok()?;
+    let mut missing: Vec<String> = template
+        .undeclared_variables(true)
+        .into_iter()
+        .filter(|path| {
+            let mut here = context;
+            for part in path.split('.') {
+                match here.get(part) {
+                    Some(next) => here = next,
+                    None => return true,
+                }
+            }
+            false
+        })
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    missing.sort();
+    let verb = if missing.len() == 1 { "is" } else { "are" };
+    Some(format!("{} {verb} not defined", missing.join(", ")))
 }
 
 #[cfg(test)]
@@ -84,7 +120,10 @@ mod tests {
             "Confirmed for Tue 1 Dec 2026, 09:00 UTC."
         );
         assert_eq!(render("{{ data.start | time }}", &ctx).unwrap(), "09:00");
-        assert!(render("{{ vars.pharmacy_url }}", &ctx).is_err());
+        assert_eq!(
+            render("{{ vars.pharmacy_url }}", &ctx).unwrap_err(),
+            "vars.pharmacy_url is not defined"
+        );
         assert!(check("{{ data.start | datetime ").is_err());
         assert!(check("{{ data.start }}").is_ok());
     }

@@ -120,7 +120,16 @@ pub struct LoadError {
 #[derive(Debug)]
 pub struct Loaded {
     pub file: String,
+    /// `None`: a file of the directory itself, run for every tenant.
+    /// `Some(id)`: a file of the tenant's subdirectory (`workflows/ten_…/`,
+    /// where `/v1/workflows` writes), run for that tenant only.
+    pub tenant: Option<String>,
     pub result: Result<Workflow, LoadError>,
+}
+
+/// Whether a subdirectory's name is a tenant id (`ten_…`).
+pub fn is_tenant_dir(name: &str) -> bool {
+    name.starts_with("ten_") && eventflow_model::id::is_well_formed(name)
 }
 
 #[derive(Deserialize)]
@@ -330,10 +339,8 @@ fn templates(v: &Value, here: &str, field: &str) -> Result<(), String> {
     }
 }
 
-/// Loads every `*.yaml` and `*.yml` file of a directory (not its
-/// subdirectories), in name order. A missing directory has none. Two files
-/// may not give the same name: the later one is refused.
-pub fn load_dir(dir: &Path) -> Vec<Loaded> {
+/// The `*.yaml` and `*.yml` files of a directory (not its subdirectories), in name order.
+fn workflow_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -344,7 +351,31 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
         })
         .collect();
     files.sort();
-    let mut names = std::collections::HashSet::new();
+    files
+}
+
+/// The tenant subdirectories (`ten_…`) of a directory, in name order.
+pub(crate) fn tenant_dirs(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<(String, std::path::PathBuf)> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_string();
+            is_tenant_dir(&name).then_some((name, p))
+        })
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn load_files(
+    files: Vec<std::path::PathBuf>,
+    tenant: Option<&str>,
+    names: &mut std::collections::HashSet<String>,
+) -> Vec<Loaded> {
     files
         .into_iter()
         .map(|path| {
@@ -371,9 +402,27 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
                     }
                 }),
             };
-            Loaded { file, result }
+            Loaded {
+                file,
+                tenant: tenant.map(str::to_string),
+                result,
+            }
         })
         .collect()
+}
+
+/// Loads every `*.yaml` and `*.yml` file of a directory (run for every
+/// tenant) and of its tenant subdirectories (`ten_…/`, run for that tenant),
+/// in name order. A missing directory has none. Two files a tenant sees may
+/// not give the same name: the later one is refused.
+pub fn load_dir(dir: &Path) -> Vec<Loaded> {
+    let mut global = std::collections::HashSet::new();
+    let mut loaded = load_files(workflow_files(dir), None, &mut global);
+    for (tenant, sub) in tenant_dirs(dir) {
+        let mut names = global.clone();
+        loaded.extend(load_files(workflow_files(&sub), Some(&tenant), &mut names));
+    }
+    loaded
 }
 
 #[cfg(test)]

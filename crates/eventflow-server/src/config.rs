@@ -105,6 +105,10 @@ pub struct Smtp {
     pub from: String,
     #[serde(default)]
     pub tls: SmtpTls,
+    /// A PEM file of a certificate authority to trust besides the public
+    /// ones (a clinic's own mail relay).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_smtp_port() -> u16 {

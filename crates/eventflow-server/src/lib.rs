@@ -177,6 +177,47 @@ pub struct Application {
     state: AppState,
     bootstrap: Option<Bootstrap>,
     stopping: tokio::sync::watch::Sender<bool>,
+    engine: Arc<eventflow_automations::Engine>,
+}
+
+/// The engine's settings from the configuration.
+fn engine_settings(config: &Config) -> Result<eventflow_automations::Settings, StartError> {
+    use eventflow_automations::channels;
+    let p = &config.providers;
+    let ca_pem = match p.smtp.as_ref().and_then(|s| s.ca_file.as_ref()) {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            StartError::Io(format!(
+                "providers.smtp.ca_file: cannot read {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    Ok(eventflow_automations::Settings {
+        twilio: p.twilio.as_ref().map(|t| channels::Twilio {
+            account_sid: t.account_sid.clone(),
+            auth_token: t.auth_token.expose().to_string(),
+            from: t.from.clone(),
+            base_url: t.base_url.clone(),
+        }),
+        smtp: p.smtp.as_ref().map(|s| channels::Smtp {
+            host: s.host.clone(),
+            port: s.port,
+            username: s.username.clone(),
+            password: s.password.expose().to_string(),
+            from: s.from.clone(),
+            tls: match s.tls {
+                config::SmtpTls::None => channels::SmtpTls::None,
+                config::SmtpTls::Starttls => channels::SmtpTls::Starttls,
+                config::SmtpTls::Tls => channels::SmtpTls::Tls,
+            },
+            ca_pem: ca_pem.clone(),
+        }),
+        slack_webhook_url: p.slack.as_ref().map(|s| s.webhook_url.expose().to_string()),
+        claim_url: config.billing.as_ref().map(|b| b.claim_url.clone()),
+        vars: config.vars.clone(),
+        step_timeout: Duration::from_secs(config.delivery_timeout_secs),
+    })
 }
 
 impl Application {
@@ -208,6 +249,14 @@ impl Application {
             Duration::from_secs(config.delivery_timeout_secs),
         );
         let workflows = Arc::new(eventflow_automations::Registry::load(&config.workflows_dir));
+        let engine = eventflow_automations::Engine::new(
+            store.clone(),
+            workflows.clone(),
+            engine_settings(&config)?,
+            http.clone(),
+            clock.clone(),
+        )
+        .map_err(StartError::Io)?;
         let state = AppState {
             store,
             clock,
@@ -224,6 +273,7 @@ impl Application {
             state,
             bootstrap,
             stopping,
+            engine,
         })
     }
 
@@ -272,6 +322,7 @@ impl Application {
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        let engine = self.engine.start();
         let stopping = self.stopping;
         let result = axum::serve(listener, self.router)
             .with_graceful_shutdown(async move {
@@ -281,6 +332,9 @@ impl Application {
             .await;
         retention.abort();
         watcher.abort();
+        for task in engine {
+            task.abort();
+        }
         if let Some(d) = dispatcher {
             d.abort();
         }

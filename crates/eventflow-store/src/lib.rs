@@ -17,6 +17,7 @@
 //! - [`sqlite`]: the embedded default backend.
 //! - [`postgres`]: PostgreSQL, for several nodes on one database.
 
+pub mod automation;
 pub mod clock;
 pub mod delivery;
 pub mod error;
@@ -225,4 +226,61 @@ pub trait Store: Send + Sync + 'static {
     /// file) leases left by an earlier run are released, so deliveries cut
     /// off by a crash go at once; on PostgreSQL leases run out by themselves.
     async fn take_over_leases(&self, now: jiff::Timestamp) -> Result<()>;
+
+    // ---- Automations ----------------------------------------------------
+
+    /// Every tenant's id.
+    async fn tenant_ids(&self) -> Result<Vec<String>>;
+
+    /// The last event sequence of the tenant the automation engine matched.
+    async fn automation_cursor(&self, tenant: &str) -> Result<i64>;
+
+    /// Inserts the runs a batch of events starts (leased to this node) and
+    /// moves the cursor from `from` to `to`; `None` when the cursor had
+    /// moved (another node took the batch).
+    async fn start_runs(
+        &self,
+        start: automation::StartRuns,
+    ) -> Result<Option<Vec<automation::Run>>>;
+
+    /// Leases up to `limit` due runs (retries, and runs a dead node held) to this node.
+    async fn claim_runs(&self, limit: i64) -> Result<Vec<automation::Run>>;
+
+    /// Fires up to `limit` due timers: each becomes a run leased to this node.
+    async fn fire_timers(&self, limit: i64) -> Result<Vec<automation::Run>>;
+
+    /// Records a step's outcome with its effects; the run as it now stands,
+    /// or `None` when this node no longer holds it.
+    async fn step_done(&self, report: automation::StepReport) -> Result<Option<automation::Run>>;
+
+    /// Adds a message to the outbox (inbound SMS and their answers).
+    async fn add_notification(&self, n: automation::Notification) -> Result<()>;
+
+    /// When the next run or timer is due, if any.
+    async fn next_automation_due(&self) -> Result<Option<String>>;
+
+    async fn workflow_run(&self, tenant: &str, id: &str) -> Result<Option<automation::Run>>;
+
+    /// The tenant's runs, newest first.
+    async fn workflow_runs(
+        &self,
+        tenant: &str,
+        q: &automation::RunQuery,
+    ) -> Result<Vec<automation::Run>>;
+
+    /// The tenant's pending timers, soonest first (`key`: that one only).
+    async fn timers(
+        &self,
+        tenant: &str,
+        key: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<automation::Timer>>;
+
+    /// The tenant's outbox, newest first; `before`: ids below it.
+    async fn notifications(
+        &self,
+        tenant: &str,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<automation::Notification>>;
 }

@@ -18,6 +18,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "endpoints and deliveries",
         include_str!("../migrations/sqlite/0002_endpoints_and_deliveries.sql"),
     ),
+    (
+        3,
+        "automations",
+        include_str!("../migrations/sqlite/0003_automations.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -30,6 +35,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         2,
         "endpoints and deliveries",
         include_str!("../migrations/postgres/0002_endpoints_and_deliveries.sql"),
+    ),
+    (
+        3,
+        "automations",
+        include_str!("../migrations/postgres/0003_automations.sql"),
     ),
 ];
 

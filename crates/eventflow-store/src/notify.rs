@@ -10,6 +10,9 @@ use tokio::sync::watch;
 #[derive(Debug, Default)]
 pub struct Notifier {
     tenants: Mutex<HashMap<String, watch::Sender<i64>>>,
+    /// Tenants with commits not yet taken by [`Notifier::take_changed`].
+    changed: Mutex<std::collections::HashSet<String>>,
+    any: tokio::sync::Notify,
 }
 
 impl Notifier {
@@ -30,6 +33,13 @@ impl Notifier {
 
     /// Announces that the tenant's events up to `sequence` are committed.
     pub fn publish(&self, tenant: &str, sequence: i64) {
+        {
+            let mut changed = self.changed.lock().unwrap_or_else(|e| e.into_inner());
+            if changed.len() < 100_000 {
+                changed.insert(tenant.to_string());
+            }
+        }
+        self.any.notify_one();
         let map = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = map.get(tenant) {
             tx.send_if_modified(|latest| {
@@ -40,6 +50,20 @@ impl Notifier {
                     false
                 }
             });
+        }
+    }
+
+    /// The tenants that committed since the last call (the automation
+    /// engine's wake-up); waits for one when there is none.
+    pub async fn take_changed(&self) -> Vec<String> {
+        loop {
+            {
+                let mut changed = self.changed.lock().unwrap_or_else(|e| e.into_inner());
+                if !changed.is_empty() {
+                    return changed.drain().collect();
+                }
+            }
+            self.any.notified().await;
         }
     }
 }

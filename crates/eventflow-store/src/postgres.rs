@@ -90,7 +90,18 @@ crate::queue::impl_queue_conn!(
     append_attempt: "(attempts::jsonb || jsonb_build_array(v.column2::jsonb))::text",
 );
 
-crate::sql::impl_store!(PgStore, Postgres, crate::queue::pg_rows);
+crate::automation::impl_auto_conn!(
+    PgConn,
+    rows: crate::automation::pg_rows,
+    lock: " FOR UPDATE",
+);
+
+crate::sql::impl_store!(
+    PgStore,
+    Postgres,
+    crate::queue::pg_rows,
+    crate::automation::pg_rows
+);
 
 impl PgStore {
     /// Several nodes share the database: another node may hold a lease, so

@@ -312,7 +312,7 @@ macro_rules! impl_write_conn {
 /// `Store` for a struct with `writer`, `reads` (the backend's pool) and
 /// `notifier` fields.
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $rows:path) => {
+    ($store:ty, $db:ty, $rows:path, $auto_rows:path) => {
         const _: () = {
             use async_trait::async_trait;
             use eventflow_model::{Event, Object, ResourceType};
@@ -669,6 +669,127 @@ macro_rules! impl_store {
 
             async fn take_over_leases(&self, now: jiff::Timestamp) -> Result<()> {
                 self.release_stale_leases(&eventflow_model::time::format(now)).await
+            }
+
+            async fn tenant_ids(&self) -> Result<Vec<String>> {
+                let rows = sqlx::query("SELECT id FROM tenants ORDER BY id")
+                    .fetch_all(&self.reads)
+                    .await?;
+                Ok(rows.iter().map(|r| r.get(0)).collect())
+            }
+
+            async fn automation_cursor(&self, tenant: &str) -> Result<i64> {
+                let row = sqlx::query("SELECT automation_cursor FROM tenants WHERE id = $1")
+                    .bind(tenant)
+                    .fetch_optional(&self.reads)
+                    .await?;
+                Ok(row.map(|r| r.get(0)).unwrap_or(0))
+            }
+
+            async fn start_runs(&self, start: crate::automation::StartRuns) -> Result<Option<Vec<crate::automation::Run>>> {
+                self.writer.start_runs(start).await
+            }
+
+            async fn claim_runs(&self, limit: i64) -> Result<Vec<crate::automation::Run>> {
+                self.writer.claim_runs(limit).await
+            }
+
+            async fn fire_timers(&self, limit: i64) -> Result<Vec<crate::automation::Run>> {
+                self.writer.fire_timers(limit).await
+            }
+
+            async fn step_done(&self, report: crate::automation::StepReport) -> Result<Option<crate::automation::Run>> {
+                self.writer.step_done(report).await
+            }
+
+            async fn add_notification(&self, n: crate::automation::Notification) -> Result<()> {
+                self.writer.notify(n).await
+            }
+
+            async fn next_automation_due(&self) -> Result<Option<String>> {
+                let row = sqlx::query(
+                    "SELECT (SELECT MIN(next_at) FROM workflow_runs WHERE status = 'pending'), \
+                     (SELECT MIN(fire_at) FROM timers)",
+                )
+                .fetch_one(&self.reads)
+                .await?;
+                let a: Option<String> = row.get(0);
+                let b: Option<String> = row.get(1);
+                Ok(match (a, b) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                })
+            }
+
+            async fn workflow_run(&self, tenant: &str, id: &str) -> Result<Option<crate::automation::Run>> {
+                use $auto_rows as auto_rows;
+                let sql = format!(
+                    "SELECT {} FROM workflow_runs WHERE tenant_id = $1 AND id = $2",
+                    crate::automation::RUN_COLUMNS
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .bind(id)
+                    .fetch_optional(&self.reads)
+                    .await?;
+                row.as_ref().map(auto_rows::run_from_row).transpose()
+            }
+
+            async fn workflow_runs(&self, tenant: &str, q: &crate::automation::RunQuery) -> Result<Vec<crate::automation::Run>> {
+                use $auto_rows as auto_rows;
+                let sql = format!(
+                    "SELECT {} FROM workflow_runs WHERE tenant_id = $1 AND ($2 IS NULL OR workflow = $2) \
+                     AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR event_id = $4) AND ($5 IS NULL OR id < $5) \
+                     ORDER BY id DESC LIMIT $6",
+                    crate::automation::RUN_COLUMNS
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .bind(&q.workflow)
+                    .bind(&q.status)
+                    .bind(&q.event_id)
+                    .bind(&q.before)
+                    .bind(i64::from(q.limit))
+                    .fetch_all(&self.reads)
+                    .await?;
+                rows.iter().map(auto_rows::run_from_row).collect()
+            }
+
+            async fn timers(&self, tenant: &str, key: Option<&str>, limit: u32) -> Result<Vec<crate::automation::Timer>> {
+                use $auto_rows as auto_rows;
+                let sql = format!(
+                    "SELECT {} FROM timers WHERE tenant_id = $1 AND ($2 IS NULL OR timer_key = $2) \
+                     ORDER BY fire_at, timer_key LIMIT $3",
+                    crate::automation::TIMER_COLUMNS
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .bind(key)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.reads)
+                    .await?;
+                rows.iter().map(auto_rows::timer_from_row).collect()
+            }
+
+            async fn notifications(
+                &self,
+                tenant: &str,
+                before: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<crate::automation::Notification>> {
+                use $auto_rows as auto_rows;
+                let sql = format!(
+                    "SELECT {} FROM notifications WHERE tenant_id = $1 AND ($2 IS NULL OR id < $2) \
+                     ORDER BY id DESC LIMIT $3",
+                    crate::automation::NOTIFICATION_COLUMNS
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .bind(before)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.reads)
+                    .await?;
+                Ok(rows.iter().map(auto_rows::notification_from_row).collect())
             }
         }
         };

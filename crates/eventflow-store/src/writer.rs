@@ -16,6 +16,7 @@ use futures::FutureExt;
 use eventflow_model::{id, time};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::automation::{self, AutoConn, Notification, Run, StartRuns, StepReport};
 use crate::clock::Clock;
 use crate::delivery::{
     AttemptRecord, ClaimedDelivery, Delivery, EndpointRow, Recorded, ReplayFrom,
@@ -61,6 +62,15 @@ pub(crate) enum Command {
         endpoint_id: String,
         from: ReplayFrom,
     },
+    StartRuns(Box<StartRuns>),
+    ClaimRuns {
+        limit: i64,
+    },
+    FireTimers {
+        limit: i64,
+    },
+    StepDone(Box<StepReport>),
+    Notify(Box<Notification>),
 }
 
 impl Command {
@@ -75,6 +85,8 @@ impl Command {
             }),
             Command::Attempted(rec) => Some(&rec.tenant_id),
             Command::Replay { tenant, .. } => Some(tenant),
+            Command::StartRuns(start) => Some(&start.tenant_id),
+            Command::StepDone(report) => Some(&report.tenant_id),
             _ => None,
         }
     }
@@ -90,6 +102,8 @@ pub(crate) enum Reply {
     Recorded(Recorded),
     Delivery(Option<Delivery>),
     Count(Option<u64>),
+    Runs(Option<Vec<Run>>),
+    Run(Option<Run>),
 }
 
 pub(crate) struct Job {
@@ -105,7 +119,7 @@ pub(crate) struct WriterHandle {
 
 impl WriterHandle {
     /// Starts the writer task on `conn`.
-    pub fn start<C: WriteConn + QueueConn + 'static>(
+    pub fn start<C: WriteConn + QueueConn + AutoConn + 'static>(
         conn: C,
         clock: Arc<dyn Clock>,
         notifier: Arc<Notifier>,
@@ -235,6 +249,39 @@ impl WriterHandle {
         }
     }
 
+    /// Starts a batch's runs; `None` when another node took the batch.
+    pub async fn start_runs(&self, start: StartRuns) -> Result<Option<Vec<Run>>> {
+        match self.send(Command::StartRuns(Box::new(start))).await? {
+            Reply::Runs(runs) => Ok(runs),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn claim_runs(&self, limit: i64) -> Result<Vec<Run>> {
+        match self.send(Command::ClaimRuns { limit }).await? {
+            Reply::Runs(runs) => Ok(runs.unwrap_or_default()),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn fire_timers(&self, limit: i64) -> Result<Vec<Run>> {
+        match self.send(Command::FireTimers { limit }).await? {
+            Reply::Runs(runs) => Ok(runs.unwrap_or_default()),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn step_done(&self, report: StepReport) -> Result<Option<Run>> {
+        match self.send(Command::StepDone(Box::new(report))).await? {
+            Reply::Run(run) => Ok(run),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn notify(&self, n: Notification) -> Result<()> {
+        self.send(Command::Notify(Box::new(n))).await.map(|_| ())
+    }
+
     pub async fn purge(&self, events_before: jiff::Timestamp) -> Result<u64> {
         match self
             .send(Command::Purge {
@@ -248,7 +295,7 @@ impl WriterHandle {
     }
 }
 
-async fn run<C: WriteConn + QueueConn>(
+async fn run<C: WriteConn + QueueConn + AutoConn>(
     mut conn: C,
     mut rx: mpsc::Receiver<Job>,
     clock: Arc<dyn Clock>,
@@ -293,7 +340,7 @@ fn failed(what: &str, e: &dyn std::fmt::Display) -> StoreError {
     StoreError::Database(sqlx::Error::Protocol(format!("{what}: {e}")))
 }
 
-async fn commit_group<C: WriteConn + QueueConn>(
+async fn commit_group<C: WriteConn + QueueConn + AutoConn>(
     conn: &mut C,
     jobs: Vec<Job>,
     clock: &dyn Clock,
@@ -398,7 +445,7 @@ async fn commit_group<C: WriteConn + QueueConn>(
 
 type Executed = (Reply, Option<(String, i64)>, Vec<String>);
 
-async fn execute<C: WriteConn + QueueConn>(
+async fn execute<C: WriteConn + QueueConn + AutoConn>(
     conn: &mut C,
     command: &Command,
     now: jiff::Timestamp,
@@ -494,6 +541,33 @@ async fn execute<C: WriteConn + QueueConn>(
             let n = outbox::replay(conn, tenant, endpoint_id, from).await?;
             conn.fanout().wake_dispatcher = true;
             Ok((Reply::Count(n), None, Vec::new()))
+        }
+        Command::StartRuns(start) => {
+            conn.lock_tenant(&start.tenant_id).await?;
+            let node = conn.fanout().node.clone();
+            let runs = automation::start_runs(conn, start, &node, now).await?;
+            Ok((Reply::Runs(runs), None, Vec::new()))
+        }
+        Command::ClaimRuns { limit } => {
+            let node = conn.fanout().node.clone();
+            let runs = automation::claim_runs(conn, &node, *limit, now).await?;
+            Ok((Reply::Runs(Some(runs)), None, Vec::new()))
+        }
+        Command::FireTimers { limit } => {
+            let node = conn.fanout().node.clone();
+            let runs = automation::fire_timers(conn, &node, *limit, now).await?;
+            Ok((Reply::Runs(Some(runs)), None, Vec::new()))
+        }
+        Command::StepDone(report) => {
+            conn.lock_tenant(&report.tenant_id).await?;
+            let node = conn.fanout().node.clone();
+            let done = automation::step_done(conn, report, &node, now).await?;
+            let seq = done.sequence.map(|s| (report.tenant_id.clone(), s));
+            Ok((Reply::Run(done.run), seq, done.event_types))
+        }
+        Command::Notify(n) => {
+            conn.insert_notification(n).await?;
+            Ok((Reply::Done, None, Vec::new()))
         }
         Command::Purge { events_before } => {
             let keys_before = time::format(now - IDEMPOTENCY_WINDOW);

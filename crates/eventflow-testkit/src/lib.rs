@@ -12,8 +12,10 @@
 //! # }
 //! ```
 
+pub mod python;
 pub mod receiver;
 
+pub use python::{SmtpMode, SmtpSink, python, python_has, self_signed_cert, skipped};
 pub use receiver::{Answer, Received, Receiver};
 
 use std::future::Future;
@@ -302,6 +304,34 @@ impl TestServer {
         }
         let dir = tempfile::tempdir().expect("temporary directory");
         std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// Stops the server and starts it again on the same data directory and
+    /// database (a real restart: a new store, writer, dispatcher and engine).
+    pub async fn restart(mut self, options: Options) -> TestServer {
+        let key = self.key.clone();
+        let database = self.database.take();
+        let url = database.as_ref().map(|d| d.url.clone());
+        let dir = self.stop().await;
+        let configure = options.configure;
+        let mut server = TestServer::spawn_in(
+            dir,
+            Options {
+                clock: options.clock,
+                configure: Some(Box::new(move |c: &mut Config| {
+                    if let Some(url) = url {
+                        c.database_url = url;
+                    }
+                    if let Some(f) = configure {
+                        f(c);
+                    }
+                })),
+            },
+        )
+        .await;
+        server.key = key;
+        server.database = database;
+        server
     }
 
     /// Waits (at most 10 s) until `n` readers — long polls, streams — wait

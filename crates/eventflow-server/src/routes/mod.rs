@@ -2,6 +2,7 @@
 //! anything in seconds: records in `records`, the event log in `events`.
 
 pub mod audit;
+pub mod automations;
 pub mod batch;
 pub mod endpoints;
 pub mod events;
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::router())
         .merge(ops::router())
         .merge(workflows::router())
+        .merge(automations::router())
         .merge(openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,43 +1,239 @@
-//! `GET /v1/workflows`: the workflow files of the workflows directory, each
-//! loaded or refused with its reason (DESIGN.md §4, §9).
+//! `/v1/workflows`: the workflows a tenant runs, each loaded or refused with
+//! its reason (DESIGN.md §4, §9), and the tenant's own workflows created,
+//! replaced and deleted.
+//!
+//! Two kinds of file: those of the workflows directory itself run for every
+//! tenant and are the operator's (edit the files); those the API writes go
+//! to the tenant's subdirectory (`<workflows_dir>/<tenantId>/<name>.yaml`)
+//! and run for that tenant only, so one tenant's key can never change what
+//! runs on another tenant's data. The directory is watched either way.
 
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::Params;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/workflows", get(list))
+    Router::new()
+        .route("/v1/workflows", get(list).post(create))
+        .route(
+            "/v1/workflows/{name}",
+            get(read).put(replace).delete(remove),
+        )
 }
 
-/// The load status of each file, as listed.
-pub fn statuses(snapshot: &eventflow_automations::Snapshot) -> Vec<Value> {
-    snapshot
-        .loaded
-        .iter()
-        .map(|l| match &l.result {
-            Ok(w) => json!({"name": w.name, "file": l.file, "status": "loaded", "error": null}),
-            Err(e) => json!({
-                "name": l.file.rsplit_once('.').map(|(stem, _)| stem).unwrap_or(&l.file),
-                "file": l.file,
-                "status": "error",
-                "error": e.message,
-            }),
-        })
-        .collect()
+fn status(l: &eventflow_automations::Loaded) -> Value {
+    let scope = if l.tenant.is_some() {
+        "tenant"
+    } else {
+        "server"
+    };
+    match &l.result {
+        Ok(w) => json!({
+            "name": w.name, "file": l.file, "status": "loaded", "error": null, "scope": scope,
+            "on": w.on.patterns(), "if": w.condition_source,
+        }),
+        Err(e) => json!({
+            "name": l.file.rsplit_once('.').map(|(stem, _)| stem).unwrap_or(&l.file),
+            "file": l.file,
+            "status": "error",
+            "error": e.message,
+            "scope": scope,
+        }),
+    }
 }
 
-async fn list(
-    State(state): State<AppState>,
-    _auth: Auth,
-    params: Params,
-) -> crate::error::ApiResult<Json<Value>> {
+/// The load status of each file a tenant sees, as listed.
+pub fn statuses(snapshot: &eventflow_automations::Snapshot, tenant: &str) -> Vec<Value> {
+    snapshot.for_tenant(tenant).map(status).collect()
+}
+
+async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiResult<Json<Value>> {
     params.only(&[])?;
     Ok(Json(
-        json!({ "data": statuses(&state.workflows.snapshot()) }),
+        json!({ "data": statuses(&state.workflows.snapshot(), auth.tenant()) }),
     ))
+}
+
+fn entry(state: &AppState, tenant: &str, name: &str) -> Option<Value> {
+    let snapshot = state.workflows.snapshot();
+    snapshot
+        .for_tenant(tenant)
+        .find(|l| status(l)["name"] == name)
+        .map(status)
+}
+
+async fn read(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let Some(mut e) = entry(&state, auth.tenant(), &name) else {
+        return Err(ApiError::not_found("no such workflow"));
+    };
+    if e["scope"] == "tenant" {
+        let path = tenant_dir(&state, auth.tenant()).join(format!("{name}.yaml"));
+        if let Ok(text) = std::fs::read_to_string(path) {
+            e["source"] = json!(text);
+        }
+    }
+    Ok(Json(e))
+}
+
+fn tenant_dir(state: &AppState, tenant: &str) -> std::path::PathBuf {
+    state.workflows.dir().join(tenant)
+}
+
+/// Parses a workflow sent as YAML (or JSON, which is YAML too).
+fn parse_body(
+    headers: &HeaderMap,
+    body: &Bytes,
+    file: &str,
+) -> ApiResult<eventflow_automations::Workflow> {
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/yaml");
+    let ok = ["yaml", "json", "text/plain"]
+        .iter()
+        .any(|t| ct.contains(t));
+    if !ok {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the workflow as application/yaml (or application/json)",
+        ));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the body is not UTF-8 text"))?;
+    eventflow_automations::parse(file, text).map_err(|e| {
+        let field = e
+            .message
+            .split(':')
+            .next()
+            .unwrap_or("workflow")
+            .trim()
+            .to_string();
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.message).with_field(field)
+    })
+}
+
+/// Writes the tenant's file (atomically: a temporary file renamed) and reloads.
+fn save(state: &AppState, tenant: &str, name: &str, body: &Bytes) -> ApiResult<()> {
+    let dir = tenant_dir(state, tenant);
+    let fail = |e: std::io::Error| {
+        tracing::error!(error = %e, "could not write a workflow file");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the workflow file could not be written (is workflows_dir writable?)",
+        )
+    };
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    let tmp = dir.join(format!(".{name}.yaml.tmp"));
+    std::fs::write(&tmp, body).map_err(fail)?;
+    std::fs::rename(&tmp, dir.join(format!("{name}.yaml"))).map_err(fail)?;
+    state.workflows.reload();
+    Ok(())
+}
+
+fn check_scope(state: &AppState, tenant: &str, name: &str) -> ApiResult<bool> {
+    match entry(state, tenant, name) {
+        Some(e) if e["scope"] == "server" => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "{name} is a workflow of the server's workflows directory; change its file there"
+            ),
+        )),
+        Some(_) => Ok(true),
+        None => Ok(false),
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let w = parse_body(&headers, &body, "workflow")?;
+    if check_scope(&state, auth.tenant(), &w.name)? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "a workflow named {} exists; PUT /v1/workflows/{} replaces it",
+                w.name, w.name
+            ),
+        ));
+    }
+    save(&state, auth.tenant(), &w.name, &body)?;
+    let e = entry(&state, auth.tenant(), &w.name).unwrap_or(Value::Null);
+    Ok((StatusCode::CREATED, Json(e)))
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let w = parse_body(&headers, &body, &format!("{name}.yaml"))?;
+    if w.name != name {
+        return Err(ApiError::invalid(
+            "name",
+            &format!("must be {name}, the name in the path"),
+        ));
+    }
+    let existed = check_scope(&state, auth.tenant(), &name)?;
+    save(&state, auth.tenant(), &name, &body)?;
+    let e = entry(&state, auth.tenant(), &name).unwrap_or(Value::Null);
+    Ok((
+        if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        Json(e),
+    ))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    if !check_scope(&state, auth.tenant(), &name)? {
+        return Err(ApiError::not_found("no such workflow"));
+    }
+    let dir = tenant_dir(&state, auth.tenant());
+    let mut removed = false;
+    for ext in ["yaml", "yml"] {
+        removed |= std::fs::remove_file(dir.join(format!("{name}.{ext}"))).is_ok();
+    }
+    if !removed {
+        // Listed under another file name: find it by the name inside.
+        let snapshot = state.workflows.snapshot();
+        if let Some(l) = snapshot
+            .for_tenant(auth.tenant())
+            .find(|l| l.tenant.is_some() && status(l)["name"] == name)
+        {
+            removed = std::fs::remove_file(dir.join(&l.file)).is_ok();
+        }
+    }
+    state.workflows.reload();
+    if removed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("no such workflow"))
+    }
 }

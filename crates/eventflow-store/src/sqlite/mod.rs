@@ -110,7 +110,12 @@ impl SqliteStore {
     }
 }
 
-crate::sql::impl_store!(SqliteStore, Sqlite, crate::queue::sqlite_rows);
+crate::sql::impl_store!(
+    SqliteStore,
+    Sqlite,
+    crate::queue::sqlite_rows,
+    crate::automation::sqlite_rows
+);
 
 impl SqliteStore {
     /// One process serves a SQLite file: leases an earlier run left (a
@@ -122,6 +127,16 @@ impl SqliteStore {
         )
         .bind(now)
         .bind(crate::queue::PAUSED)
+        .execute(&self.reads)
+        .await?;
+        // Runs this process leased itself (it may have started some before
+        // this is called) stay with it.
+        sqlx::query(
+            "UPDATE workflow_runs SET lease_owner = NULL, lease_until = NULL, next_at = $1 \
+             WHERE status = 'pending' AND lease_owner IS NOT NULL AND lease_owner <> $2",
+        )
+        .bind(now)
+        .bind(&self.shared.node)
         .execute(&self.reads)
         .await?;
         Ok(())

@@ -37,3 +37,9 @@ crate::queue::impl_queue_conn!(
     lock_row: "",
     append_attempt: "json_insert(attempts, '$[#]', json(v.column2))",
 );
+
+crate::automation::impl_auto_conn!(
+    SqliteConn,
+    rows: crate::automation::sqlite_rows,
+    lock: "",
+);

@@ -4,6 +4,7 @@
 //! `EVENTFLOW_TEST_DATABASE_URL` is set, on PostgreSQL.
 
 mod audit_ops;
+mod automations;
 mod cli;
 mod cli_client;
 mod concurrency;

@@ -1,0 +1,1035 @@
+//! The automation engine: driven by the event log, never by an HTTP handler.
+//!
+//! - **Ingest.** For each tenant with new events (a commit wakes it; a 5 s
+//!   sweep is the safety net), the engine reads the events after the
+//!   tenant's automation cursor, matches them against the workflows the
+//!   tenant runs (`on`, then the CEL `if`), and starts the runs in one
+//!   transaction with the cursor's move ([`Store::start_runs`]). A crash
+//!   before that commit leaves the cursor where it was: the events are
+//!   matched again. A batch with no run moves the cursor lazily (every few
+//!   seconds), so an idle write path costs no extra transaction.
+//! - **Runs.** A run executes its steps in order. Each step's outcome is
+//!   recorded with its effects in one transaction ([`Store::step_done`]); a
+//!   failed step is retried with the webhook schedule (5 s … 12 h, for 72 h)
+//!   and then fails the run. Runs are leased: another node (or, on SQLite,
+//!   the next start) takes over a run whose node died.
+//! - **Timers.** `schedule` sets a durable timer (same key: replaced);
+//!   when it is due, [`Store::fire_timers`] deletes it and starts its run in
+//!   one transaction, so it fires once. The engine sleeps until the next due
+//!   run or timer on the injected clock, and looks at least once a second.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventflow_delivery::policy::{Next, RetryPolicy};
+use eventflow_model::filter::Bound;
+use eventflow_model::{Event, Object, ResourceType, id, time};
+use eventflow_store::automation::{
+    Effect, NewRun, Notification, ORIGIN_EVENT, Run, RunNext, StartRuns, StepOutcome, StepReport,
+    Timer,
+};
+use eventflow_store::{Clock, EventQuery, Op, Store, WriteKind, WriteRequest};
+use serde_json::{Map, Value, json};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::channels::{self, Failure, Sent, Smtp, Twilio};
+use crate::registry::Registry;
+use crate::workflow::{Step, StepKind};
+use crate::{claim, duration, template};
+
+/// What the engine needs from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub twilio: Option<Twilio>,
+    pub smtp: Option<Smtp>,
+    pub slack_webhook_url: Option<String>,
+    pub claim_url: Option<String>,
+    /// `[vars]`: `{{ vars.name }}` in templates.
+    pub vars: BTreeMap<String, String>,
+    /// The longest a provider or an `http` step may take.
+    pub step_timeout: Duration,
+}
+
+/// Runs executing at once on a node.
+const MAX_RUNNING: usize = 32;
+/// Events matched per batch.
+const BATCH: u32 = 500;
+/// How often a cursor that only moved past unmatched events is saved.
+const CURSOR_SAVE_EVERY: Duration = Duration::from_secs(5);
+
+/// The engine of one node.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    settings: Settings,
+    http: reqwest::Client,
+    mailer: Option<lettre::AsyncSmtpTransport<lettre::Tokio1Executor>>,
+    clock: Arc<dyn Clock>,
+    policy: RetryPolicy,
+    running: Arc<Semaphore>,
+    /// Pokes the timer loop (a timer was set, a run was put off).
+    look_again: Notify,
+}
+
+/// A step's result before it is recorded.
+enum Done {
+    Ok {
+        detail: Option<Value>,
+        effects: Vec<Effect>,
+    },
+    Skipped {
+        reason: String,
+        effects: Vec<Effect>,
+    },
+    Retry(String, Option<Duration>),
+    Fail(String),
+}
+
+impl From<Failure> for Done {
+    fn from(f: Failure) -> Done {
+        match f {
+            Failure::Retry(e, wait) => Done::Retry(e, wait),
+            Failure::Permanent(e) => Done::Fail(e),
+        }
+    }
+}
+
+/// The per-tenant ingest state: the saved cursor and how far this node matched.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    saved: i64,
+    scanned: i64,
+    since_save: Option<std::time::Instant>,
+}
+
+impl Engine {
+    /// An engine over the store and the workflows. Fails only when the SMTP
+    /// settings cannot make a client (a host name that is not one).
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        settings: Settings,
+        http: reqwest::Client,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Engine>, String> {
+        let timeout = if settings.step_timeout.is_zero() {
+            Duration::from_secs(15)
+        } else {
+            settings.step_timeout
+        };
+        let mailer = settings
+            .smtp
+            .as_ref()
+            .map(|s| channels::mailer(s, timeout))
+            .transpose()?;
+        Ok(Arc::new(Engine {
+            store,
+            registry,
+            settings,
+            http,
+            mailer,
+            clock,
+            policy: RetryPolicy::default(),
+            running: Arc::new(Semaphore::new(MAX_RUNNING)),
+            look_again: Notify::new(),
+        }))
+    }
+
+    /// Starts the ingest and timer loops; abort the handles to stop.
+    pub fn start(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let ingest = self.clone();
+        let due = self.clone();
+        vec![
+            tokio::spawn(async move { ingest.ingest_loop().await }),
+            tokio::spawn(async move { due.due_loop().await }),
+        ]
+    }
+
+    // ---- Ingest: events → runs ------------------------------------------
+
+    async fn ingest_loop(self: Arc<Self>) {
+        let mut cursors: HashMap<String, Cursor> = HashMap::new();
+        let mut todo: Vec<String> = self.store.tenant_ids().await.unwrap_or_default();
+        let notifier_store = self.store.clone();
+        loop {
+            todo.sort();
+            todo.dedup();
+            for tenant in todo.drain(..) {
+                if let Err(e) = self.ingest(&tenant, &mut cursors).await {
+                    tracing::warn!(error = %e, "automations: could not match new events; will try again");
+                }
+            }
+            tokio::select! {
+                changed = notifier_store.notifier().take_changed() => todo.extend(changed),
+                _ = tokio::time::sleep(CURSOR_SAVE_EVERY) => {
+                    // The safety net: every tenant, also those whose commits
+                    // another node made while no wake-up reached us.
+                    todo = self.store.tenant_ids().await.unwrap_or_default();
+                }
+            }
+        }
+    }
+
+    async fn ingest(
+        self: &Arc<Self>,
+        tenant: &str,
+        cursors: &mut HashMap<String, Cursor>,
+    ) -> eventflow_store::Result<()> {
+        let mut c = match cursors.get(tenant) {
+            Some(c) => *c,
+            None => {
+                let saved = self.store.automation_cursor(tenant).await?;
+                Cursor {
+                    saved,
+                    scanned: saved,
+                    since_save: None,
+                }
+            }
+        };
+        loop {
+            let events = self
+                .store
+                .events(
+                    tenant,
+                    &EventQuery {
+                        after: c.scanned,
+                        types: Default::default(),
+                        resource_type: None,
+                        limit: BATCH,
+                    },
+                )
+                .await?;
+            let Some(last) = events.last().map(|e| e.sequence) else {
+                break;
+            };
+            let runs = self.match_events(tenant, &events);
+            let stale = c
+                .since_save
+                .is_some_and(|t| t.elapsed() >= CURSOR_SAVE_EVERY);
+            if runs.is_empty() && !stale {
+                c.scanned = last;
+                c.since_save.get_or_insert_with(std::time::Instant::now);
+                continue;
+            }
+            let started = self
+                .store
+                .start_runs(StartRuns {
+                    tenant_id: tenant.to_string(),
+                    from: c.saved,
+                    to: last,
+                    runs,
+                })
+                .await?;
+            match started {
+                Some(runs) => {
+                    c = Cursor {
+                        saved: last,
+                        scanned: last,
+                        since_save: None,
+                    };
+                    for run in runs {
+                        self.spawn_run(run);
+                    }
+                }
+                // Another node matched these events first: start over from
+                // where it saved.
+                None => {
+                    let saved = self.store.automation_cursor(tenant).await?;
+                    c = Cursor {
+                        saved,
+                        scanned: saved,
+                        since_save: None,
+                    };
+                }
+            }
+        }
+        // Save a cursor that only passed unmatched events, once it is old
+        // enough, so a restart does not match them all again.
+        if c.scanned > c.saved
+            && c.since_save
+                .is_some_and(|t| t.elapsed() >= CURSOR_SAVE_EVERY)
+        {
+            match self
+                .store
+                .start_runs(StartRuns {
+                    tenant_id: tenant.to_string(),
+                    from: c.saved,
+                    to: c.scanned,
+                    runs: Vec::new(),
+                })
+                .await?
+            {
+                Some(_) => {
+                    c.saved = c.scanned;
+                    c.since_save = None;
+                }
+                None => {
+                    let saved = self.store.automation_cursor(tenant).await?;
+                    c = Cursor {
+                        saved,
+                        scanned: saved,
+                        since_save: None,
+                    };
+                }
+            }
+        }
+        cursors.insert(tenant.to_string(), c);
+        Ok(())
+    }
+
+    /// The runs a batch of events starts.
+    fn match_events(&self, tenant: &str, events: &[Event]) -> Vec<NewRun> {
+        let snapshot = self.registry.snapshot();
+        let mut runs = Vec::new();
+        for event in events {
+            let mut bound: Option<Bound> = None;
+            for w in snapshot.workflows(tenant) {
+                if !w.on.matches(&event.event_type) {
+                    continue;
+                }
+                if let Some(cond) = &w.condition {
+                    let b = bound.get_or_insert_with(|| Bound::new(event));
+                    if !cond.matches(b) {
+                        continue;
+                    }
+                }
+                runs.push(NewRun {
+                    id: id::new_id("run"),
+                    tenant_id: tenant.to_string(),
+                    workflow: w.name.clone(),
+                    event_id: Some(event.id.clone()),
+                    origin: ORIGIN_EVENT,
+                    timer_key: None,
+                    path: String::new(),
+                    context: serde_json::to_value(event).unwrap_or(Value::Null),
+                });
+            }
+        }
+        runs
+    }
+
+    // ---- Due runs and timers ----------------------------------------------
+
+    async fn due_loop(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.take_due().await {
+                tracing::warn!(error = %e, "automations: could not take due runs or timers");
+            }
+            let next = self
+                .store
+                .next_automation_due()
+                .await
+                .ok()
+                .flatten()
+                .and_then(|n| time::parse(&n));
+            let wait = async {
+                match next {
+                    Some(at) => self.clock.sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = wait => {}
+                _ = self.look_again.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Fires due timers and claims due runs (retries; runs a dead node held).
+    async fn take_due(self: &Arc<Self>) -> eventflow_store::Result<()> {
+        let now = time::format(self.clock.now());
+        let due = self.store.next_automation_due().await?;
+        if due.is_none_or(|d| d > now) {
+            return Ok(());
+        }
+        loop {
+            let fired = self.store.fire_timers(100).await?;
+            let n = fired.len();
+            for run in fired {
+                metrics::counter!("eventflow_timers_fired_total").increment(1);
+                self.spawn_run(run);
+            }
+            if n < 100 {
+                break;
+            }
+        }
+        let free = self.running.available_permits().max(1) as i64;
+        for run in self.store.claim_runs(free).await? {
+            self.spawn_run(run);
+        }
+        Ok(())
+    }
+
+    // ---- Executing a run -------------------------------------------------
+
+    fn spawn_run(self: &Arc<Self>, run: Run) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = engine.running.clone().acquire_owned().await else {
+                return;
+            };
+            engine.execute(run).await;
+        });
+    }
+
+    /// Runs a run's steps from its next one until it ends, waits for a
+    /// retry, or is lost to another node.
+    pub async fn execute(self: &Arc<Self>, mut run: Run) {
+        let snapshot = self.registry.snapshot();
+        let steps: Result<Vec<Step>, String> = match snapshot.find(&run.tenant_id, &run.workflow) {
+            None => Err(format!(
+                "workflow {} is not loaded any more (deleted, renamed or broken)",
+                run.workflow
+            )),
+            Some(w) => steps_at(&w.steps, &run.path).map(<[Step]>::to_vec),
+        };
+        drop(snapshot);
+        let mut ctx = run.context.clone();
+        if let Some(o) = ctx.as_object_mut() {
+            o.insert("vars".into(), json!(self.settings.vars));
+            o.insert(
+                "run".into(),
+                json!({"id": run.id, "workflow": run.workflow, "trigger": run.origin}),
+            );
+        }
+        loop {
+            if run.status != "pending" {
+                return;
+            }
+            let index = run.next_step.max(0) as usize;
+            let (name, kind, done, total) = match &steps {
+                Err(e) => (
+                    step_name(&run.path, index + 1),
+                    "unknown",
+                    Done::Fail(e.clone()),
+                    index as i64 + 1,
+                ),
+                Ok(list) => {
+                    match list.get(index) {
+                        Some(step) => {
+                            let done = self.perform(&run, step, &ctx).await;
+                            (
+                                step_name(&run.path, step.number),
+                                step.kind.name(),
+                                done,
+                                list.len() as i64,
+                            )
+                        }
+                        // Fewer steps than the run expected (the file changed).
+                        None => {
+                            let e = format!(
+                                "workflow {} has no step {} any more",
+                                run.workflow,
+                                index + 1
+                            );
+                            (
+                                step_name(&run.path, index + 1),
+                                "unknown",
+                                Done::Fail(e),
+                                index as i64 + 1,
+                            )
+                        }
+                    }
+                }
+            };
+            let previous = run.steps.get(index);
+            let attempts = previous.map_or(0, |p| p.attempts) + 1;
+            let now = self.clock.now();
+            let mut outcome = StepOutcome {
+                name,
+                step_type: kind.to_string(),
+                status: "succeeded".into(),
+                error: None,
+                attempts,
+                at: time::format(now),
+                detail: None,
+            };
+            let (effects, next) = match done {
+                Done::Ok { detail, effects } => {
+                    outcome.detail = detail;
+                    (effects, RunNext::Advance)
+                }
+                Done::Skipped { reason, effects } => {
+                    outcome.status = "skipped".into();
+                    outcome.detail = Some(json!({ "reason": reason }));
+                    (effects, RunNext::Advance)
+                }
+                Done::Fail(e) => {
+                    outcome.status = "failed".into();
+                    outcome.error = Some(e);
+                    (Vec::new(), RunNext::Fail)
+                }
+                Done::Retry(e, wait) => {
+                    let first = run
+                        .window_started_at
+                        .as_deref()
+                        .and_then(time::parse)
+                        .unwrap_or(now);
+                    match self.policy.after_failure(
+                        attempts,
+                        first,
+                        now,
+                        wait,
+                        rand::random::<f64>(),
+                    ) {
+                        Next::RetryAt(at) => {
+                            outcome.status = "retrying".into();
+                            outcome.error = Some(e);
+                            outcome.detail = Some(json!({ "nextAttemptAt": time::format(at) }));
+                            (Vec::new(), RunNext::RetryAt(time::format(at)))
+                        }
+                        Next::GiveUp => {
+                            outcome.status = "failed".into();
+                            outcome.error = Some(format!("gave up after 72 hours of retries: {e}"));
+                            (Vec::new(), RunNext::Fail)
+                        }
+                    }
+                }
+            };
+            let retrying = matches!(next, RunNext::RetryAt(_));
+            let report = StepReport {
+                run_id: run.id.clone(),
+                tenant_id: run.tenant_id.clone(),
+                index: index as i64,
+                total,
+                outcome,
+                effects,
+                next,
+                window_started_at: run.window_started_at.clone(),
+            };
+            match self.store.step_done(report).await {
+                Ok(Some(updated)) => {
+                    if updated.status != "pending" {
+                        metrics::counter!("eventflow_workflow_runs_total", "status" => updated.status.clone())
+                            .increment(1);
+                    }
+                    run = updated;
+                }
+                // Another node holds the run now.
+                Ok(None) => return,
+                Err(e) => {
+                    // The lease runs out and the step is tried again.
+                    tracing::warn!(error = %e, run = %run.id, "automations: could not record a step");
+                    return;
+                }
+            }
+            if retrying {
+                self.look_again.notify_one();
+                return;
+            }
+        }
+    }
+
+    /// Does one step.
+    async fn perform(&self, run: &Run, step: &Step, ctx: &Value) -> Done {
+        let rendered = match render_map(&step.config, ctx) {
+            Ok(r) => r,
+            Err(e) => return Done::Fail(e),
+        };
+        let text = |k: &str| {
+            rendered
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let step_label = step_name(&run.path, step.number);
+        let now = time::format(self.clock.now());
+        let note = |channel: &str,
+                    to: String,
+                    subject: Option<String>,
+                    body: String,
+                    sent: Option<(&str, Sent)>| {
+            let (provider, id, status) = match sent {
+                Some((p, s)) => (p.to_string(), s.id, Some(s.status)),
+                None => ("outbox".to_string(), None, None),
+            };
+            Notification {
+                id: id::new_id("ntf"),
+                tenant_id: run.tenant_id.clone(),
+                channel: channel.to_string(),
+                direction: "outbound".into(),
+                to,
+                subject,
+                body,
+                workflow: Some(run.workflow.clone()),
+                run_id: Some(run.id.clone()),
+                step: Some(step_label.clone()),
+                provider,
+                provider_id: id,
+                provider_status: status,
+                created_at: now.clone(),
+            }
+        };
+        let delivered = |n: Notification| {
+            let detail = json!({
+                "notificationId": n.id,
+                "provider": n.provider,
+                "providerId": n.provider_id,
+                "providerStatus": n.provider_status,
+            });
+            Done::Ok {
+                detail: Some(detail),
+                effects: vec![Effect::Notify(n)],
+            }
+        };
+        match step.kind {
+            StepKind::Sms => {
+                let (to, body) = (text("to"), text("body"));
+                if to.is_empty() {
+                    return Done::Fail("to: is empty (the record has no phone number?)".into());
+                }
+                match &self.settings.twilio {
+                    None => delivered(note("sms", to, None, body, None)),
+                    Some(t) => match channels::twilio_sms(&self.http, t, &to, &body).await {
+                        Ok(sent) => delivered(note("sms", to, None, body, Some(("twilio", sent)))),
+                        Err(f) => f.into(),
+                    },
+                }
+            }
+            StepKind::Email => {
+                let (to, subject, body) = (text("to"), text("subject"), text("body"));
+                if to.is_empty() {
+                    return Done::Fail("to: is empty".into());
+                }
+                match (&self.mailer, &self.settings.smtp) {
+                    (Some(m), Some(s)) => match channels::email(m, &s.from, &to, &subject, &body)
+                        .await
+                    {
+                        Ok(sent) => {
+                            delivered(note("email", to, Some(subject), body, Some(("smtp", sent))))
+                        }
+                        Err(f) => f.into(),
+                    },
+                    _ => delivered(note("email", to, Some(subject), body, None)),
+                }
+            }
+            StepKind::Slack => {
+                let text_ = text("text");
+                let channel = rendered
+                    .get("channel")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                let to = channel.clone().unwrap_or_else(|| "slack".into());
+                match &self.settings.slack_webhook_url {
+                    None => delivered(note("slack", to, None, text_, None)),
+                    Some(url) => {
+                        match channels::slack(&self.http, url, &text_, channel.as_deref()).await {
+                            Ok(sent) => {
+                                delivered(note("slack", to, None, text_, Some(("slack", sent))))
+                            }
+                            Err(f) => f.into(),
+                        }
+                    }
+                }
+            }
+            StepKind::Http => {
+                if text("url").is_empty() {
+                    // No address configured (an unset `vars` entry with a
+                    // default of ''): the request goes to the outbox, like a
+                    // message with no provider.
+                    let method = rendered
+                        .get("method")
+                        .and_then(Value::as_str)
+                        .unwrap_or("POST");
+                    let body = rendered
+                        .get("body")
+                        .map(Value::to_string)
+                        .unwrap_or_default();
+                    return delivered(note(
+                        "http",
+                        String::new(),
+                        Some(method.to_string()),
+                        body,
+                        None,
+                    ));
+                }
+                self.http_step(run, &step_label, &rendered).await
+            }
+            StepKind::Create | StepKind::Update => {
+                let rt: ResourceType = match text("type").parse() {
+                    Ok(rt) => rt,
+                    Err(_) => return Done::Fail("type: not a record type".into()),
+                };
+                let body = rendered.get("body").cloned().unwrap_or(json!({}));
+                let op = if step.kind == StepKind::Create {
+                    Op::Create { rt, body }
+                } else {
+                    let id = text("id");
+                    if id.is_empty() {
+                        return Done::Fail("id: is empty".into());
+                    }
+                    Op::Patch {
+                        rt,
+                        id,
+                        patch: body,
+                        if_match: None,
+                    }
+                };
+                Done::Ok {
+                    detail: None,
+                    effects: vec![Effect::Write(Box::new(WriteRequest {
+                        tenant: run.tenant_id.clone(),
+                        key_id: format!("workflow:{}", run.workflow),
+                        kind: WriteKind::Single(op),
+                        idempotency: None,
+                    }))],
+                }
+            }
+            StepKind::Schedule => {
+                let key = text("key");
+                if key.is_empty() {
+                    return Done::Fail("key: is empty".into());
+                }
+                let now_ts = self.clock.now();
+                let fire_at = if rendered.contains_key("after") {
+                    let after = match duration::parse(&text("after")) {
+                        Ok(d) => d,
+                        Err(e) => return Done::Fail(format!("after: {e}")),
+                    };
+                    now_ts.checked_add(after).ok()
+                } else {
+                    let at = match time::parse(&text("at")) {
+                        Some(t) => t,
+                        None => {
+                            return Done::Fail(
+                                "at: is not a time (RFC 3339, e.g. {{ data.start }})".into(),
+                            );
+                        }
+                    };
+                    let offset = match rendered.get("offset").and_then(Value::as_str) {
+                        None => jiff::SignedDuration::ZERO,
+                        Some(o) => match duration::parse(o) {
+                            Ok(d) => d,
+                            Err(e) => return Done::Fail(format!("offset: {e}")),
+                        },
+                    };
+                    at.checked_add(offset).ok()
+                };
+                let Some(fire_at) = fire_at else {
+                    return Done::Fail("the timer's time is out of range".into());
+                };
+                if fire_at <= now_ts {
+                    // Too late for this timer (a start less than 24 h away):
+                    // it is not set, and an earlier one of the key (for a
+                    // time since moved) goes.
+                    return Done::Skipped {
+                        reason: format!("the time {} has passed", time::format(fire_at)),
+                        effects: vec![Effect::Cancel { key }],
+                    };
+                }
+                let path = if run.path.is_empty() {
+                    step.number.to_string()
+                } else {
+                    format!("{}.{}", run.path, step.number)
+                };
+                self.look_again.notify_one();
+                Done::Ok {
+                    detail: Some(json!({"key": key, "fireAt": time::format(fire_at)})),
+                    effects: vec![Effect::Schedule(Timer {
+                        tenant_id: run.tenant_id.clone(),
+                        key,
+                        fire_at: time::format(fire_at),
+                        workflow: run.workflow.clone(),
+                        path,
+                        context: run.context.clone(),
+                        event_id: run.event_id.clone(),
+                        run_id: Some(run.id.clone()),
+                        created_at: now,
+                    })],
+                }
+            }
+            StepKind::Cancel => {
+                let key = text("key");
+                Done::Ok {
+                    detail: None,
+                    effects: vec![Effect::Cancel { key }],
+                }
+            }
+            StepKind::Claim => self.claim_step(run, &step_label, &rendered, note).await,
+        }
+    }
+
+    async fn http_step(&self, run: &Run, step_label: &str, rendered: &Map<String, Value>) -> Done {
+        let url = rendered.get("url").and_then(Value::as_str).unwrap_or("");
+        let Ok(url) = reqwest::Url::parse(url) else {
+            return Done::Fail("url: is not a URL".into());
+        };
+        let method = rendered
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or("POST");
+        let method =
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
+        let body = rendered.get("body").cloned();
+        let bytes = body
+            .as_ref()
+            .filter(|_| method != reqwest::Method::GET)
+            .map(|b| serde_json::to_vec(b).unwrap_or_default());
+        let delivery_id = format!("{}:{}", run.id, step_label);
+        let mut request = self
+            .http
+            .request(method, url)
+            .header("idempotency-key", delivery_id.as_str());
+        if let Some(headers) = rendered.get("headers").and_then(Value::as_object) {
+            for (k, v) in headers {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                request = request.header(k.as_str(), v);
+            }
+        }
+        if let Some(secret) = rendered
+            .get("sign")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            let Ok(secret) = eventflow_webhook::HmacSecret::parse(secret) else {
+                return Done::Fail("sign: must be a signing secret (whsec_…)".into());
+            };
+            let signed = eventflow_webhook::sign_headers(
+                &[eventflow_webhook::Signer::Hmac(secret)],
+                &delivery_id,
+                self.clock.now().as_second(),
+                bytes.as_deref().unwrap_or(b""),
+            );
+            for (k, v) in signed.pairs() {
+                request = request.header(k, v);
+            }
+        }
+        if let Some(b) = bytes {
+            request = request.header("content-type", "application/json").body(b);
+        }
+        self.post_and_classify(request, "the server").await
+    }
+
+    async fn post_and_classify(&self, request: reqwest::RequestBuilder, who: &str) -> Done {
+        match request.send().await {
+            Err(e) => Done::Retry(
+                if e.is_timeout() {
+                    format!("{who} did not answer in time")
+                } else {
+                    format!("could not reach {who}")
+                },
+                None,
+            ),
+            Ok(response) => {
+                let status = response.status();
+                if status.is_success() {
+                    Done::Ok {
+                        detail: Some(json!({ "statusCode": status.as_u16() })),
+                        effects: Vec::new(),
+                    }
+                } else if status.as_u16() == 429 || status.is_server_error() {
+                    let wait = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| {
+                            eventflow_delivery::policy::parse_retry_after(v, self.clock.now())
+                        });
+                    Done::Retry(format!("{who} answered {status}"), wait)
+                } else {
+                    Done::Fail(format!("{who} answered {status}"))
+                }
+            }
+        }
+    }
+
+    async fn claim_step(
+        &self,
+        run: &Run,
+        step_label: &str,
+        rendered: &Map<String, Value>,
+        note: impl Fn(&str, String, Option<String>, String, Option<(&str, Sent)>) -> Notification,
+    ) -> Done {
+        let given = rendered
+            .get("encounter")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let encounter_id = if given.is_empty() {
+            let is_encounter = run
+                .context
+                .pointer("/resource/type")
+                .and_then(Value::as_str)
+                == Some("encounter");
+            match run.context.pointer("/data/id").and_then(Value::as_str) {
+                Some(id) if is_encounter => id.to_string(),
+                _ => {
+                    return Done::Fail(
+                        "encounter: name the encounter (the event is not an encounter's)".into(),
+                    );
+                }
+            }
+        } else {
+            given.to_string()
+        };
+        let input = match self.claim_input(&run.tenant_id, &encounter_id).await {
+            Ok(Some(i)) => i,
+            Ok(None) => return Done::Fail(format!("encounter: {encounter_id} does not exist")),
+            Err(e) => return Done::Retry(format!("could not read the encounter: {e}"), None),
+        };
+        let claim = claim::build(&input, &time::format(self.clock.now()));
+        let body = serde_json::to_string(&claim).unwrap_or_default();
+        let Some(url) = &self.settings.claim_url else {
+            let n = note(
+                "claim",
+                "billing".into(),
+                Some(format!("Claim for encounter {encounter_id}")),
+                body,
+                None,
+            );
+            return Done::Ok {
+                detail: Some(json!({ "notificationId": n.id, "provider": "outbox" })),
+                effects: vec![Effect::Notify(n)],
+            };
+        };
+        let request = self
+            .http
+            .post(url)
+            .header("content-type", "application/fhir+json")
+            .header("idempotency-key", format!("{}:{}", run.id, step_label))
+            .body(body.clone());
+        match self.post_and_classify(request, "the billing server").await {
+            Done::Ok { detail, .. } => {
+                let status = detail
+                    .as_ref()
+                    .and_then(|d| d.get("statusCode"))
+                    .map(|c| c.to_string())
+                    .unwrap_or_default();
+                let n = note(
+                    "claim",
+                    url.clone(),
+                    Some(format!("Claim for encounter {encounter_id}")),
+                    body,
+                    Some(("billing", Sent { id: None, status })),
+                );
+                Done::Ok {
+                    detail,
+                    effects: vec![Effect::Notify(n)],
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn claim_input(
+        &self,
+        tenant: &str,
+        encounter_id: &str,
+    ) -> eventflow_store::Result<Option<claim::ClaimInput>> {
+        let Some(encounter) = self
+            .store
+            .get_record(tenant, ResourceType::Encounter, encounter_id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let get = |rt: ResourceType, field: &str| {
+            let id = encounter
+                .get(field)
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let store = self.store.clone();
+            let tenant = tenant.to_string();
+            async move {
+                match id {
+                    Some(id) => store.get_record(&tenant, rt, &id).await,
+                    None => Ok(None),
+                }
+            }
+        };
+        let patient: Option<Object> = get(ResourceType::Patient, "patientId").await?;
+        let practitioner: Option<Object> =
+            get(ResourceType::Practitioner, "practitionerId").await?;
+        let observations = self
+            .store
+            .records_referencing(
+                tenant,
+                ResourceType::Observation,
+                "encounterId",
+                encounter_id,
+                100,
+            )
+            .await?;
+        let prescriptions = self
+            .store
+            .records_referencing(
+                tenant,
+                ResourceType::Prescription,
+                "encounterId",
+                encounter_id,
+                100,
+            )
+            .await?;
+        Ok(Some(claim::ClaimInput {
+            encounter,
+            patient,
+            practitioner,
+            observations,
+            prescriptions,
+        }))
+    }
+}
+
+/// A step's name in the run record: `2`, or `2.1` inside step 2's timer.
+fn step_name(path: &str, number: usize) -> String {
+    if path.is_empty() {
+        number.to_string()
+    } else {
+        format!("{path}.{number}")
+    }
+}
+
+/// The steps at a path: `` the workflow's, `2` those of its step 2.
+fn steps_at<'a>(steps: &'a [Step], path: &str) -> Result<&'a [Step], String> {
+    let mut here = steps;
+    if path.is_empty() {
+        return Ok(here);
+    }
+    for part in path.split('.') {
+        let n: usize = part.parse().map_err(|_| format!("bad step path {path}"))?;
+        let Some(step) = n.checked_sub(1).and_then(|i| here.get(i)) else {
+            return Err(format!("the workflow has no step {path} any more"));
+        };
+        if step.kind != StepKind::Schedule {
+            return Err(format!(
+                "step {path} of the workflow is not a schedule any more"
+            ));
+        }
+        here = &step.steps;
+    }
+    Ok(here)
+}
+
+/// Renders every string of a step's settings (nested `steps` are not part
+/// of them). An error names the field.
+fn render_map(config: &Map<String, Value>, ctx: &Value) -> Result<Map<String, Value>, String> {
+    config
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), render_value(v, ctx, k)?)))
+        .collect()
+}
+
+fn render_value(v: &Value, ctx: &Value, field: &str) -> Result<Value, String> {
+    match v {
+        Value::String(s) => template::render(s, ctx)
+            .map(Value::String)
+            .map_err(|e| format!("{field}: {e}")),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| render_value(item, ctx, &format!("{field}[{i}]")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, item)| Ok((k.clone(), render_value(item, ctx, &format!("{field}.{k}"))?)))
+            .collect::<Result<Map<_, _>, String>>()
+            .map(Value::Object),
+        other => Ok(other.clone()),
+    }
+}

@@ -1,0 +1,359 @@
+//! What automations did (DESIGN.md §4): `GET /v1/workflow-runs`, the
+//! outbox `GET /v1/notifications`, pending `GET /v1/timers`, and inbound SMS
+//! `POST /v1/inbound/twilio/{tenantId}`.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use eventflow_model::{ResourceType, id, time};
+use eventflow_store::automation::{Notification, RunQuery};
+use eventflow_store::{ListQuery, Op, WriteKind, WriteRequest};
+use hmac::{KeyInit, Mac};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Params;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/workflow-runs", get(list_runs))
+        .route("/v1/workflow-runs/{id}", get(get_run))
+        .route("/v1/notifications", get(list_notifications))
+        .route("/v1/timers", get(list_timers))
+        .route("/v1/inbound/twilio/{tenant}", post(inbound_twilio))
+}
+
+const RUN_STATUSES: [&str; 3] = ["pending", "succeeded", "failed"];
+
+fn cursor(params: &Params, prefix: &str) -> ApiResult<Option<String>> {
+    match params.get("cursor") {
+        None => Ok(None),
+        Some(c) if c.starts_with(prefix) && id::is_well_formed(c) => Ok(Some(c.to_string())),
+        Some(_) => Err(ApiError::invalid(
+            "cursor",
+            "is not a cursor this list gave",
+        )),
+    }
+}
+
+async fn list_runs(
+    State(state): State<AppState>,
+    auth: Auth,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    params.only(&["workflow", "status", "eventId", "limit", "cursor"])?;
+    let status = params.get("status").map(str::to_string);
+    if let Some(s) = &status
+        && !RUN_STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::invalid(
+            "status",
+            "must be pending, succeeded or failed",
+        ));
+    }
+    let limit = params.int("limit", 100, 1, 1000)? as u32;
+    let q = RunQuery {
+        workflow: params.get("workflow").map(str::to_string),
+        status,
+        event_id: params.get("eventId").map(str::to_string),
+        before: cursor(&params, "run_")?,
+        limit: limit + 1,
+    };
+    let mut runs = state.store.workflow_runs(auth.tenant(), &q).await?;
+    let next = (runs.len() > limit as usize).then(|| {
+        runs.truncate(limit as usize);
+        runs.last().map(|r| r.id.clone())
+    });
+    let data: Vec<Value> = runs.iter().map(|r| r.to_json()).collect();
+    Ok(Json(json!({ "data": data, "nextCursor": next.flatten() })))
+}
+
+async fn get_run(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(run): Path<String>,
+) -> ApiResult<Json<Value>> {
+    match state.store.workflow_run(auth.tenant(), &run).await? {
+        Some(r) => Ok(Json(r.to_json())),
+        None => Err(ApiError::not_found("no such workflow run")),
+    }
+}
+
+async fn list_notifications(
+    State(state): State<AppState>,
+    auth: Auth,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    params.only(&["limit", "cursor"])?;
+    let limit = params.int("limit", 100, 1, 1000)? as u32;
+    let mut list = state
+        .store
+        .notifications(
+            auth.tenant(),
+            cursor(&params, "ntf_")?.as_deref(),
+            limit + 1,
+        )
+        .await?;
+    let next = (list.len() > limit as usize).then(|| {
+        list.truncate(limit as usize);
+        list.last().map(|n| n.id.clone())
+    });
+    let data: Vec<Value> = list.iter().map(Notification::to_json).collect();
+    Ok(Json(json!({ "data": data, "nextCursor": next.flatten() })))
+}
+
+async fn list_timers(
+    State(state): State<AppState>,
+    auth: Auth,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    params.only(&["key", "limit"])?;
+    let limit = params.int("limit", 1000, 1, 10_000)? as u32;
+    // `key` matches exactly, also an empty one.
+    let key = params.0.get("key").map(String::as_str);
+    let timers = state.store.timers(auth.tenant(), key, limit).await?;
+    let data: Vec<Value> = timers.iter().map(|t| t.to_json()).collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+// ---- Inbound SMS ----------------------------------------------------------
+
+/// Twilio's request signature: base64 of HMAC-SHA1, keyed with the auth
+/// token, over the URL followed by each form parameter's name and value,
+/// sorted by name.
+pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    use base64::Engine as _;
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    let mut data = url.to_string();
+    for (k, v) in sorted {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(auth_token.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    mac.update(data.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+fn forbidden() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "X-Twilio-Signature is missing or does not match this request",
+    )
+}
+
+fn twiml(message: &str) -> Response {
+    let escaped = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    (
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>{escaped}</Message></Response>"),
+    )
+        .into_response()
+}
+
+async fn inbound_twilio(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let Some(twilio) = &state.config.providers.twilio else {
+        return Err(ApiError::not_found(
+            "inbound SMS needs [providers.twilio] in the configuration (its auth token checks the signature)",
+        ));
+    };
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let url = format!(
+        "{}/v1/inbound/twilio/{tenant}{query}",
+        state.config.public_url().trim_end_matches('/')
+    );
+    let expected = twilio_signature(twilio.auth_token.expose(), &url, &params);
+    let given = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        return Err(forbidden());
+    }
+    if !id::is_well_formed(&tenant) || !state.store.tenant_ids().await?.contains(&tenant) {
+        return Err(ApiError::not_found("no such tenant"));
+    }
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let (from, to, text) = (get("From"), get("To"), get("Body"));
+    let now = state.clock.now();
+    let now_s = time::format(now);
+    let message =
+        |dir: &str, recipient: &str, body: &str, provider: &str, provider_id: Option<String>| {
+            Notification {
+                id: id::new_id("ntf"),
+                tenant_id: tenant.clone(),
+                channel: "sms".into(),
+                direction: dir.into(),
+                to: recipient.to_string(),
+                subject: None,
+                body: body.to_string(),
+                workflow: Some("inbound-sms".into()),
+                run_id: None,
+                step: None,
+                provider: provider.into(),
+                provider_id,
+                provider_status: Some(if dir == "inbound" {
+                    "received".into()
+                } else {
+                    "replied".into()
+                }),
+                created_at: now_s.clone(),
+            }
+        };
+    state
+        .store
+        .add_notification(message(
+            "inbound",
+            &to,
+            &text,
+            "twilio",
+            Some(get("MessageSid")).filter(|s| !s.is_empty()),
+        ))
+        .await?;
+    let reply = match text.to_ascii_uppercase().as_str() {
+        "C" | "CANCEL" => match next_booked(&state, &tenant, &from, now).await? {
+            None => "We found no upcoming appointment for this number.".to_string(),
+            Some(appt) => {
+                let id = appt
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let version = appt.get("version").and_then(Value::as_i64);
+                let start = appt
+                    .get("start")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let outcome = state
+                    .store
+                    .write(WriteRequest {
+                        tenant: tenant.clone(),
+                        key_id: "inbound-sms".into(),
+                        kind: WriteKind::Single(Op::Patch {
+                            rt: ResourceType::Appointment,
+                            id,
+                            patch: json!({"status": "cancelled"}),
+                            if_match: version,
+                        }),
+                        idempotency: None,
+                    })
+                    .await;
+                match outcome {
+                    Ok(_) => format!(
+                        "Your appointment on {} has been cancelled.",
+                        eventflow_automations::template::render(
+                            "{{ s | datetime }}",
+                            &json!({"s": start})
+                        )
+                        .unwrap_or(start)
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "inbound SMS: could not cancel the appointment");
+                        "We could not cancel your appointment; please call the clinic.".to_string()
+                    }
+                }
+            }
+        },
+        "R" | "RESCHEDULE" => state
+            .config
+            .vars
+            .get("reschedule_message")
+            .cloned()
+            .unwrap_or_else(|| {
+                "To reschedule, please call the clinic or book a new time online.".into()
+            }),
+        _ => "Reply C to cancel your next appointment or R to reschedule.".to_string(),
+    };
+    state
+        .store
+        .add_notification(message("outbound", &from, &reply, "twilio", None))
+        .await?;
+    Ok(twiml(&reply))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The sender's next booked appointment (by `patientPhone`) that has not
+/// started yet.
+async fn next_booked(
+    state: &AppState,
+    tenant: &str,
+    phone: &str,
+    now: jiff::Timestamp,
+) -> ApiResult<Option<eventflow_model::Object>> {
+    if phone.is_empty() {
+        return Ok(None);
+    }
+    let now_s = time::format(now);
+    let mut best: Option<eventflow_model::Object> = None;
+    let mut cursor = None;
+    // Booked appointments, a page at a time (at most 50,000 looked at).
+    for _ in 0..50 {
+        let page = state
+            .store
+            .list_records(
+                tenant,
+                ResourceType::Appointment,
+                &ListQuery {
+                    status: Some("booked".into()),
+                    limit: 1000,
+                    cursor: cursor.take(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        for a in page.data {
+            let start = a
+                .get("start")
+                .and_then(Value::as_str)
+                .and_then(time::parse)
+                .map(time::format);
+            let Some(start) = start else { continue };
+            if a.get("patientPhone").and_then(Value::as_str) != Some(phone) || start <= now_s {
+                continue;
+            }
+            let earlier = best
+                .as_ref()
+                .and_then(|b| {
+                    b.get("start")
+                        .and_then(Value::as_str)
+                        .and_then(time::parse)
+                        .map(time::format)
+                })
+                .is_none_or(|b| start < b);
+            if earlier {
+                best = Some(a);
+            }
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    Ok(best)
+}

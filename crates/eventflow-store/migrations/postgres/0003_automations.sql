@@ -1,0 +1,81 @@
+-- The same schema as SQLite's 0003 (identifiers and timestamps in the "C"
+-- collation, as in 0001).
+-- Automations (DESIGN.md §4): workflow runs, durable timers, the outbox.
+
+-- The last event sequence the automation engine has matched against the
+-- workflows. Tenants that exist when this migration runs start at their
+-- latest event: workflows never run on history from before the upgrade.
+ALTER TABLE tenants ADD COLUMN automation_cursor BIGINT NOT NULL DEFAULT 0;
+UPDATE tenants SET automation_cursor = last_sequence;
+
+-- One run of a workflow's steps: the work queue and the record of it.
+CREATE TABLE workflow_runs (
+    id                TEXT COLLATE "C" PRIMARY KEY,
+    tenant_id         TEXT COLLATE "C" NOT NULL,
+    workflow          TEXT COLLATE "C" NOT NULL,
+    -- The event the run started from (for a timer's run: the event of the
+    -- run that scheduled it).
+    event_id          TEXT COLLATE "C",
+    -- event | timer
+    origin            TEXT COLLATE "C" NOT NULL,
+    timer_key         TEXT COLLATE "C",
+    -- Which steps run: '' for the workflow's own, '2' for the steps of its
+    -- step 2 (a schedule), '2.1' deeper.
+    path              TEXT COLLATE "C" NOT NULL,
+    -- The template context (the event envelope), JSON.
+    context           TEXT NOT NULL,
+    -- pending | succeeded | failed
+    status            TEXT COLLATE "C" NOT NULL,
+    -- Each step's outcome so far, JSON.
+    steps             TEXT NOT NULL,
+    next_step         BIGINT NOT NULL DEFAULT 0,
+    -- When the failing step's 72-hour retry window opened.
+    window_started_at TEXT COLLATE "C",
+    next_at           TEXT COLLATE "C",
+    lease_owner       TEXT COLLATE "C",
+    lease_until       TEXT COLLATE "C",
+    started_at        TEXT COLLATE "C" NOT NULL,
+    updated_at        TEXT COLLATE "C" NOT NULL,
+    finished_at       TEXT COLLATE "C"
+);
+CREATE INDEX workflow_runs_due ON workflow_runs (next_at) WHERE status = 'pending';
+CREATE INDEX workflow_runs_by_tenant ON workflow_runs (tenant_id, id);
+
+-- Pending timers; the key is the tenant's (the same key replaces the timer).
+CREATE TABLE timers (
+    tenant_id  TEXT COLLATE "C" NOT NULL,
+    timer_key  TEXT COLLATE "C" NOT NULL,
+    fire_at    TEXT COLLATE "C" NOT NULL,
+    workflow   TEXT COLLATE "C" NOT NULL,
+    path       TEXT COLLATE "C" NOT NULL,
+    context    TEXT NOT NULL,
+    event_id   TEXT COLLATE "C",
+    run_id     TEXT COLLATE "C",
+    created_at TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (tenant_id, timer_key)
+);
+CREATE INDEX timers_due ON timers (fire_at);
+
+-- Every message automations sent or would have sent (the outbox), and
+-- inbound SMS.
+CREATE TABLE notifications (
+    id              TEXT COLLATE "C" PRIMARY KEY,
+    tenant_id       TEXT COLLATE "C" NOT NULL,
+    -- sms | email | slack | claim
+    channel         TEXT COLLATE "C" NOT NULL,
+    -- outbound | inbound
+    direction       TEXT COLLATE "C" NOT NULL,
+    recipient       TEXT COLLATE "C" NOT NULL,
+    subject         TEXT,
+    body            TEXT NOT NULL,
+    workflow        TEXT COLLATE "C",
+    run_id          TEXT COLLATE "C",
+    step            TEXT COLLATE "C",
+    -- outbox (no provider configured) or the provider's name
+    provider        TEXT COLLATE "C" NOT NULL,
+    provider_id     TEXT COLLATE "C",
+    provider_status TEXT COLLATE "C",
+    created_at      TEXT COLLATE "C" NOT NULL,
+    UNIQUE (run_id, step)
+);
+CREATE INDEX notifications_by_tenant ON notifications (tenant_id, id);

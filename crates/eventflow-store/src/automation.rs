@@ -1,0 +1,733 @@
+//! The automation engine's tables (DESIGN.md §4): workflow runs (a work
+//! queue with leases, like deliveries), durable timers, and the outbox of
+//! notifications — the rows, the writer's side of each change, and the SQL,
+//! written once for both backends.
+//!
+//! The engine (in `eventflow-automations`) decides; the store makes each
+//! decision durable in one transaction with its effects:
+//! - [`StartRuns`]: the runs a batch of events starts, with the tenant's
+//!   automation cursor moved past the batch (compare-and-set, so two nodes
+//!   never start the same run);
+//! - [`StepReport`]: one step's outcome, with its effects inside the same
+//!   transaction — a record created or updated (with its own event), a timer
+//!   set or cancelled, a message put in the outbox — so an effect inside this
+//!   server happens exactly once per (run, step), even across a crash;
+//! - timers firing: each due timer is deleted and its run inserted together,
+//!   so a timer fires once, also with several nodes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::{Result, StoreError};
+use crate::ops::{self, WriteConn};
+use crate::types::WriteRequest;
+
+/// How long a node holds a run it is executing before another may take it.
+pub const RUN_LEASE: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// What started a run.
+pub const ORIGIN_EVENT: &str = "event";
+pub const ORIGIN_TIMER: &str = "timer";
+
+/// A run to insert.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub tenant_id: String,
+    pub workflow: String,
+    pub event_id: Option<String>,
+    pub origin: &'static str,
+    pub timer_key: Option<String>,
+    pub path: String,
+    pub context: Value,
+}
+
+/// The runs a batch of a tenant's events starts, and the cursor move that
+/// goes with them.
+#[derive(Debug, Clone)]
+pub struct StartRuns {
+    pub tenant_id: String,
+    /// The cursor as the engine read it; the batch is refused (`None`) when
+    /// it moved meanwhile.
+    pub from: i64,
+    /// The last sequence the batch covers.
+    pub to: i64,
+    pub runs: Vec<NewRun>,
+}
+
+/// One step's outcome, as the run record shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepOutcome {
+    /// The step's place: `1`, `2`, or `2.1` for the first step of step 2's timer.
+    pub name: String,
+    #[serde(rename = "type")]
+    pub step_type: String,
+    /// succeeded | failed | retrying | skipped
+    pub status: String,
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub at: String,
+    /// What the step did: a message's provider id and status, a record's
+    /// id, a timer's fire time, a response's status code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+}
+
+/// A stored run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub id: String,
+    pub tenant_id: String,
+    pub workflow: String,
+    pub event_id: Option<String>,
+    pub origin: String,
+    pub timer_key: Option<String>,
+    pub path: String,
+    pub context: Value,
+    /// pending | succeeded | failed
+    pub status: String,
+    pub steps: Vec<StepOutcome>,
+    /// The index (0-based) of the step to run next.
+    pub next_step: i64,
+    pub window_started_at: Option<String>,
+    pub next_at: Option<String>,
+    pub lease_owner: Option<String>,
+    pub started_at: String,
+    pub updated_at: String,
+    pub finished_at: Option<String>,
+}
+
+impl Run {
+    /// The run as `GET /v1/workflow-runs` shows it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "workflow": self.workflow,
+            "eventId": self.event_id,
+            "trigger": self.origin,
+            "timerKey": self.timer_key,
+            "status": self.status,
+            "startedAt": self.started_at,
+            "updatedAt": self.updated_at,
+            "finishedAt": self.finished_at,
+            "nextAttemptAt": if self.status == "pending" && self.lease_owner.is_none() { self.next_at.clone() } else { None },
+            "steps": self.steps,
+        })
+    }
+}
+
+/// A timer to set (replacing the tenant's timer of the same key).
+#[derive(Debug, Clone)]
+pub struct Timer {
+    pub tenant_id: String,
+    pub key: String,
+    pub fire_at: String,
+    pub workflow: String,
+    pub path: String,
+    pub context: Value,
+    pub event_id: Option<String>,
+    pub run_id: Option<String>,
+    pub created_at: String,
+}
+
+impl Timer {
+    /// The timer as `GET /v1/timers` shows it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "key": self.key,
+            "fireAt": self.fire_at,
+            "workflow": self.workflow,
+            "eventId": self.event_id,
+            "runId": self.run_id,
+            "createdAt": self.created_at,
+        })
+    }
+}
+
+/// A message in the outbox (sent through a provider or not).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub id: String,
+    pub tenant_id: String,
+    pub channel: String,
+    pub direction: String,
+    pub to: String,
+    pub subject: Option<String>,
+    pub body: String,
+    pub workflow: Option<String>,
+    pub run_id: Option<String>,
+    pub step: Option<String>,
+    /// `outbox` when no provider is configured, else the provider's name.
+    pub provider: String,
+    pub provider_id: Option<String>,
+    pub provider_status: Option<String>,
+    pub created_at: String,
+}
+
+impl Notification {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "channel": self.channel,
+            "direction": self.direction,
+            "to": self.to,
+            "subject": self.subject,
+            "body": self.body,
+            "workflow": self.workflow,
+            "runId": self.run_id,
+            "step": self.step,
+            "provider": self.provider,
+            "providerId": self.provider_id,
+            "providerStatus": self.provider_status,
+            "createdAt": self.created_at,
+        })
+    }
+}
+
+/// Something a step does inside this server, in the transaction that
+/// records the step.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// A record created or updated (with its event).
+    Write(Box<WriteRequest>),
+    Schedule(Timer),
+    Cancel {
+        key: String,
+    },
+    Notify(Notification),
+}
+
+/// What happens to the run after the step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunNext {
+    /// On to the next step (or done when this was the last).
+    Advance,
+    /// The step failed for now: again at this time.
+    RetryAt(String),
+    /// The step failed for good: so does the run.
+    Fail,
+}
+
+/// One step's outcome from the node that holds the run.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    pub run_id: String,
+    pub tenant_id: String,
+    /// The step's index in the run (0-based).
+    pub index: i64,
+    /// How many steps the run has in all.
+    pub total: i64,
+    pub outcome: StepOutcome,
+    pub effects: Vec<Effect>,
+    pub next: RunNext,
+    /// When the failing step's retry window opened (kept across retries).
+    pub window_started_at: Option<String>,
+}
+
+/// Filters of `GET /v1/workflow-runs`.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub workflow: Option<String>,
+    pub status: Option<String>,
+    pub event_id: Option<String>,
+    /// Runs with an id below this (newest first paging).
+    pub before: Option<String>,
+    pub limit: u32,
+}
+
+/// The SQL the writer's connection runs for automations.
+#[async_trait::async_trait]
+pub(crate) trait AutoConn: WriteConn {
+    async fn automation_cursor(&mut self, tenant: &str) -> Result<i64>;
+    async fn set_automation_cursor(&mut self, tenant: &str, to: i64) -> Result<()>;
+    async fn insert_run(&mut self, run: &Run, lease_until: Option<&str>) -> Result<()>;
+    /// A run, locked.
+    async fn run_for_update(&mut self, id: &str) -> Result<Option<Run>>;
+    async fn update_run(&mut self, run: &Run, lease_until: Option<&str>) -> Result<()>;
+    /// Due runs, locked (skipping rows other nodes hold).
+    async fn due_runs(&mut self, now: &str, limit: i64) -> Result<Vec<Run>>;
+    async fn upsert_timer(&mut self, t: &Timer) -> Result<()>;
+    async fn delete_timer(&mut self, tenant: &str, key: &str) -> Result<bool>;
+    /// Due timers, locked (skipping rows other nodes hold).
+    async fn due_timers(&mut self, now: &str, limit: i64) -> Result<Vec<Timer>>;
+    /// Inserts a message; `false` when the (run, step) already has one.
+    async fn insert_notification(&mut self, n: &Notification) -> Result<bool>;
+}
+
+fn new_run_row(n: NewRun, node: Option<&str>, now: &str, next_at: &str) -> Run {
+    Run {
+        id: n.id,
+        tenant_id: n.tenant_id,
+        workflow: n.workflow,
+        event_id: n.event_id,
+        origin: n.origin.to_string(),
+        timer_key: n.timer_key,
+        path: n.path,
+        context: n.context,
+        status: "pending".into(),
+        steps: Vec::new(),
+        next_step: 0,
+        window_started_at: None,
+        next_at: Some(next_at.to_string()),
+        lease_owner: node.map(str::to_string),
+        started_at: now.to_string(),
+        updated_at: now.to_string(),
+        finished_at: None,
+    }
+}
+
+/// Inserts a batch's runs, leased to `node`, and moves the cursor; `None`
+/// when the cursor is no longer at `from` (another node took the batch).
+pub(crate) async fn start_runs<C: AutoConn>(
+    conn: &mut C,
+    start: &StartRuns,
+    node: &str,
+    now: jiff::Timestamp,
+) -> Result<Option<Vec<Run>>> {
+    let cursor = conn.automation_cursor(&start.tenant_id).await?;
+    if cursor != start.from {
+        return Ok(None);
+    }
+    conn.set_automation_cursor(&start.tenant_id, start.to)
+        .await?;
+    let now_s = eventflow_model::time::format(now);
+    let until = eventflow_model::time::format(now + RUN_LEASE);
+    let mut runs = Vec::with_capacity(start.runs.len());
+    for n in &start.runs {
+        let run = new_run_row(n.clone(), Some(node), &now_s, &until);
+        conn.insert_run(&run, Some(&until)).await?;
+        runs.push(run);
+    }
+    Ok(Some(runs))
+}
+
+/// Leases up to `limit` due runs to `node`.
+pub(crate) async fn claim_runs<C: AutoConn>(
+    conn: &mut C,
+    node: &str,
+    limit: i64,
+    now: jiff::Timestamp,
+) -> Result<Vec<Run>> {
+    let now_s = eventflow_model::time::format(now);
+    let until = eventflow_model::time::format(now + RUN_LEASE);
+    let mut runs = conn.due_runs(&now_s, limit).await?;
+    for run in &mut runs {
+        run.lease_owner = Some(node.to_string());
+        run.next_at = Some(until.clone());
+        conn.update_run(run, Some(&until)).await?;
+    }
+    Ok(runs)
+}
+
+/// Fires up to `limit` due timers: each is deleted and its run inserted,
+/// leased to `node`.
+pub(crate) async fn fire_timers<C: AutoConn>(
+    conn: &mut C,
+    node: &str,
+    limit: i64,
+    now: jiff::Timestamp,
+) -> Result<Vec<Run>> {
+    let now_s = eventflow_model::time::format(now);
+    let until = eventflow_model::time::format(now + RUN_LEASE);
+    let timers = conn.due_timers(&now_s, limit).await?;
+    let mut runs = Vec::with_capacity(timers.len());
+    for t in timers {
+        conn.delete_timer(&t.tenant_id, &t.key).await?;
+        let run = new_run_row(
+            NewRun {
+                id: eventflow_model::id::new_id("run"),
+                tenant_id: t.tenant_id,
+                workflow: t.workflow,
+                event_id: t.event_id,
+                origin: ORIGIN_TIMER,
+                timer_key: Some(t.key),
+                path: t.path,
+                context: t.context,
+            },
+            Some(node),
+            &now_s,
+            &until,
+        );
+        conn.insert_run(&run, Some(&until)).await?;
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+/// What [`step_done`] did: the run as it now stands (`None` when this node
+/// no longer holds it), and the sequence of an event a write produced.
+pub(crate) struct StepRecorded {
+    pub run: Option<Run>,
+    pub sequence: Option<i64>,
+    pub event_types: Vec<String>,
+}
+
+/// Records a step's outcome and applies its effects, if `node` still holds
+/// the run and the step is the one due.
+pub(crate) async fn step_done<C: AutoConn>(
+    conn: &mut C,
+    report: &StepReport,
+    node: &str,
+    now: jiff::Timestamp,
+) -> Result<StepRecorded> {
+    let mut recorded = StepRecorded {
+        run: None,
+        sequence: None,
+        event_types: Vec::new(),
+    };
+    let Some(mut run) = conn.run_for_update(&report.run_id).await? else {
+        return Ok(recorded);
+    };
+    if run.tenant_id != report.tenant_id
+        || run.status != "pending"
+        || run.lease_owner.as_deref() != Some(node)
+        || run.next_step != report.index
+    {
+        return Ok(recorded);
+    }
+    let now_s = eventflow_model::time::format(now);
+    let mut outcome = report.outcome.clone();
+    let mut next = report.next.clone();
+    for effect in &report.effects {
+        match effect {
+            Effect::Write(req) => match ops::apply(conn, req, now).await {
+                Ok(applied) => {
+                    recorded.sequence = applied.last_sequence;
+                    recorded.event_types.extend(applied.event_types);
+                    let id = applied.outcome.body.get("id").cloned();
+                    let version = applied.outcome.body.get("version").cloned();
+                    outcome.detail = Some(json!({"id": id, "version": version}));
+                }
+                // Nothing was written: the step fails with the reason.
+                Err(e) if e.is_domain() => {
+                    outcome.status = "failed".into();
+                    outcome.error = Some(e.to_string());
+                    next = RunNext::Fail;
+                    break;
+                }
+                Err(e) => return Err(e),
+            },
+            Effect::Schedule(t) => {
+                conn.upsert_timer(t).await?;
+            }
+            Effect::Cancel { key } => {
+                let found = conn.delete_timer(&run.tenant_id, key).await?;
+                let detail = outcome.detail.get_or_insert_with(|| json!({}));
+                if let Some(d) = detail.as_object_mut() {
+                    d.insert("key".into(), json!(key));
+                    d.insert("cancelled".into(), json!(found));
+                }
+            }
+            Effect::Notify(n) => {
+                conn.insert_notification(n).await?;
+            }
+        }
+    }
+    let index = usize::try_from(report.index).map_err(|_| StoreError::corrupt("step index"))?;
+    if index < run.steps.len() {
+        run.steps[index] = outcome;
+    } else {
+        run.steps.push(outcome);
+    }
+    run.updated_at = now_s.clone();
+    let lease = eventflow_model::time::format(now + RUN_LEASE);
+    let mut lease_until = None;
+    match next {
+        RunNext::Advance => {
+            run.next_step += 1;
+            run.window_started_at = None;
+            if run.next_step >= report.total {
+                run.status = "succeeded".into();
+                run.finished_at = Some(now_s);
+                run.next_at = None;
+                run.lease_owner = None;
+            } else {
+                run.next_at = Some(lease.clone());
+                lease_until = Some(lease.as_str());
+            }
+        }
+        RunNext::RetryAt(at) => {
+            run.window_started_at = report
+                .window_started_at
+                .clone()
+                .or_else(|| Some(now_s.clone()));
+            run.next_at = Some(at);
+            run.lease_owner = None;
+        }
+        RunNext::Fail => {
+            run.status = "failed".into();
+            run.finished_at = Some(now_s);
+            run.next_at = None;
+            run.lease_owner = None;
+        }
+    }
+    conn.update_run(&run, lease_until).await?;
+    recorded.run = Some(run);
+    Ok(recorded)
+}
+
+/// The columns every run read selects, in `run_from_row` order.
+pub(crate) const RUN_COLUMNS: &str = "id, tenant_id, workflow, event_id, origin, timer_key, path, context, \
+     status, steps, next_step, window_started_at, next_at, lease_owner, started_at, updated_at, finished_at";
+
+pub(crate) const TIMER_COLUMNS: &str =
+    "tenant_id, timer_key, fire_at, workflow, path, context, event_id, run_id, created_at";
+
+pub(crate) const NOTIFICATION_COLUMNS: &str = "id, tenant_id, channel, direction, recipient, subject, body, \
+     workflow, run_id, step, provider, provider_id, provider_status, created_at";
+
+macro_rules! impl_auto_rows {
+    ($row:ty) => {
+        pub(crate) fn run_from_row(row: &$row) -> crate::error::Result<crate::automation::Run> {
+            use sqlx::Row;
+            let bad = |what| crate::error::StoreError::corrupt(what);
+            Ok(crate::automation::Run {
+                id: row.get(0),
+                tenant_id: row.get(1),
+                workflow: row.get(2),
+                event_id: row.get(3),
+                origin: row.get(4),
+                timer_key: row.get(5),
+                path: row.get(6),
+                context: serde_json::from_str(row.get::<&str, _>(7))
+                    .map_err(|_| bad("run context"))?,
+                status: row.get(8),
+                steps: serde_json::from_str(row.get::<&str, _>(9)).map_err(|_| bad("run steps"))?,
+                next_step: row.get(10),
+                window_started_at: row.get(11),
+                next_at: row.get(12),
+                lease_owner: row.get(13),
+                started_at: row.get(14),
+                updated_at: row.get(15),
+                finished_at: row.get(16),
+            })
+        }
+
+        pub(crate) fn timer_from_row(row: &$row) -> crate::error::Result<crate::automation::Timer> {
+            use sqlx::Row;
+            Ok(crate::automation::Timer {
+                tenant_id: row.get(0),
+                key: row.get(1),
+                fire_at: row.get(2),
+                workflow: row.get(3),
+                path: row.get(4),
+                context: serde_json::from_str(row.get::<&str, _>(5))
+                    .map_err(|_| crate::error::StoreError::corrupt("timer context"))?,
+                event_id: row.get(6),
+                run_id: row.get(7),
+                created_at: row.get(8),
+            })
+        }
+
+        pub(crate) fn notification_from_row(row: &$row) -> crate::automation::Notification {
+            use sqlx::Row;
+            crate::automation::Notification {
+                id: row.get(0),
+                tenant_id: row.get(1),
+                channel: row.get(2),
+                direction: row.get(3),
+                to: row.get(4),
+                subject: row.get(5),
+                body: row.get(6),
+                workflow: row.get(7),
+                run_id: row.get(8),
+                step: row.get(9),
+                provider: row.get(10),
+                provider_id: row.get(11),
+                provider_status: row.get(12),
+                created_at: row.get(13),
+            }
+        }
+    };
+}
+
+pub(crate) mod sqlite_rows {
+    impl_auto_rows!(sqlx::sqlite::SqliteRow);
+}
+pub(crate) mod pg_rows {
+    impl_auto_rows!(sqlx::postgres::PgRow);
+}
+
+macro_rules! impl_auto_conn {
+    ($conn:ty, rows: $rows:path, lock: $lock:expr $(,)?) => {
+        const _: () = {
+            use async_trait::async_trait;
+            use sqlx::Row;
+            use $rows as rows;
+
+            use crate::automation::{
+                AutoConn, NOTIFICATION_COLUMNS, Notification, RUN_COLUMNS, Run, TIMER_COLUMNS, Timer,
+            };
+            use crate::error::Result;
+            use crate::sql::json_text;
+
+            #[async_trait]
+            impl AutoConn for $conn {
+                async fn automation_cursor(&mut self, tenant: &str) -> Result<i64> {
+                    let row = sqlx::query("SELECT automation_cursor FROM tenants WHERE id = $1")
+                        .bind(tenant)
+                        .fetch_optional(&mut self.conn)
+                        .await?;
+                    Ok(row.map(|r| r.get(0)).unwrap_or(0))
+                }
+
+                async fn set_automation_cursor(&mut self, tenant: &str, to: i64) -> Result<()> {
+                    sqlx::query("UPDATE tenants SET automation_cursor = $1 WHERE id = $2")
+                        .bind(to)
+                        .bind(tenant)
+                        .execute(&mut self.conn)
+                        .await?;
+                    Ok(())
+                }
+
+                async fn insert_run(&mut self, r: &Run, lease_until: Option<&str>) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO workflow_runs (id, tenant_id, workflow, event_id, origin, timer_key, path, context, \
+                         status, steps, next_step, window_started_at, next_at, lease_owner, lease_until, started_at, \
+                         updated_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+                         $15, $16, $17, $18)",
+                    )
+                    .bind(&r.id)
+                    .bind(&r.tenant_id)
+                    .bind(&r.workflow)
+                    .bind(&r.event_id)
+                    .bind(&r.origin)
+                    .bind(&r.timer_key)
+                    .bind(&r.path)
+                    .bind(json_text(&r.context)?)
+                    .bind(&r.status)
+                    .bind(json_text(&r.steps)?)
+                    .bind(r.next_step)
+                    .bind(&r.window_started_at)
+                    .bind(&r.next_at)
+                    .bind(&r.lease_owner)
+                    .bind(lease_until)
+                    .bind(&r.started_at)
+                    .bind(&r.updated_at)
+                    .bind(&r.finished_at)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn run_for_update(&mut self, id: &str) -> Result<Option<Run>> {
+                    let lock: &str = $lock;
+                    let sql = format!("SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = $1{lock}");
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(id)
+                        .fetch_optional(&mut self.conn)
+                        .await?;
+                    row.as_ref().map(rows::run_from_row).transpose()
+                }
+
+                async fn update_run(&mut self, r: &Run, lease_until: Option<&str>) -> Result<()> {
+                    sqlx::query(
+                        "UPDATE workflow_runs SET status = $1, steps = $2, next_step = $3, window_started_at = $4, \
+                         next_at = $5, lease_owner = $6, lease_until = $7, updated_at = $8, finished_at = $9 WHERE id = $10",
+                    )
+                    .bind(&r.status)
+                    .bind(json_text(&r.steps)?)
+                    .bind(r.next_step)
+                    .bind(&r.window_started_at)
+                    .bind(&r.next_at)
+                    .bind(&r.lease_owner)
+                    .bind(lease_until)
+                    .bind(&r.updated_at)
+                    .bind(&r.finished_at)
+                    .bind(&r.id)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn due_runs(&mut self, now: &str, limit: i64) -> Result<Vec<Run>> {
+                    let lock: &str = $lock;
+                    let lock = if lock.is_empty() { String::new() } else { format!("{lock} SKIP LOCKED") };
+                    let sql = format!(
+                        "SELECT {RUN_COLUMNS} FROM workflow_runs WHERE status = 'pending' AND next_at <= $1 \
+                         ORDER BY next_at LIMIT $2{lock}"
+                    );
+                    let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(now)
+                        .bind(limit)
+                        .fetch_all(&mut self.conn)
+                        .await?;
+                    found.iter().map(rows::run_from_row).collect()
+                }
+
+                async fn upsert_timer(&mut self, t: &Timer) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO timers (tenant_id, timer_key, fire_at, workflow, path, context, event_id, run_id, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, timer_key) DO UPDATE SET \
+                         fire_at = excluded.fire_at, workflow = excluded.workflow, path = excluded.path, \
+                         context = excluded.context, event_id = excluded.event_id, run_id = excluded.run_id, \
+                         created_at = excluded.created_at",
+                    )
+                    .bind(&t.tenant_id)
+                    .bind(&t.key)
+                    .bind(&t.fire_at)
+                    .bind(&t.workflow)
+                    .bind(&t.path)
+                    .bind(json_text(&t.context)?)
+                    .bind(&t.event_id)
+                    .bind(&t.run_id)
+                    .bind(&t.created_at)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn delete_timer(&mut self, tenant: &str, key: &str) -> Result<bool> {
+                    let done = sqlx::query("DELETE FROM timers WHERE tenant_id = $1 AND timer_key = $2")
+                        .bind(tenant)
+                        .bind(key)
+                        .execute(&mut self.conn)
+                        .await?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn due_timers(&mut self, now: &str, limit: i64) -> Result<Vec<Timer>> {
+                    let lock: &str = $lock;
+                    let lock = if lock.is_empty() { String::new() } else { format!("{lock} SKIP LOCKED") };
+                    let sql = format!(
+                        "SELECT {TIMER_COLUMNS} FROM timers WHERE fire_at <= $1 ORDER BY fire_at LIMIT $2{lock}"
+                    );
+                    let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(now)
+                        .bind(limit)
+                        .fetch_all(&mut self.conn)
+                        .await?;
+                    found.iter().map(rows::timer_from_row).collect()
+                }
+
+                async fn insert_notification(&mut self, n: &Notification) -> Result<bool> {
+                    let sql = format!(
+                        "INSERT INTO notifications ({NOTIFICATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                         $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING"
+                    );
+                    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(&n.id)
+                        .bind(&n.tenant_id)
+                        .bind(&n.channel)
+                        .bind(&n.direction)
+                        .bind(&n.to)
+                        .bind(&n.subject)
+                        .bind(&n.body)
+                        .bind(&n.workflow)
+                        .bind(&n.run_id)
+                        .bind(&n.step)
+                        .bind(&n.provider)
+                        .bind(&n.provider_id)
+                        .bind(&n.provider_status)
+                        .bind(&n.created_at)
+                        .execute(&mut self.conn)
+                        .await?;
+                    Ok(done.rows_affected() > 0)
+                }
+            }
+        };
+    };
+}
+
+pub(crate) use impl_auto_conn;

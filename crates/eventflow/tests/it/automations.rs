@@ -1,0 +1,1062 @@
+//! Automations (DESIGN.md §4) end to end: the five example workflows of
+//! `workflows/examples/`, against local servers that speak the real
+//! protocols — a Twilio-shaped REST endpoint, an SMTP server (aiosmtpd), a
+//! Slack-webhook receiver, a billing server — on an injected clock, so
+//! "24 hours before" and "after 48 h" take milliseconds.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventflow_server::config::{Billing, Config, Providers, Secret, Slack, Smtp, SmtpTls, Twilio};
+use eventflow_store::ManualClock;
+use eventflow_testkit::{
+    Answer, Api, Backend, Options, Receiver, SmtpMode, SmtpSink, TestServer, backend_tests, python,
+    python_has, self_signed_cert, skipped, wait_for,
+};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+backend_tests!(
+    a_booked_appointment_gets_a_confirmation_and_a_reminder_24_hours_before,
+    a_rescheduled_appointment_moves_its_reminder_and_a_cancelled_one_drops_it,
+    no_reminder_for_a_start_less_than_24_hours_away,
+    the_billing_claim_goes_out_once_on_the_transition_to_finished,
+    an_abnormal_observation_alerts_the_care_team_on_slack_and_by_email,
+    onboarding_sends_a_welcome_creates_an_intake_and_reminds_after_48_hours,
+    a_new_prescription_alerts_the_pharmacy_signed_and_texts_the_patient,
+    sms_goes_through_twilios_rest_api_and_its_status_is_recorded,
+    a_failing_step_is_retried_with_backoff_and_a_permanent_failure_fails_the_run,
+    bad_input_at_run_time_is_a_clear_error_in_the_run_record,
+    workflows_are_created_replaced_and_deleted_through_the_api,
+    a_timer_fires_once_after_a_restart_with_the_timer_overdue,
+    inbound_sms_c_cancels_the_next_appointment_and_r_answers,
+    email_goes_over_smtp_with_starttls_and_tls,
+    the_claim_validates_against_fhir_r4,
+);
+
+const LONG: Duration = Duration::from_secs(20);
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workflows/examples")
+}
+
+/// 2026-12-01T09:00:00Z, a Tuesday.
+fn t0() -> Timestamp {
+    "2026-12-01T09:00:00Z".parse().unwrap()
+}
+
+fn at(ts: Timestamp) -> String {
+    eventflow_model::time::format(ts)
+}
+
+/// A server on a manual clock at [`t0`] with the configuration changed by `f`.
+async fn spawn(
+    backend: &Backend,
+    f: impl FnOnce(&mut Config) + Send + 'static,
+) -> (TestServer, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let server = backend
+        .spawn_with(Options {
+            clock: Some(clock.clone()),
+            configure: Some(Box::new(f)),
+        })
+        .await;
+    (server, clock)
+}
+
+/// The examples, no provider configured (the outbox).
+async fn spawn_examples(backend: &Backend) -> (TestServer, Arc<ManualClock>) {
+    spawn(backend, |c| c.workflows_dir = examples()).await
+}
+
+async fn list(api: &Api, path: &str) -> Vec<Value> {
+    let r = api.get(path).await;
+    assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+    r.body["data"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until the workflow has `n` runs that ended (succeeded or failed).
+async fn finished_runs(api: &Api, workflow: &str, n: usize) -> Vec<Value> {
+    wait_for(
+        LONG,
+        &format!("{n} finished runs of {workflow}"),
+        || async {
+            let runs = list(api, &format!("/v1/workflow-runs?workflow={workflow}")).await;
+            let done: Vec<Value> = runs
+                .into_iter()
+                .filter(|r| r["status"] != "pending")
+                .collect();
+            (done.len() >= n).then_some(done)
+        },
+    )
+    .await
+}
+
+async fn outbox(api: &Api, n: usize) -> Vec<Value> {
+    wait_for(LONG, &format!("{n} notifications"), || async {
+        let mut l = list(api, "/v1/notifications").await;
+        l.reverse(); // oldest first
+        (l.len() >= n).then_some(l)
+    })
+    .await
+}
+
+async fn timers(api: &Api) -> Vec<Value> {
+    list(api, "/v1/timers").await
+}
+
+async fn patient(api: &Api, extra: Value) -> String {
+    let mut body = json!({"firstName": "Ada", "lastName": "Lovelace", "phone": "+15551230001"});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    api.create("patients", body).await
+}
+
+async fn appointment(api: &Api, patient_id: &str, start: Timestamp) -> String {
+    api.create(
+        "appointments",
+        json!({"patientId": patient_id, "start": at(start), "status": "booked"}),
+    )
+    .await
+}
+
+async fn a_booked_appointment_gets_a_confirmation_and_a_reminder_24_hours_before(backend: Backend) {
+    let (server, clock) = spawn_examples(&backend).await;
+    let api = server.api();
+    let p = patient(&api, json!({})).await;
+    let start = t0() + SignedDuration::from_hours(72);
+    let a = appointment(&api, &p, start).await;
+
+    let runs = finished_runs(&api, "appointment-reminders", 1).await;
+    let run = &runs[0];
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(run["id"].as_str().unwrap().starts_with("run_"));
+    assert_eq!(run["steps"][0]["type"], "sms");
+    assert_eq!(run["steps"][0]["status"], "succeeded");
+    assert_eq!(run["steps"][1]["type"], "schedule");
+    let sent = outbox(&api, 1).await;
+    assert_eq!(sent[0]["channel"], "sms");
+    assert_eq!(sent[0]["to"], "+15551230001");
+    assert_eq!(sent[0]["workflow"], "appointment-reminders");
+    assert_eq!(sent[0]["provider"], "outbox");
+    assert!(
+        sent[0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("confirmed for Fri 4 Dec 2026, 09:00 UTC"),
+        "{}",
+        sent[0]["body"]
+    );
+    let key = format!("reminder:{a}");
+    let pending = list(&api, &format!("/v1/timers?key={key}")).await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(
+        pending[0]["fireAt"],
+        at(start - SignedDuration::from_hours(24))
+    );
+    assert_eq!(pending[0]["workflow"], "appointment-reminders");
+
+    // A second before: nothing.
+    clock.set(start - SignedDuration::from_hours(24) - SignedDuration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(list(&api, "/v1/notifications").await.len(), 1);
+    // Due: the reminder goes, once.
+    clock.set(start - SignedDuration::from_hours(24));
+    let sent = outbox(&api, 2).await;
+    assert!(
+        sent[1]["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("Reminder: you have an appointment tomorrow at 09:00"),
+        "{}",
+        sent[1]["body"]
+    );
+    assert!(timers(&api).await.is_empty());
+    let runs = finished_runs(&api, "appointment-reminders", 2).await;
+    let timer_run = runs.iter().find(|r| r["trigger"] == "timer").unwrap();
+    assert_eq!(timer_run["timerKey"], key.as_str());
+    assert_eq!(timer_run["steps"][0]["name"], "2.1");
+    clock.advance(SignedDuration::from_hours(1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(list(&api, "/v1/notifications").await.len(), 2, "fires once");
+}
+
+async fn a_rescheduled_appointment_moves_its_reminder_and_a_cancelled_one_drops_it(
+    backend: Backend,
+) {
+    let (server, clock) = spawn_examples(&backend).await;
+    let api = server.api();
+    let p = patient(&api, json!({})).await;
+    let a = appointment(&api, &p, t0() + SignedDuration::from_hours(72)).await;
+    let b = appointment(&api, &p, t0() + SignedDuration::from_hours(96)).await;
+    let c = appointment(&api, &p, t0() + SignedDuration::from_hours(120)).await;
+    finished_runs(&api, "appointment-reminders", 3).await;
+    assert_eq!(timers(&api).await.len(), 3);
+
+    // Rescheduled: the same key, a new time.
+    let later = t0() + SignedDuration::from_hours(200);
+    let r = api
+        .patch(
+            &format!("/v1/appointments/{a}"),
+            json!({"start": at(later)}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    finished_runs(&api, "appointment-changes", 1).await;
+    let moved = list(&api, &format!("/v1/timers?key=reminder:{a}")).await;
+    assert_eq!(
+        moved[0]["fireAt"],
+        at(later - SignedDuration::from_hours(24))
+    );
+    // Cancelled and deleted: dropped.
+    api.patch(
+        &format!("/v1/appointments/{b}"),
+        json!({"status": "cancelled"}),
+    )
+    .await;
+    assert_eq!(
+        api.delete(&format!("/v1/appointments/{c}")).await.status,
+        204
+    );
+    finished_runs(&api, "appointment-cancelled", 2).await;
+    let left: Vec<String> = timers(&api)
+        .await
+        .iter()
+        .map(|t| t["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left, [format!("reminder:{a}")]);
+    // Nothing fires at the old time; the moved one fires at the new.
+    clock.set(t0() + SignedDuration::from_hours(100));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        list(&api, "/v1/notifications").await.len(),
+        3,
+        "confirmations only"
+    );
+    clock.set(later - SignedDuration::from_hours(24));
+    let sent = outbox(&api, 4).await;
+    assert!(sent[3]["body"].as_str().unwrap().starts_with("Reminder"));
+}
+
+async fn no_reminder_for_a_start_less_than_24_hours_away(backend: Backend) {
+    let (server, clock) = spawn_examples(&backend).await;
+    let api = server.api();
+    let p = patient(&api, json!({})).await;
+    appointment(&api, &p, t0() + SignedDuration::from_hours(5)).await;
+    let runs = finished_runs(&api, "appointment-reminders", 1).await;
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert_eq!(runs[0]["steps"][1]["status"], "skipped", "{}", runs[0]);
+    assert!(
+        runs[0]["steps"][1]["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("has passed")
+    );
+    assert!(timers(&api).await.is_empty());
+    // A booked appointment moved to less than 24 h away loses its reminder.
+    let a = appointment(&api, &p, t0() + SignedDuration::from_hours(50)).await;
+    finished_runs(&api, "appointment-reminders", 2).await;
+    assert_eq!(timers(&api).await.len(), 1);
+    api.patch(
+        &format!("/v1/appointments/{a}"),
+        json!({"start": at(t0() + SignedDuration::from_hours(10))}),
+    )
+    .await;
+    finished_runs(&api, "appointment-changes", 1).await;
+    assert!(timers(&api).await.is_empty());
+    clock.advance(SignedDuration::from_hours(60));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        list(&api, "/v1/notifications").await.len(),
+        2,
+        "two confirmations, no reminder"
+    );
+}
+
+/// An encounter with service codes and diagnoses, an observation and a
+/// prescription on it.
+async fn encounter_with_records(api: &Api) -> (String, String) {
+    let p = patient(api, json!({})).await;
+    let dr = api
+        .create(
+            "practitioners",
+            json!({"firstName": "Gregory", "lastName": "House", "email": "house@example.com"}),
+        )
+        .await;
+    let e = api
+        .create(
+            "encounters",
+            json!({
+                "patientId": p, "practitionerId": dr, "status": "in-progress",
+                "date": "2026-12-01T08:00:00Z",
+                "serviceCodes": [{"system": "CPT", "code": "99213", "display": "Office visit"}],
+                "diagnoses": [{"system": "ICD-10", "code": "E11.9", "display": "Type 2 diabetes"}],
+            }),
+        )
+        .await;
+    api.create(
+        "observations",
+        json!({"patientId": p, "encounterId": e, "code": "4548-4", "display": "HbA1c", "value": 7.1, "unit": "%"}),
+    )
+    .await;
+    api.create(
+        "prescriptions",
+        json!({"patientId": p, "encounterId": e, "practitionerId": dr, "medication": "Metformin 500 mg"}),
+    )
+    .await;
+    (e, p)
+}
+
+async fn the_billing_claim_goes_out_once_on_the_transition_to_finished(backend: Backend) {
+    let billing = Receiver::start().await;
+    let url = billing.url("/claims");
+    let (server, _clock) = spawn(&backend, move |c| {
+        c.workflows_dir = examples();
+        c.billing = Some(Billing { claim_url: url });
+    })
+    .await;
+    let api = server.api();
+    let (e, p) = encounter_with_records(&api).await;
+    // Not finished yet: nothing.
+    api.patch(&format!("/v1/encounters/{e}"), json!({"type": "follow-up"}))
+        .await;
+    api.patch(
+        &format!("/v1/encounters/{e}"),
+        json!({"status": "finished"}),
+    )
+    .await;
+    let got = billing.wait_for(1, LONG).await;
+    assert_eq!(got[0].header("content-type"), Some("application/fhir+json"));
+    let claim = got[0].json();
+    assert_eq!(claim["resourceType"], "Claim");
+    assert_eq!(claim["patient"]["reference"], format!("Patient/{p}"));
+    assert_eq!(
+        claim["item"][0]["productOrService"]["coding"][0]["code"],
+        "99213"
+    );
+    assert_eq!(
+        claim["diagnosis"][0]["diagnosisCodeableConcept"]["coding"][0]["code"],
+        "E11.9"
+    );
+    assert_eq!(claim["supportingInfo"].as_array().unwrap().len(), 2);
+    assert!(
+        claim["provider"]["reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("Practitioner/")
+    );
+    // Still finished, another change: no second claim.
+    api.patch(
+        &format!("/v1/encounters/{e}"),
+        json!({"end": "2026-12-01T09:30:00Z"}),
+    )
+    .await;
+    let runs = finished_runs(&api, "billing-claim", 1).await;
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert_eq!(runs[0]["steps"][0]["detail"]["statusCode"], 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(billing.count(), 1);
+    let n = outbox(&api, 1).await;
+    let claims: Vec<&Value> = n.iter().filter(|n| n["channel"] == "claim").collect();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0]["provider"], "billing");
+}
+
+async fn an_abnormal_observation_alerts_the_care_team_on_slack_and_by_email(backend: Backend) {
+    let Some(smtp) = SmtpSink::start(SmtpMode::None, None).await else {
+        return skipped(
+            "an_abnormal_observation_alerts_the_care_team_on_slack_and_by_email",
+            "python3 with PyPI aiosmtpd is not installed",
+        );
+    };
+    let slack = Receiver::start().await;
+    let slack_url = slack.url("/services/T000/B000/XXXX");
+    let port = smtp.port;
+    let (server, _clock) = spawn(&backend, move |c| {
+        c.workflows_dir = examples();
+        c.providers = Providers {
+            slack: Some(Slack {
+                webhook_url: Secret::new(slack_url),
+            }),
+            smtp: Some(Smtp {
+                host: "127.0.0.1".into(),
+                port,
+                username: String::new(),
+                password: Secret::default(),
+                from: "Clinic <clinic@example.com>".into(),
+                tls: SmtpTls::None,
+                ca_file: None,
+            }),
+            twilio: None,
+        };
+        c.vars
+            .insert("care_team_email".into(), "care-team@example.com".into());
+    })
+    .await;
+    let api = server.api();
+    let p = patient(&api, json!({})).await;
+    // Normal: nothing.
+    api.create(
+        "observations",
+        json!({"patientId": p, "code": "2345-7", "value": 90, "referenceRange": {"low": 70, "high": 110}}),
+    )
+    .await;
+    // High, with the practitioner's email: Slack and email.
+    api.create(
+        "observations",
+        json!({"patientId": p, "code": "2345-7", "value": 250, "unit": "mg/dL",
+               "referenceRange": {"low": 70, "high": 110}, "providerEmail": "house@example.com"}),
+    )
+    .await;
+    // Critical, no provider email: the care team's.
+    api.create(
+        "observations",
+        json!({"patientId": p, "code": "2823-3", "value": 7.2, "flag": "critical"}),
+    )
+    .await;
+    let posted = slack.wait_for(2, LONG).await;
+    let text = posted[0].json()["text"].as_str().unwrap().to_string();
+    assert!(text.contains("2345-7 = 250 mg/dL (high)"), "{text}");
+    let mails = smtp.wait_for(2, LONG).await;
+    let mut to: Vec<String> = mails
+        .iter()
+        .map(|m| m["to"][0].as_str().unwrap().to_string())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["care-team@example.com", "house@example.com"]);
+    assert!(
+        mails[0]["data"]
+            .as_str()
+            .unwrap()
+            .contains("Subject: Abnormal Result:")
+    );
+    assert_eq!(mails[0]["from"], "clinic@example.com");
+    let runs = finished_runs(&api, "care-team-alert", 2).await;
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(slack.count(), 2, "the normal result alerted no one");
+    let sent = outbox(&api, 4).await;
+    let email = sent.iter().find(|n| n["channel"] == "email").unwrap();
+    assert_eq!(email["provider"], "smtp");
+    assert!(
+        email["providerStatus"].as_str().unwrap().starts_with("250"),
+        "{email}"
+    );
+}
+
+async fn onboarding_sends_a_welcome_creates_an_intake_and_reminds_after_48_hours(backend: Backend) {
+    let (server, clock) = spawn_examples(&backend).await;
+    let api = server.api();
+    let forgetful = patient(&api, json!({"email": "ada@example.com"})).await;
+    let diligent = patient(
+        &api,
+        json!({"email": "grace@example.com", "firstName": "Grace"}),
+    )
+    .await;
+    let runs = finished_runs(&api, "patient-onboarding", 2).await;
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
+    let welcome = outbox(&api, 2).await;
+    assert!(
+        welcome
+            .iter()
+            .all(|n| n["subject"] == "Welcome to Our Practice")
+    );
+    // The intake was created by the workflow, with its own event.
+    let intakes = list(&api, &format!("/v1/intakes?patientId={diligent}")).await;
+    assert_eq!(intakes.len(), 1, "{intakes:?}");
+    let intake = intakes[0]["id"].as_str().unwrap().to_string();
+    let events = list(&api, "/v1/events?types=intake.created").await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(timers(&api).await.len(), 2);
+    // One completes the intake: the reminder is cancelled.
+    api.patch(
+        &format!("/v1/intakes/{intake}"),
+        json!({"status": "completed"}),
+    )
+    .await;
+    finished_runs(&api, "intake-completed", 1).await;
+    let left = timers(&api).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["key"], format!("intake-reminder:{forgetful}"));
+    // 48 hours on: only the other is reminded.
+    clock.advance(SignedDuration::from_hours(48));
+    let sent = outbox(&api, 3).await;
+    assert_eq!(sent[2]["to"], "ada@example.com");
+    assert_eq!(sent[2]["subject"], "Your intake form is waiting");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(list(&api, "/v1/notifications").await.len(), 3);
+}
+
+fn twilio_config(base_url: String) -> Twilio {
+    Twilio {
+        account_sid: "AC0123456789abcdef".into(),
+        auth_token: Secret::new("twilio-auth-token"),
+        from: "+15550000000".into(),
+        base_url,
+    }
+}
+
+fn twilio_ok(sid: &str) -> Answer {
+    Answer::Body(201, json!({"sid": sid, "status": "queued"}).to_string())
+}
+
+fn form(body: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+async fn a_new_prescription_alerts_the_pharmacy_signed_and_texts_the_patient(backend: Backend) {
+    let pharmacy = Receiver::start().await;
+    let twilio = Receiver::start().await;
+    twilio.answer(twilio_ok("SM0001"));
+    let secret = eventflow_webhook::HmacSecret::generate();
+    let (pharmacy_url, twilio_url, exposed) = (
+        pharmacy.url("/api/prescriptions"),
+        twilio.url(""),
+        secret.expose(),
+    );
+    let (server, _clock) = spawn(&backend, move |c| {
+        c.workflows_dir = examples();
+        c.providers.twilio = Some(twilio_config(twilio_url));
+        c.vars.insert("pharmacy_url".into(), pharmacy_url);
+        c.vars.insert("pharmacy_signing_secret".into(), exposed);
+    })
+    .await;
+    let api = server.api();
+    let p = patient(&api, json!({})).await;
+    api.create(
+        "prescriptions",
+        json!({"patientId": p, "medication": "Amoxicillin 500 mg", "dosage": "1 tablet 3x daily"}),
+    )
+    .await;
+    let got = pharmacy.wait_for(1, LONG).await;
+    let body = got[0].json();
+    assert_eq!(body["patientId"], p.as_str());
+    assert_eq!(body["medication"], "Amoxicillin 500 mg");
+    assert_eq!(body["dosage"], "1 tablet 3x daily");
+    let headers: Vec<(String, String)> = got[0].headers.clone();
+    let verified = eventflow_webhook::Verifier::new()
+        .with_secret(secret)
+        .verify(&headers, &got[0].body, t0().as_second());
+    assert!(verified.is_ok(), "{verified:?}");
+    assert!(
+        got[0]
+            .header("idempotency-key")
+            .unwrap()
+            .starts_with("run_")
+    );
+    let sms = twilio.wait_for(1, LONG).await;
+    let f = form(&sms[0].body);
+    assert!(f.contains(&("To".into(), "+15551230001".into())), "{f:?}");
+    assert!(f.iter().any(
+        |(k, v)| k == "Body" && v.contains("Amoxicillin 500 mg has been sent to your pharmacy")
+    ));
+    let runs = finished_runs(&api, "pharmacy-alert", 1).await;
+    assert_eq!(runs[0]["status"], "succeeded", "{}", runs[0]);
+}
+
+async fn sms_goes_through_twilios_rest_api_and_its_status_is_recorded(backend: Backend) {
+    let twilio = Receiver::start().await;
+    twilio.answer(twilio_ok("SM9f2c"));
+    let base = twilio.url("");
+    let (server, _clock) = spawn(&backend, move |c| {
+        c.workflows_dir = examples();
+        c.providers.twilio = Some(twilio_config(base));
+    })
+    .await;
+    let api = server.api();
+    let p = patient(&api, json!({})).await;
+    appointment(&api, &p, t0() + SignedDuration::from_hours(72)).await;
+    let got = twilio.wait_for(1, LONG).await;
+    assert_eq!(got[0].method, "POST");
+    assert_eq!(
+        got[0].path,
+        "/2010-04-01/Accounts/AC0123456789abcdef/Messages.json"
+    );
+    assert_eq!(
+        got[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    use base64::Engine as _;
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode("AC0123456789abcdef:twilio-auth-token");
+    assert_eq!(
+        got[0].header("authorization"),
+        Some(format!("Basic {basic}").as_str())
+    );
+    let f = form(&got[0].body);
+    assert!(f.contains(&("From".into(), "+15550000000".into())), "{f:?}");
+    assert!(f.contains(&("To".into(), "+15551230001".into())));
+    let sent = outbox(&api, 1).await;
+    assert_eq!(sent[0]["provider"], "twilio");
+    assert_eq!(sent[0]["providerId"], "SM9f2c");
+    assert_eq!(sent[0]["providerStatus"], "queued");
+    let runs = finished_runs(&api, "appointment-reminders", 1).await;
+    assert_eq!(runs[0]["steps"][0]["detail"]["providerId"], "SM9f2c");
+}
+
+async fn a_failing_step_is_retried_with_backoff_and_a_permanent_failure_fails_the_run(
+    backend: Backend,
+) {
+    let twilio = Receiver::start().await;
+    twilio.script([
+        Answer::Status(500),
+        Answer::RetryAfter(429, "20".into()),
+        twilio_ok("SM1"),
+    ]);
+    let base = twilio.url("");
+    let (server, clock) = spawn(&backend, move |c| {
+        c.workflows_dir = examples();
+        c.providers.twilio = Some(twilio_config(base));
+    })
+    .await;
+    let api = server.api();
+    let p = patient(&api, json!({})).await;
+    appointment(&api, &p, t0() + SignedDuration::from_hours(72)).await;
+    twilio.wait_for(1, LONG).await;
+    let run = wait_for(LONG, "a retrying step", || async {
+        let runs = list(
+            &api,
+            "/v1/workflow-runs?workflow=appointment-reminders&status=pending",
+        )
+        .await;
+        runs.into_iter()
+            .find(|r| r["steps"][0]["status"] == "retrying")
+    })
+    .await;
+    assert!(
+        run["steps"][0]["error"].as_str().unwrap().contains("500"),
+        "{run}"
+    );
+    let next: Timestamp = run["nextAttemptAt"].as_str().unwrap().parse().unwrap();
+    let wait = next.duration_since(t0());
+    assert!(
+        wait >= SignedDuration::from_secs(4) && wait <= SignedDuration::from_secs(6),
+        "{wait:?}"
+    );
+    // Not before it is due.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(twilio.count(), 1);
+    clock.set(next);
+    twilio.wait_for(2, LONG).await;
+    // 429 with Retry-After: 20 s: the wait is at least that.
+    let run = wait_for(LONG, "the second failure", || async {
+        let r = api
+            .get(&format!(
+                "/v1/workflow-runs/{}",
+                run["id"].as_str().unwrap()
+            ))
+            .await;
+        (r.body["steps"][0]["attempts"] == 2).then_some(r.body)
+    })
+    .await;
+    let next2: Timestamp = run["nextAttemptAt"].as_str().unwrap().parse().unwrap();
+    assert!(
+        next2.duration_since(next) >= SignedDuration::from_secs(20),
+        "{run}"
+    );
+    clock.set(next2);
+    twilio.wait_for(3, LONG).await;
+    let runs = finished_runs(&api, "appointment-reminders", 1).await;
+    assert_eq!(runs[0]["status"], "succeeded", "{}", runs[0]);
+    assert_eq!(runs[0]["steps"][0]["attempts"], 3);
+    assert_eq!(twilio.count(), 3, "each attempt once");
+
+    // A 400 from Twilio (a bad number) is not retried: the run fails.
+    twilio.answer(Answer::Body(
+        400,
+        json!({"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}).to_string(),
+    ));
+    appointment(&api, &p, t0() + SignedDuration::from_hours(96)).await;
+    let failed = wait_for(LONG, "a failed run", || async {
+        list(&api, "/v1/workflow-runs?status=failed")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    let error = failed["steps"][0]["error"].as_str().unwrap();
+    assert!(error.contains("21211"), "{error}");
+    assert_eq!(
+        failed["steps"].as_array().unwrap().len(),
+        1,
+        "later steps did not run"
+    );
+}
+
+async fn bad_input_at_run_time_is_a_clear_error_in_the_run_record(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("needs-vars.yaml"),
+        "name: needs-vars\non: patient.created\nsteps:\n  - sms: {to: '{{ data.phone }}', body: 'Call {{ vars.clinic_phone }}'}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("bad-record.yaml"),
+        "name: bad-record\non: patient.created\nsteps:\n  - create: {type: observation, body: {patientId: '{{ data.id }}', code: x}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        "name: broken\non: patient.created\nsteps:\n  - fax: {to: x}\n",
+    )
+    .unwrap();
+    let path = dir.path().to_path_buf();
+    let (server, _clock) = spawn(&backend, move |c| c.workflows_dir = path).await;
+    let api = server.api();
+    let listed = list(&api, "/v1/workflows").await;
+    let broken = listed.iter().find(|w| w["file"] == "broken.yaml").unwrap();
+    assert_eq!(broken["status"], "error");
+    assert!(
+        broken["error"]
+            .as_str()
+            .unwrap()
+            .contains("step 1: unknown step \"fax\""),
+        "{broken}"
+    );
+    patient(&api, json!({})).await;
+    let runs = finished_runs(&api, "needs-vars", 1).await;
+    assert_eq!(runs[0]["status"], "failed");
+    assert_eq!(
+        runs[0]["steps"][0]["error"],
+        "body: vars.clinic_phone is not defined"
+    );
+    let runs = finished_runs(&api, "bad-record", 1).await;
+    assert_eq!(runs[0]["status"], "failed");
+    let error = runs[0]["steps"][0]["error"].as_str().unwrap();
+    assert!(error.contains("value"), "names the missing field: {error}");
+    // The server is fine and the other workflows keep running.
+    assert_eq!(api.get("/healthz").await.status, 200);
+    patient(&api, json!({})).await;
+    finished_runs(&api, "needs-vars", 2).await;
+}
+
+const GOOD: &str = "name: welcome-sms\non: patient.created\nsteps:\n  - sms: {to: '{{ data.phone }}', body: 'Welcome {{ data.firstName }}'}\n";
+
+async fn workflows_are_created_replaced_and_deleted_through_the_api(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("server-wide.yaml"),
+        "name: server-wide\non: patient.deleted\nsteps: [{cancel: {key: k}}]\n",
+    )
+    .unwrap();
+    let path = dir.path().to_path_buf();
+    let (server, _clock) = spawn(&backend, move |c| c.workflows_dir = path).await;
+    let api = server.api();
+    let yaml = |body: &str| {
+        api.request(reqwest::Method::POST, "/v1/workflows")
+            .header("content-type", "application/yaml")
+            .body(body.to_string())
+    };
+    // A broken one is refused with the step and the reason, and not saved.
+    let r = api
+        .send(yaml(
+            &GOOD.replace("{{ data.firstName }}", "{{ data.firstName }"),
+        ))
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("step 1 (sms): body:"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(list(&api, "/v1/workflows").await.len(), 1);
+    // Created: it runs.
+    let r = api.send(yaml(GOOD)).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["status"], "loaded");
+    assert_eq!(r.body["scope"], "tenant");
+    assert_eq!(api.send(yaml(GOOD)).await.status, 409);
+    patient(&api, json!({})).await;
+    let sent = outbox(&api, 1).await;
+    assert_eq!(sent[0]["body"], "Welcome Ada");
+    // Replaced.
+    let r = api
+        .send(
+            api.request(reqwest::Method::PUT, "/v1/workflows/welcome-sms")
+                .header("content-type", "application/yaml")
+                .body(GOOD.replace("Welcome", "Hello")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    patient(&api, json!({})).await;
+    let sent = outbox(&api, 2).await;
+    assert_eq!(sent[1]["body"], "Hello Ada");
+    // Another tenant neither sees nor runs it.
+    let other = server.new_tenant("other-clinic").await;
+    let names: Vec<Value> = list(&other, "/v1/workflows")
+        .await
+        .iter()
+        .map(|w| w["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("server-wide")]);
+    patient(&other, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(list(&other, "/v1/notifications").await.is_empty());
+    assert_eq!(other.delete("/v1/workflows/welcome-sms").await.status, 404);
+    // The server's own workflow cannot be changed through a tenant's key.
+    assert_eq!(api.delete("/v1/workflows/server-wide").await.status, 409);
+    // Deleted.
+    assert_eq!(api.delete("/v1/workflows/welcome-sms").await.status, 204);
+    assert_eq!(api.get("/v1/workflows/welcome-sms").await.status, 404);
+    patient(&api, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(list(&api, "/v1/notifications").await.len(), 2);
+}
+
+async fn a_timer_fires_once_after_a_restart_with_the_timer_overdue(backend: Backend) {
+    let (server, clock) = spawn_examples(&backend).await;
+    let api = server.api();
+    patient(&api, json!({"email": "ada@example.com"})).await;
+    finished_runs(&api, "patient-onboarding", 1).await;
+    assert_eq!(timers(&api).await.len(), 1);
+    // Down for three days: the 48-hour reminder is overdue at restart.
+    let later = Arc::new(ManualClock::new(t0() + SignedDuration::from_hours(72)));
+    drop(clock);
+    let server = server
+        .restart(Options {
+            clock: Some(later.clone()),
+            configure: Some(Box::new(|c: &mut Config| c.workflows_dir = examples())),
+        })
+        .await;
+    let api = server.api();
+    let started = std::time::Instant::now();
+    let sent = outbox(&api, 2).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "fired within a second or so of the start"
+    );
+    assert_eq!(sent[1]["subject"], "Your intake form is waiting");
+    assert!(timers(&api).await.is_empty());
+    // And only once, also after another restart.
+    let server = server
+        .restart(Options {
+            clock: Some(later),
+            configure: Some(Box::new(|c: &mut Config| c.workflows_dir = examples())),
+        })
+        .await;
+    let api = server.api();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(list(&api, "/v1/notifications").await.len(), 2);
+    assert_eq!(finished_runs(&api, "patient-onboarding", 2).await.len(), 2);
+}
+
+async fn inbound_sms_c_cancels_the_next_appointment_and_r_answers(backend: Backend) {
+    if !python_has(&["twilio.request_validator"]) {
+        return skipped(
+            "inbound_sms_c_cancels_the_next_appointment_and_r_answers",
+            "python3 with PyPI twilio is not installed",
+        );
+    }
+    let twilio = Receiver::start().await;
+    twilio.answer(twilio_ok("SM1"));
+    let base = twilio.url("");
+    let (server, _clock) = spawn(&backend, move |c| {
+        c.workflows_dir = examples();
+        c.providers.twilio = Some(twilio_config(base));
+        c.public_url = Some("https://clinic.example.com".into());
+    })
+    .await;
+    let api = server.api();
+    let tenant = server.state.store.tenant_ids().await.unwrap()[0].clone();
+    let p = patient(&api, json!({})).await;
+    let later = appointment(&api, &p, t0() + SignedDuration::from_hours(96)).await;
+    let sooner = appointment(&api, &p, t0() + SignedDuration::from_hours(48)).await;
+    finished_runs(&api, "appointment-reminders", 2).await;
+    assert_eq!(timers(&api).await.len(), 2);
+
+    let public = format!("https://clinic.example.com/v1/inbound/twilio/{tenant}");
+    // Twilio's own helper library signs the request.
+    let sign = |params: &Value| {
+        python(
+            "import sys, json\nfrom twilio.request_validator import RequestValidator\nprint(RequestValidator(sys.argv[1]).compute_signature(sys.argv[2], json.loads(sys.argv[3])))",
+            &["twilio-auth-token", &public, &params.to_string()],
+        )
+    };
+    let post = |params: Value, signature: String| {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(
+                params
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())),
+            )
+            .finish();
+        server
+            .anonymous()
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/inbound/twilio/{tenant}"),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .body(body)
+    };
+    let c =
+        json!({"From": "+15551230001", "To": "+15550000000", "Body": "C", "MessageSid": "SMin1"});
+    // Forged, or signed for another body: 403, nothing changes.
+    let r = server
+        .anonymous()
+        .send(post(c.clone(), "bm90IGEgc2lnbmF0dXJl".into()))
+        .await;
+    assert_eq!(r.status, 403);
+    let r = server
+        .anonymous()
+        .send(post(
+            c.clone(),
+            sign(&json!({"From": "+15551230001", "Body": "R"})),
+        ))
+        .await;
+    assert_eq!(r.status, 403);
+    let r = server
+        .anonymous()
+        .send(post(c.clone(), String::new()))
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        api.get(&format!("/v1/appointments/{sooner}")).await.body["status"],
+        "booked"
+    );
+    assert!(
+        list(&api, "/v1/notifications")
+            .await
+            .iter()
+            .all(|n| n["direction"] == "outbound")
+    );
+
+    // Signed by Twilio's library: the next booked appointment is cancelled.
+    let r = server.anonymous().send(post(c.clone(), sign(&c))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.header("content-type"), Some("text/xml; charset=utf-8"));
+    assert!(
+        r.body.as_str().unwrap().contains(
+            "<Message>Your appointment on Thu 3 Dec 2026, 09:00 UTC has been cancelled.</Message>"
+        ),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        api.get(&format!("/v1/appointments/{sooner}")).await.body["status"],
+        "cancelled"
+    );
+    assert_eq!(
+        api.get(&format!("/v1/appointments/{later}")).await.body["status"],
+        "booked"
+    );
+    // Its events fired: the reminder is dropped.
+    finished_runs(&api, "appointment-cancelled", 1).await;
+    let keys: Vec<Value> = timers(&api)
+        .await
+        .iter()
+        .map(|t| t["key"].clone())
+        .collect();
+    assert_eq!(keys, [json!(format!("reminder:{later}"))]);
+    // R: instructions.
+    let rr =
+        json!({"From": "+15551230001", "To": "+15550000000", "Body": " r ", "MessageSid": "SMin2"});
+    let r = server.anonymous().send(post(rr.clone(), sign(&rr))).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.as_str().unwrap().contains("To reschedule"),
+        "{}",
+        r.body
+    );
+    // Both recorded.
+    let all = list(&api, "/v1/notifications").await;
+    let inbound: Vec<&Value> = all.iter().filter(|n| n["direction"] == "inbound").collect();
+    assert_eq!(inbound.len(), 2);
+    assert_eq!(
+        all.iter()
+            .filter(|n| n["workflow"] == "inbound-sms")
+            .count(),
+        4
+    );
+}
+
+async fn email_goes_over_smtp_with_starttls_and_tls(backend: Backend) {
+    let certs = tempfile::tempdir().unwrap();
+    let Some((cert, key)) = self_signed_cert(certs.path()) else {
+        return skipped(
+            "email_goes_over_smtp_with_starttls_and_tls",
+            "openssl is not installed",
+        );
+    };
+    for tls in [SmtpTls::Starttls, SmtpTls::Tls] {
+        let mode = match tls {
+            SmtpTls::Starttls => SmtpMode::Starttls(&cert, &key),
+            _ => SmtpMode::Tls(&cert, &key),
+        };
+        let Some(smtp) = SmtpSink::start(mode, Some(("clinic", "s3cret"))).await else {
+            return skipped(
+                "email_goes_over_smtp_with_starttls_and_tls",
+                "python3 with PyPI aiosmtpd is not installed",
+            );
+        };
+        let (port, ca) = (smtp.port, cert.clone());
+        let (server, _clock) = spawn(&backend, move |c| {
+            c.workflows_dir = examples();
+            c.providers.smtp = Some(Smtp {
+                host: "127.0.0.1".into(),
+                port,
+                username: "clinic".into(),
+                password: Secret::new("s3cret"),
+                from: "clinic@example.com".into(),
+                tls,
+                ca_file: Some(ca),
+            });
+        })
+        .await;
+        let api = server.api();
+        patient(&api, json!({"email": "ada@example.com"})).await;
+        let run = wait_for(LONG, "the welcome email's step", || async {
+            let runs = list(&api, "/v1/workflow-runs?workflow=patient-onboarding").await;
+            runs.into_iter()
+                .find(|r| r["steps"][0]["status"] != Value::Null)
+        })
+        .await;
+        assert_eq!(run["steps"][0]["status"], "succeeded", "{tls:?}: {run}");
+        let mails = smtp.wait_for(1, LONG).await;
+        assert_eq!(mails[0]["tls"], true, "{tls:?}");
+        assert_eq!(mails[0]["auth"], true);
+        assert_eq!(mails[0]["to"][0], "ada@example.com");
+        assert!(mails[0]["data"].as_str().unwrap().contains("welcome!"));
+    }
+}
+
+async fn the_claim_validates_against_fhir_r4(backend: Backend) {
+    if !python_has(&["fhir.resources.R4B.claim"]) {
+        return skipped(
+            "the_claim_validates_against_fhir_r4",
+            "python3 with PyPI fhir.resources is not installed",
+        );
+    }
+    let (server, _clock) = spawn_examples(&backend).await;
+    let api = server.api();
+    let (e, _) = encounter_with_records(&api).await;
+    api.patch(
+        &format!("/v1/encounters/{e}"),
+        json!({"status": "finished", "end": "2026-12-01T09:00:00Z"}),
+    )
+    .await;
+    let claim = wait_for(LONG, "the claim in the outbox", || async {
+        let sent = list(&api, "/v1/notifications").await;
+        sent.into_iter()
+            .find(|n| n["channel"] == "claim")
+            .map(|n| n["body"].as_str().unwrap().to_string())
+    })
+    .await;
+    // fhir.resources' R4B package is FHIR R4 (4.3); its Claim model checks
+    // every element's type and cardinality.
+    let script = r#"
+import sys
+from fhir.resources.R4B.claim import Claim
+c = Claim.model_validate_json(sys.argv[1])
+print(c.get_resource_type(), len(c.item), len(c.diagnosis), len(c.supportingInfo))
+"#;
+    assert_eq!(python(script, &[&claim]), "Claim 1 1 2");
+}
