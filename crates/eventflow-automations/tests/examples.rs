@@ -17,6 +17,7 @@ fn every_example_workflow_loads() {
     assert_eq!(
         names,
         [
+            "appointment-cancelled",
             "appointment-changes",
             "appointment-reminders",
             "billing-claim",

@@ -451,12 +451,7 @@ fn webhook_paths(paths: &mut Map<String, Value>) {
     paths.insert("/v1/deliveries/{id}/retry".into(), json!({"post": {"tags": ["Webhooks"], "operationId": "retryDelivery",
         "summary": "Attempt a delivery again now, whatever its status.", "parameters": [id_param()],
         "responses": responses(("202", ok("The delivery, pending", schema_ref("Delivery"))), &["401", "404"])}}));
-    paths.insert("/v1/workflows".into(), json!({"get": {"tags": ["Automations"], "operationId": "listWorkflows",
-        "summary": "The workflow files, each loaded or refused with the reason (file, step, field).",
-        "responses": responses(("200", ok("Workflows", list(json!({"type": "object", "properties": {
-            "name": {"type": "string"}, "file": {"type": "string"},
-            "status": {"type": "string", "enum": ["loaded", "error"]},
-            "error": {"type": ["string", "null"]}}})))), &["401"])}}));
+    automation_paths(paths);
     paths.insert("/v1/disclosures".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "listDisclosures",
         "summary": "Every successful delivery that carried a patient's data: who received it, when.",
         "parameters": [
@@ -464,4 +459,102 @@ fn webhook_paths(paths: &mut Map<String, Value>) {
             query("since", "Only deliveries at or after this time.", json!({"type": "string", "format": "date-time"})),
             query("limit", "1 to 10000 (default 1000).", json!({"type": "integer"}))],
         "responses": responses(("200", ok("Disclosures, oldest first", list(schema_ref("Disclosure")))), &["401", "422"])}}));
+}
+
+fn automation_paths(paths: &mut Map<String, Value>) {
+    let list = |items: Value| json!({"type": "object", "properties": {"data": {"type": "array", "items": items}}});
+    let page = |items: Value| {
+        json!({"type": "object", "properties": {
+        "data": {"type": "array", "items": items}, "nextCursor": {"type": ["string", "null"]}}})
+    };
+    let name_param =
+        json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}});
+    let workflow = json!({"type": "object", "properties": {
+        "name": {"type": "string"}, "file": {"type": "string"},
+        "status": {"type": "string", "enum": ["loaded", "error"]},
+        "error": {"type": ["string", "null"]},
+        "scope": {"type": "string", "enum": ["server", "tenant"]},
+        "on": {"type": "array", "items": {"type": "string"}},
+        "if": {"type": ["string", "null"]},
+        "source": {"type": "string"}}});
+    let yaml = json!({"application/yaml": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}});
+    paths.insert("/v1/workflows".into(), json!({
+        "get": {"tags": ["Automations"], "operationId": "listWorkflows",
+            "summary": "The workflows the tenant runs (the server's and its own), each loaded or refused with the reason (file, step, field).",
+            "responses": responses(("200", ok("Workflows", list(workflow.clone()))), &["401"])},
+        "post": {"tags": ["Automations"], "operationId": "createWorkflow",
+            "summary": "Create a workflow of the tenant from its YAML; a broken one is 422 with the file's error.",
+            "requestBody": {"required": true, "content": yaml.clone()},
+            "responses": responses(("201", ok("The workflow, loaded", workflow.clone())), &["401", "409", "413", "415", "422"])},
+    }));
+    paths.insert("/v1/workflows/{name}".into(), json!({
+        "get": {"tags": ["Automations"], "operationId": "getWorkflow", "summary": "One workflow (with its source when it is the tenant's).",
+            "parameters": [name_param.clone()],
+            "responses": responses(("200", ok("The workflow", workflow.clone())), &["401", "404"])},
+        "put": {"tags": ["Automations"], "operationId": "putWorkflow", "summary": "Create or replace the tenant's workflow of this name.",
+            "parameters": [name_param.clone()], "requestBody": {"required": true, "content": yaml},
+            "responses": responses(("200", ok("The workflow, replaced (201: created)", workflow)), &["401", "409", "413", "415", "422"])},
+        "delete": {"tags": ["Automations"], "operationId": "deleteWorkflow", "summary": "Delete the tenant's workflow (the server's own: 409).",
+            "parameters": [name_param], "responses": responses(("204", json!({"description": "Deleted"})), &["401", "404", "409"])},
+    }));
+    let step = json!({"type": "object", "properties": {
+        "name": {"type": "string"}, "type": {"type": "string"},
+        "status": {"type": "string", "enum": ["succeeded", "failed", "retrying", "skipped"]},
+        "error": {"type": ["string", "null"]}, "attempts": {"type": "integer"},
+        "at": {"type": "string", "format": "date-time"}, "detail": {"type": "object"}}});
+    let run = json!({"type": "object", "properties": {
+        "id": {"type": "string"}, "workflow": {"type": "string"}, "eventId": {"type": ["string", "null"]},
+        "trigger": {"type": "string", "enum": ["event", "timer"]}, "timerKey": {"type": ["string", "null"]},
+        "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+        "startedAt": {"type": "string"}, "updatedAt": {"type": "string"}, "finishedAt": {"type": ["string", "null"]},
+        "nextAttemptAt": {"type": ["string", "null"]}, "steps": {"type": "array", "items": step}}});
+    paths.insert("/v1/workflow-runs".into(), json!({"get": {"tags": ["Automations"], "operationId": "listWorkflowRuns",
+        "summary": "Workflow runs with each step's outcome, newest first.",
+        "parameters": [
+            query("workflow", "Runs of this workflow.", json!({"type": "string"})),
+            query("status", "pending, succeeded or failed.", json!({"type": "string", "enum": ["pending", "succeeded", "failed"]})),
+            query("eventId", "Runs started by this event.", json!({"type": "string"})),
+            query("limit", "1 to 1000 (default 100).", json!({"type": "integer"})),
+            query("cursor", "The nextCursor of the previous page.", json!({"type": "string"}))],
+        "responses": responses(("200", ok("A page", page(run.clone()))), &["401", "422"])}}));
+    paths.insert(
+        "/v1/workflow-runs/{id}".into(),
+        json!({"get": {"tags": ["Automations"], "operationId": "getWorkflowRun",
+        "summary": "One run.", "parameters": [id_param()],
+        "responses": responses(("200", ok("The run", run)), &["401", "404"])}}),
+    );
+    let notification = json!({"type": "object", "properties": {
+        "id": {"type": "string"}, "channel": {"type": "string", "enum": ["sms", "email", "slack", "http", "claim"]},
+        "direction": {"type": "string", "enum": ["outbound", "inbound"]}, "to": {"type": "string"},
+        "subject": {"type": ["string", "null"]}, "body": {"type": "string"}, "workflow": {"type": ["string", "null"]},
+        "runId": {"type": ["string", "null"]}, "step": {"type": ["string", "null"]}, "provider": {"type": "string"},
+        "providerId": {"type": ["string", "null"]}, "providerStatus": {"type": ["string", "null"]},
+        "createdAt": {"type": "string"}}});
+    paths.insert("/v1/notifications".into(), json!({"get": {"tags": ["Automations"], "operationId": "listNotifications",
+        "summary": "The outbox: every message automations sent (or, with no provider configured, would have sent), newest first.",
+        "parameters": [
+            query("limit", "1 to 1000 (default 100).", json!({"type": "integer"})),
+            query("cursor", "The nextCursor of the previous page.", json!({"type": "string"}))],
+        "responses": responses(("200", ok("A page", page(notification))), &["401", "422"])}}));
+    paths.insert(
+        "/v1/timers".into(),
+        json!({"get": {"tags": ["Automations"], "operationId": "listTimers",
+        "summary": "Pending timers, soonest first.",
+        "parameters": [
+            query("key", "This key only (exact match).", json!({"type": "string"})),
+            query("limit", "1 to 10000 (default 1000).", json!({"type": "integer"}))],
+        "responses": responses(("200", ok("Timers", list(json!({"type": "object", "properties": {
+            "key": {"type": "string"}, "fireAt": {"type": "string"}, "workflow": {"type": "string"},
+            "eventId": {"type": ["string", "null"]}, "runId": {"type": ["string", "null"]},
+            "createdAt": {"type": "string"}}})))), &["401", "422"])}}),
+    );
+    paths.insert("/v1/inbound/twilio/{tenantId}".into(), json!({"post": {"tags": ["Automations"], "operationId": "inboundTwilioSms",
+        "summary": "Twilio's incoming-message webhook: no API key; X-Twilio-Signature must match. C cancels the sender's next booked appointment, R answers with rescheduling instructions. Answers TwiML.",
+        "security": [],
+        "parameters": [
+            json!({"name": "tenantId", "in": "path", "required": true, "schema": {"type": "string"}}),
+            json!({"name": "X-Twilio-Signature", "in": "header", "required": true, "schema": {"type": "string"}})],
+        "requestBody": {"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
+            "From": {"type": "string"}, "To": {"type": "string"}, "Body": {"type": "string"}, "MessageSid": {"type": "string"}}}}}},
+        "responses": responses(("200", json!({"description": "TwiML with the answer", "content": {"text/xml": {"schema": {"type": "string"}}}})), &["403", "404"])}}));
 }

@@ -360,7 +360,13 @@ fn v1_routes() -> Vec<(String, Vec<&'static str>)> {
         ("/v1/deliveries/{id}", vec!["get"]),
         ("/v1/deliveries/{id}/retry", vec!["post"]),
         ("/v1/disclosures", vec!["get"]),
-        ("/v1/workflows", vec!["get"]),
+        ("/v1/workflows", vec!["get", "post"]),
+        ("/v1/workflows/{name}", vec!["get", "put", "delete"]),
+        ("/v1/workflow-runs", vec!["get"]),
+        ("/v1/workflow-runs/{id}", vec!["get"]),
+        ("/v1/notifications", vec!["get"]),
+        ("/v1/timers", vec!["get"]),
+        ("/v1/inbound/twilio/{tenantId}", vec!["post"]),
     ] {
         routes.push((path.to_string(), methods));
     }

@@ -1,7 +1,8 @@
 //! Several servers on one PostgreSQL database (PostgreSQL only: SQLite is one
 //! process per file). Skipped, saying so, without `EVENTFLOW_TEST_DATABASE_URL`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventflow_testkit::{Api, Backend, Options, TestDatabase, TestServer};
@@ -9,6 +10,15 @@ use serde_json::json;
 
 /// Three servers sharing one fresh database, all acting for `default`.
 async fn three_nodes(test: &str) -> Option<(TestDatabase, Vec<TestServer>, Vec<Api>)> {
+    three_nodes_with(test, None, None).await
+}
+
+/// Three servers on one database, with a shared clock and workflows.
+async fn three_nodes_with(
+    test: &str,
+    clock: Option<Arc<dyn eventflow_store::Clock>>,
+    workflows: Option<std::path::PathBuf>,
+) -> Option<(TestDatabase, Vec<TestServer>, Vec<Api>)> {
     let Backend::Postgres(base) = Backend::postgres(test)? else {
         return None;
     };
@@ -16,10 +26,16 @@ async fn three_nodes(test: &str) -> Option<(TestDatabase, Vec<TestServer>, Vec<A
     let mut servers = Vec::new();
     for _ in 0..3 {
         let url = db.url.clone();
+        let workflows = workflows.clone();
         servers.push(
             TestServer::spawn_with(Options {
-                clock: None,
-                configure: Some(Box::new(move |c| c.database_url = url)),
+                clock: clock.clone(),
+                configure: Some(Box::new(move |c| {
+                    c.database_url = url;
+                    if let Some(w) = workflows {
+                        c.workflows_dir = w;
+                    }
+                })),
             })
             .await,
         );
@@ -185,4 +201,91 @@ async fn writes_resume_after_the_database_drops_every_connection() {
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(api.get("/readyz").await.status, 200);
     assert_eq!(api.events_after(0).await.len(), 2);
+}
+
+/// Workflow runs and timers are shared work: writes on three nodes start
+/// each run once, and each timer fires once, whichever node takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_start_each_run_once_and_fire_each_timer_once() {
+    let start: jiff::Timestamp = "2026-12-01T09:00:00Z".parse().unwrap();
+    let clock = Arc::new(eventflow_store::ManualClock::new(start));
+    let examples =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workflows/examples");
+    let Some((_db, _servers, apis)) = three_nodes_with(
+        "multinode::three_nodes_start_each_run_once_and_fire_each_timer_once",
+        Some(clock.clone()),
+        Some(examples),
+    )
+    .await
+    else {
+        return;
+    };
+    const PER_NODE: usize = 10;
+    let mut writers = Vec::new();
+    for (n, api) in apis.iter().enumerate() {
+        let api = api.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..PER_NODE {
+                let r = api
+                    .post(
+                        "/v1/patients",
+                        json!({"firstName": "P", "lastName": format!("N{n}"), "email": format!("p{n}-{i}@example.com")}),
+                    )
+                    .await;
+                assert_eq!(r.status, 201, "{}", r.body);
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let total = 3 * PER_NODE;
+    let per_recipient = |subject: &'static str, api: Api| async move {
+        let r = api.get("/v1/notifications?limit=1000").await;
+        let mut by: HashMap<String, usize> = HashMap::new();
+        for n in r.body["data"].as_array().unwrap() {
+            if n["subject"] == subject {
+                *by.entry(n["to"].as_str().unwrap().to_string()).or_default() += 1;
+            }
+        }
+        by
+    };
+    eventflow_testkit::wait_for(
+        Duration::from_secs(30),
+        "every onboarding run done",
+        || async {
+            let r = apis[1]
+                .get("/v1/workflow-runs?workflow=patient-onboarding&status=succeeded&limit=1000")
+                .await;
+            (r.body["data"].as_array().unwrap().len() >= total).then_some(())
+        },
+    )
+    .await;
+    let welcomes = per_recipient("Welcome to Our Practice", apis[2].clone()).await;
+    assert_eq!(welcomes.len(), total);
+    assert!(
+        welcomes.values().all(|&n| n == 1),
+        "each welcome once: {welcomes:?}"
+    );
+    let r = apis[0].get("/v1/timers").await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), total);
+
+    // 48 hours on: the thirty timers fire, each once, on whichever node.
+    clock.advance(jiff::SignedDuration::from_hours(48));
+    let reminders =
+        eventflow_testkit::wait_for(Duration::from_secs(30), "every reminder", || async {
+            let by = per_recipient("Your intake form is waiting", apis[0].clone()).await;
+            (by.values().sum::<usize>() >= total).then_some(by)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = per_recipient("Your intake form is waiting", apis[1].clone()).await;
+    assert_eq!(again, reminders);
+    assert_eq!(reminders.len(), total);
+    assert!(
+        reminders.values().all(|&n| n == 1),
+        "each timer fired once: {reminders:?}"
+    );
+    let r = apis[2].get("/v1/timers").await;
+    assert!(r.body["data"].as_array().unwrap().is_empty());
 }
