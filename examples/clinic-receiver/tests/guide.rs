@@ -106,6 +106,21 @@ async fn every_command_of_the_guide_works() {
         forwarded.contains("appointment.created") && forwarded.contains("→ 200"),
         "{forwarded}"
     );
+    // Step 6: the built-in workflow sent the confirmation and set the timer.
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(f)).unwrap()).unwrap()
+    };
+    assert_eq!(read("workflow.json")["status"], "loaded");
+    let outbox = read("outbox.json");
+    let sms = &outbox["data"][0];
+    assert_eq!(sms["channel"], "sms", "{outbox}");
+    assert_eq!(sms["workflow"], "appointment-reminders");
+    assert!(sms["body"].as_str().unwrap().contains("is confirmed for"), "{sms}");
+    let timers = read("timers.json");
+    assert!(
+        timers["data"][0]["key"].as_str().unwrap().starts_with("reminder:appt_"),
+        "{timers}"
+    );
     let endpoint: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("endpoint.json")).unwrap())
             .unwrap();
