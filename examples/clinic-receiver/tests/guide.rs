@@ -115,10 +115,16 @@ async fn every_command_of_the_guide_works() {
     let sms = &outbox["data"][0];
     assert_eq!(sms["channel"], "sms", "{outbox}");
     assert_eq!(sms["workflow"], "appointment-reminders");
-    assert!(sms["body"].as_str().unwrap().contains("is confirmed for"), "{sms}");
+    assert!(
+        sms["body"].as_str().unwrap().contains("is confirmed for"),
+        "{sms}"
+    );
     let timers = read("timers.json");
     assert!(
-        timers["data"][0]["key"].as_str().unwrap().starts_with("reminder:appt_"),
+        timers["data"][0]["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("reminder:appt_"),
         "{timers}"
     );
     let endpoint: serde_json::Value =

@@ -138,9 +138,28 @@ async fn killing_one_of_three_nodes_loses_nothing_and_the_others_go_on() {
     let db = TestDatabase::create(&base).await;
     let key = "efk_three-node-crash-key";
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // A workflow with a timer per patient, due 2 s after the write: some
+    // fire on the node that dies, some while it is dead; each must fire once.
+    let workflows = tempfile::tempdir().unwrap();
+    std::fs::write(
+        workflows.path().join("timer-per-patient.yaml"),
+        "name: timer-per-patient\non: patient.created\nsteps:\n  - schedule:\n      key: \"t:{{ data.id }}\"\n      after: 2s\n      steps:\n        - sms: {to: \"+15550001111\", body: \"timer {{ data.id }}\"}\n",
+    )
+    .unwrap();
+    let workflows_dir = workflows.path().to_str().unwrap().to_string();
     let mut nodes = Vec::new();
     for dir in &dirs {
-        nodes.push(start(dir.path(), &db.url, key).await);
+        nodes.push(
+            ServerProcess::start(
+                env!("CARGO_BIN_EXE_eventflow"),
+                dir.path(),
+                &db.url,
+                key,
+                &[("EVENTFLOW_WORKFLOWS_DIR", &workflows_dir)],
+                false,
+            )
+            .await,
+        );
     }
     // An endpoint subscribed to every patient event: every event must reach
     // it at least once, whichever node wrote it, the dead one included.
@@ -259,4 +278,63 @@ async fn killing_one_of_three_nodes_loses_nothing_and_the_others_go_on() {
         }
     })
     .await;
+    // Each patient's timer fired exactly once, whichever node held it, and
+    // no timer or run is left: runs the dead node held were taken over when
+    // their leases ran out.
+    let patients: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == "patient.created")
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+        .collect();
+    let fired = wait_for(Duration::from_secs(150), "every timer fired", || {
+        let api = nodes[2].api.clone();
+        let n = patients.len();
+        async move {
+            let by = timer_messages(&api).await;
+            (by.len() >= n).then_some(by)
+        }
+    })
+    .await;
+    for p in &patients {
+        assert_eq!(
+            fired.get(p.as_str()),
+            Some(&1),
+            "the timer of {p} fired once"
+        );
+    }
+    wait_for(Duration::from_secs(120), "no timer or run left", || {
+        let api = nodes[1].api.clone();
+        async move {
+            let timers = api.get("/v1/timers").await.body["data"]
+                .as_array()
+                .map(Vec::len);
+            let runs = api.get("/v1/workflow-runs?status=pending").await.body["data"]
+                .as_array()
+                .map(Vec::len);
+            (timers == Some(0) && runs == Some(0)).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(timer_messages(&nodes[1].api).await, fired, "and only once");
+}
+
+/// How many timer messages the outbox holds per patient id.
+async fn timer_messages(api: &Api) -> std::collections::HashMap<String, usize> {
+    let mut by = std::collections::HashMap::new();
+    let mut cursor = String::new();
+    loop {
+        let r = api
+            .get(&format!("/v1/notifications?limit=1000{cursor}"))
+            .await
+            .body;
+        for n in r["data"].as_array().unwrap() {
+            if let Some(id) = n["body"].as_str().and_then(|b| b.strip_prefix("timer ")) {
+                *by.entry(id.to_string()).or_insert(0) += 1;
+            }
+        }
+        match r["nextCursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return by,
+        }
+    }
 }
