@@ -14,8 +14,8 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde_json::{Value, json};
 
-/// Twilio's settings (`[providers.twilio]`).
-#[derive(Debug, Clone)]
+/// Twilio's settings (`[providers.twilio]`). `Debug` hides the token.
+#[derive(Clone)]
 pub struct Twilio {
     pub account_sid: String,
     pub auth_token: String,
@@ -32,8 +32,8 @@ pub enum SmtpTls {
     Tls,
 }
 
-/// SMTP settings (`[providers.smtp]`).
-#[derive(Debug, Clone)]
+/// SMTP settings (`[providers.smtp]`). `Debug` hides the password.
+#[derive(Clone)]
 pub struct Smtp {
     pub host: String,
     pub port: u16,
@@ -43,6 +43,30 @@ pub struct Smtp {
     pub tls: SmtpTls,
     /// PEM of an extra certificate authority to trust.
     pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Twilio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Twilio")
+            .field("account_sid", &self.account_sid)
+            .field("auth_token", &"[redacted]")
+            .field("from", &self.from)
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Smtp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Smtp")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .field("from", &self.from)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// Why a send failed.
@@ -101,6 +125,7 @@ fn network(e: &reqwest::Error) -> Failure {
 /// `{base_url}/2010-04-01/Accounts/{sid}/Messages.json` with basic auth.
 pub async fn twilio_sms(
     http: &reqwest::Client,
+    timeout: Duration,
     t: &Twilio,
     to: &str,
     body: &str,
@@ -112,6 +137,7 @@ pub async fn twilio_sms(
     );
     let response = http
         .post(url)
+        .timeout(timeout)
         .basic_auth(&t.account_sid, Some(&t.auth_token))
         .form(&[("To", to), ("From", t.from.as_str()), ("Body", body)])
         .send()
@@ -146,6 +172,7 @@ pub async fn twilio_sms(
 /// Posts a message to a Slack incoming webhook.
 pub async fn slack(
     http: &reqwest::Client,
+    timeout: Duration,
     webhook_url: &str,
     text: &str,
     channel: Option<&str>,
@@ -156,6 +183,7 @@ pub async fn slack(
     }
     let response = http
         .post(webhook_url)
+        .timeout(timeout)
         .json(&body)
         .send()
         .await

@@ -66,7 +66,7 @@ fn person_name(o: &Object) -> Option<String> {
 
 /// The FHIR date of an RFC 3339 timestamp (its first ten characters).
 fn date_of(ts: Option<&str>) -> Option<String> {
-    ts.filter(|t| t.len() >= 10).map(|t| t[..10].to_string())
+    ts.and_then(|t| t.get(..10)).map(str::to_string)
 }
 
 /// Builds the claim. `created` is now, RFC 3339.

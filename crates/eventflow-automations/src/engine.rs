@@ -38,8 +38,9 @@ use crate::registry::Registry;
 use crate::workflow::{Step, StepKind};
 use crate::{claim, duration, template};
 
-/// What the engine needs from the configuration.
-#[derive(Debug, Clone, Default)]
+/// What the engine needs from the configuration. `Debug` shows no secret
+/// (the Slack webhook URL is one: it carries its token).
+#[derive(Clone, Default)]
 pub struct Settings {
     pub twilio: Option<Twilio>,
     pub smtp: Option<Smtp>,
@@ -51,12 +52,30 @@ pub struct Settings {
     pub step_timeout: Duration,
 }
 
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("twilio", &self.twilio)
+            .field("smtp", &self.smtp)
+            .field(
+                "slack_webhook_url",
+                &self.slack_webhook_url.as_ref().map(|_| "[redacted]"),
+            )
+            .field("claim_url", &self.claim_url)
+            .field("vars", &self.vars.keys().collect::<Vec<_>>())
+            .field("step_timeout", &self.step_timeout)
+            .finish()
+    }
+}
+
 /// Runs executing at once on a node.
 const MAX_RUNNING: usize = 32;
 /// Events matched per batch.
 const BATCH: u32 = 500;
 /// How often a cursor that only moved past unmatched events is saved.
 const CURSOR_SAVE_EVERY: Duration = Duration::from_secs(5);
+/// The longest a step may call a provider (a run's lease is 60 s).
+const MAX_STEP_TIME: Duration = Duration::from_secs(45);
 
 /// The engine of one node.
 pub struct Engine {
@@ -68,6 +87,12 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     policy: RetryPolicy,
     running: Arc<Semaphore>,
+    /// Runs this node executes or waits to: a run claimed again (its lease
+    /// ran out while it waited for a permit) is not started twice.
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The longest a provider or an `http` step may take: well within a
+    /// run's lease, so no other node takes a run while a step is under way.
+    timeout: Duration,
     /// Pokes the timer loop (a timer was set, a run was put off).
     look_again: Notify,
 }
@@ -116,7 +141,7 @@ impl Engine {
         let timeout = if settings.step_timeout.is_zero() {
             Duration::from_secs(15)
         } else {
-            settings.step_timeout
+            settings.step_timeout.min(MAX_STEP_TIME)
         };
         let mailer = settings
             .smtp
@@ -132,6 +157,8 @@ impl Engine {
             clock,
             policy: RetryPolicy::default(),
             running: Arc::new(Semaphore::new(MAX_RUNNING)),
+            in_flight: Default::default(),
+            timeout,
             look_again: Notify::new(),
         }))
     }
@@ -152,6 +179,8 @@ impl Engine {
         let mut cursors: HashMap<String, Cursor> = HashMap::new();
         let mut todo: Vec<String> = self.store.tenant_ids().await.unwrap_or_default();
         let notifier_store = self.store.clone();
+        let mut sweep = tokio::time::interval(CURSOR_SAVE_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             todo.sort();
             todo.dedup();
@@ -162,7 +191,7 @@ impl Engine {
             }
             tokio::select! {
                 changed = notifier_store.notifier().take_changed() => todo.extend(changed),
-                _ = tokio::time::sleep(CURSOR_SAVE_EVERY) => {
+                _ = sweep.tick() => {
                     // The safety net: every tenant, also those whose commits
                     // another node made while no wake-up reached us.
                     todo = self.store.tenant_ids().await.unwrap_or_default();
@@ -191,8 +220,10 @@ impl Engine {
             // No workflow runs for the tenant: nothing to match, so the
             // events are not read at all (the write path's only cost is
             // this one small query, and the lazy cursor save).
+            // (The latest sequence is read first: a workflow loaded in
+            // between then sees the events after it.)
+            let latest = self.store.latest_sequence(tenant).await?;
             if self.registry.snapshot().workflows(tenant).next().is_none() {
-                let latest = self.store.latest_sequence(tenant).await?;
                 if latest > c.scanned {
                     c.scanned = latest;
                     c.since_save.get_or_insert_with(std::time::Instant::now);
@@ -366,9 +397,13 @@ impl Engine {
                 break;
             }
         }
-        let free = self.running.available_permits().max(1) as i64;
-        for run in self.store.claim_runs(free).await? {
-            self.spawn_run(run);
+        // Only as many as can start now: a claimed run waiting for a permit
+        // would hold a lease it does not use.
+        let free = self.running.available_permits() as i64;
+        if free > 0 {
+            for run in self.store.claim_runs(free).await? {
+                self.spawn_run(run);
+            }
         }
         Ok(())
     }
@@ -376,12 +411,25 @@ impl Engine {
     // ---- Executing a run -------------------------------------------------
 
     fn spawn_run(self: &Arc<Self>, run: Run) {
+        let fresh = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(run.id.clone());
+        if !fresh {
+            return;
+        }
         let engine = self.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = engine.running.clone().acquire_owned().await else {
-                return;
-            };
-            engine.execute(run).await;
+            let id = run.id.clone();
+            if let Ok(_permit) = engine.running.clone().acquire_owned().await {
+                engine.execute(run).await;
+            }
+            engine
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
         });
     }
 
@@ -389,17 +437,26 @@ impl Engine {
     /// retry, or is lost to another node.
     pub async fn execute(self: &Arc<Self>, mut run: Run) {
         let snapshot = self.registry.snapshot();
-        let steps: Result<Vec<Step>, String> = match snapshot.find(&run.tenant_id, &run.workflow) {
+        let found = snapshot.find_scoped(&run.tenant_id, &run.workflow);
+        // `[vars]` is the operator's (it may hold a signing secret): only
+        // the server's own workflows see it, not those a tenant wrote.
+        let tenant_owned = found.is_some_and(|(_, own)| own);
+        let steps: Result<Vec<Step>, String> = match found {
             None => Err(format!(
                 "workflow {} is not loaded any more (deleted, renamed or broken)",
                 run.workflow
             )),
-            Some(w) => steps_at(&w.steps, &run.path).map(<[Step]>::to_vec),
+            Some((w, _)) => steps_at(&w.steps, &run.path).map(<[Step]>::to_vec),
         };
         drop(snapshot);
         let mut ctx = run.context.clone();
         if let Some(o) = ctx.as_object_mut() {
-            o.insert("vars".into(), json!(self.settings.vars));
+            let vars = if tenant_owned {
+                json!({})
+            } else {
+                json!(self.settings.vars)
+            };
+            o.insert("vars".into(), vars);
             o.insert(
                 "run".into(),
                 json!({"id": run.id, "workflow": run.workflow, "trigger": run.origin}),
@@ -420,6 +477,19 @@ impl Engine {
                 Ok(list) => {
                     match list.get(index) {
                         Some(step) => {
+                            // A step that calls a provider first renews the
+                            // lease, and stops if another node holds the run
+                            // (its lease ran out while this one waited).
+                            if step.kind.calls_out() {
+                                match self.store.begin_step(&run.id, index as i64).await {
+                                    Ok(true) => {}
+                                    Ok(false) => return,
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, run = %run.id, "automations: could not renew a run's lease");
+                                        return;
+                                    }
+                                }
+                            }
                             let done = self.perform(&run, step, &ctx).await;
                             (
                                 step_name(&run.path, step.number),
@@ -594,7 +664,9 @@ impl Engine {
                 }
                 match &self.settings.twilio {
                     None => delivered(note("sms", to, None, body, None)),
-                    Some(t) => match channels::twilio_sms(&self.http, t, &to, &body).await {
+                    Some(t) => match channels::twilio_sms(&self.http, self.timeout, t, &to, &body)
+                        .await
+                    {
                         Ok(sent) => delivered(note("sms", to, None, body, Some(("twilio", sent)))),
                         Err(f) => f.into(),
                     },
@@ -627,7 +699,15 @@ impl Engine {
                 match &self.settings.slack_webhook_url {
                     None => delivered(note("slack", to, None, text_, None)),
                     Some(url) => {
-                        match channels::slack(&self.http, url, &text_, channel.as_deref()).await {
+                        match channels::slack(
+                            &self.http,
+                            self.timeout,
+                            url,
+                            &text_,
+                            channel.as_deref(),
+                        )
+                        .await
+                        {
                             Ok(sent) => {
                                 delivered(note("slack", to, None, text_, Some(("slack", sent))))
                             }
@@ -783,6 +863,7 @@ impl Engine {
         let mut request = self
             .http
             .request(method, url)
+            .timeout(self.timeout)
             .header("idempotency-key", delivery_id.as_str());
         if let Some(headers) = rendered.get("headers").and_then(Value::as_object) {
             for (k, v) in headers {
@@ -790,7 +871,13 @@ impl Engine {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                request = request.header(k.as_str(), v);
+                let (Ok(name), Ok(value)) = (
+                    reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+                    reqwest::header::HeaderValue::from_str(&v),
+                ) else {
+                    return Done::Fail(format!("headers.{k}: not a valid header name or value"));
+                };
+                request = request.header(name, value);
             }
         }
         if let Some(secret) = rendered
@@ -901,6 +988,7 @@ impl Engine {
         let request = self
             .http
             .post(url)
+            .timeout(self.timeout)
             .header("content-type", "application/fhir+json")
             .header("idempotency-key", format!("{}:{}", run.id, step_label))
             .body(body.clone());

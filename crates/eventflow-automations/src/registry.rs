@@ -64,6 +64,18 @@ impl Snapshot {
             .filter_map(|l| l.result.as_ref().ok())
     }
 
+    /// A workflow the tenant runs, by name, and whether it is the tenant's
+    /// own (created through the API) rather than the server's.
+    pub fn find_scoped<'a>(&'a self, tenant: &'a str, name: &str) -> Option<(&'a Workflow, bool)> {
+        self.for_tenant(tenant).find_map(|l| {
+            l.result
+                .as_ref()
+                .ok()
+                .filter(|w| w.name == name)
+                .map(|w| (w, l.tenant.is_some()))
+        })
+    }
+
     /// A workflow the tenant runs, by name.
     pub fn find<'a>(&'a self, tenant: &'a str, name: &str) -> Option<&'a Workflow> {
         self.workflows(tenant).find(|w| w.name == name)

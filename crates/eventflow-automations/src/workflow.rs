@@ -91,6 +91,15 @@ impl StepKind {
         }
     }
 
+    /// Whether the step calls something outside the server (a provider, a
+    /// URL): such a step renews its run's lease first.
+    pub fn calls_out(self) -> bool {
+        matches!(
+            self,
+            StepKind::Sms | StepKind::Email | StepKind::Slack | StepKind::Http | StepKind::Claim
+        )
+    }
+
     /// Required and optional fields.
     fn fields(self) -> (&'static [&'static str], &'static [&'static str]) {
         match self {

@@ -253,6 +253,15 @@ pub(crate) trait AutoConn: WriteConn {
     async fn due_timers(&mut self, now: &str, limit: i64) -> Result<Vec<Timer>>;
     /// Inserts a message; `false` when the (run, step) already has one.
     async fn insert_notification(&mut self, n: &Notification) -> Result<bool>;
+    /// Renews the lease of a run `node` holds whose next step is `index`;
+    /// `false` when it no longer does.
+    async fn renew_run_lease(
+        &mut self,
+        id: &str,
+        node: &str,
+        index: i64,
+        until: &str,
+    ) -> Result<bool>;
 }
 
 fn new_run_row(n: NewRun, node: Option<&str>, now: &str, next_at: &str) -> Run {
@@ -353,6 +362,20 @@ pub(crate) async fn fire_timers<C: AutoConn>(
         runs.push(run);
     }
     Ok(runs)
+}
+
+/// Before a step with an effect outside the server: renews the run's lease
+/// if `node` still holds it at step `index`, so no other node can take the
+/// run while the provider is called (steps time out well within a lease).
+pub(crate) async fn begin_step<C: AutoConn>(
+    conn: &mut C,
+    run_id: &str,
+    index: i64,
+    node: &str,
+    now: jiff::Timestamp,
+) -> Result<bool> {
+    let until = eventflow_model::time::format(now + RUN_LEASE);
+    conn.renew_run_lease(run_id, node, index, &until).await
 }
 
 /// What [`step_done`] did: the run as it now stands (`None` when this node
@@ -699,6 +722,20 @@ macro_rules! impl_auto_conn {
                         .fetch_all(&mut self.conn)
                         .await?;
                     found.iter().map(rows::timer_from_row).collect()
+                }
+
+                async fn renew_run_lease(&mut self, id: &str, node: &str, index: i64, until: &str) -> Result<bool> {
+                    let done = sqlx::query(
+                        "UPDATE workflow_runs SET lease_until = $1, next_at = $1 WHERE id = $2 AND lease_owner = $3 \
+                         AND next_step = $4 AND status = 'pending'",
+                    )
+                    .bind(until)
+                    .bind(id)
+                    .bind(node)
+                    .bind(index)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
                 }
 
                 async fn insert_notification(&mut self, n: &Notification) -> Result<bool> {

@@ -253,8 +253,14 @@ pub trait Store: Send + Sync + 'static {
     /// or `None` when this node no longer holds it.
     async fn step_done(&self, report: automation::StepReport) -> Result<Option<automation::Run>>;
 
-    /// Adds a message to the outbox (inbound SMS and their answers).
-    async fn add_notification(&self, n: automation::Notification) -> Result<()>;
+    /// Adds a message to the outbox (inbound SMS and their answers);
+    /// `false` when an inbound message with the same provider id is there
+    /// already (a provider's retry).
+    async fn add_notification(&self, n: automation::Notification) -> Result<bool>;
+
+    /// Before a step with an effect outside the server: renews the run's
+    /// lease; `false` when this node no longer holds the run at that step.
+    async fn begin_step(&self, run_id: &str, index: i64) -> Result<bool>;
 
     /// When the next run or timer is due, if any.
     async fn next_automation_due(&self) -> Result<Option<String>>;

@@ -302,6 +302,17 @@ macro_rules! impl_write_conn {
                     .bind(keys_before)
                     .execute(&mut self.conn)
                     .await?;
+                // Automations keep their record as long as the events that
+                // started them: finished runs and outbox entries. Pending
+                // runs and timers stay, whatever their age.
+                sqlx::query("DELETE FROM workflow_runs WHERE status <> 'pending' AND finished_at < $1")
+                    .bind(events_before)
+                    .execute(&mut self.conn)
+                    .await?;
+                sqlx::query("DELETE FROM notifications WHERE created_at < $1")
+                    .bind(events_before)
+                    .execute(&mut self.conn)
+                    .await?;
                 Ok(n)
             }
         }
@@ -702,8 +713,12 @@ macro_rules! impl_store {
                 self.writer.step_done(report).await
             }
 
-            async fn add_notification(&self, n: crate::automation::Notification) -> Result<()> {
+            async fn add_notification(&self, n: crate::automation::Notification) -> Result<bool> {
                 self.writer.notify(n).await
+            }
+
+            async fn begin_step(&self, run_id: &str, index: i64) -> Result<bool> {
+                self.writer.begin_step(run_id, index).await
             }
 
             async fn next_automation_due(&self) -> Result<Option<String>> {

@@ -70,6 +70,10 @@ pub(crate) enum Command {
         limit: i64,
     },
     StepDone(Box<StepReport>),
+    BeginStep {
+        run_id: String,
+        index: i64,
+    },
     Notify(Box<Notification>),
 }
 
@@ -104,6 +108,7 @@ pub(crate) enum Reply {
     Count(Option<u64>),
     Runs(Option<Vec<Run>>),
     Run(Option<Run>),
+    Flag(bool),
 }
 
 pub(crate) struct Job {
@@ -278,8 +283,24 @@ impl WriterHandle {
         }
     }
 
-    pub async fn notify(&self, n: Notification) -> Result<()> {
-        self.send(Command::Notify(Box::new(n))).await.map(|_| ())
+    pub async fn notify(&self, n: Notification) -> Result<bool> {
+        match self.send(Command::Notify(Box::new(n))).await? {
+            Reply::Flag(b) => Ok(b),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn begin_step(&self, run_id: &str, index: i64) -> Result<bool> {
+        match self
+            .send(Command::BeginStep {
+                run_id: run_id.to_string(),
+                index,
+            })
+            .await?
+        {
+            Reply::Flag(b) => Ok(b),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
     }
 
     pub async fn purge(&self, events_before: jiff::Timestamp) -> Result<u64> {
@@ -566,8 +587,13 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
             Ok((Reply::Run(done.run), seq, done.event_types))
         }
         Command::Notify(n) => {
-            conn.insert_notification(n).await?;
-            Ok((Reply::Done, None, Vec::new()))
+            let inserted = conn.insert_notification(n).await?;
+            Ok((Reply::Flag(inserted), None, Vec::new()))
+        }
+        Command::BeginStep { run_id, index } => {
+            let node = conn.fanout().node.clone();
+            let held = automation::begin_step(conn, run_id, *index, &node, now).await?;
+            Ok((Reply::Flag(held), None, Vec::new()))
         }
         Command::Purge { events_before } => {
             let keys_before = time::format(now - IDEMPOTENCY_WINDOW);

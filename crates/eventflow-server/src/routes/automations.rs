@@ -222,7 +222,7 @@ async fn inbound_twilio(
                 created_at: now_s.clone(),
             }
         };
-    state
+    let fresh = state
         .store
         .add_notification(message(
             "inbound",
@@ -232,6 +232,15 @@ async fn inbound_twilio(
             Some(get("MessageSid")).filter(|s| !s.is_empty()),
         ))
         .await?;
+    if !fresh {
+        // Twilio's retry of a message already handled (same MessageSid):
+        // acknowledged, and nothing happens twice.
+        return Ok((
+            [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
+        )
+            .into_response());
+    }
     let reply = match text.to_ascii_uppercase().as_str() {
         "C" | "CANCEL" => match next_booked(&state, &tenant, &from, now).await? {
             None => "We found no upcoming appointment for this number.".to_string(),

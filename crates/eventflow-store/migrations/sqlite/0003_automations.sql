@@ -77,3 +77,6 @@ CREATE TABLE notifications (
     UNIQUE (run_id, step)
 );
 CREATE INDEX notifications_by_tenant ON notifications (tenant_id, id);
+-- A provider's retry of an inbound message is recognised by its id.
+CREATE UNIQUE INDEX notifications_inbound ON notifications (tenant_id, provider_id)
+    WHERE direction = 'inbound';
