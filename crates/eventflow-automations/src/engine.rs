@@ -177,24 +177,33 @@ impl Engine {
 
     async fn ingest_loop(self: Arc<Self>) {
         let mut cursors: HashMap<String, Cursor> = HashMap::new();
-        let mut todo: Vec<String> = self.store.tenant_ids().await.unwrap_or_default();
+        // Tenant → its latest sequence when a commit told it (else read).
+        let mut todo: BTreeMap<String, Option<i64>> = BTreeMap::new();
         let notifier_store = self.store.clone();
         let mut sweep = tokio::time::interval(CURSOR_SAVE_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            todo.sort();
-            todo.dedup();
-            for tenant in todo.drain(..) {
-                if let Err(e) = self.ingest(&tenant, &mut cursors).await {
-                    tracing::warn!(error = %e, "automations: could not match new events; will try again");
+            tokio::select! {
+                changed = notifier_store.notifier().take_changed() => {
+                    for (tenant, latest) in changed {
+                        let entry = todo.entry(tenant).or_insert(Some(latest));
+                        if let Some(known) = entry {
+                            *known = (*known).max(latest);
+                        }
+                    }
+                }
+                // The safety net (the first tick is at once): every tenant,
+                // also those whose commits another node made while no
+                // wake-up reached us.
+                _ = sweep.tick() => {
+                    for tenant in self.store.tenant_ids().await.unwrap_or_default() {
+                        todo.insert(tenant, None);
+                    }
                 }
             }
-            tokio::select! {
-                changed = notifier_store.notifier().take_changed() => todo.extend(changed),
-                _ = sweep.tick() => {
-                    // The safety net: every tenant, also those whose commits
-                    // another node made while no wake-up reached us.
-                    todo = self.store.tenant_ids().await.unwrap_or_default();
+            for (tenant, latest) in std::mem::take(&mut todo) {
+                if let Err(e) = self.ingest(&tenant, latest, &mut cursors).await {
+                    tracing::warn!(error = %e, "automations: could not match new events; will try again");
                 }
             }
         }
@@ -203,6 +212,7 @@ impl Engine {
     async fn ingest(
         self: &Arc<Self>,
         tenant: &str,
+        known_latest: Option<i64>,
         cursors: &mut HashMap<String, Cursor>,
     ) -> eventflow_store::Result<()> {
         let mut c = match cursors.get(tenant) {
@@ -220,9 +230,12 @@ impl Engine {
             // No workflow runs for the tenant: nothing to match, so the
             // events are not read at all (the write path's only cost is
             // this one small query, and the lazy cursor save).
-            // (The latest sequence is read first: a workflow loaded in
-            // between then sees the events after it.)
-            let latest = self.store.latest_sequence(tenant).await?;
+            // (The latest sequence is known or read first: a workflow
+            // loaded in between then sees the events after it.)
+            let latest = match known_latest {
+                Some(l) => l,
+                None => self.store.latest_sequence(tenant).await?,
+            };
             if self.registry.snapshot().workflows(tenant).next().is_none() {
                 if latest > c.scanned {
                     c.scanned = latest;

@@ -10,8 +10,9 @@ use tokio::sync::watch;
 #[derive(Debug, Default)]
 pub struct Notifier {
     tenants: Mutex<HashMap<String, watch::Sender<i64>>>,
-    /// Tenants with commits not yet taken by [`Notifier::take_changed`].
-    changed: Mutex<std::collections::HashSet<String>>,
+    /// Tenants with commits not yet taken by [`Notifier::take_changed`],
+    /// with their latest sequence.
+    changed: Mutex<HashMap<String, i64>>,
     any: tokio::sync::Notify,
 }
 
@@ -35,8 +36,15 @@ impl Notifier {
     pub fn publish(&self, tenant: &str, sequence: i64) {
         {
             let mut changed = self.changed.lock().unwrap_or_else(|e| e.into_inner());
-            if changed.len() < 100_000 {
-                changed.insert(tenant.to_string());
+            let room = changed.len() < 100_000;
+            match changed.get_mut(tenant) {
+                Some(latest) => *latest = (*latest).max(sequence),
+                None if room => {
+                    changed.insert(tenant.to_string(), sequence);
+                }
+                // Beyond that many tenants at once, the engine's periodic
+                // sweep of every tenant picks the rest up.
+                None => {}
             }
         }
         self.any.notify_one();
@@ -53,9 +61,10 @@ impl Notifier {
         }
     }
 
-    /// The tenants that committed since the last call (the automation
-    /// engine's wake-up); waits for one when there is none.
-    pub async fn take_changed(&self) -> Vec<String> {
+    /// The tenants that committed since the last call, with their latest
+    /// sequence (the automation engine's wake-up); waits for one when there
+    /// is none.
+    pub async fn take_changed(&self) -> Vec<(String, i64)> {
         loop {
             {
                 let mut changed = self.changed.lock().unwrap_or_else(|e| e.into_inner());

@@ -34,6 +34,7 @@ backend_tests!(
     email_goes_over_smtp_with_starttls_and_tls,
     the_claim_validates_against_fhir_r4,
     retention_purges_finished_runs_and_old_outbox_entries_but_keeps_timers,
+    create_and_update_steps_change_records_with_their_own_events,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -753,7 +754,10 @@ async fn workflows_are_created_replaced_and_deleted_through_the_api(backend: Bac
     let path = dir.path().to_path_buf();
     let (server, _clock) = spawn(&backend, move |c| {
         c.workflows_dir = path;
-        c.vars.insert("pharmacy_signing_secret".into(), "whsec_operators-only".into());
+        c.vars.insert(
+            "pharmacy_signing_secret".into(),
+            "whsec_operators-only".into(),
+        );
     })
     .await;
     let api = server.api();
@@ -820,7 +824,10 @@ async fn workflows_are_created_replaced_and_deleted_through_the_api(backend: Bac
     patient(&api, json!({})).await;
     let sent = outbox(&api, 4).await;
     assert!(sent.iter().any(|n| n["body"] == "v=hidden"), "{sent:?}");
-    assert!(sent.iter().all(|n| !n["body"].as_str().unwrap().contains("operators-only")));
+    assert!(
+        sent.iter()
+            .all(|n| !n["body"].as_str().unwrap().contains("operators-only"))
+    );
     assert_eq!(api.delete("/v1/workflows/peek").await.status, 204);
     // Deleted.
     assert_eq!(api.delete("/v1/workflows/welcome-sms").await.status, 204);
@@ -1113,4 +1120,59 @@ async fn retention_purges_finished_runs_and_old_outbox_entries_but_keeps_timers(
     clock.advance(SignedDuration::from_hours(24 * 9));
     let sent = outbox(&api, 1).await;
     assert!(sent[0]["body"].as_str().unwrap().starts_with("Reminder"));
+}
+
+async fn create_and_update_steps_change_records_with_their_own_events(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("chart.yaml"),
+        "name: chart\non: patient.created\nsteps:\n  \
+         - update: {type: patient, id: '{{ data.id }}', body: {mrn: 'MRN-{{ data.lastName | upper }}'}}\n  \
+         - create: {type: note, body: {patientId: '{{ data.id }}', text: 'Chart opened for {{ data.firstName }}'}}\n  \
+         - slack: {text: 'New patient {{ data.id }}', channel: '#front-desk'}\n",
+    )
+    .unwrap();
+    let path = dir.path().to_path_buf();
+    let (server, _clock) = spawn(&backend, move |c| c.workflows_dir = path).await;
+    let api = server.api();
+    let p = patient(&api, json!({})).await;
+    let runs = finished_runs(&api, "chart", 1).await;
+    assert_eq!(runs[0]["status"], "succeeded", "{}", runs[0]);
+    assert_eq!(
+        api.get(&format!("/v1/patients/{p}")).await.body["mrn"],
+        "MRN-LOVELACE"
+    );
+    let note = runs[0]["steps"][1]["detail"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = api.get(&format!("/v1/notes/{note}")).await;
+    assert_eq!(r.body["text"], "Chart opened for Ada");
+    // Each change fired its own event, like a write through the API.
+    let types: Vec<Value> = list(&api, "/v1/events")
+        .await
+        .iter()
+        .map(|e| e["type"].clone())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            json!("patient.created"),
+            json!("patient.updated"),
+            json!("note.created")
+        ]
+    );
+    // The audit log names the workflow as the writer.
+    let audit = list(&api, "/v1/audit-log").await;
+    assert!(
+        audit
+            .iter()
+            .any(|a| a["keyId"] == "workflow:chart" && a["resourceId"] == note.as_str()),
+        "{audit:?}"
+    );
+    // No Slack webhook configured: the message is in the outbox.
+    let sent = outbox(&api, 1).await;
+    assert_eq!(sent[0]["channel"], "slack");
+    assert_eq!(sent[0]["to"], "#front-desk");
+    assert_eq!(sent[0]["provider"], "outbox");
 }
