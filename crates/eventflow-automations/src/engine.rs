@@ -251,6 +251,7 @@ impl Engine {
                         after: c.scanned,
                         types: Default::default(),
                         resource_type: None,
+                        resource_id: None,
                         limit: BATCH,
                     },
                 )

@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod portal;
 pub mod routes;
 pub mod telemetry;
 

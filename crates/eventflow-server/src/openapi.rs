@@ -273,6 +273,11 @@ pub fn document() -> Value {
             "Only events about this record type.",
             json!({"type": "string"}),
         ),
+        query(
+            "resourceId",
+            "Only events about this record.",
+            json!({"type": "string"}),
+        ),
     ];
     let mut poll_params = filter_params.to_vec();
     poll_params.push(query(
@@ -308,6 +313,16 @@ pub fn document() -> Value {
             "tags": ["Events"], "operationId": "getEvent", "summary": "One event.",
             "parameters": [id_param()],
             "responses": responses(("200", ok("The event", schema_ref("Event"))), &["401", "404"]),
+        }}),
+    );
+    paths.insert(
+        "/v1/events/{id}/deliveries".into(),
+        json!({"get": {
+            "tags": ["Events"], "operationId": "listEventDeliveries",
+            "summary": "Which endpoints the event went to, each delivery with every attempt.",
+            "parameters": [id_param()],
+            "responses": responses(("200", ok("Deliveries", json!({"type": "object", "properties": {
+                "data": {"type": "array", "items": schema_ref("Delivery")}}}))), &["401", "404"]),
         }}),
     );
     paths.insert("/v1/event-types".into(), json!({"get": {

@@ -184,6 +184,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>>;
 
+    /// The deliveries of one event (to each endpoint it matched), oldest first.
+    async fn event_deliveries(&self, tenant: &str, event_id: &str) -> Result<Vec<Delivery>>;
+
     /// One page of an endpoint's deliveries, newest first.
     async fn deliveries(
         &self,

@@ -98,6 +98,9 @@ where
     if let Some(rt) = q.resource_type {
         qb.push(" AND resource_type = ").push_bind(rt.name());
     }
+    if let Some(id) = &q.resource_id {
+        qb.push(" AND resource_id = ").push_bind(id.clone());
+    }
     if !q.types.is_all() {
         let (exact, prefixes) = q.types.split();
         qb.push(" AND (1 = 0");

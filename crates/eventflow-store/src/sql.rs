@@ -551,6 +551,20 @@ macro_rules! impl_store {
                 row.as_ref().map(rows::delivery_from_row).transpose()
             }
 
+            async fn event_deliveries(&self, tenant: &str, event_id: &str) -> Result<Vec<Delivery>> {
+                use $rows as rows;
+                let sql = format!(
+                    "SELECT {} FROM deliveries d WHERE d.event_id = $1 AND d.tenant_id = $2 ORDER BY d.id LIMIT 10000",
+                    crate::queue::DELIVERY_COLUMNS
+                );
+                let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(event_id)
+                    .bind(tenant)
+                    .fetch_all(&self.reads)
+                    .await?;
+                found.iter().map(rows::delivery_from_row).collect()
+            }
+
             async fn deliveries(
                 &self,
                 tenant: &str,

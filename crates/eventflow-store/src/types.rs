@@ -85,6 +85,8 @@ pub struct EventQuery {
     pub after: i64,
     pub types: TypeFilter,
     pub resource_type: Option<ResourceType>,
+    /// Only the events of this record.
+    pub resource_id: Option<String>,
     pub limit: u32,
 }
 

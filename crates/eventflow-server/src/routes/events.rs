@@ -34,10 +34,11 @@ pub fn router() -> Router<AppState> {
         .route("/v1/events", get(list))
         .route("/v1/events/stream", get(stream))
         .route("/v1/events/{id}", get(one))
+        .route("/v1/events/{id}/deliveries", get(deliveries))
         .route("/v1/event-types", get(types))
 }
 
-fn filters(params: &Params) -> ApiResult<(TypeFilter, Option<ResourceType>)> {
+fn filters(params: &Params) -> ApiResult<(TypeFilter, Option<ResourceType>, Option<String>)> {
     let types = match params.get("types") {
         Some(list) => {
             TypeFilter::parse_list(list.split(',')).map_err(|m| ApiError::invalid("types", &m))?
@@ -50,20 +51,33 @@ fn filters(params: &Params) -> ApiResult<(TypeFilter, Option<ResourceType>)> {
         })?),
         None => None,
     };
-    Ok((types, resource_type))
+    let resource_id = match params.get("resourceId") {
+        Some(id) if eventflow_model::id::is_well_formed(id) => Some(id.to_string()),
+        Some(_) => return Err(ApiError::invalid("resourceId", "is not a record id")),
+        None => None,
+    };
+    Ok((types, resource_type, resource_id))
 }
 
 /// `GET /v1/events?after=&types=&resourceType=&limit=&wait=`.
 async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiResult<Json<Value>> {
-    params.only(&["after", "types", "resourceType", "limit", "wait"])?;
+    params.only(&[
+        "after",
+        "types",
+        "resourceType",
+        "resourceId",
+        "limit",
+        "wait",
+    ])?;
     let after = params.int("after", 0, 0, i64::MAX)?;
     let limit = params.int("limit", 100, 1, 1000)? as u32;
     let wait = params.int("wait", 0, 0, MAX_WAIT_SECONDS)?;
-    let (types, resource_type) = filters(&params)?;
+    let (types, resource_type, resource_id) = filters(&params)?;
     let q = EventQuery {
         after,
         types,
         resource_type,
+        resource_id,
         limit,
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
@@ -169,7 +183,7 @@ async fn stream(
     headers: HeaderMap,
     params: Params,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    params.only(&["after", "types", "resourceType"])?;
+    params.only(&["after", "types", "resourceType", "resourceId"])?;
     let mut after = params.int("after", 0, 0, i64::MAX)?;
     if let Some(last) = headers.get("last-event-id") {
         after = last
@@ -182,7 +196,7 @@ async fn stream(
                     .with_field("Last-Event-ID")
             })?;
     }
-    let (types, resource_type) = filters(&params)?;
+    let (types, resource_type, resource_id) = filters(&params)?;
     let follow = Follow {
         commits: state.store.notifier().subscribe(auth.tenant()),
         shutdown: state.shutdown.clone(),
@@ -192,6 +206,7 @@ async fn stream(
             after,
             types,
             resource_type,
+            resource_id,
             limit: 500,
         },
         buffer: VecDeque::new(),
@@ -225,4 +240,18 @@ async fn stream(
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// `GET /v1/events/{id}/deliveries`: which endpoints the event went to, and
+/// how each delivery stands (with every attempt).
+async fn deliveries(
+    State(state): State<AppState>,
+    auth: Auth,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult<Json<Value>> {
+    if state.store.event_by_id(auth.tenant(), &id).await?.is_none() {
+        return Err(ApiError::not_found("no such event"));
+    }
+    let list = state.store.event_deliveries(auth.tenant(), &id).await?;
+    Ok(Json(serde_json::json!({ "data": list })))
 }

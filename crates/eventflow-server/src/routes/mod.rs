@@ -24,8 +24,22 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Largest body of `POST /v1/batch` (up to 1,000 operations).
 pub const MAX_BATCH_BODY_BYTES: usize = 16 * 1024 * 1024;
 
-/// The whole application router.
+/// The whole application router: the API, and the portal on top of it.
 pub fn router(state: AppState) -> Router {
+    let api = api_router(state.clone());
+    let portal = crate::portal::router(state, api.clone());
+    let request_id = HeaderName::from_static("x-request-id");
+    api.merge(
+        portal
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(middleware::from_fn(telemetry::track))
+            .layer(PropagateRequestIdLayer::new(request_id.clone()))
+            .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid)),
+    )
+}
+
+/// The API's routes (everything under `/v1`, operations, documentation).
+fn api_router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(records::router())

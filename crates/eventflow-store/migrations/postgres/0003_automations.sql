@@ -82,3 +82,6 @@ CREATE INDEX notifications_by_tenant ON notifications (tenant_id, id);
 -- A provider's retry of an inbound message is recognised by its id.
 CREATE UNIQUE INDEX notifications_inbound ON notifications (tenant_id, provider_id)
     WHERE direction = 'inbound';
+
+-- The deliveries of one event (GET /v1/events/{id}/deliveries, the portal).
+CREATE INDEX deliveries_of_event ON deliveries (event_id);

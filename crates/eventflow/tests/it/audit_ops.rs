@@ -346,6 +346,7 @@ fn v1_routes() -> Vec<(String, Vec<&'static str>)> {
         ("/v1/batch", vec!["post"]),
         ("/v1/events", vec!["get"]),
         ("/v1/events/{id}", vec!["get"]),
+        ("/v1/events/{id}/deliveries", vec!["get"]),
         ("/v1/events/stream", vec!["get"]),
         ("/v1/event-types", vec!["get"]),
         ("/v1/audit-log", vec!["get"]),

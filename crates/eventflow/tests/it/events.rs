@@ -623,6 +623,18 @@ async fn resource_type_filters_by_record_type(backend: Backend) {
     let r = api.get("/v1/events?resourceType=spaceship").await;
     assert_eq!(r.status, 422);
     assert_eq!(r.error_field(), Some("resourceType"));
+    // One record's events.
+    let enc = r#"/v1/events?resourceType=encounter"#;
+    let first = api.get(enc).await.body["data"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = api.get(&format!("/v1/events?resourceId={first}")).await;
+    let data = r.body["data"].as_array().unwrap();
+    assert!(!data.is_empty());
+    assert!(data.iter().all(|e| e["resource"]["id"] == first.as_str()));
+    let r = api.get("/v1/events?resourceId=not%20an%20id").await;
+    assert_eq!(r.error_field(), Some("resourceId"));
 }
 
 async fn bad_and_unknown_query_parameters_are_rejected(backend: Backend) {

@@ -14,6 +14,7 @@ mod idempotency_batch;
 mod isolation;
 mod logs;
 mod multinode;
+mod portal;
 mod records;
 mod smoke;
 mod startup;

@@ -119,6 +119,17 @@ async fn an_endpoint_gets_each_matching_event_signed_with_every_header(backend: 
     let d = only_delivery(&api, ep["id"].as_str().unwrap()).await;
     let d = attempts(&api, d["id"].as_str().unwrap(), 1).await;
     assert!(d["id"].as_str().unwrap().starts_with("dlv_"));
+    // The event lists the deliveries made of it.
+    let of_event = api
+        .get(&format!(
+            "/v1/events/{}/deliveries",
+            body["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(of_event.status, 200, "{:?}", of_event.body);
+    assert_eq!(of_event.body["data"][0]["id"], d["id"]);
+    assert_eq!(of_event.body["data"][0]["endpointId"], ep["id"]);
+    assert_eq!(api.get("/v1/events/evt_0000/deliveries").await.status, 404);
     for key in [
         "id",
         "endpointId",

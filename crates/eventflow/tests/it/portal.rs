@@ -1,0 +1,592 @@
+//! The developer portal (`/portal`) over HTTP, as a browser without
+//! JavaScript uses it: sign-in and its cookie, CSRF on every form, each
+//! page, and tenant isolation. (`portal_browser.rs` drives real Chromium.)
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use eventflow_testkit::{Backend, Receiver, backend_tests, wait_for};
+use serde_json::{Value, json};
+
+backend_tests!(
+    signing_in_sets_a_strict_http_only_session_and_signing_out_ends_it,
+    endpoints_are_created_edited_and_deleted_through_forms_with_csrf,
+    an_endpoint_page_shows_deliveries_attempts_and_its_actions_work,
+    events_and_automations_pages_show_the_tenants_own_data_only,
+);
+
+/// A cookie-keeping client that does not follow redirects.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: HashMap<String, String>,
+}
+
+struct Page {
+    status: u16,
+    location: Option<String>,
+    headers: reqwest::header::HeaderMap,
+    html: String,
+}
+
+impl Browser {
+    fn new(base: &str) -> Browser {
+        eventflow_delivery::http::install_crypto();
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.to_string(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let cookie: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let r = req
+            .header("cookie", cookie.join("; "))
+            .send()
+            .await
+            .unwrap();
+        for c in r.headers().get_all("set-cookie") {
+            let c = c.to_str().unwrap();
+            let (kv, _) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = kv.split_once('=').unwrap();
+            if v.is_empty() || c.contains("Max-Age=0") {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_string(), v.to_string());
+            }
+        }
+        Page {
+            status: r.status().as_u16(),
+            location: r
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_string()),
+            headers: r.headers().clone(),
+            html: r.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        self.send(req).await
+    }
+
+    /// Signs in with an API key; returns the session's CSRF token.
+    async fn sign_in(&mut self, key: &str) -> String {
+        let page = self.get("/portal/sign-in").await;
+        let pre = hidden(&page.html, "pre");
+        let r = self
+            .post("/portal/sign-in", &[("pre", &pre), ("api_key", key)])
+            .await;
+        assert_eq!(r.status, 303, "{}", r.html);
+        let page = self.get("/portal/endpoints").await;
+        assert_eq!(page.status, 200);
+        hidden(&page.html, "csrf")
+    }
+}
+
+/// The page's text with minijinja's HTML escapes undone (it escapes `/`).
+fn unescaped(html: &str) -> String {
+    html.replace("&#x2f;", "/")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The value of the first hidden input of that name.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+async fn signing_in_sets_a_strict_http_only_session_and_signing_out_ends_it(backend: Backend) {
+    let server = backend.spawn().await;
+    let mut b = Browser::new(&server.base);
+    let r = b.get("/portal").await;
+    assert_eq!(
+        (r.status, r.location.as_deref()),
+        (303, Some("/portal/sign-in"))
+    );
+    let r = b.get("/portal/endpoints").await;
+    assert_eq!(
+        r.location.as_deref(),
+        Some("/portal/sign-in"),
+        "pages need a session"
+    );
+    let page = b.get("/portal/sign-in").await;
+    assert_eq!(page.status, 200);
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(
+        page.html
+            .contains(r#"<label for="api_key">API key</label>"#)
+    );
+    let pre = hidden(&page.html, "pre");
+    // A wrong key, or a post without the form's token: refused.
+    let r = b
+        .post(
+            "/portal/sign-in",
+            &[("pre", &pre), ("api_key", "efk_wrong")],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert!(r.html.contains("That API key is not valid."));
+    let mut stranger = Browser::new(&server.base);
+    let r = stranger
+        .post(
+            "/portal/sign-in",
+            &[("pre", &pre), ("api_key", &server.key)],
+        )
+        .await;
+    assert_eq!(
+        r.status, 403,
+        "no token cookie: a cross-site sign-in is refused"
+    );
+    // The right key: a session cookie, HttpOnly and SameSite=Strict.
+    let page = b.get("/portal/sign-in").await;
+    let pre = hidden(&page.html, "pre");
+    let r = b
+        .post(
+            "/portal/sign-in",
+            &[("pre", &pre), ("api_key", &server.key)],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.location.as_deref()),
+        (303, Some("/portal/endpoints"))
+    );
+    let set: Vec<&str> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    let session = set.iter().find(|c| c.starts_with("ef_session=")).unwrap();
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+    assert!(
+        !session.contains(&server.key),
+        "the key is not in the cookie"
+    );
+    let page = b.get("/portal/endpoints").await;
+    assert_eq!(page.status, 200);
+    assert!(page.html.contains("No endpoints yet"));
+    let csrf = hidden(&page.html, "csrf");
+    // Signing out needs the token too, then ends the session.
+    let r = b.post("/portal/sign-out", &[("csrf", "forged")]).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        b.get("/portal/endpoints").await.status,
+        303,
+        "the session ended"
+    );
+    let mut c = Browser::new(&server.base);
+    let csrf2 = c.sign_in(&server.key).await;
+    assert_ne!(csrf, csrf2, "each session has its own token");
+    let r = c.post("/portal/sign-out", &[("csrf", &csrf2)]).await;
+    assert_eq!(r.location.as_deref(), Some("/portal/sign-in"));
+    assert_eq!(
+        c.get("/portal/endpoints").await.location.as_deref(),
+        Some("/portal/sign-in")
+    );
+}
+
+async fn endpoints_are_created_edited_and_deleted_through_forms_with_csrf(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let mut b = Browser::new(&server.base);
+    let csrf = b.sign_in(&server.key).await;
+    let form = b.get("/portal/endpoints/new").await;
+    assert!(
+        form.html.contains(r#"value="appointment.*""#),
+        "grouped checkboxes with all of"
+    );
+    assert!(form.html.contains(r#"value="appointment.created""#));
+    // Without the CSRF token: refused, nothing created.
+    let r = b
+        .post(
+            "/portal/endpoints",
+            &[("url", "http://127.0.0.1:9/x"), ("types", "patient.*")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(api.get("/v1/endpoints").await.body["data"], json!([]));
+    // The API's own validation, shown on the form: nothing created.
+    let r = b
+        .post(
+            "/portal/endpoints",
+            &[
+                ("csrf", &csrf),
+                ("url", "http://127.0.0.1:9/x"),
+                ("filter", "data.status =="),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.html.contains("filter:"), "{}", r.html);
+    assert_eq!(api.get("/v1/endpoints").await.body["data"], json!([]));
+    // The live check uses the same compiler.
+    let r = b
+        .post(
+            "/portal/check-filter",
+            &[("csrf", &csrf), ("filter", "data.status ==")],
+        )
+        .await;
+    let check: Value = serde_json::from_str(&r.html).unwrap();
+    assert_eq!(check["ok"], false);
+    let r = b
+        .post(
+            "/portal/check-filter",
+            &[("csrf", &csrf), ("filter", "data.status == 'booked'")],
+        )
+        .await;
+    assert_eq!(serde_json::from_str::<Value>(&r.html).unwrap()["ok"], true);
+    // Created by ticking types (a ticked "all of" covers its group).
+    let r = b
+        .post(
+            "/portal/endpoints",
+            &[
+                ("csrf", &csrf),
+                ("url", "http://127.0.0.1:9/hook"),
+                ("description", "Front desk"),
+                ("types", "appointment.created"),
+                ("types", "patient.*"),
+                ("types", "patient.created"),
+                ("payload", "thin"),
+                ("ordering", "resource"),
+                ("rate_limit", "5"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.html);
+    let location = r.location.unwrap();
+    assert!(location.contains("notice=created"), "{location}");
+    let eps = api.get("/v1/endpoints").await.body["data"].clone();
+    let ep = &eps[0];
+    assert_eq!(
+        ep["eventTypes"],
+        json!(["appointment.created", "patient.*"])
+    );
+    assert_eq!(ep["payload"], "thin");
+    assert_eq!(ep["ordering"], "resource");
+    assert_eq!(ep["rateLimit"], 5);
+    let id = ep["id"].as_str().unwrap();
+    let page = b.get(&location).await;
+    assert!(page.html.contains("whsec_"), "the new secret is shown");
+    assert!(page.html.contains("Endpoint created."));
+    // Edited.
+    let edit = b.get(&format!("/portal/endpoints/{id}/edit")).await;
+    assert!(
+        edit.html
+            .contains(r#"value="patient.*" data-all="patient" checked"#),
+        "{}",
+        edit.html
+    );
+    let r = b
+        .post(
+            &format!("/portal/endpoints/{id}"),
+            &[
+                ("csrf", &csrf),
+                ("url", "http://127.0.0.1:9/hook2"),
+                ("types", "encounter.updated"),
+                ("filter", "data.status == 'finished'"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let ep = api.get(&format!("/v1/endpoints/{id}")).await.body;
+    assert_eq!(ep["url"], "http://127.0.0.1:9/hook2");
+    assert_eq!(ep["eventTypes"], json!(["encounter.updated"]));
+    assert_eq!(ep["filter"], "data.status == 'finished'");
+    assert_eq!(ep["rateLimit"], Value::Null);
+    // Deleted after a confirmation page.
+    let confirm = b.get(&format!("/portal/endpoints/{id}/delete")).await;
+    assert!(confirm.html.contains("Delete endpoint?"));
+    assert_eq!(
+        b.post(&format!("/portal/endpoints/{id}/delete"), &[])
+            .await
+            .status,
+        403
+    );
+    let r = b
+        .post(
+            &format!("/portal/endpoints/{id}/delete"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(
+        r.location.as_deref(),
+        Some("/portal/endpoints?notice=deleted")
+    );
+    assert_eq!(api.get(&format!("/v1/endpoints/{id}")).await.status, 404);
+}
+
+async fn an_endpoint_page_shows_deliveries_attempts_and_its_actions_work(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let rx = Receiver::start().await;
+    let mut b = Browser::new(&server.base);
+    let csrf = b.sign_in(&server.key).await;
+    let r = b
+        .post(
+            "/portal/endpoints",
+            &[
+                ("csrf", &csrf),
+                ("url", &rx.url("/hook")),
+                ("types", "patient.created"),
+            ],
+        )
+        .await;
+    let id = api.get("/v1/endpoints").await.body["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(r.location.unwrap().contains(&id));
+    let old_secret = api.get(&format!("/v1/endpoints/{id}/secret")).await.body["secret"].clone();
+    api.patient().await;
+    rx.wait_for(1, Duration::from_secs(20)).await;
+    let page = wait_for(Duration::from_secs(20), "the delivery on the page", || {
+        let (http, base, cookie) = (
+            b.http.clone(),
+            b.base.clone(),
+            format!("ef_session={}", b.cookies["ef_session"]),
+        );
+        let id = id.clone();
+        async move {
+            let html = http
+                .get(format!("{base}/portal/endpoints/{id}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            html.contains("badge succeeded").then_some(html)
+        }
+    })
+    .await;
+    assert!(page.contains("patient.created"));
+    assert!(
+        page.contains(r#"<span class="code">200</span>"#),
+        "the attempt with its status"
+    );
+    assert!(page.contains("<svg class=\"chart\""), "the 24-hour chart");
+    assert!(
+        page.contains("1 succeeded, 0 failed"),
+        "an attempt of this very second counts"
+    );
+    assert!(page.contains("100 %"), "success rate");
+    // Rotate: a new secret, the old one listed as still signing.
+    let r = b
+        .post(
+            &format!("/portal/endpoints/{id}/rotate"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    let page = b.get(&r.location.unwrap()).await;
+    let new_secret = api.get(&format!("/v1/endpoints/{id}/secret")).await.body["secret"].clone();
+    assert_ne!(new_secret, old_secret);
+    let text = unescaped(&page.html);
+    assert!(text.contains(new_secret.as_str().unwrap()));
+    assert!(
+        text.contains(old_secret.as_str().unwrap()),
+        "the old one still signs"
+    );
+    // Test send, retry, replay, disable and enable.
+    let r = b
+        .post(
+            &format!("/portal/endpoints/{id}/test"),
+            &[("csrf", &csrf), ("type", "patient.created")],
+        )
+        .await;
+    assert!(
+        r.location
+            .as_deref()
+            .unwrap()
+            .contains("notice=sent&code=200"),
+        "{:?}",
+        r.location
+    );
+    let delivery = api
+        .get(&format!("/v1/endpoints/{id}/deliveries"))
+        .await
+        .body["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = rx.count();
+    let r = b
+        .post(
+            &format!("/portal/deliveries/{delivery}/retry"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert!(r.location.unwrap().contains("notice=retried"));
+    rx.wait_for(before + 1, Duration::from_secs(20)).await;
+    let r = b
+        .post(
+            &format!("/portal/endpoints/{id}/replay"),
+            &[("csrf", &csrf), ("after", "0")],
+        )
+        .await;
+    let location = r.location.unwrap();
+    assert!(location.contains("notice=replayed&n=1"), "{location}");
+    assert!(
+        b.get(&location)
+            .await
+            .html
+            .contains("1 events queued again.")
+    );
+    let r = b
+        .post(
+            &format!("/portal/endpoints/{id}/state"),
+            &[("csrf", &csrf), ("disabled", "true")],
+        )
+        .await;
+    assert!(r.location.unwrap().contains("notice=disabled"));
+    assert_eq!(
+        api.get(&format!("/v1/endpoints/{id}")).await.body["disabled"],
+        true
+    );
+    assert!(
+        b.get("/portal/endpoints")
+            .await
+            .html
+            .contains("badge disabled")
+    );
+    b.post(
+        &format!("/portal/endpoints/{id}/state"),
+        &[("csrf", &csrf), ("disabled", "false")],
+    )
+    .await;
+    assert_eq!(
+        api.get(&format!("/v1/endpoints/{id}")).await.body["disabled"],
+        false
+    );
+}
+
+async fn events_and_automations_pages_show_the_tenants_own_data_only(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let other = server.new_tenant("other-clinic").await;
+    let rx = Receiver::start().await;
+    api.post(
+        "/v1/endpoints",
+        json!({"url": rx.url("/"), "eventTypes": ["patient.*"]}),
+    )
+    .await;
+    let mine = api.patient().await;
+    let theirs = other.patient().await;
+    rx.wait_for(1, Duration::from_secs(20)).await;
+    let mut b = Browser::new(&server.base);
+    b.sign_in(&server.key).await;
+    let page = b.get("/portal/events").await;
+    assert!(page.html.contains(&mine));
+    assert!(
+        !page.html.contains(&theirs),
+        "another tenant's events never show"
+    );
+    let page = b.get("/portal/events?types=patient.created").await;
+    assert!(page.html.contains("patient.created"));
+    let event = api.get("/v1/events").await.body["data"][0].clone();
+    let eid = event["id"].as_str().unwrap();
+    let page = wait_for(Duration::from_secs(20), "the event's delivery", || {
+        let (http, base, cookie) = (
+            b.http.clone(),
+            b.base.clone(),
+            format!("ef_session={}", b.cookies["ef_session"]),
+        );
+        let eid = eid.to_string();
+        async move {
+            let html = http
+                .get(format!("{base}/portal/events/{eid}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            html.contains("badge succeeded").then_some(html)
+        }
+    })
+    .await;
+    assert!(
+        page.contains("&quot;type&quot;: &quot;patient.created&quot;"),
+        "the envelope, formatted and escaped"
+    );
+    assert!(
+        page.contains(&format!("127.0.0.1:{}", rx.port())),
+        "the endpoint that received it"
+    );
+    // Another tenant's event or endpoint: not found.
+    let their_event = other.get("/v1/events").await.body["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        b.get(&format!("/portal/events/{their_event}")).await.status,
+        404
+    );
+    let their_ep = other
+        .post("/v1/endpoints", json!({"url": rx.url("/x")}))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        b.get(&format!("/portal/endpoints/{their_ep}")).await.status,
+        404
+    );
+    let page = b.get(&format!("/portal/events?record={mine}")).await;
+    assert!(page.html.contains(&mine));
+    let page = b.get("/portal/automations").await;
+    assert_eq!(page.status, 200);
+    assert!(page.html.contains("Pending timers"));
+    // Markup from a record is escaped, never run.
+    api.post(
+        "/v1/patients",
+        json!({"firstName": "<script>alert(1)</script>", "lastName": "X"}),
+    )
+    .await;
+    let e = api.get("/v1/events?types=patient.created").await.body["data"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page = b.get(&format!("/portal/events/{e}")).await;
+    assert!(!page.html.contains("<script>alert(1)"));
+    assert!(page.html.contains("&lt;script&gt;"));
+}
