@@ -77,13 +77,20 @@ pub fn deliveries_24h(deliveries: &[Value], now: jiff::Timestamp) -> String {
         let ms = max_ms * f64::from(4 - i) / 4.0;
         let _ = write!(
             svg,
-            r#"<line class="grid" x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}"/><text class="axis" x="{:.1}" y="{:.1}" text-anchor="end">{count:.0}</text><text class="axis ms" x="{:.1}" y="{:.1}">{ms:.0} ms</text>"#,
+            r#"<line class="grid" x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}"/><text class="axis ms" x="{:.1}" y="{:.1}">{ms:.0} ms</text>"#,
             W - RIGHT,
-            LEFT - 6.0,
-            y + 4.0,
             W - RIGHT + 6.0,
             y + 4.0
         );
+        // Counts at the top and the bottom only (whole numbers).
+        if i == 0 || i == 4 {
+            let _ = write!(
+                svg,
+                r#"<text class="axis" x="{:.1}" y="{:.1}" text-anchor="end">{count:.0}</text>"#,
+                LEFT - 6.0,
+                y + 4.0
+            );
+        }
     }
     for (i, h) in hours.iter().enumerate() {
         let x = LEFT + bar_w * i as f64 + 1.0;
@@ -133,6 +140,14 @@ pub fn deliveries_24h(deliveries: &[Value], now: jiff::Timestamp) -> String {
             r#"<polyline class="latency" points="{}"/>"#,
             points.join(" ")
         );
+        for p in &points {
+            if let Some((x, y)) = p.split_once(',') {
+                let _ = write!(
+                    svg,
+                    r#"<circle class="latency-dot" cx="{x}" cy="{y}" r="3"/>"#
+                );
+            }
+        }
     }
     svg.push_str("</svg>");
     svg

@@ -15,6 +15,154 @@ backend_tests!(
     events_and_automations_pages_show_the_tenants_own_data_only,
 );
 
+/// The portal in headless Chromium (playwright-core from npm, Debian's
+/// `chromium`): sign in, create an endpoint by ticking event types (the CEL
+/// filter checked as typed), trigger an event and see its delivery and
+/// attempt, rotate the secret, replay, visit every page. Screenshots go to
+/// `EVENTFLOW_PORTAL_SCREENSHOTS` when set (that is how `docs/portal/` was
+/// made). The test installs playwright-core itself with npm when it can;
+/// without Node.js or Chromium it says it was skipped (`.ci/run` installs both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_works_in_a_real_browser() {
+    const NAME: &str = "the_portal_works_in_a_real_browser";
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !std::path::Path::new(&chromium).exists() {
+        return eventflow_testkit::skipped(
+            NAME,
+            "Chromium is not installed (apt-get install chromium)",
+        );
+    }
+    let Some(modules) = playwright_modules() else {
+        return eventflow_testkit::skipped(
+            NAME,
+            "Node.js with npm, or the npm registry, is not available for playwright-core",
+        );
+    };
+    let examples =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workflows/examples");
+    let server = eventflow_testkit::TestServer::spawn_with(eventflow_testkit::Options {
+        clock: None,
+        configure: Some(Box::new(move |c| c.workflows_dir = examples)),
+    })
+    .await;
+    let api = server.api();
+    // Something for the automations page: an onboarding and a booking.
+    let p = api
+        .create("patients", json!({"firstName": "Grace", "lastName": "Hopper", "email": "grace@example.com", "phone": "+15551230002"}))
+        .await;
+    let start = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(72);
+    api.create(
+        "appointments",
+        json!({"patientId": p, "start": eventflow_model::time::format(start), "status": "booked"}),
+    )
+    .await;
+    let rx = Receiver::start().await;
+    let shots_dir = tempfile::tempdir().unwrap();
+    let shots = std::env::var("EVENTFLOW_PORTAL_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| shots_dir.path().to_path_buf());
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/portal.cjs");
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("node")
+            .arg(&script)
+            .arg(&server.base)
+            .arg(&server.key)
+            .arg(rx.url("/hook"))
+            .arg(&shots)
+            .env("NODE_PATH", &modules)
+            .env("CHROMIUM", &chromium)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser run ends within 2 minutes")
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("")).unwrap();
+    assert_eq!(seen["code"], "200", "{seen}");
+    assert_eq!(seen["rotated"], true, "{seen}");
+    assert!(
+        seen["replayed"]
+            .as_str()
+            .unwrap()
+            .contains("events queued again"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["focused"], "Skip to content",
+        "keyboard: the first Tab reaches the skip link"
+    );
+    assert_eq!(seen["overflow"], false, "nothing wider than a phone screen");
+    assert_eq!(seen["errors"], json!([]), "no script or console errors");
+    // What the browser did, through the API.
+    let eps = api.get("/v1/endpoints").await.body["data"].clone();
+    assert_eq!(
+        eps[0]["eventTypes"],
+        json!(["appointment.*", "patient.created"])
+    );
+    assert_eq!(eps[0]["filter"], "type != 'patient.deleted'");
+    let id = eps[0]["id"].as_str().unwrap();
+    let secret = api.get(&format!("/v1/endpoints/{id}/secret")).await.body;
+    assert_eq!(
+        secret["previous"].as_array().unwrap().len(),
+        1,
+        "rotated once"
+    );
+    // The patient's event went out twice: delivered, then replayed.
+    wait_for(Duration::from_secs(20), "the replayed delivery", || async {
+        (rx.count() >= 2).then_some(())
+    })
+    .await;
+    for page in [
+        "sign-in",
+        "endpoint-new",
+        "endpoint-detail",
+        "endpoints",
+        "events",
+        "event",
+        "automations",
+        "endpoints-phone",
+    ] {
+        assert!(
+            shots.join(format!("{page}.png")).exists(),
+            "a screenshot of {page}"
+        );
+    }
+}
+
+/// A `node_modules` with playwright-core: `EVENTFLOW_PLAYWRIGHT_DIR`, or one
+/// this test installs under the user's cache with npm.
+fn playwright_modules() -> Option<std::path::PathBuf> {
+    let dir = match std::env::var("EVENTFLOW_PLAYWRIGHT_DIR") {
+        Ok(d) => std::path::PathBuf::from(d),
+        Err(_) => std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
+            .join(".cache/eventflow-playwright"),
+    };
+    let modules = dir.join("node_modules");
+    if !modules.join("playwright-core").exists() {
+        let ok = std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+            .arg(&dir)
+            .arg("playwright-core@1")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            return None;
+        }
+    }
+    let node = std::process::Command::new("node").arg("--version").output();
+    (node.is_ok_and(|o| o.status.success()) && modules.join("playwright-core").exists())
+        .then_some(modules)
+}
+
 /// A cookie-keeping client that does not follow redirects.
 struct Browser {
     http: reqwest::Client,
