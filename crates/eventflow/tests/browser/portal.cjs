@@ -73,6 +73,17 @@ async function main() {
   await page.getByText("events queued again").waitFor();
   const replayed = (await page.locator(".notice").textContent()).trim();
 
+  // Edit and delete (the confirmation page; cancelled).
+  await page.getByRole("link", { name: "Edit", exact: true }).click();
+  await page.getByRole("heading", { name: "Edit endpoint" }).waitFor();
+  await shot("endpoint-edit");
+  await page.getByRole("link", { name: "Cancel" }).click();
+  await page.getByRole("link", { name: "Delete…" }).click();
+  await page.getByRole("heading", { name: "Delete endpoint?" }).waitFor();
+  await shot("endpoint-delete");
+  await page.getByRole("link", { name: "Cancel" }).click();
+  await page.getByRole("heading", { name: "Settings" }).waitFor();
+
   // The other pages.
   await page.getByRole("link", { name: "Endpoints", exact: true }).click();
   await page.locator("td .badge").first().waitFor();

@@ -124,6 +124,8 @@ async fn the_portal_works_in_a_real_browser() {
         "sign-in",
         "endpoint-new",
         "endpoint-detail",
+        "endpoint-edit",
+        "endpoint-delete",
         "endpoints",
         "events",
         "event",
