@@ -5,13 +5,15 @@
 //! Every page is built from the API itself: a portal handler turns a form
 //! into an API request and sends it, in process, through the same router the
 //! network reaches ([`Portal::call`]), so validation, tenant scoping and the
-//! audit log are the API's own; nothing here talks to the store. The API
+//! audit log are the API's own. The store is used directly only to check
+//! the key at sign-in and to read the tenant's latest event sequence. The API
 //! request carries the session's principal as a request extension
 //! ([`crate::auth::Internal`]), which only in-process code can set.
 //!
 //! Sessions: a random id in an `HttpOnly; SameSite=Strict` cookie (plus
-//! `Secure` when `public_url` is https), kept in memory for 12 hours (a
-//! restart signs everyone out; behind a load balancer, use sticky sessions).
+//! `Secure` when `public_url` is https or with `--production`), kept in
+//! memory for 12 hours at most and 30 minutes unused (a restart signs
+//! everyone out; behind a load balancer, use sticky sessions).
 //! Every form carries the session's CSRF token; the sign-in form a
 //! double-submit token. Pages are server-rendered HTML (minijinja, escaped),
 //! readable without JavaScript; `portal.js` only adds the live check of a
@@ -37,22 +39,76 @@ use tower::ServiceExt;
 use crate::AppState;
 use crate::auth::{Internal, hash_key};
 
-/// How long a session lasts.
+/// How long a session lasts at most, and unused.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+/// Sessions kept at most, in all and per API key (the oldest go first).
+const MAX_SESSIONS: usize = 10_000;
+const MAX_SESSIONS_PER_KEY: usize = 20;
 const COOKIE: &str = "ef_session";
 const PRE_COOKIE: &str = "ef_signin";
 
 struct Session {
     principal: Principal,
     csrf: String,
+    created: Instant,
     expires: Instant,
+    idle_until: Instant,
+}
+
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<String, Session>,
+    swept: Option<Instant>,
+}
+
+impl Sessions {
+    /// Drops expired sessions, at most once a minute.
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .swept
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.swept = Some(now);
+        self.by_id
+            .retain(|_, s| s.expires > now && s.idle_until > now);
+    }
+
+    fn insert(&mut self, id_hash: String, session: Session) {
+        let now = Instant::now();
+        self.sweep(now);
+        let key_id = session.principal.key_id.clone();
+        let mut of_key: Vec<(Instant, String)> = self
+            .by_id
+            .iter()
+            .filter(|(_, s)| s.principal.key_id == key_id)
+            .map(|(k, s)| (s.created, k.clone()))
+            .collect();
+        of_key.sort();
+        while of_key.len() >= MAX_SESSIONS_PER_KEY {
+            let (_, oldest) = of_key.remove(0);
+            self.by_id.remove(&oldest);
+        }
+        if self.by_id.len() >= MAX_SESSIONS
+            && let Some(oldest) = self
+                .by_id
+                .iter()
+                .min_by_key(|(_, s)| s.created)
+                .map(|(k, _)| k.clone())
+        {
+            self.by_id.remove(&oldest);
+        }
+        self.by_id.insert(id_hash, session);
+    }
 }
 
 #[derive(Clone)]
 struct Portal {
     app: AppState,
     api: Router,
-    sessions: Arc<Mutex<HashMap<String, Session>>>,
+    sessions: Arc<Mutex<Sessions>>,
     env: Arc<Environment<'static>>,
 }
 
@@ -196,7 +252,7 @@ struct Me {
 
 impl Portal {
     fn cookie_attrs(&self) -> &'static str {
-        if self.app.config.public_url().starts_with("https://") {
+        if self.app.config.production || self.app.config.public_url().starts_with("https://") {
             "; Path=/portal; HttpOnly; SameSite=Strict; Secure"
         } else {
             "; Path=/portal; HttpOnly; SameSite=Strict"
@@ -208,8 +264,14 @@ impl Portal {
         let key = hash_key(id);
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        sessions.get(&key).map(|s| Me {
+        sessions.sweep(now);
+        let s = sessions.by_id.get_mut(&key)?;
+        if s.expires <= now || s.idle_until <= now {
+            sessions.by_id.remove(&key);
+            return None;
+        }
+        s.idle_until = now + SESSION_IDLE;
+        Some(Me {
             principal: s.principal.clone(),
             csrf: s.csrf.clone(),
         })
@@ -314,6 +376,14 @@ fn api_message(body: &Value) -> String {
     }
 }
 
+/// `scheme://host:port` of a URL: page titles end up in browser history, and
+/// an endpoint's path or query may carry a token.
+fn origin_of(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "Endpoint".into())
+}
+
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -401,14 +471,24 @@ async fn sign_in(State(p): State<Portal>, headers: HeaderMap, body: Bytes) -> Re
         );
     };
     let id = random_token();
-    p.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(
+    let now = Instant::now();
+    // A new id at every sign-in (no fixation); an earlier session of this
+    // browser ends.
+    let mut sessions = p.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(old) = cookie(&headers, COOKIE) {
+        sessions.by_id.remove(&hash_key(old));
+    }
+    sessions.insert(
         hash_key(&id),
         Session {
             principal,
             csrf: random_token(),
-            expires: Instant::now() + SESSION_TTL,
+            created: now,
+            expires: now + SESSION_TTL,
+            idle_until: now + SESSION_IDLE,
         },
     );
+    drop(sessions);
     let mut r = see_other("/portal/endpoints");
     let attrs = p.cookie_attrs();
     for c in [
@@ -430,6 +510,7 @@ async fn sign_out(State(p): State<Portal>, headers: HeaderMap, body: Bytes) -> R
         p.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .by_id
             .remove(&hash_key(id));
     }
     let mut r = see_other("/portal/sign-in");
@@ -508,13 +589,33 @@ async fn endpoints(
     let me = signed_in!(p, headers);
     let list = tryp!(p.get(&me, "/v1/endpoints").await);
     let mut rows = Vec::new();
-    for ep in list["data"].as_array().cloned().unwrap_or_default() {
+    for (n, ep) in list["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
         let id = ep["id"].as_str().unwrap_or_default().to_string();
-        let d = tryp!(
-            p.get(&me, &format!("/v1/endpoints/{id}/deliveries?limit=100"))
-                .await
-        );
-        let deliveries = d["data"].as_array().cloned().unwrap_or_default();
+        // Statistics for the first 100 endpoints (one API call each); an
+        // endpoint deleted meanwhile just shows none.
+        let deliveries = if n < 100 {
+            let (status, d) = p
+                .call(
+                    &me,
+                    Method::GET,
+                    &format!("/v1/endpoints/{}/deliveries?limit=100", enc(&id)),
+                    None,
+                )
+                .await;
+            if status.is_success() {
+                d["data"].as_array().cloned().unwrap_or_default()
+            } else {
+                Vec::new()
+            }
+        } else {
+            Vec::new()
+        };
         rows.push(json!({
             "endpoint": ep,
             "state": state_of(&ep),
@@ -732,7 +833,7 @@ async fn endpoint(
         "endpoint.html",
         Some(&me),
         json!({
-            "title": ep["url"], "nav": "endpoints", "ep": ep, "state": state_of(&ep),
+            "title": origin_of(ep["url"].as_str().unwrap_or("Endpoint")),"nav": "endpoints", "ep": ep, "state": state_of(&ep),
             "secret": secret, "deliveries": shown, "chart": svg,
             "rate": success_rate(&recent[..recent.len().min(100)]),
             "types": types["data"], "notice": notice(&q),
@@ -860,10 +961,10 @@ async fn replay(
         json!({"after": after.parse::<i64>().map(Value::from).unwrap_or(json!(after))})
     } else if !since.is_empty() {
         // <input type=datetime-local> gives "2026-11-29T10:00" in UTC here.
-        let since = if since.len() == 16 {
-            format!("{since}:00Z")
-        } else {
-            since.to_string()
+        let since = match since.len() {
+            16 => format!("{since}:00Z"),
+            19 => format!("{since}Z"),
+            _ => since.to_string(),
         };
         json!({"since": since})
     } else {
@@ -925,8 +1026,10 @@ async fn retry(
         )
         .await
     );
-    let ep = d["endpointId"].as_str().map(enc).unwrap_or_default();
-    see_other(&format!("/portal/endpoints/{ep}?notice=retried"))
+    match d["endpointId"].as_str() {
+        Some(ep) => see_other(&format!("/portal/endpoints/{}?notice=retried", enc(ep))),
+        None => see_other("/portal/endpoints"),
+    }
 }
 
 /// The CEL check as you type: the server's own compile of a filter.
@@ -994,7 +1097,8 @@ async fn events(
     let mut hi = before.unwrap_or(latest + 1).min(latest + 1);
     let mut window: Vec<Value> = Vec::new();
     const STEP: i64 = 1000;
-    for _ in 0..400 {
+    // At most 20 windows (20,000 sequences) per page view; "Older" goes on.
+    for _ in 0..20 {
         if hi <= 1 || window.len() >= PAGE as usize {
             break;
         }
@@ -1028,9 +1132,11 @@ async fn events(
     }
     window.truncate(PAGE as usize);
     let list = window;
-    let older = (list.len() == PAGE as usize)
-        .then(|| list.last().and_then(|e| e["sequence"].as_i64()))
-        .flatten();
+    let older = if list.len() == PAGE as usize {
+        list.last().and_then(|e| e["sequence"].as_i64())
+    } else {
+        (hi > 1).then_some(hi)
+    };
     p.render(
         "events.html",
         Some(&me),
