@@ -750,18 +750,34 @@ async fn new_endpoint(State(p): State<Portal>, headers: HeaderMap) -> Response {
 async fn create_endpoint(State(p): State<Portal>, headers: HeaderMap, body: Bytes) -> Response {
     let f = form(&body);
     let me = posting!(p, headers, f);
-    let input = endpoint_body(&f);
-    let (status, out) = p
-        .call(&me, Method::POST, "/v1/endpoints", Some(input.clone()))
-        .await;
-    if status == StatusCode::CREATED {
-        let id = out["id"].as_str().unwrap_or_default();
-        return see_other(&format!("/portal/endpoints/{id}?notice=created&reveal=1"));
+    save_endpoint(&p, &me, None, endpoint_body(&f)).await
+}
+
+/// Creates (`id` none) or updates an endpoint from the form, then goes to
+/// its page; on the API's refusal, shows the form again with the reason.
+async fn save_endpoint(p: &Portal, me: &Me, id: Option<&str>, input: Value) -> Response {
+    let (method, path) = match id {
+        None => (Method::POST, "/v1/endpoints".to_string()),
+        Some(id) => (Method::PATCH, format!("/v1/endpoints/{}", enc(id))),
+    };
+    let (status, out) = p.call(me, method, &path, Some(input.clone())).await;
+    if status.is_success() {
+        let saved = out["id"].as_str().unwrap_or_default();
+        let notice = if id.is_none() {
+            "created&reveal=1"
+        } else {
+            "updated"
+        };
+        return see_other(&format!("/portal/endpoints/{}?notice={notice}", enc(saved)));
+    }
+    let mut ep = input;
+    if let Some(id) = id {
+        ep["id"] = json!(id);
     }
     endpoint_form(
-        &p,
-        &me,
-        input,
+        p,
+        me,
+        ep,
         Some(api_message(&out)),
         StatusCode::UNPROCESSABLE_ENTITY,
     )
@@ -786,22 +802,7 @@ async fn update_endpoint(
 ) -> Response {
     let f = form(&body);
     let me = posting!(p, headers, f);
-    let input = endpoint_body(&f);
-    let path = format!("/v1/endpoints/{}", enc(&id));
-    let (status, out) = p.call(&me, Method::PATCH, &path, Some(input.clone())).await;
-    if status.is_success() {
-        return see_other(&format!("/portal/endpoints/{}?notice=updated", enc(&id)));
-    }
-    let mut ep = input;
-    ep["id"] = json!(id);
-    endpoint_form(
-        &p,
-        &me,
-        ep,
-        Some(api_message(&out)),
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await
+    save_endpoint(&p, &me, Some(&id), endpoint_body(&f)).await
 }
 
 async fn endpoint(

@@ -241,6 +241,28 @@ impl Browser {
         self.send(req).await
     }
 
+    /// Loads a page until it contains `needle` (at most 20 s); its HTML.
+    async fn wait_page(&self, path: &str, needle: &str) -> String {
+        let cookie = format!("ef_session={}", self.cookies["ef_session"]);
+        let url = format!("{}{path}", self.base);
+        wait_for(Duration::from_secs(20), needle, || {
+            let (http, url, cookie) = (self.http.clone(), url.clone(), cookie.clone());
+            async move {
+                let html = http
+                    .get(url)
+                    .header("cookie", cookie)
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                html.contains(needle).then_some(html)
+            }
+        })
+        .await
+    }
+
     /// Signs in with an API key; returns the session's CSRF token.
     async fn sign_in(&mut self, key: &str) -> String {
         let page = self.get("/portal/sign-in").await;
@@ -526,27 +548,9 @@ async fn an_endpoint_page_shows_deliveries_attempts_and_its_actions_work(backend
     let old_secret = api.get(&format!("/v1/endpoints/{id}/secret")).await.body["secret"].clone();
     api.patient().await;
     rx.wait_for(1, Duration::from_secs(20)).await;
-    let page = wait_for(Duration::from_secs(20), "the delivery on the page", || {
-        let (http, base, cookie) = (
-            b.http.clone(),
-            b.base.clone(),
-            format!("ef_session={}", b.cookies["ef_session"]),
-        );
-        let id = id.clone();
-        async move {
-            let html = http
-                .get(format!("{base}/portal/endpoints/{id}"))
-                .header("cookie", cookie)
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            html.contains("badge succeeded").then_some(html)
-        }
-    })
-    .await;
+    let page = b
+        .wait_page(&format!("/portal/endpoints/{id}"), "badge succeeded")
+        .await;
     assert!(page.contains("patient.created"));
     assert!(
         page.contains(r#"<span class="code">200</span>"#),
@@ -672,27 +676,9 @@ async fn events_and_automations_pages_show_the_tenants_own_data_only(backend: Ba
     assert!(page.html.contains("patient.created"));
     let event = api.get("/v1/events").await.body["data"][0].clone();
     let eid = event["id"].as_str().unwrap();
-    let page = wait_for(Duration::from_secs(20), "the event's delivery", || {
-        let (http, base, cookie) = (
-            b.http.clone(),
-            b.base.clone(),
-            format!("ef_session={}", b.cookies["ef_session"]),
-        );
-        let eid = eid.to_string();
-        async move {
-            let html = http
-                .get(format!("{base}/portal/events/{eid}"))
-                .header("cookie", cookie)
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            html.contains("badge succeeded").then_some(html)
-        }
-    })
-    .await;
+    let page = b
+        .wait_page(&format!("/portal/events/{eid}"), "badge succeeded")
+        .await;
     assert!(
         page.contains("&quot;type&quot;: &quot;patient.created&quot;"),
         "the envelope, formatted and escaped"
