@@ -245,7 +245,7 @@ impl Engine {
             }
             let events = self
                 .store
-                .events(
+                .events_with_writer(
                     tenant,
                     &EventQuery {
                         after: c.scanned,
@@ -256,7 +256,7 @@ impl Engine {
                     },
                 )
                 .await?;
-            let Some(last) = events.last().map(|e| e.sequence) else {
+            let Some(last) = events.last().map(|(e, _)| e.sequence) else {
                 break;
             };
             let runs = self.match_events(tenant, &events);
@@ -334,14 +334,23 @@ impl Engine {
         Ok(())
     }
 
-    /// The runs a batch of events starts.
-    fn match_events(&self, tenant: &str, events: &[Event]) -> Vec<NewRun> {
+    /// The runs a batch of events starts. A workflow does not run on an
+    /// event one of its own steps wrote (no loop of a workflow that updates
+    /// the kind of record it listens to).
+    fn match_events(&self, tenant: &str, events: &[(Event, Option<String>)]) -> Vec<NewRun> {
         let snapshot = self.registry.snapshot();
         let mut runs = Vec::new();
-        for event in events {
+        for (event, writer) in events {
             let mut bound: Option<Bound> = None;
             for w in snapshot.workflows(tenant) {
                 if !w.on.matches(&event.event_type) {
+                    continue;
+                }
+                if writer
+                    .as_deref()
+                    .and_then(|k| k.strip_prefix("workflow:"))
+                    .is_some_and(|name| name == w.name)
+                {
                     continue;
                 }
                 if let Some(cond) = &w.condition {

@@ -111,6 +111,14 @@ pub trait Store: Send + Sync + 'static {
     /// The tenant's events after a sequence, filtered, in sequence order.
     async fn events(&self, tenant: &str, q: &EventQuery) -> Result<Vec<Event>>;
 
+    /// Like [`Store::events`], with who wrote each event (the API key id, or
+    /// `workflow:NAME` for a workflow's step; `None` for operational events).
+    async fn events_with_writer(
+        &self,
+        tenant: &str,
+        q: &EventQuery,
+    ) -> Result<Vec<(Event, Option<String>)>>;
+
     /// One event by id.
     async fn event_by_id(&self, tenant: &str, id: &str) -> Result<Option<Event>>;
 

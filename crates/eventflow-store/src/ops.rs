@@ -44,7 +44,9 @@ pub trait RecordTx: Send {
     /// Takes the tenant's next event sequence. The lock this takes is held to
     /// commit, so sequences commit in order.
     async fn next_sequence(&mut self, tenant: &str) -> Result<i64>;
-    async fn insert_event(&mut self, event: &Event) -> Result<()>;
+    /// Inserts an event; `writer` is the API key (or `workflow:NAME`) whose
+    /// write produced it, `None` for the server's own operational events.
+    async fn insert_event(&mut self, event: &Event, writer: Option<&str>) -> Result<()>;
     /// Writes a delivery for every endpoint the event (just inserted) matches.
     async fn fan_out(&mut self, event: &Event) -> Result<()>;
     async fn insert_audit(&mut self, entry: &AuditEntry) -> Result<()>;
@@ -484,7 +486,7 @@ impl Ctx<'_> {
             data: data.clone(),
             previous,
         };
-        tx.insert_event(&event).await?;
+        tx.insert_event(&event, Some(self.key_id)).await?;
         tx.fan_out(&event).await?;
         self.last_sequence = Some(sequence);
         self.event_types.push(event.event_type);

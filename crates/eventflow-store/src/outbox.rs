@@ -127,7 +127,7 @@ async fn operational_event<C: QueueConn + ?Sized>(
         },
         previous: None,
     };
-    conn.insert_event(&event).await?;
+    conn.insert_event(&event, None).await?;
     fan_out(conn, &event).await?;
     metrics::counter!("eventflow_events_total", "type" => event_type.to_string()).increment(1);
     Ok(sequence)

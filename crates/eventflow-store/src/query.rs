@@ -83,7 +83,7 @@ fn prefix_upper_bound(prefix: &str) -> Option<String> {
     None
 }
 
-/// `SELECT body FROM events …` in sequence order.
+/// `SELECT body, written_by FROM events …` in sequence order.
 pub(crate) fn events<DB>(tenant: &str, q: &EventQuery) -> QueryBuilder<DB>
 where
     DB: Database,
@@ -92,7 +92,7 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     <DB as Database>::Arguments: Default,
 {
-    let mut qb = QueryBuilder::<DB>::new("SELECT body FROM events WHERE tenant_id = ");
+    let mut qb = QueryBuilder::<DB>::new("SELECT body, written_by FROM events WHERE tenant_id = ");
     qb.push_bind(tenant);
     qb.push(" AND sequence > ").push_bind(q.after);
     if let Some(rt) = q.resource_type {

@@ -139,10 +139,10 @@ macro_rules! impl_write_conn {
                 crate::outbox::fan_out(self, event).await
             }
 
-            async fn insert_event(&mut self, event: &Event) -> Result<()> {
+            async fn insert_event(&mut self, event: &Event, writer: Option<&str>) -> Result<()> {
                 sqlx::query(
-                    "INSERT INTO events (tenant_id, sequence, id, type, resource_type, resource_id, created_at, body) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO events (tenant_id, sequence, id, type, resource_type, resource_id, created_at, body, written_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(&event.tenant_id)
                 .bind(event.sequence)
@@ -152,6 +152,7 @@ macro_rules! impl_write_conn {
                 .bind(&event.resource.id)
                 .bind(&event.created_at)
                 .bind(json_text(event)?)
+                .bind(writer)
                 .execute(&mut self.conn)
                 .await?;
                 Ok(())
@@ -397,6 +398,16 @@ macro_rules! impl_store {
                     .fetch_all(&self.reads)
                     .await?;
                 rows.iter().map(|r| parse_event(r.get::<&str, _>(0))).collect()
+            }
+
+            async fn events_with_writer(&self, tenant: &str, q: &EventQuery) -> Result<Vec<(Event, Option<String>)>> {
+                let rows = query::events::<$db>(tenant, q)
+                    .build()
+                    .fetch_all(&self.reads)
+                    .await?;
+                rows.iter()
+                    .map(|r| Ok((parse_event(r.get::<&str, _>(0))?, r.get::<Option<String>, _>(1))))
+                    .collect()
             }
 
             async fn event_by_id(&self, tenant: &str, id: &str) -> Result<Option<Event>> {

@@ -8,6 +8,11 @@
 ALTER TABLE tenants ADD COLUMN automation_cursor BIGINT NOT NULL DEFAULT 0;
 UPDATE tenants SET automation_cursor = last_sequence;
 
+-- Who wrote each event: the API key's id, or workflow:NAME for a workflow's
+-- step (a workflow does not run on the events its own steps wrote). Not part
+-- of the envelope.
+ALTER TABLE events ADD COLUMN written_by TEXT COLLATE "C";
+
 -- One run of a workflow's steps: the work queue and the record of it.
 CREATE TABLE workflow_runs (
     id                TEXT COLLATE "C" PRIMARY KEY,

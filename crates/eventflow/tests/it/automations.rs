@@ -35,6 +35,7 @@ backend_tests!(
     the_claim_validates_against_fhir_r4,
     retention_purges_finished_runs_and_old_outbox_entries_but_keeps_timers,
     create_and_update_steps_change_records_with_their_own_events,
+    a_workflow_does_not_run_on_the_events_its_own_steps_wrote,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -1188,4 +1189,57 @@ async fn create_and_update_steps_change_records_with_their_own_events(backend: B
     assert_eq!(sent[0]["channel"], "slack");
     assert_eq!(sent[0]["to"], "#front-desk");
     assert_eq!(sent[0]["provider"], "outbox");
+}
+
+async fn a_workflow_does_not_run_on_the_events_its_own_steps_wrote(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    // Every patient change sets the MRN: without the guard, its own
+    // patient.updated would start it again, forever.
+    std::fs::write(
+        dir.path().join("stamp.yaml"),
+        "name: stamp\non: patient.updated\nsteps:\n  - update: {type: patient, id: '{{ data.id }}', body: {mrn: 'M-{{ data.version }}'}}\n",
+    )
+    .unwrap();
+    let path = dir.path().to_path_buf();
+    let (server, _clock) = spawn(&backend, move |c| c.workflows_dir = path).await;
+    let api = server.api();
+    let p = patient(&api, json!({})).await;
+    api.patch(&format!("/v1/patients/{p}"), json!({"lastName": "Byron"}))
+        .await;
+    let runs = finished_runs(&api, "stamp", 1).await;
+    assert_eq!(runs[0]["status"], "succeeded", "{}", runs[0]);
+    assert_eq!(
+        api.get(&format!("/v1/patients/{p}")).await.body["mrn"],
+        "M-2"
+    );
+    // The workflow's own patient.updated started nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        list(&api, "/v1/workflow-runs?workflow=stamp").await.len(),
+        1
+    );
+    let types: Vec<Value> = list(&api, "/v1/events")
+        .await
+        .iter()
+        .map(|e| e["type"].clone())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            json!("patient.created"),
+            json!("patient.updated"),
+            json!("patient.updated")
+        ]
+    );
+    // A person's next change runs it again.
+    api.patch(
+        &format!("/v1/patients/{p}"),
+        json!({"firstName": "Augusta"}),
+    )
+    .await;
+    finished_runs(&api, "stamp", 2).await;
+    assert_eq!(
+        api.get(&format!("/v1/patients/{p}")).await.body["mrn"],
+        "M-4"
+    );
 }
