@@ -93,8 +93,12 @@ pub struct Engine {
     /// The longest a provider or an `http` step may take: well within a
     /// run's lease, so no other node takes a run while a step is under way.
     timeout: Duration,
-    /// Pokes the timer loop (a timer was set, a run was put off).
+    /// Pokes the timer loop (a timer was set, a run was put off or ended).
     look_again: Notify,
+    /// Passes of the timer loop so far.
+    passes: tokio::sync::watch::Sender<u64>,
+    /// Per tenant, the last event sequence this node has matched.
+    progress: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 /// A step's result before it is recorded.
@@ -160,6 +164,8 @@ impl Engine {
             in_flight: Default::default(),
             timeout,
             look_again: Notify::new(),
+            passes: tokio::sync::watch::Sender::new(0),
+            progress: Default::default(),
         }))
     }
 
@@ -330,6 +336,10 @@ impl Engine {
                 }
             }
         }
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tenant.to_string(), c.scanned);
         cursors.insert(tenant.to_string(), c);
         Ok(())
     }
@@ -378,20 +388,33 @@ impl Engine {
 
     async fn due_loop(self: Arc<Self>) {
         loop {
-            if let Err(e) = self.take_due().await {
-                tracing::warn!(error = %e, "automations: could not take due runs or timers");
+            // One read of the next due time per pass.
+            let next = match self.store.next_automation_due().await {
+                Ok(n) => n.and_then(|n| time::parse(&n)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "automations: could not read the next due time");
+                    None
+                }
+            };
+            let due_now = next.is_some_and(|at| at <= self.clock.now());
+            let taken = if due_now {
+                self.take_due().await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "automations: could not take due runs or timers");
+                    0
+                })
+            } else {
+                0
+            };
+            self.passes.send_modify(|n| *n += 1);
+            if taken > 0 {
+                continue; // there may be more
             }
-            let next = self
-                .store
-                .next_automation_due()
-                .await
-                .ok()
-                .flatten()
-                .and_then(|n| time::parse(&n));
+            // Due work that could not be taken (no run slot free) waits for a
+            // run to end (look_again) or the next second, not for the clock.
             let wait = async {
                 match next {
-                    Some(at) => self.clock.sleep_until(at).await,
-                    None => std::future::pending().await,
+                    Some(at) if !due_now => self.clock.sleep_until(at).await,
+                    _ => std::future::pending().await,
                 }
             };
             tokio::select! {
@@ -402,16 +425,14 @@ impl Engine {
         }
     }
 
-    /// Fires due timers and claims due runs (retries; runs a dead node held).
-    async fn take_due(self: &Arc<Self>) -> eventflow_store::Result<()> {
-        let now = time::format(self.clock.now());
-        let due = self.store.next_automation_due().await?;
-        if due.is_none_or(|d| d > now) {
-            return Ok(());
-        }
+    /// Fires due timers and claims due runs (retries; runs a dead node
+    /// held); how many runs it started.
+    async fn take_due(self: &Arc<Self>) -> eventflow_store::Result<usize> {
+        let mut taken = 0;
         loop {
             let fired = self.store.fire_timers(100).await?;
             let n = fired.len();
+            taken += n;
             for run in fired {
                 metrics::counter!("eventflow_timers_fired_total").increment(1);
                 self.spawn_run(run);
@@ -424,11 +445,52 @@ impl Engine {
         // would hold a lease it does not use.
         let free = self.running.available_permits() as i64;
         if free > 0 {
-            for run in self.store.claim_runs(free).await? {
+            let claimed = self.store.claim_runs(free).await?;
+            taken += claimed.len();
+            for run in claimed {
                 self.spawn_run(run);
             }
         }
-        Ok(())
+        Ok(taken)
+    }
+
+    /// Whether this node's engine has matched the tenant's events up to
+    /// `sequence` and executes no run now. With [`Engine::settle`], what tests
+    /// wait on before saying that nothing (more) happened.
+    pub fn caught_up(&self, tenant: &str, sequence: i64) -> bool {
+        let matched = self
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+            .is_some_and(|&p| p >= sequence)
+            || sequence == 0;
+        matched
+            && self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+    }
+
+    /// Makes the engine look for due timers and runs now; returns once a
+    /// whole pass has run after the call (at most `timeout`; `false` if not).
+    pub async fn settle(&self, timeout: Duration) -> bool {
+        let mut passes = self.passes.subscribe();
+        let settled = async {
+            // Two passes: the first may have begun before the call.
+            for _ in 0..2 {
+                passes.borrow_and_update();
+                self.look_again.notify_one();
+                if passes.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(timeout, settled)
+            .await
+            .unwrap_or(false)
     }
 
     // ---- Executing a run -------------------------------------------------
@@ -453,6 +515,8 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
+            // A run slot is free: due runs that waited for one can go.
+            engine.look_again.notify_one();
         });
     }
 

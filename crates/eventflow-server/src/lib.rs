@@ -50,6 +50,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// The workflow files, loaded and kept current.
     pub workflows: Arc<eventflow_automations::Registry>,
+    /// This node's automation engine.
+    pub engine: Arc<eventflow_automations::Engine>,
 }
 
 /// Why the server could not start.
@@ -178,7 +180,6 @@ pub struct Application {
     state: AppState,
     bootstrap: Option<Bootstrap>,
     stopping: tokio::sync::watch::Sender<bool>,
-    engine: Arc<eventflow_automations::Engine>,
 }
 
 /// The engine's settings from the configuration.
@@ -264,6 +265,7 @@ impl Application {
             config: Arc::new(config),
             http,
             workflows,
+            engine,
             keys: Arc::default(),
             shutdown,
         };
@@ -274,7 +276,6 @@ impl Application {
             state,
             bootstrap,
             stopping,
-            engine,
         })
     }
 
@@ -323,7 +324,7 @@ impl Application {
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let engine = self.engine.start();
+        let engine = self.state.engine.start();
         let stopping = self.stopping;
         let result = axum::serve(listener, self.router)
             .with_graceful_shutdown(async move {

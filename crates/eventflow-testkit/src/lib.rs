@@ -334,6 +334,32 @@ impl TestServer {
         server
     }
 
+    /// Waits (at most 20 s) until this server's automation engine has
+    /// matched every committed event of every tenant, runs nothing, and has
+    /// looked for due timers and retries after the call: whatever the
+    /// automations were going to do by now is done, so a test can say that
+    /// nothing (more) happened.
+    pub async fn automations_settled(&self) {
+        let store = self.state.store.clone();
+        let engine = self.state.engine.clone();
+        wait_for(Duration::from_secs(20), "the automations to settle", || {
+            let (store, engine) = (store.clone(), engine.clone());
+            async move {
+                if !engine.settle(Duration::from_secs(5)).await {
+                    return None;
+                }
+                for tenant in store.tenant_ids().await.ok()? {
+                    let latest = store.latest_sequence(&tenant).await.ok()?;
+                    if !engine.caught_up(&tenant, latest) {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        })
+        .await;
+    }
+
     /// Waits (at most 10 s) until `n` readers — long polls, streams — wait
     /// on the tenant's commits, so a test's write lands while they wait.
     pub async fn until_waiting(&self, tenant: &str, n: usize) {

@@ -163,7 +163,7 @@ async fn a_booked_appointment_gets_a_confirmation_and_a_reminder_24_hours_before
 
     // A second before: nothing.
     clock.set(start - SignedDuration::from_hours(24) - SignedDuration::from_secs(1));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.automations_settled().await;
     assert_eq!(list(&api, "/v1/notifications").await.len(), 1);
     // Due: the reminder goes, once.
     clock.set(start - SignedDuration::from_hours(24));
@@ -190,7 +190,7 @@ async fn a_booked_appointment_gets_a_confirmation_and_a_reminder_24_hours_before
     assert_eq!(timer_run["timerKey"], key.as_str());
     assert_eq!(timer_run["steps"][0]["name"], "2.1");
     clock.advance(SignedDuration::from_hours(1));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.automations_settled().await;
     assert_eq!(list(&api, "/v1/notifications").await.len(), 2, "fires once");
 }
 
@@ -240,7 +240,7 @@ async fn a_rescheduled_appointment_moves_its_reminder_and_a_cancelled_one_drops_
     assert_eq!(left, [format!("reminder:{a}")]);
     // Nothing fires at the old time; the moved one fires at the new.
     clock.set(t0() + SignedDuration::from_hours(100));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.automations_settled().await;
     assert_eq!(
         list(&api, "/v1/notifications").await.len(),
         3,
@@ -278,7 +278,7 @@ async fn no_reminder_for_a_start_less_than_24_hours_away(backend: Backend) {
     finished_runs(&api, "appointment-changes", 1).await;
     assert!(timers(&api).await.is_empty());
     clock.advance(SignedDuration::from_hours(60));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.automations_settled().await;
     assert_eq!(
         list(&api, "/v1/notifications").await.len(),
         2,
@@ -367,7 +367,7 @@ async fn the_billing_claim_goes_out_once_on_the_transition_to_finished(backend: 
     let runs = finished_runs(&api, "billing-claim", 1).await;
     assert_eq!(runs[0]["status"], "succeeded");
     assert_eq!(runs[0]["steps"][0]["detail"]["statusCode"], 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.automations_settled().await;
     assert_eq!(billing.count(), 1);
     let n = outbox(&api, 1).await;
     let claims: Vec<&Value> = n.iter().filter(|n| n["channel"] == "claim").collect();
@@ -459,7 +459,7 @@ async fn an_abnormal_observation_alerts_the_care_team_on_slack_and_by_email(back
     assert_eq!(mails[0]["from"], "clinic@example.com");
     let runs = finished_runs(&api, "care-team-alert", 2).await;
     assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.automations_settled().await;
     assert_eq!(slack.count(), 2, "the normal result alerted no one");
     let sent = outbox(&api, 4).await;
     let email = sent.iter().find(|n| n["channel"] == "email").unwrap();
@@ -509,7 +509,7 @@ async fn onboarding_sends_a_welcome_creates_an_intake_and_reminds_after_48_hours
     let sent = outbox(&api, 3).await;
     assert_eq!(sent[2]["to"], "ada@example.com");
     assert_eq!(sent[2]["subject"], "Your intake form is waiting");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.automations_settled().await;
     assert_eq!(list(&api, "/v1/notifications").await.len(), 3);
 }
 
@@ -660,7 +660,7 @@ async fn a_failing_step_is_retried_with_backoff_and_a_permanent_failure_fails_th
         "{wait:?}"
     );
     // Not before it is due.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.automations_settled().await;
     assert_eq!(twilio.count(), 1);
     clock.set(next);
     twilio.wait_for(2, LONG).await;
@@ -826,7 +826,7 @@ async fn workflows_are_created_replaced_and_deleted_through_the_api(backend: Bac
         .collect();
     assert_eq!(names, [json!("server-wide")]);
     patient(&other, json!({})).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.automations_settled().await;
     assert!(list(&other, "/v1/notifications").await.is_empty());
     assert_eq!(other.delete("/v1/workflows/welcome-sms").await.status, 404);
     // The server's own workflow cannot be changed through a tenant's key.
@@ -847,7 +847,7 @@ async fn workflows_are_created_replaced_and_deleted_through_the_api(backend: Bac
     assert_eq!(api.delete("/v1/workflows/welcome-sms").await.status, 204);
     assert_eq!(api.get("/v1/workflows/welcome-sms").await.status, 404);
     patient(&api, json!({})).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.automations_settled().await;
     assert_eq!(list(&api, "/v1/notifications").await.len(), 4);
 }
 
@@ -883,7 +883,7 @@ async fn a_timer_fires_once_after_a_restart_with_the_timer_overdue(backend: Back
         })
         .await;
     let api = server.api();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.automations_settled().await;
     assert_eq!(list(&api, "/v1/notifications").await.len(), 2);
     assert_eq!(finished_runs(&api, "patient-onboarding", 2).await.len(), 2);
 }
@@ -1213,7 +1213,7 @@ async fn a_workflow_does_not_run_on_the_events_its_own_steps_wrote(backend: Back
         "M-2"
     );
     // The workflow's own patient.updated started nothing.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.automations_settled().await;
     assert_eq!(
         list(&api, "/v1/workflow-runs?workflow=stamp").await.len(),
         1

@@ -211,7 +211,7 @@ async fn three_nodes_start_each_run_once_and_fire_each_timer_once() {
     let clock = Arc::new(eventflow_store::ManualClock::new(start));
     let examples =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workflows/examples");
-    let Some((_db, _servers, apis)) = three_nodes_with(
+    let Some((_db, servers, apis)) = three_nodes_with(
         "multinode::three_nodes_start_each_run_once_and_fire_each_timer_once",
         Some(clock.clone()),
         Some(examples),
@@ -278,7 +278,9 @@ async fn three_nodes_start_each_run_once_and_fire_each_timer_once() {
             (by.values().sum::<usize>() >= total).then_some(by)
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for s in &servers {
+        s.automations_settled().await;
+    }
     let again = per_recipient("Your intake form is waiting", apis[1].clone()).await;
     assert_eq!(again, reminders);
     assert_eq!(reminders.len(), total);
