@@ -109,16 +109,32 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
         .and_then(|v| eventflow_delivery::policy::parse_retry_after(v, jiff::Timestamp::now()))
 }
 
-/// A network error, without the URL (it may carry credentials).
-fn network(e: &reqwest::Error) -> Failure {
+/// A network error, without the URL (it may carry credentials); `who`
+/// names the other end.
+fn network(e: &reqwest::Error, who: &str) -> Failure {
     let what = if e.is_timeout() {
-        "timed out"
+        format!("{who} did not answer in time")
     } else if e.is_connect() {
-        "could not connect"
+        format!("could not connect to {who}")
     } else {
-        "the request failed"
+        format!("the request to {who} failed")
     };
-    Failure::Retry(what.to_string(), None)
+    Failure::Retry(what, None)
+}
+
+/// Sends a request whose answer matters only by its status (an `http`
+/// step, a claim): the status of a 2xx, else why it failed.
+pub async fn send(request: reqwest::RequestBuilder, who: &str) -> Result<u16, Failure> {
+    let response = request.send().await.map_err(|e| network(&e, who))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(status.as_u16());
+    }
+    Err(http_failure(
+        status,
+        format!("{who} answered {status}"),
+        retry_after(&response),
+    ))
 }
 
 /// Sends an SMS through Twilio's Messages API: a form POST to
@@ -142,7 +158,7 @@ pub async fn twilio_sms(
         .form(&[("To", to), ("From", t.from.as_str()), ("Body", body)])
         .send()
         .await
-        .map_err(|e| network(&e))?;
+        .map_err(|e| network(&e, "Twilio"))?;
     let status = response.status();
     let wait = retry_after(&response);
     let answer: Value = response.json().await.unwrap_or(Value::Null);
@@ -187,7 +203,7 @@ pub async fn slack(
         .json(&body)
         .send()
         .await
-        .map_err(|e| network(&e))?;
+        .map_err(|e| network(&e, "Slack"))?;
     let status = response.status();
     let wait = retry_after(&response);
     let answer = response.text().await.unwrap_or_default();

@@ -992,35 +992,12 @@ impl Engine {
     }
 
     async fn post_and_classify(&self, request: reqwest::RequestBuilder, who: &str) -> Done {
-        match request.send().await {
-            Err(e) => Done::Retry(
-                if e.is_timeout() {
-                    format!("{who} did not answer in time")
-                } else {
-                    format!("could not reach {who}")
-                },
-                None,
-            ),
-            Ok(response) => {
-                let status = response.status();
-                if status.is_success() {
-                    Done::Ok {
-                        detail: Some(json!({ "statusCode": status.as_u16() })),
-                        effects: Vec::new(),
-                    }
-                } else if status.as_u16() == 429 || status.is_server_error() {
-                    let wait = response
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| {
-                            eventflow_delivery::policy::parse_retry_after(v, self.clock.now())
-                        });
-                    Done::Retry(format!("{who} answered {status}"), wait)
-                } else {
-                    Done::Fail(format!("{who} answered {status}"))
-                }
-            }
+        match channels::send(request, who).await {
+            Ok(code) => Done::Ok {
+                detail: Some(json!({ "statusCode": code })),
+                effects: Vec::new(),
+            },
+            Err(f) => f.into(),
         }
     }
 

@@ -16,11 +16,21 @@ use sha2::{Digest, Sha256};
 use crate::AppState;
 use crate::error::ApiError;
 
-/// A new API key: `efk_` and 32 random bytes, base64url.
-pub fn generate_key() -> String {
+/// 32 random bytes, base64url: a secret nobody can guess.
+pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    format!("efk_{}", URL_SAFE_NO_PAD.encode(bytes))
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A new API key: `efk_` and a [`random_token`].
+pub fn generate_key() -> String {
+    format!("efk_{}", random_token())
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The stored form of a key.

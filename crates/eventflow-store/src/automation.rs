@@ -573,7 +573,7 @@ pub(crate) mod pg_rows {
 }
 
 macro_rules! impl_auto_conn {
-    ($conn:ty, rows: $rows:path, lock: $lock:expr $(,)?) => {
+    ($conn:ty, rows: $rows:path, lock_row: $lock_row:expr, lock_due: $lock_due:expr $(,)?) => {
         const _: () = {
             use async_trait::async_trait;
             use sqlx::Row;
@@ -635,7 +635,7 @@ macro_rules! impl_auto_conn {
                 }
 
                 async fn run_for_update(&mut self, id: &str) -> Result<Option<Run>> {
-                    let lock: &str = $lock;
+                    let lock: &str = $lock_row;
                     let sql = format!("SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = $1{lock}");
                     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(id)
@@ -665,8 +665,7 @@ macro_rules! impl_auto_conn {
                 }
 
                 async fn due_runs(&mut self, now: &str, limit: i64) -> Result<Vec<Run>> {
-                    let lock: &str = $lock;
-                    let lock = if lock.is_empty() { String::new() } else { format!("{lock} SKIP LOCKED") };
+                    let lock: &str = $lock_due;
                     let sql = format!(
                         "SELECT {RUN_COLUMNS} FROM workflow_runs WHERE status = 'pending' AND next_at <= $1 \
                          ORDER BY next_at LIMIT $2{lock}"
@@ -711,8 +710,7 @@ macro_rules! impl_auto_conn {
                 }
 
                 async fn due_timers(&mut self, now: &str, limit: i64) -> Result<Vec<Timer>> {
-                    let lock: &str = $lock;
-                    let lock = if lock.is_empty() { String::new() } else { format!("{lock} SKIP LOCKED") };
+                    let lock: &str = $lock_due;
                     let sql = format!(
                         "SELECT {TIMER_COLUMNS} FROM timers WHERE fire_at <= $1 ORDER BY fire_at LIMIT $2{lock}"
                     );

@@ -234,8 +234,9 @@ pub trait Store: Send + Sync + 'static {
     fn dispatch_link(&self) -> Option<DispatchLink>;
 
     /// Called once by the dispatcher at start: on SQLite (one process per
-    /// file) leases left by an earlier run are released, so deliveries cut
-    /// off by a crash go at once; on PostgreSQL leases run out by themselves.
+    /// file) leases left by an earlier run are released, so deliveries and
+    /// workflow runs cut off by a crash go at once (runs this process already
+    /// took stay with it); on PostgreSQL leases run out by themselves.
     async fn take_over_leases(&self, now: jiff::Timestamp) -> Result<()>;
 
     // ---- Automations ----------------------------------------------------

@@ -93,7 +93,9 @@ crate::queue::impl_queue_conn!(
 crate::automation::impl_auto_conn!(
     PgConn,
     rows: crate::automation::pg_rows,
-    lock: " FOR UPDATE",
+    // A result is checked under the run's lock; due rows another node holds are skipped.
+    lock_row: " FOR UPDATE",
+    lock_due: " FOR UPDATE SKIP LOCKED",
 );
 
 crate::sql::impl_store!(

@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::AppState;
-use crate::auth::{Internal, hash_key};
+use crate::auth::{Internal, constant_time_eq, hash_key, random_token};
 
 /// How long a session lasts at most, and unused.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -203,18 +203,6 @@ fn secure(mut response: Response) -> Response {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
-}
-
-fn random_token() -> String {
-    use base64::Engine as _;
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

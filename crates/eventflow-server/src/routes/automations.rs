@@ -14,7 +14,7 @@ use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::Auth;
+use crate::auth::{Auth, constant_time_eq};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Params;
 
@@ -25,6 +25,22 @@ pub fn router() -> Router<AppState> {
         .route("/v1/notifications", get(list_notifications))
         .route("/v1/timers", get(list_timers))
         .route("/v1/inbound/twilio/{tenant}", post(inbound_twilio))
+}
+
+/// `{"data", "nextCursor"}` from up to `limit + 1` rows read newest first:
+/// the extra row only says that there is a next page, which starts below
+/// the last id shown.
+fn page<T>(mut rows: Vec<T>, limit: u32, show: impl Fn(&T) -> (String, Value)) -> Json<Value> {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let shown: Vec<(String, Value)> = rows.iter().map(show).collect();
+    let next = if more {
+        shown.last().map(|(id, _)| id.clone())
+    } else {
+        None
+    };
+    let data: Vec<Value> = shown.into_iter().map(|(_, v)| v).collect();
+    Json(json!({ "data": data, "nextCursor": next }))
 }
 
 const RUN_STATUSES: [&str; 3] = ["pending", "succeeded", "failed"];
@@ -63,13 +79,8 @@ async fn list_runs(
         before: cursor(&params, "run_")?,
         limit: limit + 1,
     };
-    let mut runs = state.store.workflow_runs(auth.tenant(), &q).await?;
-    let next = (runs.len() > limit as usize).then(|| {
-        runs.truncate(limit as usize);
-        runs.last().map(|r| r.id.clone())
-    });
-    let data: Vec<Value> = runs.iter().map(|r| r.to_json()).collect();
-    Ok(Json(json!({ "data": data, "nextCursor": next.flatten() })))
+    let runs = state.store.workflow_runs(auth.tenant(), &q).await?;
+    Ok(page(runs, limit, |r| (r.id.clone(), r.to_json())))
 }
 
 async fn get_run(
@@ -90,7 +101,7 @@ async fn list_notifications(
 ) -> ApiResult<Json<Value>> {
     params.only(&["limit", "cursor"])?;
     let limit = params.int("limit", 100, 1, 1000)? as u32;
-    let mut list = state
+    let list = state
         .store
         .notifications(
             auth.tenant(),
@@ -98,12 +109,7 @@ async fn list_notifications(
             limit + 1,
         )
         .await?;
-    let next = (list.len() > limit as usize).then(|| {
-        list.truncate(limit as usize);
-        list.last().map(|n| n.id.clone())
-    });
-    let data: Vec<Value> = list.iter().map(Notification::to_json).collect();
-    Ok(Json(json!({ "data": data, "nextCursor": next.flatten() })))
+    Ok(page(list, limit, |n| (n.id.clone(), n.to_json())))
 }
 
 async fn list_timers(
@@ -148,14 +154,21 @@ fn forbidden() -> ApiError {
     )
 }
 
-fn twiml(message: &str) -> Response {
-    let escaped = message
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
+/// A TwiML answer: the message Twilio texts back, or none.
+fn twiml(message: Option<&str>) -> Response {
+    let body = match message {
+        Some(m) => {
+            let escaped = m
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            format!("<Message>{escaped}</Message>")
+        }
+        None => String::new(),
+    };
     (
         [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>{escaped}</Message></Response>"),
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response>{body}</Response>"),
     )
         .into_response()
 }
@@ -235,11 +248,7 @@ async fn inbound_twilio(
     if !fresh {
         // Twilio's retry of a message already handled (same MessageSid):
         // acknowledged, and nothing happens twice.
-        return Ok((
-            [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
-        )
-            .into_response());
+        return Ok(twiml(None));
     }
     let reply = match text.to_ascii_uppercase().as_str() {
         "C" | "CANCEL" => match next_booked(&state, &tenant, &from, now).await? {
@@ -300,11 +309,7 @@ async fn inbound_twilio(
         .store
         .add_notification(message("outbound", &from, &reply, "twilio", None))
         .await?;
-    Ok(twiml(&reply))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    Ok(twiml(Some(&reply)))
 }
 
 /// The sender's next booked appointment (by `patientPhone`) that has not

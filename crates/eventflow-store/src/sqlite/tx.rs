@@ -41,5 +41,6 @@ crate::queue::impl_queue_conn!(
 crate::automation::impl_auto_conn!(
     SqliteConn,
     rows: crate::automation::sqlite_rows,
-    lock: "",
+    lock_row: "",
+    lock_due: "",
 );
