@@ -109,7 +109,9 @@ struct Portal {
     app: AppState,
     api: Router,
     sessions: Arc<Mutex<Sessions>>,
-    env: Arc<Environment<'static>>,
+    /// Compiled on the first page view, not at start (an idle server that
+    /// nobody opens the portal of keeps its memory small).
+    env: Arc<std::sync::OnceLock<Environment<'static>>>,
 }
 
 /// The portal's routes. `api` is the API router (the portal's requests go
@@ -119,7 +121,7 @@ pub fn router(app: AppState, api: Router) -> Router {
         app,
         api,
         sessions: Arc::default(),
-        env: Arc::new(templates()),
+        env: Arc::default(),
     };
     Router::new()
         .route("/portal", get(home))
@@ -280,6 +282,7 @@ impl Portal {
         }
         let html = self
             .env
+            .get_or_init(templates)
             .get_template(name)
             .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(&ctx))));
         match html {
