@@ -62,6 +62,8 @@ pub struct Config {
     pub billing: Option<Billing>,
     /// Free values for workflow templates.
     pub vars: BTreeMap<String, String>,
+    /// Bounds on what clients and tenants can make the server do.
+    pub limits: Limits,
     /// Production mode (`--production`): no private endpoints, https only.
     #[serde(skip)]
     pub production: bool,
@@ -153,9 +155,122 @@ impl Default for Config {
             providers: Providers::default(),
             billing: None,
             vars: BTreeMap::new(),
+            limits: Limits::default(),
             production: false,
             bootstrap_api_key: None,
         }
+    }
+}
+
+/// `[limits]`: every bound that input reaches, with safe defaults. Each is
+/// listed, with what happens when it is reached, in the README's "Limits".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Cost units one CEL evaluation (an endpoint `filter`, a workflow
+    /// `if`) may spend before it stops as "no match".
+    pub cel_cost: u64,
+    /// Largest serialized record, in bytes, on every write path.
+    pub max_record_bytes: usize,
+    /// Largest page of events or records, in bytes (a page always holds at
+    /// least one item).
+    pub max_page_bytes: usize,
+    /// Largest `/v1/batch` body, in bytes.
+    pub max_batch_bytes: usize,
+    /// Request bodies over 1 MiB being read at once, in all.
+    pub large_bodies: usize,
+    /// Open event streams and long polls per API key.
+    pub streams_per_key: usize,
+    /// Open connections in all; more are refused.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's head.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a request's body.
+    pub body_read_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    pub idle_timeout_secs: u64,
+    /// Failed API-key or sign-in attempts per client address per minute.
+    pub auth_failures_per_minute: u32,
+    /// Seconds a known API key stays cached.
+    pub key_cache_ttl_secs: u64,
+    /// Entries in the API-key cache.
+    pub key_cache_entries: usize,
+    /// Template fuel per render (minijinja instructions).
+    pub template_fuel: u64,
+    /// Largest rendered template, in bytes.
+    pub template_output_bytes: usize,
+    /// Workflow writes caused by workflow writes, at most, before the run
+    /// fails with "loop".
+    pub workflow_chain_depth: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cel_cost: 1_000_000,
+            max_record_bytes: 256 * 1024,
+            max_page_bytes: 4 * 1024 * 1024,
+            max_batch_bytes: 16 * 1024 * 1024,
+            large_bodies: 4,
+            streams_per_key: 32,
+            max_connections: 4096,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            idle_timeout_secs: 75,
+            auth_failures_per_minute: 30,
+            key_cache_ttl_secs: 60,
+            key_cache_entries: 10_000,
+            template_fuel: 200_000,
+            template_output_bytes: 64 * 1024,
+            workflow_chain_depth: 8,
+        }
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive: [(&str, u64); 16] = [
+            ("cel_cost", self.cel_cost),
+            ("max_record_bytes", self.max_record_bytes as u64),
+            ("max_page_bytes", self.max_page_bytes as u64),
+            ("max_batch_bytes", self.max_batch_bytes as u64),
+            ("large_bodies", self.large_bodies as u64),
+            ("streams_per_key", self.streams_per_key as u64),
+            ("max_connections", self.max_connections as u64),
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("body_read_timeout_secs", self.body_read_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            (
+                "auth_failures_per_minute",
+                u64::from(self.auth_failures_per_minute),
+            ),
+            ("key_cache_ttl_secs", self.key_cache_ttl_secs),
+            ("key_cache_entries", self.key_cache_entries as u64),
+            ("template_fuel", self.template_fuel),
+            ("template_output_bytes", self.template_output_bytes as u64),
+            ("workflow_chain_depth", u64::from(self.workflow_chain_depth)),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError(format!("limits.{key}: must be at least 1")));
+            }
+        }
+        if self.max_record_bytes > 16 * 1024 * 1024 {
+            return Err(ConfigError(
+                "limits.max_record_bytes: must be at most 16777216".into(),
+            ));
+        }
+        if self.max_batch_bytes > 64 * 1024 * 1024 {
+            return Err(ConfigError(
+                "limits.max_batch_bytes: must be at most 67108864".into(),
+            ));
+        }
+        if self.key_cache_ttl_secs > 60 {
+            return Err(ConfigError(
+                "limits.key_cache_ttl_secs: must be at most 60".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -212,6 +327,7 @@ impl Config {
                 "delivery_concurrency: must be from 1 to 1000".into(),
             ));
         }
+        self.limits.validate()?;
         if self.database_statement_timeout_secs == 0 {
             return Err(ConfigError(
                 "database_statement_timeout_secs: must be at least 1".into(),
@@ -296,6 +412,15 @@ mod tests {
         let e = Config::from_toml("[providers.smtp]\nhost = \"h\"\nfrom = \"f\"\nport = \"x\"\n")
             .unwrap_err();
         assert!(e.0.starts_with("providers.smtp.port: "), "{e}");
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let mut c = Config::from_toml("[limits]\nstreams_per_key = 0\n").unwrap();
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.0, "limits.streams_per_key: must be at least 1");
+        let e = Config::from_toml("[limits]\nstreams = 3\n").unwrap_err();
+        assert!(e.0.contains("streams"), "{e}");
     }
 
     #[test]
