@@ -203,7 +203,7 @@ pub fn parse(file: &str, text: &str) -> Result<Workflow, LoadError> {
     let condition = raw
         .condition
         .as_deref()
-        .map(Filter::compile)
+        .map(|source| Filter::compile(source, eventflow_model::filter::DEFAULT_COST_LIMIT))
         .transpose()
         .map_err(|e| fail(format!("if: {e}")))?;
     if raw.steps.is_empty() {

@@ -8,15 +8,39 @@
 //! not exist, is refused when the endpoint is saved. At delivery time an
 //! expression that errors (a missing key, a type mismatch) or yields anything
 //! but `true` does not match.
+//!
+//! # Cost
+//!
+//! Every evaluation has a budget of cost units. When the program is compiled,
+//! each operand of every function or operator call, and the range of every
+//! comprehension (`all`, `exists`, `map`, …), is wrapped in an internal
+//! `@cost(…)` call that charges the operand's size — one unit, plus a unit per
+//! 16 bytes of a string, plus the sizes of a list's or map's members (and a
+//! comprehension 50 units and its loop's nodes per element) — before the
+//! operation sees it. What a CEL operation costs is at most linear in the size
+//! of its operands, and a comprehension's iterations are charged with its
+//! range, so the units bound the work done. The walk that weighs a value
+//! stops as soon as the budget is spent, so weighing costs no more than the
+//! budget either. An evaluation that runs out stops at the next charge and is
+//! [`Outcome::OverBudget`]: no match, with the reason for the caller to record.
+//! A filter that runs out against an empty envelope can never fit, and is
+//! refused when saved.
 
+use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
 
-use cel::{Context, Env, ExecutionError, Program, Value};
+use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr};
+use cel::common::types::{CelBytes, CelList, CelMap, CelString};
+use cel::common::value::{CowVal, Val};
+use cel::{Context, Env, ExecutionError, Value};
 
 use crate::Event;
 
 /// Longest filter accepted, in bytes.
 pub const MAX_FILTER_LEN: usize = 4096;
+
+/// The default budget of one evaluation, in cost units.
+pub const DEFAULT_COST_LIMIT: u64 = 100_000;
 
 /// The variables an expression may name.
 pub const VARIABLES: &[&str] = &[
@@ -30,15 +54,310 @@ pub const VARIABLES: &[&str] = &[
     "previous",
 ];
 
+/// The internal function that charges an operand; `@` names cannot be
+/// written in CEL source.
+const COST: &str = "@cost";
+/// Bytes of a string that cost one unit (string operations are linear scans
+/// and copies, far cheaper per byte than an interpreter step).
+const BYTES_PER_UNIT: u64 = 16;
+/// What one iteration of a comprehension costs besides its nodes (binding
+/// the loop variables), in units.
+const ITERATION: u64 = 50;
+/// Charges a comprehension's range, and its loop per element.
+const COST_RANGE: &str = "@cost_range";
+
 fn env() -> Arc<Env> {
     static ENV: OnceLock<Arc<Env>> = OnceLock::new();
-    ENV.get_or_init(|| Arc::new(Env::stdlib())).clone()
+    ENV.get_or_init(|| {
+        let mut env = Env::stdlib();
+        env.add_overload(COST, "cost_dyn", vec![cel::common::types::DYN_TYPE], charge)
+            .expect("@cost is declared once");
+        env.add_overload(
+            COST_RANGE,
+            "cost_range_dyn_int",
+            vec![cel::common::types::DYN_TYPE, cel::common::types::INT_TYPE],
+            charge_range,
+        )
+        .expect("@cost_range is declared once");
+        Arc::new(env)
+    })
+    .clone()
+}
+
+thread_local! {
+    /// Units left to the evaluation running on this thread.
+    static LEFT: Cell<u64> = const { Cell::new(u64::MAX) };
+    /// Set when the running evaluation ran out.
+    static SPENT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `@cost(x)`: charges the size of `x` and returns it unchanged.
+fn charge<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let Some(value) = args.pop() else {
+        return Err(ExecutionError::invalid_argument_count(1, 0));
+    };
+    let mut left = LEFT.get();
+    let fits = weigh(value.as_ref(), &mut left);
+    LEFT.set(left);
+    if fits {
+        Ok(value)
+    } else {
+        SPENT.set(true);
+        Err(ExecutionError::function_error(
+            "filter",
+            "cost limit reached",
+        ))
+    }
+}
+
+/// `@cost_range(range, k)`: charges the size of a comprehension's range plus
+/// `k` units (the nodes of its loop) and [`ITERATION`] per element, and
+/// returns the range.
+fn charge_range<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let per_item = args
+        .pop()
+        .and_then(|k| {
+            k.downcast_ref::<cel::common::types::CelInt>()
+                .map(|k| *k.inner())
+        })
+        .unwrap_or(1)
+        .max(1) as u64;
+    let Some(range) = args.pop() else {
+        return Err(ExecutionError::invalid_argument_count(2, 0));
+    };
+    let items = range
+        .as_sizer()
+        .map(|s| (*s.size().inner()).max(0) as u64)
+        .unwrap_or(1);
+    let mut left = LEFT.get();
+    let fits = match left.checked_sub(items.saturating_mul(per_item + ITERATION)) {
+        Some(rest) => {
+            left = rest;
+            weigh(range.as_ref(), &mut left)
+        }
+        None => {
+            left = 0;
+            false
+        }
+    };
+    LEFT.set(left);
+    if fits {
+        Ok(range)
+    } else {
+        SPENT.set(true);
+        Err(ExecutionError::function_error(
+            "filter",
+            "cost limit reached",
+        ))
+    }
+}
+
+/// Subtracts the size of `value` from `left`; false once it would go below
+/// zero (the walk stops there).
+fn weigh(value: &dyn Val, left: &mut u64) -> bool {
+    fn take(left: &mut u64, n: u64) -> bool {
+        match left.checked_sub(n) {
+            Some(rest) => {
+                *left = rest;
+                true
+            }
+            None => {
+                *left = 0;
+                false
+            }
+        }
+    }
+    if !take(left, 1) {
+        return false;
+    }
+    if let Some(s) = value.downcast_ref::<CelString>() {
+        return take(left, s.inner().len() as u64 / BYTES_PER_UNIT);
+    }
+    if let Some(b) = value.downcast_ref::<CelBytes>() {
+        return take(left, b.inner().len() as u64 / BYTES_PER_UNIT);
+    }
+    if let Some(list) = value.downcast_ref::<CelList>() {
+        return list.inner().iter().all(|v| weigh(v.as_ref(), left));
+    }
+    if let Some(map) = value.downcast_ref::<CelMap>() {
+        return map.inner().iter().all(|(k, v)| {
+            let key = match k {
+                cel::common::types::CelMapKey::String(s) => s.inner().len() as u64 / BYTES_PER_UNIT,
+                _ => 1,
+            };
+            take(left, key) && weigh(v.as_ref(), left)
+        });
+    }
+    true
+}
+
+/// Wraps every operand of every call, and every comprehension's range, in
+/// `@cost(…)`. Accumulators (`@result`) are left alone, and so is the shape
+/// of a `map`/`filter` step (`@result + [x]`, which the interpreter appends in
+/// place): there the appended element is charged instead.
+fn instrument(expr: &mut IdedExpr, next_id: &mut u64) {
+    fn wrap(expr: &mut IdedExpr, next_id: &mut u64) {
+        let inner = std::mem::take(expr);
+        *next_id += 1;
+        *expr = IdedExpr {
+            id: *next_id,
+            expr: Expr::Call(CallExpr {
+                func_name: COST.to_string(),
+                target: None,
+                args: vec![inner],
+            }),
+        };
+    }
+    fn is_accumulator(expr: &IdedExpr) -> bool {
+        matches!(&expr.expr, Expr::Ident(name) if name.starts_with('@'))
+    }
+    match &mut expr.expr {
+        Expr::Call(call) => {
+            // `@result + [x]`: charge x, keep the shape.
+            let append = call.args.len() == 2
+                && is_accumulator(&call.args[0])
+                && matches!(call.args[1].expr, Expr::List(_));
+            if let Some(target) = call.target.as_deref_mut() {
+                instrument(target, next_id);
+                if !is_accumulator(target) {
+                    wrap(target, next_id);
+                }
+            }
+            for arg in &mut call.args {
+                instrument(arg, next_id);
+                if append {
+                    if let Expr::List(list) = &mut arg.expr {
+                        for element in &mut list.elements {
+                            wrap(element, next_id);
+                        }
+                    }
+                } else if !is_accumulator(arg) {
+                    wrap(arg, next_id);
+                }
+            }
+        }
+        Expr::Comprehension(c) => {
+            let per_item = nodes(&c.loop_cond) + nodes(&c.loop_step);
+            instrument(&mut c.iter_range, next_id);
+            let range = std::mem::take(&mut c.iter_range);
+            *next_id += 2;
+            c.iter_range = IdedExpr {
+                id: *next_id,
+                expr: Expr::Call(CallExpr {
+                    func_name: COST_RANGE.to_string(),
+                    target: None,
+                    args: vec![
+                        range,
+                        IdedExpr {
+                            id: *next_id - 1,
+                            expr: Expr::Literal(cel::common::ast::LiteralValue::Int(
+                                (per_item as i64).into(),
+                            )),
+                        },
+                    ],
+                }),
+            };
+            instrument(&mut c.accu_init, next_id);
+            instrument(&mut c.loop_cond, next_id);
+            instrument(&mut c.loop_step, next_id);
+            instrument(&mut c.result, next_id);
+        }
+        Expr::List(list) => {
+            for element in &mut list.elements {
+                instrument(element, next_id);
+            }
+        }
+        Expr::Map(map) => {
+            for entry in &mut map.entries {
+                if let EntryExpr::MapEntry(e) = &mut entry.expr {
+                    instrument(&mut e.key, next_id);
+                    instrument(&mut e.value, next_id);
+                }
+            }
+        }
+        Expr::Struct(s) => {
+            for entry in &mut s.entries {
+                if let EntryExpr::StructField(f) = &mut entry.expr {
+                    instrument(&mut f.value, next_id);
+                }
+            }
+        }
+        Expr::Select(select) => instrument(&mut select.operand, next_id),
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+}
+
+/// The nodes of an expression, not counting the loops of comprehensions
+/// inside it (they charge their own).
+fn nodes(expr: &IdedExpr) -> u64 {
+    fold(expr, 1, &|total, e| match &e.expr {
+        Expr::Comprehension(c) => total + nodes(&c.iter_range) + nodes(&c.accu_init) + 1,
+        _ => total + nodes(e),
+    })
+}
+
+fn max_id(expr: &IdedExpr) -> u64 {
+    fold(expr, expr.id, &|max, e| max.max(max_id(e)))
+}
+
+/// Folds `f` over the direct children of `expr`.
+fn fold(expr: &IdedExpr, init: u64, f: &dyn Fn(u64, &IdedExpr) -> u64) -> u64 {
+    let mut acc = init;
+    let mut visit = |e: &IdedExpr| acc = f(acc, e);
+    match &expr.expr {
+        Expr::Call(call) => {
+            call.target.as_deref().into_iter().for_each(&mut visit);
+            call.args.iter().for_each(&mut visit);
+        }
+        Expr::Comprehension(c) => {
+            for e in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                visit(e);
+            }
+        }
+        Expr::List(list) => list.elements.iter().for_each(&mut visit),
+        Expr::Map(map) => {
+            for entry in &map.entries {
+                if let EntryExpr::MapEntry(e) = &entry.expr {
+                    visit(&e.key);
+                    visit(&e.value);
+                }
+            }
+        }
+        Expr::Struct(s) => {
+            for entry in &s.entries {
+                if let EntryExpr::StructField(f) = &entry.expr {
+                    visit(&f.value);
+                }
+            }
+        }
+        Expr::Select(select) => visit(&select.operand),
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+    acc
+}
+
+/// What one evaluation found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The expression is `true`.
+    Match,
+    /// Anything else: `false`, another value, or an error.
+    NoMatch,
+    /// The evaluation ran out of cost units and was stopped: no match.
+    OverBudget,
 }
 
 /// A compiled filter.
 #[derive(Debug)]
 pub struct Filter {
-    program: Program,
+    /// The program with its operands charged.
+    expression: IdedExpr,
 }
 
 /// The event bound as CEL variables, built once and shared by every
@@ -70,9 +389,43 @@ impl Bound {
 }
 
 impl Filter {
-    /// Compiles an expression; the error is the parser's message, or names
-    /// the unknown variable.
-    pub fn compile(source: &str) -> Result<Filter, String> {
+    /// Compiles an expression for a save: parses and checks it, then runs it
+    /// against an empty envelope within `cost_limit`. The error is the
+    /// parser's message, names the unknown variable, or says that the
+    /// expression cannot fit the budget.
+    pub fn compile(source: &str, cost_limit: u64) -> Result<Filter, String> {
+        let filter = Filter::load(source)?;
+        // A dry run against an empty envelope finds names that can never
+        // resolve (`dta.status`), which the parser alone accepts, and
+        // expressions whose cost does not depend on the event at all.
+        let sample = Event {
+            id: "evt_sample".into(),
+            event_type: "patient.created".into(),
+            sequence: 1,
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            tenant_id: "ten_sample".into(),
+            resource: crate::ResourceRef {
+                resource_type: "patient".into(),
+                id: "pat_sample".into(),
+                version: 1,
+            },
+            data: crate::Object::new(),
+            previous: None,
+        };
+        match filter.run(&Bound::new(&sample), cost_limit) {
+            (_, true, _) => Err(format!(
+                "costs more than the limit of {cost_limit} units even on an empty event"
+            )),
+            (Err(ExecutionError::UndeclaredReference(name)), _, _) => Err(format!(
+                "names {name}, which is not a field of the event envelope (use one of {})",
+                VARIABLES.join(", ")
+            )),
+            _ => Ok(filter),
+        }
+    }
+
+    /// Parses a stored expression, checked when it was saved: no dry run.
+    pub fn load(source: &str) -> Result<Filter, String> {
         if source.trim().is_empty() {
             return Err("must not be empty (leave it out to match every event)".into());
         }
@@ -95,47 +448,51 @@ impl Filter {
         if depth > 32 {
             return Err("nests too deeply (at most 32 levels)".into());
         }
-        let program = std::panic::catch_unwind(|| Program::compile(source))
+        let program = std::panic::catch_unwind(|| env().compile(source))
             .map_err(|_| "is not a valid CEL expression".to_string())?
             .map_err(|e| format!("is not a valid CEL expression: {e}"))?;
-        let filter = Filter { program };
-        // A dry run against an empty envelope finds names that can never
-        // resolve (`dta.status`), which the parser alone accepts.
-        let sample = Event {
-            id: "evt_sample".into(),
-            event_type: "patient.created".into(),
-            sequence: 1,
-            created_at: "2026-01-01T00:00:00.000Z".into(),
-            tenant_id: "ten_sample".into(),
-            resource: crate::ResourceRef {
-                resource_type: "patient".into(),
-                id: "pat_sample".into(),
-                version: 1,
-            },
-            data: crate::Object::new(),
-            previous: None,
-        };
-        if let Err(ExecutionError::UndeclaredReference(name)) =
-            filter.evaluate(&Bound::new(&sample))
-        {
-            return Err(format!(
-                "names {name}, which is not a field of the event envelope (use one of {})",
-                VARIABLES.join(", ")
-            ));
-        }
-        Ok(filter)
+        let mut expression = program.expression().clone();
+        let mut next_id = max_id(&expression);
+        instrument(&mut expression, &mut next_id);
+        Ok(Filter { expression })
     }
 
-    fn evaluate(&self, bound: &Bound) -> Result<Value, ExecutionError> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.program.execute(&bound.context)
+    /// Evaluates within `cost_limit` units: the result, whether it ran out,
+    /// and the units it spent.
+    fn run(&self, bound: &Bound, cost_limit: u64) -> (Result<Value, ExecutionError>, bool, u64) {
+        LEFT.set(cost_limit);
+        SPENT.set(false);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Value::resolve(&self.expression, &bound.context)
         }))
-        .unwrap_or_else(|_| Err(ExecutionError::function_error("filter", "panicked")))
+        .unwrap_or_else(|_| Err(ExecutionError::function_error("filter", "panicked")));
+        let spent = SPENT.get();
+        let used = cost_limit - LEFT.get().min(cost_limit);
+        LEFT.set(u64::MAX);
+        SPENT.set(false);
+        (result, spent, used)
     }
 
-    /// Whether the event passes: only a `true` result does.
+    /// Whether the event passes (only a `true` result does), within
+    /// `cost_limit` units.
+    pub fn evaluate(&self, bound: &Bound, cost_limit: u64) -> Outcome {
+        self.evaluate_counted(bound, cost_limit).0
+    }
+
+    /// [`evaluate`](Self::evaluate), with the units spent.
+    pub fn evaluate_counted(&self, bound: &Bound, cost_limit: u64) -> (Outcome, u64) {
+        let (result, spent, used) = self.run(bound, cost_limit);
+        let outcome = match (result, spent) {
+            (_, true) => Outcome::OverBudget,
+            (Ok(Value::Bool(true)), false) => Outcome::Match,
+            _ => Outcome::NoMatch,
+        };
+        (outcome, used)
+    }
+
+    /// [`evaluate`](Self::evaluate) with the default budget, as a yes or no.
     pub fn matches(&self, bound: &Bound) -> bool {
-        matches!(self.evaluate(bound), Ok(Value::Bool(true)))
+        self.evaluate(bound, DEFAULT_COST_LIMIT) == Outcome::Match
     }
 }
 
@@ -161,9 +518,95 @@ mod tests {
         }
     }
 
+    impl Filter {
+        fn compile_default(source: &str) -> Result<Filter, String> {
+            Filter::compile(source, DEFAULT_COST_LIMIT)
+        }
+    }
+
+    fn nested(depth: usize) -> String {
+        let list = "[0,1,2,3,4,5,6,7,8,9]";
+        let mut s = "true".to_string();
+        for d in 0..depth {
+            s = format!("{list}.all(v{d}, {s})");
+        }
+        s
+    }
+
+    #[test]
+    fn nested_comprehensions_that_cannot_fit_are_refused_when_saved() {
+        // 10^3 iterations fit; 10^7 never can, whatever the event.
+        Filter::compile_default(&nested(3)).unwrap();
+        let e = Filter::compile_default(&nested(7)).unwrap_err();
+        assert!(e.contains("costs more than the limit"), "{e}");
+        // Stored before a limit was lowered: loads, and stops at run time.
+        let f = Filter::load(&nested(8)).unwrap();
+        let bound = Bound::new(&event(json!({}), None));
+        assert_eq!(f.evaluate(&bound, 100_000), Outcome::OverBudget);
+    }
+
+    #[test]
+    fn a_cost_that_depends_on_the_event_stops_at_run_time() {
+        let f = Filter::compile_default("data.items.all(a, data.items.all(b, a != b || a == b))")
+            .unwrap();
+        let small = event(json!({"items": [1, 2, 3]}), None);
+        assert_eq!(f.evaluate(&Bound::new(&small), 10_000), Outcome::Match);
+        let items: Vec<i64> = (0..2_000).collect();
+        let big = event(json!({ "items": items }), None);
+        assert_eq!(f.evaluate(&Bound::new(&big), 10_000), Outcome::OverBudget);
+        // The budget is per evaluation: the next one starts afresh.
+        assert_eq!(f.evaluate(&Bound::new(&small), 10_000), Outcome::Match);
+    }
+
+    #[test]
+    fn the_units_spent_are_counted() {
+        let f = Filter::compile_default("data.l.exists(x, x == 'c')").unwrap();
+        let e = event(json!({"l": ["a", "b", "c"]}), None);
+        let (outcome, used) = f.evaluate_counted(&Bound::new(&e), 10_000);
+        assert_eq!(outcome, Outcome::Match);
+        assert!(used > 150 && used < 1_000, "{used}");
+        let (outcome, used) = f.evaluate_counted(&Bound::new(&e), 100);
+        assert_eq!((outcome, used), (Outcome::OverBudget, 100));
+    }
+
+    #[test]
+    fn growing_values_are_charged_by_their_size() {
+        // Each element of the outer list is a copy of the whole list, and
+        // each `+` copies two of them: charged by their size, not per call.
+        let f = Filter::load("size(data.l.map(x, data.l).map(y, y + y)) > 0").unwrap();
+        let l: Vec<i64> = (0..3_000).collect();
+        let e = event(json!({ "l": l }), None);
+        assert_eq!(f.evaluate(&Bound::new(&e), 1_000_000), Outcome::OverBudget);
+        let e = event(json!({"l": [1, 2, 3]}), None);
+        assert_eq!(f.evaluate(&Bound::new(&e), 1_000_000), Outcome::Match);
+        let f = Filter::load("data.s.contains('a') && data.l.exists(x, x == 'b')").unwrap();
+        let long = "z".repeat(50_000);
+        let e = event(json!({"s": long, "l": ["a", "b"]}), None);
+        assert_eq!(f.evaluate(&Bound::new(&e), 1_000), Outcome::OverBudget);
+        assert_eq!(f.evaluate(&Bound::new(&e), 1_000_000), Outcome::NoMatch);
+        let e = event(json!({"s": "abc", "l": ["a", "b"]}), None);
+        assert_eq!(f.evaluate(&Bound::new(&e), 1_000), Outcome::Match);
+    }
+
+    #[test]
+    fn map_and_filter_results_are_unchanged_by_the_charges() {
+        let f = Filter::compile_default(
+            "data.l.map(x, x + 'a').filter(y, y != 'ba') == ['aa', 'ca'] && data.l.exists_one(z, z == 'b')",
+        )
+        .unwrap();
+        let e = event(json!({"l": ["a", "b", "c"]}), None);
+        assert_eq!(f.evaluate(&Bound::new(&e), 10_000), Outcome::Match);
+        // An error absorbed by `||` still matches, as CEL says.
+        let f = Filter::compile_default("data.l.exists(x, x.missing == 1 || x == 'c')").unwrap();
+        assert_eq!(f.evaluate(&Bound::new(&e), 10_000), Outcome::Match);
+        let f = Filter::compile_default("data.l.exists(x, x == 'c')").unwrap();
+        assert_eq!(f.evaluate(&Bound::new(&e), 10_000), Outcome::Match);
+    }
+
     #[test]
     fn the_design_examples_match_as_documented() {
-        let f = Filter::compile("data.status == 'finished' && has(previous.status)").unwrap();
+        let f =
+            Filter::compile_default("data.status == 'finished' && has(previous.status)").unwrap();
         let finished = event(
             json!({"status": "finished"}),
             Some(json!({"status": "in-progress"})),
@@ -174,15 +617,16 @@ mod tests {
         let created = event(json!({"status": "finished"}), None);
         assert!(!f.matches(&Bound::new(&created)));
 
-        let f = Filter::compile("data.flag in ['high', 'critical']").unwrap();
+        let f = Filter::compile_default("data.flag in ['high', 'critical']").unwrap();
         assert!(f.matches(&Bound::new(&event(json!({"flag": "critical"}), None))));
         assert!(!f.matches(&Bound::new(&event(json!({"flag": "normal"}), None))));
         // A missing key is no match, not an error.
         assert!(!f.matches(&Bound::new(&event(json!({}), None))));
 
-        let f = Filter::compile("type.startsWith('encounter.') && resource.version > 1").unwrap();
+        let f = Filter::compile_default("type.startsWith('encounter.') && resource.version > 1")
+            .unwrap();
         assert!(f.matches(&Bound::new(&event(json!({}), None))));
-        let f = Filter::compile("sequence").unwrap();
+        let f = Filter::compile_default("sequence").unwrap();
         assert!(
             !f.matches(&Bound::new(&event(json!({}), None))),
             "only true matches"
@@ -191,14 +635,14 @@ mod tests {
 
     #[test]
     fn bad_expressions_are_refused_with_a_reason() {
-        let e = Filter::compile("data.status ==").unwrap_err();
+        let e = Filter::compile_default("data.status ==").unwrap_err();
         assert!(e.contains("not a valid CEL expression"), "{e}");
-        let e = Filter::compile("dta.status == 'x'").unwrap_err();
+        let e = Filter::compile_default("dta.status == 'x'").unwrap_err();
         assert!(e.contains("dta"), "{e}");
-        assert!(Filter::compile("").is_err());
-        assert!(Filter::compile(&"(".repeat(100)).is_err());
-        assert!(Filter::compile(&"a".repeat(MAX_FILTER_LEN + 1)).is_err());
+        assert!(Filter::compile_default("").is_err());
+        assert!(Filter::compile_default(&"(".repeat(100)).is_err());
+        assert!(Filter::compile_default(&"a".repeat(MAX_FILTER_LEN + 1)).is_err());
         // Comprehension variables are not envelope fields, and are fine.
-        Filter::compile("data.items.exists(i, i.code == 'x')").unwrap();
+        Filter::compile_default("data.items.exists(i, i.code == 'x')").unwrap();
     }
 }

@@ -207,7 +207,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            cel_cost: 1_000_000,
+            cel_cost: eventflow_model::filter::DEFAULT_COST_LIMIT,
             max_record_bytes: 256 * 1024,
             max_page_bytes: 4 * 1024 * 1024,
             max_batch_bytes: 16 * 1024 * 1024,

@@ -91,6 +91,7 @@ pub async fn open_store(
         let pg = PgConfig {
             pool_size: config.database_pool_size,
             statement_timeout: Duration::from_secs(config.database_statement_timeout_secs),
+            cel_cost: config.limits.cel_cost,
             ..PgConfig::default()
         };
         return Ok(PgStore::open(&config.database_url, clock, pg).await?);
@@ -104,7 +105,10 @@ pub async fn open_store(
     let store = SqliteStore::open(
         &sqlite_path(&config.data_dir),
         clock,
-        SqliteConfig::default(),
+        SqliteConfig {
+            cel_cost: config.limits.cel_cost,
+            ..SqliteConfig::default()
+        },
     )
     .await?;
     Ok(store)

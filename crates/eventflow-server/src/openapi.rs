@@ -365,7 +365,7 @@ fn endpoint_schema(input: bool) -> Value {
         "url": {"type": "string", "description": "http(s) URL; https only with --production; no private addresses unless allow_private_endpoints."},
         "description": {"type": ["string", "null"]},
         "eventTypes": {"type": "array", "items": {"type": "string"}, "description": "Event types and globs (appointment.*); empty: every event."},
-        "filter": {"type": ["string", "null"], "description": "A CEL expression over the envelope, e.g. data.status == 'finished' && has(previous.status)."},
+        "filter": {"type": ["string", "null"], "description": "A CEL expression over the envelope, e.g. data.status == 'finished' && has(previous.status). Each evaluation has a cost budget (limits.cel_cost); one that can never fit is a 422."},
         "payload": {"type": "string", "enum": ["full", "thin"]},
         "ordering": {"type": "string", "enum": ["none", "resource"]},
         "rateLimit": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000, "description": "Deliveries per second."},
@@ -383,6 +383,19 @@ fn endpoint_schema(input: bool) -> Value {
             json!({"type": ["string", "null"], "enum": ["manual", "gone", "failing", null]}),
         );
         o.insert("failureStreak".into(), json!({"type": "integer"}));
+        o.insert(
+            "filterError".into(),
+            json!({
+                "type": ["object", "null"],
+                "description": "Set when the filter last ran out of its cost budget (limits.cel_cost): that event did not match. Cleared when the filter changes.",
+                "properties": {
+                    "message": {"type": "string"},
+                    "eventId": {"type": "string"},
+                    "at": {"type": "string", "format": "date-time"},
+                },
+                "required": ["message", "eventId", "at"],
+            }),
+        );
         o.insert(
             "publicKey".into(),
             json!({"type": "string", "description": "whpk_… (Ed25519 endpoints)"}),

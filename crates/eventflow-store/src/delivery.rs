@@ -99,6 +99,18 @@ pub struct EndpointRow {
     pub last_sequence: i64,
     pub failure_streak: i64,
     pub failing_since: Option<String>,
+    /// Why the filter last stopped without an answer; cleared when the
+    /// filter changes.
+    pub filter_error: Option<FilterError>,
+}
+
+/// A filter evaluation that was stopped: the event it was stopped on, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FilterError {
+    pub message: String,
+    pub event_id: String,
+    pub at: String,
 }
 
 impl EndpointRow {

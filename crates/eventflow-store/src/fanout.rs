@@ -9,12 +9,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use eventflow_model::filter::{Bound, Filter};
+use eventflow_model::filter::{Bound, Filter, Outcome};
 use eventflow_model::{Event, TypeFilter};
 use tokio::sync::mpsc;
 
-use crate::delivery::{EndpointRow, FreshDelivery, Ordering};
+use crate::delivery::{EndpointRow, FilterError, FreshDelivery, Ordering};
 
 /// An endpoint ready to match events.
 #[derive(Debug)]
@@ -22,6 +23,9 @@ pub struct Matcher {
     pub row: Arc<EndpointRow>,
     types: TypeFilter,
     filter: Option<Filter>,
+    /// Set once this list has recorded that the filter ran out of budget,
+    /// so a filter that always does costs one write, not one per event.
+    over_budget_recorded: AtomicBool,
 }
 
 impl Matcher {
@@ -32,35 +36,54 @@ impl Matcher {
                 // matches nothing rather than everything.
                 TypeFilter::parse_list(["no.such.type"]).unwrap_or_default()
             });
-        let filter = row.config.filter.as_deref().map(Filter::compile);
+        // Checked (with a dry run) when saved: loading runs nothing.
+        let filter = row.config.filter.as_deref().map(Filter::load);
         let filter = match filter {
             None => None,
             Some(Ok(f)) => Some(f),
             Some(Err(_)) => {
                 tracing::warn!(endpoint = %row.id, "stored filter no longer compiles; the endpoint matches nothing");
-                Filter::compile("false").ok()
+                Filter::load("false").ok()
             }
         };
         Matcher {
             row: Arc::new(row),
             types,
             filter,
+            over_budget_recorded: AtomicBool::new(false),
         }
     }
 
-    fn matches(&self, event: &Event, bound: &mut Option<Bound>) -> bool {
+    /// Whether the event passes the types and the filter, and the units the
+    /// filter spent.
+    fn matches(&self, event: &Event, bound: &mut Option<Bound>, cost_limit: u64) -> (Outcome, u64) {
         if !self.types.matches(&event.event_type) {
-            return false;
+            return (Outcome::NoMatch, 0);
         }
         match &self.filter {
-            None => true,
-            Some(f) => f.matches(bound.get_or_insert_with(|| Bound::new(event))),
+            None => (Outcome::Match, 0),
+            Some(f) => {
+                f.evaluate_counted(bound.get_or_insert_with(|| Bound::new(event)), cost_limit)
+            }
         }
     }
 
     /// Whether the event passes the endpoint's types and filter.
-    pub fn matches_event(&self, event: &Event) -> bool {
-        self.matches(event, &mut None)
+    pub fn matches_event(&self, event: &Event, cost_limit: u64) -> Outcome {
+        self.matches(event, &mut None, cost_limit).0
+    }
+
+    /// The error to record for a filter that ran out of budget on `event`,
+    /// the first time only.
+    pub fn over_budget(&self, event: &Event, message: String, now: &str) -> Option<FilterError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        tracing::warn!(endpoint = %self.row.id, event = %event.id, "filter ran out of its cost budget; no match");
+        metrics::counter!("eventflow_filter_over_budget_total").increment(1);
+        (!self.over_budget_recorded.swap(true, Relaxed)).then(|| FilterError {
+            message,
+            event_id: event.id.clone(),
+            at: now.to_string(),
+        })
     }
 
     pub fn ordered(&self) -> bool {
@@ -79,18 +102,35 @@ pub struct Fanout {
     pub lease_until: String,
     fresh: Vec<FreshDelivery>,
     feed: Option<mpsc::Sender<Vec<FreshDelivery>>>,
+    /// The budget of one filter evaluation, in cost units.
+    pub cel_cost: u64,
+    /// What is left of the budget of all filter evaluations of the request
+    /// being written ([`REQUEST_BUDGET`] evaluations' worth), so that no one
+    /// request — a batch, an event many endpoints filter — holds the shared
+    /// writer for long.
+    request_left: u64,
     /// Set when the group made deliveries due that were not handed to this
     /// node's dispatcher (not leased, retried, replayed, resumed, drained):
     /// at commit the dispatcher is told to look at the table.
     pub wake_dispatcher: bool,
 }
 
+/// The filter evaluations' worth of cost units that all the filters run for
+/// one request may spend together.
+pub const REQUEST_BUDGET: u64 = 10;
+
 /// How long a node holds a delivery it took before others may take it over.
 pub const LEASE: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
 
 impl Fanout {
-    pub fn new(node: String, feed: Option<mpsc::Sender<Vec<FreshDelivery>>>) -> Fanout {
+    pub fn new(
+        node: String,
+        feed: Option<mpsc::Sender<Vec<FreshDelivery>>>,
+        cel_cost: u64,
+    ) -> Fanout {
         Fanout {
+            cel_cost,
+            request_left: cel_cost.saturating_mul(REQUEST_BUDGET),
             node,
             tenants: HashMap::new(),
             now: String::new(),
@@ -106,6 +146,11 @@ impl Fanout {
         self.lease_until = eventflow_model::time::format(now + LEASE);
         self.fresh.clear();
         self.wake_dispatcher = false;
+    }
+
+    /// Starts the filter budget of the next request.
+    pub fn start_request(&mut self) {
+        self.request_left = self.cel_cost.saturating_mul(REQUEST_BUDGET);
     }
 
     /// The cached endpoints of a tenant, if current for `version`.
@@ -125,16 +170,44 @@ impl Fanout {
         self.fresh.clear();
     }
 
-    /// The endpoints the event goes to.
-    pub fn matching(&self, event: &Event) -> Vec<Arc<EndpointRow>> {
+    /// The endpoints the event goes to, and the filter errors to record
+    /// (endpoint id, error) for filters that ran out of budget.
+    pub fn matching(
+        &mut self,
+        event: &Event,
+    ) -> (Vec<Arc<EndpointRow>>, Vec<(String, FilterError)>) {
+        let mut targets = Vec::new();
+        let mut errors = Vec::new();
         let Some((_, list)) = self.tenants.get(&event.tenant_id) else {
-            return Vec::new();
+            return (targets, errors);
         };
         let mut bound = None;
-        list.iter()
-            .filter(|m| !m.row.disabled && m.matches(event, &mut bound))
-            .map(|m| m.row.clone())
-            .collect()
+        for m in list.iter().filter(|m| !m.row.disabled) {
+            let limit = self.cel_cost.min(self.request_left);
+            let (outcome, used) = m.matches(event, &mut bound, limit);
+            self.request_left -= used.min(self.request_left);
+            match outcome {
+                Outcome::Match => targets.push(m.row.clone()),
+                Outcome::NoMatch => {}
+                Outcome::OverBudget => {
+                    let message = if limit < self.cel_cost {
+                        format!(
+                            "the filters of one write together ran out of their budget ({} units); the event did not match",
+                            self.cel_cost.saturating_mul(REQUEST_BUDGET)
+                        )
+                    } else {
+                        format!(
+                            "ran out of its cost budget ({} units); the event did not match",
+                            self.cel_cost
+                        )
+                    };
+                    if let Some(e) = m.over_budget(event, message, &self.now) {
+                        errors.push((m.row.id.clone(), e));
+                    }
+                }
+            }
+        }
+        (targets, errors)
     }
 
     /// Whether a new delivery should be leased to this node and handed to

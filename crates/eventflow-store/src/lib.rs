@@ -63,7 +63,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// A node name, the wake-up, and the fan-out state for the writer.
-    pub(crate) fn new() -> (Shared, fanout::Fanout) {
+    pub(crate) fn new(cel_cost: u64) -> (Shared, fanout::Fanout) {
         let node = eventflow_model::id::new_id("node");
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
         let shared = Shared {
@@ -71,7 +71,7 @@ impl Shared {
             wake: std::sync::Arc::new(tokio::sync::Notify::new()),
             link: std::sync::Mutex::new(Some(rx)),
         };
-        (shared, fanout::Fanout::new(node, Some(tx)))
+        (shared, fanout::Fanout::new(node, Some(tx), cel_cost))
     }
 
     pub(crate) fn take_link(&self) -> Option<DispatchLink> {

@@ -23,6 +23,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "automations",
         include_str!("../migrations/sqlite/0003_automations.sql"),
     ),
+    (
+        4,
+        "filter errors",
+        include_str!("../migrations/sqlite/0004_filter_errors.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -40,6 +45,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         3,
         "automations",
         include_str!("../migrations/postgres/0003_automations.sql"),
+    ),
+    (
+        4,
+        "filter errors",
+        include_str!("../migrations/postgres/0004_filter_errors.sql"),
     ),
 ];
 

@@ -4,6 +4,7 @@
 //! an attempt's result, the endpoint's failure count and the operational
 //! event they cause commit together.
 
+use eventflow_model::filter::Outcome;
 use eventflow_model::{Event, ResourceRef, id, time};
 use serde_json::{Value, json};
 
@@ -44,7 +45,10 @@ pub const BREAKER_THRESHOLD: i64 = 5;
 /// Writes a delivery for every endpoint the event matches. Called right
 /// after the event is inserted, inside the same transaction.
 pub(crate) async fn fan_out<C: QueueConn + ?Sized>(conn: &mut C, event: &Event) -> Result<()> {
-    let targets = conn.fanout().matching(event);
+    let (targets, filter_errors) = conn.fanout().matching(event);
+    for (endpoint, error) in &filter_errors {
+        conn.record_filter_error(endpoint, error).await?;
+    }
     if targets.is_empty() {
         return Ok(());
     }
@@ -462,6 +466,7 @@ pub(crate) async fn replay<C: QueueConn + ?Sized>(
         return Ok(None);
     };
     let matcher = crate::fanout::Matcher::new(row);
+    let cel_cost = conn.fanout().cel_cost;
     let (mut after, since) = match from {
         ReplayFrom::After(seq) => (*seq, None),
         ReplayFrom::Since(t) => (0, Some(t.as_str())),
@@ -474,8 +479,18 @@ pub(crate) async fn replay<C: QueueConn + ?Sized>(
         after = last.sequence;
         read += events.len();
         for event in &events {
-            if !matcher.matches_event(event) {
-                continue;
+            match matcher.matches_event(event, cel_cost) {
+                Outcome::Match => {}
+                Outcome::NoMatch => continue,
+                Outcome::OverBudget => {
+                    let message = format!(
+                        "ran out of its cost budget ({cel_cost} units); the event did not match"
+                    );
+                    if let Some(e) = matcher.over_budget(event, message, &now) {
+                        conn.record_filter_error(endpoint_id, &e).await?;
+                    }
+                    continue;
+                }
             }
             queued += 1;
             match conn.delivery_for_event(endpoint_id, event.sequence).await? {

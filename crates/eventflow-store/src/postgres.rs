@@ -34,6 +34,8 @@ pub struct PgConfig {
     pub max_group: usize,
     /// Longest a statement may run.
     pub statement_timeout: Duration,
+    /// The budget of one endpoint filter evaluation, in cost units.
+    pub cel_cost: u64,
 }
 
 impl Default for PgConfig {
@@ -42,6 +44,7 @@ impl Default for PgConfig {
             pool_size: 8,
             max_group: 512,
             statement_timeout: Duration::from_secs(30),
+            cel_cost: eventflow_model::filter::DEFAULT_COST_LIMIT,
         }
     }
 }
@@ -169,7 +172,7 @@ impl PgStore {
         let mut listener = PgListener::connect_with(&listen_pool).await?;
         listener.listen(CHANNEL).await?;
         tokio::spawn(listen(listener, notifier.clone()));
-        let (shared, fanout) = crate::Shared::new();
+        let (shared, fanout) = crate::Shared::new(config.cel_cost);
         let writer = WriterHandle::start(
             PgConn {
                 conn,

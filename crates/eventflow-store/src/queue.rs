@@ -12,7 +12,7 @@
 use eventflow_model::Object;
 use serde_json::{Value, json};
 
-use crate::delivery::{EndpointRow, Signing};
+use crate::delivery::{EndpointRow, FilterError, Signing};
 
 /// `next_at` of the deliveries of a disabled endpoint: never due.
 pub const PAUSED: &str = "9999-12-31T23:59:59.999Z";
@@ -24,7 +24,7 @@ pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.tenant_id, d.endpoint_id, d.e
 
 /// The columns every endpoint read selects, in `endpoint_from_row` order.
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, tenant_id, revision, created_at, updated_at, disabled, \
-     disabled_reason, config, secrets, last_sequence, failure_streak, failing_since";
+     disabled_reason, config, secrets, last_sequence, failure_streak, failing_since, filter_error";
 
 /// The patient whose data an event carries: the record itself for a
 /// patient, else its `patientId`.
@@ -68,6 +68,7 @@ pub fn endpoint_json(row: &EndpointRow, with_headers: bool) -> Value {
     o.insert("disabled".into(), json!(row.disabled));
     o.insert("disabledReason".into(), json!(row.disabled_reason));
     o.insert("failureStreak".into(), json!(row.failure_streak));
+    o.insert("filterError".into(), json!(row.filter_error));
     o.insert("createdAt".into(), json!(row.created_at));
     o.insert("updatedAt".into(), json!(row.updated_at));
     Value::Object(o)
@@ -122,6 +123,9 @@ macro_rules! impl_rows {
                 last_sequence: row.get(9),
                 failure_streak: row.get(10),
                 failing_since: row.get(11),
+                filter_error: row
+                    .get::<Option<&str>, _>(12)
+                    .and_then(|t| serde_json::from_str(t).ok()),
             })
         }
     };
@@ -162,6 +166,8 @@ pub(crate) trait QueueConn: crate::ops::RecordTx {
     /// when the revision is not `expected` (a concurrent change).
     async fn update_endpoint(&mut self, row: &EndpointRow, expected: i64) -> crate::Result<bool>;
     async fn reset_failures(&mut self, id: &str) -> crate::Result<()>;
+    /// Records why the endpoint's filter stopped without an answer.
+    async fn record_filter_error(&mut self, id: &str, error: &FilterError) -> crate::Result<()>;
     async fn bump_endpoints_version(&mut self, tenant: &str) -> crate::Result<()>;
     async fn endpoints_version(&mut self, tenant: &str) -> crate::Result<i64>;
     async fn soft_delete_endpoint(
@@ -310,7 +316,7 @@ macro_rules! impl_queue_conn {
                 async fn update_endpoint(&mut self, r: &EndpointRow, expected: i64) -> Result<bool> {
                     let done = sqlx::query(
                         "UPDATE endpoints SET revision = $1, updated_at = $2, disabled = $3, disabled_reason = $4, \
-                         config = $5, secrets = $6 WHERE id = $7 AND tenant_id = $8 AND revision = $9 AND deleted_at IS NULL",
+                         config = $5, secrets = $6, filter_error = $10 WHERE id = $7 AND tenant_id = $8 AND revision = $9 AND deleted_at IS NULL",
                     )
                     .bind(r.revision)
                     .bind(&r.updated_at)
@@ -321,9 +327,19 @@ macro_rules! impl_queue_conn {
                     .bind(&r.id)
                     .bind(&r.tenant_id)
                     .bind(expected)
+                    .bind(r.filter_error.as_ref().map(json_text).transpose()?)
                     .execute(&mut self.conn)
                     .await?;
                     Ok(done.rows_affected() == 1)
+                }
+
+                async fn record_filter_error(&mut self, id: &str, error: &crate::delivery::FilterError) -> Result<()> {
+                    sqlx::query("UPDATE endpoints SET filter_error = $1 WHERE id = $2")
+                        .bind(json_text(error)?)
+                        .bind(id)
+                        .execute(&mut self.conn)
+                        .await?;
+                    Ok(())
                 }
 
                 async fn reset_failures(&mut self, id: &str) -> Result<()> {

@@ -398,6 +398,7 @@ async fn commit_group<C: WriteConn + QueueConn + AutoConn>(
             done.push((job.reply, Err(StoreError::Closed)));
             continue;
         }
+        conn.fanout().start_request();
         let result = execute(conn, &job.command, now).await;
         let end = match (&result, guarded) {
             (Ok(_), true) => conn.execute("RELEASE job").await,

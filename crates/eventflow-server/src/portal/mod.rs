@@ -1040,7 +1040,7 @@ async fn check_filter(State(p): State<Portal>, headers: HeaderMap, body: Bytes) 
     let result = if source.is_empty() {
         json!({"ok": true})
     } else {
-        match eventflow_model::filter::Filter::compile(source) {
+        match eventflow_model::filter::Filter::compile(source, p.app.config.limits.cel_cost) {
             Ok(_) => json!({"ok": true}),
             Err(e) => json!({"ok": false, "error": e}),
         }

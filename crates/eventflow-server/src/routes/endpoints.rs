@@ -161,7 +161,8 @@ fn apply_fields(
     if let Some(v) = body.get("filter") {
         let f = string("filter", v)?;
         if let Some(f) = &f {
-            Filter::compile(f).map_err(|e| ApiError::invalid("filter", &e))?;
+            Filter::compile(f, state.config.limits.cel_cost)
+                .map_err(|e| ApiError::invalid("filter", &e))?;
         }
         config.filter = f;
     }
@@ -321,6 +322,7 @@ async fn create(
         last_sequence: 0,
         failure_streak: 0,
         failing_since: None,
+        filter_error: None,
     };
     let saved = state
         .store
@@ -369,6 +371,9 @@ async fn save(
         let before = load(state, auth, id).await?;
         let mut row = before.clone();
         change(&mut row)?;
+        if row.config.filter != before.config.filter {
+            row.filter_error = None;
+        }
         row.revision = before.revision + 1;
         row.updated_at = time::format(state.clock.now());
         match state

@@ -30,6 +30,8 @@ pub struct SqliteConfig {
     pub read_connections: u32,
     /// Most requests committed in one transaction.
     pub max_group: usize,
+    /// The budget of one endpoint filter evaluation, in cost units.
+    pub cel_cost: u64,
 }
 
 impl Default for SqliteConfig {
@@ -37,6 +39,7 @@ impl Default for SqliteConfig {
         SqliteConfig {
             read_connections: 4,
             max_group: 512,
+            cel_cost: eventflow_model::filter::DEFAULT_COST_LIMIT,
         }
     }
 }
@@ -87,7 +90,7 @@ impl SqliteStore {
             .connect_with(options(path))
             .await?;
         let notifier = Arc::new(Notifier::default());
-        let (shared, fanout) = crate::Shared::new();
+        let (shared, fanout) = crate::Shared::new(config.cel_cost);
         let writer = WriterHandle::start(
             tx::SqliteConn { conn, fanout },
             clock,

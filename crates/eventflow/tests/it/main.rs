@@ -5,6 +5,7 @@
 
 mod audit_ops;
 mod automations;
+mod budgets;
 mod cli;
 mod cli_client;
 mod concurrency;

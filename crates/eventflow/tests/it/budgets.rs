@@ -1,0 +1,173 @@
+//! Bounds on what one tenant can make the shared parts of the server do:
+//! filters that cost too much, replays, records and pages too large.
+
+use std::time::Duration;
+
+use eventflow_testkit::{Backend, Options, Receiver, backend_tests};
+use serde_json::{Value, json};
+
+backend_tests!(
+    a_filter_that_can_never_fit_its_budget_is_refused_when_saved,
+    a_filter_that_runs_out_of_budget_does_not_match_and_says_why,
+    the_filters_of_one_write_share_a_budget,
+);
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// `[0..9].all(v, …)` nested `depth` times: 10^depth iterations whatever the
+/// event.
+fn nested(depth: usize) -> String {
+    let mut s = "true".to_string();
+    for d in 0..depth {
+        s = format!("[0,1,2,3,4,5,6,7,8,9].all(v{d}, {s})");
+    }
+    s
+}
+
+async fn a_filter_that_can_never_fit_its_budget_is_refused_when_saved(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let url = "http://127.0.0.1:9/hook";
+    let r = api
+        .post("/v1/endpoints", json!({"url": url, "filter": nested(7)}))
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert_eq!(r.error_field(), Some("filter"));
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("cost"), "{message}");
+    // A PATCH is checked the same way, and changes nothing.
+    let ep = api.post("/v1/endpoints", json!({"url": url})).await;
+    assert_eq!(ep.status, 201);
+    let path = format!("/v1/endpoints/{}", ep.id());
+    let r = api.patch(&path, json!({"filter": nested(8)})).await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert_eq!(api.get(&path).await.body["filter"], Value::Null);
+    // What fits is saved.
+    let r = api.patch(&path, json!({"filter": nested(2)})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+async fn a_filter_that_runs_out_of_budget_does_not_match_and_says_why(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let rx = Receiver::start().await;
+    // Quadratic in the number of results: cheap for a few, too costly for
+    // hundreds.
+    let costly = api
+        .post(
+            "/v1/endpoints",
+            json!({
+                "url": rx.url("/costly"),
+                "eventTypes": ["lab.created"],
+                "filter": "data.results.all(a, data.results.all(b, a.code != b.code || a.value == b.value))",
+            }),
+        )
+        .await;
+    assert_eq!(costly.status, 201, "{:?}", costly.body);
+    let plain = api
+        .post(
+            "/v1/endpoints",
+            json!({"url": rx.url("/plain"), "eventTypes": ["lab.created"]}),
+        )
+        .await;
+    assert_eq!(plain.status, 201);
+    let patient = api.patient().await;
+    let result =
+        |i: usize| json!({"code": format!("c{i}"), "display": "x", "value": i, "unit": "u"});
+    let big = api
+        .create(
+            "labs",
+            json!({"patientId": patient, "code": "24323-8", "results": (0..400).map(result).collect::<Vec<_>>()}),
+        )
+        .await;
+    let small = api
+        .create(
+            "labs",
+            json!({"patientId": patient, "code": "24323-8", "results": (0..3).map(result).collect::<Vec<_>>()}),
+        )
+        .await;
+    // The plain endpoint gets both; the costly one only the small lab.
+    let got = rx.wait_for(3, LONG).await;
+    let to = |path: &str| -> Vec<String> {
+        got.iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.json()["data"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(to("/plain"), vec![big.clone(), small.clone()]);
+    assert_eq!(to("/costly"), vec![small]);
+    let path = format!("/v1/endpoints/{}", costly.id());
+    let ep = api.get(&path).await.body;
+    let error = &ep["filterError"];
+    assert!(
+        error["message"].as_str().unwrap().contains("cost budget"),
+        "{ep}"
+    );
+    let big_event = api
+        .get(&format!("/v1/events?after=0&resourceId={big}"))
+        .await
+        .body["data"][0]["id"]
+        .clone();
+    assert_eq!(error["eventId"], big_event);
+    // A new filter clears the record.
+    let r = api
+        .patch(&path, json!({"filter": "size(data.results) < 10"}))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["filterError"], Value::Null);
+}
+
+async fn the_filters_of_one_write_share_a_budget(backend: Backend) {
+    let server = backend
+        .spawn_with(Options {
+            configure: Some(Box::new(|c| c.limits.cel_cost = 3_000)),
+            ..Options::default()
+        })
+        .await;
+    let api = server.api();
+    let rx = Receiver::start().await;
+    // Each filter fits its own budget on this lab (about 2,100 units of 3,000), but
+    // twenty of them do not fit the write's (ten filters' worth).
+    let mut endpoints = Vec::new();
+    for i in 0..20 {
+        let r = api
+            .post(
+                "/v1/endpoints",
+                json!({
+                    "url": rx.url(&format!("/{i}")),
+                    "eventTypes": ["lab.created"],
+                    "filter": "data.results.exists(r, r.code == 'c29')",
+                }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        endpoints.push(r.id());
+    }
+    let patient = api.patient().await;
+    let results: Vec<Value> = (0..30)
+        .map(|i| json!({"code": format!("c{i}"), "display": "x", "value": i, "unit": "u"}))
+        .collect();
+    api.create(
+        "labs",
+        json!({"patientId": patient, "code": "24323-8", "results": results}),
+    )
+    .await;
+    let mut stopped = 0;
+    let mut matched = 0;
+    for id in &endpoints {
+        let ep = api.get(&format!("/v1/endpoints/{id}")).await.body;
+        match ep["filterError"]["message"].as_str() {
+            Some(m) => {
+                assert!(m.contains("filters of one write together"), "{m}");
+                stopped += 1;
+            }
+            None => matched += 1,
+        }
+    }
+    assert!(
+        matched >= 5 && stopped >= 5,
+        "{matched} matched, {stopped} stopped"
+    );
+    let got = rx.wait_for(matched, LONG).await;
+    assert_eq!(got.len(), matched);
+}
