@@ -52,6 +52,8 @@ pub struct AppState {
     pub workflows: Arc<eventflow_automations::Registry>,
     /// This node's automation engine.
     pub engine: Arc<eventflow_automations::Engine>,
+    /// Wakes the replay driver when a replay is left running.
+    pub replays: Arc<tokio::sync::Notify>,
 }
 
 /// Why the server could not start.
@@ -272,6 +274,7 @@ impl Application {
             engine,
             keys: Arc::default(),
             shutdown,
+            replays: Arc::default(),
         };
         let router = routes::router(state.clone());
         Ok(Application {
@@ -309,6 +312,7 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let retention = tokio::spawn(retention_loop(self.state.clone()));
+        let replays = tokio::spawn(replay_loop(self.state.clone()));
         let watcher = self.state.workflows.watch(Duration::from_secs(1));
         let config = &self.state.config;
         let dispatcher = eventflow_delivery::dispatcher::start(
@@ -337,6 +341,7 @@ impl Application {
             })
             .await;
         retention.abort();
+        replays.abort();
         watcher.abort();
         for task in engine {
             task.abort();
@@ -345,6 +350,36 @@ impl Application {
             d.abort();
         }
         result
+    }
+}
+
+/// Drives running replays (this node's, and any other node's that stopped),
+/// a chunk — one short write — of each in turn, so other writes go on
+/// between chunks and one long replay does not hold back another. Woken
+/// when a replay is left running, and looks every second.
+async fn replay_loop(state: AppState) {
+    loop {
+        let running = match state.store.running_replays(64).await {
+            Ok(running) => running,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list running replays");
+                Vec::new()
+            }
+        };
+        let mut progress = false;
+        for (tenant, id) in running {
+            match state.store.replay_chunk(&tenant, &id).await {
+                Ok(Some(_)) => progress = true,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(replay = %id, error = %e, "replay chunk failed; will try again")
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        if !progress {
+            let _ = tokio::time::timeout(Duration::from_secs(1), state.replays.notified()).await;
+        }
     }
 }
 

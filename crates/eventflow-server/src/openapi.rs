@@ -453,11 +453,25 @@ fn webhook_paths(paths: &mut Map<String, Value>) {
         "summary": "Send a made-up event of a type now; returns the attempt.", "parameters": [id_param()],
         "requestBody": {"required": false, "content": json_content(json!({"type": "object", "properties": {"type": {"type": "string"}}}))},
         "responses": responses(("200", ok("The attempt", schema_ref("Attempt"))), &["400", "401", "404", "422"])}}));
+    let replay = json!({"type": "object", "required": ["id", "endpointId", "status", "queued", "cursor", "upTo", "createdAt", "updatedAt"], "properties": {
+        "id": {"type": "string", "description": "rpl_…"},
+        "endpointId": {"type": "string"},
+        "status": {"type": "string", "enum": ["running", "done"]},
+        "queued": {"type": "integer", "description": "Events queued again so far."},
+        "cursor": {"type": "integer", "description": "The last event sequence looked at."},
+        "upTo": {"type": "integer", "description": "The tenant's latest sequence when the replay was asked for: it ends there."},
+        "since": {"type": "string", "format": "date-time"},
+        "createdAt": {"type": "string", "format": "date-time"},
+        "updatedAt": {"type": "string", "format": "date-time"}}});
     paths.insert("/v1/endpoints/{id}/replay".into(), json!({"post": {"tags": ["Webhooks"], "operationId": "replayEndpoint",
         "summary": "Queue again every matching event after a sequence or since a time.", "parameters": [id_param()],
         "requestBody": {"required": true, "content": json_content(json!({"type": "object", "properties": {
             "after": {"type": "integer"}, "since": {"type": "string", "format": "date-time"}}}))},
-        "responses": responses(("202", ok("How many were queued", json!({"type": "object", "properties": {"queued": {"type": "integer"}}}))), &["400", "401", "404", "422"])}}));
+        "responses": responses(("202", ok("The replay: done, or running in the background", replay.clone())), &["400", "401", "404", "422"])}}));
+    paths.insert("/v1/endpoints/{id}/replays/{replay}".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "getReplay",
+        "summary": "How far a replay has come.",
+        "parameters": [id_param(), {"name": "replay", "in": "path", "required": true, "schema": {"type": "string"}, "description": "rpl_…"}],
+        "responses": responses(("200", ok("The replay", replay)), &["401", "404"])}}));
     paths.insert("/v1/endpoints/{id}/deliveries".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "listEndpointDeliveries",
         "summary": "An endpoint's deliveries, newest first.",
         "parameters": [id_param(),

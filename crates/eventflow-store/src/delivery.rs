@@ -265,6 +265,34 @@ pub enum ReplayFrom {
     Since(String),
 }
 
+/// A replay and how far it has come.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Replay {
+    pub id: String,
+    #[serde(skip)]
+    pub tenant_id: String,
+    pub endpoint_id: String,
+    /// `running` or `done`.
+    pub status: String,
+    /// Events queued again so far.
+    pub queued: i64,
+    /// The last event sequence looked at.
+    pub cursor: i64,
+    /// The tenant's latest sequence when it was asked for: it ends there.
+    pub up_to: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Replay {
+    pub fn running(&self) -> bool {
+        self.status == "running"
+    }
+}
+
 /// A successful delivery that carried a patient's data.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

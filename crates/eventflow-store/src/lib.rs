@@ -182,13 +182,25 @@ pub trait Store: Send + Sync + 'static {
     /// Makes a delivery due now, whatever its status.
     async fn retry_delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>>;
 
-    /// Queues again the events since `from` that the endpoint matches.
+    /// Starts a replay of the events since `from` that the endpoint
+    /// matches, and does its first chunk; `None` when there is no such
+    /// endpoint. A replay still `running` goes on with [`Store::replay_chunk`].
     async fn replay(
         &self,
         tenant: &str,
         endpoint_id: &str,
         from: ReplayFrom,
-    ) -> Result<Option<u64>>;
+    ) -> Result<Option<Replay>>;
+
+    /// Does the next chunk of a running replay (one short write).
+    async fn replay_chunk(&self, tenant: &str, id: &str) -> Result<Option<Replay>>;
+
+    /// One replay of an endpoint.
+    async fn get_replay(&self, tenant: &str, endpoint_id: &str, id: &str)
+    -> Result<Option<Replay>>;
+
+    /// Running replays, oldest first: (tenant, replay id).
+    async fn running_replays(&self, limit: i64) -> Result<Vec<(String, String)>>;
 
     async fn delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>>;
 

@@ -28,6 +28,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "filter errors",
         include_str!("../migrations/sqlite/0004_filter_errors.sql"),
     ),
+    (
+        5,
+        "replays",
+        include_str!("../migrations/sqlite/0005_replays.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -50,6 +55,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         4,
         "filter errors",
         include_str!("../migrations/postgres/0004_filter_errors.sql"),
+    ),
+    (
+        5,
+        "replays",
+        include_str!("../migrations/postgres/0005_replays.sql"),
     ),
 ];
 

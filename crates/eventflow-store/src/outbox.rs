@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::delivery::{
     AttemptRecord, AttemptVerdict, ClaimedDelivery, Delivery, DeliveryStatus, EndpointRow,
-    FreshDelivery, Ordering, Recorded, ReplayFrom,
+    FreshDelivery, Ordering, Recorded, Replay, ReplayFrom,
 };
 use crate::error::{Result, StoreError};
 use crate::fanout::LEASE;
@@ -448,83 +448,164 @@ pub(crate) async fn retry<C: QueueConn + ?Sized>(
     Ok(Some(d))
 }
 
-/// Most events one replay reads.
-pub const MAX_REPLAY: usize = 100_000;
+/// Events one replay chunk reads: one short write of the shared writer.
+pub const REPLAY_CHUNK: i64 = 500;
 
-/// Queues again every event since `from` that the endpoint matches now:
-/// a delivery it already has is made due now (keeping its
-/// `endpointSequence`); an event it had no delivery for gets a new one,
-/// numbered after the endpoint's last. Returns how many were queued.
-pub(crate) async fn replay<C: QueueConn + ?Sized>(
+/// Starts a replay of every event since `from` that the endpoint matches
+/// now, and does its first chunk. `None` when the endpoint does not exist.
+pub(crate) async fn start_replay<C: QueueConn + ?Sized>(
     conn: &mut C,
     tenant: &str,
     endpoint_id: &str,
     from: &ReplayFrom,
-) -> Result<Option<u64>> {
-    let now = conn.fanout().now.clone();
-    let Some(row) = conn.endpoint(tenant, endpoint_id).await? else {
+) -> Result<Option<Replay>> {
+    if conn.endpoint(tenant, endpoint_id).await?.is_none() {
         return Ok(None);
+    }
+    let now = conn.fanout().now.clone();
+    let (cursor, since) = match from {
+        ReplayFrom::After(seq) => (*seq, None),
+        ReplayFrom::Since(t) => (0, Some(t.clone())),
+    };
+    let mut replay = Replay {
+        id: id::new_id("rpl"),
+        tenant_id: tenant.to_string(),
+        endpoint_id: endpoint_id.to_string(),
+        status: "running".into(),
+        queued: 0,
+        cursor,
+        up_to: conn.latest_sequence(tenant).await?,
+        since,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    conn.insert_replay(&replay).await?;
+    replay_chunk(conn, &mut replay).await?;
+    Ok(Some(replay))
+}
+
+/// Does the next chunk of a running replay. `None` when there is no such
+/// replay of the tenant.
+pub(crate) async fn continue_replay<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<Replay>> {
+    let Some(mut replay) = conn.replay_row(id).await?.filter(|r| r.tenant_id == tenant) else {
+        return Ok(None);
+    };
+    if replay.running() {
+        replay_chunk(conn, &mut replay).await?;
+    }
+    Ok(Some(replay))
+}
+
+/// Queues again up to [`REPLAY_CHUNK`] events after the replay's cursor: a
+/// delivery the endpoint already has for an event is made due now (keeping
+/// its `endpointSequence`); an event it had none for gets a new one,
+/// numbered after the endpoint's last. One range read of the events and one
+/// of the deliveries, whatever the endpoint's history.
+async fn replay_chunk<C: QueueConn + ?Sized>(conn: &mut C, replay: &mut Replay) -> Result<()> {
+    let now = conn.fanout().now.clone();
+    replay.updated_at = now.clone();
+    let Some(row) = conn
+        .endpoint(&replay.tenant_id, &replay.endpoint_id)
+        .await?
+    else {
+        // Deleted meanwhile: nothing more to queue.
+        replay.status = "done".into();
+        conn.update_replay(replay).await?;
+        return Ok(());
     };
     let matcher = crate::fanout::Matcher::new(row);
     let cel_cost = conn.fanout().cel_cost;
-    let (mut after, since) = match from {
-        ReplayFrom::After(seq) => (*seq, None),
-        ReplayFrom::Since(t) => (0, Some(t.as_str())),
-    };
-    let mut queued = 0u64;
-    let mut read = 0usize;
-    loop {
-        let events = conn.events_from(tenant, after, since, 500).await?;
-        let Some(last) = events.last() else { break };
-        after = last.sequence;
-        read += events.len();
-        for event in &events {
-            match matcher.matches_event(event, cel_cost) {
-                Outcome::Match => {}
-                Outcome::NoMatch => continue,
-                Outcome::OverBudget => {
-                    let message = format!(
-                        "ran out of its cost budget ({cel_cost} units); the event did not match"
-                    );
-                    if let Some(e) = matcher.over_budget(event, message, &now) {
-                        conn.record_filter_error(endpoint_id, &e).await?;
-                    }
-                    continue;
-                }
-            }
-            queued += 1;
-            match conn.delivery_for_event(endpoint_id, event.sequence).await? {
-                Some(mut d) => {
-                    d.status = DeliveryStatus::Pending;
-                    d.updated_at = now.clone();
-                    d.window_started_at = Some(now.clone());
-                    conn.update_delivery(&d, Some(&now), None).await?;
-                }
-                None => {
-                    let patient = patient_of(event);
-                    conn.insert_deliveries(&[NewDelivery {
-                        id: &id::new_id("dlv"),
-                        tenant_id: tenant,
-                        endpoint_id,
-                        event,
-                        patient_id: patient.as_deref(),
-                        ordered: matcher.ordered(),
-                        now: &now,
-                        next_at: &now,
-                        lease_owner: None,
-                    }])
-                    .await?;
+    let events = conn
+        .events_from(
+            &replay.tenant_id,
+            replay.cursor,
+            replay.since.as_deref(),
+            REPLAY_CHUNK,
+        )
+        .await?;
+    let read_all = (events.len() as i64) < REPLAY_CHUNK;
+    let events: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.sequence <= replay.up_to)
+        .collect();
+    let last = events.last().map_or(replay.up_to, |e| e.sequence);
+    let mut existing: std::collections::HashMap<i64, Delivery> = std::collections::HashMap::new();
+    if !events.is_empty() {
+        for d in conn
+            .deliveries_between(&replay.endpoint_id, replay.cursor, last)
+            .await?
+        {
+            // An event replayed twice keeps its latest delivery.
+            match existing.get(&d.event_sequence) {
+                Some(kept) if kept.endpoint_sequence > d.endpoint_sequence => {}
+                _ => {
+                    existing.insert(d.event_sequence, d);
                 }
             }
         }
-        if read >= MAX_REPLAY {
-            break;
+    }
+    let mut fresh = Vec::new();
+    let mut queued = 0i64;
+    for event in &events {
+        match matcher.matches_event(event, cel_cost) {
+            Outcome::Match => {}
+            Outcome::NoMatch => continue,
+            Outcome::OverBudget => {
+                let message = format!(
+                    "ran out of its cost budget ({cel_cost} units); the event did not match"
+                );
+                if let Some(e) = matcher.over_budget(event, message, &now) {
+                    conn.record_filter_error(&replay.endpoint_id, &e).await?;
+                }
+                continue;
+            }
         }
+        queued += 1;
+        match existing.remove(&event.sequence) {
+            Some(mut d) => {
+                d.status = DeliveryStatus::Pending;
+                d.updated_at = now.clone();
+                d.window_started_at = Some(now.clone());
+                conn.update_delivery(&d, Some(&now), None).await?;
+            }
+            None => fresh.push((id::new_id("dlv"), *event, patient_of(event))),
+        }
+    }
+    let rows: Vec<NewDelivery<'_>> = fresh
+        .iter()
+        .map(|(did, event, patient)| NewDelivery {
+            id: did,
+            tenant_id: &replay.tenant_id,
+            endpoint_id: &replay.endpoint_id,
+            event,
+            patient_id: patient.as_deref(),
+            ordered: matcher.ordered(),
+            now: &now,
+            next_at: &now,
+            lease_owner: None,
+        })
+        .collect();
+    // One row per statement: the insert numbers a row after the endpoint's
+    // last, which rows of one statement would all see alike.
+    for row in rows.chunks(1) {
+        conn.insert_deliveries(row).await?;
     }
     if matcher.row.disabled && queued > 0 {
-        conn.reschedule_pending(endpoint_id, PAUSED, &now).await?;
+        conn.reschedule_pending(&replay.endpoint_id, PAUSED, &now)
+            .await?;
     }
-    Ok(Some(queued))
+    replay.queued += queued;
+    replay.cursor = last.max(replay.cursor);
+    if read_all || replay.cursor >= replay.up_to {
+        replay.status = "done".into();
+        replay.cursor = replay.up_to.max(replay.cursor);
+    }
+    conn.update_replay(replay).await?;
+    Ok(())
 }
 
 /// How long a fresh lease lasts, for the dispatcher's bookkeeping.

@@ -26,6 +26,10 @@ pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.tenant_id, d.endpoint_id, d.e
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, tenant_id, revision, created_at, updated_at, disabled, \
      disabled_reason, config, secrets, last_sequence, failure_streak, failing_since, filter_error";
 
+/// The columns every replay read selects, in `replay_from_row` order.
+pub(crate) const REPLAY_COLUMNS: &str =
+    "id, tenant_id, endpoint_id, status, queued, cursor, up_to, since, created_at, updated_at";
+
 /// The patient whose data an event carries: the record itself for a
 /// patient, else its `patientId`.
 pub fn patient_of(event: &eventflow_model::Event) -> Option<String> {
@@ -104,6 +108,22 @@ macro_rules! impl_rows {
             })
         }
 
+        pub(crate) fn replay_from_row(row: &$row) -> crate::delivery::Replay {
+            use sqlx::Row;
+            crate::delivery::Replay {
+                id: row.get(0),
+                tenant_id: row.get(1),
+                endpoint_id: row.get(2),
+                status: row.get(3),
+                queued: row.get(4),
+                cursor: row.get(5),
+                up_to: row.get(6),
+                since: row.get(7),
+                created_at: row.get(8),
+                updated_at: row.get(9),
+            }
+        }
+
         pub(crate) fn endpoint_from_row(
             row: &$row,
         ) -> crate::error::Result<crate::delivery::EndpointRow> {
@@ -166,6 +186,19 @@ pub(crate) trait QueueConn: crate::ops::RecordTx {
     /// when the revision is not `expected` (a concurrent change).
     async fn update_endpoint(&mut self, row: &EndpointRow, expected: i64) -> crate::Result<bool>;
     async fn reset_failures(&mut self, id: &str) -> crate::Result<()>;
+    /// The deliveries of the endpoint for events with a sequence in
+    /// `(after, up_to]`: one range read of `deliveries_by_event`.
+    async fn deliveries_between(
+        &mut self,
+        endpoint_id: &str,
+        after: i64,
+        up_to: i64,
+    ) -> crate::Result<Vec<crate::delivery::Delivery>>;
+    /// The tenant's largest event sequence (0 when none).
+    async fn latest_sequence(&mut self, tenant: &str) -> crate::Result<i64>;
+    async fn insert_replay(&mut self, r: &crate::delivery::Replay) -> crate::Result<()>;
+    async fn update_replay(&mut self, r: &crate::delivery::Replay) -> crate::Result<()>;
+    async fn replay_row(&mut self, id: &str) -> crate::Result<Option<crate::delivery::Replay>>;
     /// Records why the endpoint's filter stopped without an answer.
     async fn record_filter_error(&mut self, id: &str, error: &FilterError) -> crate::Result<()>;
     async fn bump_endpoints_version(&mut self, tenant: &str) -> crate::Result<()>;
@@ -221,11 +254,6 @@ pub(crate) trait QueueConn: crate::ops::RecordTx {
         tenant: Option<&str>,
         id: &str,
     ) -> crate::Result<Option<(crate::delivery::Delivery, Option<String>)>>;
-    async fn delivery_for_event(
-        &mut self,
-        endpoint_id: &str,
-        event_sequence: i64,
-    ) -> crate::Result<Option<crate::delivery::Delivery>>;
     /// Writes status, attempts and due time; clears the lease.
     async fn update_delivery(
         &mut self,
@@ -262,7 +290,7 @@ macro_rules! impl_queue_conn {
 
             use crate::delivery::{Delivery, EndpointRow};
             use crate::error::{Result, StoreError};
-            use crate::queue::{DELIVERY_COLUMNS, ENDPOINT_COLUMNS, NewDelivery, QueueConn};
+            use crate::queue::{DELIVERY_COLUMNS, ENDPOINT_COLUMNS, NewDelivery, QueueConn, REPLAY_COLUMNS};
             use crate::sql::json_text;
 
             #[async_trait]
@@ -331,6 +359,71 @@ macro_rules! impl_queue_conn {
                     .execute(&mut self.conn)
                     .await?;
                     Ok(done.rows_affected() == 1)
+                }
+
+                async fn deliveries_between(&mut self, endpoint_id: &str, after: i64, up_to: i64) -> Result<Vec<Delivery>> {
+                    // No ORDER BY: sorting by endpoint_sequence would make
+                    // SQLite walk deliveries_by_endpoint_sequence instead.
+                    let sql = format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.endpoint_id = $1 \
+                         AND d.event_sequence > $2 AND d.event_sequence <= $3"
+                    );
+                    let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(endpoint_id)
+                        .bind(after)
+                        .bind(up_to)
+                        .fetch_all(&mut self.conn)
+                        .await?;
+                    found.iter().map(rows::delivery_from_row).collect()
+                }
+
+                async fn latest_sequence(&mut self, tenant: &str) -> Result<i64> {
+                    let row = sqlx::query("SELECT COALESCE(MAX(sequence), 0) FROM events WHERE tenant_id = $1")
+                        .bind(tenant)
+                        .fetch_one(&mut self.conn)
+                        .await?;
+                    Ok(row.get::<i64, _>(0))
+                }
+
+                async fn insert_replay(&mut self, r: &crate::delivery::Replay) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO replays (id, tenant_id, endpoint_id, cursor, since, up_to, queued, status, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )
+                    .bind(&r.id)
+                    .bind(&r.tenant_id)
+                    .bind(&r.endpoint_id)
+                    .bind(r.cursor)
+                    .bind(&r.since)
+                    .bind(r.up_to)
+                    .bind(r.queued)
+                    .bind(&r.status)
+                    .bind(&r.created_at)
+                    .bind(&r.updated_at)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn update_replay(&mut self, r: &crate::delivery::Replay) -> Result<()> {
+                    sqlx::query("UPDATE replays SET cursor = $1, queued = $2, status = $3, updated_at = $4 WHERE id = $5")
+                        .bind(r.cursor)
+                        .bind(r.queued)
+                        .bind(&r.status)
+                        .bind(&r.updated_at)
+                        .bind(&r.id)
+                        .execute(&mut self.conn)
+                        .await?;
+                    Ok(())
+                }
+
+                async fn replay_row(&mut self, id: &str) -> Result<Option<crate::delivery::Replay>> {
+                    let sql = format!("SELECT {REPLAY_COLUMNS} FROM replays WHERE id = $1");
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(id)
+                        .fetch_optional(&mut self.conn)
+                        .await?;
+                    Ok(row.as_ref().map(rows::replay_from_row))
                 }
 
                 async fn record_filter_error(&mut self, id: &str, error: &crate::delivery::FilterError) -> Result<()> {
@@ -540,19 +633,6 @@ macro_rules! impl_queue_conn {
                         .fetch_optional(&mut self.conn)
                         .await?;
                     row.map(|r| Ok((rows::delivery_from_row(&r)?, r.get(14)))).transpose()
-                }
-
-                async fn delivery_for_event(&mut self, endpoint_id: &str, event_sequence: i64) -> Result<Option<Delivery>> {
-                    let sql = format!(
-                        "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.endpoint_id = $1 AND d.event_sequence = $2 \
-                         ORDER BY d.endpoint_sequence DESC LIMIT 1"
-                    );
-                    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(endpoint_id)
-                        .bind(event_sequence)
-                        .fetch_optional(&mut self.conn)
-                        .await?;
-                    row.as_ref().map(rows::delivery_from_row).transpose()
                 }
 
                 async fn update_delivery(&mut self, d: &Delivery, next_at: Option<&str>, succeeded_at: Option<&str>) -> Result<()> {

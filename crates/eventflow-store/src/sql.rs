@@ -544,8 +544,37 @@ macro_rules! impl_store {
                 self.writer.retry(tenant, id).await
             }
 
-            async fn replay(&self, tenant: &str, endpoint_id: &str, from: ReplayFrom) -> Result<Option<u64>> {
+            async fn replay(&self, tenant: &str, endpoint_id: &str, from: ReplayFrom) -> Result<Option<Replay>> {
                 self.writer.replay(tenant, endpoint_id, from).await
+            }
+
+            async fn replay_chunk(&self, tenant: &str, id: &str) -> Result<Option<Replay>> {
+                self.writer.replay_chunk(tenant, id).await
+            }
+
+            async fn get_replay(&self, tenant: &str, endpoint_id: &str, id: &str) -> Result<Option<Replay>> {
+                use $rows as rows;
+                let sql = format!(
+                    "SELECT {} FROM replays WHERE id = $1 AND tenant_id = $2 AND endpoint_id = $3",
+                    crate::queue::REPLAY_COLUMNS
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(tenant)
+                    .bind(endpoint_id)
+                    .fetch_optional(&self.reads)
+                    .await?;
+                Ok(row.as_ref().map(rows::replay_from_row))
+            }
+
+            async fn running_replays(&self, limit: i64) -> Result<Vec<(String, String)>> {
+                let found = sqlx::query(
+                    "SELECT tenant_id, id FROM replays WHERE status = 'running' ORDER BY id LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.reads)
+                .await?;
+                Ok(found.iter().map(|r| (r.get(0), r.get(1))).collect())
             }
 
             async fn delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>> {

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::automation::{self, AutoConn, Notification, Run, StartRuns, StepReport};
 use crate::clock::Clock;
 use crate::delivery::{
-    AttemptRecord, ClaimedDelivery, Delivery, EndpointRow, Recorded, ReplayFrom,
+    AttemptRecord, ClaimedDelivery, Delivery, EndpointRow, Recorded, Replay, ReplayFrom,
 };
 use crate::error::{Result, StoreError};
 use crate::notify::Notifier;
@@ -62,6 +62,10 @@ pub(crate) enum Command {
         endpoint_id: String,
         from: ReplayFrom,
     },
+    ReplayChunk {
+        tenant: String,
+        id: String,
+    },
     StartRuns(Box<StartRuns>),
     ClaimRuns {
         limit: i64,
@@ -89,6 +93,7 @@ impl Command {
             }),
             Command::Attempted(rec) => Some(&rec.tenant_id),
             Command::Replay { tenant, .. } => Some(tenant),
+            Command::ReplayChunk { tenant, .. } => Some(tenant),
             Command::StartRuns(start) => Some(&start.tenant_id),
             Command::StepDone(report) => Some(&report.tenant_id),
             _ => None,
@@ -105,7 +110,7 @@ pub(crate) enum Reply {
     Claimed(Vec<ClaimedDelivery>),
     Recorded(Recorded),
     Delivery(Option<Delivery>),
-    Count(Option<u64>),
+    Replay(Option<Replay>),
     Runs(Option<Vec<Run>>),
     Run(Option<Run>),
     Flag(bool),
@@ -240,7 +245,7 @@ impl WriterHandle {
         tenant: &str,
         endpoint_id: &str,
         from: ReplayFrom,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<Replay>> {
         match self
             .send(Command::Replay {
                 tenant: tenant.to_string(),
@@ -249,7 +254,20 @@ impl WriterHandle {
             })
             .await?
         {
-            Reply::Count(n) => Ok(n),
+            Reply::Replay(r) => Ok(r),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn replay_chunk(&self, tenant: &str, id: &str) -> Result<Option<Replay>> {
+        match self
+            .send(Command::ReplayChunk {
+                tenant: tenant.to_string(),
+                id: id.to_string(),
+            })
+            .await?
+        {
+            Reply::Replay(r) => Ok(r),
             _ => Err(StoreError::corrupt("writer reply")),
         }
     }
@@ -560,9 +578,15 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
             from,
         } => {
             conn.lock_tenant(tenant).await?;
-            let n = outbox::replay(conn, tenant, endpoint_id, from).await?;
+            let r = outbox::start_replay(conn, tenant, endpoint_id, from).await?;
             conn.fanout().wake_dispatcher = true;
-            Ok((Reply::Count(n), None, Vec::new()))
+            Ok((Reply::Replay(r), None, Vec::new()))
+        }
+        Command::ReplayChunk { tenant, id } => {
+            conn.lock_tenant(tenant).await?;
+            let r = outbox::continue_replay(conn, tenant, id).await?;
+            conn.fanout().wake_dispatcher = true;
+            Ok((Reply::Replay(r), None, Vec::new()))
         }
         Command::StartRuns(start) => {
             conn.lock_tenant(&start.tenant_id).await?;

@@ -636,6 +636,12 @@ fn notice(q: &BTreeMap<String, String>) -> Option<String> {
             None => "Test event sent: the endpoint did not answer (see the attempt below).".into(),
         },
         "replayed" => format!("{n} events queued again."),
+        "replaying" => {
+            format!("Replay started: {n} events queued so far; the rest follow in the background.")
+        }
+        "replay-start" => {
+            "Choose where the replay starts: after a sequence number, or since a time.".into()
+        }
         "retried" => "Delivery queued for another attempt now.".into(),
         "enabled" => "Endpoint enabled.".into(),
         "disabled" => "Endpoint disabled: deliveries wait until it is enabled.".into(),
@@ -960,7 +966,8 @@ async fn replay(
         };
         json!({"since": since})
     } else {
-        json!({"after": 0})
+        // Replaying everything is rarely meant: ask where to start.
+        return see_other(&format!("/portal/endpoints/{id}?notice=replay-start"));
     };
     let out = tryp!(
         act(
@@ -973,6 +980,9 @@ async fn replay(
         .await
     );
     let n = out["queued"].as_u64().unwrap_or(0);
+    if out["status"] == "running" {
+        return see_other(&format!("/portal/endpoints/{id}?notice=replaying&n={n}"));
+    }
     see_other(&format!("/portal/endpoints/{id}?notice=replayed&n={n}"))
 }
 

@@ -1,7 +1,7 @@
 //! Webhook endpoints and their deliveries (DESIGN.md §3.3): `/v1/endpoints`,
 //! `/v1/deliveries`, `/v1/disclosures`.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/endpoints/{id}/secret/rotate", post(rotate))
         .route("/v1/endpoints/{id}/test", post(test_send))
         .route("/v1/endpoints/{id}/replay", post(replay))
+        .route("/v1/endpoints/{id}/replays/{replay}", get(replay_status))
         .route("/v1/endpoints/{id}/deliveries", get(deliveries))
         .route("/v1/endpoints/{id}/events", get(endpoint_events))
         .route("/v1/deliveries/{id}", get(delivery))
@@ -619,12 +620,32 @@ async fn replay(
             ));
         }
     };
-    let queued = state
+    let replay = state
         .store
         .replay(auth.tenant(), &id, from)
         .await?
         .ok_or_else(not_found)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))))
+    if replay.running() {
+        state.replays.notify_one();
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!(replay))))
+}
+
+async fn replay_status(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((id, replay)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let not_found = || ApiError::not_found("no replay with that id");
+    if !eventflow_model::id::is_well_formed(&id) || !eventflow_model::id::is_well_formed(&replay) {
+        return Err(not_found());
+    }
+    let r = state
+        .store
+        .get_replay(auth.tenant(), &id, &replay)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(json!(r)))
 }
 
 async fn deliveries(

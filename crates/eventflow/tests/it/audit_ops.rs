@@ -356,6 +356,7 @@ fn v1_routes() -> Vec<(String, Vec<&'static str>)> {
         ("/v1/endpoints/{id}/secret/rotate", vec!["post"]),
         ("/v1/endpoints/{id}/test", vec!["post"]),
         ("/v1/endpoints/{id}/replay", vec!["post"]),
+        ("/v1/endpoints/{id}/replays/{replay}", vec!["get"]),
         ("/v1/endpoints/{id}/deliveries", vec!["get"]),
         ("/v1/endpoints/{id}/events", vec!["get"]),
         ("/v1/deliveries/{id}", vec!["get"]),

@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use eventflow_testkit::{Backend, Options, Receiver, backend_tests};
+use eventflow_testkit::{Backend, Options, Receiver, backend_tests, wait_for};
 use serde_json::{Value, json};
 
 backend_tests!(
     a_filter_that_can_never_fit_its_budget_is_refused_when_saved,
     a_filter_that_runs_out_of_budget_does_not_match_and_says_why,
     the_filters_of_one_write_share_a_budget,
+    a_long_replay_goes_on_in_chunks_and_reports_its_progress,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -170,4 +171,60 @@ async fn the_filters_of_one_write_share_a_budget(backend: Backend) {
     );
     let got = rx.wait_for(matched, LONG).await;
     assert_eq!(got.len(), matched);
+}
+
+async fn a_long_replay_goes_on_in_chunks_and_reports_its_progress(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let body = json!({"firstName": "Ada", "lastName": "Lovelace"});
+    for _ in 0..2 {
+        let ops: Vec<Value> = (0..600)
+            .map(|_| json!({"method": "POST", "path": "/v1/patients", "body": body}))
+            .collect();
+        let r = api.post("/v1/batch", json!({ "operations": ops })).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    let rx = Receiver::start().await;
+    let ep = api
+        .post(
+            "/v1/endpoints",
+            json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}),
+        )
+        .await;
+    assert_eq!(ep.status, 201);
+    let ep = ep.id();
+    // Written after the replay is asked for: not part of it.
+    let r = api
+        .post(&format!("/v1/endpoints/{ep}/replay"), json!({"after": 0}))
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(r.body["status"], "running", "{:?}", r.body);
+    assert_eq!(r.body["upTo"], 1200);
+    let first = r.body["queued"].as_i64().unwrap();
+    assert!(first > 0 && first < 1200, "the first chunk only: {first}");
+    api.patient().await;
+    let path = format!("/v1/endpoints/{ep}/replays/{}", r.id());
+    let done = wait_for(LONG, "the replay done", || {
+        let api = api.clone();
+        let path = path.clone();
+        async move {
+            let r = api.get(&path).await.body;
+            (r["status"] == "done").then_some(r)
+        }
+    })
+    .await;
+    assert_eq!(done["queued"], 1200, "{done}");
+    assert_eq!(done["cursor"], 1200, "{done}");
+    // Every replayed event once, and the new patient once.
+    let got = rx.wait_for(1201, LONG).await;
+    let mut sequences: Vec<i64> = got
+        .iter()
+        .map(|r| r.json()["sequence"].as_i64().unwrap())
+        .collect();
+    sequences.sort();
+    sequences.dedup();
+    assert_eq!(sequences.len(), 1201);
+    // Another tenant cannot see it.
+    let other = server.new_tenant("other").await;
+    assert_eq!(other.get(&path).await.status, 404);
 }

@@ -609,6 +609,21 @@ async fn an_endpoint_page_shows_deliveries_attempts_and_its_actions_work(backend
         .await;
     assert!(r.location.unwrap().contains("notice=retried"));
     rx.wait_for(before + 1, Duration::from_secs(20)).await;
+    // With no starting point, the portal asks for one and queues nothing.
+    let r = b
+        .post(
+            &format!("/portal/endpoints/{id}/replay"),
+            &[("csrf", &csrf), ("after", ""), ("since", "")],
+        )
+        .await;
+    let location = r.location.unwrap();
+    assert!(location.contains("notice=replay-start"), "{location}");
+    assert!(
+        b.get(&location)
+            .await
+            .html
+            .contains("Choose where the replay starts")
+    );
     let r = b
         .post(
             &format!("/portal/endpoints/{id}/replay"),
