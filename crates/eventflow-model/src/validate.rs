@@ -39,6 +39,49 @@ pub fn check(rt: ResourceType, body: &Object) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// The path (`address.line`, `results[2].code`) of the first string — a
+/// member name or a value — holding a NUL character, which no field may:
+/// PostgreSQL cannot store it, and what sits in front of a server may read
+/// a string as ending there.
+pub fn find_nul(value: &Value) -> Option<String> {
+    fn walk(value: &Value, path: &mut String) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            Value::Object(o) => o.iter().any(|(k, v)| {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                if k.contains('\0') {
+                    path.push_str(&k.replace('\0', "\\u0000"));
+                    return true;
+                }
+                path.push_str(k);
+                let found = walk(v, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = String::new();
+    walk(value, &mut path).then_some(path)
+}
+
+/// The message for a string holding a NUL character.
+pub const NUL_MESSAGE: &str = "must not contain a NUL character (\\u0000)";
+
 /// Rejects server-set fields in a create body.
 pub fn reject_server_fields(body: &Object) -> Result<(), ValidationError> {
     for name in SERVER_FIELDS {
@@ -201,6 +244,7 @@ fn check_value(kind: FieldKind, value: &Value, path: &str) -> Result<(), Validat
             Some(s) if s.chars().count() > MAX_STRING_CHARS => {
                 err("must be at most 100000 characters")
             }
+            Some(s) if s.contains('\0') => err(NUL_MESSAGE),
             Some(s) => {
                 if let FieldKind::Ref(rt) = kind
                     && ResourceType::from_id(s) != Some(rt)
@@ -251,6 +295,7 @@ fn check_value(kind: FieldKind, value: &Value, path: &str) -> Result<(), Validat
         },
         FieldKind::NumberOrString => match value {
             Value::Number(_) => Ok(()),
+            Value::String(s) if s.contains('\0') => err(NUL_MESSAGE),
             Value::String(s) if !s.is_empty() && s.chars().count() <= MAX_STRING_CHARS => Ok(()),
             _ => err("must be a number or a non-empty string"),
         },

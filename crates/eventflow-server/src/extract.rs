@@ -56,6 +56,13 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 format!("the body is not valid JSON: {}", e),
             )
         })?;
+        if let Some(path) = eventflow_model::validate::find_nul(&value) {
+            let path = if path.is_empty() { "body".into() } else { path };
+            return Err(ApiError::invalid(
+                &path,
+                eventflow_model::validate::NUL_MESSAGE,
+            ));
+        }
         Ok(JsonBody { value, raw })
     }
 }
@@ -90,6 +97,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
         let Query(map) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::bad_request("the query string could not be read"))?;
+        let mut nul: Vec<&String> = map
+            .iter()
+            .filter(|(k, v)| k.contains('\0') || v.contains('\0'))
+            .map(|(k, _)| k)
+            .collect();
+        nul.sort();
+        if let Some(name) = nul.first() {
+            return Err(ApiError::invalid(
+                &name.replace('\0', "\\u0000"),
+                eventflow_model::validate::NUL_MESSAGE,
+            ));
+        }
         Ok(Params(map))
     }
 }

@@ -198,6 +198,35 @@ pub enum Effect {
     Notify(Notification),
 }
 
+/// Longest timer key stored (an index entry must stay small).
+pub const MAX_TIMER_KEY: usize = 1024;
+
+/// Why an effect cannot be stored, if it cannot.
+fn unstorable(effect: &Effect) -> Option<String> {
+    let nul = |what: &str| Some(format!("{what} contains a NUL character (\\u0000)"));
+    let has = |s: &str| s.contains('\0');
+    match effect {
+        // Records are validated by `ops::apply`, which refuses NUL.
+        Effect::Write(_) => None,
+        Effect::Schedule(Timer { key, .. }) | Effect::Cancel { key }
+            if key.len() > MAX_TIMER_KEY =>
+        {
+            Some(format!(
+                "the timer key is longer than {MAX_TIMER_KEY} bytes"
+            ))
+        }
+        Effect::Schedule(t) if has(&t.key) => nul("the timer key"),
+        Effect::Schedule(t) if eventflow_model::validate::find_nul(&t.context).is_some() => {
+            nul("the timer's context")
+        }
+        Effect::Cancel { key } if has(key) => nul("the timer key"),
+        Effect::Notify(n) if has(&n.to) => nul("the recipient"),
+        Effect::Notify(n) if n.subject.as_deref().is_some_and(has) => nul("the subject"),
+        Effect::Notify(n) if has(&n.body) => nul("the message"),
+        _ => None,
+    }
+}
+
 /// What happens to the run after the step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunNext {
@@ -223,6 +252,22 @@ pub struct StepReport {
     pub next: RunNext,
     /// When the failing step's retry window opened (kept across retries).
     pub window_started_at: Option<String>,
+}
+
+impl StepReport {
+    /// This report as a failure with no effects: what is recorded when the
+    /// database refuses the step's effects.
+    pub(crate) fn failed_unstored(&self) -> StepReport {
+        let mut outcome = self.outcome.clone();
+        outcome.status = "failed".into();
+        outcome.error = Some("the step's outcome could not be stored".into());
+        StepReport {
+            outcome,
+            effects: Vec::new(),
+            next: RunNext::Fail,
+            ..self.clone()
+        }
+    }
 }
 
 /// Filters of `GET /v1/workflow-runs`.
@@ -412,7 +457,15 @@ pub(crate) async fn step_done<C: AutoConn>(
     let now_s = eventflow_model::time::format(now);
     let mut outcome = report.outcome.clone();
     let mut next = report.next.clone();
-    for effect in &report.effects {
+    // What the database cannot store fails the step, once, with the reason,
+    // instead of failing the write (and the step again at every lease).
+    let unstorable = report.effects.iter().find_map(unstorable);
+    if let Some(why) = &unstorable {
+        outcome.status = "failed".into();
+        outcome.error = Some(format!("{why}; it cannot be stored"));
+        next = RunNext::Fail;
+    }
+    for effect in report.effects.iter().filter(|_| unstorable.is_none()) {
         match effect {
             Effect::Write(req) => match ops::apply(conn, req, now).await {
                 Ok(applied) => {

@@ -381,40 +381,109 @@ fn failed(what: &str, e: &dyn std::fmt::Display) -> StoreError {
 
 async fn commit_group<C: WriteConn + QueueConn + AutoConn>(
     conn: &mut C,
-    jobs: Vec<Job>,
+    mut jobs: Vec<Job>,
     clock: &dyn Clock,
     notifier: &Notifier,
     wake: &tokio::sync::Notify,
 ) {
-    let size = jobs.len();
+    // A database error in one request must not fail the others of its
+    // group: the group is rolled back, that request gets the error, and the
+    // rest are written again without it. Each round drops a request, so this
+    // ends.
+    loop {
+        match try_group(conn, &jobs, clock).await {
+            Ok(Attempt::Committed {
+                results,
+                sequences,
+                event_types,
+            }) => {
+                metrics::counter!("eventflow_store_commits_total").increment(1);
+                metrics::histogram!("eventflow_store_commit_group_size").record(jobs.len() as f64);
+                for t in event_types {
+                    metrics::counter!("eventflow_events_total", "type" => t).increment(1);
+                }
+                for (tenant, seq) in sequences {
+                    notifier.publish(&tenant, seq);
+                }
+                if conn.fanout().committed() {
+                    wake.notify_one();
+                }
+                for (job, result) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
+                }
+                return;
+            }
+            Ok(Attempt::Failed { culprit, error }) => {
+                let _ = conn.execute("ROLLBACK").await;
+                conn.fanout().invalidate();
+                match culprit {
+                    Some(i) if jobs.len() > 1 => {
+                        tracing::warn!(error = %error, jobs = jobs.len(), "a write failed; rolled back, writing the rest of its group again");
+                        let job = jobs.remove(i);
+                        let _ = job.reply.send(Err(failed("write", &error)));
+                    }
+                    _ => {
+                        tracing::error!(error = %error, jobs = jobs.len(), "write transaction failed; rolled back");
+                        for job in jobs {
+                            let _ = job.reply.send(Err(failed("commit", &error)));
+                        }
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not begin a write transaction");
+                for job in jobs {
+                    let _ = job.reply.send(Err(failed("begin", &e)));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// How one round of a group went.
+enum Attempt {
+    /// Committed: each job's result, in order; the tenants' new latest
+    /// sequences; the event types written.
+    Committed {
+        results: Vec<Result<Reply>>,
+        sequences: HashMap<String, i64>,
+        event_types: Vec<String>,
+    },
+    /// The transaction broke (it is still open: the caller rolls it back),
+    /// at the job `culprit` if the error was its own.
+    Failed {
+        culprit: Option<usize>,
+        error: StoreError,
+    },
+}
+
+/// Runs the jobs in one transaction and commits it. `Err` when it could not
+/// begin.
+async fn try_group<C: WriteConn + QueueConn + AutoConn>(
+    conn: &mut C,
+    jobs: &[Job],
+    clock: &dyn Clock,
+) -> Result<Attempt> {
     let now = clock.now();
     conn.fanout().start_group(now);
-    if let Err(e) = conn.begin().await {
-        tracing::error!(error = %e, "could not begin a write transaction");
-        for job in jobs {
-            let _ = job.reply.send(Err(failed("begin", &e)));
-        }
-        return;
-    }
-    let mut done: Vec<(oneshot::Sender<Result<Reply>>, Result<Reply>)> = Vec::with_capacity(size);
+    conn.begin().await?;
+    let mut results: Vec<Result<Reply>> = Vec::with_capacity(jobs.len());
     let mut sequences: HashMap<String, i64> = HashMap::new();
     let mut event_types: Vec<String> = Vec::new();
-    let mut broken: Option<StoreError> = None;
-    for job in jobs {
-        if broken.is_some() {
-            done.push((job.reply, Err(StoreError::Closed)));
-            continue;
-        }
+    for (i, job) in jobs.iter().enumerate() {
         // A single change fails with a domain error (invalid, not found,
         // conflict…) only before its first write, so it needs no savepoint;
         // a batch can fail half-way and gets one. Any database error inside
-        // an unguarded job breaks the whole group, which is then rolled back.
+        // an unguarded job breaks the transaction.
         let guarded = command_may_fail_after_writing(&job.command);
         let fresh_before = conn.fanout().fresh_len();
-        if guarded && let Err(e) = conn.execute("SAVEPOINT job").await {
-            broken = Some(e);
-            done.push((job.reply, Err(StoreError::Closed)));
-            continue;
+        if guarded && let Err(error) = conn.execute("SAVEPOINT job").await {
+            return Ok(Attempt::Failed {
+                culprit: Some(i),
+                error,
+            });
         }
         conn.fanout().start_request();
         let result = execute(conn, &job.command, now).await;
@@ -431,56 +500,39 @@ async fn commit_group<C: WriteConn + QueueConn + AutoConn>(
             (Err(e), false) if e.is_domain() => Ok(()),
             (Err(e), false) => Err(failed("write", e)),
         };
-        if let Err(e) = end {
-            broken = Some(e);
+        if let Err(error) = end {
+            return Ok(Attempt::Failed {
+                culprit: Some(i),
+                error,
+            });
         }
-        let reply = result.map(|(reply, tenant_seq, types)| {
+        results.push(result.map(|(reply, tenant_seq, types)| {
             if let Some((tenant, seq)) = tenant_seq {
                 sequences.insert(tenant, seq);
             }
             event_types.extend(types);
             reply
+        }));
+    }
+    for (tenant, seq) in &sequences {
+        if let Err(error) = conn.announce(tenant, *seq).await {
+            return Ok(Attempt::Failed {
+                culprit: None,
+                error,
+            });
+        }
+    }
+    if let Err(error) = conn.execute("COMMIT").await {
+        return Ok(Attempt::Failed {
+            culprit: None,
+            error,
         });
-        done.push((job.reply, reply));
     }
-    if broken.is_none() {
-        for (tenant, seq) in &sequences {
-            if let Err(e) = conn.announce(tenant, *seq).await {
-                broken = Some(e);
-                break;
-            }
-        }
-    }
-    let commit = match broken {
-        Some(e) => Err(e),
-        None => conn.execute("COMMIT").await,
-    };
-    match commit {
-        Ok(()) => {
-            metrics::counter!("eventflow_store_commits_total").increment(1);
-            metrics::histogram!("eventflow_store_commit_group_size").record(size as f64);
-            for t in event_types {
-                metrics::counter!("eventflow_events_total", "type" => t).increment(1);
-            }
-            for (tenant, seq) in sequences {
-                notifier.publish(&tenant, seq);
-            }
-            if conn.fanout().committed() {
-                wake.notify_one();
-            }
-            for (reply, result) in done {
-                let _ = reply.send(result);
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, jobs = size, "write transaction failed; rolled back");
-            let _ = conn.execute("ROLLBACK").await;
-            conn.fanout().invalidate();
-            for (reply, _) in done {
-                let _ = reply.send(Err(failed("commit", &e)));
-            }
-        }
-    }
+    Ok(Attempt::Committed {
+        results,
+        sequences,
+        event_types,
+    })
 }
 
 type Executed = (Reply, Option<(String, i64)>, Vec<String>);
@@ -607,7 +659,21 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
         Command::StepDone(report) => {
             conn.lock_tenant(&report.tenant_id).await?;
             let node = conn.fanout().node.clone();
-            let done = automation::step_done(conn, report, &node, now).await?;
+            // A step whose effects the database refuses is recorded as
+            // failed, with the reason, in place of its effects: otherwise it
+            // would run again at every lease, sending its messages again.
+            conn.execute("SAVEPOINT step").await?;
+            let done = match automation::step_done(conn, report, &node, now).await {
+                Ok(done) => done,
+                Err(e) if !e.is_domain() => {
+                    conn.execute("ROLLBACK TO step").await?;
+                    tracing::warn!(run = %report.run_id, error = %e, "a step's outcome could not be stored; the step fails");
+                    let failed = report.failed_unstored();
+                    automation::step_done(conn, &failed, &node, now).await?
+                }
+                Err(e) => return Err(e),
+            };
+            conn.execute("RELEASE step").await?;
             let seq = done.sequence.map(|s| (report.tenant_id.clone(), s));
             Ok((Reply::Run(done.run), seq, done.event_types))
         }

@@ -210,6 +210,14 @@ async fn inbound_twilio(
             .unwrap_or_default()
     };
     let (from, to, text) = (get("From"), get("To"), get("Body"));
+    for (name, value) in [("From", &from), ("To", &to), ("Body", &text)] {
+        if value.contains('\0') {
+            return Err(ApiError::invalid(
+                name,
+                eventflow_model::validate::NUL_MESSAGE,
+            ));
+        }
+    }
     let now = state.clock.now();
     let now_s = time::format(now);
     let message =

@@ -11,6 +11,8 @@ backend_tests!(
     a_filter_that_runs_out_of_budget_does_not_match_and_says_why,
     the_filters_of_one_write_share_a_budget,
     a_long_replay_goes_on_in_chunks_and_reports_its_progress,
+    nul_characters_are_refused_in_every_body_and_parameter,
+    a_step_whose_outcome_cannot_be_stored_fails_once_with_the_reason,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -227,4 +229,99 @@ async fn a_long_replay_goes_on_in_chunks_and_reports_its_progress(backend: Backe
     // Another tenant cannot see it.
     let other = server.new_tenant("other").await;
     assert_eq!(other.get(&path).await.status, 404);
+}
+
+async fn nul_characters_are_refused_in_every_body_and_parameter(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let patient = api.patient().await;
+    let nul = "Ada\u{0}Lovelace";
+    for (path, body, field) in [
+        (
+            "/v1/patients".to_string(),
+            json!({"firstName": nul, "lastName": "L"}),
+            "firstName",
+        ),
+        (
+            "/v1/patients".to_string(),
+            json!({"firstName": "A", "lastName": "L", "address": {"line": nul}}),
+            "address.line",
+        ),
+        (
+            "/v1/batch".to_string(),
+            json!({"operations": [{"method": "POST", "path": "/v1/patients",
+                                   "body": {"firstName": "A", "lastName": nul}}]}),
+            "operations[0].body.lastName",
+        ),
+        (
+            "/v1/endpoints".to_string(),
+            json!({"url": "http://127.0.0.1:9/", "description": nul}),
+            "description",
+        ),
+    ] {
+        let r = api.post(&path, body).await;
+        assert_eq!(r.status, 422, "{path}: {:?}", r.body);
+        assert_eq!(r.error_field(), Some(field), "{:?}", r.body);
+        assert!(
+            r.body["error"]["message"].as_str().unwrap().contains("NUL"),
+            "{:?}",
+            r.body
+        );
+    }
+    let r = api
+        .patch(&format!("/v1/patients/{patient}"), json!({"lastName": nul}))
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert_eq!(r.error_field(), Some("lastName"));
+    let r = api.get("/v1/appointments?patientId=pat_%00").await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert_eq!(r.error_field(), Some("patientId"));
+    // Nothing was written: the patient alone, unchanged.
+    let events = api.get("/v1/events?after=0").await.body;
+    assert_eq!(events["data"].as_array().unwrap().len(), 1, "{events}");
+    assert_eq!(api.get("/v1/endpoints").await.body["data"], json!([]));
+}
+
+async fn a_step_whose_outcome_cannot_be_stored_fails_once_with_the_reason(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    for yaml in [
+        "name: nul-sms\non: patient.created\nsteps:\n  - sms: {to: '+15551234567', body: '{{ \"a\\x00b\" }}'}\n",
+        "name: long-key\non: patient.created\nsteps:\n  - cancel: {key: '{% for i in range(2000) %}x{% endfor %}'}\n",
+    ] {
+        let r = api
+            .send(
+                api.request(reqwest::Method::POST, "/v1/workflows")
+                    .header("content-type", "application/yaml")
+                    .body(yaml),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{yaml}: {:?}", r.body);
+    }
+    api.patient().await;
+    let runs = wait_for(LONG, "both runs finished", || {
+        let api = api.clone();
+        async move {
+            let runs = api.get("/v1/workflow-runs").await.body["data"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            (runs.len() == 2 && runs.iter().all(|r| r["status"] != "pending")).then_some(runs)
+        }
+    })
+    .await;
+    for run in &runs {
+        assert_eq!(run["status"], "failed", "{run}");
+        let step = &run["steps"][0];
+        let error = step["error"].as_str().unwrap_or_default();
+        match run["workflow"].as_str().unwrap() {
+            "nul-sms" => assert!(error.contains("the message contains a NUL"), "{run}"),
+            _ => assert!(error.contains("longer than 1024 bytes"), "{run}"),
+        }
+        assert_eq!(step["attempts"], 1, "{run}");
+    }
+    server.automations_settled().await;
+    assert_eq!(api.get("/v1/notifications").await.body["data"], json!([]));
+    // The server goes on writing.
+    api.patient().await;
 }
