@@ -259,6 +259,7 @@ impl Engine {
                         resource_type: None,
                         resource_id: None,
                         limit: BATCH,
+                        max_bytes: eventflow_store::DEFAULT_PAGE_BYTES,
                     },
                 )
                 .await?;

@@ -208,8 +208,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             cel_cost: eventflow_model::filter::DEFAULT_COST_LIMIT,
-            max_record_bytes: 256 * 1024,
-            max_page_bytes: 4 * 1024 * 1024,
+            max_record_bytes: eventflow_store::DEFAULT_MAX_RECORD_BYTES,
+            max_page_bytes: eventflow_store::DEFAULT_PAGE_BYTES,
             max_batch_bytes: 16 * 1024 * 1024,
             large_bodies: 4,
             streams_per_key: 32,

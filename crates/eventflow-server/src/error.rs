@@ -88,6 +88,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Validation(v) => v.into(),
             StoreError::NotFound(m) => ApiError::not_found(m),
+            StoreError::TooLarge(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
+            }
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::IdempotencyMismatch => {
                 ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", e.to_string())

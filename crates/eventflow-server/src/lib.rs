@@ -94,6 +94,7 @@ pub async fn open_store(
             pool_size: config.database_pool_size,
             statement_timeout: Duration::from_secs(config.database_statement_timeout_secs),
             cel_cost: config.limits.cel_cost,
+            max_record_bytes: config.limits.max_record_bytes,
             ..PgConfig::default()
         };
         return Ok(PgStore::open(&config.database_url, clock, pg).await?);
@@ -109,6 +110,7 @@ pub async fn open_store(
         clock,
         SqliteConfig {
             cel_cost: config.limits.cel_cost,
+            max_record_bytes: config.limits.max_record_bytes,
             ..SqliteConfig::default()
         },
     )

@@ -23,6 +23,9 @@ pub enum StoreError {
     /// The idempotency key was used with another request (409).
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyMismatch,
+    /// A record larger than the limit (413).
+    #[error("{0}")]
+    TooLarge(String),
     /// One operation of a batch failed; nothing of the batch was applied.
     #[error("operation {index}: {source}")]
     Batch {
@@ -56,7 +59,8 @@ impl StoreError {
             | StoreError::NotFound(_)
             | StoreError::Conflict(_)
             | StoreError::PreconditionFailed { .. }
-            | StoreError::IdempotencyMismatch => true,
+            | StoreError::IdempotencyMismatch
+            | StoreError::TooLarge(_) => true,
             StoreError::Batch { source, .. } => source.is_domain(),
             _ => false,
         }

@@ -104,6 +104,8 @@ pub struct Fanout {
     feed: Option<mpsc::Sender<Vec<FreshDelivery>>>,
     /// The budget of one filter evaluation, in cost units.
     pub cel_cost: u64,
+    /// The largest record stored, in bytes of JSON.
+    pub max_record_bytes: usize,
     /// What is left of the budget of all filter evaluations of the request
     /// being written ([`REQUEST_BUDGET`] evaluations' worth), so that no one
     /// request — a batch, an event many endpoints filter — holds the shared
@@ -127,9 +129,11 @@ impl Fanout {
         node: String,
         feed: Option<mpsc::Sender<Vec<FreshDelivery>>>,
         cel_cost: u64,
+        max_record_bytes: usize,
     ) -> Fanout {
         Fanout {
             cel_cost,
+            max_record_bytes,
             request_left: cel_cost.saturating_mul(REQUEST_BUDGET),
             node,
             tenants: HashMap::new(),

@@ -63,7 +63,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// A node name, the wake-up, and the fan-out state for the writer.
-    pub(crate) fn new(cel_cost: u64) -> (Shared, fanout::Fanout) {
+    pub(crate) fn new(cel_cost: u64, max_record_bytes: usize) -> (Shared, fanout::Fanout) {
         let node = eventflow_model::id::new_id("node");
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
         let shared = Shared {
@@ -71,7 +71,10 @@ impl Shared {
             wake: std::sync::Arc::new(tokio::sync::Notify::new()),
             link: std::sync::Mutex::new(Some(rx)),
         };
-        (shared, fanout::Fanout::new(node, Some(tx), cel_cost))
+        (
+            shared,
+            fanout::Fanout::new(node, Some(tx), cel_cost, max_record_bytes),
+        )
     }
 
     pub(crate) fn take_link(&self) -> Option<DispatchLink> {
@@ -82,6 +85,12 @@ impl Shared {
         })
     }
 }
+
+/// The largest page of events read by default, in bytes of their bodies.
+pub const DEFAULT_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The largest record stored by default, in bytes of JSON.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 256 * 1024;
 
 /// Everything the server keeps, behind one interface with one implementation
 /// per database. Every method is scoped to a tenant where data belongs to one.

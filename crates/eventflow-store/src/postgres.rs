@@ -36,6 +36,8 @@ pub struct PgConfig {
     pub statement_timeout: Duration,
     /// The budget of one endpoint filter evaluation, in cost units.
     pub cel_cost: u64,
+    /// The largest record stored, in bytes of JSON.
+    pub max_record_bytes: usize,
 }
 
 impl Default for PgConfig {
@@ -45,6 +47,7 @@ impl Default for PgConfig {
             max_group: 512,
             statement_timeout: Duration::from_secs(30),
             cel_cost: eventflow_model::filter::DEFAULT_COST_LIMIT,
+            max_record_bytes: crate::DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
@@ -172,7 +175,7 @@ impl PgStore {
         let mut listener = PgListener::connect_with(&listen_pool).await?;
         listener.listen(CHANNEL).await?;
         tokio::spawn(listen(listener, notifier.clone()));
-        let (shared, fanout) = crate::Shared::new(config.cel_cost);
+        let (shared, fanout) = crate::Shared::new(config.cel_cost, config.max_record_bytes);
         let writer = WriterHandle::start(
             PgConn {
                 conn,

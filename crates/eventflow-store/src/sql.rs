@@ -35,6 +35,21 @@ macro_rules! impl_write_conn {
             use crate::sql::json_text;
             use crate::types::AuditEntry;
 
+        impl $conn {
+            /// A record as stored, refused when over the record size limit.
+            fn record_text(&self, data: &Object) -> Result<String> {
+                let text = json_text(data)?;
+                let max = self.fanout.max_record_bytes;
+                if text.len() > max {
+                    return Err(StoreError::TooLarge(format!(
+                        "the record would be {} bytes; a record may be at most {max} bytes (limits.max_record_bytes)",
+                        text.len()
+                    )));
+                }
+                Ok(text)
+            }
+        }
+
         #[async_trait]
         impl RecordTx for $conn {
             async fn load(&mut self, tenant: &str, id: &str) -> Result<Option<StoredRecord>> {
@@ -70,7 +85,7 @@ macro_rules! impl_write_conn {
                 .bind(appointment)
                 .bind(data.get("status").and_then(Value::as_str))
                 .bind(data.get("updatedAt").and_then(Value::as_str))
-                .bind(json_text(data)?)
+                .bind(self.record_text(data)?)
                 .execute(&mut self.conn)
                 .await?;
                 Ok(())
@@ -94,7 +109,7 @@ macro_rules! impl_write_conn {
                 .bind(appointment)
                 .bind(data.get("status").and_then(Value::as_str))
                 .bind(data.get("updatedAt").and_then(Value::as_str))
-                .bind(json_text(data)?)
+                .bind(self.record_text(data)?)
                 .bind(tenant)
                 .bind(data.get("id").and_then(Value::as_str))
                 .execute(&mut self.conn)
@@ -356,21 +371,26 @@ macro_rules! impl_store {
             }
 
             async fn list_records(&self, tenant: &str, rt: ResourceType, q: &ListQuery) -> Result<Page> {
-                let rows = query::list_records::<$db>(tenant, rt, q)
-                    .build()
-                    .fetch_all(&self.reads)
-                    .await?;
-                let mut data = Vec::with_capacity(rows.len());
+                use futures::TryStreamExt;
+                let mut query = query::list_records::<$db>(tenant, rt, q);
+                let mut rows = query.build().fetch(&self.reads);
+                let max_bytes = q.max_bytes.unwrap_or(usize::MAX);
+                let mut data = Vec::new();
                 let mut last_id = None;
-                for row in rows.iter().take(q.limit as usize) {
+                let mut bytes = 0usize;
+                let mut more = false;
+                while let Some(row) = rows.try_next().await? {
+                    let body = row.get::<&str, _>(1);
+                    bytes = bytes.saturating_add(body.len());
+                    // The row past the limit only says there is more.
+                    if data.len() == q.limit as usize || (bytes > max_bytes && !data.is_empty()) {
+                        more = true;
+                        break;
+                    }
                     last_id = Some(row.get::<String, _>(0));
-                    data.push(parse_object(row.get::<&str, _>(1))?);
+                    data.push(parse_object(body)?);
                 }
-                let next_cursor = if rows.len() > q.limit as usize {
-                    last_id
-                } else {
-                    None
-                };
+                let next_cursor = if more { last_id } else { None };
                 Ok(Page { data, next_cursor })
             }
 
@@ -393,21 +413,24 @@ macro_rules! impl_store {
             }
 
             async fn events(&self, tenant: &str, q: &EventQuery) -> Result<Vec<Event>> {
-                let rows = query::events::<$db>(tenant, q)
-                    .build()
-                    .fetch_all(&self.reads)
-                    .await?;
-                rows.iter().map(|r| parse_event(r.get::<&str, _>(0))).collect()
+                Ok(self.events_with_writer(tenant, q).await?.into_iter().map(|(e, _)| e).collect())
             }
 
             async fn events_with_writer(&self, tenant: &str, q: &EventQuery) -> Result<Vec<(Event, Option<String>)>> {
-                let rows = query::events::<$db>(tenant, q)
-                    .build()
-                    .fetch_all(&self.reads)
-                    .await?;
-                rows.iter()
-                    .map(|r| Ok((parse_event(r.get::<&str, _>(0))?, r.get::<Option<String>, _>(1))))
-                    .collect()
+                use futures::TryStreamExt;
+                let mut query = query::events::<$db>(tenant, q);
+                let mut rows = query.build().fetch(&self.reads);
+                let mut page = Vec::new();
+                let mut bytes = 0usize;
+                while let Some(r) = rows.try_next().await? {
+                    let body = r.get::<&str, _>(0);
+                    bytes += body.len();
+                    if bytes > q.max_bytes && !page.is_empty() {
+                        break;
+                    }
+                    page.push((parse_event(body)?, r.get::<Option<String>, _>(1)));
+                }
+                Ok(page)
             }
 
             async fn event_by_id(&self, tenant: &str, id: &str) -> Result<Option<Event>> {

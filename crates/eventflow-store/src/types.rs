@@ -70,6 +70,9 @@ pub struct ListQuery {
     pub limit: u32,
     /// The id after which to continue.
     pub cursor: Option<String>,
+    /// Rows are read until their data reach this many bytes: the page ends
+    /// early, with a cursor (it always holds at least one record).
+    pub max_bytes: Option<usize>,
 }
 
 /// A page of records.
@@ -88,6 +91,9 @@ pub struct EventQuery {
     /// Only the events of this record.
     pub resource_id: Option<String>,
     pub limit: u32,
+    /// Rows are read until their bodies reach this many bytes: the page
+    /// ends early (it always holds at least one event).
+    pub max_bytes: usize,
 }
 
 /// One row of the audit log.

@@ -79,6 +79,7 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
         resource_type,
         resource_id,
         limit,
+        max_bytes: state.config.limits.max_page_bytes,
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
     // Subscribe before the first read, so a commit in between wakes us.
@@ -208,6 +209,7 @@ async fn stream(
             resource_type,
             resource_id,
             limit: 500,
+            max_bytes: state.config.limits.max_page_bytes,
         },
         buffer: VecDeque::new(),
     };

@@ -32,6 +32,8 @@ pub struct SqliteConfig {
     pub max_group: usize,
     /// The budget of one endpoint filter evaluation, in cost units.
     pub cel_cost: u64,
+    /// The largest record stored, in bytes of JSON.
+    pub max_record_bytes: usize,
 }
 
 impl Default for SqliteConfig {
@@ -40,6 +42,7 @@ impl Default for SqliteConfig {
             read_connections: 4,
             max_group: 512,
             cel_cost: eventflow_model::filter::DEFAULT_COST_LIMIT,
+            max_record_bytes: crate::DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
@@ -90,7 +93,7 @@ impl SqliteStore {
             .connect_with(options(path))
             .await?;
         let notifier = Arc::new(Notifier::default());
-        let (shared, fanout) = crate::Shared::new(config.cel_cost);
+        let (shared, fanout) = crate::Shared::new(config.cel_cost, config.max_record_bytes);
         let writer = WriterHandle::start(
             tx::SqliteConn { conn, fanout },
             clock,

@@ -13,6 +13,8 @@ backend_tests!(
     a_long_replay_goes_on_in_chunks_and_reports_its_progress,
     nul_characters_are_refused_in_every_body_and_parameter,
     a_step_whose_outcome_cannot_be_stored_fails_once_with_the_reason,
+    a_record_over_the_size_limit_is_413_on_every_write_path,
+    pages_of_events_and_records_end_early_at_the_byte_limit,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -324,4 +326,103 @@ async fn a_step_whose_outcome_cannot_be_stored_fails_once_with_the_reason(backen
     assert_eq!(api.get("/v1/notifications").await.body["data"], json!([]));
     // The server goes on writing.
     api.patient().await;
+}
+
+async fn a_record_over_the_size_limit_is_413_on_every_write_path(backend: Backend) {
+    let server = backend
+        .spawn_with(Options {
+            configure: Some(Box::new(|c| c.limits.max_record_bytes = 4_096)),
+            ..Options::default()
+        })
+        .await;
+    let api = server.api();
+    let big = "x".repeat(5_000);
+    let assert_too_large = |r: &eventflow_testkit::Reply| {
+        assert_eq!(r.status, 413, "{:?}", r.body);
+        assert_eq!(r.body["error"]["type"], "payload_too_large");
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("at most 4096 bytes"), "{message}");
+    };
+    let r = api
+        .post("/v1/patients", json!({"firstName": big, "lastName": "L"}))
+        .await;
+    assert_too_large(&r);
+    // A patch that grows a record past the limit.
+    let patient = api.patient().await;
+    let r = api
+        .patch(&format!("/v1/patients/{patient}"), json!({"lastName": big}))
+        .await;
+    assert_too_large(&r);
+    // A batch: the operation is named, and nothing of the batch is applied.
+    let r = api
+        .post(
+            "/v1/batch",
+            json!({"operations": [
+                {"method": "POST", "path": "/v1/patients", "body": {"firstName": "A", "lastName": "B"}},
+                {"method": "POST", "path": "/v1/patients", "body": {"firstName": big, "lastName": "B"}},
+            ]}),
+        )
+        .await;
+    assert_too_large(&r);
+    assert_eq!(r.body["error"]["index"], 1);
+    let events = api.get("/v1/events?after=0").await.body;
+    assert_eq!(events["data"].as_array().unwrap().len(), 1, "{events}");
+    let stored = api.get(&format!("/v1/patients/{patient}")).await.body;
+    assert_eq!(stored["lastName"], "Lovelace");
+}
+
+async fn pages_of_events_and_records_end_early_at_the_byte_limit(backend: Backend) {
+    let server = backend
+        .spawn_with(Options {
+            configure: Some(Box::new(|c| c.limits.max_page_bytes = 2_000)),
+            ..Options::default()
+        })
+        .await;
+    let api = server.api();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        // One record larger than a whole page: it still comes, alone.
+        let size = if i == 3 { 3_000 } else { 500 };
+        ids.push(
+            api.create(
+                "patients",
+                json!({"firstName": "x".repeat(size), "lastName": format!("P{i}")}),
+            )
+            .await,
+        );
+    }
+    // Events: each page ends early; nextAfter carries on; nothing is lost.
+    let mut after = 0;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    while seen.len() < 6 {
+        let page = api.get(&format!("/v1/events?after={after}")).await.body;
+        let data = page["data"].as_array().unwrap();
+        assert!(!data.is_empty() && data.len() < 6, "{}", data.len());
+        seen.extend(
+            data.iter()
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_string()),
+        );
+        after = page["nextAfter"].as_i64().unwrap();
+        pages += 1;
+    }
+    assert_eq!(seen, ids);
+    assert!(pages >= 3, "{pages} pages");
+    // Records: the same, with the cursor.
+    let mut path = "/v1/patients?limit=50".to_string();
+    let mut listed = Vec::new();
+    loop {
+        let page = api.get(&path).await.body;
+        let data = page["data"].as_array().unwrap();
+        assert!(!data.is_empty() && data.len() < 6, "{}", data.len());
+        listed.extend(data.iter().map(|p| p["id"].as_str().unwrap().to_string()));
+        match page["nextCursor"].as_str() {
+            Some(c) => path = format!("/v1/patients?limit=50&cursor={c}"),
+            None => break,
+        }
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    listed.sort();
+    assert_eq!(listed, sorted);
 }
