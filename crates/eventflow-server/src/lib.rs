@@ -99,12 +99,7 @@ pub async fn open_store(
         };
         return Ok(PgStore::open(&config.database_url, clock, pg).await?);
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        StartError::Io(format!(
-            "cannot create data_dir {}: {e}",
-            config.data_dir.display()
-        ))
-    })?;
+    create_data_dir(&config.data_dir)?;
     let store = SqliteStore::open(
         &sqlite_path(&config.data_dir),
         clock,
@@ -116,6 +111,31 @@ pub async fn open_store(
     )
     .await?;
     Ok(store)
+}
+
+/// Creates the data directory, readable by its owner alone (0700, whatever
+/// the umask): it holds the database and the bootstrap key. A directory
+/// that exists already is left as it is.
+pub fn create_data_dir(dir: &Path) -> Result<(), StartError> {
+    let fail = |e: std::io::Error| {
+        StartError::Io(format!("cannot create data_dir {}: {e}", dir.display()))
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder.create(dir).map_err(fail)?;
+        // The umask may have taken bits off (never added any): set it exactly.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+    }
+    #[cfg(not(unix))]
+    builder.create(dir).map_err(fail)?;
+    Ok(())
 }
 
 /// The SQLite database file under a data directory.
@@ -136,12 +156,7 @@ pub async fn bootstrap(
         // The key file goes in data_dir, which only the SQLite backend has
         // created so far: make sure it exists before the tenant does, or a
         // failed write would leave `default` with a key nobody ever saw.
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            StartError::Io(format!(
-                "cannot create data_dir {}: {e}",
-                config.data_dir.display()
-            ))
-        })?;
+        create_data_dir(&config.data_dir)?;
     }
     let Some(tenant) = store
         .create_tenant("default", &auth::hash_key(&key), true)

@@ -295,8 +295,7 @@ async fn migrate(db: DbArgs) -> anyhow::Result<()> {
         eprintln!("migrations applied to the PostgreSQL database");
         return Ok(());
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    eventflow_server::create_data_dir(&config.data_dir)?;
     SqliteStore::migrate(&eventflow_server::sqlite_path(&config.data_dir)).await?;
     eprintln!(
         "migrations applied to {}",

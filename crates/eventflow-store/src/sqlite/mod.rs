@@ -66,9 +66,55 @@ fn options(path: &Path) -> SqliteConnectOptions {
         .foreign_keys(false)
 }
 
+/// The database file and its `-wal` and `-shm` companions.
+fn database_files(path: &Path) -> [std::path::PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    [path.to_path_buf(), with("-wal"), with("-shm")]
+}
+
+/// Makes the database readable by its owner alone, whatever the umask: the
+/// file holds patient data and webhook secrets. The file is created 0600
+/// before SQLite opens it (SQLite gives `-wal` and `-shm` the mode of the
+/// database file), and files of an earlier start are tightened to 0600.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let private = std::fs::Permissions::from_mode(0o600);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        for file in database_files(path) {
+            match std::fs::metadata(&file) {
+                Ok(m) if m.permissions().mode() & 0o777 != 0o600 => {
+                    std::fs::set_permissions(&file, private.clone())?
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// A connection to a database whose schema is current (migrating it if
 /// needed, refusing one newer than this build).
 async fn connect_and_migrate(path: &Path) -> Result<SqliteConnection> {
+    make_private(path).map_err(sqlx::Error::Io)?;
     let mut conn = SqliteConnection::connect_with(&options(path)).await?;
     migrations::sqlite()
         .run(&mut conn)
@@ -92,6 +138,8 @@ impl SqliteStore {
             .min_connections(1)
             .connect_with(options(path))
             .await?;
+        // The write-ahead log and shared memory exist now: check them too.
+        make_private(path).map_err(sqlx::Error::Io)?;
         let notifier = Arc::new(Notifier::default());
         let (shared, fanout) = crate::Shared::new(config.cel_cost, config.max_record_bytes);
         let writer = WriterHandle::start(

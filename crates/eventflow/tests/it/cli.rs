@@ -353,6 +353,48 @@ async fn the_bootstrap_key_can_come_from_the_environment() {
     assert!(!server.stderr().contains(key));
 }
 
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_and_database_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    // The server runs with umask 000: everything it creates would be
+    // readable and writable by every local user unless it sets modes itself.
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(dir.path())
+        .arg("-c")
+        .arg("umask 000 && exec \"$0\" \"$@\"")
+        .arg(BIN)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("EVENTFLOW_") {
+            cmd.env_remove(name);
+        }
+    }
+    let server = Served::start(cmd, port).await;
+    let key = keys_in(&server.stdout()).pop().expect("the generated key");
+    let (status, body) = create_patient(&server.base, &key).await;
+    assert_eq!(status, 201, "{body}");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "data_dir");
+    for name in [
+        "eventflow.db",
+        "eventflow.db-wal",
+        "eventflow.db-shm",
+        "bootstrap-api-key",
+    ] {
+        let path = data.join(name);
+        assert!(path.exists(), "{name} exists while the server runs");
+        assert_eq!(mode(&path), 0o600, "{name}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_create_prints_only_the_key_and_works_while_the_server_runs() {
     let dir = tempfile::tempdir().unwrap();
