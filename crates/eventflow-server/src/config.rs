@@ -67,9 +67,33 @@ pub struct Config {
     /// Production mode (`--production`): no private endpoints, https only.
     #[serde(skip)]
     pub production: bool,
-    /// Key of the `default` tenant on first start (`EVENTFLOW_BOOTSTRAP_API_KEY`).
+    /// A file holding the key of the `default` tenant on first start
+    /// (`EVENTFLOW_BOOTSTRAP_API_KEY_FILE`); read by [`Config::validate`].
+    pub bootstrap_api_key_file: Option<PathBuf>,
+    /// Key of the `default` tenant on first start (`EVENTFLOW_BOOTSTRAP_API_KEY`,
+    /// or read from `bootstrap_api_key_file`). Never a flag: a flag shows in `ps`.
     #[serde(skip)]
     pub bootstrap_api_key: Option<Secret>,
+}
+
+/// The shortest bootstrap key accepted.
+pub const MIN_BOOTSTRAP_KEY_LEN: usize = 32;
+
+/// Checks a bootstrap key chosen by the operator; `source` names where it
+/// came from (the variable or the file), never the key.
+pub fn check_bootstrap_key(key: &str, source: &str) -> Result<(), ConfigError> {
+    if key.chars().count() < MIN_BOOTSTRAP_KEY_LEN {
+        return Err(ConfigError(format!(
+            "{source}: the bootstrap API key must be at least {MIN_BOOTSTRAP_KEY_LEN} characters \
+             (a random one: `openssl rand -base64 32`)"
+        )));
+    }
+    if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError(format!(
+            "{source}: the bootstrap API key may not contain spaces or control characters"
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -157,6 +181,7 @@ impl Default for Config {
             vars: BTreeMap::new(),
             limits: Limits::default(),
             production: false,
+            bootstrap_api_key_file: None,
             bootstrap_api_key: None,
         }
     }
@@ -328,6 +353,7 @@ impl Config {
             ));
         }
         self.limits.validate()?;
+        self.load_bootstrap_key()?;
         if self.database_statement_timeout_secs == 0 {
             return Err(ConfigError(
                 "database_statement_timeout_secs: must be at least 1".into(),
@@ -347,6 +373,32 @@ impl Config {
             return Err(ConfigError(
                 "database_url: must be empty (SQLite) or a postgres:// URL".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// Reads `bootstrap_api_key_file` (one line; a final newline is
+    /// ignored) and checks the key, wherever it came from.
+    fn load_bootstrap_key(&mut self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.bootstrap_api_key_file {
+            if self.bootstrap_api_key.is_some() {
+                return Err(ConfigError(
+                    "EVENTFLOW_BOOTSTRAP_API_KEY and bootstrap_api_key_file (EVENTFLOW_BOOTSTRAP_API_KEY_FILE) are both set; set one"
+                        .into(),
+                ));
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!(
+                    "bootstrap_api_key_file: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let key = text.strip_suffix('\n').unwrap_or(&text);
+            let key = key.strip_suffix('\r').unwrap_or(key);
+            check_bootstrap_key(key, &format!("bootstrap_api_key_file ({})", path.display()))?;
+            self.bootstrap_api_key = Some(Secret::new(key));
+        } else if let Some(key) = &self.bootstrap_api_key {
+            check_bootstrap_key(key.expose(), "EVENTFLOW_BOOTSTRAP_API_KEY")?;
         }
         Ok(())
     }
@@ -421,6 +473,52 @@ mod tests {
         assert_eq!(e.0, "limits.streams_per_key: must be at least 1");
         let e = Config::from_toml("[limits]\nstreams = 3\n").unwrap_err();
         assert!(e.0.contains("streams"), "{e}");
+    }
+
+    #[test]
+    fn a_short_bootstrap_key_is_refused_naming_the_variable() {
+        let mut c = Config {
+            bootstrap_api_key: Some(Secret::new("a")),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert!(e.0.starts_with("EVENTFLOW_BOOTSTRAP_API_KEY: "), "{e}");
+        assert!(e.0.contains("at least 32"), "{e}");
+        let mut c = Config {
+            bootstrap_api_key: Some(Secret::new("x".repeat(32))),
+            ..Config::default()
+        };
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn the_bootstrap_key_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let key = "k".repeat(40);
+        std::fs::write(&path, format!("{key}\n")).unwrap();
+        let mut c = Config::from_toml(&format!(
+            "bootstrap_api_key_file = {:?}\n",
+            path.display().to_string()
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.bootstrap_api_key.as_ref().unwrap().expose(), key);
+
+        std::fs::write(&path, "short\n").unwrap();
+        let mut c = Config {
+            bootstrap_api_key_file: Some(path.clone()),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert!(e.0.starts_with("bootstrap_api_key_file"), "{e}");
+        assert!(!e.0.contains("short"), "the key is not shown: {e}");
+
+        let mut c = Config {
+            bootstrap_api_key_file: Some(dir.path().join("missing")),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().0.contains("cannot read"));
     }
 
     #[test]

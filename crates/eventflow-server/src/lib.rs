@@ -149,7 +149,10 @@ pub async fn bootstrap(
     store: &dyn Store,
 ) -> Result<Option<Bootstrap>, StartError> {
     let (key, generated) = match &config.bootstrap_api_key {
-        Some(k) => (k.expose().to_string(), false),
+        Some(k) => {
+            config::check_bootstrap_key(k.expose(), "EVENTFLOW_BOOTSTRAP_API_KEY")?;
+            (k.expose().to_string(), false)
+        }
         None => (auth::generate_key(), true),
     };
     if generated {

@@ -134,9 +134,6 @@ pub struct ServeArgs {
     /// Production mode: no private endpoints, https only.
     #[arg(long, env = "EVENTFLOW_PRODUCTION")]
     production: bool,
-    /// API key of the `default` tenant created on first start.
-    #[arg(long, env = "EVENTFLOW_BOOTSTRAP_API_KEY", hide_env_values = true)]
-    bootstrap_api_key: Option<String>,
 }
 
 // A value can come from the flag or from its variable, and clap's message
@@ -199,8 +196,16 @@ impl ServeArgs {
             config.event_retention_days = v;
         }
         config.production |= self.production;
-        if let Some(k) = &self.bootstrap_api_key {
-            config.bootstrap_api_key = Some(Secret::new(k.clone()));
+        // The key of the `default` tenant is read from the environment or
+        // from a file, never from a flag (which any local user sees in `ps`).
+        if let Some(k) = std::env::var_os("EVENTFLOW_BOOTSTRAP_API_KEY") {
+            let k = k
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("EVENTFLOW_BOOTSTRAP_API_KEY: must be valid UTF-8"))?;
+            config.bootstrap_api_key = Some(Secret::new(k));
+        }
+        if let Some(f) = std::env::var_os("EVENTFLOW_BOOTSTRAP_API_KEY_FILE") {
+            config.bootstrap_api_key_file = Some(f.into());
         }
         config.validate()?;
         Ok(config)
@@ -252,7 +257,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 key.expose()
             ),
             (None, _) => println!(
-                "Created tenant `default` ({}) with the key from EVENTFLOW_BOOTSTRAP_API_KEY.",
+                "Created tenant `default` ({}) with the key you chose (EVENTFLOW_BOOTSTRAP_API_KEY or bootstrap_api_key_file).",
                 b.tenant_id
             ),
         }

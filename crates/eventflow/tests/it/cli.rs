@@ -334,7 +334,7 @@ async fn the_bootstrap_key_can_come_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();
-    let key = "clinic-chosen-key-0123456789";
+    let key = "clinic-chosen-key-0123456789-abcdefgh";
     let mut cmd = serve_cmd(dir.path(), &data, port);
     cmd.env("EVENTFLOW_BOOTSTRAP_API_KEY", key);
     let server = Served::start(cmd, port).await;
@@ -393,6 +393,48 @@ async fn the_data_directory_and_database_files_are_private_whatever_the_umask() 
         assert!(path.exists(), "{name} exists while the server runs");
         assert_eq!(mode(&path), 0o600, "{name}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_bootstrap_key_stops_start_up_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cmd = serve_cmd(dir.path(), &data, free_port());
+    cmd.env("EVENTFLOW_BOOTSTRAP_API_KEY", "a");
+    let out = run_to_failure(cmd);
+    let line = first_line(&out);
+    assert!(line.contains("EVENTFLOW_BOOTSTRAP_API_KEY"), "{line}");
+    assert!(line.contains("at least 32 characters"), "{line}");
+    assert!(
+        !data.join("eventflow.db").exists(),
+        "nothing is created with a refused key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_key_is_not_a_flag_but_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = "efk_from-a-file-0123456789abcdefghijkl";
+    // A flag would show the key to every local user in `ps`.
+    let mut cmd = serve_cmd(dir.path(), &data, free_port());
+    cmd.arg("--bootstrap-api-key").arg(key);
+    let out = run_to_failure(cmd);
+    assert!(
+        text(&out.stderr).contains("--bootstrap-api-key"),
+        "{}",
+        text(&out.stderr)
+    );
+    let file = dir.path().join("bootstrap.key");
+    std::fs::write(&file, format!("{key}\n")).unwrap();
+    let port = free_port();
+    let mut cmd = serve_cmd(dir.path(), &data, port);
+    cmd.env("EVENTFLOW_BOOTSTRAP_API_KEY_FILE", &file);
+    let server = Served::start(cmd, port).await;
+    let (status, body) = create_patient(&server.base, key).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(!server.stdout().contains(key));
+    assert!(!server.stderr().contains(key));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

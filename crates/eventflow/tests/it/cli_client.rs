@@ -230,7 +230,7 @@ async fn listen_resumes_after_a_dropped_connection_without_loss_or_repeat() {
         c.listen = format!("127.0.0.1:{port}").parse().unwrap();
     };
     let dir = tempfile::tempdir().unwrap();
-    let key = "efk_listen-resume-key";
+    let key = "efk_listen-resume-key-0123456789abcdef";
     let with_key = move |c: &mut eventflow_server::Config| {
         listen_on(c);
         c.bootstrap_api_key = Some(eventflow_server::Secret::new(key));

@@ -58,7 +58,7 @@ fn spawn_writer(
 async fn acknowledged_writes_survive_kill_9(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let (url, _db) = backend.database_url().await;
-    let key = "efk_crash-test-key";
+    let key = "efk_crash-test-key-0123456789abcdefgh";
     let mut node = start(dir.path(), &url, key).await;
     let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -136,7 +136,7 @@ async fn killing_one_of_three_nodes_loses_nothing_and_the_others_go_on() {
         return;
     };
     let db = TestDatabase::create(&base).await;
-    let key = "efk_three-node-crash-key";
+    let key = "efk_three-node-crash-key-0123456789abc";
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     // A workflow with a timer per patient, due 2 s after the write: some
     // fire on the node that dies, some while it is dead; each must fire once.

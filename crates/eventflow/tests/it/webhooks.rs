@@ -1111,7 +1111,7 @@ mod more {
     async fn attempts_in_flight_at_kill_9_are_made_again_after_restart(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
         let (url, _db) = backend.database_url().await;
-        let key = "efk_delivery-crash-key";
+        let key = "efk_delivery-crash-key-0123456789abcdef";
         let start = || {
             ServerProcess::start(
                 env!("CARGO_BIN_EXE_eventflow"),
