@@ -48,14 +48,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 ApiError::bad_request("the request body could not be read")
             }
         })?;
-        let value = serde_json::from_slice(&raw).map_err(|e| {
-            // serde_json's message gives line and column, never the content.
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the body is not valid JSON: {}", e),
-            )
-        })?;
+        let value = parse_json(&raw)?;
         if let Some(path) = eventflow_model::validate::find_nul(&value) {
             let path = if path.is_empty() { "body".into() } else { path };
             return Err(ApiError::invalid(
@@ -64,6 +57,104 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             ));
         }
         Ok(JsonBody { value, raw })
+    }
+}
+
+/// Parses a JSON body, refusing an object that has the same key twice
+/// (`{"a": 1, "a": 2}`): parsers disagree on which one wins, so a proxy or
+/// a receiver could read another record than the one stored. A 400 names
+/// the key; a body that is not JSON is a 400 with line and column.
+pub fn parse_json(raw: &[u8]) -> Result<Value, ApiError> {
+    let duplicate = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let parsed = serde::de::DeserializeSeed::deserialize(UniqueKeys(&duplicate), &mut de)
+        .and_then(|v| de.end().map(|()| v));
+    parsed.map_err(|e| match duplicate.take() {
+        Some(key) => {
+            // A key is a field name, not a value; long ones are cut.
+            let shown: String = key.chars().take(64).collect();
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "duplicate_key",
+                format!(
+                    "the key {shown:?} appears twice in one object (line {}, column {}); send each key once",
+                    e.line(),
+                    e.column()
+                ),
+            )
+            .with_field(shown)
+        }
+        // serde_json's message gives line and column, never the content.
+        None => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {e}"),
+        ),
+    })
+}
+
+/// Deserializes a [`Value`] like serde_json does, but fails on a repeated
+/// key in any object, at any depth, and records that key. Depth is bounded
+/// by serde_json's recursion limit.
+#[derive(Clone, Copy)]
+struct UniqueKeys<'a>(&'a std::cell::RefCell<Option<String>>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                let e = serde::de::Error::custom("duplicate key");
+                *self.0.borrow_mut() = Some(key);
+                return Err(e);
+            }
+            let value = map.next_value_seed(self)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -151,5 +242,60 @@ impl Params {
                 )),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_repeated_key_is_refused_naming_it_at_any_depth() {
+        for (body, key) in [
+            (r#"{"firstName": "a", "firstName": "c"}"#, "firstName"),
+            (r#"{"a": {"b": 1, "c": {"d": 1, "d": 1}}}"#, "d"),
+            (r#"[{"x": 1}, {"y": 1, "y": 2}]"#, "y"),
+            (r#"{"operations": [{"body": {"k": [], "k": null}}]}"#, "k"),
+        ] {
+            let e = parse_json(body.as_bytes()).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(e.kind, "duplicate_key");
+            assert_eq!(e.field.as_deref(), Some(key), "{body}");
+        }
+    }
+
+    #[test]
+    fn json_without_repeats_parses_as_serde_json_does() {
+        for body in [
+            r#"{"a": 1, "b": [1, -2, 3.5, 1e300, "x", null, true, {"a": 1}], "c": {}}"#,
+            r#"[]"#,
+            r#""text \u00e9""#,
+            r#"18446744073709551615"#,
+            r#"{"a": {"a": {"a": 1}}}"#,
+        ] {
+            let want: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(parse_json(body.as_bytes()).unwrap(), want, "{body}");
+        }
+        // Keys keep their order.
+        let v = parse_json(br#"{"z": 1, "a": 2}"#).unwrap();
+        assert_eq!(
+            v.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["z", "a"]
+        );
+        assert_eq!(parse_json(b"{\"a\":1}").unwrap(), json!({"a": 1}));
+    }
+
+    #[test]
+    fn malformed_or_too_deep_json_is_a_400_not_a_crash() {
+        for body in [&b"{"[..], b"{\"a\":1} x", b"", b"[1,]"] {
+            let e = parse_json(body).unwrap_err();
+            assert_eq!(e.kind, "malformed_json");
+        }
+        let deep = "[".repeat(100_000);
+        assert_eq!(
+            parse_json(deep.as_bytes()).unwrap_err().kind,
+            "malformed_json"
+        );
     }
 }

@@ -534,10 +534,7 @@ async fn test_send(
     let body: Option<Value> = if raw.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        Some(
-            serde_json::from_slice(&raw)
-                .map_err(|_| ApiError::bad_request("the body is not valid JSON"))?,
-        )
+        Some(crate::extract::parse_json(&raw)?)
     };
     let event_type = match body.as_ref() {
         None | Some(Value::Null) => "appointment.created".to_string(),

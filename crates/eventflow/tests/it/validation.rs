@@ -21,6 +21,7 @@ backend_tests!(
     a_reference_to_a_record_of_another_type_is_422,
     a_reference_to_a_deleted_record_is_422,
     malformed_json_is_400_malformed_json,
+    a_key_given_twice_is_400_naming_it_and_changes_nothing,
     a_body_that_is_not_a_json_object_is_422,
     a_body_of_another_content_type_is_415,
     a_body_over_one_mebibyte_is_413,
@@ -620,6 +621,42 @@ async fn malformed_json_is_400_malformed_json(backend: Backend) {
         assert_error(&r, 400, "malformed_json", None);
     }
     assert_eq!(counts(&api).await, before);
+}
+
+async fn a_key_given_twice_is_400_naming_it_and_changes_nothing(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let id = api.patient().await;
+    let before = counts(&api).await;
+    let endpoints = api.get("/v1/endpoints").await.body.to_string();
+    let twice = r#"{"firstName": "a", "lastName": "b", "firstName": "c"}"#;
+    let r = post_raw(&api, "/v1/patients", "application/json", twice).await;
+    assert_error(&r, 400, "duplicate_key", Some("firstName"));
+    let r = api
+        .send(
+            api.request(Method::PATCH, &format!("/v1/patients/{id}"))
+                .header("Content-Type", "application/merge-patch+json")
+                .body(r#"{"lastName": "x", "lastName": "y"}"#),
+        )
+        .await;
+    assert_error(&r, 400, "duplicate_key", Some("lastName"));
+    // Deep inside a batch.
+    let batch = r#"{"operations": [{"method": "POST", "path": "/v1/patients",
+        "body": {"firstName": "a", "lastName": "b", "lastName": "c"}}]}"#;
+    let r = post_raw(&api, "/v1/batch", "application/json", batch).await;
+    assert_error(&r, 400, "duplicate_key", Some("lastName"));
+    let r = post_raw(
+        &api,
+        "/v1/endpoints",
+        "application/json",
+        r#"{"url": "https://a.example/hook", "url": "https://b.example/hook"}"#,
+    )
+    .await;
+    assert_error(&r, 400, "duplicate_key", Some("url"));
+    assert_eq!(counts(&api).await, before);
+    assert_eq!(api.get("/v1/endpoints").await.body.to_string(), endpoints);
+    let r = api.get(&format!("/v1/patients/{id}")).await;
+    assert_ne!(r.body["lastName"], "y");
 }
 
 async fn a_body_that_is_not_a_json_object_is_422(backend: Backend) {
