@@ -280,6 +280,11 @@ async fn report_depth(inner: &Inner) {
             .set(depth.pending_later as f64);
         metrics::gauge!("eventflow_delivery_queue_depth", "state" => "failed")
             .set(depth.failed as f64);
+        // Endpoints in aggregate, never one series per endpoint: ids come
+        // and go with tenants' requests, and a series is never forgotten.
+        metrics::gauge!("eventflow_endpoints_failing").set(depth.failing_endpoints as f64);
+        metrics::gauge!("eventflow_endpoint_failure_streak_max")
+            .set(depth.max_failure_streak as f64);
     }
     metrics::gauge!("eventflow_delivery_in_memory")
         .set(inner.held.load(AtomicOrdering::Relaxed) as f64);
@@ -494,8 +499,6 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
             state
                 .streak
                 .store(recorded.failure_streak, AtomicOrdering::Relaxed);
-            metrics::gauge!("eventflow_endpoint_failure_streak", "endpoint" => d.endpoint_id.clone())
-                .set(recorded.failure_streak as f64);
             if recorded.endpoint_disabled {
                 let mut r = (*row).clone();
                 r.disabled = true;

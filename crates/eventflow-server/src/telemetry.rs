@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -28,11 +29,29 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// The method as a label: one of the standard methods, or `other`. Any
+/// token is a valid method, and each label value is a series kept for the
+/// life of the process: made-up methods must not create series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
 /// Counts and times every request by route (the matched pattern, never the
 /// concrete path or query, which may carry ids). Logs one line per request.
 pub async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -42,7 +61,7 @@ pub async fn track(req: Request, next: Next) -> Response {
     let elapsed = start.elapsed();
     let status = response.status().as_u16();
     let labels = [
-        ("method", method.to_string()),
+        ("method", method.to_owned()),
         ("route", route.clone()),
         ("status", status.to_string()),
     ];

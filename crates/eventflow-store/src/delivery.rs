@@ -323,4 +323,8 @@ pub struct QueueDepth {
     pub pending_due: i64,
     pub pending_later: i64,
     pub failed: i64,
+    /// Endpoints (not deleted) whose last attempt failed.
+    pub failing_endpoints: i64,
+    /// The longest failure streak of an endpoint that is not deleted.
+    pub max_failure_streak: i64,
 }

@@ -735,7 +735,9 @@ macro_rules! impl_store {
                     "SELECT \
                        (SELECT count(*) FROM deliveries WHERE status = 'pending' AND next_at <= $1), \
                        (SELECT count(*) FROM deliveries WHERE status = 'pending' AND next_at > $1), \
-                       (SELECT count(*) FROM deliveries WHERE status = 'failed')",
+                       (SELECT count(*) FROM deliveries WHERE status = 'failed'), \
+                       (SELECT count(*) FROM endpoints WHERE deleted_at IS NULL AND failure_streak > 0), \
+                       (SELECT coalesce(max(failure_streak), 0) FROM endpoints WHERE deleted_at IS NULL)",
                 )
                 .bind(now)
                 .fetch_one(&self.reads)
@@ -744,6 +746,8 @@ macro_rules! impl_store {
                     pending_due: row.get(0),
                     pending_later: row.get(1),
                     failed: row.get(2),
+                    failing_endpoints: row.get(3),
+                    max_failure_streak: row.get(4),
                 })
             }
 

@@ -15,6 +15,7 @@ backend_tests!(
     the_audit_log_belongs_to_the_tenant_and_needs_a_key,
     health_and_readiness_answer_without_a_key,
     metrics_are_prometheus_text_with_requests_and_events,
+    no_metric_label_takes_a_value_a_client_made_up,
     openapi_json_describes_every_route_the_server_has,
     docs_render_the_description_from_this_server_alone,
 );
@@ -331,6 +332,55 @@ async fn metrics_are_prometheus_text_with_requests_and_events(backend: Backend) 
     let text = text.as_str().unwrap();
     assert!(!text.contains(&id), "a record id leaked into a label");
     assert!(text.contains("route=\"/v1/patients/{id}\""), "{text}");
+}
+
+async fn no_metric_label_takes_a_value_a_client_made_up(backend: Backend) {
+    use eventflow_testkit::{Answer, Receiver, wait_for};
+    let server = backend.spawn().await;
+    let api = server.api();
+    // Any token is a method to HTTP: none may become a series of its own.
+    let http = reqwest::Client::new();
+    for i in 0..50 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{i}X").as_bytes()).unwrap();
+        let r = http
+            .request(method, format!("{}/healthz", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    // An endpoint that fails, then is deleted: its id is no series either.
+    let rx = Receiver::start().await;
+    rx.answer(Answer::Status(500));
+    let ep = api.post("/v1/endpoints", json!({"url": rx.url("/")})).await;
+    assert_eq!(ep.status, 201, "{}", ep.body);
+    let ep_id = ep.id();
+    api.patient().await;
+    rx.wait_for(1, std::time::Duration::from_secs(20)).await;
+    wait_for(
+        std::time::Duration::from_secs(20),
+        "the failure counted",
+        || {
+            let (api, ep_id) = (api.clone(), ep_id.clone());
+            async move {
+                (api.get(&format!("/v1/endpoints/{ep_id}")).await.body["failureStreak"] == 1)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        api.delete(&format!("/v1/endpoints/{ep_id}")).await.status,
+        204
+    );
+    let text = api.get("/metrics").await.body;
+    let text = text.as_str().unwrap();
+    assert!(
+        !text.contains("MADEUP"),
+        "a made-up method is a label:\n{text}"
+    );
+    assert!(text.contains("method=\"other\""), "{text}");
+    assert!(!text.contains(&ep_id), "an endpoint id is a label:\n{text}");
 }
 
 fn v1_routes() -> Vec<(String, Vec<&'static str>)> {

@@ -1346,7 +1346,7 @@ print("verified")
                 let t = r.text().await.ok()?;
                 (t.contains("eventflow_deliveries_total{outcome=\"succeeded\"}")
                     && t.contains("eventflow_deliveries_total{outcome=\"retrying\"}")
-                    && t.contains("eventflow_endpoint_failure_streak"))
+                    && t.contains("eventflow_endpoints_failing"))
                 .then_some(t)
             }
         })
@@ -1355,7 +1355,10 @@ print("verified")
             text.contains("eventflow_delivery_attempt_duration_seconds"),
             "{text}"
         );
-        assert!(text.contains("eventflow_endpoint_failure_streak"), "{text}");
+        assert!(
+            text.contains("eventflow_endpoint_failure_streak_max"),
+            "{text}"
+        );
     }
 }
 
