@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -27,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use eventflow_store::postgres::{PgConfig, PgStore};
 use eventflow_store::sqlite::{SqliteConfig, SqliteStore};
 use eventflow_store::{Clock, Store, StoreError};
@@ -346,20 +346,15 @@ impl Application {
             },
             self.state.shutdown.clone(),
         );
-        // Small writes (an SSE event, a long-poll answer) go out at once:
-        // with Nagle's algorithm they would wait for the client's delayed
-        // ACK, up to 40 ms.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         let engine = self.state.engine.start();
         let stopping = self.stopping;
-        let result = axum::serve(listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stopping.send(true);
-            })
-            .await;
+        let stopped = stopping.subscribe();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stopping.send(true);
+        });
+        let bounds = conn::Bounds::from(&self.state.config.limits);
+        let result = conn::serve(self.listener, self.router, bounds, stopped).await;
         retention.abort();
         replays.abort();
         watcher.abort();

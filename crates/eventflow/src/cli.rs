@@ -242,6 +242,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    // Descriptors for every connection the cap allows, plus the database's.
+    if let Some(open_files) = eventflow_server::conn::raise_open_files_limit()
+        && open_files < config.limits.max_connections as u64 + 64
+    {
+        tracing::warn!(
+            open_files,
+            max_connections = config.limits.max_connections,
+            "the open files limit is below limits.max_connections: lower max_connections or raise the hard limit (ulimit -Hn)"
+        );
+    }
     let app = Application::build(config, Arc::new(SystemClock)).await?;
     if let Some(b) = app.bootstrap() {
         match (&b.generated_key, &b.key_file) {

@@ -9,6 +9,7 @@ mod budgets;
 mod cli;
 mod cli_client;
 mod concurrency;
+mod connections;
 mod crash;
 mod events;
 mod idempotency_batch;
