@@ -2,14 +2,16 @@
 //! Only the SHA-256 of a key is stored; a key is never logged.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use eventflow_store::Principal;
+use jiff::Timestamp;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -39,10 +41,194 @@ pub fn hash_key(key: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Keys already seen, by hash, so a request costs no database read.
-#[derive(Debug, Default)]
+/// How long a key found in no tenant is remembered as unknown (at most
+/// `key_cache_ttl_secs`): repeated bad keys cost no database read.
+const NEGATIVE_TTL_SECS: u64 = 10;
+/// The window in which failed attempts of one client address are counted.
+const FAILURE_WINDOW_SECS: i64 = 60;
+
+/// API keys already looked up, by hash, so a request usually costs no
+/// database read; unknown keys too, for a short while; and the failed
+/// attempts of each client address. All of it bounded (`key_cache_entries`
+/// each) and timed on the injected clock: a known key is looked up again
+/// after `key_cache_ttl_secs`, so a key removed from the database stops
+/// working within that time.
+#[derive(Debug)]
 pub struct KeyCache {
-    keys: RwLock<HashMap<String, Principal>>,
+    ttl: jiff::SignedDuration,
+    negative_ttl: jiff::SignedDuration,
+    entries: usize,
+    failures_per_minute: u32,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    /// hash → (principal, looked up again after)
+    known: HashMap<String, (Principal, Timestamp)>,
+    /// hash → unknown until
+    unknown: HashMap<String, Timestamp>,
+    /// client address (an IPv6 address by its /64) → (window start, failures)
+    failures: HashMap<IpAddr, (Timestamp, u32)>,
+}
+
+/// What the cache says of a key.
+pub enum Lookup {
+    Known(Principal),
+    Unknown,
+    /// Not cached: ask the database.
+    Ask,
+}
+
+/// Drops expired entries of a full map; if it is still full, the entry
+/// that expires first.
+fn make_room<K: Clone + Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, V>,
+    cap: usize,
+    now: Timestamp,
+    expiry: impl Fn(&V) -> Timestamp,
+) {
+    if map.len() < cap {
+        return;
+    }
+    map.retain(|_, v| expiry(v) > now);
+    if map.len() >= cap
+        && let Some(first) = map
+            .iter()
+            .min_by_key(|(_, v)| expiry(v))
+            .map(|(k, _)| k.clone())
+    {
+        map.remove(&first);
+    }
+}
+
+/// The address failures are counted by: IPv4 as is, IPv6 by its /64 (one
+/// client usually holds a whole /64).
+fn client_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+impl KeyCache {
+    pub fn new(limits: &crate::config::Limits) -> KeyCache {
+        let ttl = limits.key_cache_ttl_secs.max(1);
+        KeyCache {
+            ttl: jiff::SignedDuration::from_secs(ttl as i64),
+            negative_ttl: jiff::SignedDuration::from_secs(NEGATIVE_TTL_SECS.min(ttl) as i64),
+            entries: limits.key_cache_entries.max(1),
+            failures_per_minute: limits.auth_failures_per_minute.max(1),
+            inner: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached answer for a key hash.
+    pub fn lookup(&self, hash: &str, now: Timestamp) -> Lookup {
+        let mut inner = self.lock();
+        if let Some((p, until)) = inner.known.get(hash) {
+            if *until > now {
+                return Lookup::Known(p.clone());
+            }
+            inner.known.remove(hash);
+        }
+        if let Some(until) = inner.unknown.get(hash) {
+            if *until > now {
+                return Lookup::Unknown;
+            }
+            inner.unknown.remove(hash);
+        }
+        Lookup::Ask
+    }
+
+    /// Remembers what the database said of a key hash.
+    pub fn remember(&self, hash: String, principal: Option<Principal>, now: Timestamp) {
+        let mut inner = self.lock();
+        match principal {
+            Some(p) => {
+                make_room(&mut inner.known, self.entries, now, |(_, t)| *t);
+                inner.known.insert(hash, (p, now + self.ttl));
+            }
+            None => {
+                make_room(&mut inner.unknown, self.entries, now, |t| *t);
+                inner.unknown.insert(hash, now + self.negative_ttl);
+            }
+        }
+    }
+
+    /// `Some(seconds to wait)` when `client` has used up its failed
+    /// attempts for the current minute.
+    pub fn blocked(&self, client: Option<IpAddr>, now: Timestamp) -> Option<u64> {
+        let client = client_bucket(client?);
+        let inner = self.lock();
+        let (start, n) = inner.failures.get(&client)?;
+        let ends = *start + jiff::SignedDuration::from_secs(FAILURE_WINDOW_SECS);
+        (ends > now && *n >= self.failures_per_minute).then(|| {
+            let secs = ends.duration_since(now).as_secs_f64().ceil();
+            (secs as u64).max(1)
+        })
+    }
+
+    /// Counts one failed attempt of `client`.
+    pub fn failed(&self, client: Option<IpAddr>, now: Timestamp) {
+        let Some(client) = client.map(client_bucket) else {
+            return;
+        };
+        let window = jiff::SignedDuration::from_secs(FAILURE_WINDOW_SECS);
+        let mut inner = self.lock();
+        match inner.failures.get_mut(&client) {
+            Some((start, n)) if *start + window > now => *n = n.saturating_add(1),
+            Some(entry) => *entry = (now, 1),
+            None => {
+                make_room(&mut inner.failures, self.entries, now, |(t, _)| *t + window);
+                inner.failures.insert(client, (now, 1));
+            }
+        }
+    }
+
+    /// Checks a key for a request from `client`: the cache first, then the
+    /// database. An address that has failed `auth_failures_per_minute`
+    /// times this minute gets a 429 for any key not already cached as
+    /// valid; every unknown key is a failure.
+    pub async fn authenticate(
+        &self,
+        store: &dyn eventflow_store::Store,
+        key: &str,
+        client: Option<IpAddr>,
+        now: Timestamp,
+    ) -> Result<Principal, ApiError> {
+        let hash = hash_key(key);
+        let cached = self.lookup(&hash, now);
+        if let Lookup::Known(p) = cached {
+            return Ok(p);
+        }
+        if let Some(wait) = self.blocked(client, now) {
+            return Err(ApiError::too_many_attempts(wait));
+        }
+        let found = match cached {
+            Lookup::Known(p) => Some(p),
+            Lookup::Unknown => None,
+            Lookup::Ask => {
+                let found = store.authenticate(&hash).await?;
+                self.remember(hash, found.clone(), now);
+                found
+            }
+        };
+        found.ok_or_else(|| {
+            self.failed(client, now);
+            ApiError::unauthorized()
+        })
+    }
 }
 
 /// A principal set on an in-process request by the portal, which has
@@ -82,27 +268,68 @@ impl FromRequestParts<AppState> for Auth {
             .map(str::trim)
             .filter(|k| !k.is_empty() && k.len() <= 200)
             .ok_or_else(ApiError::unauthorized)?;
-        let hash = hash_key(key);
-        if let Some(p) = state
-            .keys
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&hash)
-        {
-            return Ok(Auth(p.clone()));
-        }
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
         let principal = state
-            .store
-            .authenticate(&hash)
-            .await?
-            .ok_or_else(ApiError::unauthorized)?;
-        state
             .keys
-            .keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(hash, principal.clone());
+            .authenticate(&*state.store, key, client, state.clock.now())
+            .await?;
         Ok(Auth(principal))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(n: usize) -> Principal {
+        Principal {
+            tenant_id: format!("ten_{n}"),
+            key_id: format!("key_{n}"),
+        }
+    }
+
+    #[test]
+    fn every_map_of_the_cache_stays_within_key_cache_entries() {
+        let limits = crate::config::Limits {
+            key_cache_entries: 3,
+            ..Default::default()
+        };
+        let cache = KeyCache::new(&limits);
+        let now = Timestamp::now();
+        for n in 0..100 {
+            cache.remember(format!("known{n}"), Some(principal(n)), now);
+            cache.remember(format!("unknown{n}"), None, now);
+            cache.failed(Some(IpAddr::from([10, 0, 0, n as u8])), now);
+        }
+        let inner = cache.lock();
+        assert_eq!(inner.known.len(), 3);
+        assert_eq!(inner.unknown.len(), 3);
+        assert_eq!(inner.failures.len(), 3);
+    }
+
+    #[test]
+    fn unknown_keys_are_forgotten_quickly_and_known_ones_after_the_ttl() {
+        let cache = KeyCache::new(&crate::config::Limits::default());
+        let now = Timestamp::now();
+        cache.remember("k".into(), Some(principal(1)), now);
+        cache.remember("u".into(), None, now);
+        assert!(matches!(cache.lookup("u", now), Lookup::Unknown));
+        let later = now + jiff::SignedDuration::from_secs(11);
+        assert!(matches!(cache.lookup("u", later), Lookup::Ask));
+        assert!(matches!(cache.lookup("k", later), Lookup::Known(_)));
+        let later = now + jiff::SignedDuration::from_secs(60);
+        assert!(matches!(cache.lookup("k", later), Lookup::Ask));
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(client_bucket(a), client_bucket(b));
+        let v4: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(client_bucket(v4), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 }

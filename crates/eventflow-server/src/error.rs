@@ -21,6 +21,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// For a failed batch: the index of the failing operation.
     pub index: Option<usize>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -33,7 +35,21 @@ impl ApiError {
             message: message.into(),
             field: None,
             index: None,
+            retry_after: None,
         }
+    }
+
+    /// 429 for a client address that has failed authentication too often.
+    pub fn too_many_attempts(retry_after: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many failed API keys or sign-ins from this address; try again in {retry_after} s"
+            ),
+        );
+        e.retry_after = Some(retry_after);
+        e
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -155,6 +171,12 @@ impl IntoResponse for ApiError {
                 index: self.index,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }

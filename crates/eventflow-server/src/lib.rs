@@ -285,6 +285,7 @@ impl Application {
             clock.clone(),
         )
         .map_err(StartError::Io)?;
+        let keys = Arc::new(auth::KeyCache::new(&config.limits));
         let state = AppState {
             store,
             clock,
@@ -292,7 +293,7 @@ impl Application {
             http,
             workflows,
             engine,
-            keys: Arc::default(),
+            keys,
             shutdown,
             replays: Arc::default(),
         };

@@ -433,7 +433,12 @@ async fn sign_in_page(State(p): State<Portal>, headers: HeaderMap) -> Response {
     sign_in_form(&p, None, StatusCode::OK)
 }
 
-async fn sign_in(State(p): State<Portal>, headers: HeaderMap, body: Bytes) -> Response {
+async fn sign_in(
+    State(p): State<Portal>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let f = form(&body);
     let pre = cookie(&headers, PRE_COOKIE).unwrap_or("");
     if pre.is_empty() || !constant_time_eq(field(&f, "pre").as_bytes(), pre.as_bytes()) {
@@ -444,22 +449,49 @@ async fn sign_in(State(p): State<Portal>, headers: HeaderMap, body: Bytes) -> Re
         );
     }
     let key = field(&f, "api_key");
-    let principal = if key.is_empty() || key.len() > 200 {
-        None
+    // The API's key check: its cache, and its limit on failed attempts per
+    // client address, which sign-ins share.
+    let client = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let now = p.app.clock.now();
+    let checked = if key.is_empty() || key.len() > 200 {
+        match p.app.keys.blocked(client, now) {
+            Some(wait) => Err(crate::ApiError::too_many_attempts(wait)),
+            None => {
+                p.app.keys.failed(client, now);
+                Err(crate::ApiError::unauthorized())
+            }
+        }
     } else {
         p.app
-            .store
-            .authenticate(&hash_key(key))
+            .keys
+            .authenticate(&*p.app.store, key, client, now)
             .await
-            .ok()
-            .flatten()
     };
-    let Some(principal) = principal else {
-        return sign_in_form(
-            &p,
-            Some("That API key is not valid."),
-            StatusCode::UNAUTHORIZED,
-        );
+    let principal = match checked {
+        Ok(principal) => principal,
+        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => {
+            let mut r = sign_in_form(
+                &p,
+                Some(&format!(
+                    "Too many failed sign-ins from this address; try again in {} seconds.",
+                    e.retry_after.unwrap_or(60)
+                )),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+            if let Some(secs) = e.retry_after {
+                r.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            }
+            return r;
+        }
+        Err(_) => {
+            return sign_in_form(
+                &p,
+                Some("That API key is not valid."),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
     };
     let id = random_token();
     let now = Instant::now();

@@ -14,6 +14,7 @@ mod crash;
 mod events;
 mod idempotency_batch;
 mod isolation;
+mod keys;
 mod logs;
 mod multinode;
 mod portal;

@@ -13,6 +13,7 @@ backend_tests!(
     endpoints_are_created_edited_and_deleted_through_forms_with_csrf,
     an_endpoint_page_shows_deliveries_attempts_and_its_actions_work,
     events_and_automations_pages_show_the_tenants_own_data_only,
+    failed_sign_ins_count_with_failed_api_keys_and_the_31st_is_429,
 );
 
 /// The portal in headless Chromium (playwright-core from npm, Debian's
@@ -740,4 +741,46 @@ async fn events_and_automations_pages_show_the_tenants_own_data_only(backend: Ba
     let page = b.get(&format!("/portal/events/{e}")).await;
     assert!(!page.html.contains("<script>alert(1)"));
     assert!(page.html.contains("&lt;script&gt;"));
+}
+
+async fn failed_sign_ins_count_with_failed_api_keys_and_the_31st_is_429(backend: Backend) {
+    let server = backend.spawn().await;
+    let mut browser = Browser::new(&server.base);
+    let page = browser.get("/portal/sign-in").await;
+    // Each answer is a new form with a new token.
+    let mut pre = hidden(&page.html, "pre");
+    for i in 0..29 {
+        let key = format!("efk_guess-{i}");
+        let r = browser
+            .post("/portal/sign-in", &[("pre", &pre), ("api_key", &key)])
+            .await;
+        assert_eq!(r.status, 401, "{}", r.html);
+        pre = hidden(&r.html, "pre");
+    }
+    // One more through the API: the same count.
+    let r = eventflow_testkit::Api {
+        key: Some("efk_guess-api".into()),
+        ..server.api()
+    }
+    .get("/v1/patients")
+    .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = browser
+        .post(
+            "/portal/sign-in",
+            &[("pre", &pre), ("api_key", "efk_guess-31")],
+        )
+        .await;
+    assert_eq!(r.status, 429, "{}", r.html);
+    assert!(r.headers.contains_key("retry-after"));
+    assert!(r.html.contains("Too many failed sign-ins"), "{}", r.html);
+    let pre = hidden(&r.html, "pre");
+    // Even the right key waits: it is not known to the server yet.
+    let r = browser
+        .post(
+            "/portal/sign-in",
+            &[("pre", &pre), ("api_key", &server.key)],
+        )
+        .await;
+    assert_eq!(r.status, 429, "{}", r.html);
 }
