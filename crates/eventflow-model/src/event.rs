@@ -99,6 +99,17 @@ pub const OPERATIONAL_TYPES: [(&str, &str); 3] = [
     ),
 ];
 
+/// An event type's bit of 64 (a hash: two types may share one). The OR of
+/// the bits of a commit's events says, with false positives only, which
+/// types it may hold.
+pub fn type_bit(event_type: &str) -> u64 {
+    // FNV-1a: the same bit in every process.
+    let hash = event_type.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    1 << (hash % 64)
+}
+
 /// Whether a type is one of [`OPERATIONAL_TYPES`].
 pub fn is_operational(event_type: &str) -> bool {
     OPERATIONAL_TYPES.iter().any(|(t, _)| *t == event_type)
@@ -157,6 +168,23 @@ impl TypeFilter {
     /// Whether no pattern was given (everything matches).
     pub fn is_all(&self) -> bool {
         self.patterns.is_empty() || self.patterns.iter().any(|p| p == "*")
+    }
+
+    /// The [`type_bit`]s of every known type the filter matches, of the
+    /// record type `resource` when given (every bit when that is everything):
+    /// a reader whose bits miss a commit's bits has nothing to read in it.
+    pub fn bits(&self, resource: Option<&str>) -> u64 {
+        if self.is_all() && resource.is_none() {
+            return u64::MAX;
+        }
+        let of_resource = |t: &str| {
+            resource.is_none_or(|r| t.strip_prefix(r).is_some_and(|rest| rest.starts_with('.')))
+        };
+        EventType::all()
+            .map(|t| t.name())
+            .chain(OPERATIONAL_TYPES.iter().map(|(t, _)| t.to_string()))
+            .filter(|t| self.matches(t) && of_resource(t))
+            .fold(0, |bits, t| bits | type_bit(&t))
     }
 
     pub fn matches(&self, event_type: &str) -> bool {

@@ -40,6 +40,12 @@ impl ApiError {
     }
 
     /// 429 for a client address that has failed authentication too often.
+    /// The same error, telling the client to try again in `secs` seconds.
+    pub fn retrying_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
     pub fn too_many_attempts(retry_after: u64) -> Self {
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -11,6 +11,9 @@
 //! - [`routes`]: one module per area, each with a `router()`.
 //! - [`openapi`]: the OpenAPI 3.1 document, built from the record field tables.
 //! - [`telemetry`]: the Prometheus recorder and the request middleware.
+//! - [`conn`]: serving connections: the cap, and the read and idle timeouts.
+//! - [`streams`]: open streams and long polls counted per API key.
+//! - [`portal`]: the developer portal.
 
 pub mod auth;
 pub mod config;
@@ -20,6 +23,7 @@ pub mod extract;
 pub mod openapi;
 pub mod portal;
 pub mod routes;
+pub mod streams;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -54,6 +58,8 @@ pub struct AppState {
     pub engine: Arc<eventflow_automations::Engine>,
     /// Wakes the replay driver when a replay is left running.
     pub replays: Arc<tokio::sync::Notify>,
+    /// Open streams and long polls per API key.
+    pub streams: Arc<streams::Streams>,
 }
 
 /// Why the server could not start.
@@ -286,6 +292,7 @@ impl Application {
         )
         .map_err(StartError::Io)?;
         let keys = Arc::new(auth::KeyCache::new(&config.limits));
+        let streams = streams::Streams::new(config.limits.streams_per_key);
         let state = AppState {
             store,
             clock,
@@ -296,6 +303,7 @@ impl Application {
             keys,
             shutdown,
             replays: Arc::default(),
+            streams,
         };
         let router = routes::router(state.clone());
         Ok(Application {

@@ -101,6 +101,8 @@ pub struct Fanout {
     pub now: String,
     pub lease_until: String,
     fresh: Vec<FreshDelivery>,
+    /// The events the group wrote: tenant, sequence, type bit.
+    noted: Vec<(String, i64, u64)>,
     feed: Option<mpsc::Sender<Vec<FreshDelivery>>>,
     /// The budget of one filter evaluation, in cost units.
     pub cel_cost: u64,
@@ -140,6 +142,7 @@ impl Fanout {
             now: String::new(),
             lease_until: String::new(),
             fresh: Vec::new(),
+            noted: Vec::new(),
             feed,
             wake_dispatcher: false,
         }
@@ -149,7 +152,38 @@ impl Fanout {
         self.now = eventflow_model::time::format(now);
         self.lease_until = eventflow_model::time::format(now + LEASE);
         self.fresh.clear();
+        self.noted.clear();
         self.wake_dispatcher = false;
+    }
+
+    /// Notes an event the group wrote, for the wake-ups at commit.
+    pub fn note_event(&mut self, tenant: &str, sequence: i64, event_type: &str) {
+        self.noted.push((
+            tenant.to_string(),
+            sequence,
+            eventflow_model::event::type_bit(event_type),
+        ));
+    }
+
+    pub fn noted_len(&self) -> usize {
+        self.noted.len()
+    }
+
+    pub fn truncate_noted(&mut self, len: usize) {
+        self.noted.truncate(len);
+    }
+
+    /// Per tenant, the first and last sequence the group wrote and the type
+    /// bits of its events; empties the list.
+    pub fn take_noted(&mut self) -> HashMap<String, (i64, i64, u64)> {
+        let mut out: HashMap<String, (i64, i64, u64)> = HashMap::new();
+        for (tenant, seq, bit) in self.noted.drain(..) {
+            let e = out.entry(tenant).or_insert((seq, seq, 0));
+            e.0 = e.0.min(seq);
+            e.1 = e.1.max(seq);
+            e.2 |= bit;
+        }
+        out
     }
 
     /// Starts the filter budget of the next request.
@@ -172,6 +206,7 @@ impl Fanout {
     pub fn invalidate(&mut self) {
         self.tenants.clear();
         self.fresh.clear();
+        self.noted.clear();
     }
 
     /// The endpoints the event goes to, and the filter errors to record

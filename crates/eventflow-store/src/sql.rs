@@ -170,6 +170,7 @@ macro_rules! impl_write_conn {
                 .bind(writer)
                 .execute(&mut self.conn)
                 .await?;
+                self.fanout.note_event(&event.tenant_id, event.sequence, &event.event_type);
                 Ok(())
             }
 

@@ -402,8 +402,17 @@ async fn commit_group<C: WriteConn + QueueConn + AutoConn>(
                 for t in event_types {
                     metrics::counter!("eventflow_events_total", "type" => t).increment(1);
                 }
+                let mut written = conn.fanout().take_noted();
                 for (tenant, seq) in sequences {
-                    notifier.publish(&tenant, seq);
+                    match written.remove(&tenant) {
+                        Some((first, last, types)) => {
+                            notifier.publish_commit(&tenant, first, last.max(seq), types)
+                        }
+                        None => notifier.publish(&tenant, seq),
+                    }
+                }
+                for (tenant, (first, last, types)) in written {
+                    notifier.publish_commit(&tenant, first, last, types);
                 }
                 if conn.fanout().committed() {
                     wake.notify_one();
@@ -479,6 +488,7 @@ async fn try_group<C: WriteConn + QueueConn + AutoConn>(
         // an unguarded job breaks the transaction.
         let guarded = command_may_fail_after_writing(&job.command);
         let fresh_before = conn.fanout().fresh_len();
+        let noted_before = conn.fanout().noted_len();
         if guarded && let Err(error) = conn.execute("SAVEPOINT job").await {
             return Ok(Attempt::Failed {
                 culprit: Some(i),
@@ -491,6 +501,7 @@ async fn try_group<C: WriteConn + QueueConn + AutoConn>(
             (Ok(_), true) => conn.execute("RELEASE job").await,
             (Err(_), true) => {
                 conn.fanout().truncate_fresh(fresh_before);
+                conn.fanout().truncate_noted(noted_before);
                 match conn.execute("ROLLBACK TO job").await {
                     Ok(()) => conn.execute("RELEASE job").await,
                     Err(e) => Err(e),

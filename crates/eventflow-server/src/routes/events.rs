@@ -81,12 +81,19 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
         limit,
         max_bytes: state.config.limits.max_page_bytes,
     };
+    let bits = q.types.bits(q.resource_type.map(ResourceType::name));
+    // A long poll holds a connection and a task: counted against the key.
+    let _held = if wait > 0 {
+        Some(state.streams.open(auth.key_id())?)
+    } else {
+        None
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
     // Subscribe before the first read, so a commit in between wakes us.
     let mut commits = state.store.notifier().subscribe(auth.tenant());
     let mut shutdown = state.shutdown.clone();
     let mut scan = q;
-    let events = loop {
+    let events = 'read: loop {
         let committed = *commits.borrow_and_update();
         let events = state.store.events(auth.tenant(), &scan).await?;
         if !events.is_empty() || wait == 0 {
@@ -94,9 +101,23 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
         }
         // Nothing up to `committed` matched: later reads start past it.
         scan.after = scan.after.max(committed);
-        match next_commit(&mut commits, &mut shutdown, Some(deadline)).await {
-            Wake::Commit | Wake::Recheck => continue,
-            Wake::Timeout | Wake::Shutdown => break events,
+        loop {
+            match next_commit(&mut commits, &mut shutdown, Some(deadline)).await {
+                // Commits whose events are all of types this reader does
+                // not want, and all known here, need no read.
+                Wake::Commit
+                    if state.store.notifier().nothing_for(
+                        auth.tenant(),
+                        scan.after,
+                        *commits.borrow(),
+                        bits,
+                    ) =>
+                {
+                    scan.after = scan.after.max(*commits.borrow_and_update());
+                }
+                Wake::Commit | Wake::Recheck => continue 'read,
+                Wake::Timeout | Wake::Shutdown => break 'read events,
+            }
         }
     };
     let next_after = events.last().map(|e| e.sequence).unwrap_or(after);
@@ -168,6 +189,10 @@ async fn next_commit(
 }
 
 struct Follow {
+    /// Counts this stream against its key until it ends.
+    _held: crate::streams::Held,
+    /// The type bits the stream wants (see `Notifier::nothing_for`).
+    bits: u64,
     store: Arc<dyn Store>,
     shutdown: watch::Receiver<bool>,
     tenant: String,
@@ -198,7 +223,10 @@ async fn stream(
             })?;
     }
     let (types, resource_type, resource_id) = filters(&params)?;
+    let held = state.streams.open(auth.key_id())?;
     let follow = Follow {
+        _held: held,
+        bits: types.bits(resource_type.map(ResourceType::name)),
         commits: state.store.notifier().subscribe(auth.tenant()),
         shutdown: state.shutdown.clone(),
         store: state.store.clone(),
@@ -229,9 +257,21 @@ async fn stream(
                 Ok(_) => {
                     // Nothing up to `committed` matched the filters.
                     f.query.after = f.query.after.max(committed);
-                    match next_commit(&mut f.commits, &mut f.shutdown, None).await {
-                        Wake::Commit | Wake::Recheck | Wake::Timeout => {}
-                        Wake::Shutdown => return None,
+                    loop {
+                        match next_commit(&mut f.commits, &mut f.shutdown, None).await {
+                            Wake::Commit
+                                if f.store.notifier().nothing_for(
+                                    &f.tenant,
+                                    f.query.after,
+                                    *f.commits.borrow(),
+                                    f.bits,
+                                ) =>
+                            {
+                                f.query.after = f.query.after.max(*f.commits.borrow_and_update());
+                            }
+                            Wake::Commit | Wake::Recheck | Wake::Timeout => break,
+                            Wake::Shutdown => return None,
+                        }
                     }
                 }
                 Err(e) => {

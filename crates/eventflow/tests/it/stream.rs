@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use eventflow_testkit::{Api, Backend, backend_tests};
+use eventflow_testkit::{Api, Backend, Options, backend_tests, wait_for};
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 
@@ -19,6 +19,7 @@ backend_tests!(
     the_stream_checks_its_key_and_parameters,
     a_stopping_server_ends_open_streams_and_long_polls,
     a_filtered_stream_and_long_poll_still_wake_for_their_event,
+    a_key_holds_at_most_its_limit_of_streams_and_long_polls,
 );
 
 type Bytes = Pin<Box<dyn Stream<Item = reqwest::Result<Vec<u8>>> + Send>>;
@@ -388,4 +389,53 @@ async fn a_filtered_stream_and_long_poll_still_wake_for_their_event(backend: Bac
     assert_eq!(data.len(), 1);
     assert_eq!(data[0]["type"], "consent.created");
     assert_eq!(r.body["nextAfter"], data[0]["sequence"]);
+}
+
+async fn a_key_holds_at_most_its_limit_of_streams_and_long_polls(backend: Backend) {
+    let server = backend
+        .spawn_with(Options {
+            configure: Some(Box::new(|c| c.limits.streams_per_key = 2)),
+            ..Options::default()
+        })
+        .await;
+    let api = server.api();
+    let first = SseReader::open(&api, "/v1/events/stream?after=0", None).await;
+    let poll = {
+        let api = api.clone();
+        tokio::spawn(async move { api.get("/v1/events?after=0&wait=30&types=consent.*").await })
+    };
+    let tenant = crate::events::principal(&server).await.tenant_id;
+    server.until_waiting(&tenant, 2).await;
+    // A third, stream or long poll, is refused with a time to come back.
+    for path in ["/v1/events/stream?after=0", "/v1/events?after=0&wait=5"] {
+        let r = api.get(path).await;
+        assert_eq!(r.status, 429, "{path}: {:?}", r.body);
+        assert_eq!(r.body["error"]["type"], "too_many_streams");
+        assert!(r.header("retry-after").is_some());
+    }
+    // A plain poll is not counted; another key is not held back.
+    assert_eq!(api.get("/v1/events?after=0").await.status, 200);
+    let other = server.new_tenant("other").await;
+    let _theirs = SseReader::open(&other, "/v1/events/stream?after=0", None).await;
+    // The long poll answers and the stream closes: the key may open again.
+    let patient = api.patient().await;
+    api.post("/v1/consents", json!({"patientId": patient}))
+        .await;
+    assert_eq!(poll.await.unwrap().status, 200);
+    drop(first);
+    api.patient().await; // written to the closed stream: the server notices.
+    wait_for(Duration::from_secs(20), "room for a stream again", || {
+        let api = api.clone();
+        async move {
+            let r = api
+                .send(api.request(
+                    reqwest::Method::GET,
+                    "/v1/events?after=0&wait=1&types=lab.*",
+                ))
+                .await;
+            (r.status == 200).then_some(())
+        }
+    })
+    .await;
+    let _again = SseReader::open(&api, "/v1/events/stream?after=0", None).await;
 }
