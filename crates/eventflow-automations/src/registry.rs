@@ -1,16 +1,16 @@
 //! The loaded workflows, reloaded when the directory changes.
 //!
 //! The directory is checked once a second: each file's name, size and
-//! modification time. A change reloads every file (a few milliseconds for a
-//! clinic's dozen workflows). Polling, rather than inotify, also works on
+//! modification time. A change parses again only the files that changed
+//! (the others keep what they parsed to), off the async workers. Polling, rather than inotify, also works on
 //! network and container-mounted directories, where change notifications
 //! are often not delivered.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::workflow::{Loaded, Workflow, load_dir};
+use crate::workflow::{Loaded, ParseCache, Workflow, load_dir_cached};
 
 /// One load of the directory.
 #[derive(Debug)]
@@ -24,6 +24,8 @@ pub struct Snapshot {
 pub struct Registry {
     dir: PathBuf,
     current: RwLock<Arc<Snapshot>>,
+    /// What each file parsed to; one reload at a time.
+    cache: Mutex<ParseCache>,
 }
 
 fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
@@ -61,7 +63,7 @@ impl Snapshot {
     /// The workflows that run for a tenant.
     pub fn workflows<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = &'a Workflow> + 'a {
         self.for_tenant(tenant)
-            .filter_map(|l| l.result.as_ref().ok())
+            .filter_map(|l| l.result.as_deref().ok())
     }
 
     /// A workflow the tenant runs, by name, and whether it is the tenant's
@@ -69,7 +71,7 @@ impl Snapshot {
     pub fn find_scoped<'a>(&'a self, tenant: &'a str, name: &str) -> Option<(&'a Workflow, bool)> {
         self.for_tenant(tenant).find_map(|l| {
             l.result
-                .as_ref()
+                .as_deref()
                 .ok()
                 .filter(|w| w.name == name)
                 .map(|w| (w, l.tenant.is_some()))
@@ -86,13 +88,15 @@ impl Registry {
     /// Loads the directory (a missing one has no workflows).
     pub fn load(dir: impl Into<PathBuf>) -> Registry {
         let dir = dir.into();
+        let mut cache = ParseCache::new();
         let snapshot = Snapshot {
             fingerprint: fingerprint(&dir),
-            loaded: load_dir(&dir),
+            loaded: load_dir_cached(&dir, &mut cache),
         };
         Registry {
             dir,
             current: RwLock::new(Arc::new(snapshot)),
+            cache: Mutex::new(cache),
         }
     }
 
@@ -106,12 +110,13 @@ impl Registry {
 
     /// Reloads when a file was added, removed or changed; returns whether it did.
     pub fn reload_if_changed(&self) -> bool {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let now = fingerprint(&self.dir);
         if now == self.snapshot().fingerprint {
             return false;
         }
         let snapshot = Arc::new(Snapshot {
-            loaded: load_dir(&self.dir),
+            loaded: load_dir_cached(&self.dir, &mut cache),
             fingerprint: now,
         });
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
@@ -123,11 +128,17 @@ impl Registry {
         &self.dir
     }
 
-    /// Reloads now, whatever changed (after a write through the API).
-    pub fn reload(&self) {
+    /// Reloads now (after a write through the API), parsing again the files
+    /// that changed and `written`, whatever its size and time say. Blocking:
+    /// call it off the async workers.
+    pub fn reload(&self, written: Option<&Path>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(path) = written {
+            cache.remove(path);
+        }
         let snapshot = Arc::new(Snapshot {
             fingerprint: fingerprint(&self.dir),
-            loaded: load_dir(&self.dir),
+            loaded: load_dir_cached(&self.dir, &mut cache),
         });
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
     }
@@ -165,6 +176,21 @@ mod tests {
         .unwrap();
         assert!(r.reload_if_changed());
         assert!(r.snapshot().loaded[0].result.is_ok());
+        // An unchanged file is not parsed again: the same workflow.
+        let before = r.snapshot().loaded[0].result.clone().unwrap();
+        std::fs::write(
+            dir.path().join("b.yaml"),
+            "name: b\non: patient.created\nsteps: [{cancel: {key: k}}]\n",
+        )
+        .unwrap();
+        assert!(r.reload_if_changed());
+        let after = r.snapshot().loaded[0].result.clone().unwrap();
+        assert!(Arc::ptr_eq(&before, &after));
+        // A write through the API parses its file again.
+        r.reload(Some(&dir.path().join("a.yaml")));
+        let again = r.snapshot().loaded[0].result.clone().unwrap();
+        assert!(!Arc::ptr_eq(&before, &again));
+        std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
         std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
         assert!(r.reload_if_changed());
         assert!(r.snapshot().loaded.is_empty());

@@ -17,7 +17,10 @@
 //! Every error names the file, the step (`step 2 (schedule) > step 1 (sms)`)
 //! and the field, and says what is wrong.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use eventflow_model::filter::Filter;
 use eventflow_model::{EventType, ResourceType, TypeFilter};
@@ -133,7 +136,7 @@ pub struct Loaded {
     /// `Some(id)`: a file of the tenant's subdirectory (`workflows/ten_…/`,
     /// where `/v1/workflows` writes), run for that tenant only.
     pub tenant: Option<String>,
-    pub result: Result<Workflow, LoadError>,
+    pub result: Result<Arc<Workflow>, LoadError>,
 }
 
 /// Whether a subdirectory's name is a tenant id (`ten_…`).
@@ -164,7 +167,29 @@ pub fn parse(file: &str, text: &str) -> Result<Workflow, LoadError> {
         file: file.to_string(),
         message,
     };
-    let raw: Raw = serde_saphyr::from_str(text).map_err(|e| {
+    // Anchors and aliases (`&a`, `*a`) are refused: a few hundred bytes of
+    // them expand to hundreds of megabytes. A workflow writes each value out.
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_aliases: 0,
+            max_anchors: 0,
+            max_merge_keys: 0,
+        },
+    };
+    let raw: Raw = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        if let serde_saphyr::Error::Budget { breach, .. } = innermost(&e)
+            && matches!(
+                breach,
+                serde_saphyr::budget::BudgetBreach::Aliases { .. }
+                    | serde_saphyr::budget::BudgetBreach::Anchors { .. }
+                    | serde_saphyr::budget::BudgetBreach::MergeKeys { .. }
+            )
+        {
+            return fail(
+                "not a workflow: YAML anchors and aliases (&name, *name, <<) are not accepted; write each value out"
+                    .to_string(),
+            );
+        }
         fail(format!(
             "not a workflow: {}",
             e.to_string().lines().next().unwrap_or("invalid YAML")
@@ -218,6 +243,17 @@ pub fn parse(file: &str, text: &str) -> Result<Workflow, LoadError> {
         condition_source: raw.condition,
         steps,
     })
+}
+
+/// The error a parse error wraps (with a snippet, at an alias).
+fn innermost(mut e: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    loop {
+        e = match e {
+            serde_saphyr::Error::WithSnippet { error, .. }
+            | serde_saphyr::Error::AliasError { error, .. } => error,
+            other => return other,
+        };
+    }
 }
 
 fn steps(list: &[Value], path: &str) -> Result<Vec<Step>, String> {
@@ -349,11 +385,11 @@ fn templates(v: &Value, here: &str, field: &str) -> Result<(), String> {
 }
 
 /// The `*.yaml` and `*.yml` files of a directory (not its subdirectories), in name order.
-fn workflow_files(dir: &Path) -> Vec<std::path::PathBuf> {
+fn workflow_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut files: Vec<std::path::PathBuf> = entries
+    let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
@@ -380,10 +416,39 @@ pub(crate) fn tenant_dirs(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
     dirs
 }
 
+/// A file's name, size and modification time, and what parsing it gave:
+/// a file whose size and time did not change is not parsed again.
+pub(crate) type ParseCache =
+    HashMap<PathBuf, ((u64, Option<SystemTime>), Result<Arc<Workflow>, LoadError>)>;
+
+fn parse_file(path: &Path, file: &str, cache: &mut ParseCache) -> Result<Arc<Workflow>, LoadError> {
+    let stamp = std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.len(), m.modified().ok()));
+    if let Some(stamp) = stamp
+        && let Some((seen, result)) = cache.get(path)
+        && *seen == stamp
+    {
+        return result.clone();
+    }
+    let result = match std::fs::read_to_string(path) {
+        Err(e) => Err(LoadError {
+            file: file.to_string(),
+            message: format!("cannot read the file: {e}"),
+        }),
+        Ok(text) => parse(file, &text).map(Arc::new),
+    };
+    if let Some(stamp) = stamp {
+        cache.insert(path.to_path_buf(), (stamp, result.clone()));
+    }
+    result
+}
+
 fn load_files(
-    files: Vec<std::path::PathBuf>,
+    files: Vec<PathBuf>,
     tenant: Option<&str>,
     names: &mut std::collections::HashSet<String>,
+    cache: &mut ParseCache,
 ) -> Vec<Loaded> {
     files
         .into_iter()
@@ -392,25 +457,19 @@ fn load_files(
                 .file_name()
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let result = match std::fs::read_to_string(&path) {
-                Err(e) => Err(LoadError {
-                    file: file.clone(),
-                    message: format!("cannot read the file: {e}"),
-                }),
-                Ok(text) => parse(&file, &text).and_then(|w| {
-                    if names.insert(w.name.clone()) {
-                        Ok(w)
-                    } else {
-                        Err(LoadError {
-                            file: file.clone(),
-                            message: format!(
-                                "name: {} is already the name of another workflow",
-                                w.name
-                            ),
-                        })
-                    }
-                }),
-            };
+            let result = parse_file(&path, &file, cache).and_then(|w| {
+                if names.insert(w.name.clone()) {
+                    Ok(w)
+                } else {
+                    Err(LoadError {
+                        file: file.clone(),
+                        message: format!(
+                            "name: {} is already the name of another workflow",
+                            w.name
+                        ),
+                    })
+                }
+            });
             Loaded {
                 file,
                 tenant: tenant.map(str::to_string),
@@ -425,12 +484,33 @@ fn load_files(
 /// in name order. A missing directory has none. Two files a tenant sees may
 /// not give the same name: the later one is refused.
 pub fn load_dir(dir: &Path) -> Vec<Loaded> {
+    load_dir_cached(dir, &mut ParseCache::new())
+}
+
+/// [`load_dir`], parsing only the files not in `cache` as they are now;
+/// the cache keeps only the files that exist.
+pub(crate) fn load_dir_cached(dir: &Path, cache: &mut ParseCache) -> Vec<Loaded> {
+    let mut fresh = ParseCache::new();
     let mut global = std::collections::HashSet::new();
-    let mut loaded = load_files(workflow_files(dir), None, &mut global);
-    for (tenant, sub) in tenant_dirs(dir) {
+    let mut take = |files: Vec<PathBuf>| {
+        for f in &files {
+            if let Some(entry) = cache.remove(f) {
+                fresh.insert(f.clone(), entry);
+            }
+        }
+        files
+    };
+    let top = take(workflow_files(dir));
+    let subs: Vec<(String, Vec<PathBuf>)> = tenant_dirs(dir)
+        .into_iter()
+        .map(|(tenant, sub)| (tenant, take(workflow_files(&sub))))
+        .collect();
+    let mut loaded = load_files(top, None, &mut global, &mut fresh);
+    for (tenant, files) in subs {
         let mut names = global.clone();
-        loaded.extend(load_files(workflow_files(&sub), Some(&tenant), &mut names));
+        loaded.extend(load_files(files, Some(&tenant), &mut names, &mut fresh));
     }
+    *cache = fresh;
     loaded
 }
 
@@ -497,6 +577,11 @@ steps:
             error("name: x\non: patient.created\nsteps:\n  - create: {type: unicorn, body: {}}\n");
         assert!(e.contains("type: must be a record type"), "{e}");
         assert!(error(": : :").starts_with("w.yaml: not a workflow"));
+        let bomb = "name: x\non: patient.created\nsteps:\n  - cancel: {key: &a [x, x, x, x]}\n  - cancel: {key: [*a, *a, *a, *a]}\n";
+        let e = error(bomb);
+        assert!(e.contains("anchors and aliases"), "{e}");
+        let e = error(&GOOD.replace("on: appointment.created", "on: &t appointment.created"));
+        assert!(e.contains("anchors and aliases"), "{e}");
         assert!(
             error("name: X Y\non: patient.created\nsteps: [{cancel: {key: k}}]").contains("name:")
         );

@@ -140,7 +140,7 @@ fn save(state: &AppState, tenant: &str, name: &str, body: &Bytes) -> ApiResult<(
     let tmp = dir.join(format!(".{name}.yaml.tmp"));
     std::fs::write(&tmp, body).map_err(fail)?;
     std::fs::rename(&tmp, dir.join(format!("{name}.yaml"))).map_err(fail)?;
-    state.workflows.reload();
+    state.workflows.reload(Some(&dir.join(format!("{name}.yaml"))));
     Ok(())
 }
 
@@ -230,7 +230,7 @@ async fn remove(
             removed = std::fs::remove_file(dir.join(&l.file)).is_ok();
         }
     }
-    state.workflows.reload();
+    state.workflows.reload(None);
     if removed {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -36,6 +36,7 @@ backend_tests!(
     retention_purges_finished_runs_and_old_outbox_entries_but_keeps_timers,
     create_and_update_steps_change_records_with_their_own_events,
     a_workflow_does_not_run_on_the_events_its_own_steps_wrote,
+    a_workflow_of_yaml_aliases_is_refused_and_the_server_keeps_answering,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -1242,4 +1243,43 @@ async fn a_workflow_does_not_run_on_the_events_its_own_steps_wrote(backend: Back
         api.get(&format!("/v1/patients/{p}")).await.body["mrn"],
         "M-4"
     );
+}
+
+async fn a_workflow_of_yaml_aliases_is_refused_and_the_server_keeps_answering(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (server, _clock) = spawn(&backend, move |c| c.workflows_dir = path).await;
+    let api = server.api();
+    // A billion laughs: each level nine aliases of the one before.
+    let mut bomb = String::from(
+        "name: bomb\non: patient.created\nsteps:\n  - cancel: {key: &l0 [x, x, x, x, x, x, x, x, x]}\n",
+    );
+    for i in 1..9 {
+        let p = i - 1;
+        bomb.push_str(&format!(
+            "  - cancel: {{key: &l{i} [*l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}]}}\n"
+        ));
+    }
+    assert!(bomb.len() < 1000, "{}", bomb.len());
+    let r = api
+        .send(
+            api.request(reqwest::Method::POST, "/v1/workflows")
+                .header("content-type", "application/yaml")
+                .body(bomb),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("anchors and aliases"), "{message}");
+    // Nothing was written; the server answers and takes a good workflow.
+    assert!(list(&api, "/v1/workflows").await.is_empty());
+    assert_eq!(api.get("/healthz").await.status, 200);
+    let r = api
+        .send(
+            api.request(reqwest::Method::POST, "/v1/workflows")
+                .header("content-type", "application/yaml")
+                .body(GOOD),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
 }
