@@ -125,22 +125,65 @@ fn parse_body(
     })
 }
 
-/// Writes the tenant's file (atomically: a temporary file renamed) and reloads.
-fn save(state: &AppState, tenant: &str, name: &str, body: &Bytes) -> ApiResult<()> {
+/// Writes the tenant's file durably and reloads: a temporary file of its
+/// own (concurrent writes never share one), fsynced, renamed over the
+/// workflow's file, and the directory fsynced, all before the answer.
+fn save_file(state: &AppState, tenant: &str, name: &str, body: &Bytes) -> ApiResult<()> {
+    use std::io::Write;
     let dir = tenant_dir(state, tenant);
-    let fail = |e: std::io::Error| {
-        tracing::error!(error = %e, "could not write a workflow file");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the workflow file could not be written (is workflows_dir writable?)",
-        )
-    };
-    std::fs::create_dir_all(&dir).map_err(fail)?;
-    let tmp = dir.join(format!(".{name}.yaml.tmp"));
-    std::fs::write(&tmp, body).map_err(fail)?;
-    std::fs::rename(&tmp, dir.join(format!("{name}.yaml"))).map_err(fail)?;
-    state.workflows.reload(Some(&dir.join(format!("{name}.yaml"))));
+    let created = !dir.is_dir();
+    std::fs::create_dir_all(&dir).map_err(write_failed)?;
+    if created {
+        // The new subdirectory's entry in the workflows directory.
+        sync_dir(state.workflows.dir()).map_err(write_failed)?;
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(write_failed)?;
+    tmp.write_all(body).map_err(write_failed)?;
+    tmp.as_file().sync_all().map_err(write_failed)?;
+    tmp.persist(dir.join(format!("{name}.yaml")))
+        .map_err(|e| write_failed(e.error))?;
+    sync_dir(&dir).map_err(write_failed)?;
+    Ok(())
+}
+
+/// [`save_file`] and the reload, off the async workers (fsync waits for the
+/// disk).
+async fn save(state: &AppState, tenant: &str, name: &str, body: &Bytes) -> ApiResult<()> {
+    let (state, tenant, name, body) = (
+        state.clone(),
+        tenant.to_string(),
+        name.to_string(),
+        body.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        save_file(&state, &tenant, &name, &body)?;
+        let path = tenant_dir(&state, &tenant).join(format!("{name}.yaml"));
+        state.workflows.reload(Some(&path));
+        Ok(())
+    })
+    .await
+    .map_err(|_| write_failed(std::io::Error::other("the write task failed")))?
+}
+
+fn write_failed(e: std::io::Error) -> ApiError {
+    tracing::error!(error = %e, "could not write a workflow file");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the workflow file could not be written (is workflows_dir writable?)",
+    )
+}
+
+/// Makes a directory's entries (a file renamed in, one removed) durable.
+fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
     Ok(())
 }
 
@@ -175,7 +218,7 @@ async fn create(
             ),
         ));
     }
-    save(&state, auth.tenant(), &w.name, &body)?;
+    save(&state, auth.tenant(), &w.name, &body).await?;
     let e = entry(&state, auth.tenant(), &w.name).unwrap_or(Value::Null);
     Ok((StatusCode::CREATED, Json(e)))
 }
@@ -195,7 +238,7 @@ async fn replace(
         ));
     }
     let existed = check_scope(&state, auth.tenant(), &name)?;
-    save(&state, auth.tenant(), &name, &body)?;
+    save(&state, auth.tenant(), &name, &body).await?;
     let e = entry(&state, auth.tenant(), &name).unwrap_or(Value::Null);
     Ok((
         if existed {
@@ -216,21 +259,31 @@ async fn remove(
         return Err(ApiError::not_found("no such workflow"));
     }
     let dir = tenant_dir(&state, auth.tenant());
-    let mut removed = false;
-    for ext in ["yaml", "yml"] {
-        removed |= std::fs::remove_file(dir.join(format!("{name}.{ext}"))).is_ok();
-    }
-    if !removed {
-        // Listed under another file name: find it by the name inside.
-        let snapshot = state.workflows.snapshot();
-        if let Some(l) = snapshot
-            .for_tenant(auth.tenant())
-            .find(|l| l.tenant.is_some() && status(l)["name"] == name)
-        {
-            removed = std::fs::remove_file(dir.join(&l.file)).is_ok();
+    let tenant = auth.tenant().to_string();
+    let st = state.clone();
+    let removed = tokio::task::spawn_blocking(move || {
+        let mut removed = false;
+        for ext in ["yaml", "yml"] {
+            removed |= std::fs::remove_file(dir.join(format!("{name}.{ext}"))).is_ok();
         }
-    }
-    state.workflows.reload(None);
+        if !removed {
+            // Listed under another file name: find it by the name inside.
+            let snapshot = st.workflows.snapshot();
+            if let Some(l) = snapshot
+                .for_tenant(&tenant)
+                .find(|l| l.tenant.is_some() && status(l)["name"] == name)
+            {
+                removed = std::fs::remove_file(dir.join(&l.file)).is_ok();
+            }
+        }
+        if removed {
+            sync_dir(&dir).map_err(write_failed)?;
+        }
+        st.workflows.reload(None);
+        Ok::<bool, ApiError>(removed)
+    })
+    .await
+    .map_err(|_| write_failed(std::io::Error::other("the delete task failed")))??;
     if removed {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -36,6 +36,7 @@ backend_tests!(
     retention_purges_finished_runs_and_old_outbox_entries_but_keeps_timers,
     create_and_update_steps_change_records_with_their_own_events,
     a_workflow_does_not_run_on_the_events_its_own_steps_wrote,
+    concurrent_writes_of_a_workflow_each_land_whole,
     a_workflow_of_yaml_aliases_is_refused_and_the_server_keeps_answering,
 );
 
@@ -1243,6 +1244,49 @@ async fn a_workflow_does_not_run_on_the_events_its_own_steps_wrote(backend: Back
         api.get(&format!("/v1/patients/{p}")).await.body["mrn"],
         "M-4"
     );
+}
+
+async fn concurrent_writes_of_a_workflow_each_land_whole(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (server, _clock) = spawn(&backend, move |c| c.workflows_dir = path).await;
+    let api = server.api();
+    let bodies: Vec<String> = (0..12)
+        .map(|i| GOOD.replace("Welcome", &format!("Welcome number {i:02} of many,")))
+        .collect();
+    let writes = bodies.iter().map(|body| {
+        let api = api.clone();
+        let body = body.clone();
+        async move {
+            api.send(
+                api.request(reqwest::Method::PUT, "/v1/workflows/welcome-sms")
+                    .header("content-type", "application/yaml")
+                    .body(body),
+            )
+            .await
+        }
+    });
+    for r in futures::future::join_all(writes).await {
+        assert!(r.status == 200 || r.status == 201, "{:?}", r.body);
+    }
+    // The file is one of the bodies, whole, and it loads; no temporary
+    // file is left behind.
+    let tenant_dir = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.path().is_dir())
+        .unwrap()
+        .path();
+    let names: Vec<String> = std::fs::read_dir(&tenant_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["welcome-sms.yaml"]);
+    let text = std::fs::read_to_string(tenant_dir.join("welcome-sms.yaml")).unwrap();
+    assert!(bodies.contains(&text), "{text}");
+    let r = api.get("/v1/workflows/welcome-sms").await;
+    assert_eq!(r.body["status"], "loaded", "{:?}", r.body);
+    assert_eq!(r.body["source"], text.as_str());
 }
 
 async fn a_workflow_of_yaml_aliases_is_refused_and_the_server_keeps_answering(backend: Backend) {
