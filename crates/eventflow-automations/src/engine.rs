@@ -50,6 +50,8 @@ pub struct Settings {
     pub vars: BTreeMap<String, String>,
     /// The longest a provider or an `http` step may take.
     pub step_timeout: Duration,
+    /// `limits.template_fuel` and `limits.template_output_bytes`.
+    pub template: template::Bounds,
 }
 
 impl std::fmt::Debug for Settings {
@@ -64,6 +66,7 @@ impl std::fmt::Debug for Settings {
             .field("claim_url", &self.claim_url)
             .field("vars", &self.vars.keys().collect::<Vec<_>>())
             .field("step_timeout", &self.step_timeout)
+            .field("template", &self.template)
             .finish()
     }
 }
@@ -550,6 +553,7 @@ impl Engine {
                 json!({"id": run.id, "workflow": run.workflow, "trigger": run.origin}),
             );
         }
+        let ctx = Arc::new(ctx);
         loop {
             if run.status != "pending" {
                 return;
@@ -692,11 +696,15 @@ impl Engine {
     }
 
     /// Does one step.
-    async fn perform(&self, run: &Run, step: &Step, ctx: &Value) -> Done {
-        let rendered = match render_map(&step.config, ctx) {
-            Ok(r) => r,
-            Err(e) => return Done::Fail(e),
-        };
+    async fn perform(&self, run: &Run, step: &Step, ctx: &Arc<Value>) -> Done {
+        // Off the async workers: a render may take all its fuel.
+        let (config, ctx, bounds) = (step.config.clone(), ctx.clone(), self.settings.template);
+        let rendered =
+            match tokio::task::spawn_blocking(move || render_map(&config, &ctx, bounds)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return Done::Fail(e),
+                Err(_) => return Done::Fail("the step's templates could not be rendered".into()),
+            };
         let text = |k: &str| {
             rendered
                 .get(k)
@@ -1171,27 +1179,41 @@ fn steps_at<'a>(steps: &'a [Step], path: &str) -> Result<&'a [Step], String> {
 
 /// Renders every string of a step's settings (nested `steps` are not part
 /// of them). An error names the field.
-fn render_map(config: &Map<String, Value>, ctx: &Value) -> Result<Map<String, Value>, String> {
+fn render_map(
+    config: &Map<String, Value>,
+    ctx: &Value,
+    bounds: template::Bounds,
+) -> Result<Map<String, Value>, String> {
     config
         .iter()
-        .map(|(k, v)| Ok((k.clone(), render_value(v, ctx, k)?)))
+        .map(|(k, v)| Ok((k.clone(), render_value(v, ctx, k, bounds)?)))
         .collect()
 }
 
-fn render_value(v: &Value, ctx: &Value, field: &str) -> Result<Value, String> {
+fn render_value(
+    v: &Value,
+    ctx: &Value,
+    field: &str,
+    bounds: template::Bounds,
+) -> Result<Value, String> {
     match v {
-        Value::String(s) => template::render(s, ctx)
+        Value::String(s) => template::render(s, ctx, bounds)
             .map(Value::String)
             .map_err(|e| format!("{field}: {e}")),
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .map(|(i, item)| render_value(item, ctx, &format!("{field}[{i}]")))
+            .map(|(i, item)| render_value(item, ctx, &format!("{field}[{i}]"), bounds))
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array),
         Value::Object(map) => map
             .iter()
-            .map(|(k, item)| Ok((k.clone(), render_value(item, ctx, &format!("{field}.{k}"))?)))
+            .map(|(k, item)| {
+                Ok((
+                    k.clone(),
+                    render_value(item, ctx, &format!("{field}.{k}"), bounds)?,
+                ))
+            })
             .collect::<Result<Map<_, _>, String>>()
             .map(Value::Object),
         other => Ok(other.clone()),

@@ -3,8 +3,12 @@
 //! rather than an empty SMS. Filters for the times records carry:
 //! `{{ data.start | datetime }}` → `Tue 1 Dec 2026, 09:00 UTC`,
 //! `| time` → `09:00`, `| date` → `Tue 1 Dec 2026`.
+//!
+//! A render is bounded: it has `limits.template_fuel` (minijinja's fuel: an
+//! instruction or 64 bytes of data each), and its output at most
+//! `limits.template_output_bytes`. A template past either fails its step.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use minijinja::{Environment, UndefinedBehavior, Value};
 
@@ -30,17 +34,54 @@ fn date(value: String) -> Result<String, minijinja::Error> {
     format_time(&value, "%a %-d %b %Y")
 }
 
-/// The one environment every workflow template renders in.
+/// How much one render may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// minijinja fuel per render.
+    pub fuel: u64,
+    /// The largest output of one render, in bytes.
+    pub output_bytes: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            fuel: 200_000,
+            output_bytes: 64 * 1024,
+        }
+    }
+}
+
+fn build(fuel: Option<u64>) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(fuel);
+    env.add_filter("datetime", datetime);
+    env.add_filter("time", time);
+    env.add_filter("date", date);
+    env
+}
+
+/// The environment templates are checked in (nothing renders in it).
 pub fn environment() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.add_filter("datetime", datetime);
-        env.add_filter("time", time);
-        env.add_filter("date", date);
-        env
-    })
+    ENV.get_or_init(|| build(None))
+}
+
+/// The environment templates render in, with the fuel of `bounds` (one per
+/// fuel setting: a server has one).
+fn rendering(fuel: u64) -> Arc<Environment<'static>> {
+    static ENVS: Mutex<Vec<(u64, Arc<Environment<'static>>)>> = Mutex::new(Vec::new());
+    let mut envs = ENVS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, env)) = envs.iter().find(|(f, _)| *f == fuel) {
+        return env.clone();
+    }
+    let env = Arc::new(build(Some(fuel)));
+    if envs.len() >= 8 {
+        envs.remove(0);
+    }
+    envs.push((fuel, env.clone()));
+    env
 }
 
 /// Checks that a template compiles; the error is minijinja's, one line.
@@ -58,13 +99,22 @@ pub fn check(source: &str) -> Result<(), String> {
 }
 
 /// Renders a template against a context (the event envelope and `vars`).
-/// Something undefined is named: `vars.pharmacy_url is not defined`.
-pub fn render(source: &str, context: &serde_json::Value) -> Result<String, String> {
-    let env = environment();
-    env.render_str(source, Value::from(minijinja::value::Serde(context)))
+/// Something undefined is named: `vars.pharmacy_url is not defined`. A
+/// render past its bounds is "out of fuel" or "output larger than N bytes".
+/// It can take as long as its fuel allows: call it off the async workers.
+pub fn render(source: &str, context: &serde_json::Value, bounds: Bounds) -> Result<String, String> {
+    let env = rendering(bounds.fuel);
+    let out = env
+        .render_str(source, Value::from(minijinja::value::Serde(context)))
         .map_err(|e| {
+            if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                return format!(
+                    "out of fuel: the template does more than limits.template_fuel ({}) allows",
+                    bounds.fuel
+                );
+            }
             if e.kind() == minijinja::ErrorKind::UndefinedError
-                && let Some(missing) = missing_paths(env, source, context)
+                && let Some(missing) = missing_paths(&env, source, context)
             {
                 return missing;
             }
@@ -73,7 +123,14 @@ pub fn render(source: &str, context: &serde_json::Value) -> Result<String, Strin
                 .next()
                 .unwrap_or("could not render")
                 .to_string()
-        })
+        })?;
+    if out.len() > bounds.output_bytes {
+        return Err(format!(
+            "output larger than {} bytes (limits.template_output_bytes)",
+            bounds.output_bytes
+        ));
+    }
+    Ok(out)
 }
 
 /// The variables (`data.x`, `vars.y`) a template names that the context
@@ -110,6 +167,34 @@ fn missing_paths(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn render(source: &str, ctx: &serde_json::Value) -> Result<String, String> {
+        super::render(source, ctx, Bounds::default())
+    }
+
+    #[test]
+    fn a_render_past_its_fuel_or_output_bound_fails_with_the_reason() {
+        let ctx = json!({});
+        let nested =
+            "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}";
+        let tight = Bounds {
+            fuel: 10_000,
+            output_bytes: 1 << 20,
+        };
+        let e = super::render(nested, &ctx, tight).unwrap_err();
+        assert!(e.starts_with("out of fuel"), "{e}");
+        let big = "{% for a in range(200) %}0123456789{% endfor %}";
+        assert_eq!(render(big, &ctx).unwrap().len(), 2000);
+        let small = Bounds {
+            fuel: 200_000,
+            output_bytes: 1000,
+        };
+        let e = super::render(big, &ctx, small).unwrap_err();
+        assert_eq!(
+            e,
+            "output larger than 1000 bytes (limits.template_output_bytes)"
+        );
+    }
 
     #[test]
     fn renders_with_filters_and_refuses_what_is_undefined() {

@@ -251,6 +251,10 @@ fn engine_settings(config: &Config) -> Result<eventflow_automations::Settings, S
         claim_url: config.billing.as_ref().map(|b| b.claim_url.clone()),
         vars: config.vars.clone(),
         step_timeout: Duration::from_secs(config.delivery_timeout_secs),
+        template: eventflow_automations::template::Bounds {
+            fuel: config.limits.template_fuel,
+            output_bytes: config.limits.template_output_bytes,
+        },
     })
 }
 

@@ -292,7 +292,8 @@ async fn inbound_twilio(
                         "Your appointment on {} has been cancelled.",
                         eventflow_automations::template::render(
                             "{{ s | datetime }}",
-                            &json!({"s": start})
+                            &json!({"s": start}),
+                            Default::default(),
                         )
                         .unwrap_or(start)
                     ),

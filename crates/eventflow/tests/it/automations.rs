@@ -38,6 +38,7 @@ backend_tests!(
     a_workflow_does_not_run_on_the_events_its_own_steps_wrote,
     concurrent_writes_of_a_workflow_each_land_whole,
     a_workflow_of_yaml_aliases_is_refused_and_the_server_keeps_answering,
+    a_template_past_its_fuel_or_output_bound_fails_its_step,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -1326,4 +1327,40 @@ async fn a_workflow_of_yaml_aliases_is_refused_and_the_server_keeps_answering(ba
         )
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
+}
+
+async fn a_template_past_its_fuel_or_output_bound_fails_its_step(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("spin.yaml"),
+        "name: spin\non: patient.created\nsteps:\n  - sms: {to: '{{ data.phone }}', body: '{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}'}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("huge.yaml"),
+        "name: huge\non: patient.created\nsteps:\n  - sms: {to: '{{ data.phone }}', body: \"{{ 'x' * 5000 }}\"}\n",
+    )
+    .unwrap();
+    let path = dir.path().to_path_buf();
+    let (server, _clock) = spawn(&backend, move |c| {
+        c.workflows_dir = path;
+        c.limits.template_output_bytes = 4096;
+    })
+    .await;
+    let api = server.api();
+    patient(&api, json!({})).await;
+    let runs = finished_runs(&api, "spin", 1).await;
+    assert_eq!(runs[0]["status"], "failed", "{}", runs[0]);
+    let error = runs[0]["steps"][0]["error"].as_str().unwrap();
+    assert!(error.starts_with("body: out of fuel"), "{error}");
+    let runs = finished_runs(&api, "huge", 1).await;
+    assert_eq!(runs[0]["status"], "failed", "{}", runs[0]);
+    assert_eq!(
+        runs[0]["steps"][0]["error"],
+        "body: output larger than 4096 bytes (limits.template_output_bytes)"
+    );
+    // Nothing was sent, and the server answers.
+    server.automations_settled().await;
+    assert!(list(&api, "/v1/notifications").await.is_empty());
+    assert_eq!(api.get("/healthz").await.status, 200);
 }
