@@ -31,7 +31,7 @@ use eventflow_store::automation::{
 };
 use eventflow_store::{Clock, EventQuery, Op, Store, WriteKind, WriteRequest};
 use serde_json::{Map, Value, json};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::channels::{self, Failure, Sent, Smtp, Twilio};
 use crate::registry::Registry;
@@ -90,8 +90,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     policy: RetryPolicy,
     running: Arc<Semaphore>,
-    /// Runs this node executes or waits to: a run claimed again (its lease
-    /// ran out while it waited for a permit) is not started twice.
+    /// Runs this node executes: a run claimed again while it runs is not
+    /// started twice.
     in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The longest a provider or an `http` step may take: well within a
     /// run's lease, so no other node takes a run while a step is under way.
@@ -278,12 +278,16 @@ impl Engine {
                 c.since_save.get_or_insert_with(std::time::Instant::now);
                 continue;
             }
+            // Only the runs a slot is free for now are leased to this
+            // node and started; the others wait in the table, due at once.
+            let mut permits = self.free_slots(runs.len());
             let started = self
                 .store
                 .start_runs(StartRuns {
                     tenant_id: tenant.to_string(),
                     from: c.saved,
                     to: last,
+                    lease: permits.len(),
                     runs,
                 })
                 .await?;
@@ -294,8 +298,17 @@ impl Engine {
                         scanned: last,
                         since_save: None,
                     };
+                    let mut waiting = false;
                     for run in runs {
-                        self.spawn_run(run);
+                        match permits.pop() {
+                            Some(permit) if run.lease_owner.is_some() => {
+                                self.spawn_run(run, permit)
+                            }
+                            _ => waiting = true,
+                        }
+                    }
+                    if waiting {
+                        self.look_again.notify_one();
                     }
                 }
                 // Another node matched these events first: start over from
@@ -323,6 +336,7 @@ impl Engine {
                     from: c.saved,
                     to: c.scanned,
                     runs: Vec::new(),
+                    lease: 0,
                 })
                 .await?
             {
@@ -432,30 +446,46 @@ impl Engine {
     /// Fires due timers and claims due runs (retries; runs a dead node
     /// held); how many runs it started.
     async fn take_due(self: &Arc<Self>) -> eventflow_store::Result<usize> {
+        // Only as many as can start now: a run claimed (or a timer fired)
+        // without a free slot would hold a lease it does not use.
         let mut taken = 0;
         loop {
-            let fired = self.store.fire_timers(100).await?;
+            let mut permits = self.free_slots(100);
+            if permits.is_empty() {
+                return Ok(taken);
+            }
+            let want = permits.len();
+            let fired = self.store.fire_timers(want as i64).await?;
             let n = fired.len();
             taken += n;
             for run in fired {
                 metrics::counter!("eventflow_timers_fired_total").increment(1);
-                self.spawn_run(run);
+                if let Some(permit) = permits.pop() {
+                    self.spawn_run(run, permit);
+                }
             }
-            if n < 100 {
+            if n < want {
                 break;
             }
         }
-        // Only as many as can start now: a claimed run waiting for a permit
-        // would hold a lease it does not use.
-        let free = self.running.available_permits() as i64;
-        if free > 0 {
-            let claimed = self.store.claim_runs(free).await?;
+        let mut permits = self.free_slots(MAX_RUNNING);
+        if !permits.is_empty() {
+            let claimed = self.store.claim_runs(permits.len() as i64).await?;
             taken += claimed.len();
             for run in claimed {
-                self.spawn_run(run);
+                if let Some(permit) = permits.pop() {
+                    self.spawn_run(run, permit);
+                }
             }
         }
         Ok(taken)
+    }
+
+    /// Up to `n` run slots that are free now, taken.
+    fn free_slots(&self, n: usize) -> Vec<OwnedSemaphorePermit> {
+        std::iter::from_fn(|| self.running.clone().try_acquire_owned().ok())
+            .take(n)
+            .collect()
     }
 
     /// Whether this node's engine has matched the tenant's events up to
@@ -499,7 +529,8 @@ impl Engine {
 
     // ---- Executing a run -------------------------------------------------
 
-    fn spawn_run(self: &Arc<Self>, run: Run) {
+    /// Executes a run in the slot `permit` holds.
+    fn spawn_run(self: &Arc<Self>, run: Run, permit: OwnedSemaphorePermit) {
         let fresh = self
             .in_flight
             .lock()
@@ -511,14 +542,13 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move {
             let id = run.id.clone();
-            if let Ok(_permit) = engine.running.clone().acquire_owned().await {
-                engine.execute(run).await;
-            }
+            engine.execute(run).await;
             engine
                 .in_flight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
+            drop(permit);
             // A run slot is free: due runs that waited for one can go.
             engine.look_again.notify_one();
         });

@@ -53,6 +53,10 @@ pub struct StartRuns {
     /// The last sequence the batch covers.
     pub to: i64,
     pub runs: Vec<NewRun>,
+    /// How many of `runs`, the first ones, the node starts now (it has a
+    /// free slot for each): those are leased to it. The others are due at
+    /// once for whichever node has a slot first.
+    pub lease: usize,
 }
 
 /// One step's outcome, as the run record shows it.
@@ -331,7 +335,7 @@ fn new_run_row(n: NewRun, node: Option<&str>, now: &str, next_at: &str) -> Run {
     }
 }
 
-/// Inserts a batch's runs, leased to `node`, and moves the cursor; `None`
+/// Inserts a batch's runs, the first `lease` leased to `node`, and moves the cursor; `None`
 /// when the cursor is no longer at `from` (another node took the batch).
 pub(crate) async fn start_runs<C: AutoConn>(
     conn: &mut C,
@@ -348,9 +352,16 @@ pub(crate) async fn start_runs<C: AutoConn>(
     let now_s = eventflow_model::time::format(now);
     let until = eventflow_model::time::format(now + RUN_LEASE);
     let mut runs = Vec::with_capacity(start.runs.len());
-    for n in &start.runs {
-        let run = new_run_row(n.clone(), Some(node), &now_s, &until);
-        conn.insert_run(&run, Some(&until)).await?;
+    for (i, n) in start.runs.iter().enumerate() {
+        let run = if i < start.lease {
+            let run = new_run_row(n.clone(), Some(node), &now_s, &until);
+            conn.insert_run(&run, Some(&until)).await?;
+            run
+        } else {
+            let run = new_run_row(n.clone(), None, &now_s, &now_s);
+            conn.insert_run(&run, None).await?;
+            run
+        };
         runs.push(run);
     }
     Ok(Some(runs))

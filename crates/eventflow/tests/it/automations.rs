@@ -39,6 +39,7 @@ backend_tests!(
     concurrent_writes_of_a_workflow_each_land_whole,
     a_workflow_of_yaml_aliases_is_refused_and_the_server_keeps_answering,
     a_template_past_its_fuel_or_output_bound_fails_its_step,
+    runs_start_only_when_a_slot_is_free_and_the_others_wait_unleased,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -1363,4 +1364,47 @@ async fn a_template_past_its_fuel_or_output_bound_fails_its_step(backend: Backen
     server.automations_settled().await;
     assert!(list(&api, "/v1/notifications").await.is_empty());
     assert_eq!(api.get("/healthz").await.status, 200);
+}
+
+async fn runs_start_only_when_a_slot_is_free_and_the_others_wait_unleased(backend: Backend) {
+    let receiver = Receiver::start().await;
+    receiver.answer(Answer::Hang);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hang.yaml"),
+        format!(
+            "name: hang\non: patient.created\nsteps:\n  - http: {{url: '{}', body: {{id: '{{{{ data.id }}}}'}}}}\n",
+            receiver.url("/slow")
+        ),
+    )
+    .unwrap();
+    let path = dir.path().to_path_buf();
+    let (server, _clock) = spawn(&backend, move |c| {
+        c.workflows_dir = path;
+        c.delivery_timeout_secs = 5;
+    })
+    .await;
+    let api = server.api();
+    // 40 runs against a node that executes 32 at once.
+    let ops: Vec<Value> = (0..40)
+        .map(|i| json!({"method": "POST", "path": "/v1/patients", "body": {"firstName": format!("P{i}"), "lastName": "X"}}))
+        .collect();
+    let r = api.post("/v1/batch", json!({"operations": ops})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    receiver.wait_for(32, LONG).await;
+    // The 8 without a slot wait in the table, leased to no node (any node
+    // may take them), with their due time; none of them called out.
+    let waiting = wait_for(LONG, "8 runs waiting unleased", || async {
+        let runs = list(&api, "/v1/workflow-runs?workflow=hang&status=pending").await;
+        let waiting: Vec<Value> = runs
+            .into_iter()
+            .filter(|r| !r["nextAttemptAt"].is_null() && r["steps"].as_array().unwrap().is_empty())
+            .collect();
+        (waiting.len() == 8).then_some(waiting)
+    })
+    .await;
+    assert_eq!(waiting.len(), 8);
+    assert_eq!(receiver.count(), 32);
+    // When the hanging calls time out, the slots go to the waiting runs.
+    receiver.wait_for(40, LONG).await;
 }
