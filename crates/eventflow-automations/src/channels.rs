@@ -112,6 +112,11 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
 /// A network error, without the URL (it may carry credentials); `who`
 /// names the other end.
 fn network(e: &reqwest::Error, who: &str) -> Failure {
+    // The SSRF guard refused every address of the host: nothing was sent,
+    // and another try would be refused the same way.
+    if let Some(why) = eventflow_delivery::http::refusal(e) {
+        return Failure::Permanent(why);
+    }
     let what = if e.is_timeout() {
         format!("{who} did not answer in time")
     } else if e.is_connect() {

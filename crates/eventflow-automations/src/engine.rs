@@ -52,6 +52,9 @@ pub struct Settings {
     pub step_timeout: Duration,
     /// `limits.template_fuel` and `limits.template_output_bytes`.
     pub template: template::Bounds,
+    /// The guard of `http` steps and claims: `allow_private_endpoints` and
+    /// `--production`'s https rule, as for webhook endpoints.
+    pub url_policy: eventflow_delivery::UrlPolicy,
 }
 
 impl std::fmt::Debug for Settings {
@@ -67,6 +70,7 @@ impl std::fmt::Debug for Settings {
             .field("vars", &self.vars.keys().collect::<Vec<_>>())
             .field("step_timeout", &self.step_timeout)
             .field("template", &self.template)
+            .field("url_policy", &self.url_policy)
             .finish()
     }
 }
@@ -971,8 +975,11 @@ impl Engine {
 
     async fn http_step(&self, run: &Run, step_label: &str, rendered: &Map<String, Value>) -> Done {
         let url = rendered.get("url").and_then(Value::as_str).unwrap_or("");
-        let Ok(url) = reqwest::Url::parse(url) else {
-            return Done::Fail("url: is not a URL".into());
+        // The guard, before anything is sent: the literal address, the
+        // scheme; the client checks every address a name resolves to.
+        let url = match self.settings.url_policy.check(url) {
+            Ok(url) => url,
+            Err(e) => return Done::Fail(format!("url: {e}")),
         };
         let method = rendered
             .get("method")
@@ -1088,9 +1095,13 @@ impl Engine {
                 effects: vec![Effect::Notify(n)],
             };
         };
+        let checked = match self.settings.url_policy.check(url) {
+            Ok(u) => u,
+            Err(e) => return Done::Fail(format!("[billing] claim_url: {e}")),
+        };
         let request = self
             .http
-            .post(url)
+            .post(checked)
             .timeout(self.timeout)
             .header("content-type", "application/fhir+json")
             .header("idempotency-key", format!("{}:{}", run.id, step_label))

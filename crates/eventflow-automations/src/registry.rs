@@ -26,6 +26,8 @@ pub struct Registry {
     current: RwLock<Arc<Snapshot>>,
     /// What each file parsed to; one reload at a time.
     cache: Mutex<ParseCache>,
+    /// The outbound guard `http` step URLs are checked against at load.
+    policy: Option<eventflow_delivery::UrlPolicy>,
 }
 
 fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
@@ -87,17 +89,32 @@ impl Snapshot {
 impl Registry {
     /// Loads the directory (a missing one has no workflows).
     pub fn load(dir: impl Into<PathBuf>) -> Registry {
+        Self::load_checked(dir, None)
+    }
+
+    /// Loads the directory, checking the URLs files fix against the
+    /// server's outbound guard (see [`crate::workflow::parse_with`]).
+    pub fn load_checked(
+        dir: impl Into<PathBuf>,
+        policy: Option<eventflow_delivery::UrlPolicy>,
+    ) -> Registry {
         let dir = dir.into();
         let mut cache = ParseCache::new();
         let snapshot = Snapshot {
             fingerprint: fingerprint(&dir),
-            loaded: load_dir_cached(&dir, &mut cache),
+            loaded: load_dir_cached(&dir, &mut cache, policy),
         };
         Registry {
             dir,
             current: RwLock::new(Arc::new(snapshot)),
             cache: Mutex::new(cache),
+            policy,
         }
+    }
+
+    /// The outbound guard files are checked against.
+    pub fn policy(&self) -> Option<eventflow_delivery::UrlPolicy> {
+        self.policy
     }
 
     /// The workflows as last loaded.
@@ -116,7 +133,7 @@ impl Registry {
             return false;
         }
         let snapshot = Arc::new(Snapshot {
-            loaded: load_dir_cached(&self.dir, &mut cache),
+            loaded: load_dir_cached(&self.dir, &mut cache, self.policy),
             fingerprint: now,
         });
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
@@ -138,7 +155,7 @@ impl Registry {
         }
         let snapshot = Arc::new(Snapshot {
             fingerprint: fingerprint(&self.dir),
-            loaded: load_dir_cached(&self.dir, &mut cache),
+            loaded: load_dir_cached(&self.dir, &mut cache, self.policy),
         });
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
     }

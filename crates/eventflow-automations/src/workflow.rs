@@ -163,6 +163,18 @@ enum OneOrMany {
 
 /// Parses and checks one workflow file's text.
 pub fn parse(file: &str, text: &str) -> Result<Workflow, LoadError> {
+    parse_with(file, text, None)
+}
+
+/// [`parse`], with an `http` step's `url` checked against the server's
+/// outbound guard where the file fixes it: a URL written out whole, or
+/// the `http://` a template starts with under `--production`. (A URL a
+/// template makes is checked when the step runs.)
+pub fn parse_with(
+    file: &str,
+    text: &str,
+    policy: Option<eventflow_delivery::UrlPolicy>,
+) -> Result<Workflow, LoadError> {
     let fail = |message: String| LoadError {
         file: file.to_string(),
         message,
@@ -234,7 +246,7 @@ pub fn parse(file: &str, text: &str) -> Result<Workflow, LoadError> {
     if raw.steps.is_empty() {
         return Err(fail("steps: a workflow needs at least one step".into()));
     }
-    let steps = steps(&raw.steps, "").map_err(fail)?;
+    let steps = steps(&raw.steps, "", policy).map_err(fail)?;
     Ok(Workflow {
         name: raw.name,
         file: file.to_string(),
@@ -256,14 +268,23 @@ fn innermost(mut e: &serde_saphyr::Error) -> &serde_saphyr::Error {
     }
 }
 
-fn steps(list: &[Value], path: &str) -> Result<Vec<Step>, String> {
+fn steps(
+    list: &[Value],
+    path: &str,
+    policy: Option<eventflow_delivery::UrlPolicy>,
+) -> Result<Vec<Step>, String> {
     list.iter()
         .enumerate()
-        .map(|(i, v)| step(i + 1, v, path))
+        .map(|(i, v)| step(i + 1, v, path, policy))
         .collect()
 }
 
-fn step(number: usize, v: &Value, path: &str) -> Result<Step, String> {
+fn step(
+    number: usize,
+    v: &Value,
+    path: &str,
+    policy: Option<eventflow_delivery::UrlPolicy>,
+) -> Result<Step, String> {
     let here = format!("{path}step {number}");
     let names = StepKind::ALL.map(StepKind::name).join(", ");
     let Some(map) = v.as_object().filter(|m| m.len() == 1) else {
@@ -327,7 +348,7 @@ fn step(number: usize, v: &Value, path: &str) -> Result<Step, String> {
                     duration::parse(text).map_err(|e| format!("{here}: {f}: {e}"))?;
                 }
             }
-            steps(&list, &format!("{here} > "))?
+            steps(&list, &format!("{here} > "), policy)?
         }
         _ => Vec::new(),
     };
@@ -354,6 +375,24 @@ fn step(number: usize, v: &Value, path: &str) -> Result<Step, String> {
         return Err(format!(
             "{here}: method: must be GET, POST, PUT, PATCH or DELETE"
         ));
+    }
+    if kind == StepKind::Http
+        && let Some(policy) = policy
+        && let Some(url) = config.get("url").and_then(Value::as_str)
+    {
+        let fixed = !url.contains("{{") && !url.contains("{%") && !url.trim().is_empty();
+        if fixed {
+            policy
+                .check(url.trim())
+                .map_err(|e| format!("{here}: url: {e}"))?;
+        } else if policy.https_only
+            && url
+                .trim_start()
+                .get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case("http://"))
+        {
+            return Err(format!("{here}: url: must use https:// in production"));
+        }
     }
     templates(&Value::Object(config.clone()), &here, "")?;
     Ok(Step {
@@ -421,7 +460,12 @@ pub(crate) fn tenant_dirs(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
 pub(crate) type ParseCache =
     HashMap<PathBuf, ((u64, Option<SystemTime>), Result<Arc<Workflow>, LoadError>)>;
 
-fn parse_file(path: &Path, file: &str, cache: &mut ParseCache) -> Result<Arc<Workflow>, LoadError> {
+fn parse_file(
+    path: &Path,
+    file: &str,
+    cache: &mut ParseCache,
+    policy: Option<eventflow_delivery::UrlPolicy>,
+) -> Result<Arc<Workflow>, LoadError> {
     let stamp = std::fs::metadata(path)
         .ok()
         .map(|m| (m.len(), m.modified().ok()));
@@ -436,7 +480,7 @@ fn parse_file(path: &Path, file: &str, cache: &mut ParseCache) -> Result<Arc<Wor
             file: file.to_string(),
             message: format!("cannot read the file: {e}"),
         }),
-        Ok(text) => parse(file, &text).map(Arc::new),
+        Ok(text) => parse_with(file, &text, policy).map(Arc::new),
     };
     if let Some(stamp) = stamp {
         cache.insert(path.to_path_buf(), (stamp, result.clone()));
@@ -449,6 +493,7 @@ fn load_files(
     tenant: Option<&str>,
     names: &mut std::collections::HashSet<String>,
     cache: &mut ParseCache,
+    policy: Option<eventflow_delivery::UrlPolicy>,
 ) -> Vec<Loaded> {
     files
         .into_iter()
@@ -457,7 +502,7 @@ fn load_files(
                 .file_name()
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let result = parse_file(&path, &file, cache).and_then(|w| {
+            let result = parse_file(&path, &file, cache, policy).and_then(|w| {
                 if names.insert(w.name.clone()) {
                     Ok(w)
                 } else {
@@ -484,12 +529,16 @@ fn load_files(
 /// in name order. A missing directory has none. Two files a tenant sees may
 /// not give the same name: the later one is refused.
 pub fn load_dir(dir: &Path) -> Vec<Loaded> {
-    load_dir_cached(dir, &mut ParseCache::new())
+    load_dir_cached(dir, &mut ParseCache::new(), None)
 }
 
 /// [`load_dir`], parsing only the files not in `cache` as they are now;
 /// the cache keeps only the files that exist.
-pub(crate) fn load_dir_cached(dir: &Path, cache: &mut ParseCache) -> Vec<Loaded> {
+pub(crate) fn load_dir_cached(
+    dir: &Path,
+    cache: &mut ParseCache,
+    policy: Option<eventflow_delivery::UrlPolicy>,
+) -> Vec<Loaded> {
     let mut fresh = ParseCache::new();
     let mut global = std::collections::HashSet::new();
     let mut take = |files: Vec<PathBuf>| {
@@ -505,10 +554,16 @@ pub(crate) fn load_dir_cached(dir: &Path, cache: &mut ParseCache) -> Vec<Loaded>
         .into_iter()
         .map(|(tenant, sub)| (tenant, take(workflow_files(&sub))))
         .collect();
-    let mut loaded = load_files(top, None, &mut global, &mut fresh);
+    let mut loaded = load_files(top, None, &mut global, &mut fresh, policy);
     for (tenant, files) in subs {
         let mut names = global.clone();
-        loaded.extend(load_files(files, Some(&tenant), &mut names, &mut fresh));
+        loaded.extend(load_files(
+            files,
+            Some(&tenant),
+            &mut names,
+            &mut fresh,
+            policy,
+        ));
     }
     *cache = fresh;
     loaded

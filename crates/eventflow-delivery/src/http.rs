@@ -18,6 +18,19 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Why the guard refused to connect: every address the host resolves to
+/// is off limits. Found in a request error's sources by [`refusal`].
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// Resolves names and drops every address the SSRF guard forbids.
 #[derive(Debug, Clone, Copy)]
 struct GuardedResolver;
@@ -38,24 +51,55 @@ impl Resolve for GuardedResolver {
                     .first()
                     .and_then(|a| ssrf::forbidden(a.ip()))
                     .map(|f| {
-                        format!("the host resolves to a {f} address, which endpoints may not use")
+                        format!(
+                            "the host resolves to a {f} address, which outbound requests may not use unless allow_private_endpoints is on"
+                        )
                     })
                     .unwrap_or_else(|| "the host has no address".into());
-                return Err(why.into());
+                return Err(Box::new(Refused(why)) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
     }
 }
 
-/// Why a URL's literal IP address is refused (names are checked when resolved).
-pub fn literal_forbidden(url: &reqwest::Url) -> Option<String> {
+/// The guard's reason when a request failed because every address of its
+/// host is off limits (nothing was sent; nothing tells whether anything
+/// listens there).
+pub fn refusal(e: &reqwest::Error) -> Option<String> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<Refused>() {
+            return Some(r.0.clone());
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// Why a URL's host is off limits as written: an IP literal of a forbidden
+/// range, or `localhost` (names are checked when resolved).
+pub fn literal_reason(url: &url::Url) -> Option<ssrf::Forbidden> {
     let ip: IpAddr = match url.host()? {
         url::Host::Ipv4(v4) => IpAddr::V4(v4),
         url::Host::Ipv6(v6) => IpAddr::V6(v6),
-        url::Host::Domain(_) => return None,
+        url::Host::Domain(d) => {
+            let d = d.trim_end_matches('.');
+            return (d.eq_ignore_ascii_case("localhost")
+                || d.to_ascii_lowercase().ends_with(".localhost"))
+            .then_some(ssrf::Forbidden::Loopback);
+        }
     };
-    ssrf::forbidden(ip).map(|f| format!("the URL names a {f} address, which endpoints may not use"))
+    ssrf::forbidden(ip)
+}
+
+/// Why a URL's literal IP address is refused (names are checked when resolved).
+pub fn literal_forbidden(url: &reqwest::Url) -> Option<String> {
+    literal_reason(url).map(|f| {
+        format!(
+            "the URL names a {f} address, which outbound requests may not use unless allow_private_endpoints is on"
+        )
+    })
 }
 
 /// The delivery client.

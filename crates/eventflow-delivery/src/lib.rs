@@ -16,8 +16,14 @@ pub mod ssrf;
 pub use policy::{Next, RetryPolicy, parse_retry_after};
 pub use ssrf::{Forbidden, forbidden};
 
-/// Whether private addresses and plain `http://` are allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether private addresses and plain `http://` are allowed: the one
+/// guard of every outbound request a tenant can aim (a webhook endpoint, a
+/// workflow's `http` step, a claim). [`UrlPolicy::check`] refuses a URL
+/// before any request (scheme, `https://` in production, credentials, an
+/// IP literal or `localhost` that is off limits); the client of
+/// [`UrlPolicy::client`] refuses every resolved address that is, when it
+/// connects ([`http::refusal`] tells that refusal from a network error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UrlPolicy {
     /// `allow_private_endpoints`: on in the default local configuration.
     pub allow_private: bool,
@@ -46,9 +52,24 @@ pub enum UrlError {
     #[error("must be at most 2000 characters")]
     TooLong,
     #[error(
-        "points at a {0} address, which endpoints may not use unless allow_private_endpoints is on"
+        "points at a {0} address, which outbound requests may not use unless allow_private_endpoints is on"
     )]
     Forbidden(Forbidden),
+}
+
+impl UrlPolicy {
+    /// Checks a URL before a request to it; the error names the rule, never
+    /// the URL.
+    pub fn check(&self, s: &str) -> Result<url::Url, UrlError> {
+        EndpointUrl::parse(s, *self).map(|u| u.0)
+    }
+
+    /// The client for requests to checked URLs: no redirects, no proxies,
+    /// and, unless private addresses are allowed, every resolved address
+    /// checked when it connects.
+    pub fn client(&self, timeout: std::time::Duration) -> reqwest::Client {
+        http::client(self.allow_private, timeout)
+    }
 }
 
 impl EndpointUrl {
@@ -66,21 +87,11 @@ impl EndpointUrl {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(UrlError::Credentials);
         }
-        let host = url.host().ok_or(UrlError::NoHost)?;
-        if !policy.allow_private {
-            let ip = match host {
-                url::Host::Ipv4(ip) => Some(std::net::IpAddr::V4(ip)),
-                url::Host::Ipv6(ip) => Some(std::net::IpAddr::V6(ip)),
-                url::Host::Domain(d)
-                    if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") =>
-                {
-                    return Err(UrlError::Forbidden(Forbidden::Loopback));
-                }
-                url::Host::Domain(_) => None,
-            };
-            if let Some(reason) = ip.and_then(forbidden) {
-                return Err(UrlError::Forbidden(reason));
-            }
+        url.host().ok_or(UrlError::NoHost)?;
+        if !policy.allow_private
+            && let Some(reason) = http::literal_reason(&url)
+        {
+            return Err(UrlError::Forbidden(reason));
         }
         Ok(EndpointUrl(url))
     }

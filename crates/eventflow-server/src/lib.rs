@@ -255,6 +255,10 @@ fn engine_settings(config: &Config) -> Result<eventflow_automations::Settings, S
             fuel: config.limits.template_fuel,
             output_bytes: config.limits.template_output_bytes,
         },
+        url_policy: eventflow_delivery::UrlPolicy {
+            allow_private: config.allow_private_endpoints,
+            https_only: config.production,
+        },
     })
 }
 
@@ -286,7 +290,13 @@ impl Application {
             config.allow_private_endpoints,
             Duration::from_secs(config.delivery_timeout_secs),
         );
-        let workflows = Arc::new(eventflow_automations::Registry::load(&config.workflows_dir));
+        let workflows = Arc::new(eventflow_automations::Registry::load_checked(
+            &config.workflows_dir,
+            Some(eventflow_delivery::UrlPolicy {
+                allow_private: config.allow_private_endpoints,
+                https_only: config.production,
+            }),
+        ));
         let engine = eventflow_automations::Engine::new(
             store.clone(),
             workflows.clone(),

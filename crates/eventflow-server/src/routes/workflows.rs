@@ -93,6 +93,7 @@ fn tenant_dir(state: &AppState, tenant: &str) -> std::path::PathBuf {
 
 /// Parses a workflow sent as YAML (or JSON, which is YAML too).
 fn parse_body(
+    state: &AppState,
     headers: &HeaderMap,
     body: &Bytes,
     file: &str,
@@ -113,7 +114,7 @@ fn parse_body(
     }
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("the body is not UTF-8 text"))?;
-    eventflow_automations::parse(file, text).map_err(|e| {
+    eventflow_automations::workflow::parse_with(file, text, state.workflows.policy()).map_err(|e| {
         let field = e
             .message
             .split(':')
@@ -207,7 +208,7 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let w = parse_body(&headers, &body, "workflow")?;
+    let w = parse_body(&state, &headers, &body, "workflow")?;
     if check_scope(&state, auth.tenant(), &w.name)? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -230,7 +231,7 @@ async fn replace(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let w = parse_body(&headers, &body, &format!("{name}.yaml"))?;
+    let w = parse_body(&state, &headers, &body, &format!("{name}.yaml"))?;
     if w.name != name {
         return Err(ApiError::invalid(
             "name",

@@ -40,6 +40,8 @@ backend_tests!(
     a_workflow_of_yaml_aliases_is_refused_and_the_server_keeps_answering,
     a_template_past_its_fuel_or_output_bound_fails_its_step,
     runs_start_only_when_a_slot_is_free_and_the_others_wait_unleased,
+    http_steps_go_through_the_outbound_guard,
+    in_production_an_http_step_to_a_plain_http_url_is_refused_at_save,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -1407,4 +1409,120 @@ async fn runs_start_only_when_a_slot_is_free_and_the_others_wait_unleased(backen
     assert_eq!(receiver.count(), 32);
     // When the hanging calls time out, the slots go to the waiting runs.
     receiver.wait_for(40, LONG).await;
+}
+
+/// This machine's own host name, which resolves to loopback or a private
+/// address only.
+async fn own_host_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+        .await
+        .map(|a| a.collect())
+        .unwrap_or_default();
+    assert!(
+        !resolved.is_empty()
+            && resolved
+                .iter()
+                .all(|a| eventflow_delivery::forbidden(a.ip()).is_some()),
+        "this test needs the machine's host name ({host:?}) to resolve to a private or loopback address"
+    );
+    host
+}
+
+async fn http_steps_go_through_the_outbound_guard(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let host = own_host_name().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, var) in [("to-literal", "literal"), ("to-name", "named")] {
+        std::fs::write(
+            dir.path().join(format!("{name}.yaml")),
+            format!(
+                "name: {name}\non: patient.created\nsteps:\n  - http: {{url: '{{{{ vars.{var} }}}}', method: PUT, headers: {{x-probe: '1'}}, body: {{phone: '{{{{ data.phone }}}}'}}}}\n"
+            ),
+        )
+        .unwrap();
+    }
+    let path = dir.path().to_path_buf();
+    let literal = receiver.url("/admin");
+    let named = format!("http://{host}:{}/admin", receiver.port());
+    let (server, _clock) = spawn(&backend, move |c| {
+        c.workflows_dir = path;
+        c.allow_private_endpoints = false;
+        c.vars.insert("literal".into(), literal);
+        c.vars.insert("named".into(), named);
+    })
+    .await;
+    let api = server.api();
+    patient(&api, json!({})).await;
+    for (workflow, says) in [
+        ("to-literal", "points at a loopback address"),
+        ("to-name", "resolves to a loopback address"),
+    ] {
+        let runs = finished_runs(&api, workflow, 1).await;
+        let run = &runs[0];
+        assert_eq!(run["status"], "failed", "{run}");
+        let step = &run["steps"][0];
+        let error = step["error"].as_str().unwrap();
+        assert!(error.contains(says), "{workflow}: {error}");
+        assert!(error.contains("allow_private_endpoints"), "{error}");
+        // Refused before anything was sent: no status, one try.
+        assert!(step["detail"].get("statusCode").is_none(), "{step}");
+        assert_eq!(step["attempts"], 1, "{step}");
+    }
+    server.automations_settled().await;
+    assert_eq!(receiver.count(), 0, "the local receiver got nothing");
+    // A URL a tenant's file fixes is checked when it is saved.
+    let r = api
+        .send(
+            api.request(reqwest::Method::POST, "/v1/workflows")
+                .header("content-type", "application/yaml")
+                .body(format!(
+                    "name: scan\non: patient.created\nsteps:\n  - http: {{url: '{}'}}\n",
+                    receiver.url("/")
+                )),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("step 1 (http): url: points at a loopback address"),
+        "{message}"
+    );
+}
+
+async fn in_production_an_http_step_to_a_plain_http_url_is_refused_at_save(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (server, _clock) = spawn(&backend, move |c| {
+        c.workflows_dir = path;
+        c.production = true;
+        c.allow_private_endpoints = false;
+    })
+    .await;
+    let api = server.api();
+    let save = |url: &str| {
+        api.request(reqwest::Method::POST, "/v1/workflows")
+            .header("content-type", "application/yaml")
+            .body(format!(
+                "name: hook\non: patient.created\nsteps:\n  - http: {{url: \"{url}\"}}\n"
+            ))
+    };
+    for url in [
+        "http://hooks.example.com/in",
+        "http://{{ data.id }}.example.com/in",
+    ] {
+        let r = api.send(save(url)).await;
+        assert_eq!(r.status, 422, "{url}: {:?}", r.body);
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("step 1 (http): url: must use https:// in production"),
+            "{message}"
+        );
+    }
+    assert!(list(&api, "/v1/workflows").await.is_empty());
+    let r = api.send(save("https://hooks.example.com/in")).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
 }
