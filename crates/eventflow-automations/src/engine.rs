@@ -52,6 +52,9 @@ pub struct Settings {
     pub step_timeout: Duration,
     /// `limits.template_fuel` and `limits.template_output_bytes`.
     pub template: template::Bounds,
+    /// `limits.workflow_chain_depth`: a workflow write whose run is that
+    /// many workflow writes deep fails the run (0: the default, 8).
+    pub workflow_chain_depth: u32,
     /// The guard of `http` steps and claims: `allow_private_endpoints` and
     /// `--production`'s https rule, as for webhook endpoints.
     pub url_policy: eventflow_delivery::UrlPolicy,
@@ -273,7 +276,20 @@ impl Engine {
             let Some(last) = events.last().map(|(e, _)| e.sequence) else {
                 break;
             };
-            let runs = self.match_events(tenant, &events);
+            let first = events.first().map_or(last, |(e, _)| e.sequence);
+            let depths: HashMap<i64, i64> = if events
+                .iter()
+                .any(|(_, w)| w.as_deref().is_some_and(|w| w.starts_with("workflow:")))
+            {
+                self.store
+                    .write_depths(tenant, first, last)
+                    .await?
+                    .into_iter()
+                    .collect()
+            } else {
+                HashMap::new()
+            };
+            let runs = self.match_events(tenant, &events, &depths);
             let stale = c
                 .since_save
                 .is_some_and(|t| t.elapsed() >= CURSOR_SAVE_EVERY);
@@ -369,11 +385,26 @@ impl Engine {
     /// The runs a batch of events starts. A workflow does not run on an
     /// event one of its own steps wrote (no loop of a workflow that updates
     /// the kind of record it listens to).
-    fn match_events(&self, tenant: &str, events: &[(Event, Option<String>)]) -> Vec<NewRun> {
+    fn match_events(
+        &self,
+        tenant: &str,
+        events: &[(Event, Option<String>)],
+        depths: &HashMap<i64, i64>,
+    ) -> Vec<NewRun> {
         let snapshot = self.registry.snapshot();
         let mut runs = Vec::new();
         for (event, writer) in events {
             let mut bound: Option<Bound> = None;
+            // A run started by an event a workflow wrote is one deeper in
+            // the chain than the run that wrote it.
+            let chain_depth = if writer
+                .as_deref()
+                .is_some_and(|w| w.starts_with("workflow:"))
+            {
+                depths.get(&event.sequence).copied().unwrap_or(0) + 1
+            } else {
+                0
+            };
             for w in snapshot.workflows(tenant) {
                 if !w.on.matches(&event.event_type) {
                     continue;
@@ -400,6 +431,7 @@ impl Engine {
                     timer_key: None,
                     path: String::new(),
                     context: serde_json::to_value(event).unwrap_or(Value::Null),
+                    chain_depth,
                 });
             }
         }
@@ -870,6 +902,18 @@ impl Engine {
                 self.http_step(run, &step_label, &rendered).await
             }
             StepKind::Create | StepKind::Update => {
+                let limit = match self.settings.workflow_chain_depth {
+                    0 => 8,
+                    n => i64::from(n),
+                };
+                if run.chain_depth >= limit {
+                    return Done::Fail(format!(
+                        "loop: this run was started by a chain of {} workflow writes \
+                         (limits.workflow_chain_depth is {limit}); workflows that update each \
+                         other need an `if` that stops them",
+                        run.chain_depth
+                    ));
+                }
                 let rt: ResourceType = match text("type").parse() {
                     Ok(rt) => rt,
                     Err(_) => return Done::Fail("type: not a record type".into()),

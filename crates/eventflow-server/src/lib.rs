@@ -259,6 +259,7 @@ fn engine_settings(config: &Config) -> Result<eventflow_automations::Settings, S
             allow_private: config.allow_private_endpoints,
             https_only: config.production,
         },
+        workflow_chain_depth: config.limits.workflow_chain_depth,
     })
 }
 

@@ -40,6 +40,8 @@ pub struct NewRun {
     pub timer_key: Option<String>,
     pub path: String,
     pub context: Value,
+    /// Workflow writes in the chain that led to this run (0: none).
+    pub chain_depth: i64,
 }
 
 /// The runs a batch of a tenant's events starts, and the cursor move that
@@ -100,6 +102,8 @@ pub struct Run {
     pub started_at: String,
     pub updated_at: String,
     pub finished_at: Option<String>,
+    /// Workflow writes in the chain that led to this run (0: none).
+    pub chain_depth: i64,
 }
 
 impl Run {
@@ -302,6 +306,8 @@ pub(crate) trait AutoConn: WriteConn {
     async fn due_timers(&mut self, now: &str, limit: i64) -> Result<Vec<Timer>>;
     /// Inserts a message; `false` when the (run, step) already has one.
     async fn insert_notification(&mut self, n: &Notification) -> Result<bool>;
+    /// Records the chain depth of the run that wrote the event `sequence`.
+    async fn record_write_depth(&mut self, tenant: &str, sequence: i64, depth: i64) -> Result<()>;
     /// Renews the lease of a run `node` holds whose next step is `index`;
     /// `false` when it no longer does.
     async fn renew_run_lease(
@@ -332,6 +338,7 @@ fn new_run_row(n: NewRun, node: Option<&str>, now: &str, next_at: &str) -> Run {
         started_at: now.to_string(),
         updated_at: now.to_string(),
         finished_at: None,
+        chain_depth: n.chain_depth,
     }
 }
 
@@ -409,6 +416,7 @@ pub(crate) async fn fire_timers<C: AutoConn>(
                 timer_key: Some(t.key),
                 path: t.path,
                 context: t.context,
+                chain_depth: 0,
             },
             Some(node),
             &now_s,
@@ -480,6 +488,15 @@ pub(crate) async fn step_done<C: AutoConn>(
         match effect {
             Effect::Write(req) => match ops::apply(conn, req, now).await {
                 Ok(applied) => {
+                    // The events this write made carry the run's depth on
+                    // to the runs they start.
+                    if let Some(last) = applied.last_sequence {
+                        let n = applied.event_types.len() as i64;
+                        for sequence in (last - n + 1)..=last {
+                            conn.record_write_depth(&run.tenant_id, sequence, run.chain_depth)
+                                .await?;
+                        }
+                    }
                     recorded.sequence = applied.last_sequence;
                     recorded.event_types.extend(applied.event_types);
                     let id = applied.outcome.body.get("id").cloned();
@@ -556,7 +573,8 @@ pub(crate) async fn step_done<C: AutoConn>(
 
 /// The columns every run read selects, in `run_from_row` order.
 pub(crate) const RUN_COLUMNS: &str = "id, tenant_id, workflow, event_id, origin, timer_key, path, context, \
-     status, steps, next_step, window_started_at, next_at, lease_owner, started_at, updated_at, finished_at";
+     status, steps, next_step, window_started_at, next_at, lease_owner, started_at, updated_at, finished_at, \
+     chain_depth";
 
 pub(crate) const TIMER_COLUMNS: &str =
     "tenant_id, timer_key, fire_at, workflow, path, context, event_id, run_id, created_at";
@@ -588,6 +606,7 @@ macro_rules! impl_auto_rows {
                 started_at: row.get(14),
                 updated_at: row.get(15),
                 finished_at: row.get(16),
+                chain_depth: row.get(17),
             })
         }
 
@@ -672,8 +691,8 @@ macro_rules! impl_auto_conn {
                     sqlx::query(
                         "INSERT INTO workflow_runs (id, tenant_id, workflow, event_id, origin, timer_key, path, context, \
                          status, steps, next_step, window_started_at, next_at, lease_owner, lease_until, started_at, \
-                         updated_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-                         $15, $16, $17, $18)",
+                         updated_at, finished_at, chain_depth) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                         $13, $14, $15, $16, $17, $18, $19)",
                     )
                     .bind(&r.id)
                     .bind(&r.tenant_id)
@@ -693,6 +712,20 @@ macro_rules! impl_auto_conn {
                     .bind(&r.started_at)
                     .bind(&r.updated_at)
                     .bind(&r.finished_at)
+                    .bind(r.chain_depth)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn record_write_depth(&mut self, tenant: &str, sequence: i64, depth: i64) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO workflow_write_depths (tenant_id, sequence, chain_depth) VALUES ($1, $2, $3) \
+                         ON CONFLICT (tenant_id, sequence) DO NOTHING",
+                    )
+                    .bind(tenant)
+                    .bind(sequence)
+                    .bind(depth)
                     .execute(&mut self.conn)
                     .await?;
                     Ok(())

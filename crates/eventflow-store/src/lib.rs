@@ -298,6 +298,10 @@ pub trait Store: Send + Sync + 'static {
     /// When the next run or timer is due, if any.
     async fn next_automation_due(&self) -> Result<Option<String>>;
 
+    /// The chain depths of the events in `from..=to` that workflow steps
+    /// wrote: `(sequence, depth of the run that wrote it)`.
+    async fn write_depths(&self, tenant: &str, from: i64, to: i64) -> Result<Vec<(i64, i64)>>;
+
     async fn workflow_run(&self, tenant: &str, id: &str) -> Result<Option<automation::Run>>;
 
     /// The tenant's runs, newest first.

@@ -33,6 +33,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "replays",
         include_str!("../migrations/sqlite/0005_replays.sql"),
     ),
+    (
+        6,
+        "workflow chain depth",
+        include_str!("../migrations/sqlite/0006_workflow_chain_depth.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -60,6 +65,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         5,
         "replays",
         include_str!("../migrations/postgres/0005_replays.sql"),
+    ),
+    (
+        6,
+        "workflow chain depth",
+        include_str!("../migrations/postgres/0006_workflow_chain_depth.sql"),
     ),
 ];
 

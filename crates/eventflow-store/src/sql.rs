@@ -330,6 +330,14 @@ macro_rules! impl_write_conn {
                     .bind(events_before)
                     .execute(&mut self.conn)
                     .await?;
+                // A write's chain depth is needed until the engine has
+                // matched its event.
+                sqlx::query(
+                    "DELETE FROM workflow_write_depths WHERE sequence <= \
+                     (SELECT automation_cursor FROM tenants WHERE tenants.id = workflow_write_depths.tenant_id)",
+                )
+                .execute(&mut self.conn)
+                .await?;
                 Ok(n)
             }
         }
@@ -801,6 +809,19 @@ macro_rules! impl_store {
 
             async fn begin_step(&self, run_id: &str, index: i64) -> Result<bool> {
                 self.writer.begin_step(run_id, index).await
+            }
+
+            async fn write_depths(&self, tenant: &str, from: i64, to: i64) -> Result<Vec<(i64, i64)>> {
+                let rows = sqlx::query(
+                    "SELECT sequence, chain_depth FROM workflow_write_depths \
+                     WHERE tenant_id = $1 AND sequence >= $2 AND sequence <= $3",
+                )
+                .bind(tenant)
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.reads)
+                .await?;
+                Ok(rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1))).collect())
             }
 
             async fn next_automation_due(&self) -> Result<Option<String>> {

@@ -42,6 +42,7 @@ backend_tests!(
     runs_start_only_when_a_slot_is_free_and_the_others_wait_unleased,
     http_steps_go_through_the_outbound_guard,
     in_production_an_http_step_to_a_plain_http_url_is_refused_at_save,
+    two_workflows_that_update_each_other_stop_at_the_chain_depth,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -1525,4 +1526,58 @@ async fn in_production_an_http_step_to_a_plain_http_url_is_refused_at_save(backe
     assert!(list(&api, "/v1/workflows").await.is_empty());
     let r = api.send(save("https://hooks.example.com/in")).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
+}
+
+async fn two_workflows_that_update_each_other_stop_at_the_chain_depth(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    // Each answers the other's change with one of its own, with no `if`.
+    for (name, field) in [("ping", "mrn"), ("pong", "lastName")] {
+        std::fs::write(
+            dir.path().join(format!("{name}.yaml")),
+            format!(
+                "name: {name}\non: patient.updated\nsteps:\n  - update: {{type: patient, id: '{{{{ data.id }}}}', body: {{{field}: '{name}-{{{{ data.version }}}}'}}}}\n"
+            ),
+        )
+        .unwrap();
+    }
+    let path = dir.path().to_path_buf();
+    let (server, _clock) = spawn(&backend, move |c| {
+        c.workflows_dir = path;
+        c.limits.workflow_chain_depth = 3;
+    })
+    .await;
+    let api = server.api();
+    let p = patient(&api, json!({})).await;
+    api.patch(&format!("/v1/patients/{p}"), json!({"lastName": "Byron"}))
+        .await;
+    // The person's change (version 2) starts both; each write starts the
+    // other one deeper; the runs 3 writes deep fail instead of writing.
+    let failed = wait_for(LONG, "a run stopped as a loop", || async {
+        let runs = list(&api, "/v1/workflow-runs?status=failed").await;
+        (!runs.is_empty()).then_some(runs)
+    })
+    .await;
+    let error = failed[0]["steps"][0]["error"].as_str().unwrap();
+    assert!(error.starts_with("loop: "), "{error}");
+    assert!(
+        error.contains("limits.workflow_chain_depth is 3"),
+        "{error}"
+    );
+    let caught_up = wait_for(LONG, "the engine to settle", || async {
+        server.automations_settled().await;
+        let runs = list(&api, "/v1/workflow-runs").await;
+        runs.iter()
+            .all(|r| r["status"] != "pending")
+            .then_some(runs)
+    })
+    .await;
+    let seq = list(&api, "/v1/events").await.len() as i64;
+    // It stopped: a bounded number of versions, and no more runs come.
+    let version = api.get(&format!("/v1/patients/{p}")).await.body["version"]
+        .as_i64()
+        .unwrap();
+    assert!(version <= 2 + 2 * 3, "version {version}");
+    server.automations_settled().await;
+    assert_eq!(list(&api, "/v1/events").await.len() as i64, seq);
+    assert_eq!(list(&api, "/v1/workflow-runs").await.len(), caught_up.len());
 }
