@@ -1143,6 +1143,7 @@ impl Engine {
             Ok(u) => u,
             Err(e) => return Done::Fail(format!("[billing] claim_url: {e}")),
         };
+        let origin = checked.origin().ascii_serialization();
         let request = self
             .http
             .post(checked)
@@ -1157,9 +1158,11 @@ impl Engine {
                     .and_then(|d| d.get("statusCode"))
                     .map(|c| c.to_string())
                     .unwrap_or_default();
+                // The billing server by its origin only: the URL's path and
+                // query are the operator's (they may carry a token).
                 let n = note(
                     "claim",
-                    url.clone(),
+                    origin,
                     Some(format!("Claim for encounter {encounter_id}")),
                     body,
                     Some(("billing", Sent { id: None, status })),

@@ -329,7 +329,7 @@ async fn encounter_with_records(api: &Api) -> (String, String) {
 
 async fn the_billing_claim_goes_out_once_on_the_transition_to_finished(backend: Backend) {
     let billing = Receiver::start().await;
-    let url = billing.url("/claims");
+    let url = billing.url("/claims/clinic-7?token=operators-s3cret");
     let (server, _clock) = spawn(&backend, move |c| {
         c.workflows_dir = examples();
         c.billing = Some(Billing { claim_url: url });
@@ -376,6 +376,14 @@ async fn the_billing_claim_goes_out_once_on_the_transition_to_finished(backend: 
     assert_eq!(runs[0]["steps"][0]["detail"]["statusCode"], 200);
     server.automations_settled().await;
     assert_eq!(billing.count(), 1);
+    // The tenant's outbox names the billing server, never the operator's
+    // path or token.
+    let sent = outbox(&api, 1).await;
+    let claim = sent.iter().find(|n| n["channel"] == "claim").unwrap();
+    assert_eq!(claim["to"], billing.url(""));
+    let everything = format!("{sent:?}{runs:?}");
+    assert!(!everything.contains("operators-s3cret"), "{everything}");
+    assert!(!everything.contains("clinic-7"), "{everything}");
     let n = outbox(&api, 1).await;
     let claims: Vec<&Value> = n.iter().filter(|n| n["channel"] == "claim").collect();
     assert_eq!(claims.len(), 1);
