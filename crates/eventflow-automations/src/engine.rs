@@ -55,6 +55,9 @@ pub struct Settings {
     /// `limits.workflow_chain_depth`: a workflow write whose run is that
     /// many workflow writes deep fails the run (0: the default, 8).
     pub workflow_chain_depth: u32,
+    /// Per provider, the tenants whose own workflows may use it (the
+    /// operator's workflows always may).
+    pub provider_tenants: ProviderTenants,
     /// The guard of `http` steps and claims: `allow_private_endpoints` and
     /// `--production`'s https rule, as for webhook endpoints.
     pub url_policy: eventflow_delivery::UrlPolicy,
@@ -76,6 +79,15 @@ impl std::fmt::Debug for Settings {
             .field("url_policy", &self.url_policy)
             .finish()
     }
+}
+
+/// `tenants = [...]` of each `[providers.*]` table and of `[billing]`.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderTenants {
+    pub twilio: Vec<String>,
+    pub smtp: Vec<String>,
+    pub slack: Vec<String>,
+    pub billing: Vec<String>,
 }
 
 /// Runs executing at once on a node.
@@ -648,7 +660,7 @@ impl Engine {
                                     }
                                 }
                             }
-                            let done = self.perform(&run, step, &ctx).await;
+                            let done = self.perform(&run, step, &ctx, tenant_owned).await;
                             (
                                 step_name(&run.path, step.number),
                                 step.kind.name(),
@@ -762,7 +774,7 @@ impl Engine {
     }
 
     /// Does one step.
-    async fn perform(&self, run: &Run, step: &Step, ctx: &Arc<Value>) -> Done {
+    async fn perform(&self, run: &Run, step: &Step, ctx: &Arc<Value>, own: bool) -> Done {
         // Off the async workers: a render may take all its fuel.
         let (config, ctx, bounds) = (step.config.clone(), ctx.clone(), self.settings.template);
         let rendered =
@@ -818,6 +830,45 @@ impl Engine {
                 effects: vec![Effect::Notify(n)],
             }
         };
+        // A tenant's own workflow uses a provider only when the operator
+        // lists the tenant for it.
+        let refused = |table: &str, tenants: &[String]| -> Option<Done> {
+            (own && !tenants.contains(&run.tenant_id)).then(|| {
+                Done::Fail(format!(
+                    "{} steps of a tenant's own workflows may not use {table}: the operator has not \
+                     listed this tenant in its tenants",
+                    step.kind.name()
+                ))
+            })
+        };
+        let configured = match step.kind {
+            StepKind::Sms => self
+                .settings
+                .twilio
+                .is_some()
+                .then_some(("[providers.twilio]", &self.settings.provider_tenants.twilio)),
+            StepKind::Email => self
+                .settings
+                .smtp
+                .is_some()
+                .then_some(("[providers.smtp]", &self.settings.provider_tenants.smtp)),
+            StepKind::Slack => self
+                .settings
+                .slack_webhook_url
+                .is_some()
+                .then_some(("[providers.slack]", &self.settings.provider_tenants.slack)),
+            StepKind::Claim => self
+                .settings
+                .claim_url
+                .is_some()
+                .then_some(("[billing]", &self.settings.provider_tenants.billing)),
+            _ => None,
+        };
+        if let Some((table, tenants)) = configured
+            && let Some(no) = refused(table, tenants)
+        {
+            return no;
+        }
         match step.kind {
             StepKind::Sms => {
                 let (to, body) = (text("to"), text("body"));

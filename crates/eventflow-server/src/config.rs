@@ -112,6 +112,10 @@ pub struct Twilio {
     pub from: String,
     #[serde(default = "default_twilio_url")]
     pub base_url: String,
+    /// Tenants (`ten_…`) whose own workflows may use it; the operator's
+    /// workflows always may. Empty: the operator's only.
+    #[serde(default)]
+    pub tenants: Vec<String>,
 }
 
 fn default_twilio_url() -> String {
@@ -135,6 +139,10 @@ pub struct Smtp {
     /// ones (a clinic's own mail relay).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Tenants (`ten_…`) whose own workflows may use it; the operator's
+    /// workflows always may. Empty: the operator's only.
+    #[serde(default)]
+    pub tenants: Vec<String>,
 }
 
 fn default_smtp_port() -> u16 {
@@ -154,12 +162,20 @@ pub enum SmtpTls {
 #[serde(deny_unknown_fields)]
 pub struct Slack {
     pub webhook_url: Secret,
+    /// Tenants (`ten_…`) whose own workflows may use it; the operator's
+    /// workflows always may. Empty: the operator's only.
+    #[serde(default)]
+    pub tenants: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Billing {
     pub claim_url: String,
+    /// Tenants (`ten_…`) whose own workflows may use it; the operator's
+    /// workflows always may. Empty: the operator's only.
+    #[serde(default)]
+    pub tenants: Vec<String>,
 }
 
 impl Default for Config {

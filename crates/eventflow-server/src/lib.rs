@@ -260,6 +260,28 @@ fn engine_settings(config: &Config) -> Result<eventflow_automations::Settings, S
             https_only: config.production,
         },
         workflow_chain_depth: config.limits.workflow_chain_depth,
+        provider_tenants: eventflow_automations::ProviderTenants {
+            twilio: p
+                .twilio
+                .as_ref()
+                .map(|t| t.tenants.clone())
+                .unwrap_or_default(),
+            smtp: p
+                .smtp
+                .as_ref()
+                .map(|s| s.tenants.clone())
+                .unwrap_or_default(),
+            slack: p
+                .slack
+                .as_ref()
+                .map(|s| s.tenants.clone())
+                .unwrap_or_default(),
+            billing: config
+                .billing
+                .as_ref()
+                .map(|b| b.tenants.clone())
+                .unwrap_or_default(),
+        },
     })
 }
 

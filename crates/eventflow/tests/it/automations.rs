@@ -43,6 +43,7 @@ backend_tests!(
     http_steps_go_through_the_outbound_guard,
     in_production_an_http_step_to_a_plain_http_url_is_refused_at_save,
     two_workflows_that_update_each_other_stop_at_the_chain_depth,
+    a_tenants_own_workflow_uses_a_provider_only_when_the_operator_lists_it,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -332,7 +333,10 @@ async fn the_billing_claim_goes_out_once_on_the_transition_to_finished(backend: 
     let url = billing.url("/claims/clinic-7?token=operators-s3cret");
     let (server, _clock) = spawn(&backend, move |c| {
         c.workflows_dir = examples();
-        c.billing = Some(Billing { claim_url: url });
+        c.billing = Some(Billing {
+            claim_url: url,
+            tenants: Vec::new(),
+        });
     })
     .await;
     let api = server.api();
@@ -405,6 +409,7 @@ async fn an_abnormal_observation_alerts_the_care_team_on_slack_and_by_email(back
         c.providers = Providers {
             slack: Some(Slack {
                 webhook_url: Secret::new(slack_url),
+                tenants: Vec::new(),
             }),
             smtp: Some(Smtp {
                 host: "127.0.0.1".into(),
@@ -414,6 +419,7 @@ async fn an_abnormal_observation_alerts_the_care_team_on_slack_and_by_email(back
                 from: "Clinic <clinic@example.com>".into(),
                 tls: SmtpTls::None,
                 ca_file: None,
+                tenants: Vec::new(),
             }),
             twilio: None,
         };
@@ -534,6 +540,7 @@ fn twilio_config(base_url: String) -> Twilio {
         auth_token: Secret::new("twilio-auth-token"),
         from: "+15550000000".into(),
         base_url,
+        tenants: Vec::new(),
     }
 }
 
@@ -1078,6 +1085,7 @@ async fn email_goes_over_smtp_with_starttls_and_tls(backend: Backend) {
                 from: "clinic@example.com".into(),
                 tls,
                 ca_file: Some(ca),
+                tenants: Vec::new(),
             });
         })
         .await;
@@ -1588,4 +1596,37 @@ async fn two_workflows_that_update_each_other_stop_at_the_chain_depth(backend: B
     server.automations_settled().await;
     assert_eq!(list(&api, "/v1/events").await.len() as i64, seq);
     assert_eq!(list(&api, "/v1/workflow-runs").await.len(), caught_up.len());
+}
+
+async fn a_tenants_own_workflow_uses_a_provider_only_when_the_operator_lists_it(backend: Backend) {
+    let twilio = Receiver::start().await;
+    twilio.answer(twilio_ok("SM1"));
+    let base = twilio.url("");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (server, _clock) = spawn(&backend, move |c| {
+        c.workflows_dir = path;
+        c.providers.twilio = Some(twilio_config(base));
+    })
+    .await;
+    let api = server.api();
+    let other = server.new_tenant("listed-clinic").await;
+    let listed = other.get("/v1/workflows").await;
+    assert_eq!(listed.status, 200);
+    // The first tenant is not listed: its own sms step fails, nothing is sent.
+    let r = api
+        .send(
+            api.request(reqwest::Method::POST, "/v1/workflows")
+                .header("content-type", "application/yaml")
+                .body(GOOD),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    patient(&api, json!({})).await;
+    let runs = finished_runs(&api, "welcome-sms", 1).await;
+    assert_eq!(runs[0]["status"], "failed", "{}", runs[0]);
+    let error = runs[0]["steps"][0]["error"].as_str().unwrap();
+    assert!(error.contains("may not use [providers.twilio]"), "{error}");
+    server.automations_settled().await;
+    assert_eq!(twilio.count(), 0);
 }
