@@ -51,10 +51,13 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         let value = parse_json(&raw)?;
         if let Some(path) = eventflow_model::validate::find_nul(&value) {
             let path = if path.is_empty() { "body".into() } else { path };
-            return Err(ApiError::invalid(
-                &path,
-                eventflow_model::validate::NUL_MESSAGE,
-            ));
+            let mut e = ApiError::invalid(&path, eventflow_model::validate::NUL_MESSAGE);
+            // In a batch, the operation at fault is named as for any error.
+            e.index = path
+                .strip_prefix("operations[")
+                .and_then(|rest| rest.split(']').next())
+                .and_then(|n| n.parse().ok());
+            return Err(e);
         }
         Ok(JsonBody { value, raw })
     }
