@@ -87,9 +87,13 @@ pub trait WriteConn: RecordTx {
         key_hash: &str,
         now: &str,
     ) -> Result<()>;
-    /// Deletes events created before `events_before` and idempotency keys
-    /// created before `keys_before`; returns how many events went.
-    async fn purge(&mut self, events_before: &str, keys_before: &str) -> Result<u64>;
+    /// Deletes up to `limit` of the oldest events created before
+    /// `events_before`, with the deliveries made of them; returns how many
+    /// events went.
+    async fn purge_events(&mut self, events_before: &str, limit: i64) -> Result<u64>;
+    /// Deletes idempotency keys created before `keys_before`, and the
+    /// automations' records older than `events_before`.
+    async fn purge(&mut self, events_before: &str, keys_before: &str) -> Result<()>;
 }
 
 /// The result of [`apply`]: the response and the largest sequence written.

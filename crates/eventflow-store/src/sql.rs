@@ -309,12 +309,37 @@ macro_rules! impl_write_conn {
                     .await?;
                 Ok(())
             }
-            async fn purge(&mut self, events_before: &str, keys_before: &str) -> Result<u64> {
-                let n = sqlx::query("DELETE FROM events WHERE created_at < $1")
-                    .bind(events_before)
-                    .execute(&mut self.conn)
-                    .await?
-                    .rows_affected();
+            async fn purge_events(&mut self, events_before: &str, limit: i64) -> Result<u64> {
+                let ids: Vec<String> = sqlx::query(
+                    "SELECT id FROM events WHERE created_at < $1 ORDER BY created_at LIMIT $2",
+                )
+                .bind(events_before)
+                .bind(limit)
+                .fetch_all(&mut self.conn)
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                // A delivery may hold up to 4 KiB of each response (which may
+                // echo patient data): it goes with its event.
+                for (table, column) in [("deliveries", "event_id"), ("events", "id")] {
+                    for chunk in ids.chunks(500) {
+                        let mut qb = sqlx::QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
+                        let mut list = qb.separated(", ");
+                        for id in chunk {
+                            list.push_bind(id.as_str());
+                        }
+                        qb.push(")");
+                        qb.build().execute(&mut self.conn).await?;
+                    }
+                }
+                Ok(ids.len() as u64)
+            }
+
+            async fn purge(&mut self, events_before: &str, keys_before: &str) -> Result<()> {
                 sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
                     .bind(keys_before)
                     .execute(&mut self.conn)
@@ -338,7 +363,7 @@ macro_rules! impl_write_conn {
                 )
                 .execute(&mut self.conn)
                 .await?;
-                Ok(n)
+                Ok(())
             }
         }
         };

@@ -29,6 +29,9 @@ use crate::queue::QueueConn;
 use crate::types::{AuditEntry, NewTenant, WriteKind, WriteOutcome, WriteRequest};
 
 /// A change for the writer.
+/// Events one retention write deletes, with their deliveries.
+pub const PURGE_BATCH: i64 = 2_000;
+
 pub(crate) enum Command {
     Write(Box<WriteRequest>),
     Audit(Vec<AuditEntry>),
@@ -39,6 +42,12 @@ pub(crate) enum Command {
     },
     Purge {
         events_before: String,
+    },
+    /// Deletes up to this many events created before the time, with their
+    /// deliveries.
+    PurgeEvents {
+        events_before: String,
+        limit: i64,
     },
     /// Nothing: proves the writer and its connection work.
     Ping,
@@ -321,14 +330,36 @@ impl WriterHandle {
         }
     }
 
+    /// Deletes the events created before `events_before`, with their
+    /// deliveries, in writes of [`PURGE_BATCH`] events each, so that other
+    /// writes go on between them; then what else has aged out.
     pub async fn purge(&self, events_before: jiff::Timestamp) -> Result<u64> {
+        let before = time::format(events_before);
+        let mut total = 0;
+        loop {
+            let n = match self
+                .send(Command::PurgeEvents {
+                    events_before: before.clone(),
+                    limit: PURGE_BATCH,
+                })
+                .await?
+            {
+                Reply::Purged(n) => n,
+                _ => return Err(StoreError::corrupt("writer reply")),
+            };
+            total += n;
+            if n < PURGE_BATCH as u64 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
         match self
             .send(Command::Purge {
-                events_before: time::format(events_before),
+                events_before: before,
             })
             .await?
         {
-            Reply::Purged(n) => Ok(n),
+            Reply::Purged(_) => Ok(total),
             _ => Err(StoreError::corrupt("writer reply")),
         }
     }
@@ -697,10 +728,17 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
             let held = automation::begin_step(conn, run_id, *index, &node, now).await?;
             Ok((Reply::Flag(held), None, Vec::new()))
         }
+        Command::PurgeEvents {
+            events_before,
+            limit,
+        } => {
+            let n = conn.purge_events(events_before, *limit).await?;
+            Ok((Reply::Purged(n), None, Vec::new()))
+        }
         Command::Purge { events_before } => {
             let keys_before = time::format(now - IDEMPOTENCY_WINDOW);
-            let n = conn.purge(events_before, &keys_before).await?;
-            Ok((Reply::Purged(n), None, Vec::new()))
+            conn.purge(events_before, &keys_before).await?;
+            Ok((Reply::Purged(0), None, Vec::new()))
         }
     }
 }

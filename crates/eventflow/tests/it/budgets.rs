@@ -15,6 +15,7 @@ backend_tests!(
     a_step_whose_outcome_cannot_be_stored_fails_once_with_the_reason,
     a_record_over_the_size_limit_is_413_on_every_write_path,
     pages_of_events_and_records_end_early_at_the_byte_limit,
+    retention_deletes_old_events_in_batches_with_their_deliveries,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -425,4 +426,59 @@ async fn pages_of_events_and_records_end_early_at_the_byte_limit(backend: Backen
     sorted.sort();
     listed.sort();
     assert_eq!(listed, sorted);
+}
+
+async fn retention_deletes_old_events_in_batches_with_their_deliveries(backend: Backend) {
+    let start: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    let (server, clock) = backend.spawn_with_clock(start).await;
+    let api = server.api();
+    let rx = Receiver::start().await;
+    let ep = api
+        .post(
+            "/v1/endpoints",
+            json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}),
+        )
+        .await
+        .id();
+    // More old events than one retention write deletes.
+    let body = json!({"firstName": "Ada", "lastName": "Lovelace"});
+    for _ in 0..3 {
+        let ops: Vec<Value> = (0..800)
+            .map(|_| json!({"method": "POST", "path": "/v1/patients", "body": body}))
+            .collect();
+        assert_eq!(
+            api.post("/v1/batch", json!({ "operations": ops }))
+                .await
+                .status,
+            200
+        );
+    }
+    rx.wait_for(2_400, LONG).await;
+    let old_delivery = api
+        .get(&format!("/v1/endpoints/{ep}/deliveries?limit=1"))
+        .await
+        .body["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    clock.advance(jiff::SignedDuration::from_hours(24 * 31));
+    api.patient().await;
+    rx.wait_for(2_401, LONG).await;
+    let cutoff = eventflow_store::Clock::now(&*clock) - jiff::SignedDuration::from_hours(24 * 30);
+    let purged = server.state.store.purge(cutoff).await.expect("purge");
+    assert_eq!(purged, 2_400);
+    // The deliveries of the purged events are gone with them; the new one stays.
+    assert_eq!(
+        api.get(&format!("/v1/deliveries/{old_delivery}"))
+            .await
+            .status,
+        404
+    );
+    let left = api
+        .get(&format!("/v1/endpoints/{ep}/deliveries"))
+        .await
+        .body;
+    assert_eq!(left["data"].as_array().unwrap().len(), 1, "{left}");
+    let events = api.get("/v1/events?after=0").await.body;
+    assert_eq!(events["data"].as_array().unwrap().len(), 1);
 }
