@@ -315,6 +315,10 @@ impl Limits {
     }
 }
 
+/// The longest `delivery_timeout_secs`: an attempt ends at least 15 s
+/// before the 60 s lease on its delivery could pass to another node.
+pub const MAX_DELIVERY_TIMEOUT_SECS: u64 = 45;
+
 /// A configuration that cannot be used; the message names the key.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -358,10 +362,13 @@ impl Config {
                 "database_pool_size: must be from 1 to 1000".into(),
             ));
         }
-        if self.delivery_timeout_secs == 0 || self.delivery_timeout_secs > 300 {
-            return Err(ConfigError(
-                "delivery_timeout_secs: must be from 1 to 300".into(),
-            ));
+        // An attempt must end well within the lease (60 s) that keeps other
+        // nodes from taking the delivery while it is under way.
+        if self.delivery_timeout_secs == 0 || self.delivery_timeout_secs > MAX_DELIVERY_TIMEOUT_SECS
+        {
+            return Err(ConfigError(format!(
+                "delivery_timeout_secs: must be from 1 to {MAX_DELIVERY_TIMEOUT_SECS} (an attempt ends within the 60 s lease on its delivery)"
+            )));
         }
         if self.delivery_concurrency == 0 || self.delivery_concurrency > 1000 {
             return Err(ConfigError(
@@ -480,6 +487,18 @@ mod tests {
         let e = Config::from_toml("[providers.smtp]\nhost = \"h\"\nfrom = \"f\"\nport = \"x\"\n")
             .unwrap_err();
         assert!(e.0.starts_with("providers.smtp.port: "), "{e}");
+    }
+
+    #[test]
+    fn a_delivery_timeout_must_end_within_the_lease() {
+        let mut c = Config::from_toml("delivery_timeout_secs = 46\n").unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.0.starts_with("delivery_timeout_secs: must be from 1 to 45"),
+            "{e}"
+        );
+        let mut c = Config::from_toml("delivery_timeout_secs = 45\n").unwrap();
+        c.validate().unwrap();
     }
 
     #[test]
