@@ -19,12 +19,52 @@ use crate::error::ApiError;
 pub struct JsonBody {
     pub value: Value,
     pub raw: Bytes,
+    /// Held while a large body is read, parsed and handled.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+/// A body larger than this (or of unknown length) waits for one of the
+/// `limits.large_bodies` permits before it is read.
+pub const LARGE_BODY_BYTES: u64 = 1024 * 1024;
+
+/// The permits to read a large body, and how many requests wait for one.
+#[derive(Debug)]
+pub struct LargeBodies {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl LargeBodies {
+    pub fn new(permits: usize) -> LargeBodies {
+        LargeBodies {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(permits)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Requests waiting for a permit now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Permits free now.
+    pub fn free(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.waiting.fetch_add(1, Relaxed);
+        let permit = self.permits.clone().acquire_owned().await.ok();
+        self.waiting.fetch_sub(1, Relaxed);
+        permit
+    }
+}
+
+impl FromRequest<crate::AppState> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &crate::AppState) -> Result<Self, ApiError> {
         if let Some(ct) = req.headers().get(CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("");
             let mime = ct.split(';').next().unwrap_or("").trim();
@@ -37,6 +77,24 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 .with_field("Content-Type"));
             }
         }
+        let length = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        // Few large bodies at once: each takes memory while it is parsed and
+        // written, and a parsed body takes several times its length.
+        let permit = if length.is_none_or(|n| n > LARGE_BODY_BYTES) {
+            Some(
+                state
+                    .large_bodies
+                    .acquire()
+                    .await
+                    .ok_or_else(ApiError::internal)?,
+            )
+        } else {
+            None
+        };
         let raw = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -59,7 +117,11 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 .and_then(|n| n.parse().ok());
             return Err(e);
         }
-        Ok(JsonBody { value, raw })
+        Ok(JsonBody {
+            value,
+            raw,
+            _permit: permit,
+        })
     }
 }
 
@@ -68,11 +130,20 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 /// a receiver could read another record than the one stored. A 400 names
 /// the key; a body that is not JSON is a 400 with line and column.
 pub fn parse_json(raw: &[u8]) -> Result<Value, ApiError> {
-    let duplicate = std::cell::RefCell::new(None);
+    let state = ParseState {
+        duplicate: std::cell::RefCell::new(None),
+        values_left: std::cell::Cell::new(MAX_JSON_VALUES),
+        too_many: std::cell::Cell::new(false),
+    };
     let mut de = serde_json::Deserializer::from_slice(raw);
-    let parsed = serde::de::DeserializeSeed::deserialize(UniqueKeys(&duplicate), &mut de)
+    let parsed = serde::de::DeserializeSeed::deserialize(UniqueKeys(&state), &mut de)
         .and_then(|v| de.end().map(|()| v));
-    parsed.map_err(|e| match duplicate.take() {
+    parsed.map_err(|e| match state.duplicate.take() {
+        None if state.too_many.get() => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body holds more than {MAX_JSON_VALUES} JSON values"),
+        ),
         Some(key) => {
             // A key is a field name, not a value; long ones are cut.
             let shown: String = key.chars().take(64).collect();
@@ -96,15 +167,36 @@ pub fn parse_json(raw: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
+/// Most JSON values (numbers, strings, members…) in one body: a parsed
+/// value takes tens of bytes, whatever its text took (`[1,1,…]`), so the
+/// count bounds a body's memory where its length alone does not.
+pub const MAX_JSON_VALUES: u64 = 500_000;
+
+/// What a parse found besides the value.
+struct ParseState {
+    /// The key found twice.
+    duplicate: std::cell::RefCell<Option<String>>,
+    /// Values the body may still hold.
+    values_left: std::cell::Cell<u64>,
+    /// Set when the body held more than [`MAX_JSON_VALUES`].
+    too_many: std::cell::Cell<bool>,
+}
+
 /// Deserializes a [`Value`] like serde_json does, but fails on a repeated
-/// key in any object, at any depth, and records that key. Depth is bounded
-/// by serde_json's recursion limit.
+/// key in any object, at any depth, and records that key, and on a body of
+/// more than [`MAX_JSON_VALUES`] values. Depth is bounded by serde_json's
+/// recursion limit.
 #[derive(Clone, Copy)]
-struct UniqueKeys<'a>(&'a std::cell::RefCell<Option<String>>);
+struct UniqueKeys<'a>(&'a ParseState);
 
 impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys<'_> {
     type Value = Value;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.0.values_left.get() == 0 {
+            self.0.too_many.set(true);
+            return Err(serde::de::Error::custom("too many values"));
+        }
+        self.0.values_left.set(self.0.values_left.get() - 1);
         d.deserialize_any(self)
     }
 }
@@ -151,7 +243,7 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
         while let Some(key) = map.next_key::<String>()? {
             if object.contains_key(&key) {
                 let e = serde::de::Error::custom("duplicate key");
-                *self.0.borrow_mut() = Some(key);
+                *self.0.duplicate.borrow_mut() = Some(key);
                 return Err(e);
             }
             let value = map.next_value_seed(self)?;

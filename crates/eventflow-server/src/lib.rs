@@ -60,6 +60,8 @@ pub struct AppState {
     pub replays: Arc<tokio::sync::Notify>,
     /// Open streams and long polls per API key.
     pub streams: Arc<streams::Streams>,
+    /// Permits to read a large request body (`limits.large_bodies`).
+    pub large_bodies: Arc<extract::LargeBodies>,
 }
 
 /// Why the server could not start.
@@ -330,6 +332,7 @@ impl Application {
         .map_err(StartError::Io)?;
         let keys = Arc::new(auth::KeyCache::new(&config.limits));
         let streams = streams::Streams::new(config.limits.streams_per_key);
+        let large_bodies = Arc::new(extract::LargeBodies::new(config.limits.large_bodies));
         let state = AppState {
             store,
             clock,
@@ -341,6 +344,7 @@ impl Application {
             shutdown,
             replays: Arc::default(),
             streams,
+            large_bodies,
         };
         let router = routes::router(state.clone());
         Ok(Application {

@@ -10,7 +10,6 @@ use eventflow_model::ResourceType;
 use eventflow_store::{Op, WriteKind, WriteRequest};
 use serde_json::Value;
 
-use super::MAX_BATCH_BODY_BYTES;
 use super::records::{idempotency, write_response};
 use crate::AppState;
 use crate::auth::Auth;
@@ -20,10 +19,11 @@ use crate::extract::JsonBody;
 /// Most operations in one batch.
 pub const MAX_OPERATIONS: usize = 1000;
 
-pub fn router() -> Router<AppState> {
+/// `max_body`: `limits.max_batch_bytes`.
+pub fn router(max_body: usize) -> Router<AppState> {
     Router::new().route(
         "/v1/batch",
-        post(batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
+        post(batch).layer(DefaultBodyLimit::max(max_body)),
     )
 }
 

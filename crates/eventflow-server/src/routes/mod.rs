@@ -21,8 +21,6 @@ use crate::{AppState, openapi, telemetry};
 
 /// Largest request body on most routes.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// Largest body of `POST /v1/batch` (up to 1,000 operations).
-pub const MAX_BATCH_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// The whole application router: the API, and the portal on top of it.
 pub fn router(state: AppState) -> Router {
@@ -43,7 +41,7 @@ fn api_router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(records::router())
-        .merge(batch::router())
+        .merge(batch::router(state.config.limits.max_batch_bytes))
         .merge(endpoints::router())
         .merge(events::router())
         .merge(audit::router())

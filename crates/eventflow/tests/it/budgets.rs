@@ -16,6 +16,7 @@ backend_tests!(
     a_record_over_the_size_limit_is_413_on_every_write_path,
     pages_of_events_and_records_end_early_at_the_byte_limit,
     retention_deletes_old_events_in_batches_with_their_deliveries,
+    large_bodies_are_bounded_in_size_values_and_number_at_once,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -481,4 +482,99 @@ async fn retention_deletes_old_events_in_batches_with_their_deliveries(backend: 
     assert_eq!(left["data"].as_array().unwrap().len(), 1, "{left}");
     let events = api.get("/v1/events?after=0").await.body;
     assert_eq!(events["data"].as_array().unwrap().len(), 1);
+}
+
+async fn large_bodies_are_bounded_in_size_values_and_number_at_once(backend: Backend) {
+    let server = backend
+        .spawn_with(Options {
+            configure: Some(Box::new(|c| c.limits.large_bodies = 1)),
+            ..Options::default()
+        })
+        .await;
+    let api = server.api();
+    // Over the batch size limit.
+    let big = format!(
+        r#"{{"operations": [], "pad": "{}"}}"#,
+        "x".repeat(5 * 1024 * 1024)
+    );
+    let r = api
+        .send(
+            api.request(reqwest::Method::POST, "/v1/batch")
+                .header("content-type", "application/json")
+                .body(big),
+        )
+        .await;
+    assert_eq!(r.status, 413, "{:?}", r.body);
+    // Small in bytes, but too many values.
+    let ones = vec!["1"; 600_000].join(",");
+    let r = api
+        .send(
+            api.request(reqwest::Method::POST, "/v1/batch")
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"operations": [], "pad": [{ones}]}}"#)),
+        )
+        .await;
+    assert_eq!(r.status, 413, "{:?}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("JSON values"),
+        "{:?}",
+        r.body
+    );
+    // One large body at a time: a second waits while the first is read.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let first = {
+        let req = api
+            .request(reqwest::Method::POST, "/v1/batch")
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(futures::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) },
+            )));
+        let api = api.clone();
+        tokio::spawn(async move { api.send(req).await })
+    };
+    tx.send(Ok(
+        br#"{"operations": [{"method": "POST", "path": "/v1/patients", "body": "#.to_vec(),
+    ))
+    .await
+    .unwrap();
+    let state = server.state.clone();
+    wait_for(LONG, "the first body holds the permit", || {
+        let free = state.large_bodies.free();
+        async move { (free == 0).then_some(()) }
+    })
+    .await;
+    let second = {
+        let padded = format!(
+            r#"{{"operations": [{{"method": "POST", "path": "/v1/patients", "body": {{"firstName": "B", "lastName": "{}"}}}}]}}"#,
+            "y".repeat(1_100_000)
+        );
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.send(
+                api.request(reqwest::Method::POST, "/v1/batch")
+                    .header("content-type", "application/json")
+                    .body(padded),
+            )
+            .await
+        })
+    };
+    let state = server.state.clone();
+    wait_for(LONG, "the second body waits for the permit", || {
+        let waiting = state.large_bodies.waiting();
+        async move { (waiting == 1).then_some(()) }
+    })
+    .await;
+    assert!(!second.is_finished());
+    tx.send(Ok(br#"{"firstName": "A", "lastName": "L"}}]}"#.to_vec()))
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(first.await.unwrap().status, 200);
+    // The second (a field too long) is refused, after its turn.
+    assert_eq!(second.await.unwrap().status, 422);
+    assert_eq!(server.state.large_bodies.free(), 1);
 }
