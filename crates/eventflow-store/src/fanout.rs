@@ -119,6 +119,11 @@ pub struct Fanout {
     pub wake_dispatcher: bool,
 }
 
+/// Why a filter that spent its own budget did not match.
+pub fn own_budget_spent(cel_cost: u64) -> String {
+    format!("ran out of its cost budget ({cel_cost} units); the event did not match")
+}
+
 /// The filter evaluations' worth of cost units that all the filters run for
 /// one request may spend together.
 pub const REQUEST_BUDGET: u64 = 10;
@@ -235,10 +240,7 @@ impl Fanout {
                             self.cel_cost.saturating_mul(REQUEST_BUDGET)
                         )
                     } else {
-                        format!(
-                            "ran out of its cost budget ({} units); the event did not match",
-                            self.cel_cost
-                        )
+                        own_budget_spent(self.cel_cost)
                     };
                     if let Some(e) = m.over_budget(event, message, &self.now) {
                         errors.push((m.row.id.clone(), e));

@@ -555,9 +555,7 @@ async fn replay_chunk<C: QueueConn + ?Sized>(conn: &mut C, replay: &mut Replay) 
             Outcome::Match => {}
             Outcome::NoMatch => continue,
             Outcome::OverBudget => {
-                let message = format!(
-                    "ran out of its cost budget ({cel_cost} units); the event did not match"
-                );
+                let message = crate::fanout::own_budget_spent(cel_cost);
                 if let Some(e) = matcher.over_budget(event, message, &now) {
                     conn.record_filter_error(&replay.endpoint_id, &e).await?;
                 }
