@@ -285,7 +285,7 @@ fn check_value(kind: FieldKind, value: &Value, path: &str) -> Result<(), Validat
             Value::Number(_) => Ok(()),
             _ => err("must be a number"),
         },
-        FieldKind::Count => match value.as_u64() {
+        FieldKind::Count => match as_whole(value).filter(|n| *n >= 0.0) {
             Some(_) => Ok(()),
             None => err("must be a non-negative integer"),
         },
@@ -322,6 +322,38 @@ fn check_value(kind: FieldKind, value: &Value, path: &str) -> Result<(), Validat
     }
 }
 
+/// What [`is_email`] accepts, as an ECMA-262 pattern (with a `maxLength`
+/// of 254): no `@`, white space (Unicode `White_Space`) or control
+/// character in either part, and a domain holding a dot, neither first nor
+/// last.
+pub const EMAIL_PATTERN: &str = concat!(
+    "^[^@\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+",
+    "@[^@.\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+    "[^@\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*",
+    "\\.",
+    "[^@\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*",
+    "[^@.\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]$",
+);
+
+/// A JSON number that is a whole number, also when written with a
+/// fraction of zero (`3.0`): JSON Schema's `integer` and JSON's number
+/// model make no difference between the two.
+pub fn as_whole(value: &Value) -> Option<f64> {
+    let n = value.as_f64()?;
+    // `u64::MAX as f64` is 2^64, one past the largest count.
+    (n.fract() == 0.0 && n.abs() < u64::MAX as f64).then_some(n)
+}
+
+/// A whole JSON number (see [`as_whole`]) as an `i64`, if it is one.
+pub fn as_i64(value: &Value) -> Option<i64> {
+    value.as_i64().or_else(|| {
+        as_whole(value)
+            // Both bounds as f64 are ±2^63: out of range, or rounded into it.
+            .filter(|n| *n > i64::MIN as f64 && *n < i64::MAX as f64)
+            .map(|n| n as i64)
+    })
+}
+
 /// `+` followed by 2 to 15 digits, the first not 0.
 pub fn is_e164(s: &str) -> bool {
     let Some(digits) = s.strip_prefix('+') else {
@@ -332,13 +364,14 @@ pub fn is_e164(s: &str) -> bool {
         && !digits.starts_with('0')
 }
 
-/// A plain address: one `@`, a local part, and a dotted domain, no spaces.
+/// A plain address: one `@`, a local part, and a dotted domain, no spaces,
+/// at most 254 characters. [`EMAIL_PATTERN`] says the same for OpenAPI.
 pub fn is_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };
     !local.is_empty()
-        && s.len() <= 254
+        && s.chars().count() <= 254
         && !domain.contains('@')
         && domain.contains('.')
         && !domain.starts_with('.')
