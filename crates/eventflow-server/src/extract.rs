@@ -300,8 +300,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 }
 
 impl Params {
-    /// Fails with 422 on any parameter not in `known`.
+    /// Fails with 422 on any parameter not in `known`, and on a known one
+    /// given with no value (`?updatedSince=`): an empty value is a mistake
+    /// in the caller's URL, not a request for the default.
     pub fn only(&self, known: &[&str]) -> Result<(), ApiError> {
+        self.only_allowing_empty(known, &[])
+    }
+
+    /// As [`only`](Self::only), but the parameters in `may_be_empty` may
+    /// also be given empty (where an empty value means something, such as
+    /// the exact key of `/v1/timers?key=`).
+    pub fn only_allowing_empty(
+        &self,
+        known: &[&str],
+        may_be_empty: &[&str],
+    ) -> Result<(), ApiError> {
         let mut names: Vec<&String> = self.0.keys().collect();
         names.sort();
         for name in names {
@@ -312,6 +325,12 @@ impl Params {
                         "unknown query parameter; this route takes {}",
                         known.join(", ")
                     ),
+                ));
+            }
+            if self.0[name].is_empty() && !may_be_empty.contains(&name.as_str()) {
+                return Err(ApiError::invalid(
+                    name,
+                    "must not be empty; leave the parameter out for the default",
                 ));
             }
         }
@@ -329,6 +348,11 @@ impl Params {
     pub fn int(&self, name: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
         match self.get(name) {
             None => Ok(default),
+            // Digits with an optional minus: `+5` is not an integer here.
+            Some(s) if s.starts_with('+') => Err(ApiError::invalid(
+                name,
+                &format!("must be an integer from {min} to {max}"),
+            )),
             Some(s) => match s.parse::<i64>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(n),
                 _ => Err(ApiError::invalid(

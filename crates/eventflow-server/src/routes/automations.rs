@@ -117,7 +117,7 @@ async fn list_timers(
     auth: Auth,
     params: Params,
 ) -> ApiResult<Json<Value>> {
-    params.only(&["key", "limit"])?;
+    params.only_allowing_empty(&["key", "limit"], &["key"])?;
     let limit = params.int("limit", 1000, 1, 10_000)? as u32;
     // `key` matches exactly, also an empty one.
     let key = params.0.get("key").map(String::as_str);

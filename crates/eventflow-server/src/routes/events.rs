@@ -215,8 +215,9 @@ async fn stream(
         after = last
             .to_str()
             .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .filter(|n| *n >= 0)
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<i64>().ok())
             .ok_or_else(|| {
                 ApiError::bad_request("Last-Event-ID must be an event sequence number")
                     .with_field("Last-Event-ID")
