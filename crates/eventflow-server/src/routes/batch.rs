@@ -74,14 +74,12 @@ pub fn parse_operation(index: usize, v: &Value) -> ApiResult<Op> {
     let if_match = match o.get("ifMatch") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => Some(
-            n.as_i64()
+            eventflow_model::validate::as_i64(&Value::Number(n.clone()))
                 .ok_or_else(|| op_error(index, "ifMatch", "must be a record version"))?,
         ),
         Some(Value::String(s)) => Some(
-            s.trim_start_matches("W/")
-                .trim_matches('"')
-                .parse()
-                .map_err(|_| op_error(index, "ifMatch", "must be a record version"))?,
+            super::records::parse_version(s)
+                .ok_or_else(|| op_error(index, "ifMatch", "must be a record version"))?,
         ),
         Some(_) => return Err(op_error(index, "ifMatch", "must be a record version")),
     };

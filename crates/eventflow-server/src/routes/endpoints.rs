@@ -144,6 +144,14 @@ fn apply_fields(
                 .ok_or_else(|| ApiError::invalid("eventTypes", "must be a list of strings"))?,
             _ => return Err(ApiError::invalid("eventTypes", "must be a list of strings")),
         };
+        // Each item as the type or glob itself: an empty one, or one with
+        // spaces around it, is a mistake rather than nothing.
+        if list.iter().any(|t| t.is_empty() || t.trim() != t) {
+            return Err(ApiError::invalid(
+                "eventTypes",
+                "must not hold an empty type or one with spaces around it",
+            ));
+        }
         let filter = TypeFilter::parse_list(list.iter().map(String::as_str))
             .map_err(|e| ApiError::invalid("eventTypes", &e))?;
         for pattern in filter.patterns() {
@@ -189,7 +197,7 @@ fn apply_fields(
     if let Some(v) = body.get("rateLimit") {
         config.rate_limit = match v {
             Value::Null => None,
-            v => match v.as_u64() {
+            v => match eventflow_model::validate::as_i64(v) {
                 Some(n @ 1..=10_000) => Some(n as u32),
                 _ => {
                     return Err(ApiError::invalid(
@@ -233,7 +241,11 @@ fn apply_fields(
                     let Some(value) = value.as_str() else {
                         return Err(ApiError::invalid(&field, "must be a string"));
                     };
-                    if axum::http::HeaderValue::from_str(value).is_err() || value.len() > 4096 {
+                    if !value
+                        .bytes()
+                        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+                        || value.len() > 4096
+                    {
                         return Err(ApiError::invalid(
                             &field,
                             "must be a valid HTTP header value (visible ASCII, at most 4096 bytes)",
@@ -598,11 +610,13 @@ async fn replay(
         ));
     }
     let from = match (body.get("after"), body.get("since")) {
-        (Some(a), None) => {
-            ReplayFrom::After(a.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
-                ApiError::invalid("after", "must be a sequence number (0 or more)")
-            })?)
-        }
+        (Some(a), None) => ReplayFrom::After(
+            eventflow_model::validate::as_i64(a)
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    ApiError::invalid("after", "must be a sequence number (0 or more)")
+                })?,
+        ),
         (None, Some(s)) => {
             let at = s
                 .as_str()

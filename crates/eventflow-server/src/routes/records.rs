@@ -131,11 +131,29 @@ pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
     if text == "*" {
         return Ok(None);
     }
-    let bare = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    bare.parse::<i64>().map(Some).map_err(|_| {
+    parse_version(text).map(Some).ok_or_else(|| {
         ApiError::bad_request("If-Match must be a record version such as \"3\"")
             .with_field("If-Match")
     })
+}
+
+/// The pattern of a version in `If-Match` (and a batch operation's
+/// `ifMatch`), as the OpenAPI document states it.
+pub const VERSION_PATTERN: &str = r#"^([0-9]{1,18}|"[0-9]{1,18}"|W/"[0-9]{1,18}")$"#;
+
+/// A record version as `If-Match` gives it: `3`, `"3"` or `W/"3"`, and
+/// nothing else (no sign, no stray quotes).
+pub fn parse_version(text: &str) -> Option<i64> {
+    let bare = text.strip_prefix("W/").unwrap_or(text);
+    let digits = match bare.strip_prefix('"') {
+        Some(rest) => rest.strip_suffix('"')?,
+        None if bare.len() == text.len() => bare,
+        None => return None,
+    };
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 fn etag(version: i64) -> HeaderValue {
