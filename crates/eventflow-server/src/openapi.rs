@@ -9,6 +9,7 @@
 
 use axum::Router;
 use eventflow_model::resource::{FieldKind, FieldSpec};
+use eventflow_model::validate::{self, MAX_STRING_CHARS};
 use eventflow_model::{Event, ResourceRef, ResourceType};
 use eventflow_store::{Attempt, AuditEntry, Delivery, Disclosure};
 use serde_json::{Map, Value, json};
@@ -16,6 +17,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::AppState;
 use crate::error::{ErrorBody, ErrorDetail};
+use crate::routes::records::VERSION_PATTERN;
 
 pub fn router() -> Router<AppState> {
     // Swagger UI's default `validatorUrl` loads a badge from
@@ -27,41 +29,89 @@ pub fn router() -> Router<AppState> {
         .into()
 }
 
-fn kind_schema(kind: FieldKind) -> Value {
+/// No string may hold a NUL character (`\u0000`).
+const NO_NUL: &str = "^[^\\u0000]*$";
+
+/// A record id: a lowercase prefix, `_`, ASCII letters and digits, at most
+/// 100 characters ([`eventflow_model::id::is_well_formed`]).
+const ANY_ID: &str = "^[a-z]+_[A-Za-z0-9]+$";
+
+fn id_schema(prefix: Option<&str>, description: &str) -> Value {
+    let pattern = match prefix {
+        Some(p) => format!("^{p}_[A-Za-z0-9]+$"),
+        None => ANY_ID.to_string(),
+    };
+    json!({"type": "string", "pattern": pattern, "maxLength": eventflow_model::id::MAX_ID_LEN, "description": description})
+}
+
+/// A string field. No string may hold a NUL character (`\u0000`) either:
+/// the document says so once, in its description, rather than with a
+/// pattern on every string.
+fn text_schema() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": MAX_STRING_CHARS})
+}
+
+/// Whether a schema is written for a create body (and response), or for a
+/// JSON merge patch, where `null` removes a field.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Create,
+    Patch,
+}
+
+fn kind_schema(kind: FieldKind, mode: Mode) -> Value {
     match kind {
-        FieldKind::String => json!({"type": "string", "minLength": 1}),
+        FieldKind::String => text_schema(),
         FieldKind::Date => json!({"type": "string", "format": "date"}),
         FieldKind::DateTime => json!({"type": "string", "format": "date-time"}),
         FieldKind::Enum(options) => json!({"type": "string", "enum": options}),
         FieldKind::Phone => json!({"type": "string", "pattern": "^\\+[1-9][0-9]{1,14}$"}),
-        FieldKind::Email => json!({"type": "string", "format": "email"}),
+        FieldKind::Email => {
+            json!({"type": "string", "pattern": validate::EMAIL_PATTERN, "maxLength": 254})
+        }
         FieldKind::Number => json!({"type": "number"}),
-        FieldKind::Count => json!({"type": "integer", "minimum": 0}),
+        FieldKind::Count => json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
         FieldKind::Bool => json!({"type": "boolean"}),
-        FieldKind::NumberOrString => json!({"oneOf": [{"type": "number"}, {"type": "string"}]}),
-        FieldKind::Ref(rt) => json!({
-            "type": "string",
-            "pattern": format!("^{}_", rt.id_prefix()),
-            "description": format!("The id of a {rt} of the same tenant."),
-        }),
-        FieldKind::Object(fields) => object_schema(fields, false),
+        FieldKind::NumberOrString => json!({"anyOf": [{"type": "number"}, text_schema()]}),
+        FieldKind::Ref(rt) => id_schema(
+            Some(rt.id_prefix()),
+            &format!(
+                "The id of a {rt} of the same tenant; one that names no such record is a 422."
+            ),
+        ),
+        // A merge patch merges into a nested object, so its members may be
+        // null too; a list is replaced whole, so its items are as created.
+        FieldKind::Object(fields) => object_schema(fields, mode, false),
         FieldKind::List(fields) => {
-            json!({"type": "array", "items": object_schema(fields, false), "maxItems": 1000})
+            json!({"type": "array", "items": object_schema(fields, Mode::Create, false), "maxItems": 1000})
         }
     }
 }
 
-fn object_schema(fields: &[FieldSpec], with_server_fields: bool) -> Value {
+/// The schema of one field: `null` is allowed where the server takes it as
+/// "absent" (an optional field of a create body) or "remove" (a patch).
+fn field_schema(f: &FieldSpec, mode: Mode) -> Value {
+    let mut schema = kind_schema(f.kind, mode);
+    if schema.get("description").is_none() {
+        schema["description"] = json!(f.doc);
+    }
+    if f.required {
+        return schema;
+    }
+    let description = schema
+        .as_object_mut()
+        .and_then(|o| o.remove("description"))
+        .unwrap_or(Value::Null);
+    json!({"anyOf": [schema, {"type": "null"}], "description": description})
+}
+
+fn object_schema(fields: &[FieldSpec], mode: Mode, with_server_fields: bool) -> Value {
     let mut properties = Map::new();
     if with_server_fields {
         properties.insert("id".into(), json!({"type": "string", "readOnly": true}));
     }
     for f in fields {
-        let mut schema = kind_schema(f.kind);
-        if schema.get("description").is_none() {
-            schema["description"] = json!(f.doc);
-        }
-        properties.insert(f.name.into(), schema);
+        properties.insert(f.name.into(), field_schema(f, mode));
     }
     if with_server_fields {
         properties.insert(
@@ -76,10 +126,15 @@ fn object_schema(fields: &[FieldSpec], with_server_fields: bool) -> Value {
             "updatedAt".into(),
             json!({"type": "string", "format": "date-time", "readOnly": true}),
         );
+        properties.insert(
+            "included".into(),
+            json!({"type": "object", "readOnly": true, "description": "With `include=`: the related records, by collection.",
+                "additionalProperties": {"type": "array", "items": {"type": "object"}}}),
+        );
     }
     let required: Vec<&str> = fields
         .iter()
-        .filter(|f| f.required)
+        .filter(|f| f.required && mode == Mode::Create)
         .map(|f| f.name)
         .collect();
     let mut o = json!({"type": "object", "properties": properties, "additionalProperties": false});
@@ -117,41 +172,97 @@ fn errors(codes: &[&str]) -> Map<String, Value> {
     m
 }
 
+/// The responses of an operation that takes an API key: its success, the
+/// errors given, and 401 (no or bad key) and 429 (`rate_limited`: too many
+/// failed keys from this address) that every such operation can answer.
 fn responses(success: (&str, Value), codes: &[&str]) -> Value {
     let mut m = errors(codes);
+    m.extend(errors(&["401", "429"]));
     m.insert(success.0.into(), success.1);
     Value::Object(m)
 }
 
-fn query(name: &str, description: &str, schema: Value) -> Value {
+/// What any route reading a JSON body can answer besides its own errors:
+/// 400 malformed JSON or a key given twice, 408 a body not complete in
+/// time, 413 too large, 415 not JSON, 422 invalid (naming the field).
+const BODY_ERRORS: [&str; 5] = ["400", "408", "413", "415", "422"];
+
+fn with(extra: &[&'static str], base: &[&'static str]) -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = base.to_vec();
+    v.extend_from_slice(extra);
+    v
+}
+
+/// A query parameter. A string one given empty is a 422 (only where an
+/// empty value means something does its schema say so).
+fn query(name: &str, description: &str, mut schema: Value) -> Value {
+    if schema["type"] == "string" && schema.get("minLength").is_none() {
+        schema["minLength"] = json!(1);
+    }
     json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
 }
 
-fn header(name: &str, description: &str) -> Value {
-    json!({"name": name, "in": "header", "required": false, "description": description, "schema": {"type": "string"}})
+fn header(name: &str, description: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "header", "required": false, "description": description, "schema": schema})
 }
 
+fn if_match_header(what: &str) -> Value {
+    header(
+        "If-Match",
+        &format!(
+            "The version the {what} is based on: 3, \"3\" or W/\"3\" (* or none: any). Another form is a 400; a stale version a 412."
+        ),
+        json!({"type": "string", "pattern": format!("^(\\*|{})$", &VERSION_PATTERN[1..VERSION_PATTERN.len() - 1])}),
+    )
+}
+
+fn idempotency_header(description: &str) -> Value {
+    header(
+        "Idempotency-Key",
+        &format!("{description} 1 to 255 visible ASCII characters; another is a 400."),
+        json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([\t -~]*[!-~])?$"}),
+    )
+}
+
+/// A path id: one that cannot be an id is a 404, like one that names no
+/// record.
 fn id_param() -> Value {
     json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}})
+}
+
+/// The query parameters every list takes in the same shape.
+fn limit_param(max: i64, default: i64) -> Value {
+    query(
+        "limit",
+        &format!("Page size, 1 to {max} (default {default})."),
+        json!({"type": "integer", "minimum": 1, "maximum": max}),
+    )
+}
+
+fn cursor_param(prefix: Option<&str>) -> Value {
+    query(
+        "cursor",
+        "The `nextCursor` of the previous page.",
+        id_schema(prefix, "An id, as nextCursor gives it."),
+    )
+}
+
+/// A comma-separated list of names, each may be surrounded by spaces, empty
+/// items ignored: `observations, labs`.
+fn name_list_pattern(names: &[&str]) -> String {
+    let item = format!("(?:{})", names.join("|"));
+    format!("^ *(?:{item} *)?(?:, *(?:{item} *)?)*$")
 }
 
 fn record_paths(paths: &mut Map<String, Value>, rt: ResourceType) {
     let t = rt.title();
     let c = rt.collection();
     let mut list_params = vec![
-        query(
-            "limit",
-            "Page size, 1 to 500 (default 50).",
-            json!({"type": "integer", "minimum": 1, "maximum": 500}),
-        ),
-        query(
-            "cursor",
-            "The `nextCursor` of the previous page.",
-            json!({"type": "string"}),
-        ),
+        limit_param(500, 50),
+        cursor_param(Some(rt.id_prefix())),
         query(
             "updatedSince",
-            "Only records updated at or after this time.",
+            "Only records updated at or after this time (RFC 3339).",
             json!({"type": "string", "format": "date-time"}),
         ),
     ];
@@ -159,7 +270,7 @@ fn record_paths(paths: &mut Map<String, Value>, rt: ResourceType) {
         list_params.push(query(
             "patientId",
             "Only this patient's records.",
-            json!({"type": "string"}),
+            id_schema(Some(ResourceType::Patient.id_prefix()), "A patient id."),
         ));
     }
     if let Some(FieldKind::Enum(options)) = rt.field("status").map(|f| f.kind) {
@@ -169,57 +280,75 @@ fn record_paths(paths: &mut Map<String, Value>, rt: ResourceType) {
             json!({"type": "string", "enum": options}),
         ));
     }
+    // Each id names a record type by its prefix: a reference to a record
+    // that does not exist is a 422 naming the field.
+    let referential = if rt
+        .fields()
+        .iter()
+        .any(|f| matches!(f.kind, FieldKind::Ref(_)))
+    {
+        " A reference (`patientId`, …) to a record that does not exist is a 422 naming it."
+    } else {
+        ""
+    };
     paths.insert(
         format!("/v1/{c}"),
         json!({
             "post": {
                 "tags": [t], "operationId": format!("create{t}"), "summary": format!("Create a {rt}; writes `{rt}.created`."),
-                "parameters": [header("Idempotency-Key", "Same key and body within 24 h returns the first response and creates nothing.")],
+                "description": format!("Fields given `null` are absent. A record whose JSON is larger than limits.max_record_bytes is a 413.{referential}"),
+                "parameters": [idempotency_header("Same key and body within 24 h returns the first response and creates nothing; the same key with another body is a 409.")],
                 "requestBody": {"required": true, "content": json_content(schema_ref(t))},
-                "responses": responses(("201", ok("Created", schema_ref(t))), &["400", "401", "409", "413", "422"]),
+                "responses": responses(("201", ok("Created", schema_ref(t))), &with(&["409"], &BODY_ERRORS)),
             },
             "get": {
                 "tags": [t], "operationId": format!("list{t}s"), "summary": format!("List {c}, oldest first."),
+                "description": "A parameter given empty (`?status=`) or unknown is a 422 naming it.",
                 "parameters": list_params,
                 "responses": responses(("200", ok("A page", json!({"type": "object", "properties": {
                     "data": {"type": "array", "items": schema_ref(t)},
-                    "nextCursor": {"type": ["string", "null"]}}}))), &["401", "422"]),
+                    "nextCursor": {"type": ["string", "null"]}}}))), &["422"]),
             },
         }),
     );
     let mut read_params = vec![id_param()];
     if !rt.includable().is_empty() {
         let names: Vec<&str> = rt.includable().iter().map(|r| r.collection()).collect();
+        let mut accepted: Vec<&str> = names.clone();
+        accepted.extend(rt.includable().iter().map(|r| r.fhir_name()));
         read_params.push(query(
             "include",
             &format!(
                 "Comma-separated related records to add under `included`: {} (or FHIR names).",
                 names.join(", ")
             ),
-            json!({"type": "string"}),
+            json!({"type": "string", "pattern": name_list_pattern(&accepted)}),
         ));
     }
+    let patch_schema = format!("{t}Patch");
     paths.insert(
         format!("/v1/{c}/{{id}}"),
         json!({
             "get": {
                 "tags": [t], "operationId": format!("get{t}"), "summary": format!("Read a {rt}."),
                 "parameters": read_params,
-                "responses": responses(("200", ok("The record; ETag is its version", schema_ref(t))), &["401", "404", "422"]),
+                "responses": responses(("200", ok("The record; ETag is its version", schema_ref(t))), &["404", "422"]),
             },
             "patch": {
                 "tags": [t], "operationId": format!("update{t}"),
                 "summary": format!("JSON merge patch (RFC 7396); writes `{rt}.updated` unless nothing changed."),
-                "parameters": [id_param(), header("If-Match", "The version the change is based on: 3, \"3\" or W/\"3\".")],
+                "description": format!("`null` removes a field (not a required one). Server fields (`id`, `version`, `createdAt`, `updatedAt`) are accepted only unchanged.{referential}"),
+                "parameters": [id_param(), if_match_header("change")],
                 "requestBody": {"required": true, "content": {
-                    "application/merge-patch+json": {"schema": {"type": "object"}},
-                    "application/json": {"schema": {"type": "object"}}}},
-                "responses": responses(("200", ok("The record after the change", schema_ref(t))), &["400", "401", "404", "412", "422"]),
+                    "application/merge-patch+json": {"schema": schema_ref(&patch_schema)},
+                    "application/json": {"schema": schema_ref(&patch_schema)}}},
+                "responses": responses(("200", ok("The record after the change", schema_ref(t))), &with(&["404", "412"], &BODY_ERRORS)),
             },
             "delete": {
                 "tags": [t], "operationId": format!("delete{t}"), "summary": format!("Delete a {rt}; writes `{rt}.deleted` with its last state."),
-                "parameters": [id_param(), header("If-Match", "The version the deletion is based on.")],
-                "responses": responses(("204", json!({"description": "Deleted"})), &["401", "404", "409", "412"]),
+                "description": "A record that other records still reference is a 409.",
+                "parameters": [id_param(), if_match_header("deletion")],
+                "responses": responses(("204", json!({"description": "Deleted"})), &["400", "404", "409", "412"]),
             },
         }),
     );
@@ -230,7 +359,14 @@ pub fn document() -> Value {
     let mut schemas = Map::new();
     let mut paths = Map::new();
     for rt in ResourceType::ALL {
-        schemas.insert(rt.title().into(), object_schema(rt.fields(), true));
+        schemas.insert(
+            rt.title().into(),
+            object_schema(rt.fields(), Mode::Create, true),
+        );
+        schemas.insert(
+            format!("{}Patch", rt.title()),
+            object_schema(rt.fields(), Mode::Patch, false),
+        );
         record_paths(&mut paths, rt);
     }
     // The envelope, the error body and the audit entry come from the very
@@ -245,17 +381,34 @@ pub fn document() -> Value {
     schemas.insert("Disclosure".into(), schema_of::<Disclosure>());
     schemas.insert("Endpoint".into(), endpoint_schema(false));
     schemas.insert("EndpointInput".into(), endpoint_schema(true));
+    // One shape per method and collection, so that each operation's body
+    // is the record's own schema.
+    let if_match_prop = json!({"anyOf": [
+        {"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX},
+        {"type": "string", "pattern": VERSION_PATTERN},
+        {"type": "null"}], "description": "As If-Match: the version the change is based on."});
+    let mut operation_shapes = Vec::new();
+    for rt in ResourceType::ALL {
+        let c = rt.collection();
+        let record_path = format!("^/v1/{c}/[a-z]+_[A-Za-z0-9]+$");
+        operation_shapes.push(json!({"type": "object", "required": ["method", "path", "body"], "additionalProperties": false, "properties": {
+            "method": {"type": "string", "enum": ["POST"]}, "path": {"type": "string", "pattern": format!("^/v1/{c}/?$")},
+            "body": schema_ref(rt.title()), "ifMatch": if_match_prop.clone()}}));
+        operation_shapes.push(json!({"type": "object", "required": ["method", "path", "body"], "additionalProperties": false, "properties": {
+            "method": {"type": "string", "enum": ["PATCH"]}, "path": {"type": "string", "pattern": record_path},
+            "body": schema_ref(&format!("{}Patch", rt.title())), "ifMatch": if_match_prop.clone()}}));
+        operation_shapes.push(json!({"type": "object", "required": ["method", "path"], "additionalProperties": false, "properties": {
+            "method": {"type": "string", "enum": ["DELETE"]}, "path": {"type": "string", "pattern": record_path},
+            "body": {"description": "Ignored."}, "ifMatch": if_match_prop.clone()}}));
+    }
     paths.insert("/v1/batch".into(), json!({"post": {
         "tags": ["Batch"], "operationId": "batch", "summary": "Up to 1,000 operations, all or nothing, in one transaction.",
-        "parameters": [header("Idempotency-Key", "As on any POST.")],
-        "requestBody": {"required": true, "content": json_content(json!({"type": "object", "required": ["operations"], "properties": {
-            "operations": {"type": "array", "maxItems": 1000, "items": {"type": "object", "required": ["method", "path"], "properties": {
-                "method": {"type": "string", "enum": ["POST", "PATCH", "DELETE"]},
-                "path": {"type": "string", "examples": ["/v1/patients", "/v1/appointments/appt_…"]},
-                "body": {"type": "object"},
-                "ifMatch": {"type": "integer"}}}}}}))},
+        "description": "The first operation that fails fails the batch, with its `index`: 404 a record that does not exist, 409, 412 a stale ifMatch, 413, 422 (also a reference to a record that does not exist). Up to 16 MiB.",
+        "parameters": [idempotency_header("As on any POST.")],
+        "requestBody": {"required": true, "content": json_content(json!({"type": "object", "required": ["operations"], "additionalProperties": false, "properties": {
+            "operations": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"oneOf": operation_shapes}}}}))},
         "responses": responses(("200", ok("One result per operation", json!({"type": "object", "properties": {"results": {"type": "array", "items": {
-            "type": "object", "properties": {"status": {"type": "integer"}, "body": {}}}}}}))), &["400", "401", "404", "409", "412", "413", "422"]),
+            "type": "object", "properties": {"status": {"type": "integer"}, "body": {}}}}}}))), &with(&["404", "409", "412"], &BODY_ERRORS)),
     }}));
     let filter_params = [
         query(
@@ -265,26 +418,22 @@ pub fn document() -> Value {
         ),
         query(
             "types",
-            "Comma-separated event types or globs: appointment.*,encounter.updated",
-            json!({"type": "string"}),
+            "Comma-separated event types or globs: appointment.*,encounter.updated (a `*` only at the end; each at most 100 characters, at most 50).",
+            json!({"type": "string", "pattern": "^ *(?:(?:[a-z0-9._-]*\\*|[a-z0-9_-]*\\.[a-z0-9._-]*) *)?(?:, *(?:(?:[a-z0-9._-]*\\*|[a-z0-9_-]*\\.[a-z0-9._-]*) *)?)*$"}),
         ),
         query(
             "resourceType",
             "Only events about this record type.",
-            json!({"type": "string"}),
+            json!({"type": "string", "enum": ResourceType::ALL.map(ResourceType::name)}),
         ),
         query(
             "resourceId",
             "Only events about this record.",
-            json!({"type": "string"}),
+            id_schema(None, "A record id."),
         ),
     ];
     let mut poll_params = filter_params.to_vec();
-    poll_params.push(query(
-        "limit",
-        "1 to 1000 (default 100).",
-        json!({"type": "integer", "minimum": 1, "maximum": 1000}),
-    ));
+    poll_params.push(limit_param(1000, 100));
     poll_params.push(query(
         "wait",
         "Long poll: hold up to this many seconds (≤ 60) for the first event.",
@@ -295,24 +444,31 @@ pub fn document() -> Value {
         "parameters": poll_params,
         "responses": responses(("200", ok("Events in sequence order", json!({"type": "object", "properties": {
             "data": {"type": "array", "items": schema_ref("Event")},
-            "nextAfter": {"type": "integer", "description": "The last sequence returned, or the after given."}}}))), &["401", "422"]),
+            "nextAfter": {"type": "integer", "description": "The last sequence returned, or the after given."}}}))), &["422"]),
+        "description": "A long poll (wait > 0) counts against the key's open streams: past limits.streams_per_key it is a 429 `too_many_streams` with Retry-After.",
     }}));
     let mut stream_params = filter_params.to_vec();
     stream_params.push(header(
         "Last-Event-ID",
-        "Resume after this sequence (set by EventSource on reconnect).",
+        "Resume after this sequence (set by EventSource on reconnect); overrides after. Another value is a 400.",
+        json!({"type": "string", "pattern": "^[0-9]{1,18}$"}),
     ));
     paths.insert("/v1/events/stream".into(), json!({"get": {
         "tags": ["Events"], "operationId": "streamEvents", "summary": "Server-Sent Events; id: is the sequence.",
         "parameters": stream_params,
-        "responses": {"200": {"description": "An event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+        "description": "Past limits.streams_per_key open streams and long polls of one key, a 429 `too_many_streams` with Retry-After.",
+        "responses": responses(("200", json!({"description": "An event stream: each event's id is its sequence, its data the event's JSON; a comment every 15 s keeps the connection open.",
+            "content": {"text/event-stream": {"schema": {"type": "object", "required": ["data"], "properties": {
+                "id": {"type": "string", "pattern": "^[0-9]+$"},
+                "event": {"type": "string"},
+                "data": {"type": "string", "contentMediaType": "application/json"}}}}}})), &["400", "422"]),
     }}));
     paths.insert(
         "/v1/events/{id}".into(),
         json!({"get": {
             "tags": ["Events"], "operationId": "getEvent", "summary": "One event.",
             "parameters": [id_param()],
-            "responses": responses(("200", ok("The event", schema_ref("Event"))), &["401", "404"]),
+            "responses": responses(("200", ok("The event", schema_ref("Event"))), &["404"]),
         }}),
     );
     paths.insert(
@@ -322,24 +478,24 @@ pub fn document() -> Value {
             "summary": "Which endpoints the event went to, each delivery with every attempt.",
             "parameters": [id_param()],
             "responses": responses(("200", ok("Deliveries", json!({"type": "object", "properties": {
-                "data": {"type": "array", "items": schema_ref("Delivery")}}}))), &["401", "404"]),
+                "data": {"type": "array", "items": schema_ref("Delivery")}}}))), &["404"]),
         }}),
     );
     paths.insert("/v1/event-types".into(), json!({"get": {
         "tags": ["Events"], "operationId": "listEventTypes", "summary": "Every event type with a one-line description.",
         "responses": responses(("200", ok("Event types", json!({"type": "object", "properties": {"data": {"type": "array", "items": {
-            "type": "object", "properties": {"type": {"type": "string"}, "description": {"type": "string"}}}}}}))), &["401"]),
+            "type": "object", "properties": {"type": {"type": "string"}, "description": {"type": "string"}}}}}}))), &[]),
     }}));
     paths.insert("/v1/audit-log".into(), json!({"get": {
         "tags": ["Audit"], "operationId": "listAuditLog", "summary": "Every read and write of a record, newest first.",
         "parameters": [
-            query("resourceType", "Only this record type.", json!({"type": "string"})),
-            query("resourceId", "Only this record.", json!({"type": "string"})),
-            query("limit", "1 to 1000 (default 100).", json!({"type": "integer"})),
-            query("cursor", "The nextCursor of the previous page.", json!({"type": "string"}))],
+            query("resourceType", "Only this record type.", json!({"type": "string", "enum": ResourceType::ALL.map(ResourceType::name)})),
+            query("resourceId", "Only this record.", id_schema(None, "A record id.")),
+            limit_param(1000, 100),
+            cursor_param(None)],
         "responses": responses(("200", ok("A page", json!({"type": "object", "properties": {
             "data": {"type": "array", "items": schema_ref("AuditEntry")},
-            "nextCursor": {"type": ["string", "null"]}}}))), &["401", "422"]),
+            "nextCursor": {"type": ["string", "null"]}}}))), &["422"]),
     }}));
     webhook_paths(&mut paths);
     json!({
@@ -347,7 +503,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Event Flow",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Clinical records whose every change becomes an event: poll it, stream it, or receive it as a signed webhook.",
+            "description": "Clinical records whose every change becomes an event: poll it, stream it, or receive it as a signed webhook.\n\nNo string may hold a NUL character (`\\u0000`), in a body (a value or a member name) or a query parameter: a 422 naming the field. Errors are `{\"error\": {\"type\", \"message\", \"field\"?, \"index\"?}}`.",
         },
         "servers": [{"url": "/"}],
         "security": [{"apiKey": []}],
@@ -359,17 +515,33 @@ pub fn document() -> Value {
     })
 }
 
+/// Every event type, the operational ones included.
+fn event_type_names() -> Vec<String> {
+    eventflow_model::EventType::all()
+        .map(|t| t.name().to_string())
+        .chain(
+            eventflow_model::event::OPERATIONAL_TYPES
+                .iter()
+                .map(|(t, _)| t.to_string()),
+        )
+        .collect()
+}
+
 /// An endpoint as returned (`input`: as sent to create or patch it).
 fn endpoint_schema(input: bool) -> Value {
+    let event_type_or_glob = json!({"anyOf": [
+        {"type": "string", "enum": event_type_names()},
+        {"type": "string", "pattern": "^[a-z0-9._-]*\\*$", "maxLength": 100}]});
     let mut props = json!({
-        "url": {"type": "string", "description": "http(s) URL; https only with --production; no private addresses unless allow_private_endpoints."},
-        "description": {"type": ["string", "null"]},
-        "eventTypes": {"type": "array", "items": {"type": "string"}, "description": "Event types and globs (appointment.*); empty: every event."},
+        "url": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\u0000-\\u0020]+$", "description": "An absolute http(s) URL; https only with --production; no private addresses unless allow_private_endpoints. A URL the server cannot send to is a 422 naming url."},
+        "description": {"type": ["string", "null"], "maxLength": 1000},
+        "eventTypes": {"type": ["array", "null"], "items": event_type_or_glob, "maxItems": eventflow_model::event::MAX_PATTERNS, "description": "Event types and globs (appointment.*); empty: every event."},
         "filter": {"type": ["string", "null"], "description": "A CEL expression over the envelope, e.g. data.status == 'finished' && has(previous.status). Each evaluation has a cost budget (limits.cel_cost); one that can never fit is a 422."},
         "payload": {"type": "string", "enum": ["full", "thin"]},
         "ordering": {"type": "string", "enum": ["none", "resource"]},
         "rateLimit": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000, "description": "Deliveries per second."},
-        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "headers": {"type": ["object", "null"], "maxProperties": 20, "description": "Sent with every delivery: names are HTTP tokens of at most 100 characters; a delivery's own headers (webhook-*, content-type, x-eventflow-*, …) cannot be given (422).",
+            "additionalProperties": {"type": "string", "pattern": "^[\\t -~]*$", "maxLength": 4096}},
         "disabled": {"type": "boolean"},
         "signing": {"type": "string", "enum": ["hmac", "ed25519"], "description": "Set at creation only."},
     });
@@ -426,33 +598,34 @@ fn webhook_paths(paths: &mut Map<String, Value>) {
     paths.insert("/v1/endpoints".into(), json!({
         "post": {"tags": ["Webhooks"], "operationId": "createEndpoint", "summary": "Register a webhook endpoint; the response holds its secret.",
             "requestBody": {"required": true, "content": json_content(schema_ref("EndpointInput"))},
-            "responses": responses(("201", ok("The endpoint, with secret", endpoint())), &["400", "401", "413", "415", "422"])},
+            "responses": responses(("201", ok("The endpoint, with secret", endpoint())), &BODY_ERRORS)},
         "get": {"tags": ["Webhooks"], "operationId": "listEndpoints", "summary": "The tenant's endpoints.",
-            "responses": responses(("200", ok("Endpoints", list(endpoint()))), &["401"])},
+            "responses": responses(("200", ok("Endpoints", list(endpoint()))), &["422"])},
     }));
     paths.insert("/v1/endpoints/{id}".into(), json!({
         "get": {"tags": ["Webhooks"], "operationId": "getEndpoint", "summary": "One endpoint.", "parameters": [id_param()],
-            "responses": responses(("200", ok("The endpoint", endpoint())), &["401", "404"])},
+            "responses": responses(("200", ok("The endpoint", endpoint())), &["404"])},
         "patch": {"tags": ["Webhooks"], "operationId": "updateEndpoint", "summary": "Change fields; null clears one; disabled: false re-enables.",
             "parameters": [id_param()],
             "requestBody": {"required": true, "content": json_content(schema_ref("EndpointInput"))},
-            "responses": responses(("200", ok("The endpoint", endpoint())), &["400", "401", "404", "409", "422"])},
+            "responses": responses(("200", ok("The endpoint", endpoint())), &with(&["404", "409"], &BODY_ERRORS))},
         "delete": {"tags": ["Webhooks"], "operationId": "deleteEndpoint", "summary": "Remove an endpoint (its delivery history stays).",
-            "parameters": [id_param()], "responses": responses(("204", json!({"description": "Deleted"})), &["401", "404"])},
+            "parameters": [id_param()], "responses": responses(("204", json!({"description": "Deleted"})), &["404"])},
     }));
     let secret = json!({"type": "object", "properties": {
         "secret": {"type": "string"}, "publicKey": {"type": "string"},
         "previous": {"type": "array", "items": {"type": "object"}}}});
     paths.insert("/v1/endpoints/{id}/secret".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "getEndpointSecret",
         "summary": "The signing secret (Ed25519: the public key), and any older one still signing.", "parameters": [id_param()],
-        "responses": responses(("200", ok("The secret", secret.clone())), &["401", "404"])}}));
+        "responses": responses(("200", ok("The secret", secret.clone())), &["404"])}}));
     paths.insert("/v1/endpoints/{id}/secret/rotate".into(), json!({"post": {"tags": ["Webhooks"], "operationId": "rotateEndpointSecret",
         "summary": "A new secret; the old one keeps signing for 24 hours.", "parameters": [id_param()],
-        "responses": responses(("200", ok("The new secret", secret)), &["401", "404"])}}));
+        "responses": responses(("200", ok("The new secret", secret)), &["404"])}}));
     paths.insert("/v1/endpoints/{id}/test".into(), json!({"post": {"tags": ["Webhooks"], "operationId": "testEndpoint",
         "summary": "Send a made-up event of a type now; returns the attempt.", "parameters": [id_param()],
-        "requestBody": {"required": false, "content": json_content(json!({"type": "object", "properties": {"type": {"type": "string"}}}))},
-        "responses": responses(("200", ok("The attempt", schema_ref("Attempt"))), &["400", "401", "404", "422"])}}));
+        "requestBody": {"required": false, "content": json_content(json!({"type": ["object", "null"], "additionalProperties": false, "properties": {
+            "type": {"type": "string", "enum": event_type_names(), "description": "The event type to make up (default appointment.created)."}}}))},
+        "responses": responses(("200", ok("The attempt", schema_ref("Attempt"))), &with(&["404"], &BODY_ERRORS))}}));
     let replay = json!({"type": "object", "required": ["id", "endpointId", "status", "queued", "cursor", "upTo", "createdAt", "updatedAt"], "properties": {
         "id": {"type": "string", "description": "rpl_…"},
         "endpointId": {"type": "string"},
@@ -465,42 +638,48 @@ fn webhook_paths(paths: &mut Map<String, Value>) {
         "updatedAt": {"type": "string", "format": "date-time"}}});
     paths.insert("/v1/endpoints/{id}/replay".into(), json!({"post": {"tags": ["Webhooks"], "operationId": "replayEndpoint",
         "summary": "Queue again every matching event after a sequence or since a time.", "parameters": [id_param()],
-        "requestBody": {"required": true, "content": json_content(json!({"type": "object", "properties": {
-            "after": {"type": "integer"}, "since": {"type": "string", "format": "date-time"}}}))},
-        "responses": responses(("202", ok("The replay: done, or running in the background", replay.clone())), &["400", "401", "404", "422"])}}));
+        "requestBody": {"required": true, "content": json_content(json!({"oneOf": [
+            {"type": "object", "required": ["after"], "additionalProperties": false, "properties": {
+                "after": {"type": "integer", "minimum": 0, "maximum": i64::MAX, "description": "Events after this sequence."}}},
+            {"type": "object", "required": ["since"], "additionalProperties": false, "properties": {
+                "since": {"type": "string", "format": "date-time", "description": "Events at or after this time."}}}]}))},
+        "responses": responses(("202", ok("The replay: done, or running in the background", replay.clone())), &with(&["404"], &BODY_ERRORS))}}));
     paths.insert("/v1/endpoints/{id}/replays/{replay}".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "getReplay",
         "summary": "How far a replay has come.",
         "parameters": [id_param(), {"name": "replay", "in": "path", "required": true, "schema": {"type": "string"}, "description": "rpl_…"}],
-        "responses": responses(("200", ok("The replay", replay)), &["401", "404"])}}));
+        "responses": responses(("200", ok("The replay", replay)), &["404"])}}));
     paths.insert("/v1/endpoints/{id}/deliveries".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "listEndpointDeliveries",
         "summary": "An endpoint's deliveries, newest first.",
         "parameters": [id_param(),
             query("status", "pending, succeeded or failed.", json!({"type": "string", "enum": ["pending", "succeeded", "failed"]})),
-            query("limit", "1 to 1000 (default 100).", json!({"type": "integer"})),
-            query("cursor", "The nextCursor of the previous page.", json!({"type": "string"}))],
+            limit_param(1000, 100),
+            cursor_param(None)],
         "responses": responses(("200", ok("A page", json!({"type": "object", "properties": {
-            "data": {"type": "array", "items": schema_ref("Delivery")}, "nextCursor": {"type": ["string", "null"]}}}))), &["401", "404", "422"])}}));
+            "data": {"type": "array", "items": schema_ref("Delivery")}, "nextCursor": {"type": ["string", "null"]}}}))), &["404", "422"])}}));
     paths.insert("/v1/endpoints/{id}/events".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "listEndpointEvents",
         "summary": "The events an endpoint matched, by endpointSequence, after N.",
         "parameters": [id_param(),
-            query("after", "An endpointSequence (default 0).", json!({"type": "integer"})),
-            query("limit", "1 to 1000 (default 100).", json!({"type": "integer"}))],
+            query("after", "An endpointSequence (default 0).", json!({"type": "integer", "minimum": 0, "maximum": i64::MAX})),
+            limit_param(1000, 100)],
         "responses": responses(("200", ok("Events with their endpointSequence", json!({"type": "object", "properties": {
-            "data": {"type": "array", "items": schema_ref("Event")}, "nextAfter": {"type": "integer"}}}))), &["401", "404", "422"])}}));
-    paths.insert("/v1/deliveries/{id}".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "getDelivery",
+            "data": {"type": "array", "items": schema_ref("Event")}, "nextAfter": {"type": "integer"}}}))), &["404", "422"])}}));
+    paths.insert(
+        "/v1/deliveries/{id}".into(),
+        json!({"get": {"tags": ["Webhooks"], "operationId": "getDelivery",
         "summary": "One delivery with every attempt.", "parameters": [id_param()],
-        "responses": responses(("200", ok("The delivery", schema_ref("Delivery"))), &["401", "404"])}}));
+        "responses": responses(("200", ok("The delivery", schema_ref("Delivery"))), &["404"])}}),
+    );
     paths.insert("/v1/deliveries/{id}/retry".into(), json!({"post": {"tags": ["Webhooks"], "operationId": "retryDelivery",
         "summary": "Attempt a delivery again now, whatever its status.", "parameters": [id_param()],
-        "responses": responses(("202", ok("The delivery, pending", schema_ref("Delivery"))), &["401", "404"])}}));
+        "responses": responses(("202", ok("The delivery, pending", schema_ref("Delivery"))), &["404"])}}));
     automation_paths(paths);
     paths.insert("/v1/disclosures".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "listDisclosures",
         "summary": "Every successful delivery that carried a patient's data: who received it, when.",
         "parameters": [
-            json!({"name": "patientId", "in": "query", "required": true, "schema": {"type": "string"}}),
+            json!({"name": "patientId", "in": "query", "required": true, "schema": id_schema(None, "The patient's id (pat_…).")}),
             query("since", "Only deliveries at or after this time.", json!({"type": "string", "format": "date-time"})),
-            query("limit", "1 to 10000 (default 1000).", json!({"type": "integer"}))],
-        "responses": responses(("200", ok("Disclosures, oldest first", list(schema_ref("Disclosure")))), &["401", "422"])}}));
+            limit_param(10_000, 1000)],
+        "responses": responses(("200", ok("Disclosures, oldest first", list(schema_ref("Disclosure")))), &["422"])}}));
 }
 
 fn automation_paths(paths: &mut Map<String, Value>) {
@@ -523,21 +702,26 @@ fn automation_paths(paths: &mut Map<String, Value>) {
     paths.insert("/v1/workflows".into(), json!({
         "get": {"tags": ["Automations"], "operationId": "listWorkflows",
             "summary": "The workflows the tenant runs (the server's and its own), each loaded or refused with the reason (file, step, field).",
-            "responses": responses(("200", ok("Workflows", list(workflow.clone()))), &["401"])},
+            "responses": responses(("200", ok("Workflows", list(workflow.clone()))), &["422"])},
         "post": {"tags": ["Automations"], "operationId": "createWorkflow",
             "summary": "Create a workflow of the tenant from its YAML; a broken one is 422 with the file's error.",
             "requestBody": {"required": true, "content": yaml.clone()},
-            "responses": responses(("201", ok("The workflow, loaded", workflow.clone())), &["401", "409", "413", "415", "422"])},
+            "responses": responses(("201", ok("The workflow, loaded", workflow.clone())), &with(&["409"], &BODY_ERRORS))},
     }));
+    let mut put_responses = responses(
+        ("200", ok("The workflow, replaced", workflow.clone())),
+        &with(&["409"], &BODY_ERRORS),
+    );
+    put_responses["201"] = ok("The workflow, created", workflow.clone());
     paths.insert("/v1/workflows/{name}".into(), json!({
         "get": {"tags": ["Automations"], "operationId": "getWorkflow", "summary": "One workflow (with its source when it is the tenant's).",
             "parameters": [name_param.clone()],
-            "responses": responses(("200", ok("The workflow", workflow.clone())), &["401", "404"])},
+            "responses": responses(("200", ok("The workflow", workflow.clone())), &["404"])},
         "put": {"tags": ["Automations"], "operationId": "putWorkflow", "summary": "Create or replace the tenant's workflow of this name.",
             "parameters": [name_param.clone()], "requestBody": {"required": true, "content": yaml},
-            "responses": responses(("200", ok("The workflow, replaced (201: created)", workflow)), &["401", "409", "413", "415", "422"])},
+            "responses": put_responses},
         "delete": {"tags": ["Automations"], "operationId": "deleteWorkflow", "summary": "Delete the tenant's workflow (the server's own: 409).",
-            "parameters": [name_param], "responses": responses(("204", json!({"description": "Deleted"})), &["401", "404", "409"])},
+            "parameters": [name_param], "responses": responses(("204", json!({"description": "Deleted"})), &["404", "409"])},
     }));
     let step = json!({"type": "object", "properties": {
         "name": {"type": "string"}, "type": {"type": "string"},
@@ -553,17 +737,17 @@ fn automation_paths(paths: &mut Map<String, Value>) {
     paths.insert("/v1/workflow-runs".into(), json!({"get": {"tags": ["Automations"], "operationId": "listWorkflowRuns",
         "summary": "Workflow runs with each step's outcome, newest first.",
         "parameters": [
-            query("workflow", "Runs of this workflow.", json!({"type": "string"})),
+            query("workflow", "Runs of this workflow.", json!({"type": "string", "pattern": NO_NUL})),
             query("status", "pending, succeeded or failed.", json!({"type": "string", "enum": ["pending", "succeeded", "failed"]})),
-            query("eventId", "Runs started by this event.", json!({"type": "string"})),
-            query("limit", "1 to 1000 (default 100).", json!({"type": "integer"})),
-            query("cursor", "The nextCursor of the previous page.", json!({"type": "string"}))],
-        "responses": responses(("200", ok("A page", page(run.clone()))), &["401", "422"])}}));
+            query("eventId", "Runs started by this event.", json!({"type": "string", "pattern": NO_NUL})),
+            limit_param(1000, 100),
+            cursor_param(Some("run"))],
+        "responses": responses(("200", ok("A page", page(run.clone()))), &["422"])}}));
     paths.insert(
         "/v1/workflow-runs/{id}".into(),
         json!({"get": {"tags": ["Automations"], "operationId": "getWorkflowRun",
         "summary": "One run.", "parameters": [id_param()],
-        "responses": responses(("200", ok("The run", run)), &["401", "404"])}}),
+        "responses": responses(("200", ok("The run", run)), &["404"])}}),
     );
     let notification = json!({"type": "object", "properties": {
         "id": {"type": "string"}, "channel": {"type": "string", "enum": ["sms", "email", "slack", "http", "claim"]},
@@ -575,20 +759,20 @@ fn automation_paths(paths: &mut Map<String, Value>) {
     paths.insert("/v1/notifications".into(), json!({"get": {"tags": ["Automations"], "operationId": "listNotifications",
         "summary": "The outbox: every message automations sent (or, with no provider configured, would have sent), newest first.",
         "parameters": [
-            query("limit", "1 to 1000 (default 100).", json!({"type": "integer"})),
-            query("cursor", "The nextCursor of the previous page.", json!({"type": "string"}))],
-        "responses": responses(("200", ok("A page", page(notification))), &["401", "422"])}}));
+            limit_param(1000, 100),
+            cursor_param(Some("ntf"))],
+        "responses": responses(("200", ok("A page", page(notification))), &["422"])}}));
     paths.insert(
         "/v1/timers".into(),
         json!({"get": {"tags": ["Automations"], "operationId": "listTimers",
         "summary": "Pending timers, soonest first.",
         "parameters": [
-            query("key", "This key only (exact match).", json!({"type": "string"})),
-            query("limit", "1 to 10000 (default 1000).", json!({"type": "integer"}))],
+            query("key", "This key only (exact match, an empty key too).", json!({"type": "string", "minLength": 0, "pattern": NO_NUL})),
+            limit_param(10_000, 1000)],
         "responses": responses(("200", ok("Timers", list(json!({"type": "object", "properties": {
             "key": {"type": "string"}, "fireAt": {"type": "string"}, "workflow": {"type": "string"},
             "eventId": {"type": ["string", "null"]}, "runId": {"type": ["string", "null"]},
-            "createdAt": {"type": "string"}}})))), &["401", "422"])}}),
+            "createdAt": {"type": "string"}}})))), &["422"])}}),
     );
     paths.insert("/v1/inbound/twilio/{tenantId}".into(), json!({"post": {"tags": ["Automations"], "operationId": "inboundTwilioSms",
         "summary": "Twilio's incoming-message webhook: no API key; X-Twilio-Signature must match. C cancels the sender's next booked appointment, R answers with rescheduling instructions. Answers TwiML.",
@@ -599,4 +783,41 @@ fn automation_paths(paths: &mut Map<String, Value>) {
         "requestBody": {"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
             "From": {"type": "string"}, "To": {"type": "string"}, "Body": {"type": "string"}, "MessageSid": {"type": "string"}}}}}},
         "responses": responses(("200", json!({"description": "TwiML with the answer", "content": {"text/xml": {"schema": {"type": "string"}}}})), &["403", "404"])}}));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every path item and schema reads as OpenAPI for utoipa, one by one,
+    /// so that a failure names the part at fault.
+    #[test]
+    fn every_part_of_the_document_is_openapi() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            serde_json::from_value::<utoipa::openapi::path::PathItem>(item.clone())
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
+        for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+            serde_json::from_value::<utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>>(
+                schema.clone(),
+            )
+            .unwrap_or_else(|e| {
+                let bad: Vec<&String> = schema["properties"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, p)| {
+                        serde_json::from_value::<
+                            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+                        >((*p).clone())
+                        .is_err()
+                    })
+                    .map(|(k, _)| k)
+                    .collect();
+                panic!("{name}: {e} (properties {bad:?})")
+            });
+        }
+        serde_json::from_value::<utoipa::openapi::OpenApi>(doc).unwrap();
+    }
 }
