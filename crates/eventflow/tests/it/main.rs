@@ -10,6 +10,7 @@ mod cli;
 mod cli_client;
 mod concurrency;
 mod connections;
+mod contract;
 mod crash;
 mod events;
 mod idempotency_batch;
