@@ -266,6 +266,9 @@ impl TestServer {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: dir.path().to_path_buf(),
+            // Workflows a test writes through the API stay in its own
+            // directory, never in the working directory.
+            workflows_dir: dir.path().join("workflows"),
             bootstrap_api_key: Some(Secret::new(key.clone())),
             ..Config::default()
         };
