@@ -26,8 +26,8 @@ use eventflow_delivery::policy::{Next, RetryPolicy};
 use eventflow_model::filter::Bound;
 use eventflow_model::{Event, Object, ResourceType, id, time};
 use eventflow_store::automation::{
-    Effect, NewRun, Notification, ORIGIN_EVENT, Run, RunNext, StartRuns, StepOutcome, StepReport,
-    Timer,
+    Effect, NewRun, Notification, ORIGIN_EVENT, QuotaReservation, Run, RunNext, StartRuns,
+    StepOutcome, StepReport, Timer,
 };
 use eventflow_store::{Clock, EventQuery, Op, Store, WriteKind, WriteRequest};
 use serde_json::{Map, Value, json};
@@ -58,6 +58,9 @@ pub struct Settings {
     /// Per provider, the tenants whose own workflows may use it (the
     /// operator's workflows always may).
     pub provider_tenants: ProviderTenants,
+    /// Per provider, `daily_quota`: the most one tenant's own workflows may
+    /// send through it per UTC day (`None`: no quota).
+    pub provider_quotas: ProviderQuotas,
     /// The guard of `http` steps and claims: `allow_private_endpoints` and
     /// `--production`'s https rule, as for webhook endpoints.
     pub url_policy: eventflow_delivery::UrlPolicy,
@@ -77,6 +80,8 @@ impl std::fmt::Debug for Settings {
             .field("step_timeout", &self.step_timeout)
             .field("template", &self.template)
             .field("url_policy", &self.url_policy)
+            .field("provider_tenants", &self.provider_tenants)
+            .field("provider_quotas", &self.provider_quotas)
             .finish()
     }
 }
@@ -88,6 +93,15 @@ pub struct ProviderTenants {
     pub smtp: Vec<String>,
     pub slack: Vec<String>,
     pub billing: Vec<String>,
+}
+
+/// `daily_quota` of each `[providers.*]` table and of `[billing]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProviderQuotas {
+    pub twilio: Option<u32>,
+    pub smtp: Option<u32>,
+    pub slack: Option<u32>,
+    pub billing: Option<u32>,
 }
 
 /// Runs executing at once on a node.
@@ -877,12 +891,17 @@ impl Engine {
                 }
                 match &self.settings.twilio {
                     None => delivered(note("sms", to, None, body, None)),
-                    Some(t) => match channels::twilio_sms(&self.http, self.timeout, t, &to, &body)
-                        .await
-                    {
-                        Ok(sent) => delivered(note("sms", to, None, body, Some(("twilio", sent)))),
-                        Err(f) => f.into(),
-                    },
+                    Some(t) => {
+                        if let Some(no) = self.take_quota(run, &step_label, step.kind, own).await {
+                            return no;
+                        }
+                        match channels::twilio_sms(&self.http, self.timeout, t, &to, &body).await {
+                            Ok(sent) => {
+                                delivered(note("sms", to, None, body, Some(("twilio", sent))))
+                            }
+                            Err(f) => f.into(),
+                        }
+                    }
                 }
             }
             StepKind::Email => {
@@ -891,14 +910,21 @@ impl Engine {
                     return Done::Fail("to: is empty".into());
                 }
                 match (&self.mailer, &self.settings.smtp) {
-                    (Some(m), Some(s)) => match channels::email(m, &s.from, &to, &subject, &body)
-                        .await
-                    {
-                        Ok(sent) => {
-                            delivered(note("email", to, Some(subject), body, Some(("smtp", sent))))
+                    (Some(m), Some(s)) => {
+                        if let Some(no) = self.take_quota(run, &step_label, step.kind, own).await {
+                            return no;
                         }
-                        Err(f) => f.into(),
-                    },
+                        match channels::email(m, &s.from, &to, &subject, &body).await {
+                            Ok(sent) => delivered(note(
+                                "email",
+                                to,
+                                Some(subject),
+                                body,
+                                Some(("smtp", sent)),
+                            )),
+                            Err(f) => f.into(),
+                        }
+                    }
                     _ => delivered(note("email", to, Some(subject), body, None)),
                 }
             }
@@ -912,6 +938,9 @@ impl Engine {
                 match &self.settings.slack_webhook_url {
                     None => delivered(note("slack", to, None, text_, None)),
                     Some(url) => {
+                        if let Some(no) = self.take_quota(run, &step_label, step.kind, own).await {
+                            return no;
+                        }
                         match channels::slack(
                             &self.http,
                             self.timeout,
@@ -1064,7 +1093,54 @@ impl Engine {
                     effects: vec![Effect::Cancel { key }],
                 }
             }
-            StepKind::Claim => self.claim_step(run, &step_label, &rendered, note).await,
+            StepKind::Claim => {
+                self.claim_step(run, &step_label, &rendered, note, own)
+                    .await
+            }
+        }
+    }
+
+    /// Before a step of a tenant's own workflow calls a provider with a
+    /// `daily_quota`: takes a unit of the tenant's quota for today (UTC);
+    /// `Some` with the failure when the step may not send. The operator's
+    /// workflows are not counted: the quota bounds what a tenant's own
+    /// workflows make the operator's accounts send.
+    async fn take_quota(
+        &self,
+        run: &Run,
+        step_label: &str,
+        kind: StepKind,
+        own: bool,
+    ) -> Option<Done> {
+        if !own {
+            return None;
+        }
+        let q = self.settings.provider_quotas;
+        let (provider, table, unit, limit) = match kind {
+            StepKind::Sms => ("twilio", "[providers.twilio]", "sms", q.twilio),
+            StepKind::Email => ("smtp", "[providers.smtp]", "emails", q.smtp),
+            StepKind::Slack => ("slack", "[providers.slack]", "slack messages", q.slack),
+            StepKind::Claim => ("billing", "[billing]", "claims", q.billing),
+            _ => return None,
+        };
+        let limit = limit?;
+        let reservation = QuotaReservation {
+            tenant_id: run.tenant_id.clone(),
+            provider: provider.to_string(),
+            limit: i64::from(limit),
+            run_id: run.id.clone(),
+            step: step_label.to_string(),
+        };
+        match self.store.reserve_quota(reservation).await {
+            Ok(true) => None,
+            Ok(false) => Some(Done::Fail(format!(
+                "daily quota of {limit} {unit} reached for this tenant ({table} daily_quota; \
+                 it starts again at midnight UTC)"
+            ))),
+            Err(e) => Some(Done::Retry(
+                format!("could not take a unit of the daily quota: {e}"),
+                None,
+            )),
         }
     }
 
@@ -1148,6 +1224,7 @@ impl Engine {
         step_label: &str,
         rendered: &Map<String, Value>,
         note: impl Fn(&str, String, Option<String>, String, Option<(&str, Sent)>) -> Notification,
+        own: bool,
     ) -> Done {
         let given = rendered
             .get("encounter")
@@ -1194,6 +1271,9 @@ impl Engine {
             Ok(u) => u,
             Err(e) => return Done::Fail(format!("[billing] claim_url: {e}")),
         };
+        if let Some(no) = self.take_quota(run, step_label, StepKind::Claim, own).await {
+            return no;
+        }
         let origin = checked.origin().ascii_serialization();
         let request = self
             .http

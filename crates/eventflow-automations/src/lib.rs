@@ -25,6 +25,6 @@ pub mod registry;
 pub mod template;
 pub mod workflow;
 
-pub use engine::{Engine, ProviderTenants, Settings};
+pub use engine::{Engine, ProviderQuotas, ProviderTenants, Settings};
 pub use registry::{Registry, Snapshot};
 pub use workflow::{LoadError, Loaded, Step, StepKind, Workflow, load_dir, parse};

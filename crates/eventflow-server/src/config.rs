@@ -116,6 +116,11 @@ pub struct Twilio {
     /// workflows always may. Empty: the operator's only.
     #[serde(default)]
     pub tenants: Vec<String>,
+    /// The most messages one tenant's own workflows may send through it per
+    /// UTC day; a step past it fails and sends nothing. The operator's
+    /// workflows are not counted. `None`: no quota.
+    #[serde(default)]
+    pub daily_quota: Option<u32>,
 }
 
 fn default_twilio_url() -> String {
@@ -143,6 +148,11 @@ pub struct Smtp {
     /// workflows always may. Empty: the operator's only.
     #[serde(default)]
     pub tenants: Vec<String>,
+    /// The most emails one tenant's own workflows may send through it per
+    /// UTC day; a step past it fails and sends nothing. The operator's
+    /// workflows are not counted. `None`: no quota.
+    #[serde(default)]
+    pub daily_quota: Option<u32>,
 }
 
 fn default_smtp_port() -> u16 {
@@ -166,6 +176,11 @@ pub struct Slack {
     /// workflows always may. Empty: the operator's only.
     #[serde(default)]
     pub tenants: Vec<String>,
+    /// The most messages one tenant's own workflows may send through it per
+    /// UTC day; a step past it fails and sends nothing. The operator's
+    /// workflows are not counted. `None`: no quota.
+    #[serde(default)]
+    pub daily_quota: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +191,11 @@ pub struct Billing {
     /// workflows always may. Empty: the operator's only.
     #[serde(default)]
     pub tenants: Vec<String>,
+    /// The most claims one tenant's own workflows may send through it per
+    /// UTC day; a step past it fails and sends nothing. The operator's
+    /// workflows are not counted. `None`: no quota.
+    #[serde(default)]
+    pub daily_quota: Option<u32>,
 }
 
 impl Default for Config {
@@ -376,6 +396,29 @@ impl Config {
             ));
         }
         self.limits.validate()?;
+        let quotas = [
+            (
+                "providers.twilio",
+                self.providers.twilio.as_ref().and_then(|t| t.daily_quota),
+            ),
+            (
+                "providers.smtp",
+                self.providers.smtp.as_ref().and_then(|t| t.daily_quota),
+            ),
+            (
+                "providers.slack",
+                self.providers.slack.as_ref().and_then(|t| t.daily_quota),
+            ),
+            ("billing", self.billing.as_ref().and_then(|b| b.daily_quota)),
+        ];
+        for (table, quota) in quotas {
+            if quota == Some(0) {
+                return Err(ConfigError(format!(
+                    "{table}.daily_quota: must be at least 1 (to keep a tenant's own workflows \
+                     off the provider, leave the tenant out of tenants)"
+                )));
+            }
+        }
         self.load_bootstrap_key()?;
         if self.database_statement_timeout_secs == 0 {
             return Err(ConfigError(

@@ -284,6 +284,12 @@ fn engine_settings(config: &Config) -> Result<eventflow_automations::Settings, S
                 .map(|b| b.tenants.clone())
                 .unwrap_or_default(),
         },
+        provider_quotas: eventflow_automations::ProviderQuotas {
+            twilio: p.twilio.as_ref().and_then(|t| t.daily_quota),
+            smtp: p.smtp.as_ref().and_then(|s| s.daily_quota),
+            slack: p.slack.as_ref().and_then(|s| s.daily_quota),
+            billing: config.billing.as_ref().and_then(|b| b.daily_quota),
+        },
     })
 }
 

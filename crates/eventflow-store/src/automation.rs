@@ -278,6 +278,47 @@ impl StepReport {
     }
 }
 
+/// A unit of a tenant's daily quota of a provider, asked for before a step
+/// of one of the tenant's own workflows calls the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaReservation {
+    pub tenant_id: String,
+    /// `twilio`, `smtp`, `slack` or `billing`.
+    pub provider: String,
+    /// The most the tenant may use on one UTC day.
+    pub limit: i64,
+    /// The run and step the unit is for: asking again for the same step
+    /// (a retry, a run taken over) uses the unit it already has.
+    pub run_id: String,
+    pub step: String,
+}
+
+/// The UTC day (`2026-12-01`) of a timestamp: a quota's counting period.
+pub fn quota_day(at: jiff::Timestamp) -> String {
+    let stamp = eventflow_model::time::format(at);
+    stamp.split('T').next().unwrap_or_default().to_string()
+}
+
+/// Takes a unit of the tenant's quota for the UTC day of `now`, if the
+/// step has none yet and the day's count is below the limit; whether the
+/// step may send. One conditional upsert, so concurrent writers (several
+/// nodes on PostgreSQL) never take more than the limit between them.
+pub(crate) async fn reserve_quota<C: AutoConn>(
+    conn: &mut C,
+    r: &QuotaReservation,
+    now: jiff::Timestamp,
+) -> Result<bool> {
+    if conn.quota_reserved(&r.run_id, &r.step).await? {
+        return Ok(true);
+    }
+    let day = quota_day(now);
+    if !conn.count_quota_use(r, &day).await? {
+        return Ok(false);
+    }
+    conn.insert_quota_use(r, &day).await?;
+    Ok(true)
+}
+
 /// Filters of `GET /v1/workflow-runs`.
 #[derive(Debug, Clone, Default)]
 pub struct RunQuery {
@@ -308,6 +349,13 @@ pub(crate) trait AutoConn: WriteConn {
     async fn insert_notification(&mut self, n: &Notification) -> Result<bool>;
     /// Records the chain depth of the run that wrote the event `sequence`.
     async fn record_write_depth(&mut self, tenant: &str, sequence: i64, depth: i64) -> Result<()>;
+    /// Whether a quota unit was reserved for the (run, step).
+    async fn quota_reserved(&mut self, run_id: &str, step: &str) -> Result<bool>;
+    /// Adds one to the tenant's count of the day if it is below the limit;
+    /// `false` when it is not.
+    async fn count_quota_use(&mut self, r: &QuotaReservation, day: &str) -> Result<bool>;
+    /// Notes the (run, step) the unit was reserved for.
+    async fn insert_quota_use(&mut self, r: &QuotaReservation, day: &str) -> Result<()>;
     /// Renews the lease of a run `node` holds whose next step is `index`;
     /// `false` when it no longer does.
     async fn renew_run_lease(
@@ -663,7 +711,8 @@ macro_rules! impl_auto_conn {
             use $rows as rows;
 
             use crate::automation::{
-                AutoConn, NOTIFICATION_COLUMNS, Notification, RUN_COLUMNS, Run, TIMER_COLUMNS, Timer,
+                AutoConn, NOTIFICATION_COLUMNS, Notification, QuotaReservation, RUN_COLUMNS, Run,
+                TIMER_COLUMNS, Timer,
             };
             use crate::error::Result;
             use crate::sql::json_text;
@@ -831,6 +880,45 @@ macro_rules! impl_auto_conn {
                     .execute(&mut self.conn)
                     .await?;
                     Ok(done.rows_affected() == 1)
+                }
+
+                async fn quota_reserved(&mut self, run_id: &str, step: &str) -> Result<bool> {
+                    let row = sqlx::query("SELECT 1 FROM provider_quota_uses WHERE run_id = $1 AND step = $2")
+                        .bind(run_id)
+                        .bind(step)
+                        .fetch_optional(&mut self.conn)
+                        .await?;
+                    Ok(row.is_some())
+                }
+
+                async fn count_quota_use(&mut self, r: &QuotaReservation, day: &str) -> Result<bool> {
+                    let done = sqlx::query(
+                        "INSERT INTO provider_quota_counts (tenant_id, provider, day, used) VALUES ($1, $2, $3, 1) \
+                         ON CONFLICT (tenant_id, provider, day) DO UPDATE SET used = provider_quota_counts.used + 1 \
+                         WHERE provider_quota_counts.used < $4",
+                    )
+                    .bind(&r.tenant_id)
+                    .bind(&r.provider)
+                    .bind(day)
+                    .bind(r.limit)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn insert_quota_use(&mut self, r: &QuotaReservation, day: &str) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO provider_quota_uses (run_id, step, tenant_id, provider, day) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id, step) DO NOTHING",
+                    )
+                    .bind(&r.run_id)
+                    .bind(&r.step)
+                    .bind(&r.tenant_id)
+                    .bind(&r.provider)
+                    .bind(day)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(())
                 }
 
                 async fn insert_notification(&mut self, n: &Notification) -> Result<bool> {

@@ -153,8 +153,9 @@ pub trait Store: Send + Sync + 'static {
         only_if_no_tenants: bool,
     ) -> Result<Option<NewTenant>>;
 
-    /// Deletes events created before `before` and idempotency keys older
-    /// than 24 hours. Returns how many events went.
+    /// Deletes events created before `before`, idempotency keys older
+    /// than 24 hours, and provider quota counts more than four days old.
+    /// Returns how many events went.
     async fn purge(&self, events_before: jiff::Timestamp) -> Result<u64>;
 
     /// Succeeds when the database answers.
@@ -294,6 +295,12 @@ pub trait Store: Send + Sync + 'static {
     /// Before a step with an effect outside the server: renews the run's
     /// lease; `false` when this node no longer holds the run at that step.
     async fn begin_step(&self, run_id: &str, index: i64) -> Result<bool>;
+
+    /// Before a step of a tenant's own workflow calls a provider with a
+    /// daily quota: takes a unit of the tenant's quota for today (UTC, on
+    /// the store's clock); `false` when the day's quota is used up. Asking
+    /// again for the same (run, step) uses the unit it already has.
+    async fn reserve_quota(&self, r: automation::QuotaReservation) -> Result<bool>;
 
     /// When the next run or timer is due, if any.
     async fn next_automation_due(&self) -> Result<Option<String>>;

@@ -38,6 +38,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "workflow chain depth",
         include_str!("../migrations/sqlite/0006_workflow_chain_depth.sql"),
     ),
+    (
+        7,
+        "provider quotas",
+        include_str!("../migrations/sqlite/0007_provider_quotas.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -70,6 +75,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         6,
         "workflow chain depth",
         include_str!("../migrations/postgres/0006_workflow_chain_depth.sql"),
+    ),
+    (
+        7,
+        "provider quotas",
+        include_str!("../migrations/postgres/0007_provider_quotas.sql"),
     ),
 ];
 

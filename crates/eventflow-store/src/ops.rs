@@ -91,9 +91,15 @@ pub trait WriteConn: RecordTx {
     /// `events_before`, with the deliveries made of them; returns how many
     /// events went.
     async fn purge_events(&mut self, events_before: &str, limit: i64) -> Result<u64>;
-    /// Deletes idempotency keys created before `keys_before`, and the
-    /// automations' records older than `events_before`.
-    async fn purge(&mut self, events_before: &str, keys_before: &str) -> Result<()>;
+    /// Deletes idempotency keys created before `keys_before`, the
+    /// automations' records older than `events_before`, and provider quota
+    /// rows of days before `quota_before` (a UTC date).
+    async fn purge(
+        &mut self,
+        events_before: &str,
+        keys_before: &str,
+        quota_before: &str,
+    ) -> Result<()>;
 }
 
 /// The result of [`apply`]: the response and the largest sequence written.

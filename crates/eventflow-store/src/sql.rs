@@ -339,7 +339,7 @@ macro_rules! impl_write_conn {
                 Ok(ids.len() as u64)
             }
 
-            async fn purge(&mut self, events_before: &str, keys_before: &str) -> Result<()> {
+            async fn purge(&mut self, events_before: &str, keys_before: &str, quota_before: &str) -> Result<()> {
                 sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
                     .bind(keys_before)
                     .execute(&mut self.conn)
@@ -363,6 +363,14 @@ macro_rules! impl_write_conn {
                 )
                 .execute(&mut self.conn)
                 .await?;
+                sqlx::query("DELETE FROM provider_quota_counts WHERE day < $1")
+                    .bind(quota_before)
+                    .execute(&mut self.conn)
+                    .await?;
+                sqlx::query("DELETE FROM provider_quota_uses WHERE day < $1")
+                    .bind(quota_before)
+                    .execute(&mut self.conn)
+                    .await?;
                 Ok(())
             }
         }
@@ -830,6 +838,10 @@ macro_rules! impl_store {
 
             async fn add_notification(&self, n: crate::automation::Notification) -> Result<bool> {
                 self.writer.notify(n).await
+            }
+
+            async fn reserve_quota(&self, r: crate::automation::QuotaReservation) -> Result<bool> {
+                self.writer.reserve_quota(r).await
             }
 
             async fn begin_step(&self, run_id: &str, index: i64) -> Result<bool> {

@@ -16,7 +16,9 @@ use futures::FutureExt;
 use eventflow_model::{id, time};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::automation::{self, AutoConn, Notification, Run, StartRuns, StepReport};
+use crate::automation::{
+    self, AutoConn, Notification, QuotaReservation, Run, StartRuns, StepReport,
+};
 use crate::clock::Clock;
 use crate::delivery::{
     AttemptRecord, ClaimedDelivery, Delivery, EndpointRow, Recorded, Replay, ReplayFrom,
@@ -88,6 +90,7 @@ pub(crate) enum Command {
         index: i64,
     },
     Notify(Box<Notification>),
+    ReserveQuota(Box<QuotaReservation>),
 }
 
 impl Command {
@@ -317,6 +320,13 @@ impl WriterHandle {
         }
     }
 
+    pub async fn reserve_quota(&self, r: QuotaReservation) -> Result<bool> {
+        match self.send(Command::ReserveQuota(Box::new(r))).await? {
+            Reply::Flag(b) => Ok(b),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
     pub async fn begin_step(&self, run_id: &str, index: i64) -> Result<bool> {
         match self
             .send(Command::BeginStep {
@@ -405,6 +415,10 @@ async fn run<C: WriteConn + QueueConn + AutoConn>(
 fn command_may_fail_after_writing(command: &Command) -> bool {
     matches!(command, Command::Write(req) if matches!(req.kind, WriteKind::Batch(_)))
 }
+
+/// How long the quota rows of a day are kept: past the last retry of a
+/// step that reserved a unit that day (72 h), plus a day.
+const QUOTA_KEPT: jiff::SignedDuration = jiff::SignedDuration::from_hours(4 * 24);
 
 fn failed(what: &str, e: &dyn std::fmt::Display) -> StoreError {
     StoreError::Database(sqlx::Error::Protocol(format!("{what}: {e}")))
@@ -723,6 +737,10 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
             let inserted = conn.insert_notification(n).await?;
             Ok((Reply::Flag(inserted), None, Vec::new()))
         }
+        Command::ReserveQuota(r) => {
+            let may = automation::reserve_quota(conn, r, now).await?;
+            Ok((Reply::Flag(may), None, Vec::new()))
+        }
         Command::BeginStep { run_id, index } => {
             let node = conn.fanout().node.clone();
             let held = automation::begin_step(conn, run_id, *index, &node, now).await?;
@@ -737,7 +755,11 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
         }
         Command::Purge { events_before } => {
             let keys_before = time::format(now - IDEMPOTENCY_WINDOW);
-            conn.purge(events_before, &keys_before).await?;
+            // Quota counts are needed for their day only; the unit a step
+            // reserved, while the step may still be retried (72 h).
+            let quota_before = automation::quota_day(now - QUOTA_KEPT);
+            conn.purge(events_before, &keys_before, &quota_before)
+                .await?;
             Ok((Reply::Purged(0), None, Vec::new()))
         }
     }

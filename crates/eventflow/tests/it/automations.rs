@@ -44,6 +44,7 @@ backend_tests!(
     in_production_an_http_step_to_a_plain_http_url_is_refused_at_save,
     two_workflows_that_update_each_other_stop_at_the_chain_depth,
     a_tenants_own_workflow_uses_a_provider_only_when_the_operator_lists_it,
+    a_listed_tenant_sends_up_to_its_daily_quota_and_again_after_midnight_utc,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -336,6 +337,7 @@ async fn the_billing_claim_goes_out_once_on_the_transition_to_finished(backend: 
         c.billing = Some(Billing {
             claim_url: url,
             tenants: Vec::new(),
+            daily_quota: None,
         });
     })
     .await;
@@ -410,6 +412,7 @@ async fn an_abnormal_observation_alerts_the_care_team_on_slack_and_by_email(back
             slack: Some(Slack {
                 webhook_url: Secret::new(slack_url),
                 tenants: Vec::new(),
+                daily_quota: None,
             }),
             smtp: Some(Smtp {
                 host: "127.0.0.1".into(),
@@ -420,6 +423,7 @@ async fn an_abnormal_observation_alerts_the_care_team_on_slack_and_by_email(back
                 tls: SmtpTls::None,
                 ca_file: None,
                 tenants: Vec::new(),
+                daily_quota: None,
             }),
             twilio: None,
         };
@@ -541,6 +545,7 @@ fn twilio_config(base_url: String) -> Twilio {
         from: "+15550000000".into(),
         base_url,
         tenants: Vec::new(),
+        daily_quota: None,
     }
 }
 
@@ -1086,6 +1091,7 @@ async fn email_goes_over_smtp_with_starttls_and_tls(backend: Backend) {
                 tls,
                 ca_file: Some(ca),
                 tenants: Vec::new(),
+                daily_quota: None,
             });
         })
         .await;
@@ -1629,4 +1635,116 @@ async fn a_tenants_own_workflow_uses_a_provider_only_when_the_operator_lists_it(
     assert!(error.contains("may not use [providers.twilio]"), "{error}");
     server.automations_settled().await;
     assert_eq!(twilio.count(), 0);
+}
+
+/// The tenant an API key belongs to, from the envelope of an event it writes.
+async fn tenant_id(api: &Api) -> String {
+    api.create(
+        "practitioners",
+        json!({"firstName": "Grace", "lastName": "Hopper"}),
+    )
+    .await;
+    let events = api.events_after(0).await;
+    events.last().unwrap()["tenantId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn a_listed_tenant_sends_up_to_its_daily_quota_and_again_after_midnight_utc(
+    backend: Backend,
+) {
+    let twilio = Receiver::start().await;
+    twilio.answer(twilio_ok("SM1"));
+    let base = twilio.url("");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (server, clock) = spawn(&backend, {
+        let path = path.clone();
+        move |c| c.workflows_dir = path
+    })
+    .await;
+    let (first, second) = (server.api(), server.new_tenant("second-clinic").await);
+    let listed = vec![tenant_id(&first).await, tenant_id(&second).await];
+    // The operator lists both tenants, with a quota of 2 SMS a day each.
+    let server = server
+        .restart(Options {
+            clock: Some(clock.clone()),
+            configure: Some(Box::new(move |c: &mut Config| {
+                c.workflows_dir = path;
+                let mut twilio = twilio_config(base);
+                twilio.tenants = listed;
+                twilio.daily_quota = Some(2);
+                c.providers.twilio = Some(twilio);
+            })),
+        })
+        .await;
+    let first = server.api();
+    let second = Api {
+        base: server.base.clone(),
+        ..second
+    };
+    for api in [&first, &second] {
+        let r = api
+            .send(
+                api.request(reqwest::Method::POST, "/v1/workflows")
+                    .header("content-type", "application/yaml")
+                    .body(GOOD),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    // Three new patients of the first tenant: two texts go out, the third
+    // step fails with the reason and sends nothing.
+    for _ in 0..3 {
+        patient(&first, json!({})).await;
+    }
+    let runs = finished_runs(&first, "welcome-sms", 3).await;
+    let ok = runs.iter().filter(|r| r["status"] == "succeeded").count();
+    assert_eq!(ok, 2, "{runs:?}");
+    let failed: Vec<&Value> = runs.iter().filter(|r| r["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{runs:?}");
+    let error = failed[0]["steps"][0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("daily quota of 2 sms reached for this tenant"),
+        "{error}"
+    );
+    server.automations_settled().await;
+    assert_eq!(twilio.count(), 2);
+    let sent = list(&first, "/v1/notifications").await;
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|n| n["provider"] == "twilio"), "{sent:?}");
+    // The second tenant's count is its own.
+    patient(&second, json!({})).await;
+    let runs = finished_runs(&second, "welcome-sms", 1).await;
+    assert_eq!(runs[0]["status"], "succeeded", "{}", runs[0]);
+    twilio.wait_for(3, LONG).await;
+    // Past midnight UTC the first tenant's quota starts again.
+    clock.advance(SignedDuration::from_hours(15) + SignedDuration::from_mins(1));
+    patient(&first, json!({})).await;
+    let runs = finished_runs(&first, "welcome-sms", 4).await;
+    assert_eq!(
+        runs.iter().filter(|r| r["status"] == "succeeded").count(),
+        3,
+        "{runs:?}"
+    );
+    twilio.wait_for(4, LONG).await;
+    // The retention pass keeps the count of the day under way.
+    server
+        .state
+        .store
+        .purge(clock.now() - SignedDuration::from_hours(24 * 30))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        patient(&first, json!({})).await;
+    }
+    let runs = finished_runs(&first, "welcome-sms", 6).await;
+    assert_eq!(
+        runs.iter().filter(|r| r["status"] == "succeeded").count(),
+        4,
+        "one more today, then the quota: {runs:?}"
+    );
+    server.automations_settled().await;
+    assert_eq!(twilio.count(), 5);
 }
