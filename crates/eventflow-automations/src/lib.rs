@@ -27,4 +27,4 @@ pub mod workflow;
 
 pub use engine::{Engine, ProviderQuotas, ProviderTenants, Settings};
 pub use registry::{Registry, Snapshot};
-pub use workflow::{LoadError, Loaded, Step, StepKind, Workflow, load_dir, parse};
+pub use workflow::{Checks, LoadError, Loaded, Step, StepKind, Workflow, load_dir, parse};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::workflow::{Loaded, ParseCache, Workflow, load_dir_cached};
+use crate::workflow::{Checks, Loaded, ParseCache, Workflow, load_dir_cached};
 
 /// One load of the directory.
 #[derive(Debug)]
@@ -26,8 +26,9 @@ pub struct Registry {
     current: RwLock<Arc<Snapshot>>,
     /// What each file parsed to; one reload at a time.
     cache: Mutex<ParseCache>,
-    /// The outbound guard `http` step URLs are checked against at load.
-    policy: Option<eventflow_delivery::UrlPolicy>,
+    /// What files are checked against at load: the outbound guard of
+    /// `http` step URLs, the CEL budget of conditions.
+    checks: Checks,
 }
 
 fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
@@ -89,32 +90,30 @@ impl Snapshot {
 impl Registry {
     /// Loads the directory (a missing one has no workflows).
     pub fn load(dir: impl Into<PathBuf>) -> Registry {
-        Self::load_checked(dir, None)
+        Self::load_checked(dir, Checks::default())
     }
 
     /// Loads the directory, checking the URLs files fix against the
-    /// server's outbound guard (see [`crate::workflow::parse_with`]).
-    pub fn load_checked(
-        dir: impl Into<PathBuf>,
-        policy: Option<eventflow_delivery::UrlPolicy>,
-    ) -> Registry {
+    /// server's outbound guard and conditions against its CEL budget (see
+    /// [`crate::workflow::parse_with`]).
+    pub fn load_checked(dir: impl Into<PathBuf>, checks: Checks) -> Registry {
         let dir = dir.into();
         let mut cache = ParseCache::new();
         let snapshot = Snapshot {
             fingerprint: fingerprint(&dir),
-            loaded: load_dir_cached(&dir, &mut cache, policy),
+            loaded: load_dir_cached(&dir, &mut cache, checks),
         };
         Registry {
             dir,
             current: RwLock::new(Arc::new(snapshot)),
             cache: Mutex::new(cache),
-            policy,
+            checks,
         }
     }
 
-    /// The outbound guard files are checked against.
-    pub fn policy(&self) -> Option<eventflow_delivery::UrlPolicy> {
-        self.policy
+    /// What files are checked against.
+    pub fn checks(&self) -> Checks {
+        self.checks
     }
 
     /// The workflows as last loaded.
@@ -133,7 +132,7 @@ impl Registry {
             return false;
         }
         let snapshot = Arc::new(Snapshot {
-            loaded: load_dir_cached(&self.dir, &mut cache, self.policy),
+            loaded: load_dir_cached(&self.dir, &mut cache, self.checks),
             fingerprint: now,
         });
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
@@ -155,7 +154,7 @@ impl Registry {
         }
         let snapshot = Arc::new(Snapshot {
             fingerprint: fingerprint(&self.dir),
-            loaded: load_dir_cached(&self.dir, &mut cache, self.policy),
+            loaded: load_dir_cached(&self.dir, &mut cache, self.checks),
         });
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
     }

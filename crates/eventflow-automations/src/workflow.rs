@@ -161,20 +161,37 @@ enum OneOrMany {
     Many(Vec<String>),
 }
 
+/// What a file is checked against besides its own rules: the server's
+/// outbound guard and its CEL budget.
+#[derive(Debug, Clone, Copy)]
+pub struct Checks {
+    /// `http` step URLs the file fixes are checked against it (`None`: not).
+    pub url_policy: Option<eventflow_delivery::UrlPolicy>,
+    /// `limits.cel_cost`: an `if` that cannot fit it even on an empty event
+    /// is refused.
+    pub cel_cost: u64,
+}
+
+impl Default for Checks {
+    fn default() -> Checks {
+        Checks {
+            url_policy: None,
+            cel_cost: eventflow_model::filter::DEFAULT_COST_LIMIT,
+        }
+    }
+}
+
 /// Parses and checks one workflow file's text.
 pub fn parse(file: &str, text: &str) -> Result<Workflow, LoadError> {
-    parse_with(file, text, None)
+    parse_with(file, text, Checks::default())
 }
 
 /// [`parse`], with an `http` step's `url` checked against the server's
 /// outbound guard where the file fixes it: a URL written out whole, or
 /// the `http://` a template starts with under `--production`. (A URL a
-/// template makes is checked when the step runs.)
-pub fn parse_with(
-    file: &str,
-    text: &str,
-    policy: Option<eventflow_delivery::UrlPolicy>,
-) -> Result<Workflow, LoadError> {
+/// template makes is checked when the step runs.) The `if` is compiled
+/// within the server's CEL budget.
+pub fn parse_with(file: &str, text: &str, checks: Checks) -> Result<Workflow, LoadError> {
     let fail = |message: String| LoadError {
         file: file.to_string(),
         message,
@@ -240,13 +257,13 @@ pub fn parse_with(
     let condition = raw
         .condition
         .as_deref()
-        .map(|source| Filter::compile(source, eventflow_model::filter::DEFAULT_COST_LIMIT))
+        .map(|source| Filter::compile(source, checks.cel_cost))
         .transpose()
         .map_err(|e| fail(format!("if: {e}")))?;
     if raw.steps.is_empty() {
         return Err(fail("steps: a workflow needs at least one step".into()));
     }
-    let steps = steps(&raw.steps, "", policy).map_err(fail)?;
+    let steps = steps(&raw.steps, "", checks.url_policy).map_err(fail)?;
     Ok(Workflow {
         name: raw.name,
         file: file.to_string(),
@@ -464,7 +481,7 @@ fn parse_file(
     path: &Path,
     file: &str,
     cache: &mut ParseCache,
-    policy: Option<eventflow_delivery::UrlPolicy>,
+    checks: Checks,
 ) -> Result<Arc<Workflow>, LoadError> {
     let stamp = std::fs::metadata(path)
         .ok()
@@ -480,7 +497,7 @@ fn parse_file(
             file: file.to_string(),
             message: format!("cannot read the file: {e}"),
         }),
-        Ok(text) => parse_with(file, &text, policy).map(Arc::new),
+        Ok(text) => parse_with(file, &text, checks).map(Arc::new),
     };
     if let Some(stamp) = stamp {
         cache.insert(path.to_path_buf(), (stamp, result.clone()));
@@ -493,7 +510,7 @@ fn load_files(
     tenant: Option<&str>,
     names: &mut std::collections::HashSet<String>,
     cache: &mut ParseCache,
-    policy: Option<eventflow_delivery::UrlPolicy>,
+    checks: Checks,
 ) -> Vec<Loaded> {
     files
         .into_iter()
@@ -502,7 +519,7 @@ fn load_files(
                 .file_name()
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let result = parse_file(&path, &file, cache, policy).and_then(|w| {
+            let result = parse_file(&path, &file, cache, checks).and_then(|w| {
                 if names.insert(w.name.clone()) {
                     Ok(w)
                 } else {
@@ -529,16 +546,12 @@ fn load_files(
 /// in name order. A missing directory has none. Two files a tenant sees may
 /// not give the same name: the later one is refused.
 pub fn load_dir(dir: &Path) -> Vec<Loaded> {
-    load_dir_cached(dir, &mut ParseCache::new(), None)
+    load_dir_cached(dir, &mut ParseCache::new(), Checks::default())
 }
 
 /// [`load_dir`], parsing only the files not in `cache` as they are now;
 /// the cache keeps only the files that exist.
-pub(crate) fn load_dir_cached(
-    dir: &Path,
-    cache: &mut ParseCache,
-    policy: Option<eventflow_delivery::UrlPolicy>,
-) -> Vec<Loaded> {
+pub(crate) fn load_dir_cached(dir: &Path, cache: &mut ParseCache, checks: Checks) -> Vec<Loaded> {
     let mut fresh = ParseCache::new();
     let mut global = std::collections::HashSet::new();
     let mut take = |files: Vec<PathBuf>| {
@@ -554,7 +567,7 @@ pub(crate) fn load_dir_cached(
         .into_iter()
         .map(|(tenant, sub)| (tenant, take(workflow_files(&sub))))
         .collect();
-    let mut loaded = load_files(top, None, &mut global, &mut fresh, policy);
+    let mut loaded = load_files(top, None, &mut global, &mut fresh, checks);
     for (tenant, files) in subs {
         let mut names = global.clone();
         loaded.extend(load_files(
@@ -562,7 +575,7 @@ pub(crate) fn load_dir_cached(
             Some(&tenant),
             &mut names,
             &mut fresh,
-            policy,
+            checks,
         ));
     }
     *cache = fresh;
@@ -639,6 +652,23 @@ steps:
         assert!(e.contains("anchors and aliases"), "{e}");
         assert!(
             error("name: X Y\non: patient.created\nsteps: [{cancel: {key: k}}]").contains("name:")
+        );
+    }
+
+    #[test]
+    fn a_condition_is_compiled_within_the_configured_budget() {
+        let heavy = "name: x\non: patient.created\n\
+            if: '[0,1,2,3,4,5,6,7,8,9].all(a, [0,1,2,3,4,5,6,7,8,9].all(b, a + b >= 0))'\n\
+            steps: [{cancel: {key: k}}]\n";
+        assert!(parse("w.yaml", heavy).is_ok());
+        let checks = Checks {
+            cel_cost: 1_000,
+            ..Checks::default()
+        };
+        let e = parse_with("w.yaml", heavy, checks).unwrap_err().to_string();
+        assert!(
+            e.starts_with("w.yaml: if: costs more than the limit of 1000 units"),
+            "{e}"
         );
     }
 

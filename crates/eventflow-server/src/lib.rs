@@ -323,10 +323,13 @@ impl Application {
         );
         let workflows = Arc::new(eventflow_automations::Registry::load_checked(
             &config.workflows_dir,
-            Some(eventflow_delivery::UrlPolicy {
-                allow_private: config.allow_private_endpoints,
-                https_only: config.production,
-            }),
+            eventflow_automations::Checks {
+                url_policy: Some(eventflow_delivery::UrlPolicy {
+                    allow_private: config.allow_private_endpoints,
+                    https_only: config.production,
+                }),
+                cel_cost: config.limits.cel_cost,
+            },
         ));
         let engine = eventflow_automations::Engine::new(
             store.clone(),

@@ -114,7 +114,7 @@ fn parse_body(
     }
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("the body is not UTF-8 text"))?;
-    eventflow_automations::workflow::parse_with(file, text, state.workflows.policy()).map_err(|e| {
+    eventflow_automations::workflow::parse_with(file, text, state.workflows.checks()).map_err(|e| {
         let field = e
             .message
             .split(':')

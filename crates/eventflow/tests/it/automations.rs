@@ -45,6 +45,7 @@ backend_tests!(
     two_workflows_that_update_each_other_stop_at_the_chain_depth,
     a_tenants_own_workflow_uses_a_provider_only_when_the_operator_lists_it,
     a_listed_tenant_sends_up_to_its_daily_quota_and_again_after_midnight_utc,
+    a_condition_that_cannot_fit_the_configured_cel_budget_is_refused_at_load_and_save,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -1747,4 +1748,48 @@ async fn a_listed_tenant_sends_up_to_its_daily_quota_and_again_after_midnight_ut
     );
     server.automations_settled().await;
     assert_eq!(twilio.count(), 5);
+}
+
+/// Costs a few thousand units whatever the event: within the default
+/// budget, not within 1,000.
+const HEAVY_IF: &str = "[0,1,2,3,4,5,6,7,8,9].all(a, [0,1,2,3,4,5,6,7,8,9].all(b, a + b >= 0))";
+
+async fn a_condition_that_cannot_fit_the_configured_cel_budget_is_refused_at_load_and_save(
+    backend: Backend,
+) {
+    let heavy = format!(
+        "name: heavy\non: patient.created\nif: '{HEAVY_IF}'\nsteps: [{{cancel: {{key: k}}}}]\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("heavy.yaml"), &heavy).unwrap();
+    let path = dir.path().to_path_buf();
+    let (server, _clock) = spawn(&backend, move |c| {
+        c.workflows_dir = path;
+        c.limits.cel_cost = 1_000;
+    })
+    .await;
+    let api = server.api();
+    let listed = list(&api, "/v1/workflows").await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["status"], "error");
+    assert_eq!(listed[0]["file"], "heavy.yaml");
+    let error = listed[0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("if: costs more than the limit of 1000 units"),
+        "{error}"
+    );
+    // Through the API: a 422 with the field and the reason.
+    let r = api
+        .send(
+            api.request(reqwest::Method::PUT, "/v1/workflows/heavy-own")
+                .header("content-type", "application/yaml")
+                .body(heavy.replace("name: heavy", "name: heavy-own")),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("if: costs more than the limit of 1000 units"),
+        "{message}"
+    );
 }
