@@ -23,11 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventflow_delivery::policy::{Next, RetryPolicy};
-use eventflow_model::filter::Bound;
+use eventflow_model::filter::{Bound, DEFAULT_COST_LIMIT, Outcome};
 use eventflow_model::{Event, Object, ResourceType, id, time};
 use eventflow_store::automation::{
-    Effect, NewRun, Notification, ORIGIN_EVENT, QuotaReservation, Run, RunNext, StartRuns,
-    StepOutcome, StepReport, Timer,
+    ConditionError, Effect, NewRun, Notification, ORIGIN_EVENT, QuotaReservation, Run, RunNext,
+    StartRuns, StepOutcome, StepReport, Timer,
 };
 use eventflow_store::{Clock, EventQuery, Op, Store, WriteKind, WriteRequest};
 use serde_json::{Map, Value, json};
@@ -61,6 +61,9 @@ pub struct Settings {
     /// Per provider, `daily_quota`: the most one tenant's own workflows may
     /// send through it per UTC day (`None`: no quota).
     pub provider_quotas: ProviderQuotas,
+    /// `limits.cel_cost`: the units one evaluation of a workflow's `if` may
+    /// spend (0: the default, 100,000).
+    pub cel_cost: u64,
     /// The guard of `http` steps and claims: `allow_private_endpoints` and
     /// `--production`'s https rule, as for webhook endpoints.
     pub url_policy: eventflow_delivery::UrlPolicy,
@@ -82,6 +85,7 @@ impl std::fmt::Debug for Settings {
             .field("url_policy", &self.url_policy)
             .field("provider_tenants", &self.provider_tenants)
             .field("provider_quotas", &self.provider_quotas)
+            .field("cel_cost", &self.cel_cost)
             .finish()
     }
 }
@@ -315,11 +319,11 @@ impl Engine {
             } else {
                 HashMap::new()
             };
-            let runs = self.match_events(tenant, &events, &depths);
+            let (runs, condition_errors) = self.match_events(tenant, &events, &depths);
             let stale = c
                 .since_save
                 .is_some_and(|t| t.elapsed() >= CURSOR_SAVE_EVERY);
-            if runs.is_empty() && !stale {
+            if runs.is_empty() && condition_errors.is_empty() && !stale {
                 c.scanned = last;
                 c.since_save.get_or_insert_with(std::time::Instant::now);
                 continue;
@@ -335,6 +339,7 @@ impl Engine {
                     to: last,
                     lease: permits.len(),
                     runs,
+                    condition_errors,
                 })
                 .await?;
             match started {
@@ -383,6 +388,7 @@ impl Engine {
                     to: c.scanned,
                     runs: Vec::new(),
                     lease: 0,
+                    condition_errors: Vec::new(),
                 })
                 .await?
             {
@@ -408,17 +414,23 @@ impl Engine {
         Ok(())
     }
 
-    /// The runs a batch of events starts. A workflow does not run on an
-    /// event one of its own steps wrote (no loop of a workflow that updates
-    /// the kind of record it listens to).
+    /// The runs a batch of events starts, and the workflows whose `if` ran
+    /// out of its budget (the last event of each). A workflow does not run
+    /// on an event one of its own steps wrote (no loop of a workflow that
+    /// updates the kind of record it listens to).
     fn match_events(
         &self,
         tenant: &str,
         events: &[(Event, Option<String>)],
         depths: &HashMap<i64, i64>,
-    ) -> Vec<NewRun> {
+    ) -> (Vec<NewRun>, Vec<ConditionError>) {
         let snapshot = self.registry.snapshot();
+        let cel_cost = match self.settings.cel_cost {
+            0 => DEFAULT_COST_LIMIT,
+            n => n,
+        };
         let mut runs = Vec::new();
+        let mut errors: BTreeMap<String, ConditionError> = BTreeMap::new();
         for (event, writer) in events {
             let mut bound: Option<Bound> = None;
             // A run started by an event a workflow wrote is one deeper in
@@ -444,8 +456,32 @@ impl Engine {
                 }
                 if let Some(cond) = &w.condition {
                     let b = bound.get_or_insert_with(|| Bound::new(event));
-                    if !cond.matches(b) {
-                        continue;
+                    match cond.evaluate(b, cel_cost) {
+                        Outcome::Match => {}
+                        Outcome::NoMatch => continue,
+                        // No match, and said where the operator and the
+                        // tenant look: the log, the metric, the workflow's
+                        // `conditionError`. Never the event's data.
+                        Outcome::OverBudget => {
+                            tracing::warn!(workflow = %w.name, tenant = %tenant, event = %event.id, "workflow condition ran out of its cost budget; no match");
+                            metrics::counter!("eventflow_filter_over_budget_total").increment(1);
+                            errors.insert(
+                                w.name.clone(),
+                                ConditionError {
+                                    workflow: w.name.clone(),
+                                    condition: w.condition_source.clone().unwrap_or_default(),
+                                    error: eventflow_store::FilterError {
+                                        message: format!(
+                                            "ran out of its cost budget ({cel_cost} units); the \
+                                             event did not match"
+                                        ),
+                                        event_id: event.id.clone(),
+                                        at: time::format(self.clock.now()),
+                                    },
+                                },
+                            );
+                            continue;
+                        }
                     }
                 }
                 runs.push(NewRun {
@@ -461,7 +497,7 @@ impl Engine {
                 });
             }
         }
-        runs
+        (runs, errors.into_values().collect())
     }
 
     // ---- Due runs and timers ----------------------------------------------

@@ -284,6 +284,7 @@ fn engine_settings(config: &Config) -> Result<eventflow_automations::Settings, S
                 .map(|b| b.tenants.clone())
                 .unwrap_or_default(),
         },
+        cel_cost: config.limits.cel_cost,
         provider_quotas: eventflow_automations::ProviderQuotas {
             twilio: p.twilio.as_ref().and_then(|t| t.daily_quota),
             smtp: p.smtp.as_ref().and_then(|s| s.daily_quota),

@@ -697,6 +697,8 @@ fn automation_paths(paths: &mut Map<String, Value>) {
         "scope": {"type": "string", "enum": ["server", "tenant"]},
         "on": {"type": "array", "items": {"type": "string"}},
         "if": {"type": ["string", "null"]},
+        "conditionError": {"type": ["object", "null"], "description": "Set when the `if` last ran out of its cost budget (limits.cel_cost) on one of the tenant's events: that event started no run. Cleared when the condition changes.",
+            "properties": {"message": {"type": "string"}, "eventId": {"type": "string"}, "at": {"type": "string", "format": "date-time"}}},
         "source": {"type": "string"}}});
     let yaml = json!({"application/yaml": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}});
     paths.insert("/v1/workflows".into(), json!({

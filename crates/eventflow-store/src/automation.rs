@@ -59,6 +59,20 @@ pub struct StartRuns {
     /// free slot for each): those are leased to it. The others are due at
     /// once for whichever node has a slot first.
     pub lease: usize,
+    /// Workflows whose `if` ran out of its budget on an event of the batch
+    /// (the last one of each), recorded with the batch.
+    pub condition_errors: Vec<ConditionError>,
+}
+
+/// A workflow's `if` that stopped without an answer on one of the tenant's
+/// events, as `GET /v1/workflows` shows it (`conditionError`) while the
+/// workflow's condition is still `condition`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConditionError {
+    pub workflow: String,
+    /// The condition's source when it stopped.
+    pub condition: String,
+    pub error: crate::delivery::FilterError,
 }
 
 /// One step's outcome, as the run record shows it.
@@ -349,6 +363,8 @@ pub(crate) trait AutoConn: WriteConn {
     async fn insert_notification(&mut self, n: &Notification) -> Result<bool>;
     /// Records the chain depth of the run that wrote the event `sequence`.
     async fn record_write_depth(&mut self, tenant: &str, sequence: i64, depth: i64) -> Result<()>;
+    /// Keeps the latest condition error of a tenant's workflow.
+    async fn record_condition_error(&mut self, tenant: &str, e: &ConditionError) -> Result<()>;
     /// Whether a quota unit was reserved for the (run, step).
     async fn quota_reserved(&mut self, run_id: &str, step: &str) -> Result<bool>;
     /// Adds one to the tenant's count of the day if it is below the limit;
@@ -404,6 +420,9 @@ pub(crate) async fn start_runs<C: AutoConn>(
     }
     conn.set_automation_cursor(&start.tenant_id, start.to)
         .await?;
+    for e in &start.condition_errors {
+        conn.record_condition_error(&start.tenant_id, e).await?;
+    }
     let now_s = eventflow_model::time::format(now);
     let until = eventflow_model::time::format(now + RUN_LEASE);
     let mut runs = Vec::with_capacity(start.runs.len());
@@ -711,8 +730,8 @@ macro_rules! impl_auto_conn {
             use $rows as rows;
 
             use crate::automation::{
-                AutoConn, NOTIFICATION_COLUMNS, Notification, QuotaReservation, RUN_COLUMNS, Run,
-                TIMER_COLUMNS, Timer,
+                AutoConn, ConditionError, NOTIFICATION_COLUMNS, Notification, QuotaReservation,
+                RUN_COLUMNS, Run, TIMER_COLUMNS, Timer,
             };
             use crate::error::Result;
             use crate::sql::json_text;
@@ -880,6 +899,24 @@ macro_rules! impl_auto_conn {
                     .execute(&mut self.conn)
                     .await?;
                     Ok(done.rows_affected() == 1)
+                }
+
+                async fn record_condition_error(&mut self, tenant: &str, e: &ConditionError) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO workflow_condition_errors (tenant_id, workflow, condition_source, message, event_id, at) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, workflow) DO UPDATE SET \
+                         condition_source = excluded.condition_source, message = excluded.message, \
+                         event_id = excluded.event_id, at = excluded.at",
+                    )
+                    .bind(tenant)
+                    .bind(&e.workflow)
+                    .bind(&e.condition)
+                    .bind(&e.error.message)
+                    .bind(&e.error.event_id)
+                    .bind(&e.error.at)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(())
                 }
 
                 async fn quota_reserved(&mut self, run_id: &str, step: &str) -> Result<bool> {

@@ -309,6 +309,10 @@ pub trait Store: Send + Sync + 'static {
     /// wrote: `(sequence, depth of the run that wrote it)`.
     async fn write_depths(&self, tenant: &str, from: i64, to: i64) -> Result<Vec<(i64, i64)>>;
 
+    /// The tenant's workflows whose `if` last ran out of its budget, each
+    /// with the condition it ran out with.
+    async fn condition_errors(&self, tenant: &str) -> Result<Vec<automation::ConditionError>>;
+
     async fn workflow_run(&self, tenant: &str, id: &str) -> Result<Option<automation::Run>>;
 
     /// The tenant's runs, newest first.

@@ -40,8 +40,8 @@ const SQLITE: &[(i64, &str, &str)] = &[
     ),
     (
         7,
-        "provider quotas",
-        include_str!("../migrations/sqlite/0007_provider_quotas.sql"),
+        "provider quotas and condition errors",
+        include_str!("../migrations/sqlite/0007_quotas_and_condition_errors.sql"),
     ),
 ];
 
@@ -78,8 +78,8 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     ),
     (
         7,
-        "provider quotas",
-        include_str!("../migrations/postgres/0007_provider_quotas.sql"),
+        "provider quotas and condition errors",
+        include_str!("../migrations/postgres/0007_quotas_and_condition_errors.sql"),
     ),
 ];
 

@@ -848,6 +848,28 @@ macro_rules! impl_store {
                 self.writer.begin_step(run_id, index).await
             }
 
+            async fn condition_errors(&self, tenant: &str) -> Result<Vec<crate::automation::ConditionError>> {
+                let rows = sqlx::query(
+                    "SELECT workflow, condition_source, message, event_id, at FROM workflow_condition_errors \
+                     WHERE tenant_id = $1 ORDER BY workflow LIMIT 10000",
+                )
+                .bind(tenant)
+                .fetch_all(&self.reads)
+                .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| crate::automation::ConditionError {
+                        workflow: r.get(0),
+                        condition: r.get(1),
+                        error: crate::delivery::FilterError {
+                            message: r.get(2),
+                            event_id: r.get(3),
+                            at: r.get(4),
+                        },
+                    })
+                    .collect())
+            }
+
             async fn write_depths(&self, tenant: &str, from: i64, to: i64) -> Result<Vec<(i64, i64)>> {
                 let rows = sqlx::query(
                     "SELECT sequence, chain_depth FROM workflow_write_depths \

@@ -57,9 +57,24 @@ pub fn statuses(snapshot: &eventflow_automations::Snapshot, tenant: &str) -> Vec
 
 async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiResult<Json<Value>> {
     params.only(&[])?;
-    Ok(Json(
-        json!({ "data": statuses(&state.workflows.snapshot(), auth.tenant()) }),
-    ))
+    let mut data = statuses(&state.workflows.snapshot(), auth.tenant());
+    add_condition_errors(&state, auth.tenant(), &mut data).await?;
+    Ok(Json(json!({ "data": data })))
+}
+
+/// Sets each loaded workflow's `conditionError`: why its `if` last ran out
+/// of its cost budget on one of the tenant's events, while the condition is
+/// still the one that did (`null` otherwise).
+async fn add_condition_errors(state: &AppState, tenant: &str, list: &mut [Value]) -> ApiResult<()> {
+    let errors = state.store.condition_errors(tenant).await?;
+    for w in list.iter_mut().filter(|w| w["status"] == "loaded") {
+        let error = errors
+            .iter()
+            .find(|e| w["name"] == e.workflow.as_str() && w["if"] == e.condition.as_str())
+            .map(|e| json!(e.error));
+        w["conditionError"] = error.unwrap_or(Value::Null);
+    }
+    Ok(())
 }
 
 fn entry(state: &AppState, tenant: &str, name: &str) -> Option<Value> {
@@ -78,6 +93,7 @@ async fn read(
     let Some(mut e) = entry(&state, auth.tenant(), &name) else {
         return Err(ApiError::not_found("no such workflow"));
     };
+    add_condition_errors(&state, auth.tenant(), std::slice::from_mut(&mut e)).await?;
     if e["scope"] == "tenant" {
         let path = tenant_dir(&state, auth.tenant()).join(format!("{name}.yaml"));
         if let Ok(text) = std::fs::read_to_string(path) {

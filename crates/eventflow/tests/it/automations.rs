@@ -46,6 +46,7 @@ backend_tests!(
     a_tenants_own_workflow_uses_a_provider_only_when_the_operator_lists_it,
     a_listed_tenant_sends_up_to_its_daily_quota_and_again_after_midnight_utc,
     a_condition_that_cannot_fit_the_configured_cel_budget_is_refused_at_load_and_save,
+    a_condition_over_budget_on_a_large_record_starts_no_run_and_the_workflow_says_why,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -1792,4 +1793,88 @@ async fn a_condition_that_cannot_fit_the_configured_cel_budget_is_refused_at_loa
         message.contains("if: costs more than the limit of 1000 units"),
         "{message}"
     );
+}
+
+async fn a_condition_over_budget_on_a_large_record_starts_no_run_and_the_workflow_says_why(
+    backend: Backend,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    // The operator's: it runs for every tenant.
+    std::fs::write(
+        dir.path().join("lab-check.yaml"),
+        "name: lab-check\non: lab.created\n\
+         if: 'data.results.all(a, data.results.all(b, a.code != b.code || a.value == b.value))'\n\
+         steps:\n  - slack: {text: 'lab {{ data.id }} checked'}\n",
+    )
+    .unwrap();
+    let path = dir.path().to_path_buf();
+    let (server, _clock) = spawn(&backend, move |c| c.workflows_dir = path).await;
+    let api = server.api();
+    let other = server.new_tenant("other-clinic").await;
+    let p = patient(&api, json!({})).await;
+    let result =
+        |i: usize| json!({"code": format!("c{i}"), "display": "x", "value": i, "unit": "u"});
+    let lab = |n: usize| json!({"patientId": p, "code": "24323-8", "results": (0..n).map(result).collect::<Vec<_>>()});
+    // Cheap on a small lab: it matches and runs.
+    let small = api.create("labs", lab(3)).await;
+    let runs = finished_runs(&api, "lab-check", 1).await;
+    assert_eq!(runs[0]["status"], "succeeded", "{}", runs[0]);
+    // Over budget on 400 results: no run, and the workflow says why.
+    let big = api.create("labs", lab(400)).await;
+    let big_event = api
+        .get(&format!("/v1/events?after=0&resourceId={big}"))
+        .await
+        .body["data"][0]["id"]
+        .clone();
+    let listed = wait_for(LONG, "the condition error", || async {
+        let l = list(&api, "/v1/workflows").await;
+        (!l[0]["conditionError"].is_null()).then_some(l)
+    })
+    .await;
+    let error = &listed[0]["conditionError"];
+    assert_eq!(error["eventId"], big_event, "{error}");
+    assert_eq!(
+        error["message"],
+        "ran out of its cost budget (100000 units); the event did not match"
+    );
+    assert!(error["at"].is_string(), "{error}");
+    let one = api.get("/v1/workflows/lab-check").await;
+    assert_eq!(one.body["conditionError"], *error);
+    server.automations_settled().await;
+    let runs = list(&api, "/v1/workflow-runs?workflow=lab-check").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let sent = list(&api, "/v1/notifications").await;
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0]["body"].as_str().unwrap().contains(&small));
+    // Counted where the operator looks; never the record's data.
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("eventflow_filter_over_budget_total")),
+        "{metrics}"
+    );
+    // Another tenant runs the same workflow and sees no error of this one's.
+    let theirs = list(&other, "/v1/workflows").await;
+    assert_eq!(theirs[0]["name"], "lab-check");
+    assert_eq!(theirs[0]["conditionError"], Value::Null);
+    // A new condition clears it.
+    std::fs::write(
+        dir.path().join("lab-check.yaml"),
+        "name: lab-check\non: lab.created\nif: size(data.results) < 10\n\
+         steps:\n  - slack: {text: 'lab {{ data.id }} checked'}\n",
+    )
+    .unwrap();
+    wait_for(LONG, "the new condition", || async {
+        let l = list(&api, "/v1/workflows").await;
+        (l[0]["if"] == "size(data.results) < 10").then_some(l)
+    })
+    .await;
+    let listed = list(&api, "/v1/workflows").await;
+    assert_eq!(listed[0]["conditionError"], Value::Null);
 }

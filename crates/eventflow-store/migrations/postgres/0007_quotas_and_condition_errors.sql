@@ -21,3 +21,16 @@ CREATE TABLE provider_quota_uses (
     PRIMARY KEY (run_id, step)
 );
 CREATE INDEX provider_quota_uses_day ON provider_quota_uses (day);
+
+-- Why a workflow's `if` last stopped without an answer on a tenant's event
+-- (it ran out of limits.cel_cost): shown in GET /v1/workflows while the
+-- workflow's condition is still `condition_source`.
+CREATE TABLE workflow_condition_errors (
+    tenant_id TEXT NOT NULL,
+    workflow  TEXT NOT NULL,
+    condition_source TEXT NOT NULL,
+    message   TEXT NOT NULL,
+    event_id  TEXT NOT NULL,
+    at        TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, workflow)
+);
