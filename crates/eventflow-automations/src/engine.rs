@@ -1119,6 +1119,7 @@ impl Engine {
                         event_id: run.event_id.clone(),
                         run_id: Some(run.id.clone()),
                         created_at: now,
+                        chain_depth: run.chain_depth,
                     })],
                 }
             }

@@ -151,6 +151,9 @@ pub struct Timer {
     pub event_id: Option<String>,
     pub run_id: Option<String>,
     pub created_at: String,
+    /// The chain depth of the run that set it; its run goes on at it (set
+    /// when the step is recorded).
+    pub chain_depth: i64,
 }
 
 impl Timer {
@@ -483,7 +486,7 @@ pub(crate) async fn fire_timers<C: AutoConn>(
                 timer_key: Some(t.key),
                 path: t.path,
                 context: t.context,
-                chain_depth: 0,
+                chain_depth: t.chain_depth,
             },
             Some(node),
             &now_s,
@@ -580,7 +583,11 @@ pub(crate) async fn step_done<C: AutoConn>(
                 Err(e) => return Err(e),
             },
             Effect::Schedule(t) => {
-                conn.upsert_timer(t).await?;
+                let t = Timer {
+                    chain_depth: run.chain_depth,
+                    ..t.clone()
+                };
+                conn.upsert_timer(&t).await?;
             }
             Effect::Cancel { key } => {
                 let found = conn.delete_timer(&run.tenant_id, key).await?;
@@ -643,8 +650,7 @@ pub(crate) const RUN_COLUMNS: &str = "id, tenant_id, workflow, event_id, origin,
      status, steps, next_step, window_started_at, next_at, lease_owner, started_at, updated_at, finished_at, \
      chain_depth";
 
-pub(crate) const TIMER_COLUMNS: &str =
-    "tenant_id, timer_key, fire_at, workflow, path, context, event_id, run_id, created_at";
+pub(crate) const TIMER_COLUMNS: &str = "tenant_id, timer_key, fire_at, workflow, path, context, event_id, run_id, created_at, chain_depth";
 
 pub(crate) const NOTIFICATION_COLUMNS: &str = "id, tenant_id, channel, direction, recipient, subject, body, \
      workflow, run_id, step, provider, provider_id, provider_status, created_at";
@@ -690,6 +696,7 @@ macro_rules! impl_auto_rows {
                 event_id: row.get(6),
                 run_id: row.get(7),
                 created_at: row.get(8),
+                chain_depth: row.get(9),
             })
         }
 
@@ -845,11 +852,11 @@ macro_rules! impl_auto_conn {
 
                 async fn upsert_timer(&mut self, t: &Timer) -> Result<()> {
                     sqlx::query(
-                        "INSERT INTO timers (tenant_id, timer_key, fire_at, workflow, path, context, event_id, run_id, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, timer_key) DO UPDATE SET \
+                        "INSERT INTO timers (tenant_id, timer_key, fire_at, workflow, path, context, event_id, run_id, created_at, \
+                         chain_depth) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (tenant_id, timer_key) DO UPDATE SET \
                          fire_at = excluded.fire_at, workflow = excluded.workflow, path = excluded.path, \
                          context = excluded.context, event_id = excluded.event_id, run_id = excluded.run_id, \
-                         created_at = excluded.created_at",
+                         created_at = excluded.created_at, chain_depth = excluded.chain_depth",
                     )
                     .bind(&t.tenant_id)
                     .bind(&t.key)
@@ -860,6 +867,7 @@ macro_rules! impl_auto_conn {
                     .bind(&t.event_id)
                     .bind(&t.run_id)
                     .bind(&t.created_at)
+                    .bind(t.chain_depth)
                     .execute(&mut self.conn)
                     .await?;
                     Ok(())

@@ -43,6 +43,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "provider quotas and condition errors",
         include_str!("../migrations/sqlite/0007_quotas_and_condition_errors.sql"),
     ),
+    (
+        8,
+        "timer chain depth",
+        include_str!("../migrations/sqlite/0008_timer_chain_depth.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -80,6 +85,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         7,
         "provider quotas and condition errors",
         include_str!("../migrations/postgres/0007_quotas_and_condition_errors.sql"),
+    ),
+    (
+        8,
+        "timer chain depth",
+        include_str!("../migrations/postgres/0008_timer_chain_depth.sql"),
     ),
 ];
 

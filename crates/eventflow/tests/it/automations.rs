@@ -43,6 +43,7 @@ backend_tests!(
     http_steps_go_through_the_outbound_guard,
     in_production_an_http_step_to_a_plain_http_url_is_refused_at_save,
     two_workflows_that_update_each_other_stop_at_the_chain_depth,
+    workflows_that_update_each_other_through_timers_stop_at_the_chain_depth_too,
     a_tenants_own_workflow_uses_a_provider_only_when_the_operator_lists_it,
     a_listed_tenant_sends_up_to_its_daily_quota_and_again_after_midnight_utc,
     a_condition_that_cannot_fit_the_configured_cel_budget_is_refused_at_load_and_save,
@@ -1604,6 +1605,61 @@ async fn two_workflows_that_update_each_other_stop_at_the_chain_depth(backend: B
     server.automations_settled().await;
     assert_eq!(list(&api, "/v1/events").await.len() as i64, seq);
     assert_eq!(list(&api, "/v1/workflow-runs").await.len(), caught_up.len());
+}
+
+async fn workflows_that_update_each_other_through_timers_stop_at_the_chain_depth_too(
+    backend: Backend,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    // `ping` answers a change a second later, through a timer; `pong` at once.
+    std::fs::write(
+        dir.path().join("ping.yaml"),
+        "name: ping\non: patient.updated\nsteps:\n  - schedule:\n      key: 'ping:{{ data.id }}'\n      after: 1s\n      steps:\n        - update: {type: patient, id: '{{ data.id }}', body: {mrn: 'ping-{{ data.version }}'}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pong.yaml"),
+        "name: pong\non: patient.updated\nif: has(data.mrn) && data.mrn.startsWith('ping')\nsteps:\n  - update: {type: patient, id: '{{ data.id }}', body: {lastName: 'pong-{{ data.version }}'}}\n",
+    )
+    .unwrap();
+    let path = dir.path().to_path_buf();
+    let (server, clock) = spawn(&backend, move |c| {
+        c.workflows_dir = path;
+        c.limits.workflow_chain_depth = 3;
+    })
+    .await;
+    let api = server.api();
+    let p = patient(&api, json!({})).await;
+    api.patch(&format!("/v1/patients/{p}"), json!({"lastName": "Byron"}))
+        .await;
+    // Each round: the engine settles, the timer (if any) comes due.
+    let mut stopped = None;
+    for _ in 0..20 {
+        server.automations_settled().await;
+        let failed = list(&api, "/v1/workflow-runs?status=failed").await;
+        if !failed.is_empty() {
+            stopped = Some(failed);
+            break;
+        }
+        clock.advance(jiff::SignedDuration::from_secs(2));
+    }
+    let failed = stopped.expect("the chain stopped within 20 rounds");
+    let looped = failed.iter().any(|run| {
+        run["steps"].as_array().into_iter().flatten().any(|step| {
+            step["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("loop: "))
+        })
+    });
+    assert!(looped, "{failed:?}");
+    // Nothing more comes: no timer left, the version bounded.
+    clock.advance(jiff::SignedDuration::from_secs(2));
+    server.automations_settled().await;
+    assert!(timers(&api).await.is_empty());
+    let version = api.get(&format!("/v1/patients/{p}")).await.body["version"]
+        .as_i64()
+        .unwrap();
+    assert!(version <= 2 + 2 * 3, "version {version}");
 }
 
 async fn a_tenants_own_workflow_uses_a_provider_only_when_the_operator_lists_it(backend: Backend) {
