@@ -646,3 +646,54 @@ mod tests {
         Filter::compile_default("data.items.exists(i, i.code == 'x')").unwrap();
     }
 }
+
+/// How long a whole budget takes to spend, printed (no assertion on time):
+/// `cargo test --release -p eventflow-model --lib filter::timing -- --ignored --nocapture`.
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    #[ignore = "prints timings; run by hand in a release build"]
+    fn a_whole_budget_is_spent_in_about_a_millisecond() {
+        let items: Vec<String> = (0..5000).map(|i| format!("item{i}")).collect();
+        let event = Event {
+            id: "evt_1".into(),
+            event_type: "note.created".into(),
+            sequence: 1,
+            created_at: "2026-11-29T17:00:00.000Z".into(),
+            tenant_id: "ten_1".into(),
+            resource: crate::ResourceRef {
+                resource_type: "note".into(),
+                id: "note_1".into(),
+                version: 1,
+            },
+            data: json!({"l": items, "s": "y".repeat(200_000), "status": "booked"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            previous: None,
+        };
+        let bound = Bound::new(&event);
+        let mut nested = "true".to_string();
+        for d in 0..7 {
+            nested = format!("[0,1,2,3,4,5,6,7,8,9].all(v{d}, {nested})");
+        }
+        for source in [
+            nested.as_str(),
+            "data.l.all(a, data.l.all(b, a != b || a == b))",
+            "data.s.contains('zz') && data.l.exists(x, data.s.contains(x))",
+            "data.status == 'booked'",
+        ] {
+            let f = Filter::load(source).expect("compiles");
+            let start = std::time::Instant::now();
+            let (outcome, used) = f.evaluate_counted(&bound, DEFAULT_COST_LIMIT);
+            println!(
+                "{:>10.3} ms {outcome:?} {used:>7} units  {}",
+                start.elapsed().as_secs_f64() * 1000.0,
+                &source[..source.len().min(48)]
+            );
+        }
+    }
+}
