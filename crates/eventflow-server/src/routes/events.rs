@@ -103,19 +103,23 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
         scan.after = scan.after.max(committed);
         loop {
             match next_commit(&mut commits, &mut shutdown, Some(deadline)).await {
-                // Commits whose events are all of types this reader does
-                // not want, and all known here, need no read.
-                Wake::Commit
-                    if state.store.notifier().nothing_for(
-                        auth.tenant(),
-                        scan.after,
-                        *commits.borrow(),
-                        bits,
-                    ) =>
-                {
-                    scan.after = scan.after.max(*commits.borrow_and_update());
+                Wake::Commit => {
+                    // One look at the latest commit, for the check and the
+                    // cursor alike: a commit landing in between is not passed
+                    // over unchecked.
+                    let latest = *commits.borrow_and_update();
+                    // Commits whose events are all of types this reader
+                    // does not want, and all known here, need no read.
+                    if !state
+                        .store
+                        .notifier()
+                        .nothing_for(auth.tenant(), scan.after, latest, bits)
+                    {
+                        continue 'read;
+                    }
+                    scan.after = scan.after.max(latest);
                 }
-                Wake::Commit | Wake::Recheck => continue 'read,
+                Wake::Recheck => continue 'read,
                 Wake::Timeout | Wake::Shutdown => break 'read events,
             }
         }
@@ -260,17 +264,20 @@ async fn stream(
                     f.query.after = f.query.after.max(committed);
                     loop {
                         match next_commit(&mut f.commits, &mut f.shutdown, None).await {
-                            Wake::Commit
-                                if f.store.notifier().nothing_for(
+                            Wake::Commit => {
+                                // One look, for the check and the cursor.
+                                let latest = *f.commits.borrow_and_update();
+                                if !f.store.notifier().nothing_for(
                                     &f.tenant,
                                     f.query.after,
-                                    *f.commits.borrow(),
+                                    latest,
                                     f.bits,
-                                ) =>
-                            {
-                                f.query.after = f.query.after.max(*f.commits.borrow_and_update());
+                                ) {
+                                    break;
+                                }
+                                f.query.after = f.query.after.max(latest);
                             }
-                            Wake::Commit | Wake::Recheck | Wake::Timeout => break,
+                            Wake::Recheck | Wake::Timeout => break,
                             Wake::Shutdown => return None,
                         }
                     }
