@@ -718,11 +718,17 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
             // A step whose effects the database refuses is recorded as
             // failed, with the reason, in place of its effects: otherwise it
             // would run again at every lease, sending its messages again.
+            let fresh_before = conn.fanout().fresh_len();
+            let noted_before = conn.fanout().noted_len();
             conn.execute("SAVEPOINT step").await?;
             let done = match automation::step_done(conn, report, &node, now).await {
                 Ok(done) => done,
                 Err(e) if !e.is_domain() => {
                     conn.execute("ROLLBACK TO step").await?;
+                    // What the rolled-back effects handed over or noted
+                    // (deliveries, wake-ups) goes with them.
+                    conn.fanout().truncate_fresh(fresh_before);
+                    conn.fanout().truncate_noted(noted_before);
                     tracing::warn!(run = %report.run_id, error = %e, "a step's outcome could not be stored; the step fails");
                     let failed = report.failed_unstored();
                     automation::step_done(conn, &failed, &node, now).await?
