@@ -63,6 +63,13 @@ const BYTES_PER_UNIT: u64 = 16;
 /// What one iteration of a comprehension costs besides its nodes (binding
 /// the loop variables), in units.
 const ITERATION: u64 = 50;
+/// `matches`, with the text's scan charged a unit a byte, and the pattern
+/// compiled once per thread within [`REGEX_SIZE_LIMIT`].
+const MATCHES: &str = "@matches";
+/// The largest compiled pattern `matches` takes, in bytes.
+const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+/// Compiled patterns kept per thread.
+const REGEX_CACHE: usize = 64;
 /// Charges a comprehension's range, and its loop per element.
 const COST_RANGE: &str = "@cost_range";
 
@@ -79,6 +86,16 @@ fn env() -> Arc<Env> {
             charge_range,
         )
         .expect("@cost_range is declared once");
+        env.add_overload(
+            MATCHES,
+            "matches_string_string",
+            vec![
+                cel::common::types::STRING_TYPE,
+                cel::common::types::STRING_TYPE,
+            ],
+            matches,
+        )
+        .expect("@matches is declared once");
         Arc::new(env)
     })
     .clone()
@@ -107,6 +124,78 @@ fn charge<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Execu
             "filter",
             "cost limit reached",
         ))
+    }
+}
+
+thread_local! {
+    static REGEXES: std::cell::RefCell<Vec<(String, Result<regex::Regex, String>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Compiles a pattern as `matches` takes it.
+fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(_) => {
+                format!(
+                    "a pattern of matches is too large (at most {REGEX_SIZE_LIMIT} bytes compiled)"
+                )
+            }
+            _ => "a pattern of matches is not a valid regular expression".to_string(),
+        })
+}
+
+/// `@matches(text, pattern)`: whether the pattern matches the text.
+fn matches<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let [text, pattern] = args.as_slice() else {
+        return Err(ExecutionError::invalid_argument_count(2, args.len()));
+    };
+    let (Some(text), Some(pattern)) = (
+        text.downcast_ref::<CelString>(),
+        pattern.downcast_ref::<CelString>(),
+    ) else {
+        return Err(ExecutionError::function_error(
+            "matches",
+            "takes two strings",
+        ));
+    };
+    // A match scans the text, a step per byte at worst for each state of
+    // the pattern that is live: a unit a byte.
+    let left = LEFT.get();
+    let cost = text.inner().len() as u64 + 1;
+    if cost > left {
+        LEFT.set(0);
+        SPENT.set(true);
+        return Err(ExecutionError::function_error(
+            "filter",
+            "cost limit reached",
+        ));
+    }
+    LEFT.set(left - cost);
+    let found = REGEXES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let at = match cache.iter().position(|(p, _)| p == pattern.inner()) {
+            Some(at) => at,
+            None => {
+                if cache.len() == REGEX_CACHE {
+                    drop(cache.remove(0));
+                }
+                let compiled = compile_regex(pattern.inner());
+                cache.push((pattern.inner().to_string(), compiled));
+                cache.len() - 1
+            }
+        };
+        match &cache[at].1 {
+            Ok(re) => Ok(re.is_match(text.inner())),
+            Err(e) => Err(e.clone()),
+        }
+    });
+    match found {
+        Ok(b) => Ok(CowVal::owned(cel::common::types::CelBool::from(b))),
+        Err(e) => Err(ExecutionError::function_error("matches", e)),
     }
 }
 
@@ -179,6 +268,9 @@ fn weigh(value: &dyn Val, left: &mut u64) -> bool {
     if let Some(list) = value.downcast_ref::<CelList>() {
         return list.inner().iter().all(|v| weigh(v.as_ref(), left));
     }
+    if let Some(optional) = value.downcast_ref::<cel::common::types::CelOptional>() {
+        return optional.inner().is_none_or(|v| weigh(v, left));
+    }
     if let Some(map) = value.downcast_ref::<CelMap>() {
         return map.inner().iter().all(|(k, v)| {
             let key = match k {
@@ -195,7 +287,7 @@ fn weigh(value: &dyn Val, left: &mut u64) -> bool {
 /// `@cost(…)`. Accumulators (`@result`) are left alone, and so is the shape
 /// of a `map`/`filter` step (`@result + [x]`, which the interpreter appends in
 /// place): there the appended element is charged instead.
-fn instrument(expr: &mut IdedExpr, next_id: &mut u64) {
+fn instrument(expr: &mut IdedExpr, next_id: &mut u64) -> Result<(), String> {
     fn wrap(expr: &mut IdedExpr, next_id: &mut u64) {
         let inner = std::mem::take(expr);
         *next_id += 1;
@@ -211,34 +303,61 @@ fn instrument(expr: &mut IdedExpr, next_id: &mut u64) {
     fn is_accumulator(expr: &IdedExpr) -> bool {
         matches!(&expr.expr, Expr::Ident(name) if name.starts_with('@'))
     }
+    /// `@result + [x]`, the step of `map` and `filter` the interpreter
+    /// appends in place.
+    fn is_append_call(call: &CallExpr) -> bool {
+        call.args.len() == 2
+            && is_accumulator(&call.args[0])
+            && matches!(call.args[1].expr, Expr::List(_))
+    }
+    fn is_append(expr: &IdedExpr) -> bool {
+        matches!(&expr.expr, Expr::Call(call) if is_append_call(call))
+    }
     match &mut expr.expr {
+        Expr::Call(call) if call.func_name == "matches" => {
+            // `s.matches(p)` or `matches(s, p)`: our own, charged and with
+            // a bounded pattern; a literal pattern is checked now.
+            let mut args: Vec<IdedExpr> = call.target.take().map(|t| *t).into_iter().collect();
+            args.append(&mut call.args);
+            if args.len() != 2 {
+                return Err("matches takes a string and a pattern".into());
+            }
+            if let Expr::Literal(cel::common::ast::LiteralValue::String(p)) = &args[1].expr {
+                compile_regex(p.inner())?;
+            }
+            for arg in &mut args {
+                instrument(arg, next_id)?;
+                wrap(arg, next_id);
+            }
+            call.func_name = MATCHES.to_string();
+            call.args = args;
+        }
         Expr::Call(call) => {
-            // `@result + [x]`: charge x, keep the shape.
-            let append = call.args.len() == 2
-                && is_accumulator(&call.args[0])
-                && matches!(call.args[1].expr, Expr::List(_));
+            let append = is_append_call(call);
             if let Some(target) = call.target.as_deref_mut() {
-                instrument(target, next_id);
-                if !is_accumulator(target) {
+                instrument(target, next_id)?;
+                // A bare name is a variable (charged where it is used) or a
+                // namespace (`optional.of`), which must stay a name.
+                if !is_accumulator(target) && !matches!(target.expr, Expr::Ident(_)) {
                     wrap(target, next_id);
                 }
             }
             for arg in &mut call.args {
-                instrument(arg, next_id);
+                instrument(arg, next_id)?;
                 if append {
                     if let Expr::List(list) = &mut arg.expr {
                         for element in &mut list.elements {
                             wrap(element, next_id);
                         }
                     }
-                } else if !is_accumulator(arg) {
+                } else if !is_accumulator(arg) && !is_append(arg) {
                     wrap(arg, next_id);
                 }
             }
         }
         Expr::Comprehension(c) => {
             let per_item = nodes(&c.loop_cond) + nodes(&c.loop_step);
-            instrument(&mut c.iter_range, next_id);
+            instrument(&mut c.iter_range, next_id)?;
             let range = std::mem::take(&mut c.iter_range);
             *next_id += 2;
             c.iter_range = IdedExpr {
@@ -257,34 +376,35 @@ fn instrument(expr: &mut IdedExpr, next_id: &mut u64) {
                     ],
                 }),
             };
-            instrument(&mut c.accu_init, next_id);
-            instrument(&mut c.loop_cond, next_id);
-            instrument(&mut c.loop_step, next_id);
-            instrument(&mut c.result, next_id);
+            instrument(&mut c.accu_init, next_id)?;
+            instrument(&mut c.loop_cond, next_id)?;
+            instrument(&mut c.loop_step, next_id)?;
+            instrument(&mut c.result, next_id)?;
         }
         Expr::List(list) => {
             for element in &mut list.elements {
-                instrument(element, next_id);
+                instrument(element, next_id)?;
             }
         }
         Expr::Map(map) => {
             for entry in &mut map.entries {
                 if let EntryExpr::MapEntry(e) = &mut entry.expr {
-                    instrument(&mut e.key, next_id);
-                    instrument(&mut e.value, next_id);
+                    instrument(&mut e.key, next_id)?;
+                    instrument(&mut e.value, next_id)?;
                 }
             }
         }
         Expr::Struct(s) => {
             for entry in &mut s.entries {
                 if let EntryExpr::StructField(f) = &mut entry.expr {
-                    instrument(&mut f.value, next_id);
+                    instrument(&mut f.value, next_id)?;
                 }
             }
         }
-        Expr::Select(select) => instrument(&mut select.operand, next_id),
+        Expr::Select(select) => instrument(&mut select.operand, next_id)?,
         Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
     }
+    Ok(())
 }
 
 /// The nodes of an expression, not counting the loops of comprehensions
@@ -453,7 +573,7 @@ impl Filter {
             .map_err(|e| format!("is not a valid CEL expression: {e}"))?;
         let mut expression = program.expression().clone();
         let mut next_id = max_id(&expression);
-        instrument(&mut expression, &mut next_id);
+        instrument(&mut expression, &mut next_id)?;
         Ok(Filter { expression })
     }
 
@@ -601,6 +721,51 @@ mod tests {
         assert_eq!(f.evaluate(&Bound::new(&e), 10_000), Outcome::Match);
         let f = Filter::compile_default("data.l.exists(x, x == 'c')").unwrap();
         assert_eq!(f.evaluate(&Bound::new(&e), 10_000), Outcome::Match);
+    }
+
+    #[test]
+    fn filter_and_map_over_a_thousand_items_fit_and_keep_their_results() {
+        let items: Vec<serde_json::Value> = (0..1000)
+            .map(|i| json!({"code": format!("c{i}"), "abnormal": i % 2 == 0}))
+            .collect();
+        let e = event(json!({ "obs": items }), None);
+        let f = Filter::compile_default("data.obs.filter(o, o.abnormal).size() == 500").unwrap();
+        assert_eq!(f.evaluate(&Bound::new(&e), 100_000), Outcome::Match);
+        let f =
+            Filter::compile_default("data.obs.map(o, o.abnormal, o.code).size() == 500").unwrap();
+        assert_eq!(f.evaluate(&Bound::new(&e), 100_000), Outcome::Match);
+    }
+
+    #[test]
+    fn optional_values_are_charged_by_what_they_hold() {
+        let l: Vec<i64> = (0..50_000).collect();
+        let r: Vec<i64> = (0..700).collect();
+        let e = event(json!({ "l": l, "r": r }), None);
+        let f = Filter::load("[data.?l].all(o, data.r.all(y, o == o))").unwrap();
+        assert_eq!(f.evaluate(&Bound::new(&e), 100_000), Outcome::OverBudget);
+        // Namespaced functions stay names.
+        let f = Filter::compile_default("optional.of(data.r).hasValue()").unwrap();
+        assert_eq!(f.evaluate(&Bound::new(&e), 100_000), Outcome::Match);
+    }
+
+    #[test]
+    fn matches_is_charged_and_its_patterns_are_bounded() {
+        let f =
+            Filter::compile_default("data.s.matches('^a+b$') && matches(data.s, 'b$')").unwrap();
+        assert!(f.matches(&Bound::new(&event(json!({"s": "aaab"}), None))));
+        assert!(!f.matches(&Bound::new(&event(json!({"s": "aaac"}), None))));
+        let e = Filter::compile_default("data.s.matches('((a{100}){100}){100}')").unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+        let e = Filter::compile_default("data.s.matches('(')").unwrap_err();
+        assert!(e.contains("not a valid regular expression"), "{e}");
+        // A pattern from the event is bounded the same way at run time.
+        let f = Filter::compile_default("data.r.exists(x, data.s.matches(x))").unwrap();
+        let e = event(json!({"s": "x", "r": ["((a{100}){100}){100}"]}), None);
+        assert_eq!(f.evaluate(&Bound::new(&e), 100_000), Outcome::NoMatch);
+        // The scan is charged a unit a byte.
+        let long = event(json!({"s": "a".repeat(50_000), "r": ["b"]}), None);
+        let f = Filter::load("data.s.matches('b') || data.s.matches('c')").unwrap();
+        assert_eq!(f.evaluate(&Bound::new(&long), 60_000), Outcome::OverBudget);
     }
 
     #[test]
