@@ -68,9 +68,10 @@ impl Matcher {
         }
     }
 
-    /// Whether the event passes the endpoint's types and filter.
-    pub fn matches_event(&self, event: &Event, cost_limit: u64) -> Outcome {
-        self.matches(event, &mut None, cost_limit).0
+    /// Whether the event passes the endpoint's types and filter, and the
+    /// units the filter spent.
+    pub fn matches_event_counted(&self, event: &Event, cost_limit: u64) -> (Outcome, u64) {
+        self.matches(event, &mut None, cost_limit)
     }
 
     /// The error to record for a filter that ran out of budget on `event`,

@@ -527,12 +527,35 @@ async fn replay_chunk<C: QueueConn + ?Sized>(conn: &mut C, replay: &mut Replay) 
             REPLAY_CHUNK,
         )
         .await?;
-    let read_all = (events.len() as i64) < REPLAY_CHUNK;
-    let events: Vec<&Event> = events
+    let mut read_all = (events.len() as i64) < REPLAY_CHUNK;
+    let mut truncated = false;
+    let mut events: Vec<&Event> = events
         .iter()
         .filter(|e| e.sequence <= replay.up_to)
         .collect();
-    let last = events.last().map_or(replay.up_to, |e| e.sequence);
+    // The filter's evaluations of one chunk share the budget of one write's
+    // filters: a costly filter makes the chunk shorter, not longer. Each
+    // evaluation has its whole budget: the chunk ends before an event the
+    // rest could not pay for, and the next chunk starts with it.
+    let mut budget = cel_cost.saturating_mul(crate::fanout::REQUEST_BUDGET);
+    let mut outcomes = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 && budget < cel_cost {
+            events.truncate(i);
+            read_all = false;
+            truncated = true;
+            break;
+        }
+        let (outcome, used) = matcher.matches_event_counted(event, cel_cost);
+        budget -= used.min(budget);
+        outcomes.push(outcome);
+    }
+    let last = match events.last() {
+        Some(e) => e.sequence,
+        // Nothing left up to `up_to`.
+        None if !truncated => replay.up_to,
+        None => replay.cursor,
+    };
     let mut existing: std::collections::HashMap<i64, Delivery> = std::collections::HashMap::new();
     if !events.is_empty() {
         for d in conn
@@ -550,8 +573,8 @@ async fn replay_chunk<C: QueueConn + ?Sized>(conn: &mut C, replay: &mut Replay) 
     }
     let mut fresh = Vec::new();
     let mut queued = 0i64;
-    for event in &events {
-        match matcher.matches_event(event, cel_cost) {
+    for (event, outcome) in events.iter().zip(outcomes) {
+        match outcome {
             Outcome::Match => {}
             Outcome::NoMatch => continue,
             Outcome::OverBudget => {

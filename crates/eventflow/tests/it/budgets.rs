@@ -17,6 +17,7 @@ backend_tests!(
     pages_of_events_and_records_end_early_at_the_byte_limit,
     retention_deletes_old_events_in_batches_with_their_deliveries,
     large_bodies_are_bounded_in_size_values_and_number_at_once,
+    a_replay_with_a_costly_filter_goes_in_shorter_chunks,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -93,15 +94,21 @@ async fn a_filter_that_runs_out_of_budget_does_not_match_and_says_why(backend: B
             json!({"patientId": patient, "code": "24323-8", "results": (0..3).map(result).collect::<Vec<_>>()}),
         )
         .await;
-    // The plain endpoint gets both; the costly one only the small lab.
+    // The plain endpoint gets both (in either order: attempts run
+    // concurrently); the costly one only the small lab.
     let got = rx.wait_for(3, LONG).await;
     let to = |path: &str| -> Vec<String> {
-        got.iter()
+        let mut ids: Vec<String> = got
+            .iter()
             .filter(|r| r.path == path)
             .map(|r| r.json()["data"]["id"].as_str().unwrap().to_string())
-            .collect()
+            .collect();
+        ids.sort();
+        ids
     };
-    assert_eq!(to("/plain"), vec![big.clone(), small.clone()]);
+    let mut both = vec![big.clone(), small.clone()];
+    both.sort();
+    assert_eq!(to("/plain"), both);
     assert_eq!(to("/costly"), vec![small]);
     let path = format!("/v1/endpoints/{}", costly.id());
     let ep = api.get(&path).await.body;
@@ -577,4 +584,66 @@ async fn large_bodies_are_bounded_in_size_values_and_number_at_once(backend: Bac
     // The second (a field too long) is refused, after its turn.
     assert_eq!(second.await.unwrap().status, 422);
     assert_eq!(server.state.large_bodies.free(), 1);
+}
+
+async fn a_replay_with_a_costly_filter_goes_in_shorter_chunks(backend: Backend) {
+    let server = backend
+        .spawn_with(Options {
+            configure: Some(Box::new(|c| c.limits.cel_cost = 3_000)),
+            ..Options::default()
+        })
+        .await;
+    let api = server.api();
+    let patient = api.patient().await;
+    let results: Vec<Value> = (0..30)
+        .map(|i| json!({"code": format!("c{i}"), "display": "x", "value": i, "unit": "u"}))
+        .collect();
+    let ops: Vec<Value> = (0..40)
+        .map(|_| {
+            json!({"method": "POST", "path": "/v1/labs",
+                   "body": {"patientId": patient, "code": "24323-8", "results": results}})
+        })
+        .collect();
+    assert_eq!(
+        api.post("/v1/batch", json!({ "operations": ops }))
+            .await
+            .status,
+        200
+    );
+    let rx = Receiver::start().await;
+    // About 2,100 units an event: a chunk (ten filters' worth, 30,000 units)
+    // holds about 14 of the 40 labs.
+    let ep = api
+        .post(
+            "/v1/endpoints",
+            json!({"url": rx.url("/"), "eventTypes": ["lab.created"],
+                   "filter": "data.results.exists(r, r.code == 'c29')"}),
+        )
+        .await
+        .id();
+    let r = api
+        .post(&format!("/v1/endpoints/{ep}/replay"), json!({"after": 0}))
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(r.body["status"], "running", "{:?}", r.body);
+    let first = r.body["queued"].as_i64().unwrap();
+    assert!(first > 0 && first < 40, "{first}");
+    let path = format!("/v1/endpoints/{ep}/replays/{}", r.id());
+    let done = wait_for(LONG, "the replay done", || {
+        let api = api.clone();
+        let path = path.clone();
+        async move {
+            let r = api.get(&path).await.body;
+            (r["status"] == "done").then_some(r)
+        }
+    })
+    .await;
+    assert_eq!(done["queued"], 40, "{done}");
+    assert_eq!(rx.wait_for(40, LONG).await.len(), 40);
+    let ep = api.get(&format!("/v1/endpoints/{ep}")).await.body;
+    assert_eq!(
+        ep["filterError"],
+        Value::Null,
+        "no event was passed over: {ep}"
+    );
 }
