@@ -27,6 +27,9 @@ pub struct JsonBody {
 /// `limits.large_bodies` permits before it is read.
 pub const LARGE_BODY_BYTES: u64 = 1024 * 1024;
 
+/// The longest a large body waits for a permit before the request is a 503.
+pub const LARGE_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The permits to read a large body, and how many requests wait for one.
 #[derive(Debug)]
 pub struct LargeBodies {
@@ -52,12 +55,22 @@ impl LargeBodies {
         self.permits.available_permits()
     }
 
+    /// A permit, waiting at most [`LARGE_BODY_WAIT`].
     async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         use std::sync::atomic::Ordering::Relaxed;
+        /// Counts a waiting request until it has a permit or goes.
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Relaxed);
+            }
+        }
         self.waiting.fetch_add(1, Relaxed);
-        let permit = self.permits.clone().acquire_owned().await.ok();
-        self.waiting.fetch_sub(1, Relaxed);
-        permit
+        let _waiting = Waiting(&self.waiting);
+        tokio::time::timeout(LARGE_BODY_WAIT, self.permits.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 }
 
@@ -85,13 +98,14 @@ impl FromRequest<crate::AppState> for JsonBody {
         // Few large bodies at once: each takes memory while it is parsed and
         // written, and a parsed body takes several times its length.
         let permit = if length.is_none_or(|n| n > LARGE_BODY_BYTES) {
-            Some(
-                state
-                    .large_bodies
-                    .acquire()
-                    .await
-                    .ok_or_else(ApiError::internal)?,
-            )
+            Some(state.large_bodies.acquire().await.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "too many large request bodies are being read; try again shortly",
+                )
+                .retrying_after(5)
+            })?)
         } else {
             None
         };
