@@ -27,6 +27,19 @@ async fn debug_logs_hold_no_field_values_and_no_api_key() {
     )
     .await;
     let (mut child, api) = (server.child, server.api);
+    // Read what it prints as it prints it: a full pipe would stop the
+    // server mid-request (debug logging is verbose).
+    let drain = |pipe: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut out).await;
+            }
+            out
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
 
     let patient = api
         .create(
@@ -62,11 +75,11 @@ async fn debug_logs_hold_no_field_values_and_no_api_key() {
     wrong.get("/v1/patients").await;
 
     child.start_kill().unwrap();
-    let out = child.wait_with_output().await.unwrap();
+    child.wait().await.unwrap();
     let printed = format!(
         "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&stdout.await.unwrap()),
+        String::from_utf8_lossy(&stderr.await.unwrap())
     );
     assert!(
         printed.contains("listening"),
