@@ -121,16 +121,6 @@ impl FromRequest<crate::AppState> for JsonBody {
             }
         })?;
         let value = parse_json(&raw)?;
-        if let Some(path) = eventflow_model::validate::find_nul(&value) {
-            let path = if path.is_empty() { "body".into() } else { path };
-            let mut e = ApiError::invalid(&path, eventflow_model::validate::NUL_MESSAGE);
-            // In a batch, the operation at fault is named as for any error.
-            e.index = path
-                .strip_prefix("operations[")
-                .and_then(|rest| rest.split(']').next())
-                .and_then(|n| n.parse().ok());
-            return Err(e);
-        }
         Ok(JsonBody {
             value,
             raw,
@@ -142,17 +132,20 @@ impl FromRequest<crate::AppState> for JsonBody {
 /// Parses a JSON body, refusing an object that has the same key twice
 /// (`{"a": 1, "a": 2}`): parsers disagree on which one wins, so a proxy or
 /// a receiver could read another record than the one stored. A 400 names
-/// the key; a body that is not JSON is a 400 with line and column.
+/// the key; a body that is not JSON is a 400 with line and column. A string
+/// holding a NUL character is a 422 naming where it is (noticed while
+/// parsing; only then is the value searched for its path).
 pub fn parse_json(raw: &[u8]) -> Result<Value, ApiError> {
     let state = ParseState {
         duplicate: std::cell::RefCell::new(None),
         values_left: std::cell::Cell::new(MAX_JSON_VALUES),
         too_many: std::cell::Cell::new(false),
+        nul: std::cell::Cell::new(false),
     };
     let mut de = serde_json::Deserializer::from_slice(raw);
     let parsed = serde::de::DeserializeSeed::deserialize(UniqueKeys(&state), &mut de)
         .and_then(|v| de.end().map(|()| v));
-    parsed.map_err(|e| match state.duplicate.take() {
+    let value = parsed.map_err(|e| match state.duplicate.take() {
         None if state.too_many.get() => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -178,7 +171,20 @@ pub fn parse_json(raw: &[u8]) -> Result<Value, ApiError> {
             "malformed_json",
             format!("the body is not valid JSON: {e}"),
         ),
-    })
+    })?;
+    if state.nul.get()
+        && let Some(path) = eventflow_model::validate::find_nul(&value)
+    {
+        let path = if path.is_empty() { "body".into() } else { path };
+        let mut e = ApiError::invalid(&path, eventflow_model::validate::NUL_MESSAGE);
+        // In a batch, the operation at fault is named as for any error.
+        e.index = path
+            .strip_prefix("operations[")
+            .and_then(|rest| rest.split(']').next())
+            .and_then(|n| n.parse().ok());
+        return Err(e);
+    }
+    Ok(value)
 }
 
 /// Most JSON values (numbers, strings, members…) in one body: a parsed
@@ -194,6 +200,8 @@ struct ParseState {
     values_left: std::cell::Cell<u64>,
     /// Set when the body held more than [`MAX_JSON_VALUES`].
     too_many: std::cell::Cell<bool>,
+    /// Set when a string or a key holds a NUL character.
+    nul: std::cell::Cell<bool>,
 }
 
 /// Deserializes a [`Value`] like serde_json does, but fails on a repeated
@@ -202,6 +210,14 @@ struct ParseState {
 /// recursion limit.
 #[derive(Clone, Copy)]
 struct UniqueKeys<'a>(&'a ParseState);
+
+impl UniqueKeys<'_> {
+    fn note_nul(&self, s: &str) {
+        if s.contains('\0') {
+            self.0.nul.set(true);
+        }
+    }
+}
 
 impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys<'_> {
     type Value = Value;
@@ -234,9 +250,11 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
         Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        self.note_nul(v);
         Ok(Value::String(v.to_owned()))
     }
     fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        self.note_nul(&v);
         Ok(Value::String(v))
     }
     fn visit_unit<E>(self) -> Result<Value, E> {
@@ -255,6 +273,7 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            self.note_nul(&key);
             if object.contains_key(&key) {
                 let e = serde::de::Error::custom("duplicate key");
                 *self.0.duplicate.borrow_mut() = Some(key);
