@@ -93,7 +93,7 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
     let mut commits = state.store.notifier().subscribe(auth.tenant());
     let mut shutdown = state.shutdown.clone();
     let mut scan = q;
-    let events = 'read: loop {
+    let events = loop {
         let committed = *commits.borrow_and_update();
         let events = state.store.events(auth.tenant(), &scan).await?;
         if !events.is_empty() || wait == 0 {
@@ -101,27 +101,19 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
         }
         // Nothing up to `committed` matched: later reads start past it.
         scan.after = scan.after.max(committed);
-        loop {
-            match next_commit(&mut commits, &mut shutdown, Some(deadline)).await {
-                Wake::Commit => {
-                    // One look at the latest commit, for the check and the
-                    // cursor alike: a commit landing in between is not passed
-                    // over unchecked.
-                    let latest = *commits.borrow_and_update();
-                    // Commits whose events are all of types this reader
-                    // does not want, and all known here, need no read.
-                    if !state
-                        .store
-                        .notifier()
-                        .nothing_for(auth.tenant(), scan.after, latest, bits)
-                    {
-                        continue 'read;
-                    }
-                    scan.after = scan.after.max(latest);
-                }
-                Wake::Recheck => continue 'read,
-                Wake::Timeout | Wake::Shutdown => break 'read events,
-            }
+        let woke = next_wanted_commit(
+            state.store.notifier(),
+            auth.tenant(),
+            &mut scan.after,
+            bits,
+            &mut commits,
+            &mut shutdown,
+            Some(deadline),
+        )
+        .await;
+        match woke {
+            Wake::Commit | Wake::Recheck => continue,
+            Wake::Timeout | Wake::Shutdown => break events,
         }
     };
     let next_after = events.last().map(|e| e.sequence).unwrap_or(after);
@@ -188,6 +180,34 @@ async fn next_commit(
         _ = shutdown.changed() => Wake::Shutdown,
         _ = tokio::time::sleep_until(until) => {
             if deadline.is_some_and(|d| until >= d) { Wake::Timeout } else { Wake::Recheck }
+        }
+    }
+}
+
+/// Waits for a commit that may hold an event the reader wants. A commit
+/// whose events are all of types the reader does not want (its `bits`),
+/// all known here (see `Notifier::nothing_for`), only moves `after` past
+/// it: no read. One look at the latest commit serves the check and the
+/// cursor alike, so a commit landing in between is never passed over.
+async fn next_wanted_commit(
+    notifier: &eventflow_store::Notifier,
+    tenant: &str,
+    after: &mut i64,
+    bits: u64,
+    commits: &mut watch::Receiver<i64>,
+    shutdown: &mut watch::Receiver<bool>,
+    deadline: Option<tokio::time::Instant>,
+) -> Wake {
+    loop {
+        match next_commit(commits, shutdown, deadline).await {
+            Wake::Commit => {
+                let latest = *commits.borrow_and_update();
+                if !notifier.nothing_for(tenant, *after, latest, bits) {
+                    return Wake::Commit;
+                }
+                *after = (*after).max(latest);
+            }
+            other => return other,
         }
     }
 }
@@ -262,24 +282,18 @@ async fn stream(
                 Ok(_) => {
                     // Nothing up to `committed` matched the filters.
                     f.query.after = f.query.after.max(committed);
-                    loop {
-                        match next_commit(&mut f.commits, &mut f.shutdown, None).await {
-                            Wake::Commit => {
-                                // One look, for the check and the cursor.
-                                let latest = *f.commits.borrow_and_update();
-                                if !f.store.notifier().nothing_for(
-                                    &f.tenant,
-                                    f.query.after,
-                                    latest,
-                                    f.bits,
-                                ) {
-                                    break;
-                                }
-                                f.query.after = f.query.after.max(latest);
-                            }
-                            Wake::Recheck | Wake::Timeout => break,
-                            Wake::Shutdown => return None,
-                        }
+                    let woke = next_wanted_commit(
+                        f.store.notifier(),
+                        &f.tenant,
+                        &mut f.query.after,
+                        f.bits,
+                        &mut f.commits,
+                        &mut f.shutdown,
+                        None,
+                    )
+                    .await;
+                    if let Wake::Shutdown = woke {
+                        return None;
                     }
                 }
                 Err(e) => {
