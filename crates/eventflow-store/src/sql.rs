@@ -340,21 +340,18 @@ macro_rules! impl_write_conn {
             }
 
             async fn purge(&mut self, events_before: &str, keys_before: &str, quota_before: &str) -> Result<()> {
-                sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-                    .bind(keys_before)
-                    .execute(&mut self.conn)
-                    .await?;
-                // Automations keep their record as long as the events that
-                // started them: finished runs and outbox entries. Pending
-                // runs and timers stay, whatever their age.
-                sqlx::query("DELETE FROM workflow_runs WHERE status <> 'pending' AND finished_at < $1")
-                    .bind(events_before)
-                    .execute(&mut self.conn)
-                    .await?;
-                sqlx::query("DELETE FROM notifications WHERE created_at < $1")
-                    .bind(events_before)
-                    .execute(&mut self.conn)
-                    .await?;
+                for (sql, before) in [
+                    ("DELETE FROM idempotency_keys WHERE created_at < $1", keys_before),
+                    // Automations keep their record as long as the events that
+                    // started them: finished runs and outbox entries. Pending
+                    // runs and timers stay, whatever their age.
+                    ("DELETE FROM workflow_runs WHERE status <> 'pending' AND finished_at < $1", events_before),
+                    ("DELETE FROM notifications WHERE created_at < $1", events_before),
+                    ("DELETE FROM provider_quota_counts WHERE day < $1", quota_before),
+                    ("DELETE FROM provider_quota_uses WHERE day < $1", quota_before),
+                ] {
+                    sqlx::query(sql).bind(before).execute(&mut self.conn).await?;
+                }
                 // A write's chain depth is needed until the engine has
                 // matched its event.
                 sqlx::query(
@@ -363,14 +360,6 @@ macro_rules! impl_write_conn {
                 )
                 .execute(&mut self.conn)
                 .await?;
-                sqlx::query("DELETE FROM provider_quota_counts WHERE day < $1")
-                    .bind(quota_before)
-                    .execute(&mut self.conn)
-                    .await?;
-                sqlx::query("DELETE FROM provider_quota_uses WHERE day < $1")
-                    .bind(quota_before)
-                    .execute(&mut self.conn)
-                    .await?;
                 Ok(())
             }
         }
