@@ -22,6 +22,15 @@ backend_tests!(
 
 const LONG: Duration = Duration::from_secs(20);
 
+/// The replay at `path` once it is done.
+async fn replay_done(api: &eventflow_testkit::Api, path: &str) -> Value {
+    wait_for(LONG, "the replay done", || async {
+        let r = api.get(path).await.body;
+        (r["status"] == "done").then_some(r)
+    })
+    .await
+}
+
 /// `[0..9].all(v, …)` nested `depth` times: 10^depth iterations whatever the
 /// event.
 fn nested(depth: usize) -> String {
@@ -217,15 +226,7 @@ async fn a_long_replay_goes_on_in_chunks_and_reports_its_progress(backend: Backe
     assert!(first > 0 && first < 1200, "the first chunk only: {first}");
     api.patient().await;
     let path = format!("/v1/endpoints/{ep}/replays/{}", r.id());
-    let done = wait_for(LONG, "the replay done", || {
-        let api = api.clone();
-        let path = path.clone();
-        async move {
-            let r = api.get(&path).await.body;
-            (r["status"] == "done").then_some(r)
-        }
-    })
-    .await;
+    let done = replay_done(&api, &path).await;
     assert_eq!(done["queued"], 1200, "{done}");
     assert_eq!(done["cursor"], 1200, "{done}");
     // Every replayed event once, and the new patient once.
@@ -629,15 +630,7 @@ async fn a_replay_with_a_costly_filter_goes_in_shorter_chunks(backend: Backend) 
     let first = r.body["queued"].as_i64().unwrap();
     assert!(first > 0 && first < 40, "{first}");
     let path = format!("/v1/endpoints/{ep}/replays/{}", r.id());
-    let done = wait_for(LONG, "the replay done", || {
-        let api = api.clone();
-        let path = path.clone();
-        async move {
-            let r = api.get(&path).await.body;
-            (r["status"] == "done").then_some(r)
-        }
-    })
-    .await;
+    let done = replay_done(&api, &path).await;
     assert_eq!(done["queued"], 40, "{done}");
     assert_eq!(rx.wait_for(40, LONG).await.len(), 40);
     let ep = api.get(&format!("/v1/endpoints/{ep}")).await.body;
