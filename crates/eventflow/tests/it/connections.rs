@@ -61,14 +61,24 @@ async fn a_half_sent_request_head_is_disconnected_while_others_are_served() {
             .unwrap();
         slow.push(tcp);
     }
-    let r = server.api().get("/healthz").await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_healthz_on_a_new_connection(&server).await;
     for tcp in &mut slow {
         let got = read_until_closed(tcp).await;
         assert!(!got.contains("200 OK"), "{got}");
     }
-    let r = server.api().get("/healthz").await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_healthz_on_a_new_connection(&server).await;
+}
+
+/// One request on a connection of its own: a pooled keep-alive connection
+/// would itself be closed after the short header timeout these tests set,
+/// racing the request sent on it.
+async fn assert_healthz_on_a_new_connection(server: &TestServer) {
+    let mut tcp = connect(server).await;
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: clinic\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_until_closed(&mut tcp).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
