@@ -7,6 +7,7 @@
 //! - [`patch`]: RFC 7396 JSON merge patch and the `previous` diff of an update.
 //! - [`event`]: event types, type globs and the event envelope.
 //! - [`filter`]: an endpoint's CEL filter over the envelope.
+//! - [`scope`]: API key scopes and the event types a key may see.
 //! - [`id`]: prefixed, time-ordered ids (`pat_…`, `evt_…`).
 //! - [`time`]: the one timestamp format the API writes.
 
@@ -15,6 +16,7 @@ pub mod filter;
 pub mod id;
 pub mod patch;
 pub mod resource;
+pub mod scope;
 pub mod time;
 pub mod validate;
 
