@@ -298,6 +298,7 @@ impl Engine {
                         types: Default::default(),
                         resource_type: None,
                         resource_id: None,
+                        visible: None,
                         limit: BATCH,
                         max_bytes: eventflow_store::DEFAULT_PAGE_BYTES,
                     },

@@ -5,11 +5,18 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use eventflow_model::ResourceType;
+use eventflow_model::scope::{Scope, Scopes};
 use eventflow_store::Principal;
 use jiff::Timestamp;
 use rand::RngCore;
@@ -64,8 +71,10 @@ pub struct KeyCache {
 
 #[derive(Debug, Default)]
 struct CacheInner {
-    /// hash → (principal, looked up again after)
-    known: HashMap<String, (Principal, Timestamp)>,
+    /// hash → (principal, looked up again after, the keys epoch it was read in)
+    known: HashMap<String, (Principal, Timestamp, u64)>,
+    /// key id → when its last use was last written
+    touched: HashMap<String, Timestamp>,
     /// hash → unknown until
     unknown: HashMap<String, Timestamp>,
     /// client address (an IPv6 address by its /64) → (window start, failures)
@@ -133,11 +142,12 @@ impl KeyCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The cached answer for a key hash.
-    pub fn lookup(&self, hash: &str, now: Timestamp) -> Lookup {
+    /// The cached answer for a key hash, if it was read in the keys epoch
+    /// `epoch` (a key rotated or revoked since makes every entry stale).
+    pub fn lookup(&self, hash: &str, now: Timestamp, epoch: u64) -> Lookup {
         let mut inner = self.lock();
-        if let Some((p, until)) = inner.known.get(hash) {
-            if *until > now {
+        if let Some((p, until, read_in)) = inner.known.get(hash) {
+            if *until > now && *read_in == epoch {
                 return Lookup::Known(p.clone());
             }
             inner.known.remove(hash);
@@ -151,13 +161,14 @@ impl KeyCache {
         Lookup::Ask
     }
 
-    /// Remembers what the database said of a key hash.
-    pub fn remember(&self, hash: String, principal: Option<Principal>, now: Timestamp) {
+    /// Remembers what the database said of a key hash, read in the keys
+    /// epoch `epoch`.
+    pub fn remember(&self, hash: String, principal: Option<Principal>, now: Timestamp, epoch: u64) {
         let mut inner = self.lock();
         match principal {
             Some(p) => {
-                make_room(&mut inner.known, self.entries, now, |(_, t)| *t);
-                inner.known.insert(hash, (p, now + self.ttl));
+                make_room(&mut inner.known, self.entries, now, |(_, t, _)| *t);
+                inner.known.insert(hash, (p, now + self.ttl, epoch));
             }
             None => {
                 make_room(&mut inner.unknown, self.entries, now, |t| *t);
@@ -196,38 +207,87 @@ impl KeyCache {
         }
     }
 
+    /// Whether the key's last use should be written now: at most once a
+    /// minute per key (and not when the stored value is that recent).
+    fn due_for_touch(&self, p: &Principal, now: Timestamp) -> bool {
+        let minute = jiff::SignedDuration::from_secs(60);
+        if p.last_used_at.is_some_and(|t| t + minute > now) {
+            return false;
+        }
+        let mut inner = self.lock();
+        if inner
+            .touched
+            .get(&p.key_id)
+            .is_some_and(|t| *t + minute > now)
+        {
+            return false;
+        }
+        make_room(&mut inner.touched, self.entries, now, |t| *t + minute);
+        inner.touched.insert(p.key_id.clone(), now);
+        true
+    }
+
     /// Checks a key for a request from `client`: the cache first, then the
     /// database. An address that has failed `auth_failures_per_minute`
     /// times this minute gets a 429 for any key not already cached as
-    /// valid; every unknown key is a failure.
+    /// valid; every unknown, revoked or expired key is a failure, all
+    /// answered alike.
     pub async fn authenticate(
         &self,
-        store: &dyn eventflow_store::Store,
+        store: &Arc<dyn eventflow_store::Store>,
         key: &str,
         client: Option<IpAddr>,
         now: Timestamp,
     ) -> Result<Principal, ApiError> {
-        let hash = hash_key(key);
-        let cached = self.lookup(&hash, now);
-        if let Lookup::Known(p) = cached {
-            return Ok(p);
-        }
-        if let Some(wait) = self.blocked(client, now) {
-            return Err(ApiError::too_many_attempts(wait));
-        }
+        self.authenticate_hash(store, hash_key(key), client, now)
+            .await
+    }
+
+    /// [`KeyCache::authenticate`] for a key known by its hash (a portal
+    /// session's).
+    pub async fn authenticate_hash(
+        &self,
+        store: &Arc<dyn eventflow_store::Store>,
+        hash: String,
+        client: Option<IpAddr>,
+        now: Timestamp,
+    ) -> Result<Principal, ApiError> {
+        let epoch = store.notifier().keys_epoch();
+        let cached = self.lookup(&hash, now, epoch);
         let found = match cached {
             Lookup::Known(p) => Some(p),
-            Lookup::Unknown => None,
-            Lookup::Ask => {
-                let found = store.authenticate(&hash).await?;
-                self.remember(hash, found.clone(), now);
-                found
+            _ => {
+                if let Some(wait) = self.blocked(client, now) {
+                    return Err(ApiError::too_many_attempts(wait));
+                }
+                match cached {
+                    Lookup::Ask => {
+                        let found = store.authenticate(&hash).await?;
+                        self.remember(hash, found.clone(), now, epoch);
+                        found
+                    }
+                    _ => None,
+                }
             }
         };
-        found.ok_or_else(|| {
+        let Some(p) = found.filter(|p| p.valid_until.is_none_or(|until| until > now)) else {
             self.failed(client, now);
-            ApiError::unauthorized()
-        })
+            return Err(ApiError::unauthorized());
+        };
+        if self.due_for_touch(&p, now) {
+            // Off the request's path: the write joins the writer's next group.
+            let store = store.clone();
+            let change = eventflow_store::KeyChange::Touch {
+                id: p.key_id.clone(),
+                at: eventflow_model::time::format(now),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = store.change_key(change).await {
+                    tracing::warn!(error = %e, "could not note a key's last use");
+                }
+            });
+        }
+        Ok(p)
     }
 }
 
@@ -248,36 +308,136 @@ impl Auth {
     pub fn key_id(&self) -> &str {
         &self.0.key_id
     }
+    pub fn scopes(&self) -> &Scopes {
+        &self.0.scopes
+    }
+    /// `403` naming the scope unless the key holds it.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.0.scopes.allows(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(scope.name))
+        }
+    }
 }
+
+/// What a route needs of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing: health, metrics, the documentation, signed provider callbacks.
+    Public,
+    /// A valid key, whatever its scopes: the handler checks finer (a
+    /// batch, each operation's collection).
+    Key,
+    /// A key with this scope.
+    Scope(Scope),
+}
+
+/// What the route `path` (as the router matched it, `/v1/patients/{id}`)
+/// needs for `method`. The OpenAPI document is written from this same
+/// function, so it states exactly what the server checks. A `/v1` route
+/// missing here needs `*`: forgetting one closes it, never opens it.
+pub fn required(method: &Method, path: &str) -> Need {
+    let reads = method == Method::GET || method == Method::HEAD;
+    let rw = |read: Scope, write: Scope| Need::Scope(if reads { read } else { write });
+    if !path.starts_with("/v1/") || path.starts_with("/v1/inbound/") {
+        return Need::Public;
+    }
+    let mut parts = path.trim_start_matches("/v1/").split('/');
+    let family = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    if let Some(rt) = ResourceType::ALL
+        .into_iter()
+        .find(|rt| rt.collection() == family)
+    {
+        return rw(Scope::read(rt), Scope::write(rt));
+    }
+    match (family, rest.as_slice()) {
+        ("batch", _) => Need::Key,
+        ("events", [_, "deliveries"]) => Need::Scope(Scope::ENDPOINTS_READ),
+        ("events" | "event-types", _) => Need::Scope(Scope::EVENTS_READ),
+        ("endpoints", [_, "secret"]) => Need::Scope(Scope::ENDPOINTS_WRITE),
+        ("endpoints" | "deliveries", _) => rw(Scope::ENDPOINTS_READ, Scope::ENDPOINTS_WRITE),
+        ("audit-log" | "disclosures", _) => Need::Scope(Scope::AUDIT_READ),
+        ("workflows" | "workflow-runs" | "notifications" | "timers", _) => {
+            rw(Scope::WORKFLOWS_READ, Scope::WORKFLOWS_WRITE)
+        }
+        ("api-keys", _) => Need::Scope(Scope::KEYS_MANAGE),
+        _ => Need::Scope(Scope::ALL),
+    }
+}
+
+/// Authenticates and authorises every request to a `/v1` route before its
+/// handler runs (the route's [`required`] scope, `403` naming it when
+/// missing), and hands the principal on to [`Auth`].
+pub async fn authorize(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let need = match &matched {
+        Some(m) => required(req.method(), m.as_str()),
+        None => Need::Public,
+    };
+    if need == Need::Public {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let principal = match principal(&mut parts, &state).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if let Need::Scope(scope) = need
+        && !principal.scopes.allows(scope)
+    {
+        return ApiError::forbidden(scope.name).into_response();
+    }
+    parts.extensions.insert(Authorized(principal));
+    req = Request::from_parts(parts, body);
+    next.run(req).await
+}
+
+/// The principal [`authorize`] found.
+#[derive(Debug, Clone)]
+struct Authorized(Principal);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(Internal(p)) = parts.extensions.get::<Internal>() {
+        if let Some(Authorized(p)) = parts.extensions.get::<Authorized>() {
             return Ok(Auth(p.clone()));
         }
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .ok_or_else(ApiError::unauthorized)?;
-        let key = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty() && k.len() <= 200)
-            .ok_or_else(ApiError::unauthorized)?;
-        let client = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        let principal = state
-            .keys
-            .authenticate(&*state.store, key, client, state.clock.now())
-            .await?;
-        Ok(Auth(principal))
+        principal(parts, state).await.map(Auth)
     }
+}
+
+/// The caller of a request: the portal's signed-in key, or the request's
+/// `Authorization: Bearer` key.
+async fn principal(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
+    if let Some(Internal(p)) = parts.extensions.get::<Internal>() {
+        return Ok(p.clone());
+    }
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .ok_or_else(ApiError::unauthorized)?;
+    let key = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .ok_or_else(ApiError::unauthorized)?;
+    let client = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    state
+        .keys
+        .authenticate(&state.store, key, client, state.clock.now())
+        .await
 }
 
 #[cfg(test)]
@@ -285,10 +445,7 @@ mod tests {
     use super::*;
 
     fn principal(n: usize) -> Principal {
-        Principal {
-            tenant_id: format!("ten_{n}"),
-            key_id: format!("key_{n}"),
-        }
+        Principal::everything(&format!("ten_{n}"), &format!("key_{n}"))
     }
 
     #[test]
@@ -300,8 +457,8 @@ mod tests {
         let cache = KeyCache::new(&limits);
         let now = Timestamp::now();
         for n in 0..100 {
-            cache.remember(format!("known{n}"), Some(principal(n)), now);
-            cache.remember(format!("unknown{n}"), None, now);
+            cache.remember(format!("known{n}"), Some(principal(n)), now, 0);
+            cache.remember(format!("unknown{n}"), None, now, 0);
             cache.failed(Some(IpAddr::from([10, 0, 0, n as u8])), now);
         }
         let inner = cache.lock();
@@ -314,14 +471,47 @@ mod tests {
     fn unknown_keys_are_forgotten_quickly_and_known_ones_after_the_ttl() {
         let cache = KeyCache::new(&crate::config::Limits::default());
         let now = Timestamp::now();
-        cache.remember("k".into(), Some(principal(1)), now);
-        cache.remember("u".into(), None, now);
-        assert!(matches!(cache.lookup("u", now), Lookup::Unknown));
+        cache.remember("k".into(), Some(principal(1)), now, 0);
+        cache.remember("u".into(), None, now, 0);
+        assert!(matches!(cache.lookup("u", now, 0), Lookup::Unknown));
         let later = now + jiff::SignedDuration::from_secs(11);
-        assert!(matches!(cache.lookup("u", later), Lookup::Ask));
-        assert!(matches!(cache.lookup("k", later), Lookup::Known(_)));
+        assert!(matches!(cache.lookup("u", later, 0), Lookup::Ask));
+        assert!(matches!(cache.lookup("k", later, 0), Lookup::Known(_)));
         let later = now + jiff::SignedDuration::from_secs(60);
-        assert!(matches!(cache.lookup("k", later), Lookup::Ask));
+        assert!(matches!(cache.lookup("k", later, 0), Lookup::Ask));
+    }
+
+    #[test]
+    fn a_key_change_makes_every_cached_key_stale() {
+        let cache = KeyCache::new(&crate::config::Limits::default());
+        let now = Timestamp::now();
+        cache.remember("k".into(), Some(principal(1)), now, 7);
+        assert!(matches!(cache.lookup("k", now, 7), Lookup::Known(_)));
+        assert!(matches!(cache.lookup("k", now, 8), Lookup::Ask));
+        // Read before the change, remembered after it: never served.
+        cache.remember("k".into(), Some(principal(1)), now, 7);
+        assert!(matches!(cache.lookup("k", now, 8), Lookup::Ask));
+    }
+
+    #[test]
+    fn every_v1_route_family_needs_a_scope_and_unknown_ones_need_everything() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(required(&get, "/healthz"), Need::Public);
+        assert_eq!(required(&post, "/v1/inbound/twilio/{tenant}"), Need::Public);
+        assert_eq!(
+            required(&get, "/v1/appointments/{id}"),
+            Need::Scope(Scope::read(ResourceType::Appointment))
+        );
+        assert_eq!(
+            required(&Method::PATCH, "/v1/patients/{id}"),
+            Need::Scope(Scope::write(ResourceType::Patient))
+        );
+        assert_eq!(
+            required(&get, "/v1/endpoints/{id}/secret"),
+            Need::Scope(Scope::ENDPOINTS_WRITE)
+        );
+        assert_eq!(required(&get, "/v1/somewhere-new"), Need::Scope(Scope::ALL));
     }
 
     #[test]

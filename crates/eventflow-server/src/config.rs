@@ -263,6 +263,8 @@ pub struct Limits {
     /// Workflow writes caused by workflow writes, at most, before the run
     /// fails with "loop".
     pub workflow_chain_depth: u32,
+    /// Live (not revoked) API keys one tenant may hold.
+    pub keys_per_tenant: u32,
 }
 
 impl Default for Limits {
@@ -284,13 +286,14 @@ impl Default for Limits {
             template_fuel: 200_000,
             template_output_bytes: 64 * 1024,
             workflow_chain_depth: 8,
+            keys_per_tenant: 1000,
         }
     }
 }
 
 impl Limits {
     fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&str, u64); 16] = [
+        let positive: [(&str, u64); 17] = [
             ("cel_cost", self.cel_cost),
             ("max_record_bytes", self.max_record_bytes as u64),
             ("max_page_bytes", self.max_page_bytes as u64),
@@ -310,6 +313,7 @@ impl Limits {
             ("template_fuel", self.template_fuel),
             ("template_output_bytes", self.template_output_bytes as u64),
             ("workflow_chain_depth", u64::from(self.workflow_chain_depth)),
+            ("keys_per_tenant", u64::from(self.keys_per_tenant)),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -86,6 +86,15 @@ impl ApiError {
         )
     }
 
+    /// The key is valid but lacks `scope`.
+    pub fn forbidden(scope: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this key lacks the scope {scope}"),
+        )
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }

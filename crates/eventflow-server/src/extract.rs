@@ -129,6 +129,29 @@ impl FromRequest<crate::AppState> for JsonBody {
     }
 }
 
+/// A body that may be left out: no body at all (no `Content-Type` and no
+/// bytes) is `None`; anything else is read as a [`JsonBody`].
+impl axum::extract::OptionalFromRequest<crate::AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &crate::AppState) -> Result<Option<Self>, ApiError> {
+        let length = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let chunked = req
+            .headers()
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
+        if !req.headers().contains_key(CONTENT_TYPE) && !chunked && length.unwrap_or(0) == 0 {
+            return Ok(None);
+        }
+        <JsonBody as FromRequest<crate::AppState>>::from_request(req, state)
+            .await
+            .map(Some)
+    }
+}
+
 /// Parses a JSON body, refusing an object that has the same key twice
 /// (`{"a": 1, "a": 2}`): parsers disagree on which one wins, so a proxy or
 /// a receiver could read another record than the one stored. A 400 names

@@ -9,13 +9,15 @@
 
 use axum::Router;
 use eventflow_model::resource::{FieldKind, FieldSpec};
+use eventflow_model::scope::Scope;
 use eventflow_model::validate::{self, MAX_STRING_CHARS};
 use eventflow_model::{Event, ResourceRef, ResourceType};
-use eventflow_store::{Attempt, AuditEntry, Delivery, Disclosure};
+use eventflow_store::{ApiKey, Attempt, AuditEntry, Delivery, Disclosure};
 use serde_json::{Map, Value, json};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::AppState;
+use crate::auth::{Need, required};
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::routes::records::VERSION_PATTERN;
 
@@ -498,6 +500,9 @@ pub fn document() -> Value {
             "nextCursor": {"type": ["string", "null"]}}}))), &["422"]),
     }}));
     webhook_paths(&mut paths);
+    key_paths(&mut paths);
+    schemas.insert("ApiKey".into(), schema_of::<ApiKey>());
+    with_scopes(&mut paths);
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -510,7 +515,7 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <api key>"}},
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <api key>. Each operation's security requirement lists the scope its key needs (README, \"Keys and scopes\"); a key without it gets a 403 `forbidden` naming the scope."}},
         },
     })
 }
@@ -525,6 +530,62 @@ fn event_type_names() -> Vec<String> {
                 .map(|(t, _)| t.to_string()),
         )
         .collect()
+}
+
+/// The scope each operation needs, from [`crate::auth::required`] (the
+/// function the server checks with), as its security requirement, and the
+/// 403 every operation that needs one can answer.
+fn with_scopes(paths: &mut Map<String, Value>) {
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            let Ok(m) = method.to_uppercase().parse::<axum::http::Method>() else {
+                continue;
+            };
+            let scopes = match required(&m, path) {
+                Need::Public => continue,
+                Need::Key => Vec::new(),
+                Need::Scope(scope) => vec![scope.name],
+            };
+            op["security"] = json!([{ "apiKey": scopes }]);
+            if let Some(r) = op["responses"].as_object_mut() {
+                r.extend(errors(&["403"]));
+            }
+        }
+    }
+}
+
+fn key_paths(paths: &mut Map<String, Value>) {
+    let scope_names: Vec<&str> = Scope::all().into_iter().map(|s| s.name).collect();
+    let with_secret = json!({"allOf": [schema_ref("ApiKey"), {"type": "object", "required": ["key"], "properties": {
+        "key": {"type": "string", "pattern": "^efk_[A-Za-z0-9_-]{43}$", "description": "The secret: shown only in this answer."}}}]});
+    paths.insert("/v1/api-keys".into(), json!({
+        "post": {"tags": ["Keys"], "operationId": "createApiKey",
+            "summary": "A new key with the scopes given (at most the caller's own); the secret is in this answer only.",
+            "description": "A scope the calling key does not hold is a 403 naming it; an unknown scope a 422 naming it. More than limits.keys_per_tenant live keys is a 409.",
+            "requestBody": {"required": true, "content": json_content(json!({"type": "object", "required": ["name", "scopes"], "additionalProperties": false, "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": crate::routes::keys::MAX_NAME_CHARS},
+                "scopes": {"type": "array", "minItems": 1, "maxItems": eventflow_model::scope::MAX_SCOPES, "items": {"type": "string", "enum": scope_names}},
+                "expiresAt": {"type": ["string", "null"], "format": "date-time", "description": "After this the key is a 401; must be in the future."}}}))},
+            "responses": responses(("201", ok("The key, with its secret", with_secret.clone())), &with(&["409"], &BODY_ERRORS))},
+        "get": {"tags": ["Keys"], "operationId": "listApiKeys", "summary": "The tenant's live keys, oldest first, without secrets.",
+            "responses": responses(("200", ok("Keys", json!({"type": "object", "properties": {"data": {"type": "array", "items": schema_ref("ApiKey")}}}))), &[])},
+    }));
+    paths.insert("/v1/api-keys/{id}".into(), json!({
+        "get": {"tags": ["Keys"], "operationId": "getApiKey", "summary": "One live key, without its secret.", "parameters": [id_param()],
+            "responses": responses(("200", ok("The key", schema_ref("ApiKey"))), &["404"])},
+        "delete": {"tags": ["Keys"], "operationId": "revokeApiKey",
+            "summary": "Revoke a key: a 401 on every node within a second. Only a key holding all its scopes may.",
+            "parameters": [id_param()], "responses": responses(("204", json!({"description": "Revoked"})), &["404"])},
+    }));
+    paths.insert("/v1/api-keys/{id}/rotate".into(), json!({"post": {"tags": ["Keys"], "operationId": "rotateApiKey",
+        "summary": "A new secret for the same key; the old one works graceSeconds more (default 0). Only a key holding all its scopes may.",
+        "parameters": [id_param()],
+        "requestBody": {"required": false, "content": json_content(json!({"type": ["object", "null"], "additionalProperties": false, "properties": {
+            "graceSeconds": {"type": "integer", "minimum": 0, "maximum": crate::routes::keys::MAX_GRACE_SECONDS}}}))},
+        "responses": responses(("200", ok("The key, with its new secret", with_secret)), &with(&["404"], &BODY_ERRORS))}}));
 }
 
 /// An endpoint as returned (`input`: as sent to create or patch it).

@@ -22,6 +22,7 @@ pub mod clock;
 pub mod delivery;
 pub mod error;
 pub mod fanout;
+pub mod keys;
 pub mod migrations;
 pub mod notify;
 pub mod ops;
@@ -43,6 +44,7 @@ pub use notify::Notifier;
 pub use types::*;
 
 pub use delivery::*;
+pub use keys::{ApiKey, KeyChange, Principal, Secret};
 pub use outbox::EndpointChange;
 
 /// What this node's dispatcher receives from the store: deliveries leased
@@ -140,8 +142,20 @@ pub trait Store: Send + Sync + 'static {
     /// One page of the tenant's audit log, newest first.
     async fn audit_log(&self, tenant: &str, q: &AuditQuery) -> Result<AuditPage>;
 
-    /// The tenant and key of an API key, by the key's SHA-256 hash.
+    /// The tenant, key and scopes of a live API key, by the SHA-256 hash of
+    /// its secret (or of the secret a rotation replaced, still in its grace
+    /// period: `valid_until` says until when).
     async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>>;
+
+    /// Creates, rotates, revokes or touches a key, with its audit entry;
+    /// the key as it now stands (`None`: no such live key).
+    async fn change_key(&self, change: KeyChange) -> Result<Option<ApiKey>>;
+
+    /// The tenant's live keys, oldest first.
+    async fn api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>>;
+
+    /// One live key of the tenant.
+    async fn api_key(&self, tenant: &str, id: &str) -> Result<Option<ApiKey>>;
 
     /// Creates a tenant with one API key (given as its hash). With
     /// `only_if_no_tenants`, does nothing (and returns `None`) unless the

@@ -48,6 +48,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "timer chain depth",
         include_str!("../migrations/sqlite/0008_timer_chain_depth.sql"),
     ),
+    (
+        9,
+        "key scopes",
+        include_str!("../migrations/sqlite/0009_key_scopes.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -90,6 +95,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         8,
         "timer chain depth",
         include_str!("../migrations/postgres/0008_timer_chain_depth.sql"),
+    ),
+    (
+        9,
+        "key scopes",
+        include_str!("../migrations/postgres/0009_key_scopes.sql"),
     ),
 ];
 

@@ -31,9 +31,23 @@ pub struct Notifier {
     /// with their latest sequence.
     changed: Mutex<HashMap<String, i64>>,
     any: tokio::sync::Notify,
+    /// Bumped whenever a key is rotated or revoked (here, or on another
+    /// node): caches of keys made before are stale.
+    keys_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Notifier {
+    /// Says that a key was rotated or revoked: every cached key is stale.
+    pub fn keys_changed(&self) {
+        self.keys_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Changes whenever [`Notifier::keys_changed`] is called.
+    pub fn keys_epoch(&self) -> u64 {
+        self.keys_epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// A receiver that changes whenever the tenant commits events. Subscribe
     /// before reading, so a commit between the read and the wait is not missed.
     pub fn subscribe(&self, tenant: &str) -> watch::Receiver<i64> {

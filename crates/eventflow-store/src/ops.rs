@@ -87,6 +87,29 @@ pub trait WriteConn: RecordTx {
         key_hash: &str,
         now: &str,
     ) -> Result<()>;
+    /// The tenant's keys not revoked.
+    async fn count_live_keys(&mut self, tenant: &str) -> Result<i64>;
+    async fn insert_scoped_key(
+        &mut self,
+        tenant: &str,
+        key: &crate::keys::ApiKey,
+        key_hash: &str,
+    ) -> Result<()>;
+    /// A live key of the tenant.
+    async fn load_key(&mut self, tenant: &str, id: &str) -> Result<Option<crate::keys::ApiKey>>;
+    /// Gives a live key a new secret; the old one stays valid until
+    /// `grace_until` when given. `false`: no such live key.
+    async fn rotate_key(
+        &mut self,
+        tenant: &str,
+        id: &str,
+        secret: &crate::keys::Secret,
+        grace_until: Option<&str>,
+    ) -> Result<bool>;
+    async fn revoke_key(&mut self, tenant: &str, id: &str, now: &str) -> Result<()>;
+    async fn touch_key(&mut self, id: &str, at: &str) -> Result<()>;
+    /// Tells other nodes, at commit, that a key changed.
+    async fn announce_keys(&mut self) -> Result<()>;
     /// Deletes up to `limit` of the oldest events created before
     /// `events_before`, with the deliveries made of them; returns how many
     /// events went.

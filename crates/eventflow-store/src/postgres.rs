@@ -8,7 +8,8 @@
 //! before commit becoming visible after a larger one) cannot happen. Groups
 //! are ordered by tenant, so two nodes never wait on each other in a cycle.
 //! At commit, `pg_notify` tells every node's listener, which wakes its long
-//! polls and streams.
+//! polls and streams; a key rotated or revoked is announced the same way,
+//! and every node drops its cached keys.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,8 @@ use crate::writer::WriterHandle;
 
 /// The channel commits are announced on.
 const CHANNEL: &str = "eventflow_events";
+/// The channel key rotations and revocations are announced on.
+const KEYS_CHANNEL: &str = "eventflow_keys";
 
 /// Tuning of the PostgreSQL backend.
 #[derive(Debug, Clone)]
@@ -83,6 +86,7 @@ crate::sql::impl_write_conn!(
     begin: "BEGIN",
     lock_tenant: "SELECT endpoints_version FROM tenants WHERE id = $1 FOR UPDATE",
     announce: Some("SELECT pg_notify('eventflow_events', $1)"),
+    announce_keys: Some("SELECT pg_notify('eventflow_keys', '')"),
 );
 
 crate::queue::impl_queue_conn!(
@@ -173,7 +177,7 @@ impl PgStore {
             .await
             .map_err(explain_connect)?;
         let mut listener = PgListener::connect_with(&listen_pool).await?;
-        listener.listen(CHANNEL).await?;
+        listener.listen_all([CHANNEL, KEYS_CHANNEL]).await?;
         tokio::spawn(listen(listener, notifier.clone()));
         let (shared, fanout) = crate::Shared::new(config.cel_cost, config.max_record_bytes);
         let writer = WriterHandle::start(
@@ -207,6 +211,7 @@ impl PgStore {
 async fn listen(mut listener: PgListener, notifier: Arc<Notifier>) {
     loop {
         match listener.recv().await {
+            Ok(n) if n.channel() == KEYS_CHANNEL => notifier.keys_changed(),
             Ok(n) => {
                 if let Some((tenant, seq)) = n.payload().split_once(' ')
                     && let Ok(seq) = seq.parse()
@@ -215,6 +220,8 @@ async fn listen(mut listener: PgListener, notifier: Arc<Notifier>) {
                 }
             }
             Err(e) => {
+                // A key change may have been missed while disconnected.
+                notifier.keys_changed();
                 // PgListener reconnects on the next recv; don't spin.
                 tracing::warn!(error = %e, "commit listener lost its connection; reconnecting");
                 tokio::time::sleep(Duration::from_millis(500)).await;

@@ -101,24 +101,37 @@ where
     if let Some(id) = &q.resource_id {
         qb.push(" AND resource_id = ").push_bind(id.clone());
     }
-    if !q.types.is_all() {
-        let (exact, prefixes) = q.types.split();
-        qb.push(" AND (1 = 0");
-        for t in exact {
-            qb.push(" OR type = ").push_bind(t.to_string());
-        }
-        for p in prefixes {
-            qb.push(" OR (type >= ").push_bind(p.to_string());
-            match prefix_upper_bound(p) {
-                Some(upper) => qb.push(" AND type < ").push_bind(upper).push(")"),
-                None => qb.push(")"),
-            };
-        }
-        qb.push(")");
+    push_types(&mut qb, &q.types);
+    if let Some(visible) = &q.visible {
+        push_types(&mut qb, visible);
     }
     qb.push(" ORDER BY sequence LIMIT ")
         .push_bind(i64::from(q.limit));
     qb
+}
+
+/// ` AND (the type matches one of the filter's patterns)`.
+fn push_types<DB>(qb: &mut QueryBuilder<DB>, types: &eventflow_model::TypeFilter)
+where
+    DB: Database,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    if types.is_all() {
+        return;
+    }
+    let (exact, prefixes) = types.split();
+    qb.push(" AND (1 = 0");
+    for t in exact {
+        qb.push(" OR type = ").push_bind(t.to_string());
+    }
+    for p in prefixes {
+        qb.push(" OR (type >= ").push_bind(p.to_string());
+        match prefix_upper_bound(p) {
+            Some(upper) => qb.push(" AND type < ").push_bind(upper).push(")"),
+            None => qb.push(")"),
+        };
+    }
+    qb.push(")");
 }
 
 /// `SELECT id, at, key_id, action, resource_type, resource_id FROM audit_log …`,

@@ -23,7 +23,7 @@ pub(crate) fn parse_event(text: &str) -> Result<eventflow_model::Event> {
 /// `RecordTx` and `WriteConn` for a struct with a `conn` field holding the
 /// backend's connection.
 macro_rules! impl_write_conn {
-    ($conn:ty, begin: $begin:expr, lock_tenant: $lock_tenant:expr, announce: $announce:expr $(,)?) => {
+    ($conn:ty, begin: $begin:expr, lock_tenant: $lock_tenant:expr, announce: $announce:expr, announce_keys: $announce_keys:expr $(,)?) => {
         const _: () = {
             use async_trait::async_trait;
             use eventflow_model::{Event, Object, ResourceType};
@@ -309,6 +309,94 @@ macro_rules! impl_write_conn {
                     .await?;
                 Ok(())
             }
+            async fn count_live_keys(&mut self, tenant: &str) -> Result<i64> {
+                Ok(sqlx::query("SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL")
+                    .bind(tenant)
+                    .fetch_one(&mut self.conn)
+                    .await?
+                    .get(0))
+            }
+            async fn insert_scoped_key(&mut self, tenant: &str, key: &crate::keys::ApiKey, key_hash: &str) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO api_keys (id, tenant_id, key_hash, created_at, name, scopes, prefix, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&key.id)
+                .bind(tenant)
+                .bind(key_hash)
+                .bind(&key.created_at)
+                .bind(&key.name)
+                .bind(json_text(&key.scopes)?)
+                .bind(&key.prefix)
+                .bind(&key.expires_at)
+                .execute(&mut self.conn)
+                .await?;
+                Ok(())
+            }
+            async fn load_key(&mut self, tenant: &str, id: &str) -> Result<Option<crate::keys::ApiKey>> {
+                let sql = format!(
+                    "SELECT {} FROM api_keys WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+                    crate::keys::KEY_COLUMNS
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .bind(id)
+                    .fetch_optional(&mut self.conn)
+                    .await?;
+                row.as_ref().map(crate::keys::key_from_row).transpose()
+            }
+            async fn rotate_key(
+                &mut self,
+                tenant: &str,
+                id: &str,
+                secret: &crate::keys::Secret,
+                grace_until: Option<&str>,
+            ) -> Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE api_keys SET \
+                     previous_hash = CASE WHEN $4 IS NULL THEN NULL ELSE key_hash END, \
+                     previous_until = $4, key_hash = $3, prefix = $5 \
+                     WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+                )
+                .bind(tenant)
+                .bind(id)
+                .bind(&secret.hash)
+                .bind(grace_until)
+                .bind(&secret.prefix)
+                .execute(&mut self.conn)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+            async fn revoke_key(&mut self, tenant: &str, id: &str, now: &str) -> Result<()> {
+                sqlx::query(
+                    "UPDATE api_keys SET revoked_at = $3, previous_hash = NULL, previous_until = NULL \
+                     WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(tenant)
+                .bind(id)
+                .bind(now)
+                .execute(&mut self.conn)
+                .await?;
+                Ok(())
+            }
+            async fn touch_key(&mut self, id: &str, at: &str) -> Result<()> {
+                sqlx::query(
+                    "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 \
+                     AND (last_used_at IS NULL OR last_used_at < $2)",
+                )
+                .bind(id)
+                .bind(at)
+                .execute(&mut self.conn)
+                .await?;
+                Ok(())
+            }
+            async fn announce_keys(&mut self) -> Result<()> {
+                let sql: Option<&'static str> = $announce_keys;
+                if let Some(sql) = sql {
+                    sqlx::query(sql).execute(&mut self.conn).await?;
+                }
+                Ok(())
+            }
             async fn purge_events(&mut self, events_before: &str, limit: i64) -> Result<u64> {
                 let ids: Vec<String> = sqlx::query(
                     "SELECT id FROM events WHERE created_at < $1 ORDER BY created_at LIMIT $2",
@@ -511,15 +599,68 @@ macro_rules! impl_store {
                 Ok(AuditPage { data, next_cursor })
             }
 
-            async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>> {
-                let row = sqlx::query("SELECT tenant_id, id FROM api_keys WHERE key_hash = $1")
-                    .bind(key_hash)
+            async fn authenticate(&self, key_hash: &str) -> Result<Option<crate::keys::Principal>> {
+                let row = sqlx::query(
+                    "SELECT tenant_id, id, scopes, expires_at, last_used_at, previous_until, \
+                     key_hash = $1 FROM api_keys \
+                     WHERE (key_hash = $1 OR previous_hash = $1) AND revoked_at IS NULL",
+                )
+                .bind(key_hash)
+                .fetch_optional(&self.reads)
+                .await?;
+                let Some(r) = row else { return Ok(None) };
+                let scopes: Vec<String> = serde_json::from_str(r.try_get::<&str, _>(2)?)
+                    .map_err(|_| crate::error::StoreError::corrupt("key scopes"))?;
+                let scopes = eventflow_model::scope::Scopes::parse(scopes.iter().map(String::as_str))
+                    .map_err(|_| crate::error::StoreError::corrupt("key scopes"))?;
+                let stamp = |i: usize| -> Result<Option<jiff::Timestamp>> {
+                    r.try_get::<Option<String>, _>(i)?
+                        .map(|s| s.parse().map_err(|_| crate::error::StoreError::corrupt("key time")))
+                        .transpose()
+                };
+                let expires = stamp(3)?;
+                let current: bool = r.try_get(6)?;
+                let grace = if current { None } else { stamp(5)?.or(Some(jiff::Timestamp::MIN)) };
+                let valid_until = match (expires, grace) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                Ok(Some(crate::keys::Principal {
+                    tenant_id: r.try_get(0)?,
+                    key_id: r.try_get(1)?,
+                    scopes,
+                    valid_until,
+                    last_used_at: stamp(4)?,
+                }))
+            }
+
+            async fn change_key(&self, change: crate::keys::KeyChange) -> Result<Option<crate::keys::ApiKey>> {
+                self.writer.key(change).await
+            }
+
+            async fn api_keys(&self, tenant: &str) -> Result<Vec<crate::keys::ApiKey>> {
+                let sql = format!(
+                    "SELECT {} FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL ORDER BY id",
+                    crate::keys::KEY_COLUMNS
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .fetch_all(&self.reads)
+                    .await?;
+                rows.iter().map(crate::keys::key_from_row).collect()
+            }
+
+            async fn api_key(&self, tenant: &str, id: &str) -> Result<Option<crate::keys::ApiKey>> {
+                let sql = format!(
+                    "SELECT {} FROM api_keys WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+                    crate::keys::KEY_COLUMNS
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .bind(id)
                     .fetch_optional(&self.reads)
                     .await?;
-                Ok(row.map(|r| Principal {
-                    tenant_id: r.get(0),
-                    key_id: r.get(1),
-                }))
+                row.as_ref().map(crate::keys::key_from_row).transpose()
             }
 
             async fn create_tenant(

@@ -90,6 +90,9 @@ pub struct EventQuery {
     pub resource_type: Option<ResourceType>,
     /// Only the events of this record.
     pub resource_id: Option<String>,
+    /// Only events of these types, whatever `types` asks for: the types the
+    /// caller's key may see (`None`: every type).
+    pub visible: Option<TypeFilter>,
     pub limit: u32,
     /// Rows are read until their bodies reach this many bytes: the page
     /// ends early (it always holds at least one event).
@@ -125,13 +128,6 @@ pub struct AuditQuery {
 pub struct AuditPage {
     pub data: Vec<AuditEntry>,
     pub next_cursor: Option<String>,
-}
-
-/// Who is calling: the tenant and key an API key belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub tenant_id: String,
-    pub key_id: String,
 }
 
 /// A tenant just created.

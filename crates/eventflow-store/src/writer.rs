@@ -91,6 +91,7 @@ pub(crate) enum Command {
     },
     Notify(Box<Notification>),
     ReserveQuota(Box<QuotaReservation>),
+    Key(Box<crate::keys::KeyChange>),
 }
 
 impl Command {
@@ -126,6 +127,7 @@ pub(crate) enum Reply {
     Runs(Option<Vec<Run>>),
     Run(Option<Run>),
     Flag(bool),
+    Key(Option<crate::keys::ApiKey>),
 }
 
 pub(crate) struct Job {
@@ -194,6 +196,13 @@ impl WriterHandle {
         {
             Reply::Tenant(t) => Ok(t),
             _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn key(&self, change: crate::keys::KeyChange) -> Result<Option<crate::keys::ApiKey>> {
+        match self.send(Command::Key(Box::new(change))).await? {
+            Reply::Key(k) => Ok(k),
+            _ => unreachable!("key reply"),
         }
     }
 
@@ -462,6 +471,11 @@ async fn commit_group<C: WriteConn + QueueConn + AutoConn>(
                 if conn.fanout().committed() {
                     wake.notify_one();
                 }
+                if jobs.iter().any(|j| {
+                    matches!(&j.command, Command::Key(change) if crate::keys::invalidates(change))
+                }) {
+                    notifier.keys_changed();
+                }
                 for (job, result) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(result);
                 }
@@ -645,6 +659,10 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
             ))
         }
         Command::Ping => Ok((Reply::Done, None, Vec::new())),
+        Command::Key(change) => {
+            let key = crate::keys::apply(conn, change, &now_s).await?;
+            Ok((Reply::Key(key), None, Vec::new()))
+        }
         Command::Endpoint(change) => {
             conn.lock_tenant(command.tenant().unwrap_or_default())
                 .await?;

@@ -388,6 +388,21 @@ impl TestServer {
         }
     }
 
+    /// Creates a key of the `default` tenant with these scopes (through the
+    /// API) and returns a client using it.
+    pub async fn scoped(&self, scopes: &[&str]) -> Api {
+        let r = self
+            .api()
+            .post(
+                "/v1/api-keys",
+                serde_json::json!({"name": "scoped", "scopes": scopes}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        self.api()
+            .with_key(r.body["key"].as_str().expect("a secret"))
+    }
+
     /// A client with no API key.
     pub fn anonymous(&self) -> Api {
         Api {
@@ -456,6 +471,14 @@ impl Reply {
 }
 
 impl Api {
+    /// The same server with another key.
+    pub fn with_key(&self, key: &str) -> Api {
+        Api {
+            key: Some(key.to_string()),
+            ..self.clone()
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -69,6 +69,27 @@ enum Command {
     /// Example: eventflow events tail --types 'appointment.*'
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Manage the tenant's API keys (through the API; needs keys:manage).
+    ///
+    /// Example: eventflow keys create --name billing --scope appointments:read --scope events:read
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key and print its secret alone on standard output.
+    ///
+    /// Example: eventflow keys create --name billing --scope appointments:read --scope events:read
+    Create(client::KeysCreateArgs),
+    /// List the live keys (never their secrets).
+    ///
+    /// Example: eventflow keys list
+    List(client::KeysListArgs),
+    /// Revoke a key: refused on every node within a second.
+    ///
+    /// Example: eventflow keys revoke key_01J…
+    Revoke(client::KeysRevokeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +257,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args).await,
         Command::Listen(args) => client::listen(args).await,
         Command::Trigger(args) => client::trigger(args).await,
+        Command::Keys(KeysCommand::Create(args)) => client::keys_create(args).await,
+        Command::Keys(KeysCommand::List(args)) => client::keys_list(args).await,
+        Command::Keys(KeysCommand::Revoke(args)) => client::keys_revoke(args).await,
         Command::Events(EventsCommand::Tail(args)) => client::tail(args).await,
     }
 }

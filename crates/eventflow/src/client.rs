@@ -1,4 +1,4 @@
-//! The client commands: `trigger`, `events tail` and `listen`. They speak to
+//! The client commands: `trigger`, `events tail`, `listen` and `keys`. They speak to
 //! a running server over its HTTP API, like any other client.
 
 use std::io::Write;
@@ -502,4 +502,108 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
             }
         })
         .await
+}
+
+// ---- keys ------------------------------------------------------------------
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysCreateArgs {
+    /// A name to tell the key apart by, such as billing-vendor.
+    #[arg(long)]
+    name: String,
+    /// A scope the key gets; give --scope once for each (at most the
+    /// scopes of the key making it). See the README, "Keys and scopes".
+    #[arg(long = "scope", required = true)]
+    scopes: Vec<String>,
+    /// When the key stops working (RFC 3339, such as 2027-01-31T00:00:00Z).
+    #[arg(long)]
+    expires_at: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysListArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysRevokeArgs {
+    /// The key's id (key_…), as `keys list` shows it.
+    id: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// `eventflow keys create`: prints the new secret alone on standard output
+/// (it is shown only once), what it may do on standard error.
+pub async fn keys_create(args: KeysCreateArgs) -> anyhow::Result<()> {
+    let client = args.client.connect()?;
+    let mut body = json!({"name": args.name, "scopes": args.scopes});
+    if let Some(at) = &args.expires_at {
+        body["expiresAt"] = json!(at);
+    }
+    let key = client
+        .send(reqwest::Method::POST, "/v1/api-keys", Some(body))
+        .await?;
+    println!("{}", key["key"].as_str().unwrap_or_default());
+    eprintln!(
+        "created {} ({}) with {}; the secret above is shown only once",
+        key["id"].as_str().unwrap_or_default(),
+        key["name"].as_str().unwrap_or_default(),
+        scope_list(&key["scopes"]),
+    );
+    Ok(())
+}
+
+fn scope_list(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// `eventflow keys list`: one line per live key, oldest first.
+pub async fn keys_list(args: KeysListArgs) -> anyhow::Result<()> {
+    let client = args.client.connect()?;
+    let keys = client
+        .send(reqwest::Method::GET, "/v1/api-keys", None)
+        .await?;
+    let mut out = std::io::stdout().lock();
+    for k in keys["data"].as_array().into_iter().flatten() {
+        let text = |f: &str| k[f].as_str().unwrap_or("-").to_string();
+        writeln!(
+            out,
+            "{}  efk_{:<8}  {:<24} {}  last used {}  expires {}",
+            text("id"),
+            k["prefix"].as_str().unwrap_or("?"),
+            text("name"),
+            scope_list(&k["scopes"]),
+            text("lastUsedAt"),
+            text("expiresAt"),
+        )?;
+    }
+    Ok(())
+}
+
+/// `eventflow keys revoke ID`.
+pub async fn keys_revoke(args: KeysRevokeArgs) -> anyhow::Result<()> {
+    let client = args.client.connect()?;
+    if !eventflow_model::id::is_well_formed(&args.id) {
+        bail!("{:?} is not a key id (key_…)", args.id);
+    }
+    client
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/api-keys/{}", args.id),
+            None,
+        )
+        .await?;
+    eprintln!("revoked {}: it is refused from now on", args.id);
+    Ok(())
 }

@@ -31,6 +31,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use eventflow_model::scope::Scope;
 use eventflow_store::Principal;
 use minijinja::Environment;
 use serde_json::{Value, json};
@@ -49,7 +50,10 @@ const COOKIE: &str = "ef_session";
 const PRE_COOKIE: &str = "ef_signin";
 
 struct Session {
-    principal: Principal,
+    /// The hash of the signed-in key's secret: every request checks it
+    /// again, so a key revoked or expired ends its sessions at once.
+    key_hash: String,
+    key_id: String,
     csrf: String,
     created: Instant,
     expires: Instant,
@@ -79,11 +83,11 @@ impl Sessions {
     fn insert(&mut self, id_hash: String, session: Session) {
         let now = Instant::now();
         self.sweep(now);
-        let key_id = session.principal.key_id.clone();
+        let key_id = session.key_id.clone();
         let mut of_key: Vec<(Instant, String)> = self
             .by_id
             .iter()
-            .filter(|(_, s)| s.principal.key_id == key_id)
+            .filter(|(_, s)| s.key_id == key_id)
             .map(|(k, s)| (s.created, k.clone()))
             .collect();
         of_key.sort();
@@ -249,27 +253,47 @@ impl Portal {
         }
     }
 
-    fn me(&self, headers: &HeaderMap) -> Option<Me> {
+    /// The signed-in user, with the key's scopes as they stand now: the
+    /// key is checked again (through the API's key cache), and a session
+    /// whose key was revoked, expired or lost `endpoints:read` ends.
+    async fn me(&self, headers: &HeaderMap) -> Option<Me> {
         let id = cookie(headers, COOKIE)?;
-        let key = hash_key(id);
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        sessions.sweep(now);
-        let s = sessions.by_id.get_mut(&key)?;
-        if s.expires <= now || s.idle_until <= now {
-            sessions.by_id.remove(&key);
-            return None;
+        let session_hash = hash_key(id);
+        let (key_hash, csrf) = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            sessions.sweep(now);
+            let s = sessions.by_id.get_mut(&session_hash)?;
+            if s.expires <= now || s.idle_until <= now {
+                sessions.by_id.remove(&session_hash);
+                return None;
+            }
+            s.idle_until = now + SESSION_IDLE;
+            (s.key_hash.clone(), s.csrf.clone())
+        };
+        let checked = self
+            .app
+            .keys
+            .authenticate_hash(&self.app.store, key_hash, None, self.app.clock.now())
+            .await;
+        match checked {
+            Ok(principal) if principal.scopes.allows(Scope::ENDPOINTS_READ) => {
+                Some(Me { principal, csrf })
+            }
+            Ok(_) | Err(_) => {
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .by_id
+                    .remove(&session_hash);
+                None
+            }
         }
-        s.idle_until = now + SESSION_IDLE;
-        Some(Me {
-            principal: s.principal.clone(),
-            csrf: s.csrf.clone(),
-        })
     }
 
     /// The session of a form post whose CSRF token matches, else `None`.
-    fn me_posting(&self, headers: &HeaderMap, f: &[(String, String)]) -> Option<Me> {
-        let me = self.me(headers)?;
+    async fn me_posting(&self, headers: &HeaderMap, f: &[(String, String)]) -> Option<Me> {
+        let me = self.me(headers).await?;
         constant_time_eq(field(f, "csrf").as_bytes(), me.csrf.as_bytes()).then_some(me)
     }
 
@@ -279,6 +303,16 @@ impl Portal {
             o.insert("csrf".into(), json!(me.csrf));
             o.insert("tenant".into(), json!(me.principal.tenant_id));
             o.insert("signed_in".into(), json!(true));
+            // Only what the key may do is offered (the API refuses the rest).
+            let scopes = &me.principal.scopes;
+            o.insert(
+                "can".into(),
+                json!({
+                    "endpoints_write": scopes.allows(Scope::ENDPOINTS_WRITE),
+                    "events_read": scopes.allows(Scope::EVENTS_READ),
+                    "workflows_read": scopes.allows(Scope::WORKFLOWS_READ),
+                }),
+            );
         }
         let html = self
             .env
@@ -405,7 +439,7 @@ async fn asset(Path(file): Path<String>) -> Response {
 // ---- Sign-in ----------------------------------------------------------------
 
 async fn home(State(p): State<Portal>, headers: HeaderMap) -> Response {
-    if p.me(&headers).is_some() {
+    if p.me(&headers).await.is_some() {
         see_other("/portal/endpoints")
     } else {
         see_other("/portal/sign-in")
@@ -427,7 +461,7 @@ fn sign_in_form(p: &Portal, error: Option<&str>, status: StatusCode) -> Response
 }
 
 async fn sign_in_page(State(p): State<Portal>, headers: HeaderMap) -> Response {
-    if p.me(&headers).is_some() {
+    if p.me(&headers).await.is_some() {
         return see_other("/portal/endpoints");
     }
     sign_in_form(&p, None, StatusCode::OK)
@@ -466,10 +500,17 @@ async fn sign_in(
     } else {
         p.app
             .keys
-            .authenticate(&*p.app.store, key, client, now)
+            .authenticate(&p.app.store, key, client, now)
             .await
     };
     let principal = match checked {
+        Ok(principal) if !principal.scopes.allows(Scope::ENDPOINTS_READ) => {
+            return sign_in_form(
+                &p,
+                Some("This key lacks the scope endpoints:read, which the portal needs."),
+                StatusCode::FORBIDDEN,
+            );
+        }
         Ok(principal) => principal,
         Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => {
             let mut r = sign_in_form(
@@ -493,6 +534,23 @@ async fn sign_in(
             );
         }
     };
+    let entry = eventflow_store::AuditEntry {
+        id: eventflow_model::id::new_id("aud"),
+        tenant: principal.tenant_id.clone(),
+        at: eventflow_model::time::format(p.app.clock.now()),
+        key_id: principal.key_id.clone(),
+        action: "portal.sign-in".into(),
+        resource_type: "api_key".into(),
+        resource_id: principal.key_id.clone(),
+    };
+    if let Err(e) = p.app.store.record_reads(vec![entry]).await {
+        tracing::error!(error = %e, "could not write a sign-in to the audit log");
+        return p.error_page(
+            None,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The sign-in could not be recorded; try again.",
+        );
+    }
     let id = random_token();
     let now = Instant::now();
     // A new id at every sign-in (no fixation); an earlier session of this
@@ -504,7 +562,8 @@ async fn sign_in(
     sessions.insert(
         hash_key(&id),
         Session {
-            principal,
+            key_hash: hash_key(key),
+            key_id: principal.key_id.clone(),
             csrf: random_token(),
             created: now,
             expires: now + SESSION_TTL,
@@ -527,7 +586,7 @@ async fn sign_in(
 
 async fn sign_out(State(p): State<Portal>, headers: HeaderMap, body: Bytes) -> Response {
     let f = form(&body);
-    if p.me_posting(&headers, &f).is_some()
+    if p.me_posting(&headers, &f).await.is_some()
         && let Some(id) = cookie(&headers, COOKIE)
     {
         p.sessions
@@ -545,7 +604,7 @@ async fn sign_out(State(p): State<Portal>, headers: HeaderMap, body: Bytes) -> R
 
 macro_rules! signed_in {
     ($p:expr, $headers:expr) => {
-        match $p.me(&$headers) {
+        match $p.me(&$headers).await {
             Some(me) => me,
             None => return see_other("/portal/sign-in"),
         }
@@ -554,10 +613,10 @@ macro_rules! signed_in {
 
 macro_rules! posting {
     ($p:expr, $headers:expr, $f:expr) => {
-        match $p.me_posting(&$headers, &$f) {
+        match $p.me_posting(&$headers, &$f).await {
             Some(me) => me,
             None => {
-                return match $p.me(&$headers) {
+                return match $p.me(&$headers).await {
                     Some(me) => $p.error_page(
                         Some(&me),
                         StatusCode::FORBIDDEN,
@@ -681,11 +740,25 @@ fn notice(q: &BTreeMap<String, String>) -> Option<String> {
     })
 }
 
+/// The event types the key may see (an endpoint of a key may send only
+/// those), with their descriptions.
+fn visible_types(me: &Me) -> Vec<Value> {
+    eventflow_model::EventType::all()
+        .map(|t| (t.name(), t.description()))
+        .chain(
+            eventflow_model::event::OPERATIONAL_TYPES
+                .iter()
+                .map(|(t, d)| (t.to_string(), d.to_string())),
+        )
+        .filter(|(t, _)| me.principal.scopes.sees(t))
+        .map(|(t, d)| json!({"type": t, "description": d}))
+        .collect()
+}
+
 /// Event types grouped by record type, for the checkboxes.
-async fn type_groups(p: &Portal, me: &Me, chosen: &[String]) -> Result<Vec<Value>, Response> {
-    let types = p.get(me, "/v1/event-types").await?;
+async fn type_groups(_p: &Portal, me: &Me, chosen: &[String]) -> Result<Vec<Value>, Response> {
     let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for t in types["data"].as_array().cloned().unwrap_or_default() {
+    for t in visible_types(me) {
         let name = t["type"].as_str().unwrap_or_default().to_string();
         let group = name.split('.').next().unwrap_or_default().to_string();
         groups.entry(group).or_default().push(json!({
@@ -857,7 +930,7 @@ async fn endpoint(
     let recent = recent["data"].as_array().cloned().unwrap_or_default();
     let now = p.app.clock.now();
     let svg = chart::deliveries_24h(&recent, now);
-    let types = tryp!(p.get(&me, "/v1/event-types").await);
+    let types = visible_types(&me);
     let shown: Vec<&Value> = recent.iter().take(50).collect();
     p.render(
         "endpoint.html",
@@ -866,7 +939,7 @@ async fn endpoint(
             "title": origin_of(ep["url"].as_str().unwrap_or("Endpoint")),"nav": "endpoints", "ep": ep, "state": state_of(&ep),
             "secret": secret, "deliveries": shown, "chart": svg,
             "rate": success_rate(&recent[..recent.len().min(100)]),
-            "types": types["data"], "notice": notice(&q),
+            "types": types, "notice": notice(&q),
         }),
     )
 }
@@ -1069,7 +1142,7 @@ async fn retry(
 /// The CEL check as you type: the server's own compile of a filter.
 async fn check_filter(State(p): State<Portal>, headers: HeaderMap, body: Bytes) -> Response {
     let f = form(&body);
-    if p.me_posting(&headers, &f).is_none() {
+    if p.me_posting(&headers, &f).await.is_none() {
         return secure(
             (
                 StatusCode::FORBIDDEN,

@@ -137,6 +137,16 @@ async fn batch(
         .enumerate()
         .map(|(i, v)| parse_operation(i, v))
         .collect::<ApiResult<Vec<_>>>()?;
+    // Each operation needs its collection's write scope; nothing is written
+    // when one lacks it.
+    for (i, op) in ops.iter().enumerate() {
+        let (Op::Create { rt, .. } | Op::Patch { rt, .. } | Op::Delete { rt, .. }) = op;
+        auth.require(eventflow_model::scope::Scope::write(*rt))
+            .map_err(|mut e| {
+                e.index = Some(i);
+                e
+            })?;
+    }
     let idempotency = idempotency(&headers, "/v1/batch", &body.value)?;
     let out = state
         .store

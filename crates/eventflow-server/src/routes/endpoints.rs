@@ -291,6 +291,21 @@ fn object(body: &JsonBody) -> ApiResult<&Object> {
         .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))
 }
 
+/// An endpoint sends the events of its `eventTypes` (all when empty): a
+/// key may create or change only one whose every type it may read itself.
+fn within_scopes(auth: &Auth, config: &EndpointConfig) -> ApiResult<()> {
+    let filter = TypeFilter::parse_list(config.event_types.iter().map(String::as_str))
+        .map_err(|e| ApiError::invalid("eventTypes", &e))?;
+    auth.scopes().may_subscribe(&filter).map_err(|t| {
+        ApiError::invalid(
+            "eventTypes",
+            &format!(
+                "would send {t} events, which this key may not read; list only types within its scopes"
+            ),
+        )
+    })
+}
+
 async fn create(
     State(state): State<AppState>,
     auth: Auth,
@@ -313,6 +328,7 @@ async fn create(
     };
     let mut disabled = false;
     apply_fields(&state, body, &mut config, &mut disabled, true)?;
+    within_scopes(&auth, &config)?;
     if state.store.endpoints(auth.tenant()).await?.len() >= MAX_ENDPOINTS {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -420,6 +436,7 @@ async fn update(
     let saved = save(&state, &auth, &id, |row| {
         let mut disabled = row.disabled;
         apply_fields(&state, &body, &mut row.config, &mut disabled, false)?;
+        within_scopes(&auth, &row.config)?;
         if disabled != row.disabled {
             row.disabled = disabled;
             row.disabled_reason = disabled.then(|| "manual".to_string());
@@ -706,6 +723,7 @@ async fn endpoint_events(
     let next = found.last().map(|(n, _)| *n).unwrap_or(after);
     let data: Vec<Value> = found
         .into_iter()
+        .filter(|(_, e)| auth.scopes().sees(&e.event_type))
         .map(|(n, e)| {
             let mut v = serde_json::to_value(e).unwrap_or_default();
             v["endpointSequence"] = json!(n);

@@ -78,10 +78,17 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
         types,
         resource_type,
         resource_id,
+        visible: auth.scopes().visible_types(),
         limit,
         max_bytes: state.config.limits.max_page_bytes,
     };
-    let bits = q.types.bits(q.resource_type.map(ResourceType::name));
+    let bits = wanted_bits(&q);
+    // A key that may not see every type moves its cursor past what it may
+    // not see: what was committed before the first read has all been looked at.
+    let looked_at = match q.visible {
+        Some(_) => state.store.latest_sequence(auth.tenant()).await?,
+        None => after,
+    };
     // A long poll holds a connection and a task: counted against the key.
     let _held = if wait > 0 {
         Some(state.streams.open(auth.key_id())?)
@@ -92,7 +99,7 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
     // Subscribe before the first read, so a commit in between wakes us.
     let mut commits = state.store.notifier().subscribe(auth.tenant());
     let mut shutdown = state.shutdown.clone();
-    let mut scan = q;
+    let mut scan = q.clone();
     let events = loop {
         let committed = *commits.borrow_and_update();
         let events = state.store.events(auth.tenant(), &scan).await?;
@@ -116,8 +123,22 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
             Wake::Timeout | Wake::Shutdown => break events,
         }
     };
-    let next_after = events.last().map(|e| e.sequence).unwrap_or(after);
+    let next_after = match events.last() {
+        Some(e) => e.sequence,
+        None if scan.visible.is_some() => after.max(looked_at).max(scan.after),
+        None => after,
+    };
     Ok(Json(json!({"data": events, "nextAfter": next_after})))
+}
+
+/// The type bits of the commits a reader may want: those its filters and
+/// its key's visible types both match.
+fn wanted_bits(q: &EventQuery) -> u64 {
+    let bits = q.types.bits(q.resource_type.map(ResourceType::name));
+    match &q.visible {
+        Some(visible) => bits & visible.bits(None),
+        None => bits,
+    }
 }
 
 /// `GET /v1/events/{id}`.
@@ -126,11 +147,17 @@ async fn one(
     auth: Auth,
     PathId(id): PathId,
 ) -> ApiResult<Json<Event>> {
+    visible_event(&state, &auth, &id).await.map(Json)
+}
+
+/// An event of the tenant whose type the key may see; `404` otherwise, as
+/// if it did not exist.
+async fn visible_event(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Event> {
     state
         .store
-        .event_by_id(auth.tenant(), &id)
+        .event_by_id(auth.tenant(), id)
         .await?
-        .map(Json)
+        .filter(|e| auth.scopes().sees(&e.event_type))
         .ok_or_else(|| ApiError::not_found(format!("no event with id {id}")))
 }
 
@@ -249,21 +276,23 @@ async fn stream(
     }
     let (types, resource_type, resource_id) = filters(&params)?;
     let held = state.streams.open(auth.key_id())?;
+    let query = EventQuery {
+        after,
+        types,
+        resource_type,
+        resource_id,
+        visible: auth.scopes().visible_types(),
+        limit: 500,
+        max_bytes: state.config.limits.max_page_bytes,
+    };
     let follow = Follow {
         _held: held,
-        bits: types.bits(resource_type.map(ResourceType::name)),
+        bits: wanted_bits(&query),
         commits: state.store.notifier().subscribe(auth.tenant()),
         shutdown: state.shutdown.clone(),
         store: state.store.clone(),
         tenant: auth.tenant().to_string(),
-        query: EventQuery {
-            after,
-            types,
-            resource_type,
-            resource_id,
-            limit: 500,
-            max_bytes: state.config.limits.max_page_bytes,
-        },
+        query,
         buffer: VecDeque::new(),
     };
     let events = futures::stream::unfold(follow, |mut f| async move {
@@ -313,9 +342,7 @@ async fn deliveries(
     auth: Auth,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> ApiResult<Json<Value>> {
-    if state.store.event_by_id(auth.tenant(), &id).await?.is_none() {
-        return Err(ApiError::not_found("no such event"));
-    }
+    visible_event(&state, &auth, &id).await?;
     let list = state.store.event_deliveries(auth.tenant(), &id).await?;
     Ok(Json(serde_json::json!({ "data": list })))
 }

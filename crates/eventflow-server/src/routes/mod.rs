@@ -6,6 +6,7 @@ pub mod automations;
 pub mod batch;
 pub mod endpoints;
 pub mod events;
+pub mod keys;
 pub mod ops;
 pub mod records;
 pub mod workflows;
@@ -45,10 +46,15 @@ fn api_router(state: AppState) -> Router {
         .merge(endpoints::router())
         .merge(events::router())
         .merge(audit::router())
+        .merge(keys::router())
         .merge(ops::router())
         .merge(workflows::router())
         .merge(automations::router())
         .merge(openapi::router())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authorize,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -250,6 +250,8 @@ async fn read(
                     };
                     ApiError::invalid("include", &hint)
                 })?;
+            // Included records are read too: their read scope is needed.
+            auth.require(eventflow_model::scope::Scope::read(inc))?;
             if !includes.contains(&inc) {
                 includes.push(inc);
             }

@@ -26,6 +26,7 @@ crate::sql::impl_write_conn!(
     lock_tenant: "SELECT endpoints_version FROM tenants WHERE id = $1",
     // One process serves each SQLite file; the in-process notifier suffices.
     announce: None,
+    announce_keys: None,
 );
 
 crate::queue::impl_queue_conn!(

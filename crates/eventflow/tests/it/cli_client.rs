@@ -1,6 +1,7 @@
 //! The client commands (DESIGN.md §7): `trigger` for each of the 30 record
 //! event types, `events tail`, and `listen` forwarding signed events to a
-//! local receiver — run as the real binary against a real server.
+//! local receiver, and `keys create|list|revoke` — run as the real binary
+//! against a real server.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -18,6 +19,7 @@ backend_tests!(
     trigger_fires_each_of_the_30_record_event_types,
     events_tail_prints_each_new_event,
     listen_forwards_signed_events_and_prints_a_line_each,
+    keys_create_list_and_revoke_work_through_the_api,
 );
 
 fn command(server: &TestServer, args: &[&str]) -> Command {
@@ -335,4 +337,75 @@ async fn listen_with_an_unreachable_server_says_so_in_one_line() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--forward-to"));
+}
+
+async fn keys_create_list_and_revoke_work_through_the_api(backend: Backend) {
+    let server = backend.spawn().await;
+    let out = command(
+        &server,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "billing",
+            "--scope",
+            "appointments:read",
+            "--scope",
+            "events:read",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The secret alone on standard output; what it may do on standard error.
+    let secret = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(secret.starts_with("efk_"), "{secret}");
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(said.contains("appointments:read,events:read"), "{said}");
+    let k = server.api().with_key(&secret);
+    assert_eq!(k.get("/v1/appointments").await.status, 200);
+
+    let out = command(&server, &["keys", "list"]).output().await.unwrap();
+    assert!(out.status.success());
+    let listed = String::from_utf8(out.stdout).unwrap();
+    let line = listed
+        .lines()
+        .find(|l| l.contains("billing"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.contains(&secret[..12]), "{line}");
+    assert!(!listed.contains(&secret[12..]), "a secret listed: {listed}");
+    let id = line.split_whitespace().next().unwrap();
+
+    let out = command(&server, &["keys", "revoke", id])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(k.get("/v1/appointments").await.status, 401);
+    // A scope the server does not know: its message, and a failure.
+    let out = command(
+        &server,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "patients:delete",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("patients:delete"));
 }

@@ -3,6 +3,7 @@
 //! test is declared with `backend_tests!`, so it runs on SQLite and, when
 //! `EVENTFLOW_TEST_DATABASE_URL` is set, on PostgreSQL.
 
+mod access;
 mod audit_ops;
 mod automations;
 mod budgets;

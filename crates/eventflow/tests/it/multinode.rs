@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventflow_testkit::{Api, Backend, Options, TestDatabase, TestServer};
+use eventflow_testkit::{Api, Backend, Options, TestDatabase, TestServer, wait_for};
 use serde_json::json;
 
 /// Three servers sharing one fresh database, all acting for `default`.
@@ -290,4 +290,65 @@ async fn three_nodes_start_each_run_once_and_fire_each_timer_once() {
     );
     let r = apis[2].get("/v1/timers").await;
     assert!(r.body["data"].as_array().unwrap().is_empty());
+}
+
+/// README, "Keys and scopes": a key revoked or rotated on one server
+/// process is refused by another at once, though that one had it cached
+/// (`key_cache_ttl_secs` 60): the revocation reaches it through
+/// PostgreSQL's LISTEN/NOTIFY. The wait is bounded well below the cache's
+/// 60 s, so only the notification can end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_revoked_on_one_process_is_refused_by_another_that_cached_it() {
+    let Some(Backend::Postgres(base)) = Backend::postgres("multinode::revoked_key") else {
+        return;
+    };
+    let db = TestDatabase::create(&base).await;
+    let admin = "efk_two-process-revocation-key-0123456789";
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for dir in &dirs {
+        nodes.push(
+            eventflow_testkit::ServerProcess::start(
+                env!("CARGO_BIN_EXE_eventflow"),
+                dir.path(),
+                &db.url,
+                admin,
+                &[],
+                false,
+            )
+            .await,
+        );
+    }
+    let (a, b) = (&nodes[0].api, &nodes[1].api);
+    let mut keys = Vec::new();
+    for name in ["revoked", "rotated"] {
+        let r = a
+            .post(
+                "/v1/api-keys",
+                json!({"name": name, "scopes": ["patients:read"]}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let k = b.with_key(r.body["key"].as_str().unwrap());
+        // Node b checks it, and caches it.
+        assert_eq!(k.get("/v1/patients").await.status, 200);
+        keys.push((r.id(), k));
+    }
+    let r = a.delete(&format!("/v1/api-keys/{}", keys[0].0)).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = a
+        .post(&format!("/v1/api-keys/{}/rotate", keys[1].0), json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for (_, k) in &keys {
+        wait_for(
+            Duration::from_secs(10),
+            "the other process to refuse the old secret",
+            || async { (k.get("/v1/patients").await.status == 401).then_some(()) },
+        )
+        .await;
+    }
+    // The rotated key's new secret works on b.
+    let new = b.with_key(r.body["key"].as_str().unwrap());
+    assert_eq!(new.get("/v1/patients").await.status, 200);
 }

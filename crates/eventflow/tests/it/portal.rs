@@ -14,6 +14,7 @@ backend_tests!(
     an_endpoint_page_shows_deliveries_attempts_and_its_actions_work,
     events_and_automations_pages_show_the_tenants_own_data_only,
     failed_sign_ins_count_with_failed_api_keys_and_the_31st_is_429,
+    the_portal_offers_only_what_the_key_may_do_and_ends_with_its_key,
 );
 
 /// The portal in headless Chromium (playwright-core from npm, Debian's
@@ -783,4 +784,104 @@ async fn failed_sign_ins_count_with_failed_api_keys_and_the_31st_is_429(backend:
         )
         .await;
     assert_eq!(r.status, 429, "{}", r.html);
+}
+
+/// README, "Keys and scopes": signing in needs `endpoints:read`; a read-only
+/// key sees no button that changes anything and no page it may not read;
+/// a sign-in is in the audit log; revoking the key ends its sessions.
+async fn the_portal_offers_only_what_the_key_may_do_and_ends_with_its_key(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let rx = Receiver::start().await;
+    let ep = api
+        .post("/v1/endpoints", json!({"url": rx.url("/hook")}))
+        .await
+        .id();
+
+    // A key the portal cannot use.
+    let records = server.scoped(&["records:read"]).await;
+    let mut b = Browser::new(&server.base);
+    let page = b.get("/portal/sign-in").await;
+    let pre = hidden(&page.html, "pre");
+    let r = b
+        .post(
+            "/portal/sign-in",
+            &[("pre", &pre), ("api_key", records.key.as_deref().unwrap())],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.html);
+    assert!(unescaped(&r.html).contains("endpoints:read"), "{}", r.html);
+
+    // A read-only key: endpoints and deliveries, no actions, no events page.
+    let reader = server.scoped(&["endpoints:read"]).await;
+    let reader_key = reader.key.clone().unwrap();
+    let reader_id = api.get("/v1/api-keys").await.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| reader_key[4..].starts_with(k["prefix"].as_str().unwrap_or("-")))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut b = Browser::new(&server.base);
+    let csrf = b.sign_in(&reader_key).await;
+    let list = b.get("/portal/endpoints").await.html;
+    assert!(!list.contains("/portal/endpoints/new"), "{list}");
+    assert!(!list.contains("href=\"/portal/events\""), "{list}");
+    assert!(!list.contains("href=\"/portal/automations\""), "{list}");
+    let page = b.get(&format!("/portal/endpoints/{ep}")).await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    for action in [
+        "/edit", "/state", "/delete", "/rotate", "/test", "/replay", "reveal=1",
+    ] {
+        assert!(
+            !page.html.contains(action),
+            "{action} offered: {}",
+            page.html
+        );
+    }
+    // The API refuses the action anyway.
+    let r = b
+        .post(
+            &format!("/portal/endpoints/{ep}/rotate"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.html);
+    assert!(unescaped(&r.html).contains("endpoints:write"), "{}", r.html);
+    // The sign-in is in the audit log.
+    let log = api.get("/v1/audit-log").await;
+    let signed_in = log.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "portal.sign-in" && e["keyId"] == reader_id.as_str());
+    assert!(signed_in, "{}", log.body);
+
+    // A key with endpoints:write is offered the actions.
+    let mut w = Browser::new(&server.base);
+    w.sign_in(
+        server
+            .scoped(&["endpoints:write"])
+            .await
+            .key
+            .as_deref()
+            .unwrap(),
+    )
+    .await;
+    let page = w.get(&format!("/portal/endpoints/{ep}")).await;
+    assert!(
+        page.html
+            .contains(&format!("/portal/endpoints/{ep}/rotate")),
+        "{}",
+        page.html
+    );
+
+    // Revoked: the session ends at its next page.
+    let r = api.delete(&format!("/v1/api-keys/{reader_id}")).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let page = b.get("/portal/endpoints").await;
+    assert_eq!(page.status, 303);
+    assert_eq!(page.location.as_deref(), Some("/portal/sign-in"));
 }

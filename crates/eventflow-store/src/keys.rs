@@ -1,0 +1,205 @@
+//! API keys: what is stored of them, and their changes (create, rotate,
+//! revoke, last use). A change and its audit entry commit together; on
+//! PostgreSQL the commit also tells every node to drop its cached keys.
+//! Only the SHA-256 of a secret is stored.
+
+use eventflow_model::id;
+use eventflow_model::scope::Scopes;
+
+use crate::error::{Result, StoreError};
+use crate::ops::WriteConn;
+use crate::types::AuditEntry;
+
+/// A key as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    /// `key_…`.
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    /// Updated at most once a minute.
+    pub last_used_at: Option<String>,
+    /// The first 8 characters of the secret after `efk_` (`null` for a key
+    /// whose secret was never seen by this version).
+    pub prefix: Option<String>,
+}
+
+/// Who is calling: the tenant and key an API key belongs to, with what the
+/// key may do and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant_id: String,
+    pub key_id: String,
+    pub scopes: Scopes,
+    /// The key stops working at this time (its expiry, or the end of a
+    /// rotated secret's grace period).
+    pub valid_until: Option<jiff::Timestamp>,
+    pub last_used_at: Option<jiff::Timestamp>,
+}
+
+impl Principal {
+    /// A key with every scope that never expires (the portal's tests, tools).
+    pub fn everything(tenant_id: &str, key_id: &str) -> Principal {
+        Principal {
+            tenant_id: tenant_id.into(),
+            key_id: key_id.into(),
+            scopes: Scopes::everything(),
+            valid_until: None,
+            last_used_at: None,
+        }
+    }
+}
+
+/// A new secret: its hash (stored) and its prefix (shown).
+#[derive(Debug, Clone)]
+pub struct Secret {
+    pub hash: String,
+    pub prefix: String,
+}
+
+/// A change to a tenant's keys, made by the key `actor`.
+#[derive(Debug, Clone)]
+pub enum KeyChange {
+    Create {
+        tenant: String,
+        actor: String,
+        name: String,
+        scopes: Scopes,
+        secret: Secret,
+        expires_at: Option<String>,
+        /// Refused (409) when the tenant already has this many live keys.
+        max_keys: u32,
+    },
+    /// A new secret for the key; the old one works until `grace_until`
+    /// (`None`: stops at once).
+    Rotate {
+        tenant: String,
+        actor: String,
+        id: String,
+        secret: Secret,
+        grace_until: Option<String>,
+    },
+    Revoke {
+        tenant: String,
+        actor: String,
+        id: String,
+    },
+    /// Notes a key's use (at most once a minute per key, by the caller).
+    Touch { id: String, at: String },
+}
+
+/// The columns of [`ApiKey`], in its field order.
+pub(crate) const KEY_COLUMNS: &str =
+    "id, name, scopes, created_at, expires_at, last_used_at, prefix";
+
+/// Makes a key from a row of [`KEY_COLUMNS`].
+pub(crate) fn key_from_row<R: sqlx::Row>(row: &R) -> Result<ApiKey>
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let scopes: String = row.try_get(2)?;
+    Ok(ApiKey {
+        id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        scopes: serde_json::from_str(&scopes).map_err(|_| StoreError::corrupt("key scopes"))?,
+        created_at: row.try_get(3)?,
+        expires_at: row.try_get(4)?,
+        last_used_at: row.try_get(5)?,
+        prefix: row.try_get(6)?,
+    })
+}
+
+fn audit(tenant: &str, actor: &str, action: &str, key_id: &str, at: &str) -> AuditEntry {
+    AuditEntry {
+        id: id::new_id("aud"),
+        tenant: tenant.into(),
+        at: at.into(),
+        key_id: actor.into(),
+        action: action.into(),
+        resource_type: "api_key".into(),
+        resource_id: key_id.into(),
+    }
+}
+
+/// Applies a key change inside the writer's transaction: the key as it now
+/// stands (`None`: no such live key of the tenant, or a touch).
+pub(crate) async fn apply<C: WriteConn + ?Sized>(
+    conn: &mut C,
+    change: &KeyChange,
+    now: &str,
+) -> Result<Option<ApiKey>> {
+    match change {
+        KeyChange::Create {
+            tenant,
+            actor,
+            name,
+            scopes,
+            secret,
+            expires_at,
+            max_keys,
+        } => {
+            if conn.count_live_keys(tenant).await? >= i64::from(*max_keys) {
+                return Err(StoreError::Conflict(format!(
+                    "this tenant already has {max_keys} keys (limits.keys_per_tenant); revoke one first"
+                )));
+            }
+            let key = ApiKey {
+                id: id::new_id("key"),
+                name: name.clone(),
+                scopes: scopes.names().to_vec(),
+                created_at: now.into(),
+                expires_at: expires_at.clone(),
+                last_used_at: None,
+                prefix: Some(secret.prefix.clone()),
+            };
+            conn.insert_scoped_key(tenant, &key, &secret.hash).await?;
+            conn.insert_audit(&audit(tenant, actor, "key.created", &key.id, now))
+                .await?;
+            Ok(Some(key))
+        }
+        KeyChange::Rotate {
+            tenant,
+            actor,
+            id,
+            secret,
+            grace_until,
+        } => {
+            if !conn
+                .rotate_key(tenant, id, secret, grace_until.as_deref())
+                .await?
+            {
+                return Ok(None);
+            }
+            conn.insert_audit(&audit(tenant, actor, "key.rotated", id, now))
+                .await?;
+            conn.announce_keys().await?;
+            conn.load_key(tenant, id).await
+        }
+        KeyChange::Revoke { tenant, actor, id } => {
+            let Some(key) = conn.load_key(tenant, id).await? else {
+                return Ok(None);
+            };
+            conn.revoke_key(tenant, id, now).await?;
+            conn.insert_audit(&audit(tenant, actor, "key.revoked", id, now))
+                .await?;
+            conn.announce_keys().await?;
+            Ok(Some(key))
+        }
+        KeyChange::Touch { id, at } => {
+            conn.touch_key(id, at).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Whether a change can make a cached key wrong (every node must drop its
+/// cache when it commits).
+pub(crate) fn invalidates(change: &KeyChange) -> bool {
+    matches!(change, KeyChange::Rotate { .. } | KeyChange::Revoke { .. })
+}
