@@ -227,6 +227,34 @@ impl KeyCache {
         true
     }
 
+    /// Whether a key checked earlier still holds (for a stream or a long
+    /// poll, which outlive their check): not expired, and — once a key was
+    /// rotated or revoked anywhere — still found. An atomic read unless a key
+    /// changed; `p` is refreshed when it was checked again.
+    pub async fn still_valid(
+        &self,
+        store: &Arc<dyn eventflow_store::Store>,
+        p: &mut Principal,
+        now: Timestamp,
+    ) -> bool {
+        if p.valid_until.is_some_and(|until| until <= now) {
+            return false;
+        }
+        if p.key_hash.is_empty() || store.notifier().keys_epoch() == p.keys_epoch {
+            return true;
+        }
+        match self
+            .authenticate_hash(store, p.key_hash.clone(), None, now)
+            .await
+        {
+            Ok(fresh) => {
+                *p = fresh;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Checks a key for a request from `client`: the cache first, then the
     /// database. An address that has failed `auth_failures_per_minute`
     /// times this minute gets a 429 for any key not already cached as
@@ -270,10 +298,11 @@ impl KeyCache {
                 }
             }
         };
-        let Some(p) = found.filter(|p| p.valid_until.is_none_or(|until| until > now)) else {
+        let Some(mut p) = found.filter(|p| p.valid_until.is_none_or(|until| until > now)) else {
             self.failed(client, now);
             return Err(ApiError::unauthorized());
         };
+        p.keys_epoch = epoch;
         if self.due_for_touch(&p, now) {
             // Off the request's path: the write joins the writer's next group.
             let store = store.clone();
@@ -378,7 +407,8 @@ pub async fn authorize(
 ) -> Response {
     let need = match &matched {
         Some(m) => required(req.method(), m.as_str()),
-        None => Need::Public,
+        // Route layers run only for matched routes; refuse rather than assume.
+        None => Need::Scope(Scope::ALL),
     };
     if need == Need::Public {
         return next.run(req).await;
@@ -479,6 +509,22 @@ mod tests {
         assert!(matches!(cache.lookup("k", later, 0), Lookup::Known(_)));
         let later = now + jiff::SignedDuration::from_secs(60);
         assert!(matches!(cache.lookup("k", later, 0), Lookup::Ask));
+    }
+
+    #[test]
+    fn a_keys_last_use_is_written_at_most_once_a_minute() {
+        let cache = KeyCache::new(&crate::config::Limits::default());
+        let now = Timestamp::now();
+        let p = principal(1);
+        assert!(cache.due_for_touch(&p, now));
+        assert!(!cache.due_for_touch(&p, now + jiff::SignedDuration::from_secs(59)));
+        assert!(cache.due_for_touch(&p, now + jiff::SignedDuration::from_secs(60)));
+        // Nor when the stored value is that recent (another node wrote it).
+        let recent = Principal {
+            last_used_at: Some(now),
+            ..principal(2)
+        };
+        assert!(!cache.due_for_touch(&recent, now + jiff::SignedDuration::from_secs(30)));
     }
 
     #[test]

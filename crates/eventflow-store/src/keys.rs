@@ -33,11 +33,16 @@ pub struct ApiKey {
 pub struct Principal {
     pub tenant_id: String,
     pub key_id: String,
+    /// The SHA-256 of the secret that authenticated (to check it again).
+    pub key_hash: String,
     pub scopes: Scopes,
     /// The key stops working at this time (its expiry, or the end of a
     /// rotated secret's grace period).
     pub valid_until: Option<jiff::Timestamp>,
     pub last_used_at: Option<jiff::Timestamp>,
+    /// The [`keys epoch`](crate::Notifier::keys_epoch) the key was checked
+    /// in: once it moves, a long-lived request checks the key again.
+    pub keys_epoch: u64,
 }
 
 impl Principal {
@@ -46,9 +51,11 @@ impl Principal {
         Principal {
             tenant_id: tenant_id.into(),
             key_id: key_id.into(),
+            key_hash: String::new(),
             scopes: Scopes::everything(),
             valid_until: None,
             last_used_at: None,
+            keys_epoch: 0,
         }
     }
 }
@@ -144,6 +151,8 @@ pub(crate) async fn apply<C: WriteConn + ?Sized>(
             expires_at,
             max_keys,
         } => {
+            // Under the tenant's lock: two nodes cannot both pass the cap.
+            conn.lock_tenant(tenant).await?;
             if conn.count_live_keys(tenant).await? >= i64::from(*max_keys) {
                 return Err(StoreError::Conflict(format!(
                     "this tenant already has {max_keys} keys (limits.keys_per_tenant); revoke one first"

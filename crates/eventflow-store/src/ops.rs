@@ -80,11 +80,13 @@ pub trait WriteConn: RecordTx {
     async fn insert_tenant(&mut self, id: &str, name: &str, now: &str) -> Result<bool>;
     /// Replaces a lost connection with a new one.
     async fn reconnect(&mut self) -> Result<()>;
+    /// Inserts a tenant's first key, with every scope.
     async fn insert_api_key(
         &mut self,
         id: &str,
         tenant: &str,
         key_hash: &str,
+        name: &str,
         now: &str,
     ) -> Result<()>;
     /// The tenant's keys not revoked.

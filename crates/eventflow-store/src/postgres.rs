@@ -210,9 +210,12 @@ impl PgStore {
 /// Wakes this node's readers when any node commits events.
 async fn listen(mut listener: PgListener, notifier: Arc<Notifier>) {
     loop {
-        match listener.recv().await {
-            Ok(n) if n.channel() == KEYS_CHANNEL => notifier.keys_changed(),
-            Ok(n) => {
+        match listener.try_recv().await {
+            // The connection was lost and is being made again: a key change
+            // announced meanwhile may be missed, so every cached key goes.
+            Ok(None) => notifier.keys_changed(),
+            Ok(Some(n)) if n.channel() == KEYS_CHANNEL => notifier.keys_changed(),
+            Ok(Some(n)) => {
                 if let Some((tenant, seq)) = n.payload().split_once(' ')
                     && let Ok(seq) = seq.parse()
                 {

@@ -299,12 +299,13 @@ macro_rules! impl_write_conn {
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
-            async fn insert_api_key(&mut self, id: &str, tenant: &str, key_hash: &str, now: &str) -> Result<()> {
-                sqlx::query("INSERT INTO api_keys (id, tenant_id, key_hash, created_at) VALUES ($1, $2, $3, $4)")
+            async fn insert_api_key(&mut self, id: &str, tenant: &str, key_hash: &str, name: &str, now: &str) -> Result<()> {
+                sqlx::query("INSERT INTO api_keys (id, tenant_id, key_hash, created_at, name) VALUES ($1, $2, $3, $4, $5)")
                     .bind(id)
                     .bind(tenant)
                     .bind(key_hash)
                     .bind(now)
+                    .bind(name)
                     .execute(&mut self.conn)
                     .await?;
                 Ok(())
@@ -628,9 +629,11 @@ macro_rules! impl_store {
                 Ok(Some(crate::keys::Principal {
                     tenant_id: r.try_get(0)?,
                     key_id: r.try_get(1)?,
+                    key_hash: key_hash.to_string(),
                     scopes,
                     valid_until,
                     last_used_at: stamp(4)?,
+                    keys_epoch: 0,
                 }))
             }
 

@@ -650,7 +650,13 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
                     "a tenant named {name:?} already exists"
                 )));
             }
-            conn.insert_api_key(&key_id, &tenant_id, key_hash, &now_s)
+            // The first key has every scope; its name says where it came from.
+            let key_name = if *only_if_no_tenants {
+                "bootstrap"
+            } else {
+                "tenants create"
+            };
+            conn.insert_api_key(&key_id, &tenant_id, key_hash, key_name, &now_s)
                 .await?;
             Ok((
                 Reply::Tenant(Some(NewTenant { tenant_id, key_id })),

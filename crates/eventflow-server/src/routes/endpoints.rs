@@ -7,6 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use eventflow_delivery::{EndpointUrl, UrlPolicy};
 use eventflow_model::filter::Filter;
+use eventflow_model::scope::Scope;
 use eventflow_model::{Event, EventType, Object, ResourceRef, TypeFilter, id, time};
 use eventflow_store::queue::endpoint_json;
 use eventflow_store::{
@@ -368,8 +369,22 @@ async fn create(
 async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiResult<Json<Value>> {
     params.only(&[])?;
     let rows = state.store.endpoints(auth.tenant()).await?;
-    let data: Vec<Value> = rows.iter().map(|r| endpoint_json(r, true)).collect();
+    let data: Vec<Value> = rows.iter().map(|r| shown(&auth, r)).collect();
     Ok(Json(json!({ "data": data })))
+}
+
+/// An endpoint as the key may see it: its custom headers' values (often
+/// the receiver's credentials) only with `endpoints:write`, like its secret.
+fn shown(auth: &Auth, row: &EndpointRow) -> Value {
+    let mut v = endpoint_json(row, true);
+    if !auth.scopes().allows(Scope::ENDPOINTS_WRITE)
+        && let Some(headers) = v.get_mut("headers").and_then(Value::as_object_mut)
+    {
+        for value in headers.values_mut() {
+            *value = json!("(hidden: needs endpoints:write)");
+        }
+    }
+    v
 }
 
 async fn load(state: &AppState, auth: &Auth, id: &str) -> ApiResult<EndpointRow> {
@@ -385,7 +400,7 @@ async fn read(
     auth: Auth,
     PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(endpoint_json(&load(&state, &auth, &id).await?, true)))
+    Ok(Json(shown(&auth, &load(&state, &auth, &id).await?)))
 }
 
 /// Saves a new state built from the current one; retried when another
@@ -435,6 +450,9 @@ async fn update(
     let body = object(&body)?.clone();
     let saved = save(&state, &auth, &id, |row| {
         let mut disabled = row.disabled;
+        // Both before and after: a key may not take over (point elsewhere,
+        // re-enable, narrow) an endpoint that sends what it may not read.
+        within_scopes(&auth, &row.config)?;
         apply_fields(&state, &body, &mut row.config, &mut disabled, false)?;
         within_scopes(&auth, &row.config)?;
         if disabled != row.disabled {
@@ -702,7 +720,10 @@ async fn deliveries(
         limit: params.int("limit", 100, 1, 1000)? as u32,
         cursor,
     };
-    let (data, next) = state.store.deliveries(auth.tenant(), &id, &q).await?;
+    let (mut data, next) = state.store.deliveries(auth.tenant(), &id, &q).await?;
+    // Deliveries of events the key may not see are left out (the cursor
+    // still pages past them).
+    data.retain(|d| auth.scopes().sees(&d.event_type));
     Ok(Json(json!({ "data": data, "nextCursor": next })))
 }
 
@@ -733,16 +754,26 @@ async fn endpoint_events(
     Ok(Json(json!({ "data": data, "nextAfter": next })))
 }
 
+/// A delivery of the tenant of an event the key may see; 404 otherwise.
+async fn visible_delivery(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+) -> ApiResult<eventflow_store::Delivery> {
+    state
+        .store
+        .delivery(auth.tenant(), id)
+        .await?
+        .filter(|d| auth.scopes().sees(&d.event_type))
+        .ok_or_else(|| ApiError::not_found("no delivery with that id"))
+}
+
 async fn delivery(
     State(state): State<AppState>,
     auth: Auth,
     PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
-    let d = state
-        .store
-        .delivery(auth.tenant(), &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no delivery with that id"))?;
+    let d = visible_delivery(&state, &auth, &id).await?;
     Ok(Json(serde_json::to_value(d).unwrap_or_default()))
 }
 
@@ -751,6 +782,7 @@ async fn retry(
     auth: Auth,
     PathId(id): PathId,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    visible_delivery(&state, &auth, &id).await?;
     let d = state
         .store
         .retry_delivery(auth.tenant(), &id)

@@ -123,6 +123,18 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
             Wake::Timeout | Wake::Shutdown => break events,
         }
     };
+    // A long poll outlives its key check: a key revoked meanwhile gets
+    // nothing.
+    if wait > 0 {
+        let mut principal = auth.0.clone();
+        if !state
+            .keys
+            .still_valid(&state.store, &mut principal, state.clock.now())
+            .await
+        {
+            return Err(ApiError::unauthorized());
+        }
+    }
     let next_after = match events.last() {
         Some(e) => e.sequence,
         None if scan.visible.is_some() => after.max(looked_at).max(scan.after),
@@ -242,6 +254,11 @@ async fn next_wanted_commit(
 struct Follow {
     /// Counts this stream against its key until it ends.
     _held: crate::streams::Held,
+    /// The key, checked again before each event once any key changed: a
+    /// revoked or expired key's stream ends.
+    principal: eventflow_store::Principal,
+    keys: Arc<crate::auth::KeyCache>,
+    clock: Arc<dyn eventflow_store::Clock>,
     /// The type bits the stream wants (see `Notifier::nothing_for`).
     bits: u64,
     store: Arc<dyn Store>,
@@ -287,6 +304,9 @@ async fn stream(
     };
     let follow = Follow {
         _held: held,
+        principal: auth.0.clone(),
+        keys: state.keys.clone(),
+        clock: state.clock.clone(),
         bits: wanted_bits(&query),
         commits: state.store.notifier().subscribe(auth.tenant()),
         shutdown: state.shutdown.clone(),
@@ -297,6 +317,10 @@ async fn stream(
     };
     let events = futures::stream::unfold(follow, |mut f| async move {
         loop {
+            let now = f.clock.now();
+            if !f.keys.still_valid(&f.store, &mut f.principal, now).await {
+                return None;
+            }
             if let Some(event) = f.buffer.pop_front() {
                 f.query.after = event.sequence;
                 let data = serde_json::to_string(&event).unwrap_or_default();

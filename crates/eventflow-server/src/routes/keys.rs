@@ -109,6 +109,18 @@ async fn create(
         Some(_) => return Err(ApiError::invalid("expiresAt", "must be a string")),
     };
     within(&auth, &scopes)?;
+    // A key made by a key that expires expires no later: revoking or
+    // outliving a leaked key must not leave keys it made behind for good.
+    let expires_at = match (auth.0.valid_until, expires_at) {
+        (Some(limit), None) => Some(eventflow_model::time::format(limit)),
+        (Some(limit), Some(at)) if eventflow_model::time::parse(&at).is_some_and(|t| t > limit) => {
+            return Err(ApiError::invalid(
+                "expiresAt",
+                "must not be later than the expiry of the key making it",
+            ));
+        }
+        (_, at) => at,
+    };
     let (key, secret) = new_secret();
     let created = state
         .store

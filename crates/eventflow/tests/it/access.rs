@@ -27,6 +27,9 @@ backend_tests!(
     key_changes_are_audited_and_no_secret_is_written_anywhere,
     a_tenant_holds_at_most_keys_per_tenant_live_keys,
     bad_key_requests_are_422_naming_the_field_and_change_nothing,
+    a_revoked_key_gets_nothing_more_from_an_open_stream_or_long_poll,
+    deliveries_of_hidden_types_and_header_values_are_not_shown,
+    a_key_made_by_an_expiring_key_expires_no_later,
 );
 
 const T0: &str = "2026-11-30T09:00:00Z";
@@ -101,7 +104,7 @@ async fn a_key_is_created_listed_read_and_its_secret_shown_only_once(backend: Ba
             .as_array()
             .unwrap()
             .iter()
-            .any(|k| k["scopes"] == json!(["*"])),
+            .any(|k| k["scopes"] == json!(["*"]) && k["name"] == "bootstrap"),
         "{}",
         list.body
     );
@@ -353,11 +356,20 @@ async fn an_endpoint_may_send_only_events_its_key_may_read(backend: Backend) {
         )
         .await;
     assert_error(&r, 422, "validation_error", Some("eventTypes"));
+    // Nor narrow it to what it may read, and so take it over.
+    let r = k
+        .patch(
+            &format!("/v1/endpoints/{}", wide.id()),
+            json!({"url": "http://127.0.0.1:9/mine", "eventTypes": ["appointment.*"]}),
+        )
+        .await;
+    assert_error(&r, 422, "validation_error", Some("eventTypes"));
     let after = server
         .api()
         .get(&format!("/v1/endpoints/{}", wide.id()))
         .await;
     assert_eq!(after.body["url"], url);
+    assert_eq!(after.body["eventTypes"], json!([]));
 }
 
 async fn a_key_hands_on_rotates_and_revokes_only_scopes_it_holds(backend: Backend) {
@@ -649,4 +661,120 @@ async fn bad_key_requests_are_422_naming_the_field_and_change_nothing(backend: B
         let r = api.with_key(bad).get("/v1/patients").await;
         assert_eq!(r.status, 401, "{bad:?}");
     }
+}
+
+async fn a_revoked_key_gets_nothing_more_from_an_open_stream_or_long_poll(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let tenant = crate::events::principal(&server).await.tenant_id;
+    let (k, id) = key(&server, &["patients:read", "events:read"]).await;
+    let mut stream = k
+        .request(reqwest::Method::GET, "/v1/events/stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let poll = {
+        let k = k.clone();
+        tokio::spawn(async move { k.get("/v1/events?wait=30").await })
+    };
+    server.until_waiting(&tenant, 2).await;
+    assert_eq!(api.delete(&format!("/v1/api-keys/{id}")).await.status, 204);
+    api.patient().await;
+    // The long poll wakes for the write and answers 401, not the event.
+    let r = poll.await.unwrap();
+    assert_error(&r, 401, "authentication_error", None);
+    // The stream ends without the event.
+    let rest = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut text = String::new();
+        while let Some(chunk) = stream.chunk().await.unwrap_or(None) {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text
+    })
+    .await
+    .expect("the stream ends");
+    assert!(!rest.contains("patient.created"), "{rest}");
+}
+
+async fn deliveries_of_hidden_types_and_header_values_are_not_shown(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let rx = eventflow_testkit::Receiver::start().await;
+    let ep = api
+        .post(
+            "/v1/endpoints",
+            json!({"url": rx.url("/hook"), "headers": {"X-Receiver-Token": "s3cr3t-value"}}),
+        )
+        .await;
+    assert_eq!(ep.status, 201, "{}", ep.body);
+    let ep = ep.id();
+    let patient = api.patient().await;
+    api.create(
+        "appointments",
+        json!({"patientId": patient, "start": "2027-01-05T09:00:00Z", "status": "booked"}),
+    )
+    .await;
+    let all = wait_for(Duration::from_secs(20), "two deliveries", || {
+        let api = api.clone();
+        let path = format!("/v1/endpoints/{ep}/deliveries");
+        async move {
+            let r = api.get(&path).await;
+            let data = r.body["data"].as_array()?.clone();
+            (data.len() == 2).then_some(data)
+        }
+    })
+    .await;
+    let (k, _) = key(&server, &["appointments:read", "endpoints:read"]).await;
+    let r = k.get(&format!("/v1/endpoints/{ep}/deliveries")).await;
+    let types: Vec<&str> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["eventType"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["appointment.created"]);
+    let hidden = all
+        .iter()
+        .find(|d| d["eventType"] == "patient.created")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = k.get(&format!("/v1/deliveries/{hidden}")).await;
+    assert_error(&r, 404, "not_found", None);
+    let (writer, _) = key(&server, &["appointments:read", "endpoints:write"]).await;
+    let r = writer
+        .post(&format!("/v1/deliveries/{hidden}/retry"), json!({}))
+        .await;
+    assert_error(&r, 404, "not_found", None);
+    // Header values, like secrets, need endpoints:write.
+    let r = k.get(&format!("/v1/endpoints/{ep}")).await;
+    assert!(!r.body.to_string().contains("s3cr3t-value"), "{}", r.body);
+    assert!(
+        r.body["headers"].get("x-receiver-token").is_some(),
+        "{}",
+        r.body
+    );
+    let r = writer.get(&format!("/v1/endpoints/{ep}")).await;
+    assert_eq!(r.body["headers"]["x-receiver-token"], "s3cr3t-value");
+}
+
+async fn a_key_made_by_an_expiring_key_expires_no_later(backend: Backend) {
+    let (server, _clock) = backend.spawn_with_clock(t0()).await;
+    let r = create_key(
+        &server.api(),
+        json!({"name": "temp", "scopes": ["keys:manage", "patients:read"], "expiresAt": "2026-12-01T00:00:00Z"}),
+    )
+    .await;
+    let temp = server.api().with_key(r.body["key"].as_str().unwrap());
+    let r = create_key(&temp, json!({"name": "child", "scopes": ["patients:read"]})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["expiresAt"], "2026-12-01T00:00:00.000Z");
+    let r = create_key(
+        &temp,
+        json!({"name": "later", "scopes": ["patients:read"], "expiresAt": "2027-01-01T00:00:00Z"}),
+    )
+    .await;
+    assert_error(&r, 422, "validation_error", Some("expiresAt"));
 }
