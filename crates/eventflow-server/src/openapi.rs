@@ -584,7 +584,7 @@ fn key_paths(paths: &mut Map<String, Value>) {
         "summary": "A new secret for the same key; the old one works graceSeconds more (default 0). Only a key holding all its scopes may.",
         "parameters": [id_param()],
         "requestBody": {"required": false, "content": json_content(json!({"type": ["object", "null"], "additionalProperties": false, "properties": {
-            "graceSeconds": {"type": "integer", "minimum": 0, "maximum": crate::routes::keys::MAX_GRACE_SECONDS}}}))},
+            "graceSeconds": {"type": ["integer", "null"], "minimum": 0, "maximum": crate::routes::keys::MAX_GRACE_SECONDS, "description": "Seconds the old secret keeps working; null or absent: 0."}}}))},
         "responses": responses(("200", ok("The key, with its new secret", with_secret)), &with(&["404"], &BODY_ERRORS))}}));
 }
 

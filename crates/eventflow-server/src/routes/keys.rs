@@ -204,14 +204,13 @@ async fn rotate(
     PathId(id): PathId,
     body: Option<JsonBody>,
 ) -> ApiResult<Json<Value>> {
-    let grace = match &body {
+    let grace = match body.as_ref().filter(|b| !b.value.is_null()) {
         Some(body) => {
             let body = object(body)?;
             only(body, &["graceSeconds"])?;
             match body.get("graceSeconds") {
                 None | Some(Value::Null) => 0,
-                Some(v) => v
-                    .as_i64()
+                Some(v) => eventflow_model::validate::as_i64(v)
                     .filter(|g| (0..=MAX_GRACE_SECONDS).contains(g))
                     .ok_or_else(|| {
                         ApiError::invalid(
