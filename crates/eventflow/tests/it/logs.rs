@@ -73,6 +73,23 @@ async fn debug_logs_hold_no_field_values_and_no_api_key() {
         ..api.clone()
     };
     wrong.get("/v1/patients").await;
+    // A key's whole life: made, used, rotated, revoked, refused.
+    let made = api
+        .post(
+            "/v1/api-keys",
+            json!({"name": "Zyxwvut", "scopes": ["patients:read"]}),
+        )
+        .await;
+    let first = made.body["key"].as_str().unwrap().to_string();
+    let scoped = api.with_key(&first);
+    scoped.get("/v1/patients").await;
+    scoped.get("/v1/appointments").await;
+    let rotated = api
+        .post(&format!("/v1/api-keys/{}/rotate", made.id()), json!({}))
+        .await;
+    let second = rotated.body["key"].as_str().unwrap().to_string();
+    api.delete(&format!("/v1/api-keys/{}", made.id())).await;
+    api.with_key(&second).get("/v1/patients").await;
 
     child.start_kill().unwrap();
     child.wait().await.unwrap();
@@ -92,6 +109,12 @@ async fn debug_logs_hold_no_field_values_and_no_api_key() {
         );
     }
     assert!(!printed.contains(key), "the API key reached the logs");
+    for secret in [&first, &second] {
+        assert!(
+            !printed.contains(&secret[4..]),
+            "a created or rotated key reached the logs"
+        );
+    }
     assert!(
         !printed.contains("wrong-key"),
         "a presented key reached the logs"
