@@ -125,7 +125,26 @@ impl StepKind {
 #[error("{file}: {message}")]
 pub struct LoadError {
     pub file: String,
+    /// Where in the workflow: `name`, `on`, `if`, `steps`, `step 2 (sms)`,
+    /// `step 1 (schedule) > step 1 (http)`, or `workflow` for the file as a
+    /// whole (not YAML, unreadable).
+    pub at: String,
+    /// The whole line, starting with `at`.
     pub message: String,
+}
+
+/// What is wrong, and where in the workflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Problem {
+    at: String,
+    detail: String,
+}
+
+fn problem(at: &str, detail: impl Into<String>) -> Problem {
+    Problem {
+        at: at.to_string(),
+        detail: detail.into(),
+    }
 }
 
 /// A file of the workflows directory, loaded or not.
@@ -192,10 +211,17 @@ pub fn parse(file: &str, text: &str) -> Result<Workflow, LoadError> {
 /// template makes is checked when the step runs.) The `if` is compiled
 /// within the server's CEL budget.
 pub fn parse_with(file: &str, text: &str, checks: Checks) -> Result<Workflow, LoadError> {
-    let fail = |message: String| LoadError {
+    let fail_at = |p: Problem| LoadError {
         file: file.to_string(),
-        message,
+        // A problem of the file as a whole says so itself ("not a workflow").
+        message: if p.at == "workflow" {
+            p.detail
+        } else {
+            format!("{}: {}", p.at, p.detail)
+        },
+        at: p.at,
     };
+    let fail = |at: &str, detail: &str| fail_at(problem(at, detail));
     // Anchors and aliases (`&a`, `*a`) are refused: a few hundred bytes of
     // them expand to hundreds of megabytes. A workflow writes each value out.
     let options = serde_saphyr::options! {
@@ -215,14 +241,17 @@ pub fn parse_with(file: &str, text: &str, checks: Checks) -> Result<Workflow, Lo
             )
         {
             return fail(
-                "not a workflow: YAML anchors and aliases (&name, *name, <<) are not accepted; write each value out"
-                    .to_string(),
+                "workflow",
+                "not a workflow: YAML anchors and aliases (&name, *name, <<) are not accepted; write each value out",
             );
         }
-        fail(format!(
-            "not a workflow: {}",
-            e.to_string().lines().next().unwrap_or("invalid YAML")
-        ))
+        fail(
+            "workflow",
+            &format!(
+                "not a workflow: {}",
+                e.to_string().lines().next().unwrap_or("invalid YAML")
+            ),
+        )
     })?;
     let name_ok = !raw.name.is_empty()
         && raw.name.len() <= 100
@@ -231,27 +260,26 @@ pub fn parse_with(file: &str, text: &str, checks: Checks) -> Result<Workflow, Lo
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if !name_ok {
-        return Err(fail(
-            "name: must be 1 to 100 of a-z, 0-9, - and _".to_string(),
-        ));
+        return Err(fail("name", "must be 1 to 100 of a-z, 0-9, - and _"));
     }
     let types: Vec<String> = match raw.on {
         OneOrMany::One(t) => vec![t],
         OneOrMany::Many(ts) => ts,
     };
     if types.is_empty() {
-        return Err(fail("on: must name at least one event type".into()));
+        return Err(fail("on", "must name at least one event type"));
     }
-    let on = TypeFilter::parse_list(types.iter().map(String::as_str))
-        .map_err(|e| fail(format!("on: {e}")))?;
+    let on =
+        TypeFilter::parse_list(types.iter().map(String::as_str)).map_err(|e| fail("on", &e))?;
     for t in on.patterns() {
         if !t.ends_with('*')
             && EventType::parse(t).is_none()
             && !eventflow_model::event::is_operational(t)
         {
-            return Err(fail(format!(
-                "on: {t} is not an event type (GET /v1/event-types lists them)"
-            )));
+            return Err(fail(
+                "on",
+                &format!("{t} is not an event type (GET /v1/event-types lists them)"),
+            ));
         }
     }
     let condition = raw
@@ -259,11 +287,11 @@ pub fn parse_with(file: &str, text: &str, checks: Checks) -> Result<Workflow, Lo
         .as_deref()
         .map(|source| Filter::compile(source, checks.cel_cost))
         .transpose()
-        .map_err(|e| fail(format!("if: {e}")))?;
+        .map_err(|e| fail("if", &e))?;
     if raw.steps.is_empty() {
-        return Err(fail("steps: a workflow needs at least one step".into()));
+        return Err(fail("steps", "a workflow needs at least one step"));
     }
-    let steps = steps(&raw.steps, "", checks.url_policy).map_err(fail)?;
+    let steps = steps(&raw.steps, "", checks.url_policy).map_err(fail_at)?;
     Ok(Workflow {
         name: raw.name,
         file: file.to_string(),
@@ -289,7 +317,7 @@ fn steps(
     list: &[Value],
     path: &str,
     policy: Option<eventflow_delivery::UrlPolicy>,
-) -> Result<Vec<Step>, String> {
+) -> Result<Vec<Step>, Problem> {
     list.iter()
         .enumerate()
         .map(|(i, v)| step(i + 1, v, path, policy))
@@ -301,38 +329,42 @@ fn step(
     v: &Value,
     path: &str,
     policy: Option<eventflow_delivery::UrlPolicy>,
-) -> Result<Step, String> {
+) -> Result<Step, Problem> {
     let here = format!("{path}step {number}");
     let names = StepKind::ALL.map(StepKind::name).join(", ");
     let Some(map) = v.as_object().filter(|m| m.len() == 1) else {
-        return Err(format!(
-            "{here}: must be one of {names}, e.g. `- sms: {{to: …, body: …}}`"
+        return Err(problem(
+            &here,
+            format!("must be one of {names}, e.g. `- sms: {{to: …, body: …}}`"),
         ));
     };
     let (key, body) = map
         .iter()
         .next()
-        .ok_or_else(|| format!("{here}: is empty"))?;
+        .ok_or_else(|| problem(&here, "is empty"))?;
     let Some(kind) = StepKind::ALL.into_iter().find(|k| k.name() == key) else {
-        return Err(format!("{here}: unknown step {key:?}; steps are {names}"));
+        return Err(problem(
+            &here,
+            format!("unknown step {key:?}; steps are {names}"),
+        ));
     };
     let here = format!("{here} ({key})");
     let Some(config) = body.as_object() else {
-        return Err(format!("{here}: its settings must be a map"));
+        return Err(problem(&here, "its settings must be a map"));
     };
     let (required, optional) = kind.fields();
     for f in required {
         if !config.contains_key(*f) {
-            return Err(format!("{here}: {f}: is required"));
+            return Err(problem(&here, format!("{f}: is required")));
         }
     }
     for f in config.keys() {
         if !required.contains(&f.as_str()) && !optional.contains(&f.as_str()) {
             let mut all: Vec<&str> = required.to_vec();
             all.extend_from_slice(optional);
-            return Err(format!(
-                "{here}: {f}: unknown field; {key} takes {}",
-                all.join(", ")
+            return Err(problem(
+                &here,
+                format!("{f}: unknown field; {key} takes {}", all.join(", ")),
             ));
         }
     }
@@ -342,27 +374,28 @@ fn step(
             let list = config
                 .remove("steps")
                 .and_then(|s| s.as_array().cloned())
-                .ok_or_else(|| format!("{here}: steps: must be a list of steps"))?;
+                .ok_or_else(|| problem(&here, "steps: must be a list of steps"))?;
             if list.is_empty() {
-                return Err(format!("{here}: steps: needs at least one step"));
+                return Err(problem(&here, "steps: needs at least one step"));
             }
             match (config.contains_key("at"), config.contains_key("after")) {
                 (true, false) | (false, true) => {}
                 _ => {
-                    return Err(format!(
-                        "{here}: give exactly one of at (a time, with an optional offset) or after (a duration)"
+                    return Err(problem(
+                        &here,
+                        "give exactly one of at (a time, with an optional offset) or after (a duration)",
                     ));
                 }
             }
             if config.contains_key("offset") && !config.contains_key("at") {
-                return Err(format!("{here}: offset: goes with at"));
+                return Err(problem(&here, "offset: goes with at"));
             }
             for f in ["offset", "after"] {
                 if let Some(d) = config.get(f) {
-                    let text = d
-                        .as_str()
-                        .ok_or_else(|| format!("{here}: {f}: must be a duration such as 24h"))?;
-                    duration::parse(text).map_err(|e| format!("{here}: {f}: {e}"))?;
+                    let text = d.as_str().ok_or_else(|| {
+                        problem(&here, format!("{f}: must be a duration such as 24h"))
+                    })?;
+                    duration::parse(text).map_err(|e| problem(&here, format!("{f}: {e}")))?;
                 }
             }
             steps(&list, &format!("{here} > "), policy)?
@@ -372,14 +405,10 @@ fn step(
     if matches!(kind, StepKind::Create | StepKind::Update) {
         let t = config.get("type").and_then(Value::as_str).unwrap_or("");
         if t.parse::<ResourceType>().is_err() {
-            return Err(format!(
-                "{here}: type: must be a record type such as intake"
-            ));
+            return Err(problem(&here, "type: must be a record type such as intake"));
         }
         if !config.get("body").is_some_and(Value::is_object) {
-            return Err(format!(
-                "{here}: body: must be a map of the record's fields"
-            ));
+            return Err(problem(&here, "body: must be a map of the record's fields"));
         }
     }
     if kind == StepKind::Http
@@ -389,8 +418,9 @@ fn step(
             Some("GET" | "POST" | "PUT" | "PATCH" | "DELETE")
         )
     {
-        return Err(format!(
-            "{here}: method: must be GET, POST, PUT, PATCH or DELETE"
+        return Err(problem(
+            &here,
+            "method: must be GET, POST, PUT, PATCH or DELETE",
         ));
     }
     if kind == StepKind::Http
@@ -401,14 +431,14 @@ fn step(
         if fixed {
             policy
                 .check(url.trim())
-                .map_err(|e| format!("{here}: url: {e}"))?;
+                .map_err(|e| problem(&here, format!("url: {e}")))?;
         } else if policy.https_only
             && url
                 .trim_start()
                 .get(..7)
                 .is_some_and(|p| p.eq_ignore_ascii_case("http://"))
         {
-            return Err(format!("{here}: url: must use https:// in production"));
+            return Err(problem(&here, "url: must use https:// in production"));
         }
     }
     templates(&Value::Object(config.clone()), &here, "")?;
@@ -421,9 +451,9 @@ fn step(
 }
 
 /// Checks every string in `v` as a template.
-fn templates(v: &Value, here: &str, field: &str) -> Result<(), String> {
+fn templates(v: &Value, here: &str, field: &str) -> Result<(), Problem> {
     match v {
-        Value::String(s) => template::check(s).map_err(|e| format!("{here}: {field}: {e}")),
+        Value::String(s) => template::check(s).map_err(|e| problem(here, format!("{field}: {e}"))),
         Value::Array(items) => items
             .iter()
             .enumerate()
@@ -495,6 +525,7 @@ fn parse_file(
     let result = match std::fs::read_to_string(path) {
         Err(e) => Err(LoadError {
             file: file.to_string(),
+            at: "workflow".into(),
             message: format!("cannot read the file: {e}"),
         }),
         Ok(text) => parse_with(file, &text, checks).map(Arc::new),
@@ -525,6 +556,7 @@ fn load_files(
                 } else {
                     Err(LoadError {
                         file: file.clone(),
+                        at: "name".into(),
                         message: format!(
                             "name: {} is already the name of another workflow",
                             w.name
@@ -614,6 +646,18 @@ steps:
 
     fn error(text: &str) -> String {
         parse("w.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_error_names_where_it_is_apart_from_its_message() {
+        let at = |text: &str| parse("w.yaml", text).unwrap_err().at;
+        assert_eq!(
+            at(&GOOD.replace("| time }}", "| time }")),
+            "step 2 (schedule) > step 1 (sms)"
+        );
+        assert_eq!(at("name: a\non: nothing.here\nsteps: []\n"), "on");
+        assert_eq!(at("name: A B\non: patient.created\nsteps: []\n"), "name");
+        assert_eq!(at(": not yaml ["), "workflow");
     }
 
     #[test]

@@ -131,14 +131,12 @@ fn parse_body(
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("the body is not UTF-8 text"))?;
     eventflow_automations::workflow::parse_with(file, text, state.workflows.checks()).map_err(|e| {
-        let field = e
-            .message
-            .split(':')
-            .next()
-            .unwrap_or("workflow")
-            .trim()
-            .to_string();
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.message).with_field(field)
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error",
+            e.message,
+        )
+        .with_field(&e.at)
     })
 }
 
@@ -190,7 +188,7 @@ fn write_failed(e: std::io::Error) -> ApiError {
     tracing::error!(error = %e, "could not write a workflow file");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
+        "internal_error",
         "the workflow file could not be written (is workflows_dir writable?)",
     )
 }

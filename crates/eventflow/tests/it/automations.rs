@@ -825,6 +825,9 @@ async fn workflows_are_created_replaced_and_deleted_through_the_api(backend: Bac
         "{:?}",
         r.body
     );
+    // The same error shape as every other route: the kind, and the place.
+    assert_eq!(r.body["error"]["type"], "validation_error");
+    assert_eq!(r.body["error"]["field"], "step 1 (sms)");
     assert_eq!(list(&api, "/v1/workflows").await.len(), 1);
     // Created: it runs.
     let r = api.send(yaml(GOOD)).await;
