@@ -6,6 +6,7 @@
 mod access;
 mod audit_ops;
 mod automations;
+mod bench;
 mod budgets;
 mod cli;
 mod cli_client;
