@@ -1,4 +1,4 @@
-//! The channel providers of DESIGN.md §6: Twilio's REST API for SMS, SMTP
+//! The channel providers of docs/design.md §6: Twilio's REST API for SMS, SMTP
 //! (lettre) for email, Slack incoming webhooks. Each send says whether a
 //! failure is worth another try ([`Failure::Retry`]) or not
 //! ([`Failure::Permanent`]: a bad number, a refused address).

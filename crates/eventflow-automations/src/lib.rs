@@ -1,4 +1,4 @@
-//! Automations (DESIGN.md §4): workflow files, checked when they load.
+//! Automations (docs/design.md §4): workflow files, checked when they load.
 //!
 //! A workflow is a YAML file: `name`, `on` (event types or globs), an
 //! optional CEL `if`, and `steps`. Every template (`{{ data.patientPhone }}`)

@@ -1,4 +1,4 @@
-//! The workflow file (DESIGN.md §4), parsed and checked.
+//! The workflow file (docs/design.md §4), parsed and checked.
 //!
 //! ```yaml
 //! name: appointment-reminders

@@ -1,4 +1,4 @@
-//! The retry policy of DESIGN.md §3.4: after the first attempt, 5 s, 30 s,
+//! The retry policy of docs/design.md §3.4: after the first attempt, 5 s, 30 s,
 //! 2 min, 10 min, 30 min, 1 h, 2 h, 4 h, 8 h, then every 12 h, until 72 h
 //! after the first attempt; ±20 % jitter; a `Retry-After` on 429 or 503 is
 //! honoured. Pure: the caller passes the time and the random draw, so tests

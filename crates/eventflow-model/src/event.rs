@@ -1,4 +1,4 @@
-//! Event types, type globs, and the event envelope (DESIGN.md §3.2).
+//! Event types, type globs, and the event envelope (docs/design.md §3.2).
 
 use serde::{Deserialize, Serialize};
 
@@ -82,7 +82,7 @@ impl EventType {
     }
 }
 
-/// Event types about delivery itself (DESIGN.md §3.3), entered in the
+/// Event types about delivery itself (docs/design.md §3.3), entered in the
 /// tenant's log like record events: type, and a one-line description.
 pub const OPERATIONAL_TYPES: [(&str, &str); 3] = [
     (

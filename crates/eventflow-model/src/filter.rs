@@ -1,5 +1,5 @@
 //! An endpoint's `filter`: a CEL expression over the event envelope
-//! (DESIGN.md §3.3), e.g. `data.status == 'finished' && has(previous.status)`.
+//! (docs/design.md §3.3), e.g. `data.status == 'finished' && has(previous.status)`.
 //!
 //! The expression sees the envelope's top-level fields as variables: `id`,
 //! `type`, `sequence`, `createdAt`, `tenantId`, `resource`, `data` and

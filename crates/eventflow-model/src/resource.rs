@@ -1,4 +1,4 @@
-//! The ten clinical record types and the fields of each (DESIGN.md §3.1).
+//! The ten clinical record types and the fields of each (docs/design.md §3.1).
 //!
 //! Every rule about a field lives in its [`FieldSpec`]: validation, defaults,
 //! reference checks, list filters and the OpenAPI schema are all derived from
@@ -60,7 +60,7 @@ pub struct FieldSpec {
     pub name: &'static str,
     /// What the field accepts.
     pub kind: FieldKind,
-    /// Required on create (DESIGN.md §3.1's last column).
+    /// Required on create (docs/design.md §3.1's last column).
     pub required: bool,
     /// One line for the OpenAPI description.
     pub doc: &'static str,
@@ -311,7 +311,7 @@ pub const REFERENCE_FIELDS: &[&str] = &[
 ];
 
 impl ResourceType {
-    /// All ten, in the order of DESIGN.md §3.1.
+    /// All ten, in the order of docs/design.md §3.1.
     pub const ALL: [ResourceType; 10] = [
         R::Patient,
         R::Practitioner,

@@ -1,4 +1,4 @@
-//! Configuration (DESIGN.md §6): defaults built in, then the TOML file, then
+//! Configuration (docs/design.md §6): defaults built in, then the TOML file, then
 //! `EVENTFLOW_*` variables and flags (applied by the binary). Unknown keys and
 //! bad values stop start-up with a message naming the key.
 

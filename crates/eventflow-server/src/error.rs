@@ -1,6 +1,6 @@
 //! The one error type that reaches clients, and its one `IntoResponse`:
 //! `{"error": {"type", "message", "field"?, "index"?}}` with the right status
-//! (DESIGN.md §3). Anything unexpected is logged and becomes an opaque 500.
+//! (docs/design.md §3). Anything unexpected is logged and becomes an opaque 500.
 
 use axum::Json;
 use axum::http::StatusCode;

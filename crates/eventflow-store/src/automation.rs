@@ -1,4 +1,4 @@
-//! The automation engine's tables (DESIGN.md §4): workflow runs (a work
+//! The automation engine's tables (docs/design.md §4): workflow runs (a work
 //! queue with leases, like deliveries), durable timers, and the outbox of
 //! notifications — the rows, the writer's side of each change, and the SQL,
 //! written once for both backends.

@@ -1,4 +1,4 @@
-//! Webhook endpoints and deliveries as the store keeps them (DESIGN.md §3.3,
+//! Webhook endpoints and deliveries as the store keeps them (docs/design.md §3.3,
 //! §3.4). The rules of what to send and when live in `eventflow-delivery`;
 //! here are the rows, and what the writer does with them.
 
@@ -150,7 +150,7 @@ impl DeliveryStatus {
     }
 }
 
-/// One attempt to deliver, as listed (DESIGN.md §9).
+/// One attempt to deliver, as listed (docs/design.md §9).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {

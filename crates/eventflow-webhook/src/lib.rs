@@ -1,7 +1,7 @@
 //! Signing and verifying Event Flow webhooks — the one place the server's
 //! delivery, `eventflow listen` and a receiver sign and check with.
 //!
-//! Two schemes, both on every HMAC delivery (DESIGN.md §3.4):
+//! Two schemes, both on every HMAC delivery (docs/design.md §3.4):
 //! - **Standard Webhooks**: `webhook-id`, `webhook-timestamp` and
 //!   `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`
 //!   (or `v1a,<base64 Ed25519 signature>` for an Ed25519 endpoint); several

@@ -1,4 +1,4 @@
-//! What automations did (DESIGN.md §4): `GET /v1/workflow-runs`, the
+//! What automations did (docs/design.md §4): `GET /v1/workflow-runs`, the
 //! outbox `GET /v1/notifications`, pending `GET /v1/timers`, and inbound SMS
 //! `POST /v1/inbound/twilio/{tenantId}`.
 

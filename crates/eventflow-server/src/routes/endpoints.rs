@@ -1,4 +1,4 @@
-//! Webhook endpoints and their deliveries (DESIGN.md §3.3): `/v1/endpoints`,
+//! Webhook endpoints and their deliveries (docs/design.md §3.3): `/v1/endpoints`,
 //! `/v1/deliveries`, `/v1/disclosures`.
 
 use axum::extract::{Path, State};

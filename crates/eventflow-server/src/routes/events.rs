@@ -1,5 +1,5 @@
 //! The event log: poll (`GET /v1/events`, with long poll), fetch one, stream
-//! (Server-Sent Events), and the list of event types (DESIGN.md §3.2).
+//! (Server-Sent Events), and the list of event types (docs/design.md §3.2).
 //!
 //! Waiting is driven by the store's commit notifications, never a sleep: a
 //! reader subscribes, reads, and if nothing matched, waits for the next

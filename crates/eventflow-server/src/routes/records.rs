@@ -1,5 +1,5 @@
 //! `/v1/{collection}` and `/v1/{collection}/{id}` for the ten record types:
-//! create, read with `include`, list, merge patch, delete (DESIGN.md §3.1).
+//! create, read with `include`, list, merge patch, delete (docs/design.md §3.1).
 
 use axum::Router;
 use axum::extract::State;

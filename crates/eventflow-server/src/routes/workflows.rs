@@ -1,5 +1,5 @@
 //! `/v1/workflows`: the workflows a tenant runs, each loaded or refused with
-//! its reason (DESIGN.md §4, §9), and the tenant's own workflows created,
+//! its reason (docs/design.md §4, §9), and the tenant's own workflows created,
 //! replaced and deleted.
 //!
 //! Two kinds of file: those of the workflows directory itself run for every

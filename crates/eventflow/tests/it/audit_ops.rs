@@ -1,4 +1,4 @@
-//! The audit log (DESIGN.md §5, §9) and the operational endpoints:
+//! The audit log (docs/design.md §5, §9) and the operational endpoints:
 //! `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/docs`.
 
 use std::collections::{BTreeSet, HashSet};

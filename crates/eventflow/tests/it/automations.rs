@@ -1,4 +1,4 @@
-//! Automations (DESIGN.md §4) end to end: the five example workflows of
+//! Automations (docs/design.md §4) end to end: the five example workflows of
 //! `workflows/examples/`, against local servers that speak the real
 //! protocols — a Twilio-shaped REST endpoint, an SMTP server (aiosmtpd), a
 //! Slack-webhook receiver, a billing server — on an injected clock, so

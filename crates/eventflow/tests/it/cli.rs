@@ -1,4 +1,4 @@
-//! The command line (DESIGN.md §2, §6, §7), run as the real binary:
+//! The command line (docs/design.md §2, §6, §7), run as the real binary:
 //! `serve` and its bootstrap key, `tenants create` beside a running server,
 //! `migrate`, the configuration file with flag and variable overrides, and
 //! `--help`.

@@ -1,4 +1,4 @@
-//! The client commands (DESIGN.md §7): `trigger` for each of the 30 record
+//! The client commands (docs/design.md §7): `trigger` for each of the 30 record
 //! event types, `events tail`, and `listen` forwarding signed events to a
 //! local receiver, and `keys create|list|revoke` — run as the real binary
 //! against a real server.

@@ -1,4 +1,4 @@
-//! Sequences under concurrent writers (DESIGN.md §3.2): a reader polling
+//! Sequences under concurrent writers (docs/design.md §3.2): a reader polling
 //! `after=N` never misses an event that commits later with a smaller number,
 //! and concurrent changes to one record each get their own version.
 

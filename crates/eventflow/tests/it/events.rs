@@ -1,4 +1,4 @@
-//! The event log (DESIGN.md §3.2, §9): one event per change in the same
+//! The event log (docs/design.md §3.2, §9): one event per change in the same
 //! transaction, the envelope, `previous`, per-tenant gap-free sequences,
 //! polling with filters and long poll, fetching one, the list of types, and
 //! retention.

@@ -1,6 +1,6 @@
 //! `Idempotency-Key` on creates and batches, and `POST /v1/batch`: all or
 //! nothing, results in order, the failing operation's status and index
-//! (DESIGN.md §3.1 and §9).
+//! (docs/design.md §3.1 and §9).
 
 use eventflow_testkit::{Api, Backend, Reply, backend_tests};
 use reqwest::Method;

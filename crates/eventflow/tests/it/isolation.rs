@@ -1,4 +1,4 @@
-//! Tenants (DESIGN.md §3): every record belongs to the key's tenant, and no
+//! Tenants (docs/design.md §3): every record belongs to the key's tenant, and no
 //! request can read or change another tenant's data — 404, never 403, never
 //! the data.
 

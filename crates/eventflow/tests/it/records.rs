@@ -1,4 +1,4 @@
-//! Clinical records (DESIGN.md §3.1 and §9): create, read, list, include,
+//! Clinical records (docs/design.md §3.1 and §9): create, read, list, include,
 //! defaults, derived fields, merge patch, versions and deletes, for each of
 //! the ten record types.
 

@@ -1,4 +1,4 @@
-//! `GET /v1/events/stream` (DESIGN.md §3.2): the same events as the poll,
+//! `GET /v1/events/stream` (docs/design.md §3.2): the same events as the poll,
 //! as Server-Sent Events with `id:` = sequence; `Last-Event-ID` resumes;
 //! filters; tenants never see each other's events.
 

@@ -1,4 +1,4 @@
-//! What the API refuses, and how (DESIGN.md §3 and §3.1): unknown and
+//! What the API refuses, and how (docs/design.md §3 and §3.1): unknown and
 //! missing fields, values of the wrong kind, server fields, references,
 //! bodies that are not JSON objects, content types, sizes, keys, routes —
 //! always with the one error shape, never repeating the submitted value.

@@ -1,4 +1,4 @@
-//! Webhook endpoints and delivery (DESIGN.md §3.3, §3.4), end to end against
+//! Webhook endpoints and delivery (docs/design.md §3.3, §3.4), end to end against
 //! real HTTP receivers on loopback.
 
 use std::time::Duration;
