@@ -1,5 +1,5 @@
 //! A clinic's webhook receiver, built on the `eventflow-webhook` SDK: the five
-//! automations of the product brief, on the receiving side.
+//! example automations of `workflows/examples/`, on the receiving side.
 //!
 //! ```sh
 //! WEBHOOK_SECRET=whsec_… EVENTFLOW_API_KEY=efk_… cargo run -p eventflow-example-receiver
@@ -98,7 +98,7 @@ async fn main() {
     let _ = axum::serve(listener, router).await;
 }
 
-/// Step 2 of the brief: verify, then route by type. Answers at once; a
+/// Verifies, then routes by type. Answers at once; a
 /// retried delivery (the same `webhook-id`) is acknowledged and skipped.
 async fn webhook(State(app): State<App>, VerifiedEvent(event): VerifiedEvent) -> axum::Json<Value> {
     let first = app

@@ -1,5 +1,5 @@
 //! The example receiver, run as its binary, fed real deliveries by a real
-//! server: each of the brief's five automations does its part, a forged
+//! server: each of the five example automations does its part, a forged
 //! request is refused, and a redelivery is not acted on twice.
 
 use std::process::Stdio;
