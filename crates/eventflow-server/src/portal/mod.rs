@@ -1,4 +1,4 @@
-//! The developer portal at `/portal` (issue 7): sign in with an API key,
+//! The developer portal at `/portal` (docs/portal.md): sign in with an API key,
 //! manage webhook endpoints, watch deliveries, browse events, see what
 //! automations did.
 //!
