@@ -1,4 +1,5 @@
-//! Automations (docs/design.md §4): workflow files, checked when they load.
+//! Automations (docs/design.md §4): workflow files, checked when they load,
+//! and the engine that runs them.
 //!
 //! A workflow is a YAML file: `name`, `on` (event types or globs), an
 //! optional CEL `if`, and `steps`. Every template (`{{ data.patientPhone }}`)
@@ -8,14 +9,14 @@
 //! # Layout
 //! - [`workflow`]: the file format, parsed and checked into a [`Workflow`].
 //! - [`template`]: the Jinja-style template environment (minijinja) and its
-//!   filters (`datetime`, `time`, `date`).
+//!   filters (`datetime`, `time`, `date`), with bounded fuel and output.
 //! - [`duration`]: `24h`, `-24h`, `30m`, `2d` offsets.
 //! - [`registry`]: the loaded workflows, reloaded when the directory changes.
-//!
-//! Still to come (issue 4): the engine driven by the event log, the step
-//! runners (Twilio, SMTP, Slack, HTTP, records, timers, FHIR claims), the
-//! outbox and the `/v1/workflow-runs`, `/v1/notifications`, `/v1/timers`
-//! routes.
+//! - [`engine`]: the [`Engine`], driven by the event log: starts runs from
+//!   each tenant's new events, executes their steps, fires durable timers.
+//! - [`channels`]: the providers: Twilio (SMS), SMTP (email), Slack; each
+//!   failure classed as worth a retry or permanent.
+//! - [`claim`]: the FHIR R4 `Claim` built from an encounter for the `claim` step.
 
 pub mod channels;
 pub mod claim;

@@ -6,7 +6,8 @@
 //! - [`validate`]: checks a record body against its type's fields; computes defaults.
 //! - [`patch`]: RFC 7396 JSON merge patch and the `previous` diff of an update.
 //! - [`event`]: event types, type globs and the event envelope.
-//! - [`filter`]: an endpoint's CEL filter over the envelope.
+//! - [`filter`]: CEL expressions over the envelope (endpoint filters, workflow
+//!   `if`s), with their cost budget.
 //! - [`scope`]: API key scopes and the event types a key may see.
 //! - [`id`]: prefixed, time-ordered ids (`pat_…`, `evt_…`).
 //! - [`time`]: the one timestamp format the API writes.

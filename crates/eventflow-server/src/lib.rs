@@ -1,19 +1,22 @@
-//! The HTTP face of Event Flow: axum routes, authentication, errors to HTTP,
-//! OpenAPI, metrics. Only this crate knows HTTP.
+//! The HTTP face of Event Flow: axum routes, authentication and scopes,
+//! errors to HTTP, OpenAPI, metrics, the developer portal. Only this crate
+//! knows HTTP.
 //!
 //! # Layout
 //! - [`Application`]: build from a [`Config`], then `run_until_stopped` —
 //!   the same path in production and in tests.
 //! - [`config`]: the configuration file, its defaults and checks.
 //! - [`error`]: [`ApiError`], the one error shape clients see.
-//! - [`auth`]: API keys and the `Bearer` extractor.
+//! - [`auth`]: API keys (hashing, the key cache, failed-attempt counts), the
+//!   `authorize` route layer that checks each route's scope, and the
+//!   [`auth::Auth`] extractor.
 //! - [`extract`]: JSON body and query extractors with API-shaped rejections.
 //! - [`routes`]: one module per area, each with a `router()`.
 //! - [`openapi`]: the OpenAPI 3.1 document, built from the record field tables.
 //! - [`telemetry`]: the Prometheus recorder and the request middleware.
 //! - [`conn`]: serving connections: the cap, and the read and idle timeouts.
 //! - [`streams`]: open streams and long polls counted per API key.
-//! - [`portal`]: the developer portal.
+//! - [`portal`]: the developer portal at `/portal`, built on the API in process.
 
 pub mod auth;
 pub mod config;

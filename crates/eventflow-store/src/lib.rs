@@ -14,6 +14,17 @@
 //! - [`ops`]: the backend-independent logic of creates, patches, deletes and batches.
 //! - [`types`]: requests and rows the trait speaks in.
 //! - `writer`: the group-commit writer every backend's writes go through.
+//! - `sql`: the SQL both backends share, written once (what differs is passed in as SQL).
+//! - `query`: the read queries, built once with sqlx's `QueryBuilder`.
+//! - [`fanout`]: which endpoints an event goes to, decided inside the writing transaction.
+//! - [`delivery`]: webhook endpoints and deliveries as rows.
+//! - [`outbox`]: the writer's side of the delivery queue: fan-out, claims,
+//!   attempt results, retries, replays.
+//! - [`queue`]: the delivery queue's SQL, once for both backends.
+//! - [`automation`]: workflow runs, durable timers, the notifications outbox
+//!   and provider quotas: rows, the writer's side, and their SQL.
+//! - [`keys`]: API keys as stored (hashes only), and their changes.
+//! - [`migrations`]: the versioned schema of each backend, embedded.
 //! - [`sqlite`]: the embedded default backend.
 //! - [`postgres`]: PostgreSQL, for several nodes on one database.
 

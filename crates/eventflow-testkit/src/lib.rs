@@ -11,6 +11,13 @@
 //! assert_eq!(patient.status, 201);
 //! # }
 //! ```
+//!
+//! # Layout
+//! - [`TestServer`], [`Api`], `backend_tests!`: the real server on a random
+//!   port, an HTTP client for it, and one test per storage backend.
+//! - [`receiver`]: a scriptable webhook receiver on loopback.
+//! - [`python`]: outside tools the tests run (Python reference libraries,
+//!   an SMTP server, `openssl`), or a `SKIPPED` line without them.
 
 pub mod python;
 pub mod receiver;
