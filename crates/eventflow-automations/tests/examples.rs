@@ -1,10 +1,10 @@
-//! The workflows shipped in `workflows/examples/` all load.
+//! The workflows shipped in `examples/workflows/` all load.
 
 use std::path::Path;
 
 #[test]
 fn every_example_workflow_loads() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/examples");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/workflows");
     let loaded = eventflow_automations::load_dir(&dir);
     let mut names = Vec::new();
     for l in &loaded {

@@ -1,5 +1,5 @@
 //! A clinic's webhook receiver, built on the `eventflow-webhook` SDK: the five
-//! example automations of `workflows/examples/`, on the receiving side.
+//! example automations of `examples/workflows/`, on the receiving side.
 //!
 //! ```sh
 //! WEBHOOK_SECRET=whsec_… EVENTFLOW_API_KEY=efk_… cargo run -p eventflow-example-receiver

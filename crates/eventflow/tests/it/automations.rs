@@ -1,5 +1,5 @@
 //! Automations (docs/design.md §4) end to end: the five example workflows of
-//! `workflows/examples/`, against local servers that speak the real
+//! `examples/workflows/`, against local servers that speak the real
 //! protocols — a Twilio-shaped REST endpoint, an SMTP server (aiosmtpd), a
 //! Slack-webhook receiver, a billing server — on an injected clock, so
 //! "24 hours before" and "after 48 h" take milliseconds.
@@ -53,7 +53,7 @@ backend_tests!(
 const LONG: Duration = Duration::from_secs(20);
 
 fn examples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workflows/examples")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/workflows")
 }
 
 /// 2026-12-01T09:00:00Z, a Tuesday.

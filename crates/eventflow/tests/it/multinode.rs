@@ -210,7 +210,7 @@ async fn three_nodes_start_each_run_once_and_fire_each_timer_once() {
     let start: jiff::Timestamp = "2026-12-01T09:00:00Z".parse().unwrap();
     let clock = Arc::new(eventflow_store::ManualClock::new(start));
     let examples =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workflows/examples");
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/workflows");
     let Some((_db, servers, apis)) = three_nodes_with(
         "multinode::three_nodes_start_each_run_once_and_fire_each_timer_once",
         Some(clock.clone()),

@@ -41,7 +41,7 @@ async fn the_portal_works_in_a_real_browser() {
         );
     };
     let examples =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workflows/examples");
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/workflows");
     let server = eventflow_testkit::TestServer::spawn_with(eventflow_testkit::Options {
         clock: None,
         configure: Some(Box::new(move |c| c.workflows_dir = examples)),

@@ -1375,7 +1375,7 @@ mod workflows {
     async fn workflows_list_each_file_with_its_load_status(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
         let examples =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/examples");
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/workflows");
         std::fs::copy(
             examples.join("appointment-reminders.yaml"),
             dir.path().join("a.yaml"),
