@@ -852,6 +852,26 @@ fn automation_paths(paths: &mut Map<String, Value>) {
 mod tests {
     use super::*;
 
+    /// `docs/openapi.json` is the document as the server serves it: a change
+    /// of the contract shows as a diff of that file, to be reviewed. After a
+    /// deliberate change, `EVENTFLOW_UPDATE_SNAPSHOTS=1 cargo test -p
+    /// eventflow-server --lib openapi` writes it anew.
+    #[test]
+    fn the_document_matches_its_committed_snapshot() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+        let now = serde_json::to_string_pretty(&document()).unwrap() + "\n";
+        if std::env::var_os("EVENTFLOW_UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(&path, &now).unwrap();
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == now,
+            "/openapi.json differs from docs/openapi.json: review the change, then run \
+             EVENTFLOW_UPDATE_SNAPSHOTS=1 cargo test -p eventflow-server --lib openapi"
+        );
+    }
+
     /// Every path item and schema reads as OpenAPI for utoipa, one by one,
     /// so that a failure names the part at fault.
     #[test]
