@@ -32,6 +32,7 @@ use eventflow_store::automation::{
 use eventflow_store::{Clock, EventQuery, Op, Store, WriteKind, WriteRequest};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use crate::channels::{self, Failure, Sent, Smtp, Twilio};
 use crate::registry::Registry;
@@ -153,6 +154,17 @@ enum Done {
     },
     Retry(String, Option<Duration>),
     Fail(String),
+}
+
+impl Done {
+    fn kind(&self) -> &'static str {
+        match self {
+            Done::Ok { .. } => "succeeded",
+            Done::Skipped { .. } => "skipped",
+            Done::Retry(..) => "retrying",
+            Done::Fail(_) => "failed",
+        }
+    }
 }
 
 impl From<Failure> for Done {
@@ -639,18 +651,28 @@ impl Engine {
             return;
         }
         let engine = self.clone();
-        tokio::spawn(async move {
-            let id = run.id.clone();
-            engine.execute(run).await;
-            engine
-                .in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-            drop(permit);
-            // A run slot is free: due runs that waited for one can go.
-            engine.look_again.notify_one();
-        });
+        // Ids only: an operator can follow one run through the logs.
+        let span = tracing::info_span!(
+            "workflow_run",
+            run = %run.id,
+            workflow = %run.workflow,
+            tenant = %run.tenant_id,
+        );
+        tokio::spawn(
+            async move {
+                let id = run.id.clone();
+                engine.execute(run).await;
+                engine
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                drop(permit);
+                // A run slot is free: due runs that waited for one can go.
+                engine.look_again.notify_one();
+            }
+            .instrument(span),
+        );
     }
 
     /// Runs a run's steps from its next one until it ends, waits for a
@@ -711,7 +733,16 @@ impl Engine {
                                     }
                                 }
                             }
-                            let done = self.perform(&run, step, &ctx, tenant_owned).await;
+                            let span = tracing::info_span!("step", index, kind = step.kind.name());
+                            let done = self
+                                .perform(&run, step, &ctx, tenant_owned)
+                                .instrument(span.clone())
+                                .await;
+                            // The outcome's kind only: its message may quote
+                            // a provider's answer.
+                            span.in_scope(|| {
+                                tracing::debug!(outcome = done.kind(), "workflow step");
+                            });
                             (
                                 step_name(&run.path, step.number),
                                 step.kind.name(),

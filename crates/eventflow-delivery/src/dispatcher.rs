@@ -27,6 +27,7 @@ use eventflow_webhook::{Ed25519Key, HmacSecret, Signer, sign_headers};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
 
 use crate::policy::{Next, RetryPolicy, parse_retry_after};
 
@@ -301,16 +302,27 @@ fn submit(inner: &Arc<Inner>, job: Job) {
     }
     inner.held.fetch_add(1, AtomicOrdering::Relaxed);
     let inner = inner.clone();
-    tokio::spawn(async move {
-        let id = job.delivery.id.clone();
-        handle(&inner, job).await;
-        inner
-            .in_hand
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        inner.held.fetch_sub(1, AtomicOrdering::Relaxed);
-    });
+    // Ids only: an operator can follow one delivery through the logs.
+    let span = tracing::info_span!(
+        "delivery",
+        delivery = %job.delivery.id,
+        endpoint = %job.delivery.endpoint_id,
+        event = %job.delivery.event_id,
+        tenant = %job.delivery.tenant_id,
+    );
+    tokio::spawn(
+        async move {
+            let id = job.delivery.id.clone();
+            handle(&inner, job).await;
+            inner
+                .in_hand
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            inner.held.fetch_sub(1, AtomicOrdering::Relaxed);
+        }
+        .instrument(span),
+    );
 }
 
 /// The endpoint's state, loaded or refreshed to `revision`.
@@ -464,6 +476,13 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
         AttemptVerdict::GiveUp | AttemptVerdict::Expired => "failed",
         AttemptVerdict::Gone => "gone",
     };
+    tracing::debug!(
+        attempt = attempt_no,
+        status = ?status,
+        duration_ms = attempt.duration_ms,
+        outcome,
+        "delivery attempt"
+    );
     metrics::counter!("eventflow_deliveries_total", "outcome" => outcome).increment(1);
     metrics::histogram!("eventflow_delivery_attempt_duration_seconds")
         .record(attempt.duration_ms as f64 / 1000.0);
