@@ -17,12 +17,18 @@ const MARKERS: &[&str] = &[
 async fn debug_logs_hold_no_field_values_and_no_api_key() {
     let dir = tempfile::tempdir().unwrap();
     let key = "efk_log-test-key-that-must-never-be-printed";
+    // The example workflows run too (the onboarding SMS carries the name).
+    let examples =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/workflows");
     let server = ServerProcess::start(
         env!("CARGO_BIN_EXE_eventflow"),
         dir.path(),
         "",
         key,
-        &[("RUST_LOG", "debug")],
+        &[
+            ("RUST_LOG", "debug"),
+            ("EVENTFLOW_WORKFLOWS_DIR", examples.to_str().unwrap()),
+        ],
         true,
     )
     .await;
@@ -41,6 +47,12 @@ async fn debug_logs_hold_no_field_values_and_no_api_key() {
     let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
 
+    // A webhook endpoint: each delivery attempt is logged in its span.
+    let rx = eventflow_testkit::Receiver::start().await;
+    let ep = api
+        .post("/v1/endpoints", json!({"url": rx.url("/hook")}))
+        .await;
+    assert_eq!(ep.status, 201, "{}", ep.body);
     let patient = api
         .create(
             "patients",
@@ -90,6 +102,36 @@ async fn debug_logs_hold_no_field_values_and_no_api_key() {
     let second = rotated.body["key"].as_str().unwrap().to_string();
     api.delete(&format!("/v1/api-keys/{}", made.id())).await;
     api.with_key(&second).get("/v1/patients").await;
+    // Wait for a delivery and a workflow run to be done, to find them in
+    // the logs by their ids.
+    let delivery = eventflow_testkit::wait_for(
+        std::time::Duration::from_secs(20),
+        "a delivery that succeeded",
+        || async {
+            let r = api
+                .get(&format!("/v1/endpoints/{}/deliveries", ep.id()))
+                .await;
+            r.body["data"]
+                .as_array()?
+                .iter()
+                .find(|d| d["status"] == "succeeded")
+                .map(|d| d["id"].as_str().unwrap().to_string())
+        },
+    )
+    .await;
+    let run = eventflow_testkit::wait_for(
+        std::time::Duration::from_secs(20),
+        "a finished workflow run",
+        || async {
+            let r = api.get("/v1/workflow-runs").await;
+            r.body["data"]
+                .as_array()?
+                .iter()
+                .find(|r| r["status"] != "pending")
+                .map(|r| r["id"].as_str().unwrap().to_string())
+        },
+    )
+    .await;
 
     child.start_kill().unwrap();
     child.wait().await.unwrap();
@@ -109,6 +151,23 @@ async fn debug_logs_hold_no_field_values_and_no_api_key() {
         );
     }
     assert!(!printed.contains(key), "the API key reached the logs");
+    // Not a terminal: no colour codes in what a collector reads.
+    assert!(!printed.contains('\u{1b}'), "ANSI escapes in piped logs");
+    // One delivery, one run: each followed by its id in a span.
+    assert!(
+        printed.contains(&format!("delivery{{delivery={delivery}")),
+        "no span of the delivery's attempt: {}",
+        printed
+            .lines()
+            .filter(|l| l.contains("dlv_"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        printed.contains(&format!("workflow_run{{run={run}")),
+        "no span of the workflow run"
+    );
     for secret in [&first, &second] {
         assert!(
             !printed.contains(&secret[4..]),
