@@ -138,6 +138,10 @@ pub struct Engine {
     look_again: Notify,
     /// Passes of the timer loop so far.
     passes: tokio::sync::watch::Sender<u64>,
+    /// Set when the server stops: runs end after the step under way.
+    stopping: std::sync::atomic::AtomicBool,
+    /// Signalled whenever a run this node executes ends or pauses.
+    settled: Notify,
     /// Per tenant, the last event sequence this node has matched.
     progress: std::sync::Mutex<HashMap<String, i64>>,
 }
@@ -218,7 +222,40 @@ impl Engine {
             look_again: Notify::new(),
             passes: tokio::sync::watch::Sender::new(0),
             progress: Default::default(),
+            stopping: Default::default(),
+            settled: Notify::new(),
         }))
+    }
+
+    /// After the loops were aborted (no run starts any more): lets each run
+    /// under way finish the step it is on and record it, then waits, at most
+    /// `grace`, for them all, so a restart does not perform a step again that
+    /// was performed. Runs resume from their next step after the restart (or
+    /// on another node).
+    pub async fn stop(&self, grace: Duration) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let running = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len();
+            if running == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, self.settled.notified())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    running,
+                    "stopping: workflow steps still under way; they will be run again"
+                );
+                return;
+            }
+        }
     }
 
     /// Starts the ingest and timer loops; abort the handles to stop.
@@ -668,6 +705,7 @@ impl Engine {
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&id);
                 drop(permit);
+                engine.settled.notify_one();
                 // A run slot is free: due runs that waited for one can go.
                 engine.look_again.notify_one();
             }
@@ -707,6 +745,10 @@ impl Engine {
         let ctx = Arc::new(ctx);
         loop {
             if run.status != "pending" {
+                return;
+            }
+            if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                // The server stops: the next step runs after the restart.
                 return;
             }
             let index = run.next_step.max(0) as usize;

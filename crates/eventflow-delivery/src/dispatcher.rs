@@ -103,6 +103,49 @@ struct Inner {
     next_retry_ms: AtomicI64,
     /// Wakes the loop to look at `next_retry_ms` (no claim).
     rescheduled: tokio::sync::Notify,
+    /// True once the server stops: no attempt starts after it.
+    shutdown: watch::Receiver<bool>,
+    /// Successes sent to be recorded and not yet written.
+    unrecorded: AtomicUsize,
+    /// Signalled whenever an attempt ends or successes are written.
+    settled: tokio::sync::Notify,
+}
+
+/// A running dispatcher.
+pub struct Dispatcher {
+    task: tokio::task::JoinHandle<()>,
+    inner: Arc<Inner>,
+}
+
+impl Dispatcher {
+    /// After the server's shutdown turned true (no attempt starts any
+    /// more): waits, at most `grace`, for the attempts under way to end and
+    /// their results to be written, so a restart does not send again what
+    /// was sent. What is left after `grace` is sent again later (at least
+    /// once).
+    pub async fn stop(self, grace: Duration) {
+        let inner = &self.inner;
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let held = inner.held.load(AtomicOrdering::SeqCst);
+            let unrecorded = inner.unrecorded.load(AtomicOrdering::SeqCst);
+            if held == 0 && unrecorded == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, inner.settled.notified())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    held,
+                    unrecorded,
+                    "stopping: deliveries still under way; they will be sent again"
+                );
+                break;
+            }
+        }
+        self.task.abort();
+    }
 }
 
 /// Starts the dispatcher of this node; it runs until `shutdown` turns true.
@@ -112,12 +155,14 @@ pub fn start(
     clock: Arc<dyn Clock>,
     config: DispatchConfig,
     shutdown: watch::Receiver<bool>,
-) -> Option<tokio::task::JoinHandle<()>> {
+) -> Option<Dispatcher> {
     let link = store.dispatch_link()?;
     let client = crate::http::client(config.allow_private, config.timeout);
     let (successes, rx) = tokio::sync::mpsc::channel(config.max_held.max(1));
-    tokio::spawn(record_successes(store.clone(), rx));
     let inner = Arc::new(Inner {
+        shutdown: shutdown.clone(),
+        unrecorded: AtomicUsize::new(0),
+        settled: tokio::sync::Notify::new(),
         successes,
         store,
         clock,
@@ -130,21 +175,25 @@ pub fn start(
         next_retry_ms: AtomicI64::new(i64::MAX),
         rescheduled: tokio::sync::Notify::new(),
     });
-    Some(tokio::spawn(run(inner, link, shutdown)))
+    tokio::spawn(record_successes(inner.clone(), rx));
+    Some(Dispatcher {
+        task: tokio::spawn(run(inner.clone(), link, shutdown)),
+        inner,
+    })
 }
 
 /// Records successes many at a time: one statement for a whole batch.
-async fn record_successes(
-    store: Arc<dyn Store>,
-    mut rx: tokio::sync::mpsc::Receiver<AttemptRecord>,
-) {
+async fn record_successes(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::Receiver<AttemptRecord>) {
     let mut batch = Vec::with_capacity(512);
     while rx.recv_many(&mut batch, 512).await > 0 {
         let recs = std::mem::take(&mut batch);
-        if let Err(e) = store.record_successes(recs).await {
+        let n = recs.len();
+        if let Err(e) = inner.store.record_successes(recs).await {
             // Their leases run out and they are sent again: at least once.
             tracing::warn!(error = %e, "could not record successful deliveries");
         }
+        inner.unrecorded.fetch_sub(n, AtomicOrdering::SeqCst);
+        inner.settled.notify_one();
     }
 }
 
@@ -319,7 +368,8 @@ fn submit(inner: &Arc<Inner>, job: Job) {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
-            inner.held.fetch_sub(1, AtomicOrdering::Relaxed);
+            inner.held.fetch_sub(1, AtomicOrdering::SeqCst);
+            inner.settled.notify_one();
         }
         .instrument(span),
     );
@@ -434,6 +484,19 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
             tokio::time::sleep(wait).await;
         }
     }
+    if *inner.shutdown.borrow() {
+        // Stopping, and this attempt has not started: it is made after the
+        // restart, or by another node.
+        if probe {
+            state.probing.store(false, AtomicOrdering::Release);
+            state.probe_done.notify_waiters();
+        }
+        let _ = inner
+            .store
+            .release_deliveries(vec![d.id.clone()], inner.clock.now())
+            .await;
+        return;
+    }
     let attempt_no = d.attempts.len() as i64 + 1;
     let (attempt, retry_after, status) = send(
         &inner.client,
@@ -510,7 +573,10 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
     if healthy && rec.verdict == AttemptVerdict::Succeeded && !probe && !ordered {
         // The common case, batched with others. (An ordered endpoint's next
         // delivery waits for this one's record, so those go one by one.)
-        let _ = inner.successes.send(rec).await;
+        inner.unrecorded.fetch_add(1, AtomicOrdering::SeqCst);
+        if inner.successes.send(rec).await.is_err() {
+            inner.unrecorded.fetch_sub(1, AtomicOrdering::SeqCst);
+        }
         return;
     }
     match inner.store.record_attempt(rec).await {

@@ -56,6 +56,9 @@ pub struct Config {
     pub delivery_timeout_secs: u64,
     /// Delivery attempts in flight at once, per endpoint.
     pub delivery_concurrency: u32,
+    /// Seconds a stopping server gives the delivery attempts and workflow
+    /// steps under way to finish and be recorded.
+    pub shutdown_grace_secs: u64,
     /// Channel providers for automations.
     pub providers: Providers,
     /// Where billing claims go.
@@ -212,6 +215,7 @@ impl Default for Config {
             event_retention_days: 30,
             delivery_timeout_secs: 15,
             delivery_concurrency: 16,
+            shutdown_grace_secs: 20,
             providers: Providers::default(),
             billing: None,
             vars: BTreeMap::new(),
@@ -393,6 +397,11 @@ impl Config {
             return Err(ConfigError(format!(
                 "delivery_timeout_secs: must be from 1 to {MAX_DELIVERY_TIMEOUT_SECS} (an attempt ends within the 60 s lease on its delivery)"
             )));
+        }
+        if self.shutdown_grace_secs > 300 {
+            return Err(ConfigError(
+                "shutdown_grace_secs: must be at most 300".into(),
+            ));
         }
         if self.delivery_concurrency == 0 || self.delivery_concurrency > 1000 {
             return Err(ConfigError(

@@ -424,9 +424,15 @@ impl Application {
         for task in engine {
             task.abort();
         }
-        if let Some(d) = dispatcher {
-            d.abort();
-        }
+        // Attempts and steps under way finish and are recorded, within a
+        // bound, so a deploy does not send again what was sent.
+        let grace = Duration::from_secs(self.state.config.shutdown_grace_secs);
+        let deliveries = async {
+            if let Some(d) = dispatcher {
+                d.stop(grace).await;
+            }
+        };
+        tokio::join!(deliveries, self.state.engine.stop(grace));
         result
     }
 }

@@ -23,7 +23,7 @@ pub mod python;
 pub mod receiver;
 
 pub use python::{SmtpMode, SmtpSink, python, python_has, self_signed_cert, skipped};
-pub use receiver::{Answer, Received, Receiver};
+pub use receiver::{Answer, Gate, Received, Receiver};
 
 use std::future::Future;
 use std::sync::Arc;

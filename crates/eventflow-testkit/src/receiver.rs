@@ -25,6 +25,32 @@ pub enum Answer {
     Hang,
     /// Closes the connection without a response.
     Drop,
+    /// This status, once the gate is opened (a request under way, held).
+    Held(Gate, u16),
+}
+
+/// Holds [`Answer::Held`] replies until [`Gate::open`].
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+}
+
+/// Two gates are equal when they are the same gate.
+impl PartialEq for Gate {
+    fn eq(&self, other: &Gate) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Gate {
+    /// Lets every held reply, and every later one, go.
+    pub fn open(&self) {
+        self.0.close();
+    }
 }
 
 /// A request the receiver got.
@@ -216,6 +242,11 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
                 return;
             }
             Answer::Drop => return,
+            Answer::Held(gate, s) => {
+                // Closed: open.
+                let _ = gate.0.acquire().await;
+                (s, String::new(), format!("status {s}"))
+            }
         };
         let response = format!(
             "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{extra}\r\n{text}",

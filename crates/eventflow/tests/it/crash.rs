@@ -9,7 +9,10 @@ use eventflow_testkit::{Api, Backend, ServerProcess, TestDatabase, backend_tests
 use serde_json::json;
 use tokio::sync::Mutex;
 
-backend_tests!(acknowledged_writes_survive_kill_9);
+backend_tests!(
+    acknowledged_writes_survive_kill_9,
+    a_stopping_server_finishes_and_records_the_delivery_under_way,
+);
 
 async fn start(dir: &std::path::Path, database_url: &str, key: &str) -> ServerProcess {
     ServerProcess::start(
@@ -346,4 +349,65 @@ async fn timer_messages(api: &Api) -> std::collections::HashMap<String, usize> {
             None => return by,
         }
     }
+}
+
+/// SIGTERM while a webhook is under way: the server stops taking requests,
+/// lets the attempt end and records it before it exits, so the restarted
+/// server does not send it again.
+async fn a_stopping_server_finishes_and_records_the_delivery_under_way(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _db) = backend.database_url().await;
+    let key = "efk_graceful-stop-key-0123456789abcdef";
+    let server = start(dir.path(), &url, key).await;
+    let api = server.api.clone();
+    let rx = eventflow_testkit::Receiver::start().await;
+    let gate = eventflow_testkit::Gate::default();
+    rx.answer(eventflow_testkit::Answer::Held(gate.clone(), 200));
+    let ep = api
+        .post("/v1/endpoints", json!({"url": rx.url("/hook")}))
+        .await;
+    assert_eq!(ep.status, 201, "{}", ep.body);
+    api.patient().await;
+    // The attempt is under way, held by the receiver.
+    rx.wait_for(1, Duration::from_secs(20)).await;
+    let mut child = server.child;
+    let pid = child.id().expect("a running server");
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    // It stops listening first.
+    wait_for(
+        Duration::from_secs(20),
+        "the server to stop listening",
+        || {
+            let api = api.clone();
+            async move {
+                api.request(reqwest::Method::GET, "/healthz")
+                    .send()
+                    .await
+                    .is_err()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    // The answer comes while it stops; it exits once it is recorded.
+    gate.open();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the server exits")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let again = start(dir.path(), &url, key).await;
+    let r = again
+        .api
+        .get(&format!("/v1/endpoints/{}/deliveries", ep.id()))
+        .await;
+    let deliveries = r.body["data"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 1, "{}", r.body);
+    assert_eq!(deliveries[0]["status"], "succeeded", "{}", r.body);
+    assert_eq!(deliveries[0]["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(rx.count(), 1);
 }
