@@ -13,7 +13,7 @@
 //! breaker (after 5 consecutive failures one attempt at a time, the others
 //! wait for its next scheduled retry; a success drains the backlog).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -93,7 +93,9 @@ struct Inner {
     client: reqwest::Client,
     endpoints: Mutex<HashMap<String, Arc<EndpointState>>>,
     held: AtomicUsize,
-    in_hand: Mutex<HashSet<String>>,
+    /// Deliveries an attempt of this node holds, each with whether it was
+    /// claimed again meanwhile.
+    in_hand: Mutex<HashMap<String, bool>>,
     /// Set when a result makes deliveries due at once (a drain after recovery).
     look_again: tokio::sync::Notify,
     /// Successes of healthy endpoints, recorded in batches.
@@ -170,7 +172,7 @@ pub fn start(
         client,
         endpoints: Mutex::new(HashMap::new()),
         held: AtomicUsize::new(0),
-        in_hand: Mutex::new(HashSet::new()),
+        in_hand: Mutex::new(HashMap::new()),
         look_again: tokio::sync::Notify::new(),
         next_retry_ms: AtomicI64::new(i64::MAX),
         rescheduled: tokio::sync::Notify::new(),
@@ -343,11 +345,15 @@ async fn report_depth(inner: &Inner) {
 fn submit(inner: &Arc<Inner>, job: Job) {
     {
         let mut in_hand = inner.in_hand.lock().unwrap_or_else(|e| e.into_inner());
-        // A lease that ran out while the attempt was still going can bring
-        // the same delivery back: one attempt at a time.
-        if !in_hand.insert(job.delivery.id.clone()) {
+        // One attempt at a time. The delivery can come back while its
+        // attempt is still going (its lease ran out), or just after that
+        // attempt gave it back and before it ended here: noted, and given
+        // back again, due now, when it ends.
+        if let Some(again) = in_hand.get_mut(&job.delivery.id) {
+            *again = true;
             return;
         }
+        in_hand.insert(job.delivery.id.clone(), false);
     }
     inner.held.fetch_add(1, AtomicOrdering::Relaxed);
     let inner = inner.clone();
@@ -363,11 +369,21 @@ fn submit(inner: &Arc<Inner>, job: Job) {
         async move {
             let id = job.delivery.id.clone();
             handle(&inner, job).await;
-            inner
+            let again = inner
                 .in_hand
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+                .remove(&id)
+                .unwrap_or(false);
+            if again {
+                // The later claim's lease is this node's: due now, it is
+                // claimed afresh if it is still pending.
+                let _ = inner
+                    .store
+                    .release_deliveries(vec![id], inner.clock.now())
+                    .await;
+                inner.look_again.notify_one();
+            }
             inner.held.fetch_sub(1, AtomicOrdering::SeqCst);
             inner.settled.notify_one();
         }
@@ -464,6 +480,18 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
                 .store
                 .release_deliveries(vec![d.id.clone()], until)
                 .await;
+            // Another attempt may have succeeded meanwhile and closed the
+            // breaker (making every delivery due): this one is due now too,
+            // not at the retry time read before.
+            if state.resume_at_ms.load(AtomicOrdering::SeqCst) != resume
+                || state.streak.load(AtomicOrdering::SeqCst) < BREAKER_THRESHOLD
+            {
+                let _ = inner
+                    .store
+                    .release_deliveries(vec![d.id.clone()], inner.clock.now())
+                    .await;
+                inner.look_again.notify_one();
+            }
             return;
         }
         probe = true;
