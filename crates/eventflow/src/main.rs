@@ -3,6 +3,13 @@
 //! `events tail` are clients of a running server.
 //!
 //! Errors are one clear line on standard error and a non-zero exit code.
+//!
+//! # Layout
+//! - `cli`: the arguments, the configuration's precedence, logging, `serve`,
+//!   `migrate` and `tenants create`.
+//! - `client`: the commands that speak to a running server over its API:
+//!   `listen`, `trigger`, `events tail`, `keys`.
+//! - `bench`: `eventflow bench`, the load generator and its scenarios.
 
 mod bench;
 mod cli;

@@ -18,6 +18,7 @@ mod events;
 mod idempotency_batch;
 mod isolation;
 mod keys;
+mod layout;
 mod logs;
 mod multinode;
 mod portal;
