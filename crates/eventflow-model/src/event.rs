@@ -110,6 +110,16 @@ pub fn type_bit(event_type: &str) -> u64 {
     1 << (hash % 64)
 }
 
+/// Every event type, the 30 record ones then the operational ones, each
+/// with its one-line description: the list `GET /v1/event-types` serves.
+pub fn all_types() -> impl Iterator<Item = (String, String)> {
+    EventType::all().map(|t| (t.name(), t.description())).chain(
+        OPERATIONAL_TYPES
+            .iter()
+            .map(|(t, d)| (t.to_string(), d.to_string())),
+    )
+}
+
 /// Whether a type is one of [`OPERATIONAL_TYPES`].
 pub fn is_operational(event_type: &str) -> bool {
     OPERATIONAL_TYPES.iter().any(|(t, _)| *t == event_type)
@@ -180,9 +190,8 @@ impl TypeFilter {
         let of_resource = |t: &str| {
             resource.is_none_or(|r| t.strip_prefix(r).is_some_and(|rest| rest.starts_with('.')))
         };
-        EventType::all()
-            .map(|t| t.name())
-            .chain(OPERATIONAL_TYPES.iter().map(|(t, _)| t.to_string()))
+        all_types()
+            .map(|(t, _)| t)
             .filter(|t| self.matches(t) && of_resource(t))
             .fold(0, |bits, t| bits | type_bit(&t))
     }

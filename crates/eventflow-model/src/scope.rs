@@ -5,7 +5,7 @@
 //! collections at once, and `*` for everything. `x:write` implies `x:read`.
 //! A set of scopes is held as bits, so a check is a mask, not a lookup.
 
-use crate::event::{EventType, OPERATIONAL_TYPES, TypeFilter};
+use crate::event::{OPERATIONAL_TYPES, TypeFilter};
 use crate::resource::ResourceType;
 
 /// Bits of the per-collection read scopes (bit `i` for `ResourceType::ALL[i]`).
@@ -224,9 +224,8 @@ impl Scopes {
 
     /// `Err` with a type a filter would match that the key may not see.
     pub fn may_subscribe(&self, filter: &TypeFilter) -> Result<(), String> {
-        EventType::all()
-            .map(|t| t.name())
-            .chain(OPERATIONAL_TYPES.iter().map(|(t, _)| t.to_string()))
+        crate::event::all_types()
+            .map(|(t, _)| t)
             .find(|t| filter.matches(t) && !self.sees(t))
             .map_or(Ok(()), Err)
     }
@@ -285,7 +284,7 @@ mod tests {
         assert!(!f.matches("endpoint.disabled"));
         assert!(Scopes::everything().visible_types().is_none());
         let none = scopes(&["events:read"]).visible_types().unwrap();
-        assert!(EventType::all().all(|t| !none.matches(&t.name())));
+        assert!(crate::EventType::all().all(|t| !none.matches(&t.name())));
         let ops = scopes(&["endpoints:read"]);
         assert!(ops.sees("delivery.failed"));
     }

@@ -522,13 +522,8 @@ pub fn document() -> Value {
 
 /// Every event type, the operational ones included.
 fn event_type_names() -> Vec<String> {
-    eventflow_model::EventType::all()
-        .map(|t| t.name().to_string())
-        .chain(
-            eventflow_model::event::OPERATIONAL_TYPES
-                .iter()
-                .map(|(t, _)| t.to_string()),
-        )
+    eventflow_model::event::all_types()
+        .map(|(t, _)| t)
         .collect()
 }
 

@@ -743,13 +743,7 @@ fn notice(q: &BTreeMap<String, String>) -> Option<String> {
 /// The event types the key may see (an endpoint of a key may send only
 /// those), with their descriptions.
 fn visible_types(me: &Me) -> Vec<Value> {
-    eventflow_model::EventType::all()
-        .map(|t| (t.name(), t.description()))
-        .chain(
-            eventflow_model::event::OPERATIONAL_TYPES
-                .iter()
-                .map(|(t, d)| (t.to_string(), d.to_string())),
-        )
+    eventflow_model::event::all_types()
         .filter(|(t, _)| me.principal.scopes.sees(t))
         .map(|(t, d)| json!({"type": t, "description": d}))
         .collect()

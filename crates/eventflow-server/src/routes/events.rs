@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
-use eventflow_model::{Event, EventType, ResourceType, TypeFilter};
+use eventflow_model::{Event, ResourceType, TypeFilter};
 use eventflow_store::{EventQuery, Store};
 use futures::Stream;
 use serde_json::{Value, json};
@@ -176,13 +176,8 @@ async fn visible_event(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Eve
 /// `GET /v1/event-types`. Under `/v1`, so it takes an API key like every
 /// other route there (and as the OpenAPI document says: 401 without one).
 async fn types(_auth: Auth) -> Json<Value> {
-    let data: Vec<Value> = EventType::all()
-        .map(|t| json!({"type": t.name(), "description": t.description()}))
-        .chain(
-            eventflow_model::event::OPERATIONAL_TYPES
-                .iter()
-                .map(|(t, d)| json!({"type": t, "description": d})),
-        )
+    let data: Vec<Value> = eventflow_model::event::all_types()
+        .map(|(t, d)| json!({"type": t, "description": d}))
         .collect();
     Json(json!({ "data": data }))
 }
