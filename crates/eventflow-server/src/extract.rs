@@ -23,6 +23,28 @@ pub struct JsonBody {
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
+impl JsonBody {
+    /// The body as a JSON object; 422 naming `body` otherwise.
+    pub fn object(&self) -> Result<&serde_json::Map<String, Value>, ApiError> {
+        self.value
+            .as_object()
+            .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))
+    }
+
+    /// [`JsonBody::object`], holding no member but `fields`: 422 naming the
+    /// first other one.
+    pub fn object_of(&self, fields: &[&str]) -> Result<&serde_json::Map<String, Value>, ApiError> {
+        let object = self.object()?;
+        match object.keys().find(|k| !fields.contains(&k.as_str())) {
+            Some(k) => Err(ApiError::invalid(
+                k,
+                &format!("unknown field; this body has {}", fields.join(", ")),
+            )),
+            None => Ok(object),
+        }
+    }
+}
+
 /// A body larger than this (or of unknown length) waits for one of the
 /// `limits.large_bodies` permits before it is read.
 pub const LARGE_BODY_BYTES: u64 = 1024 * 1024;

@@ -286,12 +286,6 @@ fn apply_fields(
     Ok(())
 }
 
-fn object(body: &JsonBody) -> ApiResult<&Object> {
-    body.value
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))
-}
-
 /// An endpoint sends the events of its `eventTypes` (all when empty): a
 /// key may create or change only one whose every type it may read itself.
 fn within_scopes(auth: &Auth, config: &EndpointConfig) -> ApiResult<()> {
@@ -312,7 +306,7 @@ async fn create(
     auth: Auth,
     body: JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let body = object(&body)?;
+    let body = body.object()?;
     if !body.contains_key("url") {
         return Err(ApiError::invalid("url", "is required"));
     }
@@ -447,7 +441,7 @@ async fn update(
     PathId(id): PathId,
     body: JsonBody,
 ) -> ApiResult<Json<Value>> {
-    let body = object(&body)?.clone();
+    let body = body.object()?.clone();
     let saved = save(&state, &auth, &id, |row| {
         let mut disabled = row.disabled;
         // Both before and after: a key may not take over (point elsewhere,
@@ -634,7 +628,7 @@ async fn replay(
     PathId(id): PathId,
     body: JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let body = object(&body)?;
+    let body = body.object()?;
     if let Some(k) = body
         .keys()
         .find(|k| !["after", "since"].contains(&k.as_str()))

@@ -39,22 +39,6 @@ fn new_secret() -> (String, Secret) {
     (key, secret)
 }
 
-fn object(body: &JsonBody) -> ApiResult<&serde_json::Map<String, Value>> {
-    body.value
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))
-}
-
-fn only(body: &serde_json::Map<String, Value>, fields: &[&str]) -> ApiResult<()> {
-    match body.keys().find(|k| !fields.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::invalid(
-            k,
-            &format!("unknown field; this body has {}", fields.join(", ")),
-        )),
-        None => Ok(()),
-    }
-}
-
 /// `403` naming the first of `wanted` the caller does not hold.
 fn within(auth: &Auth, wanted: &Scopes) -> ApiResult<()> {
     auth.scopes()
@@ -72,8 +56,7 @@ async fn create(
     auth: Auth,
     body: JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let body = object(&body)?;
-    only(body, &["name", "scopes", "expiresAt"])?;
+    let body = body.object_of(&["name", "scopes", "expiresAt"])?;
     let name = match body.get("name") {
         Some(Value::String(n)) if !n.is_empty() && n.chars().count() <= MAX_NAME_CHARS => n.clone(),
         Some(Value::String(_)) => {
@@ -206,8 +189,7 @@ async fn rotate(
 ) -> ApiResult<Json<Value>> {
     let grace = match body.as_ref().filter(|b| !b.value.is_null()) {
         Some(body) => {
-            let body = object(body)?;
-            only(body, &["graceSeconds"])?;
+            let body = body.object_of(&["graceSeconds"])?;
             match body.get("graceSeconds") {
                 None | Some(Value::Null) => 0,
                 Some(v) => eventflow_model::validate::as_i64(v)
