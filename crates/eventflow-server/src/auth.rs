@@ -372,20 +372,21 @@ pub fn required(method: &Method, path: &str) -> Need {
     if !path.starts_with("/v1/") || path.starts_with("/v1/inbound/") {
         return Need::Public;
     }
+    // `/v1/{family}/{id}/{sub}…`, read without allocating (every request).
     let mut parts = path.trim_start_matches("/v1/").split('/');
     let family = parts.next().unwrap_or_default();
-    let rest: Vec<&str> = parts.collect();
+    let sub = parts.nth(1);
     if let Some(rt) = ResourceType::ALL
         .into_iter()
         .find(|rt| rt.collection() == family)
     {
         return rw(Scope::read(rt), Scope::write(rt));
     }
-    match (family, rest.as_slice()) {
+    match (family, sub) {
         ("batch", _) => Need::Key,
-        ("events", [_, "deliveries"]) => Need::Scope(Scope::ENDPOINTS_READ),
+        ("events", Some("deliveries")) => Need::Scope(Scope::ENDPOINTS_READ),
         ("events" | "event-types", _) => Need::Scope(Scope::EVENTS_READ),
-        ("endpoints", [_, "secret"]) => Need::Scope(Scope::ENDPOINTS_WRITE),
+        ("endpoints", Some("secret")) => Need::Scope(Scope::ENDPOINTS_WRITE),
         ("endpoints" | "deliveries", _) => rw(Scope::ENDPOINTS_READ, Scope::ENDPOINTS_WRITE),
         ("audit-log" | "disclosures", _) => Need::Scope(Scope::AUDIT_READ),
         ("workflows" | "workflow-runs" | "notifications" | "timers", _) => {
