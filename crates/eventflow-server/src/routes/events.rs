@@ -38,6 +38,27 @@ pub fn router() -> Router<AppState> {
         .route("/v1/event-types", get(types))
 }
 
+/// The read a poll or a stream makes: the request's filters, and the types
+/// the caller's key may see.
+fn query(
+    state: &AppState,
+    auth: &Auth,
+    params: &Params,
+    after: i64,
+    limit: u32,
+) -> ApiResult<EventQuery> {
+    let (types, resource_type, resource_id) = filters(params)?;
+    Ok(EventQuery {
+        after,
+        types,
+        resource_type,
+        resource_id,
+        visible: auth.scopes().visible_types(),
+        limit,
+        max_bytes: state.config.limits.max_page_bytes,
+    })
+}
+
 fn filters(params: &Params) -> ApiResult<(TypeFilter, Option<ResourceType>, Option<String>)> {
     let types = match params.get("types") {
         Some(list) => {
@@ -72,16 +93,7 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
     let after = params.int("after", 0, 0, i64::MAX)?;
     let limit = params.int("limit", 100, 1, 1000)? as u32;
     let wait = params.int("wait", 0, 0, MAX_WAIT_SECONDS)?;
-    let (types, resource_type, resource_id) = filters(&params)?;
-    let q = EventQuery {
-        after,
-        types,
-        resource_type,
-        resource_id,
-        visible: auth.scopes().visible_types(),
-        limit,
-        max_bytes: state.config.limits.max_page_bytes,
-    };
+    let q = query(&state, &auth, &params, after, limit)?;
     let bits = wanted_bits(&q);
     // A key that may not see every type moves its cursor past what it may
     // not see: what was committed before the first read has all been looked at.
@@ -286,17 +298,8 @@ async fn stream(
                     .with_field("Last-Event-ID")
             })?;
     }
-    let (types, resource_type, resource_id) = filters(&params)?;
+    let query = query(&state, &auth, &params, after, 500)?;
     let held = state.streams.open(auth.key_id())?;
-    let query = EventQuery {
-        after,
-        types,
-        resource_type,
-        resource_id,
-        visible: auth.scopes().visible_types(),
-        limit: 500,
-        max_bytes: state.config.limits.max_page_bytes,
-    };
     let follow = Follow {
         _held: held,
         principal: auth.0.clone(),
