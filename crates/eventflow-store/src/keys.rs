@@ -102,6 +102,14 @@ pub enum KeyChange {
 pub(crate) const KEY_COLUMNS: &str =
     "id, name, scopes, created_at, expires_at, last_used_at, prefix";
 
+/// One live key of a tenant (`$1` the tenant, `$2` the id), as
+/// [`KEY_COLUMNS`]: the same read on the writer's connection and the pool.
+pub(crate) fn live_key_sql() -> String {
+    format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL"
+    )
+}
+
 /// Makes a key from a row of [`KEY_COLUMNS`].
 pub(crate) fn key_from_row<R: sqlx::Row>(row: &R) -> Result<ApiKey>
 where

@@ -335,11 +335,7 @@ macro_rules! impl_write_conn {
                 Ok(())
             }
             async fn load_key(&mut self, tenant: &str, id: &str) -> Result<Option<crate::keys::ApiKey>> {
-                let sql = format!(
-                    "SELECT {} FROM api_keys WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
-                    crate::keys::KEY_COLUMNS
-                );
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                let row = sqlx::query(sqlx::AssertSqlSafe(crate::keys::live_key_sql()))
                     .bind(tenant)
                     .bind(id)
                     .fetch_optional(&mut self.conn)
@@ -654,11 +650,7 @@ macro_rules! impl_store {
             }
 
             async fn api_key(&self, tenant: &str, id: &str) -> Result<Option<crate::keys::ApiKey>> {
-                let sql = format!(
-                    "SELECT {} FROM api_keys WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
-                    crate::keys::KEY_COLUMNS
-                );
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                let row = sqlx::query(sqlx::AssertSqlSafe(crate::keys::live_key_sql()))
                     .bind(tenant)
                     .bind(id)
                     .fetch_optional(&self.reads)
