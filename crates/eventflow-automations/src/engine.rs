@@ -25,11 +25,11 @@ use std::time::Duration;
 use eventflow_delivery::policy::{Next, RetryPolicy};
 use eventflow_model::filter::{Bound, DEFAULT_COST_LIMIT, Outcome};
 use eventflow_model::{Event, Object, ResourceType, id, time};
-use eventflow_store::automation::{
+use eventflow_store::{Clock, EventQuery, Op, Store, WriteKind, WriteRequest};
+use eventflow_store::{
     ConditionError, Effect, NewRun, Notification, ORIGIN_EVENT, QuotaReservation, Run, RunNext,
     StartRuns, StepOutcome, StepReport, Timer,
 };
-use eventflow_store::{Clock, EventQuery, Op, Store, WriteKind, WriteRequest};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;

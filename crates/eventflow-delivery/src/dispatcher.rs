@@ -34,7 +34,7 @@ use crate::policy::{Next, RetryPolicy, parse_retry_after};
 /// The most of a response body kept per attempt.
 pub const MAX_RESPONSE_BODY: usize = 4096;
 /// Consecutive failures that open an endpoint's circuit breaker.
-pub const BREAKER_THRESHOLD: i64 = eventflow_store::outbox::BREAKER_THRESHOLD;
+pub const BREAKER_THRESHOLD: i64 = eventflow_store::BREAKER_THRESHOLD;
 /// How often the table is read without a wake-up (the safety net).
 const SAFETY_NET: Duration = Duration::from_secs(5);
 

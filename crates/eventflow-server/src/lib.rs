@@ -35,9 +35,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use eventflow_store::postgres::{PgConfig, PgStore};
-use eventflow_store::sqlite::{SqliteConfig, SqliteStore};
 use eventflow_store::{Clock, Store, StoreError};
+use eventflow_store::{PgConfig, PgStore};
+use eventflow_store::{SqliteConfig, SqliteStore};
 use tokio::net::TcpListener;
 
 pub use config::{Config, ConfigError, Secret};

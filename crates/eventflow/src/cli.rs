@@ -6,8 +6,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use eventflow_server::{Application, Config, Secret, auth};
+use eventflow_store::SqliteStore;
 use eventflow_store::SystemClock;
-use eventflow_store::sqlite::SqliteStore;
 
 use crate::{bench, client};
 
@@ -333,7 +333,7 @@ async fn migrate(db: DbArgs) -> anyhow::Result<()> {
     let mut config = db.load()?;
     config.validate()?;
     if !config.database_url.is_empty() {
-        eventflow_store::postgres::PgStore::migrate(&config.database_url).await?;
+        eventflow_store::PgStore::migrate(&config.database_url).await?;
         eprintln!("migrations applied to the PostgreSQL database");
         return Ok(());
     }

@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use eventflow_model::{ResourceType, id, time};
-use eventflow_store::automation::{Notification, RunQuery};
 use eventflow_store::{ListQuery, Op, WriteKind, WriteRequest};
+use eventflow_store::{Notification, Run, RunQuery, Timer};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
@@ -80,7 +80,7 @@ async fn list_runs(
         limit: limit + 1,
     };
     let runs = state.store.workflow_runs(auth.tenant(), &q).await?;
-    Ok(page(runs, limit, |r| (r.id.clone(), r.to_json())))
+    Ok(page(runs, limit, |r| (r.id.clone(), run_json(r))))
 }
 
 async fn get_run(
@@ -89,7 +89,7 @@ async fn get_run(
     Path(run): Path<String>,
 ) -> ApiResult<Json<Value>> {
     match state.store.workflow_run(auth.tenant(), &run).await? {
-        Some(r) => Ok(Json(r.to_json())),
+        Some(r) => Ok(Json(run_json(&r))),
         None => Err(ApiError::not_found("no such workflow run")),
     }
 }
@@ -109,7 +109,7 @@ async fn list_notifications(
             limit + 1,
         )
         .await?;
-    Ok(page(list, limit, |n| (n.id.clone(), n.to_json())))
+    Ok(page(list, limit, |n| (n.id.clone(), notification_json(n))))
 }
 
 async fn list_timers(
@@ -122,7 +122,7 @@ async fn list_timers(
     // `key` matches exactly, also an empty one.
     let key = params.0.get("key").map(String::as_str);
     let timers = state.store.timers(auth.tenant(), key, limit).await?;
-    let data: Vec<Value> = timers.iter().map(|t| t.to_json()).collect();
+    let data: Vec<Value> = timers.iter().map(timer_json).collect();
     Ok(Json(json!({ "data": data })))
 }
 
@@ -379,4 +379,52 @@ async fn next_booked(
         }
     }
     Ok(best)
+}
+
+/// A run as `GET /v1/workflow-runs` shows it.
+fn run_json(r: &Run) -> Value {
+    json!({
+        "id": r.id,
+        "workflow": r.workflow,
+        "eventId": r.event_id,
+        "trigger": r.origin,
+        "timerKey": r.timer_key,
+        "status": r.status,
+        "startedAt": r.started_at,
+        "updatedAt": r.updated_at,
+        "finishedAt": r.finished_at,
+        "nextAttemptAt": if r.status == "pending" && r.lease_owner.is_none() { r.next_at.clone() } else { None },
+        "steps": r.steps,
+    })
+}
+
+/// A timer as `GET /v1/timers` shows it.
+fn timer_json(t: &Timer) -> Value {
+    json!({
+        "key": t.key,
+        "fireAt": t.fire_at,
+        "workflow": t.workflow,
+        "eventId": t.event_id,
+        "runId": t.run_id,
+        "createdAt": t.created_at,
+    })
+}
+
+/// A message of the outbox as `GET /v1/notifications` shows it.
+fn notification_json(n: &Notification) -> Value {
+    json!({
+        "id": n.id,
+        "channel": n.channel,
+        "direction": n.direction,
+        "to": n.to,
+        "subject": n.subject,
+        "body": n.body,
+        "workflow": n.workflow,
+        "runId": n.run_id,
+        "step": n.step,
+        "provider": n.provider,
+        "providerId": n.provider_id,
+        "providerStatus": n.provider_status,
+        "createdAt": n.created_at,
+    })
 }

@@ -9,7 +9,7 @@ use eventflow_delivery::{EndpointUrl, UrlPolicy};
 use eventflow_model::filter::Filter;
 use eventflow_model::scope::Scope;
 use eventflow_model::{Event, EventType, Object, ResourceRef, TypeFilter, id, time};
-use eventflow_store::queue::endpoint_json;
+use eventflow_store::endpoint_json;
 use eventflow_store::{
     DeliveryQuery, DeliveryStatus, EndpointChange, EndpointConfig, EndpointRow, Ordering,
     PayloadMode, ReplayFrom, Signing, StoredSecret,

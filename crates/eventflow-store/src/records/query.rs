@@ -4,7 +4,7 @@
 use eventflow_model::ResourceType;
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
-use crate::types::{AuditQuery, EventQuery, ListQuery};
+use crate::records::{AuditQuery, EventQuery, ListQuery};
 
 /// `SELECT id, data FROM records …` for one page of a list (one row more
 /// than `limit`, to know whether another page follows).

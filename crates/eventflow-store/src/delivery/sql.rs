@@ -1,4 +1,4 @@
-//! The delivery queue's SQL, written once for both backends (like `sql.rs`):
+//! The delivery queue's SQL, written once for both backends (like the records' SQL):
 //! endpoint changes, fan-out inserts, claims with leases, attempt results,
 //! retries and replays — everything the writer runs — and the reads the API
 //! lists endpoints and deliveries with.
@@ -84,6 +84,7 @@ macro_rules! impl_rows {
         pub(crate) fn delivery_from_row(
             row: &$row,
         ) -> crate::error::Result<crate::delivery::Delivery> {
+            #[allow(unused_imports)]
             use sqlx::Row;
             let status: &str = row.get(8);
             Ok(crate::delivery::Delivery {
@@ -101,7 +102,7 @@ macro_rules! impl_rows {
                 updated_at: row.get(10),
                 next_attempt_at: row
                     .get::<Option<String>, _>(11)
-                    .filter(|n| status == "pending" && n.as_str() != crate::queue::PAUSED),
+                    .filter(|n| status == "pending" && n.as_str() != crate::delivery::sql::PAUSED),
                 attempts: serde_json::from_str(row.get::<&str, _>(12))
                     .map_err(|_| crate::error::StoreError::corrupt("delivery attempts"))?,
                 window_started_at: row.get(13),
@@ -109,6 +110,7 @@ macro_rules! impl_rows {
         }
 
         pub(crate) fn replay_from_row(row: &$row) -> crate::delivery::Replay {
+            #[allow(unused_imports)]
             use sqlx::Row;
             crate::delivery::Replay {
                 id: row.get(0),
@@ -127,6 +129,7 @@ macro_rules! impl_rows {
         pub(crate) fn endpoint_from_row(
             row: &$row,
         ) -> crate::error::Result<crate::delivery::EndpointRow> {
+            #[allow(unused_imports)]
             use sqlx::Row;
             Ok(crate::delivery::EndpointRow {
                 id: row.get(0),
@@ -176,8 +179,8 @@ pub(crate) struct NewDelivery<'a> {
 /// group's transaction. The rules using these live in [`crate::dispatch`]
 /// (the writer's side of delivery); here is only SQL.
 #[async_trait::async_trait]
-pub(crate) trait QueueConn: crate::ops::RecordTx {
-    fn fanout(&mut self) -> &mut crate::fanout::Fanout;
+pub(crate) trait QueueConn: crate::records::rules::RecordTx {
+    fn fanout(&mut self) -> &mut crate::delivery::fanout::Fanout;
     /// Live (not deleted) endpoints of a tenant, enabled or not.
     async fn load_endpoints(&mut self, tenant: &str) -> crate::Result<Vec<EndpointRow>>;
     async fn endpoint(&mut self, tenant: &str, id: &str) -> crate::Result<Option<EndpointRow>>;
@@ -284,18 +287,25 @@ pub(crate) trait QueueConn: crate::ops::RecordTx {
 macro_rules! impl_queue_conn {
     ($conn:ty, db: $db:ty, rows: $rows:path, lock_due: $lock_due:expr, lock_row: $lock_row:expr, append_attempt: $append:expr $(,)?) => {
         const _: () = {
+            #[allow(unused_imports)]
             use async_trait::async_trait;
+            #[allow(unused_imports)]
             use sqlx::Row;
+            #[allow(unused_imports)]
             use $rows as rows;
 
+            #[allow(unused_imports)]
             use crate::delivery::{Delivery, EndpointRow};
+            #[allow(unused_imports)]
             use crate::error::{Result, StoreError};
-            use crate::queue::{DELIVERY_COLUMNS, ENDPOINT_COLUMNS, NewDelivery, QueueConn, REPLAY_COLUMNS};
-            use crate::sql::json_text;
+            #[allow(unused_imports)]
+            use crate::delivery::sql::{DELIVERY_COLUMNS, ENDPOINT_COLUMNS, NewDelivery, QueueConn, REPLAY_COLUMNS};
+            #[allow(unused_imports)]
+            use crate::codec::json_text;
 
             #[async_trait]
             impl QueueConn for $conn {
-                fn fanout(&mut self) -> &mut crate::fanout::Fanout {
+                fn fanout(&mut self) -> &mut crate::delivery::fanout::Fanout {
                     &mut self.fanout
                 }
 
@@ -565,7 +575,7 @@ macro_rules! impl_queue_conn {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "UPDATE endpoints SET failure_streak = 0, failing_since = NULL WHERE failure_streak > 0 AND failure_streak < ",
                     );
-                    qb.push_bind(crate::outbox::BREAKER_THRESHOLD).push(" AND id IN (");
+                    qb.push_bind(crate::delivery::rules::BREAKER_THRESHOLD).push(" AND id IN (");
                     let mut sep = qb.separated(", ");
                     for e in endpoints {
                         sep.push_bind(e.to_string());
@@ -708,7 +718,7 @@ macro_rules! impl_queue_conn {
                     .bind(limit)
                     .fetch_all(&mut self.conn)
                     .await?;
-                    rows.iter().map(|r| crate::sql::parse_event(r.get::<&str, _>(0))).collect()
+                    rows.iter().map(|r| crate::codec::parse_event(r.get::<&str, _>(0))).collect()
                 }
             }
         };
@@ -716,3 +726,285 @@ macro_rules! impl_queue_conn {
 }
 
 pub(crate) use impl_queue_conn;
+
+/// [`Deliveries`](crate::Deliveries) for a store.
+macro_rules! impl_deliveries {
+    ($store:ty, $db:ty, $rows:path, $auto_rows:path) => {
+        const _: () = {
+            #[allow(unused_imports)]
+            use async_trait::async_trait;
+            #[allow(unused_imports)]
+            use eventflow_model::{Event, Object, ResourceType};
+            #[allow(unused_imports)]
+            use serde_json::Value;
+            #[allow(unused_imports)]
+            use sqlx::{Executor, Row};
+
+            #[allow(unused_imports)]
+            use crate::codec::{json_text, parse_event, parse_object};
+            #[allow(unused_imports)]
+            use crate::delivery::*;
+            #[allow(unused_imports)]
+            use crate::error::{Result, StoreError};
+            #[allow(unused_imports)]
+            use crate::keys::*;
+            #[allow(unused_imports)]
+            use crate::notify::Notifier;
+            #[allow(unused_imports)]
+            use crate::records::{query, *};
+            #[allow(unused_imports)]
+            use crate::records::rules::reference_columns;
+
+        #[async_trait]
+        impl crate::Deliveries for $store {
+            async fn change_endpoint(&self, change: crate::EndpointChange) -> Result<Option<EndpointRow>> {
+                self.writer.endpoint(change).await
+            }
+
+            async fn endpoint(&self, tenant: &str, id: &str) -> Result<Option<EndpointRow>> {
+                use $rows as rows;
+                let sql = format!(
+                    "SELECT {} FROM endpoints WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+                    crate::delivery::sql::ENDPOINT_COLUMNS
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .bind(id)
+                    .fetch_optional(&self.reads)
+                    .await?;
+                row.as_ref().map(rows::endpoint_from_row).transpose()
+            }
+
+            async fn endpoints(&self, tenant: &str) -> Result<Vec<EndpointRow>> {
+                use $rows as rows;
+                let sql = format!(
+                    "SELECT {} FROM endpoints WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY id LIMIT 1000",
+                    crate::delivery::sql::ENDPOINT_COLUMNS
+                );
+                let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .fetch_all(&self.reads)
+                    .await?;
+                found.iter().map(rows::endpoint_from_row).collect()
+            }
+
+            async fn claim_deliveries(&self, limit: i64) -> Result<Vec<ClaimedDelivery>> {
+                self.writer.claim(limit).await
+            }
+
+            async fn record_attempt(&self, rec: AttemptRecord) -> Result<Recorded> {
+                self.writer.attempted(rec).await
+            }
+
+            async fn record_successes(&self, recs: Vec<AttemptRecord>) -> Result<()> {
+                self.writer.succeeded(recs).await
+            }
+
+            async fn release_deliveries(&self, ids: Vec<String>, next_at: jiff::Timestamp) -> Result<()> {
+                self.writer.release(ids, next_at).await
+            }
+
+            async fn retry_delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>> {
+                self.writer.retry(tenant, id).await
+            }
+
+            async fn replay(&self, tenant: &str, endpoint_id: &str, from: ReplayFrom) -> Result<Option<Replay>> {
+                self.writer.replay(tenant, endpoint_id, from).await
+            }
+
+            async fn replay_chunk(&self, tenant: &str, id: &str) -> Result<Option<Replay>> {
+                self.writer.replay_chunk(tenant, id).await
+            }
+
+            async fn get_replay(&self, tenant: &str, endpoint_id: &str, id: &str) -> Result<Option<Replay>> {
+                use $rows as rows;
+                let sql = format!(
+                    "SELECT {} FROM replays WHERE id = $1 AND tenant_id = $2 AND endpoint_id = $3",
+                    crate::delivery::sql::REPLAY_COLUMNS
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(tenant)
+                    .bind(endpoint_id)
+                    .fetch_optional(&self.reads)
+                    .await?;
+                Ok(row.as_ref().map(rows::replay_from_row))
+            }
+
+            async fn running_replays(&self, limit: i64) -> Result<Vec<(String, String)>> {
+                let found = sqlx::query(
+                    "SELECT tenant_id, id FROM replays WHERE status = 'running' ORDER BY id LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.reads)
+                .await?;
+                Ok(found.iter().map(|r| (r.get(0), r.get(1))).collect())
+            }
+
+            async fn delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>> {
+                use $rows as rows;
+                let sql = format!(
+                    "SELECT {} FROM deliveries d WHERE d.id = $1 AND d.tenant_id = $2",
+                    crate::delivery::sql::DELIVERY_COLUMNS
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(tenant)
+                    .fetch_optional(&self.reads)
+                    .await?;
+                row.as_ref().map(rows::delivery_from_row).transpose()
+            }
+
+            async fn event_deliveries(&self, tenant: &str, event_id: &str) -> Result<Vec<Delivery>> {
+                use $rows as rows;
+                let sql = format!(
+                    "SELECT {} FROM deliveries d WHERE d.event_id = $1 AND d.tenant_id = $2 ORDER BY d.id LIMIT 10000",
+                    crate::delivery::sql::DELIVERY_COLUMNS
+                );
+                let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(event_id)
+                    .bind(tenant)
+                    .fetch_all(&self.reads)
+                    .await?;
+                found.iter().map(rows::delivery_from_row).collect()
+            }
+
+            async fn deliveries(
+                &self,
+                tenant: &str,
+                endpoint_id: &str,
+                q: &DeliveryQuery,
+            ) -> Result<(Vec<Delivery>, Option<String>)> {
+                use $rows as rows;
+                let sql = format!(
+                    "SELECT {} FROM deliveries d WHERE d.tenant_id = $1 AND d.endpoint_id = $2 \
+                     AND ($3 IS NULL OR d.status = $3) AND ($4 IS NULL OR d.id < $4) ORDER BY d.id DESC LIMIT $5",
+                    crate::delivery::sql::DELIVERY_COLUMNS
+                );
+                let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .bind(endpoint_id)
+                    .bind(q.status.map(|s| s.as_str()))
+                    .bind(q.cursor.as_deref())
+                    .bind(i64::from(q.limit) + 1)
+                    .fetch_all(&self.reads)
+                    .await?;
+                let mut data: Vec<Delivery> = found
+                    .iter()
+                    .map(rows::delivery_from_row)
+                    .collect::<Result<_>>()?;
+                let next = if data.len() > q.limit as usize {
+                    data.truncate(q.limit as usize);
+                    data.last().map(|d| d.id.clone())
+                } else {
+                    None
+                };
+                Ok((data, next))
+            }
+
+            async fn endpoint_events(
+                &self,
+                tenant: &str,
+                endpoint_id: &str,
+                after: i64,
+                limit: u32,
+            ) -> Result<Vec<(i64, Event)>> {
+                let found = sqlx::query(
+                    "SELECT d.endpoint_sequence, e.body FROM deliveries d JOIN events e \
+                     ON e.tenant_id = d.tenant_id AND e.sequence = d.event_sequence \
+                     WHERE d.tenant_id = $1 AND d.endpoint_id = $2 AND d.endpoint_sequence > $3 \
+                     ORDER BY d.endpoint_sequence LIMIT $4",
+                )
+                .bind(tenant)
+                .bind(endpoint_id)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reads)
+                .await?;
+                found
+                    .iter()
+                    .map(|r| Ok((r.get::<i64, _>(0), parse_event(r.get::<&str, _>(1))?)))
+                    .collect()
+            }
+
+            async fn disclosures(
+                &self,
+                tenant: &str,
+                patient_id: &str,
+                since: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<Disclosure>> {
+                let found = sqlx::query(
+                    "SELECT d.id, d.endpoint_id, e.config, d.event_id, d.event_type, d.succeeded_at \
+                     FROM deliveries d LEFT JOIN endpoints e ON e.id = d.endpoint_id \
+                     WHERE d.tenant_id = $1 AND d.patient_id = $2 AND d.succeeded_at IS NOT NULL \
+                     AND ($3 IS NULL OR d.succeeded_at >= $3) ORDER BY d.succeeded_at, d.id LIMIT $4",
+                )
+                .bind(tenant)
+                .bind(patient_id)
+                .bind(since)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reads)
+                .await?;
+                Ok(found
+                    .iter()
+                    .map(|r| Disclosure {
+                        delivery_id: r.get(0),
+                        endpoint_id: r.get(1),
+                        endpoint_url: r
+                            .get::<Option<&str>, _>(2)
+                            .and_then(|c| serde_json::from_str::<crate::delivery::EndpointConfig>(c).ok())
+                            .map(|c| c.url),
+                        event_id: r.get(3),
+                        event_type: r.get(4),
+                        patient_id: patient_id.to_string(),
+                        at: r.get::<Option<String>, _>(5).unwrap_or_default(),
+                    })
+                    .collect())
+            }
+
+            async fn next_due(&self) -> Result<Option<String>> {
+                let row = sqlx::query("SELECT MIN(next_at) FROM deliveries WHERE status = 'pending'")
+                    .fetch_one(&self.reads)
+                    .await?;
+                Ok(row.get::<Option<String>, _>(0).filter(|n| n.as_str() != crate::delivery::sql::PAUSED))
+            }
+
+            async fn queue_depth(&self, now: jiff::Timestamp) -> Result<QueueDepth> {
+                let now = eventflow_model::time::format(now);
+                let row = sqlx::query(
+                    "SELECT \
+                       (SELECT count(*) FROM deliveries WHERE status = 'pending' AND next_at <= $1), \
+                       (SELECT count(*) FROM deliveries WHERE status = 'pending' AND next_at > $1), \
+                       (SELECT count(*) FROM deliveries WHERE status = 'failed'), \
+                       (SELECT count(*) FROM endpoints WHERE deleted_at IS NULL AND failure_streak > 0), \
+                       (SELECT coalesce(max(failure_streak), 0) FROM endpoints WHERE deleted_at IS NULL)",
+                )
+                .bind(now)
+                .fetch_one(&self.reads)
+                .await?;
+                Ok(QueueDepth {
+                    pending_due: row.get(0),
+                    pending_later: row.get(1),
+                    failed: row.get(2),
+                    failing_endpoints: row.get(3),
+                    max_failure_streak: row.get(4),
+                })
+            }
+
+            fn node(&self) -> &str {
+                &self.shared.node
+            }
+
+            fn dispatch_link(&self) -> Option<crate::DispatchLink> {
+                self.shared.take_link()
+            }
+
+            async fn take_over_leases(&self, now: jiff::Timestamp) -> Result<()> {
+                self.release_stale_leases(&eventflow_model::time::format(now)).await
+            }
+        }
+        };
+    };
+}
+pub(crate) use impl_deliveries;

@@ -3,12 +3,13 @@
 //! PostgreSQL the commit also tells every node to drop its cached keys.
 //! Only the SHA-256 of a secret is stored.
 
+pub(crate) mod sql;
+
 use eventflow_model::id;
 use eventflow_model::scope::Scopes;
 
 use crate::error::{Result, StoreError};
-use crate::ops::WriteConn;
-use crate::types::AuditEntry;
+use crate::records::{AuditEntry, RecordTx};
 
 /// A key as listed: never its secret.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -144,7 +145,7 @@ fn audit(tenant: &str, actor: &str, action: &str, key_id: &str, at: &str) -> Aud
 
 /// Applies a key change inside the writer's transaction: the key as it now
 /// stands (`None`: no such live key of the tenant, or a touch).
-pub(crate) async fn apply<C: WriteConn + ?Sized>(
+pub(crate) async fn apply<C: KeyConn + ?Sized>(
     conn: &mut C,
     change: &KeyChange,
     now: &str,
@@ -219,4 +220,82 @@ pub(crate) async fn apply<C: WriteConn + ?Sized>(
 /// cache when it commits).
 pub(crate) fn invalidates(change: &KeyChange) -> bool {
     matches!(change, KeyChange::Rotate { .. } | KeyChange::Revoke { .. })
+}
+
+/// A tenant just created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTenant {
+    pub tenant_id: String,
+    pub key_id: String,
+}
+
+/// The SQL the writer's connection runs for keys (inside its group
+/// transaction).
+#[async_trait::async_trait]
+pub(crate) trait KeyConn: RecordTx {
+    /// Inserts a tenant's first key, with every scope.
+    async fn insert_api_key(
+        &mut self,
+        id: &str,
+        tenant: &str,
+        key_hash: &str,
+        name: &str,
+        now: &str,
+    ) -> Result<()>;
+    /// The tenant's keys not revoked.
+    async fn count_live_keys(&mut self, tenant: &str) -> Result<i64>;
+    async fn insert_scoped_key(&mut self, tenant: &str, key: &ApiKey, key_hash: &str)
+    -> Result<()>;
+    /// A live key of the tenant.
+    async fn load_key(&mut self, tenant: &str, id: &str) -> Result<Option<ApiKey>>;
+    /// Gives a live key a new secret; the old one stays valid until
+    /// `grace_until` when given. `false`: no such live key.
+    async fn rotate_key(
+        &mut self,
+        tenant: &str,
+        id: &str,
+        secret: &Secret,
+        grace_until: Option<&str>,
+    ) -> Result<bool>;
+    async fn revoke_key(&mut self, tenant: &str, id: &str, now: &str) -> Result<()>;
+    async fn touch_key(&mut self, id: &str, at: &str) -> Result<()>;
+    /// Tells other nodes, at commit, that a key changed.
+    async fn announce_keys(&mut self) -> Result<()>;
+}
+
+/// Tenants and their API keys, and the store's housekeeping (health, retention).
+#[async_trait::async_trait]
+pub trait Tenants: Send + Sync + 'static {
+    /// The tenant, key and scopes of a live API key, by the SHA-256 hash of
+    /// its secret (or of the secret a rotation replaced, still in its grace
+    /// period: `valid_until` says until when).
+    async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>>;
+
+    /// Creates, rotates, revokes or touches a key, with its audit entry;
+    /// the key as it now stands (`None`: no such live key).
+    async fn change_key(&self, change: KeyChange) -> Result<Option<ApiKey>>;
+
+    /// The tenant's live keys, oldest first.
+    async fn api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>>;
+
+    /// One live key of the tenant.
+    async fn api_key(&self, tenant: &str, id: &str) -> Result<Option<ApiKey>>;
+
+    /// Creates a tenant with one API key (given as its hash). With
+    /// `only_if_no_tenants`, does nothing (and returns `None`) unless the
+    /// database has no tenant yet: the bootstrap on first start.
+    async fn create_tenant(
+        &self,
+        name: &str,
+        key_hash: &str,
+        only_if_no_tenants: bool,
+    ) -> Result<Option<NewTenant>>;
+
+    /// Deletes events created before `before`, idempotency keys older
+    /// than 24 hours, and provider quota counts more than four days old.
+    /// Returns how many events went.
+    async fn purge(&self, events_before: jiff::Timestamp) -> Result<u64>;
+
+    /// Succeeds when the database answers.
+    async fn ping(&self) -> Result<()>;
 }

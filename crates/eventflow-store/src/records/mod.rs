@@ -1,7 +1,22 @@
-//! The requests and rows the [`Store`](crate::Store) trait speaks in.
+//! Clinical records and the events and audit entries written with them.
+//!
+//! - this module: the requests and rows the record side speaks in (a write,
+//!   a page of records, an event query, audit entries);
+//! - `rules`: the rules of a change, written once for every backend, over
+//!   the small [`RecordTx`] interface a backend's transaction implements;
+//! - `query`: the read queries, built once with sqlx's `QueryBuilder`.
 
-use eventflow_model::{Object, ResourceType, TypeFilter};
+pub(crate) mod query;
+pub(crate) mod rules;
+pub(crate) mod sql;
+
+pub use rules::{RecordTx, StoredRecord, StoredResponse};
+
+use eventflow_model::{Event, Object, ResourceType, TypeFilter};
 use serde_json::Value;
+
+use crate::error::Result;
+use crate::notify::Notifier;
 
 /// One change to one record.
 #[derive(Debug, Clone)]
@@ -130,9 +145,59 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
-/// A tenant just created.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewTenant {
-    pub tenant_id: String,
-    pub key_id: String,
+/// Clinical records: writes (each with its events and audit entries, in one
+/// transaction) and reads, and the audit log.
+#[async_trait::async_trait]
+pub trait Records: Send + Sync + 'static {
+    /// Applies a create, patch, delete or batch, with its events and audit
+    /// entries, in one transaction. Honours the idempotency key.
+    async fn write(&self, req: WriteRequest) -> Result<WriteOutcome>;
+
+    /// A live record of the tenant, with its server fields.
+    async fn get_record(&self, tenant: &str, rt: ResourceType, id: &str) -> Result<Option<Object>>;
+
+    /// One page of a tenant's records of a type.
+    async fn list_records(&self, tenant: &str, rt: ResourceType, q: &ListQuery) -> Result<Page>;
+
+    /// Live records of type `rt` whose reference field `field` names `id`
+    /// (for `?include=`), oldest first, at most `limit`.
+    async fn records_referencing(
+        &self,
+        tenant: &str,
+        rt: ResourceType,
+        field: &str,
+        id: &str,
+        limit: u32,
+    ) -> Result<Vec<Object>>;
+
+    /// Writes audit entries for records that were read.
+    async fn record_reads(&self, entries: Vec<AuditEntry>) -> Result<()>;
+
+    /// One page of the tenant's audit log, newest first.
+    async fn audit_log(&self, tenant: &str, q: &AuditQuery) -> Result<AuditPage>;
+}
+
+/// The tenant's event log: pages of events, one event, and wake-ups when new
+/// ones commit.
+#[async_trait::async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// The tenant's events after a sequence, filtered, in sequence order.
+    async fn events(&self, tenant: &str, q: &EventQuery) -> Result<Vec<Event>>;
+
+    /// Like [`EventLog::events`], with who wrote each event (the API key id, or
+    /// `workflow:NAME` for a workflow's step; `None` for operational events).
+    async fn events_with_writer(
+        &self,
+        tenant: &str,
+        q: &EventQuery,
+    ) -> Result<Vec<(Event, Option<String>)>>;
+
+    /// One event by id.
+    async fn event_by_id(&self, tenant: &str, id: &str) -> Result<Option<Event>>;
+
+    /// The largest committed sequence of the tenant (0 when none).
+    async fn latest_sequence(&self, tenant: &str) -> Result<i64>;
+
+    /// Wake-ups for committed events.
+    fn notifier(&self) -> &Notifier;
 }

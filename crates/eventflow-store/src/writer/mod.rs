@@ -7,6 +7,8 @@
 //! tenant inside a group and each takes its tenant's lock first, so writers
 //! on several nodes cannot deadlock.
 
+pub(crate) mod sql;
+
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -16,19 +18,21 @@ use futures::FutureExt;
 use eventflow_model::{id, time};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::automation::{
-    self, AutoConn, Notification, QuotaReservation, Run, StartRuns, StepReport,
-};
+use crate::automation::rules as automation;
+use crate::automation::sql::AutoConn;
+use crate::automation::{Notification, QuotaReservation, Run, StartRuns, StepReport, quota_day};
 use crate::clock::Clock;
+use crate::delivery::EndpointChange;
+use crate::delivery::rules as outbox;
+use crate::delivery::sql::QueueConn;
 use crate::delivery::{
     AttemptRecord, ClaimedDelivery, Delivery, EndpointRow, Recorded, Replay, ReplayFrom,
 };
 use crate::error::{Result, StoreError};
+use crate::keys::{KeyConn, NewTenant};
 use crate::notify::Notifier;
-use crate::ops::{self, IDEMPOTENCY_WINDOW, WriteConn};
-use crate::outbox::{self, EndpointChange};
-use crate::queue::QueueConn;
-use crate::types::{AuditEntry, NewTenant, WriteKind, WriteOutcome, WriteRequest};
+use crate::records::rules::IDEMPOTENCY_WINDOW;
+use crate::records::{AuditEntry, WriteKind, WriteOutcome, WriteRequest};
 
 /// A change for the writer.
 /// Events one retention write deletes, with their deliveries.
@@ -616,7 +620,7 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
     match command {
         Command::Write(req) => {
             conn.lock_tenant(&req.tenant).await?;
-            let applied = ops::apply(conn, req, now).await?;
+            let applied = crate::records::rules::apply(conn, req, now).await?;
             let seq = applied.last_sequence.map(|s| (req.tenant.clone(), s));
             Ok((Reply::Written(applied.outcome), seq, applied.event_types))
         }
@@ -787,10 +791,43 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
             let keys_before = time::format(now - IDEMPOTENCY_WINDOW);
             // Quota counts are needed for their day only; the unit a step
             // reserved, while the step may still be retried (72 h).
-            let quota_before = automation::quota_day(now - QUOTA_KEPT);
+            let quota_before = quota_day(now - QUOTA_KEPT);
             conn.purge(events_before, &keys_before, &quota_before)
                 .await?;
             Ok((Reply::Purged(0), None, Vec::new()))
         }
     }
+}
+
+/// A backend's dedicated write connection, as the group-commit writer
+/// drives it: transaction control, tenants and retention, on top of each
+/// feature's statements.
+#[async_trait::async_trait]
+pub(crate) trait WriteConn: KeyConn + QueueConn + AutoConn {
+    /// Begins the group's transaction (reconnecting first if the connection was lost).
+    async fn begin(&mut self) -> Result<()>;
+    /// Runs one statement that takes no parameters (`SAVEPOINT job`,
+    /// `COMMIT`, …); both backends spell transaction control alike.
+    async fn execute(&mut self, sql: &'static str) -> Result<()>;
+    /// Tells other nodes, at commit, that the tenant's events reached `sequence`.
+    async fn announce(&mut self, tenant: &str, sequence: i64) -> Result<()>;
+    async fn count_tenants(&mut self) -> Result<i64>;
+    async fn tenant_name_taken(&mut self, name: &str) -> Result<bool>;
+    /// Inserts a tenant; `false` when the name is taken.
+    async fn insert_tenant(&mut self, id: &str, name: &str, now: &str) -> Result<bool>;
+    /// Replaces a lost connection with a new one.
+    async fn reconnect(&mut self) -> Result<()>;
+    /// Deletes up to `limit` of the oldest events created before
+    /// `events_before`, with the deliveries made of them; returns how many
+    /// events went.
+    async fn purge_events(&mut self, events_before: &str, limit: i64) -> Result<u64>;
+    /// Deletes idempotency keys created before `keys_before`, the
+    /// automations' records older than `events_before`, and provider quota
+    /// rows of days before `quota_before` (a UTC date).
+    async fn purge(
+        &mut self,
+        events_before: &str,
+        keys_before: &str,
+        quota_before: &str,
+    ) -> Result<()>;
 }

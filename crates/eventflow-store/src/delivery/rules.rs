@@ -8,13 +8,13 @@ use eventflow_model::filter::Outcome;
 use eventflow_model::{Event, ResourceRef, id, time};
 use serde_json::{Value, json};
 
+use crate::delivery::fanout::LEASE;
+use crate::delivery::sql::{NewDelivery, PAUSED, QueueConn, endpoint_json, patient_of};
 use crate::delivery::{
     AttemptRecord, AttemptVerdict, ClaimedDelivery, Delivery, DeliveryStatus, EndpointRow,
     FreshDelivery, Ordering, Recorded, Replay, ReplayFrom,
 };
 use crate::error::{Result, StoreError};
-use crate::fanout::LEASE;
-use crate::queue::{NewDelivery, PAUSED, QueueConn, endpoint_json, patient_of};
 
 /// An endpoint in an operational event: no custom headers, and the URL cut
 /// to its scheme and host (its path or query may carry a token, and the
@@ -236,7 +236,7 @@ pub(crate) async fn claim<C: QueueConn + ?Sized>(
     for (delivery, endpoint_revision, body) in due {
         conn.lease(&delivery.id, node, &until).await?;
         let event = match body {
-            Some(b) => Some(std::sync::Arc::new(crate::sql::parse_event(&b)?)),
+            Some(b) => Some(std::sync::Arc::new(crate::codec::parse_event(&b)?)),
             None => None,
         };
         out.push(ClaimedDelivery {
@@ -517,7 +517,7 @@ async fn replay_chunk<C: QueueConn + ?Sized>(conn: &mut C, replay: &mut Replay) 
         conn.update_replay(replay).await?;
         return Ok(());
     };
-    let matcher = crate::fanout::Matcher::new(row);
+    let matcher = crate::delivery::fanout::Matcher::new(row);
     let cel_cost = conn.fanout().cel_cost;
     let events = conn
         .events_from(
@@ -537,7 +537,7 @@ async fn replay_chunk<C: QueueConn + ?Sized>(conn: &mut C, replay: &mut Replay) 
     // filters: a costly filter makes the chunk shorter, not longer. Each
     // evaluation has its whole budget: the chunk ends before an event the
     // rest could not pay for, and the next chunk starts with it.
-    let mut budget = cel_cost.saturating_mul(crate::fanout::REQUEST_BUDGET);
+    let mut budget = cel_cost.saturating_mul(crate::delivery::fanout::REQUEST_BUDGET);
     let mut outcomes = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
         if i > 0 && budget < cel_cost {
@@ -578,7 +578,7 @@ async fn replay_chunk<C: QueueConn + ?Sized>(conn: &mut C, replay: &mut Replay) 
             Outcome::Match => {}
             Outcome::NoMatch => continue,
             Outcome::OverBudget => {
-                let message = crate::fanout::own_budget_spent(cel_cost);
+                let message = crate::delivery::fanout::own_budget_spent(cel_cost);
                 if let Some(e) = matcher.over_budget(event, message, &now) {
                     conn.record_filter_error(&replay.endpoint_id, &e).await?;
                 }

@@ -67,7 +67,7 @@ pub struct PgStore {
 /// The writer's dedicated connection.
 struct PgConn {
     conn: PgConnection,
-    fanout: crate::fanout::Fanout,
+    fanout: crate::delivery::fanout::Fanout,
     /// To reconnect after the connection is lost.
     options: PgConnectOptions,
 }
@@ -81,18 +81,26 @@ impl PgConn {
     }
 }
 
-crate::sql::impl_write_conn!(
+crate::records::sql::impl_record_tx!(
     PgConn,
-    begin: "BEGIN",
     lock_tenant: "SELECT endpoints_version FROM tenants WHERE id = $1 FOR UPDATE",
-    announce: Some("SELECT pg_notify('eventflow_events', $1)"),
+);
+
+crate::keys::sql::impl_key_conn!(
+    PgConn,
     announce_keys: Some("SELECT pg_notify('eventflow_keys', '')"),
 );
 
-crate::queue::impl_queue_conn!(
+crate::writer::sql::impl_write_conn!(
+    PgConn,
+    begin: "BEGIN",
+    announce: Some("SELECT pg_notify('eventflow_events', $1)"),
+);
+
+crate::delivery::sql::impl_queue_conn!(
     PgConn,
     db: Postgres,
-    rows: crate::queue::pg_rows,
+    rows: crate::delivery::sql::pg_rows,
     // Several nodes claim at once: each takes rows no other holds.
     lock_due: " FOR UPDATE OF d SKIP LOCKED",
     // A result is checked against the lease and written under one lock.
@@ -100,19 +108,47 @@ crate::queue::impl_queue_conn!(
     append_attempt: "(attempts::jsonb || jsonb_build_array(v.column2::jsonb))::text",
 );
 
-crate::automation::impl_auto_conn!(
+crate::automation::sql::impl_auto_conn!(
     PgConn,
-    rows: crate::automation::pg_rows,
+    rows: crate::automation::sql::pg_rows,
     // A result is checked under the run's lock; due rows another node holds are skipped.
     lock_row: " FOR UPDATE",
     lock_due: " FOR UPDATE SKIP LOCKED",
 );
 
-crate::sql::impl_store!(
+crate::records::sql::impl_records!(
     PgStore,
     Postgres,
-    crate::queue::pg_rows,
-    crate::automation::pg_rows
+    crate::delivery::sql::pg_rows,
+    crate::automation::sql::pg_rows
+);
+
+crate::records::sql::impl_event_log!(
+    PgStore,
+    Postgres,
+    crate::delivery::sql::pg_rows,
+    crate::automation::sql::pg_rows
+);
+
+crate::keys::sql::impl_tenants!(
+    PgStore,
+    Postgres,
+    crate::delivery::sql::pg_rows,
+    crate::automation::sql::pg_rows
+);
+
+crate::delivery::sql::impl_deliveries!(
+    PgStore,
+    Postgres,
+    crate::delivery::sql::pg_rows,
+    crate::automation::sql::pg_rows
+);
+
+crate::automation::sql::impl_automations!(
+    PgStore,
+    Postgres,
+    crate::delivery::sql::pg_rows,
+    crate::automation::sql::pg_rows
 );
 
 impl PgStore {

@@ -164,11 +164,39 @@ impl SqliteStore {
     }
 }
 
-crate::sql::impl_store!(
+crate::records::sql::impl_records!(
     SqliteStore,
     Sqlite,
-    crate::queue::sqlite_rows,
-    crate::automation::sqlite_rows
+    crate::delivery::sql::sqlite_rows,
+    crate::automation::sql::sqlite_rows
+);
+
+crate::records::sql::impl_event_log!(
+    SqliteStore,
+    Sqlite,
+    crate::delivery::sql::sqlite_rows,
+    crate::automation::sql::sqlite_rows
+);
+
+crate::keys::sql::impl_tenants!(
+    SqliteStore,
+    Sqlite,
+    crate::delivery::sql::sqlite_rows,
+    crate::automation::sql::sqlite_rows
+);
+
+crate::delivery::sql::impl_deliveries!(
+    SqliteStore,
+    Sqlite,
+    crate::delivery::sql::sqlite_rows,
+    crate::automation::sql::sqlite_rows
+);
+
+crate::automation::sql::impl_automations!(
+    SqliteStore,
+    Sqlite,
+    crate::delivery::sql::sqlite_rows,
+    crate::automation::sql::sqlite_rows
 );
 
 impl SqliteStore {
@@ -180,7 +208,7 @@ impl SqliteStore {
              WHERE status = 'pending' AND lease_owner IS NOT NULL AND next_at <> $2",
         )
         .bind(now)
-        .bind(crate::queue::PAUSED)
+        .bind(crate::delivery::sql::PAUSED)
         .execute(&self.reads)
         .await?;
         // Runs this process leased itself (it may have started some before

@@ -5,7 +5,7 @@ use sqlx::SqliteConnection;
 /// The one write connection, owned by the writer task.
 pub(super) struct SqliteConn {
     pub conn: SqliteConnection,
-    pub fanout: crate::fanout::Fanout,
+    pub fanout: crate::delivery::fanout::Fanout,
 }
 
 impl SqliteConn {
@@ -15,33 +15,42 @@ impl SqliteConn {
     }
 }
 
-crate::sql::impl_write_conn!(
+crate::records::sql::impl_record_tx!(
+    SqliteConn,
+    // The single writer already holds SQLite's database-wide write lock;
+    // this only reads the endpoints version.
+    lock_tenant: "SELECT endpoints_version FROM tenants WHERE id = $1",
+);
+
+crate::keys::sql::impl_key_conn!(
+    SqliteConn,
+    // One process serves each SQLite file; the in-process notifier suffices.
+    announce_keys: None,
+);
+
+crate::writer::sql::impl_write_conn!(
     SqliteConn,
     // IMMEDIATE takes the write lock now: another process (a `tenants
     // create` beside the server) waits for the busy timeout instead of
     // failing half-way.
     begin: "BEGIN IMMEDIATE",
-    // The single writer already holds SQLite's database-wide write lock;
-    // this only reads the endpoints version.
-    lock_tenant: "SELECT endpoints_version FROM tenants WHERE id = $1",
     // One process serves each SQLite file; the in-process notifier suffices.
     announce: None,
-    announce_keys: None,
 );
 
-crate::queue::impl_queue_conn!(
+crate::delivery::sql::impl_queue_conn!(
     SqliteConn,
     db: sqlx::Sqlite,
-    rows: crate::queue::sqlite_rows,
+    rows: crate::delivery::sql::sqlite_rows,
     // One process: nothing to skip.
     lock_due: "",
     lock_row: "",
     append_attempt: "json_insert(attempts, '$[#]', json(v.column2))",
 );
 
-crate::automation::impl_auto_conn!(
+crate::automation::sql::impl_auto_conn!(
     SqliteConn,
-    rows: crate::automation::sqlite_rows,
+    rows: crate::automation::sql::sqlite_rows,
     lock_row: "",
     lock_due: "",
 );

@@ -12,8 +12,8 @@ use eventflow_model::{
 };
 use serde_json::{Value, json};
 
+use super::{AuditEntry, Op, WriteKind, WriteOutcome, WriteRequest};
 use crate::error::{Result, StoreError};
-use crate::types::{AuditEntry, Op, WriteKind, WriteOutcome, WriteRequest};
 
 /// A stored record: its type and its body with server fields.
 #[derive(Debug, Clone)]
@@ -57,74 +57,9 @@ pub trait RecordTx: Send {
         key: &str,
         response: &StoredResponse,
     ) -> Result<()>;
-}
-
-/// A backend's dedicated write connection, as the group-commit
-/// [`writer`](crate::writer) drives it: transaction control, and the
-/// bookkeeping writes that are not record changes.
-#[async_trait]
-pub trait WriteConn: RecordTx {
-    /// Begins the group's transaction (reconnecting first if the connection was lost).
-    async fn begin(&mut self) -> Result<()>;
-    /// Runs one statement that takes no parameters (`SAVEPOINT job`,
-    /// `COMMIT`, …); both backends spell transaction control alike.
-    async fn execute(&mut self, sql: &'static str) -> Result<()>;
     /// Locks the tenant's row until commit, before any record is touched, so
     /// writers on several nodes serialise per tenant without deadlocks.
     async fn lock_tenant(&mut self, tenant: &str) -> Result<()>;
-    /// Tells other nodes, at commit, that the tenant's events reached `sequence`.
-    async fn announce(&mut self, tenant: &str, sequence: i64) -> Result<()>;
-    async fn count_tenants(&mut self) -> Result<i64>;
-    async fn tenant_name_taken(&mut self, name: &str) -> Result<bool>;
-    /// Inserts a tenant; `false` when the name is taken.
-    async fn insert_tenant(&mut self, id: &str, name: &str, now: &str) -> Result<bool>;
-    /// Replaces a lost connection with a new one.
-    async fn reconnect(&mut self) -> Result<()>;
-    /// Inserts a tenant's first key, with every scope.
-    async fn insert_api_key(
-        &mut self,
-        id: &str,
-        tenant: &str,
-        key_hash: &str,
-        name: &str,
-        now: &str,
-    ) -> Result<()>;
-    /// The tenant's keys not revoked.
-    async fn count_live_keys(&mut self, tenant: &str) -> Result<i64>;
-    async fn insert_scoped_key(
-        &mut self,
-        tenant: &str,
-        key: &crate::keys::ApiKey,
-        key_hash: &str,
-    ) -> Result<()>;
-    /// A live key of the tenant.
-    async fn load_key(&mut self, tenant: &str, id: &str) -> Result<Option<crate::keys::ApiKey>>;
-    /// Gives a live key a new secret; the old one stays valid until
-    /// `grace_until` when given. `false`: no such live key.
-    async fn rotate_key(
-        &mut self,
-        tenant: &str,
-        id: &str,
-        secret: &crate::keys::Secret,
-        grace_until: Option<&str>,
-    ) -> Result<bool>;
-    async fn revoke_key(&mut self, tenant: &str, id: &str, now: &str) -> Result<()>;
-    async fn touch_key(&mut self, id: &str, at: &str) -> Result<()>;
-    /// Tells other nodes, at commit, that a key changed.
-    async fn announce_keys(&mut self) -> Result<()>;
-    /// Deletes up to `limit` of the oldest events created before
-    /// `events_before`, with the deliveries made of them; returns how many
-    /// events went.
-    async fn purge_events(&mut self, events_before: &str, limit: i64) -> Result<u64>;
-    /// Deletes idempotency keys created before `keys_before`, the
-    /// automations' records older than `events_before`, and provider quota
-    /// rows of days before `quota_before` (a UTC date).
-    async fn purge(
-        &mut self,
-        events_before: &str,
-        keys_before: &str,
-        quota_before: &str,
-    ) -> Result<()>;
 }
 
 /// The result of [`apply`]: the response and the largest sequence written.

@@ -1,6 +1,4 @@
-//! Webhook endpoints and deliveries as the store keeps them (docs/design.md §3.3,
-//! §3.4). The rules of what to send and when live in `eventflow-delivery`;
-//! here are the rows, and what the writer does with them.
+//! Webhook endpoints and deliveries as rows.
 
 use std::collections::BTreeMap;
 

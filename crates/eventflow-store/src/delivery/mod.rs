@@ -1,0 +1,122 @@
+//! Webhook endpoints and deliveries (docs/design.md §3.3, §3.4). The rules of
+//! what to send and when live in `eventflow-delivery`; here is what the
+//! store keeps and what the writer does with it.
+//!
+//! - `rows`: endpoints, deliveries, attempts, replays, as stored;
+//! - `fanout`: which endpoints an event goes to, decided inside the writing
+//!   transaction (compiled type globs and CEL filters, per tenant);
+//! - `rules`: the writer's side of the queue: fan-out of each new event,
+//!   endpoint changes, claims, attempt results, retries and replays;
+//! - `sql`: the queue's statements and reads, once for both backends.
+
+pub(crate) mod fanout;
+mod rows;
+pub(crate) mod rules;
+pub(crate) mod sql;
+
+use eventflow_model::Event;
+
+use crate::error::Result;
+
+pub use rows::*;
+pub use rules::{BREAKER_THRESHOLD, DISABLE_AFTER, EndpointChange, REPLAY_CHUNK, lease};
+pub use sql::{PAUSED, endpoint_json, patient_of};
+
+/// Webhook endpoints and their deliveries: the queue the dispatcher works.
+#[async_trait::async_trait]
+pub trait Deliveries: Send + Sync + 'static {
+    /// Creates, updates or deletes an endpoint (under the tenant's lock, so
+    /// every later event sees the change). `None`: no such endpoint.
+    async fn change_endpoint(&self, change: EndpointChange) -> Result<Option<EndpointRow>>;
+
+    /// A live (not deleted) endpoint of the tenant.
+    async fn endpoint(&self, tenant: &str, id: &str) -> Result<Option<EndpointRow>>;
+
+    /// The tenant's live endpoints, oldest first.
+    async fn endpoints(&self, tenant: &str) -> Result<Vec<EndpointRow>>;
+
+    /// Leases up to `limit` due deliveries to this node.
+    async fn claim_deliveries(&self, limit: i64) -> Result<Vec<ClaimedDelivery>>;
+
+    /// Records an attempt this node made.
+    async fn record_attempt(&self, rec: AttemptRecord) -> Result<Recorded>;
+
+    /// Records successful attempts this node made on endpoints whose
+    /// failure streak it knew to be below the breaker's threshold, together.
+    async fn record_successes(&self, recs: Vec<AttemptRecord>) -> Result<()>;
+
+    /// Gives leased deliveries back, due again at `next_at`, without an attempt.
+    async fn release_deliveries(&self, ids: Vec<String>, next_at: jiff::Timestamp) -> Result<()>;
+
+    /// Makes a delivery due now, whatever its status.
+    async fn retry_delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>>;
+
+    /// Starts a replay of the events since `from` that the endpoint
+    /// matches, and does its first chunk; `None` when there is no such
+    /// endpoint. A replay still `running` goes on with [`Deliveries::replay_chunk`].
+    async fn replay(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        from: ReplayFrom,
+    ) -> Result<Option<Replay>>;
+
+    /// Does the next chunk of a running replay (one short write).
+    async fn replay_chunk(&self, tenant: &str, id: &str) -> Result<Option<Replay>>;
+
+    /// One replay of an endpoint.
+    async fn get_replay(&self, tenant: &str, endpoint_id: &str, id: &str)
+    -> Result<Option<Replay>>;
+
+    /// Running replays, oldest first: (tenant, replay id).
+    async fn running_replays(&self, limit: i64) -> Result<Vec<(String, String)>>;
+
+    async fn delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>>;
+
+    /// The deliveries of one event (to each endpoint it matched), oldest first.
+    async fn event_deliveries(&self, tenant: &str, event_id: &str) -> Result<Vec<Delivery>>;
+
+    /// One page of an endpoint's deliveries, newest first.
+    async fn deliveries(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        q: &DeliveryQuery,
+    ) -> Result<(Vec<Delivery>, Option<String>)>;
+
+    /// The events an endpoint matched, by its `endpointSequence`, after `after`.
+    async fn endpoint_events(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Event)>>;
+
+    /// Successful deliveries that carried the patient's data, oldest first.
+    async fn disclosures(
+        &self,
+        tenant: &str,
+        patient_id: &str,
+        since: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Disclosure>>;
+
+    /// When the next pending delivery is due (formatted), if any.
+    async fn next_due(&self) -> Result<Option<String>>;
+
+    /// Deliveries by state, for metrics.
+    async fn queue_depth(&self, now: jiff::Timestamp) -> Result<QueueDepth>;
+
+    /// This node's name (the owner of its leases).
+    fn node(&self) -> &str;
+
+    /// The dispatcher's link; `Some` once per store.
+    fn dispatch_link(&self) -> Option<crate::DispatchLink>;
+
+    /// Called once by the dispatcher at start: on SQLite (one process per
+    /// file) leases left by an earlier run are released, so deliveries and
+    /// workflow runs cut off by a crash go at once (runs this process already
+    /// took stay with it); on PostgreSQL leases run out by themselves.
+    async fn take_over_leases(&self, now: jiff::Timestamp) -> Result<()>;
+}

@@ -1,0 +1,146 @@
+//! The writer's own SQL (transaction control, tenants, retention), once
+//! for both backends.
+
+/// [`WriteConn`](crate::writer::WriteConn) for a backend's write connection: transaction
+/// control, tenants, and retention.
+macro_rules! impl_write_conn {
+    ($conn:ty, begin: $begin:expr, announce: $announce:expr $(,)?) => {
+        const _: () = {
+            #[allow(unused_imports)]
+            use async_trait::async_trait;
+            #[allow(unused_imports)]
+            use eventflow_model::{Event, Object, ResourceType};
+            #[allow(unused_imports)]
+            use serde_json::Value;
+            #[allow(unused_imports)]
+            use sqlx::{Executor, Row};
+
+            #[allow(unused_imports)]
+            use crate::codec::{json_text, parse_event, parse_object};
+            #[allow(unused_imports)]
+            use crate::delivery::*;
+            #[allow(unused_imports)]
+            use crate::error::{Result, StoreError};
+            #[allow(unused_imports)]
+            use crate::keys::*;
+            #[allow(unused_imports)]
+            use crate::notify::Notifier;
+            #[allow(unused_imports)]
+            use crate::records::{query, *};
+            #[allow(unused_imports)]
+            use crate::records::rules::reference_columns;
+
+        #[async_trait]
+        impl crate::writer::WriteConn for $conn {
+            async fn begin(&mut self) -> Result<()> {
+                if let Err(e) = self.conn.execute($begin).await {
+                    // The connection may have been lost (a database restart,
+                    // a network blip): open a new one and try once more.
+                    tracing::warn!(error = %e, "write connection failed; reconnecting");
+                    self.reconnect().await?;
+                    self.conn.execute($begin).await?;
+                }
+                Ok(())
+            }
+            async fn execute(&mut self, sql: &'static str) -> Result<()> {
+                self.conn.execute(sql).await?;
+                Ok(())
+            }
+            async fn reconnect(&mut self) -> Result<()> {
+                self.reopen().await
+            }
+            async fn announce(&mut self, tenant: &str, sequence: i64) -> Result<()> {
+                let sql: Option<&'static str> = $announce;
+                if let Some(sql) = sql {
+                    sqlx::query(sql)
+                        .bind(format!("{tenant} {sequence}"))
+                        .execute(&mut self.conn)
+                        .await?;
+                }
+                Ok(())
+            }
+            async fn count_tenants(&mut self) -> Result<i64> {
+                Ok(sqlx::query("SELECT count(*) FROM tenants")
+                    .fetch_one(&mut self.conn)
+                    .await?
+                    .get(0))
+            }
+            async fn tenant_name_taken(&mut self, name: &str) -> Result<bool> {
+                Ok(sqlx::query("SELECT 1 FROM tenants WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut self.conn)
+                    .await?
+                    .is_some())
+            }
+            async fn insert_tenant(&mut self, id: &str, name: &str, now: &str) -> Result<bool> {
+                // ON CONFLICT: two nodes bootstrapping one new database at
+                // once must not fail; the second learns the name is taken.
+                let done = sqlx::query(
+                    "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(id)
+                .bind(name)
+                .bind(now)
+                .execute(&mut self.conn)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+            async fn purge_events(&mut self, events_before: &str, limit: i64) -> Result<u64> {
+                let ids: Vec<String> = sqlx::query(
+                    "SELECT id FROM events WHERE created_at < $1 ORDER BY created_at LIMIT $2",
+                )
+                .bind(events_before)
+                .bind(limit)
+                .fetch_all(&mut self.conn)
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                // A delivery may hold up to 4 KiB of each response (which may
+                // echo patient data): it goes with its event.
+                for (table, column) in [("deliveries", "event_id"), ("events", "id")] {
+                    for chunk in ids.chunks(500) {
+                        let mut qb = sqlx::QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
+                        let mut list = qb.separated(", ");
+                        for id in chunk {
+                            list.push_bind(id.as_str());
+                        }
+                        qb.push(")");
+                        qb.build().execute(&mut self.conn).await?;
+                    }
+                }
+                Ok(ids.len() as u64)
+            }
+
+            async fn purge(&mut self, events_before: &str, keys_before: &str, quota_before: &str) -> Result<()> {
+                for (sql, before) in [
+                    ("DELETE FROM idempotency_keys WHERE created_at < $1", keys_before),
+                    // Automations keep their record as long as the events that
+                    // started them: finished runs and outbox entries. Pending
+                    // runs and timers stay, whatever their age.
+                    ("DELETE FROM workflow_runs WHERE status <> 'pending' AND finished_at < $1", events_before),
+                    ("DELETE FROM notifications WHERE created_at < $1", events_before),
+                    ("DELETE FROM provider_quota_counts WHERE day < $1", quota_before),
+                    ("DELETE FROM provider_quota_uses WHERE day < $1", quota_before),
+                ] {
+                    sqlx::query(sql).bind(before).execute(&mut self.conn).await?;
+                }
+                // A write's chain depth is needed until the engine has
+                // matched its event.
+                sqlx::query(
+                    "DELETE FROM workflow_write_depths WHERE sequence <= \
+                     (SELECT automation_cursor FROM tenants WHERE tenants.id = workflow_write_depths.tenant_id)",
+                )
+                .execute(&mut self.conn)
+                .await?;
+                Ok(())
+            }
+        }
+        };
+    };
+}
+pub(crate) use impl_write_conn;
