@@ -363,3 +363,50 @@ fn render_value(
         other => Ok(other.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value, json};
+
+    use super::{render_map, steps_at};
+    use crate::error::RunError;
+    use crate::template::Bounds;
+
+    #[test]
+    fn a_run_finds_the_steps_of_its_path_or_says_why_not() {
+        let w = crate::workflow::parse(
+            "w.yaml",
+            "name: w\non: patient.created\nsteps:\n  - cancel: {key: a}\n  - schedule:\n      key: b\n      after: 1h\n      steps:\n        - cancel: {key: c}\n",
+        )
+        .expect("the workflow loads");
+        assert_eq!(steps_at(&w.steps, "").map(<[_]>::len), Ok(2));
+        assert_eq!(steps_at(&w.steps, "2").map(<[_]>::len), Ok(1));
+        let err = |path: &str| steps_at(&w.steps, path).expect_err(path);
+        assert_eq!(err("3"), RunError::NoStep { path: "3".into() });
+        assert_eq!(err("1"), RunError::NotSchedule { path: "1".into() });
+        assert_eq!(err("2.x"), RunError::BadPath { path: "2.x".into() });
+        assert_eq!(
+            err("1").to_string(),
+            "step 1 of the workflow is not a schedule any more"
+        );
+    }
+
+    #[test]
+    fn a_template_that_does_not_render_names_its_field() {
+        let config: Map<String, Value> = serde_json::from_value(json!({
+            "to": "{{ data.phone }}",
+            "body": {"lines": ["Hello {{ data.name }}", "{{ data.missing }}"]},
+        }))
+        .expect("settings");
+        let ctx = json!({"data": {"phone": "+1555", "name": "Ada"}});
+        let e = render_map(&config, &ctx, Bounds::default()).expect_err("data.missing");
+        assert_eq!(e.field(), Some("body.lines[1]"));
+        assert!(e.to_string().starts_with("body.lines[1]: "), "{e}");
+        let ctx = json!({"data": {"phone": "+1555", "name": "Ada", "missing": "here"}});
+        let rendered = render_map(&config, &ctx, Bounds::default()).expect("it renders");
+        assert_eq!(
+            Value::Object(rendered),
+            json!({"to": "+1555", "body": {"lines": ["Hello Ada", "here"]}})
+        );
+    }
+}

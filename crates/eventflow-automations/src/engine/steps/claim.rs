@@ -170,3 +170,146 @@ async fn referenced(
         None => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use eventflow_model::ResourceType;
+    use eventflow_store::automation::{Effect, Notification};
+    use serde_json::{Value, json};
+
+    use super::submit;
+    use crate::engine::steps::Done;
+    use crate::engine::steps::testing::{Kit, Server, at, config};
+
+    /// An encounter with a patient, a practitioner, a service code and a
+    /// diagnosis; its id and the patient's.
+    async fn encounter(kit: &Kit) -> (String, String) {
+        let p = kit
+            .create(
+                ResourceType::Patient,
+                json!({"firstName": "Ada", "lastName": "Lovelace"}),
+            )
+            .await;
+        let dr = kit
+            .create(
+                ResourceType::Practitioner,
+                json!({"firstName": "Gregory", "lastName": "House", "email": "house@example.com"}),
+            )
+            .await;
+        let e = kit
+            .create(
+                ResourceType::Encounter,
+                json!({
+                    "patientId": p, "practitionerId": dr, "status": "finished",
+                    "date": "2026-12-01T08:00:00Z",
+                    "serviceCodes": [{"system": "CPT", "code": "99213", "display": "Office visit"}],
+                    "diagnoses": [{"system": "ICD-10", "code": "E11.9", "display": "Type 2 diabetes"}],
+                }),
+            )
+            .await;
+        (e, p)
+    }
+
+    /// The event of an encounter's change, as a run's context.
+    fn encounter_event(id: &str) -> Value {
+        json!({"type": "encounter.updated", "resource": {"type": "encounter", "id": id}, "data": {"id": id}})
+    }
+
+    fn claimed(done: Done) -> (Notification, Value) {
+        let Done::Ok { detail, effects } = done else {
+            panic!("not done: {done:?}");
+        };
+        let Some(Effect::Notify(n)) = effects.into_iter().next() else {
+            panic!("no notification");
+        };
+        (n, detail.unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn the_claim_of_the_events_encounter_goes_to_the_outbox_without_a_billing_server() {
+        let kit = Kit::new().await;
+        let (e, p) = encounter(&kit).await;
+        let run = kit.run(encounter_event(&e));
+        let (n, detail) = claimed(submit(&config(json!({})), &at(&run), &kit.tools()).await);
+        assert_eq!(
+            detail,
+            json!({"notificationId": n.id, "provider": "outbox"})
+        );
+        assert_eq!((n.channel.as_str(), n.to.as_str()), ("claim", "billing"));
+        assert_eq!(n.subject, Some(format!("Claim for encounter {e}")));
+        let claim: Value = serde_json::from_str(&n.body).expect("the claim is JSON");
+        assert_eq!(claim["resourceType"], "Claim");
+        assert_eq!(claim["patient"]["reference"], format!("Patient/{p}"));
+        assert_eq!(
+            claim["item"][0]["productOrService"]["coding"][0]["code"],
+            "99213"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_claim_of_a_named_encounter_is_posted_to_the_billing_server() {
+        let mut kit = Kit::new().await;
+        let (e, p) = encounter(&kit).await;
+        let billing = Server::answering(200, "{}").await;
+        kit.settings.claim_url = Some(format!("{}/claims/clinic-7?token=s3cret", billing.url));
+        // The run's event is not the encounter's: the step names it.
+        let run = kit.run(json!({"type": "patient.updated", "data": {"id": p}}));
+        let step = config(json!({"encounter": e}));
+        let (n, detail) = claimed(submit(&step, &at(&run), &kit.tools()).await);
+        assert_eq!(detail, json!({"statusCode": 200}));
+        assert_eq!(n.provider, "billing");
+        assert_eq!(n.provider_status.as_deref(), Some("200"));
+        // The billing server by its origin: not the operator's path or token.
+        assert_eq!(n.to, billing.url);
+        let seen = billing.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].path, "/claims/clinic-7");
+        assert_eq!(seen[0].header("content-type"), "application/fhir+json");
+        assert_eq!(seen[0].header("idempotency-key"), "run_test1:1");
+        let claim = seen[0].json();
+        assert_eq!(claim["resourceType"], "Claim");
+        assert_eq!(
+            claim["diagnosis"][0]["diagnosisCodeableConcept"]["coding"][0]["code"],
+            "E11.9"
+        );
+        assert_eq!(n.body, serde_json::to_string(&claim).expect("JSON"));
+    }
+
+    #[tokio::test]
+    async fn a_billing_server_error_is_tried_again_and_a_refusal_fails_the_step() {
+        let mut kit = Kit::new().await;
+        let (e, _) = encounter(&kit).await;
+        let run = kit.run(encounter_event(&e));
+        let down = Server::answering(502, "{}").await;
+        kit.settings.claim_url = Some(down.url.clone());
+        assert!(matches!(
+            submit(&config(json!({})), &at(&run), &kit.tools()).await,
+            Done::Retry(..)
+        ));
+        let refusing = Server::answering(422, "{}").await;
+        kit.settings.claim_url = Some(refusing.url.clone());
+        match submit(&config(json!({})), &at(&run), &kit.tools()).await {
+            Done::Fail(e) => assert_eq!(e, "the billing server answered 422 Unprocessable Entity"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_encounter_to_claim_fails_the_step() {
+        let kit = Kit::new().await;
+        let fail = |done: Done| match done {
+            Done::Fail(e) => e,
+            other => panic!("{other:?}"),
+        };
+        let run = kit.run(json!({"type": "patient.updated", "resource": {"type": "patient"}, "data": {"id": "pat_1"}}));
+        assert_eq!(
+            fail(submit(&config(json!({})), &at(&run), &kit.tools()).await),
+            "encounter: name the encounter (the event is not an encounter's)"
+        );
+        let step = config(json!({"encounter": "enc_missing"}));
+        assert_eq!(
+            fail(submit(&step, &at(&run), &kit.tools()).await),
+            "encounter: enc_missing does not exist"
+        );
+    }
+}

@@ -80,3 +80,197 @@ pub(in crate::engine) async fn request(
     }
     send(request, "the server").await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use eventflow_store::automation::Effect;
+    use serde_json::json;
+
+    use super::request;
+    use crate::engine::steps::Done;
+    use crate::engine::steps::testing::{Kit, Server, at, config};
+
+    #[tokio::test]
+    async fn a_2xx_is_done_and_the_server_gets_the_rendered_method_headers_and_body() {
+        let kit = Kit::new().await;
+        let server = Server::answering(201, "{}").await;
+        let run = kit.run(json!({}));
+        let step = config(json!({
+            "url": format!("{}/hooks/intake?clinic=north", server.url),
+            "method": "PUT",
+            "headers": {"x-clinic": "north", "x-count": 3},
+            "body": {"patientId": "pat_1", "answers": [1, 2]},
+        }));
+        let done = request(&step, &at(&run), &kit.tools()).await;
+        let Done::Ok { detail, effects } = done else {
+            panic!("not done: {done:?}");
+        };
+        assert_eq!(detail, Some(json!({"statusCode": 201})));
+        assert!(effects.is_empty());
+        let seen = server.seen();
+        assert_eq!(seen.len(), 1);
+        let got = &seen[0];
+        assert_eq!(got.method, "PUT");
+        assert_eq!(got.path, "/hooks/intake");
+        assert_eq!(got.header("x-clinic"), "north");
+        assert_eq!(got.header("x-count"), "3");
+        assert_eq!(got.header("content-type"), "application/json");
+        // The same key on every attempt of this step of this run.
+        assert_eq!(got.header("idempotency-key"), "run_test1:1");
+        assert_eq!(got.json(), json!({"patientId": "pat_1", "answers": [1, 2]}));
+        assert!(got.header("webhook-signature").is_empty(), "signed unasked");
+    }
+
+    #[tokio::test]
+    async fn a_get_sends_no_body_and_no_method_means_post() {
+        let kit = Kit::new().await;
+        let server = Server::answering(200, "{}").await;
+        let run = kit.run(json!({}));
+        let get = config(json!({"url": server.url, "method": "GET", "body": {"a": 1}}));
+        let post = config(json!({"url": server.url, "body": {"a": 1}}));
+        assert!(matches!(
+            request(&get, &at(&run), &kit.tools()).await,
+            Done::Ok { .. }
+        ));
+        assert!(matches!(
+            request(&post, &at(&run), &kit.tools()).await,
+            Done::Ok { .. }
+        ));
+        let seen = server.seen();
+        assert_eq!(seen[0].method, "GET");
+        assert!(seen[0].body.is_empty());
+        assert_eq!(seen[1].method, "POST");
+        assert_eq!(seen[1].json(), json!({"a": 1}));
+    }
+
+    #[tokio::test]
+    async fn a_5xx_or_429_is_tried_again_and_another_4xx_fails_the_step() {
+        let kit = Kit::new().await;
+        let run = kit.run(json!({}));
+        for (status, retried) in [
+            (500, true),
+            (503, true),
+            (429, true),
+            (400, false),
+            (404, false),
+        ] {
+            let server = Server::answering(status, "{}").await;
+            let step = config(json!({"url": server.url}));
+            match request(&step, &at(&run), &kit.tools()).await {
+                Done::Retry(e, _) => {
+                    assert!(retried, "{status} was retried: {e}");
+                    assert!(e.contains(&status.to_string()), "{e}");
+                }
+                Done::Fail(e) => {
+                    assert!(!retried, "{status} failed for good: {e}");
+                    assert!(e.contains(&status.to_string()), "{e}");
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_does_not_answer_in_time_is_tried_again() {
+        let mut kit = Kit::new().await;
+        kit.timeout = Duration::from_millis(200);
+        let server = Server::silent().await;
+        let run = kit.run(json!({}));
+        let step = config(json!({"url": server.url}));
+        match request(&step, &at(&run), &kit.tools()).await {
+            Done::Retry(e, None) => assert_eq!(e, "the server did not answer in time"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_private_address_the_guard_refuses_fails_before_anything_is_sent() {
+        let mut kit = Kit::new().await;
+        kit.settings.url_policy.allow_private = false;
+        let server = Server::answering(200, "{}").await;
+        let run = kit.run(json!({}));
+        let step = config(json!({"url": server.url}));
+        match request(&step, &at(&run), &kit.tools()).await {
+            Done::Fail(e) => assert!(e.starts_with("url: "), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(server.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_signed_request_verifies_with_the_secret() {
+        let kit = Kit::new().await;
+        let server = Server::answering(204, "").await;
+        let run = kit.run(json!({}));
+        let secret = eventflow_webhook::HmacSecret::generate();
+        let step = config(json!({"url": server.url, "body": {"a": 1}, "sign": secret.expose()}));
+        let a = at(&run);
+        assert!(matches!(
+            request(&step, &a, &kit.tools()).await,
+            Done::Ok { .. }
+        ));
+        let got = &server.seen()[0];
+        assert_eq!(got.header("webhook-id"), "run_test1:1");
+        let headers: Vec<(String, String)> = got
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        eventflow_webhook::Verifier::new()
+            .with_secret(secret)
+            .verify(&headers, &got.body, a.now.as_second())
+            .expect("the signature verifies");
+    }
+
+    #[tokio::test]
+    async fn bad_settings_fail_the_step_and_send_nothing() {
+        let kit = Kit::new().await;
+        let server = Server::answering(200, "{}").await;
+        let run = kit.run(json!({}));
+        let cases = [
+            (
+                json!({"url": server.url, "sign": "not-a-secret"}),
+                "sign: must be a signing secret (whsec_…)",
+            ),
+            (
+                json!({"url": server.url, "headers": {"bad name": "x"}}),
+                "headers.bad name: not a valid header name or value",
+            ),
+            (
+                json!({"url": server.url, "headers": {"x-a": "line\nbreak"}}),
+                "headers.x-a: not a valid header name or value",
+            ),
+        ];
+        for (step, want) in cases {
+            match request(&config(step), &at(&run), &kit.tools()).await {
+                Done::Fail(e) => assert_eq!(e, want),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(server.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_empty_url_puts_the_request_in_the_outbox() {
+        let kit = Kit::new().await;
+        let run = kit.run(json!({}));
+        let step = config(json!({"url": "", "method": "PATCH", "body": {"a": 1}}));
+        let Done::Ok { detail, effects } = request(&step, &at(&run), &kit.tools()).await else {
+            panic!("not done");
+        };
+        assert_eq!(
+            detail.as_ref().map(|d| &d["provider"]),
+            Some(&json!("outbox"))
+        );
+        let [Effect::Notify(n)] = effects.as_slice() else {
+            panic!("{effects:?}");
+        };
+        assert_eq!(n.channel, "http");
+        assert_eq!(n.subject.as_deref(), Some("PATCH"));
+        assert_eq!(n.body, r#"{"a":1}"#);
+        assert_eq!(n.step.as_deref(), Some("1"));
+        assert_eq!(n.run_id.as_deref(), Some("run_test1"));
+    }
+}

@@ -33,6 +33,9 @@ pub(super) mod messages;
 pub(super) mod records;
 pub(super) mod timers;
 
+#[cfg(test)]
+mod testing;
+
 /// The SMTP client the engine keeps (connections are pooled).
 pub(super) type Mailer = lettre::AsyncSmtpTransport<lettre::Tokio1Executor>;
 
@@ -270,5 +273,45 @@ pub(super) async fn send(request: reqwest::RequestBuilder, who: &str) -> Done {
             effects: Vec::new(),
         },
         Err(f) => f.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::testing::{Kit, at};
+    use super::{Done, refused};
+    use crate::channels::Twilio;
+    use crate::workflow::StepKind;
+
+    #[tokio::test]
+    async fn a_tenants_own_workflow_uses_a_provider_only_when_the_operator_lists_the_tenant() {
+        let mut kit = Kit::new().await;
+        let run = kit.run(json!({}));
+        let mut own = at(&run);
+        own.own = true;
+        // No provider configured: the outbox is open to everyone.
+        assert!(refused(StepKind::Sms, &own, &kit.settings).is_none());
+        kit.settings.twilio = Some(Twilio {
+            account_sid: "AC1".into(),
+            auth_token: "t".into(),
+            from: "+1".into(),
+            base_url: "http://127.0.0.1:9".into(),
+        });
+        match refused(StepKind::Sms, &own, &kit.settings) {
+            Some(Done::Fail(e)) => assert_eq!(
+                e,
+                "sms steps of a tenant's own workflows may not use [providers.twilio]: the \
+                 operator has not listed this tenant in its tenants"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // The operator's own workflows always may; a listed tenant's too.
+        assert!(refused(StepKind::Sms, &at(&run), &kit.settings).is_none());
+        kit.settings.provider_tenants.twilio = vec![kit.tenant.clone()];
+        assert!(refused(StepKind::Sms, &own, &kit.settings).is_none());
+        // Kinds without a provider are never refused.
+        assert!(refused(StepKind::Http, &own, &kit.settings).is_none());
     }
 }

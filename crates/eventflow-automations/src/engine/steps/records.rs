@@ -82,3 +82,178 @@ fn write(
         }))],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use eventflow_model::ResourceType;
+    use eventflow_store::automation::{Effect, Run, RunNext, StepOutcome, StepReport};
+    use eventflow_store::{EventQuery, ListQuery, Op, Store, WriteKind, WriteRequest};
+    use serde_json::{Map, Value, json};
+
+    use super::{create, update};
+    use crate::engine::Settings;
+    use crate::engine::steps::Done;
+    use crate::engine::steps::testing::{Kit, at, config};
+
+    /// Records the step's outcome with its effects, as the run loop does.
+    async fn record(kit: &Kit, run: &Run, done: Done) -> Run {
+        let Done::Ok { effects, .. } = done else {
+            panic!("not done: {done:?}");
+        };
+        let report = StepReport {
+            run_id: run.id.clone(),
+            tenant_id: run.tenant_id.clone(),
+            index: 0,
+            total: 1,
+            outcome: StepOutcome {
+                name: "1".into(),
+                step_type: "create".into(),
+                status: "succeeded".into(),
+                error: None,
+                attempts: 1,
+                at: eventflow_model::time::format(jiff::Timestamp::now()),
+                detail: None,
+            },
+            effects,
+            next: RunNext::Advance,
+            window_started_at: None,
+        };
+        kit.store
+            .step_done(report)
+            .await
+            .expect("the step is recorded")
+            .expect("this node holds the run")
+    }
+
+    async fn patients(kit: &Kit) -> Vec<Map<String, Value>> {
+        kit.store
+            .list_records(
+                &kit.tenant,
+                ResourceType::Patient,
+                &ListQuery {
+                    limit: 10,
+                    ..ListQuery::default()
+                },
+            )
+            .await
+            .expect("the patients")
+            .data
+    }
+
+    #[tokio::test]
+    async fn a_create_step_writes_the_record_as_the_workflow() {
+        let kit = Kit::new().await;
+        let run = kit.started_run().await;
+        let step = config(json!({
+            "type": "patient",
+            "body": {"firstName": "Ada", "lastName": "Lovelace"},
+        }));
+        let done = create(&step, &at(&run), &kit.settings);
+        let run = record(&kit, &run, done).await;
+        assert_eq!(run.status, "succeeded");
+        let list = patients(&kit).await;
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0]["firstName"], "Ada");
+        assert_eq!(list[0]["lastName"], "Lovelace");
+        // Its event names the workflow as the writer.
+        let events = kit
+            .store
+            .events_with_writer(
+                &kit.tenant,
+                &EventQuery {
+                    limit: 10,
+                    max_bytes: eventflow_store::DEFAULT_PAGE_BYTES,
+                    ..EventQuery::default()
+                },
+            )
+            .await
+            .expect("the events");
+        let (event, writer) = events.last().expect("an event");
+        assert_eq!(event.event_type, "patient.created");
+        assert_eq!(writer.as_deref(), Some("workflow:reminders"));
+    }
+
+    #[tokio::test]
+    async fn an_update_step_patches_the_record() {
+        let kit = Kit::new().await;
+        let written = kit
+            .store
+            .write(WriteRequest {
+                tenant: kit.tenant.clone(),
+                key_id: "key_test".into(),
+                kind: WriteKind::Single(Op::Create {
+                    rt: ResourceType::Patient,
+                    body: json!({"firstName": "Ada", "lastName": "Lovelace"}),
+                }),
+                idempotency: None,
+            })
+            .await
+            .expect("the patient is written");
+        let id = written.body["id"].as_str().expect("an id").to_string();
+        let run = kit.started_run().await;
+        let step = config(json!({"type": "patient", "id": id, "body": {"mrn": "MRN-LOVELACE"}}));
+        let done = update(&step, &at(&run), &kit.settings);
+        record(&kit, &run, done).await;
+        let patient = kit
+            .store
+            .get_record(&kit.tenant, ResourceType::Patient, &id)
+            .await
+            .expect("a read")
+            .expect("the patient");
+        assert_eq!(patient["mrn"], "MRN-LOVELACE");
+        assert_eq!(patient["firstName"], "Ada");
+    }
+
+    #[tokio::test]
+    async fn bad_settings_fail_the_step_and_write_nothing() {
+        let kit = Kit::new().await;
+        let run = kit.run(json!({}));
+        let a = at(&run);
+        let fail = |done: Done| match done {
+            Done::Fail(e) => e,
+            other => panic!("{other:?}"),
+        };
+        let step = config(json!({"type": "starship", "body": {}}));
+        assert_eq!(
+            fail(create(&step, &a, &kit.settings)),
+            "type: not a record type"
+        );
+        let step = config(json!({"type": "patient", "id": "", "body": {}}));
+        assert_eq!(fail(update(&step, &a, &kit.settings)), "id: is empty");
+    }
+
+    /// Whether a `create` step of `run` writes (`Ok`) or why not.
+    fn outcome(step: &Map<String, Value>, run: &Run, settings: &Settings) -> Result<(), String> {
+        match create(step, &at(run), settings) {
+            Done::Ok { effects, .. } => {
+                assert!(matches!(effects.as_slice(), [Effect::Write(_)]));
+                Ok(())
+            }
+            Done::Fail(e) => Err(e),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_at_the_end_of_a_chain_of_workflow_writes_writes_nothing() {
+        let mut kit = Kit::new().await;
+        let mut run = kit.run(json!({}));
+        let step = config(json!({"type": "patient", "body": {"firstName": "A", "lastName": "B"}}));
+        run.chain_depth = 7;
+        assert_eq!(outcome(&step, &run, &kit.settings), Ok(()));
+        run.chain_depth = 8;
+        let e = outcome(&step, &run, &kit.settings).expect_err("the default limit is 8");
+        assert!(
+            e.starts_with(
+                "loop: this run was started by a chain of 8 workflow writes \
+                 (limits.workflow_chain_depth is 8)"
+            ),
+            "{e}"
+        );
+        kit.settings.workflow_chain_depth = 2;
+        run.chain_depth = 1;
+        assert_eq!(outcome(&step, &run, &kit.settings), Ok(()));
+        run.chain_depth = 2;
+        assert!(outcome(&step, &run, &kit.settings).is_err());
+    }
+}
