@@ -13,7 +13,13 @@
 //! - [`duration`]: `24h`, `-24h`, `30m`, `2d` offsets.
 //! - [`registry`]: the loaded workflows, reloaded when the directory changes.
 //! - [`engine`]: the [`Engine`], driven by the event log: starts runs from
-//!   each tenant's new events, executes their steps, fires durable timers.
+//!   each tenant's new events (`engine/ingest.rs`), fires durable timers and
+//!   takes due runs (`engine/due.rs`), executes runs step by step
+//!   (`engine/run.rs`), with one module per kind of step under
+//!   `engine/steps/`: `messages` (sms, email, slack), `http`, `records`
+//!   (create, update), `timers` (schedule, cancel), `claim`.
+//! - [`error`]: [`RunError`], why a run's step could not be performed
+//!   (its workflow or step gone, a template that did not render).
 //! - [`channels`]: the providers: Twilio (SMS), SMTP (email), Slack; each
 //!   failure classed as worth a retry or permanent.
 //! - [`claim`]: the FHIR R4 `Claim` built from an encounter for the `claim` step.
@@ -22,10 +28,12 @@ pub mod channels;
 pub mod claim;
 pub mod duration;
 pub mod engine;
+pub mod error;
 pub mod registry;
 pub mod template;
 pub mod workflow;
 
 pub use engine::{Engine, ProviderQuotas, ProviderTenants, Settings};
+pub use error::RunError;
 pub use registry::{Registry, Snapshot};
 pub use workflow::{Checks, LoadError, Loaded, Step, StepKind, Workflow, load_dir, parse};
