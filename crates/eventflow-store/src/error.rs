@@ -37,6 +37,14 @@ pub enum StoreError {
     /// opaque 500.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A stored row could not be read back (a body that does not parse, a
+    /// value outside its column's vocabulary). Opaque to clients.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The writer failed inside (a panic in a job, a lost reply). Opaque to
+    /// clients.
+    #[error("{0}")]
+    Internal(String),
     /// The database schema is newer than this build, or migrations failed.
     #[error("{0}")]
     Migration(String),
@@ -67,6 +75,6 @@ impl StoreError {
     }
 
     pub(crate) fn corrupt(what: &str) -> Self {
-        StoreError::Database(sqlx::Error::Protocol(format!("corrupt row: {what}")))
+        StoreError::Corrupt(what.to_string())
     }
 }

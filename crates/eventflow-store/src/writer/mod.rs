@@ -434,7 +434,7 @@ fn command_may_fail_after_writing(command: &Command) -> bool {
 const QUOTA_KEPT: jiff::SignedDuration = jiff::SignedDuration::from_hours(4 * 24);
 
 fn failed(what: &str, e: &dyn std::fmt::Display) -> StoreError {
-    StoreError::Database(sqlx::Error::Protocol(format!("{what}: {e}")))
+    StoreError::Internal(format!("{what}: {e}"))
 }
 
 async fn commit_group<C: WriteConn + QueueConn + AutoConn>(
