@@ -188,7 +188,7 @@ async fn handle(
     if timed_out.load(Ordering::Relaxed) {
         let mut r = ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            crate::error::ErrorKind::RequestTimeout,
             format!(
                 "the request body did not arrive within {} s",
                 body_read.as_secs()

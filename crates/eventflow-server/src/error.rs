@@ -9,12 +9,57 @@ use eventflow_model::ValidationError;
 use eventflow_store::StoreError;
 use serde::Serialize;
 
+/// The machine-readable kind of an error: the `type` of every error body.
+/// Clients branch on it; the message is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// 422: a field, header or query parameter is missing, unknown or malformed; `field` names it.
+    ValidationError,
+    /// 400: the request could not be read.
+    InvalidRequest,
+    /// 400: the body is not JSON, or nests too deeply.
+    MalformedJson,
+    /// 400: a JSON object names a member twice.
+    DuplicateKey,
+    /// 401: no API key, or not a live one.
+    AuthenticationError,
+    /// 403: the key lacks the scope the operation needs.
+    Forbidden,
+    /// 404: no such resource in this tenant.
+    NotFound,
+    /// 405: the path exists, the method does not.
+    MethodNotAllowed,
+    /// 409: the change conflicts with the current state.
+    Conflict,
+    /// 409: the `Idempotency-Key` was used with another request.
+    IdempotencyConflict,
+    /// 412: `If-Match` named another version.
+    PreconditionFailed,
+    /// 413: the body or the record is over its limit.
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 408: the request was not received in time.
+    RequestTimeout,
+    /// 429: too many requests or failed keys; `Retry-After` says when to retry.
+    RateLimited,
+    /// 429: the key has as many open streams as it may.
+    TooManyStreams,
+    /// 503: the server is at a limit for a moment; retry shortly.
+    Busy,
+    /// 503: the server is shutting down or its database is unreachable.
+    Unavailable,
+    /// 500: an internal failure; the server log has the details.
+    InternalError,
+}
+
 /// An error as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
-    /// Machine-readable kind: `validation_error`, `not_found`, …
-    pub kind: &'static str,
+    /// Machine-readable kind.
+    pub kind: ErrorKind,
     /// One sentence for a person. Never holds a field value or a secret.
     pub message: String,
     /// The field (or header, or query parameter) at fault.
@@ -28,7 +73,7 @@ pub struct ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Self {
         ApiError {
             status,
             kind,
@@ -49,7 +94,7 @@ impl ApiError {
     pub fn too_many_attempts(retry_after: u64) -> Self {
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorKind::RateLimited,
             format!(
                 "too many failed API keys or sign-ins from this address; try again in {retry_after} s"
             ),
@@ -65,14 +110,14 @@ impl ApiError {
 
     /// 400: the request could not be read.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, message)
     }
 
     /// 422 naming a field: `"{field}: {message}"`.
     pub fn invalid(field: &str, message: &str) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_error",
+            ErrorKind::ValidationError,
             format!("{field}: {message}"),
         )
         .with_field(field)
@@ -81,7 +126,7 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "authentication_error",
+            ErrorKind::AuthenticationError,
             "missing or invalid API key: send Authorization: Bearer <api key>",
         )
     }
@@ -90,19 +135,19 @@ impl ApiError {
     pub fn forbidden(scope: &str) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorKind::Forbidden,
             format!("this key lacks the scope {scope}"),
         )
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message)
     }
 
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ErrorKind::InternalError,
             "internal error; the server log has the details",
         )
     }
@@ -120,16 +165,18 @@ impl From<StoreError> for ApiError {
             StoreError::Validation(v) => v.into(),
             StoreError::NotFound(m) => ApiError::not_found(m),
             StoreError::TooLarge(m) => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::PayloadTooLarge, m)
             }
-            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            StoreError::IdempotencyMismatch => {
-                ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", e.to_string())
-                    .with_field("Idempotency-Key")
-            }
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, ErrorKind::Conflict, m),
+            StoreError::IdempotencyMismatch => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorKind::IdempotencyConflict,
+                e.to_string(),
+            )
+            .with_field("Idempotency-Key"),
             StoreError::PreconditionFailed { .. } => ApiError::new(
                 StatusCode::PRECONDITION_FAILED,
-                "precondition_failed",
+                ErrorKind::PreconditionFailed,
                 e.to_string(),
             )
             .with_field("If-Match"),
@@ -141,7 +188,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Closed => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ErrorKind::Unavailable,
                 "the server is shutting down",
             ),
             other => {
@@ -163,8 +210,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Machine-readable kind.
     #[serde(rename = "type")]
-    #[schema(example = "validation_error")]
-    pub kind: &'static str,
+    pub kind: ErrorKind,
     /// One sentence for a person; never holds a submitted value.
     #[schema(example = "start: must be an RFC 3339 date-time")]
     pub message: String,

@@ -106,7 +106,7 @@ impl FromRequest<crate::AppState> for JsonBody {
             if !(mime == "application/json" || mime.ends_with("+json")) {
                 return Err(ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
+                    crate::error::ErrorKind::UnsupportedMediaType,
                     "Content-Type must be application/json (or application/merge-patch+json for PATCH)",
                 )
                 .with_field("Content-Type"));
@@ -123,7 +123,7 @@ impl FromRequest<crate::AppState> for JsonBody {
             Some(state.large_bodies.acquire().await.ok_or_else(|| {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
+                    crate::error::ErrorKind::Busy,
                     "too many large request bodies are being read; try again shortly",
                 )
                 .retrying_after(5)
@@ -135,7 +135,7 @@ impl FromRequest<crate::AppState> for JsonBody {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
+                    crate::error::ErrorKind::PayloadTooLarge,
                     "the request body is larger than this route accepts",
                 )
             } else {
@@ -193,7 +193,7 @@ pub fn parse_json(raw: &[u8]) -> Result<Value, ApiError> {
     let value = parsed.map_err(|e| match state.duplicate.take() {
         None if state.too_many.get() => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            crate::error::ErrorKind::PayloadTooLarge,
             format!("the body holds more than {MAX_JSON_VALUES} JSON values"),
         ),
         Some(key) => {
@@ -201,7 +201,7 @@ pub fn parse_json(raw: &[u8]) -> Result<Value, ApiError> {
             let shown: String = key.chars().take(64).collect();
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "duplicate_key",
+                crate::error::ErrorKind::DuplicateKey,
                 format!(
                     "the key {shown:?} appears twice in one object (line {}, column {}); send each key once",
                     e.line(),
@@ -213,7 +213,7 @@ pub fn parse_json(raw: &[u8]) -> Result<Value, ApiError> {
         // serde_json's message gives line and column, never the content.
         None => ApiError::new(
             StatusCode::BAD_REQUEST,
-            "malformed_json",
+            crate::error::ErrorKind::MalformedJson,
             format!("the body is not valid JSON: {e}"),
         ),
     })?;
@@ -457,7 +457,7 @@ mod tests {
         ] {
             let e = parse_json(body.as_bytes()).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body}");
-            assert_eq!(e.kind, "duplicate_key");
+            assert_eq!(e.kind, crate::error::ErrorKind::DuplicateKey);
             assert_eq!(e.field.as_deref(), Some(key), "{body}");
         }
     }
@@ -487,12 +487,12 @@ mod tests {
     fn malformed_or_too_deep_json_is_a_400_not_a_crash() {
         for body in [&b"{"[..], b"{\"a\":1} x", b"", b"[1,]"] {
             let e = parse_json(body).unwrap_err();
-            assert_eq!(e.kind, "malformed_json");
+            assert_eq!(e.kind, crate::error::ErrorKind::MalformedJson);
         }
         let deep = "[".repeat(100_000);
         assert_eq!(
             parse_json(deep.as_bytes()).unwrap_err().kind,
-            "malformed_json"
+            crate::error::ErrorKind::MalformedJson
         );
     }
 }

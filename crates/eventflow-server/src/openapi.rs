@@ -18,7 +18,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::AppState;
 use crate::auth::{Need, required};
-use crate::error::{ErrorBody, ErrorDetail};
+use crate::error::{ErrorBody, ErrorDetail, ErrorKind};
 use crate::routes::records::VERSION_PATTERN;
 
 pub fn router() -> Router<AppState> {
@@ -375,6 +375,7 @@ pub fn document() -> Value {
     // types the handlers serialise.
     schemas.insert("Error".into(), schema_of::<ErrorBody>());
     schemas.insert("ErrorDetail".into(), schema_of::<ErrorDetail>());
+    schemas.insert("ErrorKind".into(), schema_of::<ErrorKind>());
     schemas.insert("Event".into(), schema_of::<Event>());
     schemas.insert("ResourceRef".into(), schema_of::<ResourceRef>());
     schemas.insert("AuditEntry".into(), schema_of::<AuditEntry>());

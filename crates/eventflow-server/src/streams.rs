@@ -40,7 +40,7 @@ impl Streams {
         if *open >= self.limit {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_streams",
+                crate::error::ErrorKind::TooManyStreams,
                 format!(
                     "this API key holds {} open streams and long polls, the most it may (limits.streams_per_key); close one first",
                     self.limit

@@ -149,7 +149,7 @@ pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]
 fn forbidden() -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
-        "forbidden",
+        crate::error::ErrorKind::Forbidden,
         "X-Twilio-Signature is missing or does not match this request",
     )
 }

@@ -327,7 +327,7 @@ async fn create(
     if state.store.endpoints(auth.tenant()).await?.len() >= MAX_ENDPOINTS {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "conflict",
+            crate::error::ErrorKind::Conflict,
             format!("a tenant has at most {MAX_ENDPOINTS} endpoints; delete one first"),
         ));
     }
@@ -430,7 +430,7 @@ async fn save(
     }
     Err(ApiError::new(
         StatusCode::CONFLICT,
-        "conflict",
+        crate::error::ErrorKind::Conflict,
         "the endpoint keeps changing; try again",
     ))
 }

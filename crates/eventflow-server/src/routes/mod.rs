@@ -71,7 +71,7 @@ async fn not_found() -> ApiError {
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        crate::error::ErrorKind::MethodNotAllowed,
         "this route does not accept that method",
     )
 }

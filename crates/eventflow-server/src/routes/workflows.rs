@@ -124,7 +124,7 @@ fn parse_body(
     if !ok {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            crate::error::ErrorKind::UnsupportedMediaType,
             "send the workflow as application/yaml (or application/json)",
         ));
     }
@@ -133,7 +133,7 @@ fn parse_body(
     eventflow_automations::workflow::parse_with(file, text, state.workflows.checks()).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_error",
+            crate::error::ErrorKind::ValidationError,
             e.message,
         )
         .with_field(&e.at)
@@ -188,7 +188,7 @@ fn write_failed(e: std::io::Error) -> ApiError {
     tracing::error!(error = %e, "could not write a workflow file");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
+        crate::error::ErrorKind::InternalError,
         "the workflow file could not be written (is workflows_dir writable?)",
     )
 }
@@ -206,7 +206,7 @@ fn check_scope(state: &AppState, tenant: &str, name: &str) -> ApiResult<bool> {
     match entry(state, tenant, name) {
         Some(e) if e["scope"] == "server" => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "conflict",
+            crate::error::ErrorKind::Conflict,
             format!(
                 "{name} is a workflow of the server's workflows directory; change its file there"
             ),
@@ -226,7 +226,7 @@ async fn create(
     if check_scope(&state, auth.tenant(), &w.name)? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "conflict",
+            crate::error::ErrorKind::Conflict,
             format!(
                 "a workflow named {} exists; PUT /v1/workflows/{} replaces it",
                 w.name, w.name
