@@ -5,14 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::session::Me;
-use super::{Portal, api_message, chart, enc, field, form, secure, see_other};
+use super::session::{Me, Posted, Refused};
+use super::{Page, Portal, api_message, chart, enc, field, secure, see_other};
 
 fn state_of(ep: &Value) -> &'static str {
     if ep["disabled"] == true {
@@ -39,11 +38,10 @@ fn success_rate(deliveries: &[Value]) -> Option<u32> {
 
 pub(super) async fn endpoints(
     State(p): State<Portal>,
-    headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
-) -> Response {
-    let me = signed_in!(p, headers);
-    let list = tryp!(p.get(&me, "/v1/endpoints").await);
+    me: Me,
+) -> Page {
+    let list = p.get(&me, "/v1/endpoints").await?;
     let mut rows = Vec::new();
     for (n, ep) in list["data"]
         .as_array()
@@ -79,11 +77,11 @@ pub(super) async fn endpoints(
             "pending": deliveries.iter().filter(|d| d["status"] == "pending").count(),
         }));
     }
-    p.render(
+    Ok(p.render(
         "endpoints.html",
         Some(&me),
         json!({"title": "Endpoints", "nav": "endpoints", "rows": rows, "notice": notice(&q)}),
-    )
+    ))
 }
 
 /// The message of a `notice` after a redirect (codes only: a link cannot
@@ -124,7 +122,7 @@ fn visible_types(me: &Me) -> Vec<Value> {
 }
 
 /// Event types grouped by record type, for the checkboxes.
-async fn type_groups(_p: &Portal, me: &Me, chosen: &[String]) -> Result<Vec<Value>, Response> {
+fn type_groups(me: &Me, chosen: &[String]) -> Vec<Value> {
     let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for t in visible_types(me) {
         let name = t["type"].as_str().unwrap_or_default().to_string();
@@ -135,13 +133,13 @@ async fn type_groups(_p: &Portal, me: &Me, chosen: &[String]) -> Result<Vec<Valu
             "checked": chosen.contains(&name),
         }));
     }
-    Ok(groups
+    groups
         .into_iter()
         .map(|(g, types)| {
             let glob = format!("{g}.*");
             json!({"group": g, "glob": glob, "all": chosen.contains(&glob), "types": types})
         })
-        .collect())
+        .collect()
 }
 
 fn endpoint_body(f: &[(String, String)]) -> Value {
@@ -178,7 +176,7 @@ fn endpoint_body(f: &[(String, String)]) -> Value {
     })
 }
 
-async fn endpoint_form(
+fn endpoint_form(
     p: &Portal,
     me: &Me,
     ep: Value,
@@ -191,7 +189,7 @@ async fn endpoint_form(
         .flatten()
         .filter_map(|t| t.as_str().map(str::to_string))
         .collect();
-    let groups = tryp!(type_groups(p, me, &chosen).await);
+    let groups = type_groups(me, &chosen);
     let editing = ep["id"].is_string();
     let mut r = p.render(
         "endpoint_form.html",
@@ -205,8 +203,7 @@ async fn endpoint_form(
     r
 }
 
-pub(super) async fn new_endpoint(State(p): State<Portal>, headers: HeaderMap) -> Response {
-    let me = signed_in!(p, headers);
+pub(super) async fn new_endpoint(State(p): State<Portal>, me: Me) -> Response {
     endpoint_form(
         &p,
         &me,
@@ -214,17 +211,10 @@ pub(super) async fn new_endpoint(State(p): State<Portal>, headers: HeaderMap) ->
         None,
         StatusCode::OK,
     )
-    .await
 }
 
-pub(super) async fn create_endpoint(
-    State(p): State<Portal>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let f = form(&body);
-    let me = posting!(p, headers, f);
-    save_endpoint(&p, &me, None, endpoint_body(&f)).await
+pub(super) async fn create_endpoint(State(p): State<Portal>, form: Posted) -> Response {
+    save_endpoint(&p, &form.me, None, endpoint_body(form.fields())).await
 }
 
 /// Creates (`id` none) or updates an endpoint from the form, then goes to
@@ -255,56 +245,43 @@ async fn save_endpoint(p: &Portal, me: &Me, id: Option<&str>, input: Value) -> R
         Some(api_message(&out)),
         StatusCode::UNPROCESSABLE_ENTITY,
     )
-    .await
 }
 
-pub(super) async fn edit_endpoint(
-    State(p): State<Portal>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let me = signed_in!(p, headers);
-    let ep = tryp!(p.get(&me, &format!("/v1/endpoints/{}", enc(&id))).await);
-    endpoint_form(&p, &me, ep, None, StatusCode::OK).await
+pub(super) async fn edit_endpoint(State(p): State<Portal>, Path(id): Path<String>, me: Me) -> Page {
+    let ep = p.get(&me, &format!("/v1/endpoints/{}", enc(&id))).await?;
+    Ok(endpoint_form(&p, &me, ep, None, StatusCode::OK))
 }
 
 pub(super) async fn update_endpoint(
     State(p): State<Portal>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    form: Posted,
 ) -> Response {
-    let f = form(&body);
-    let me = posting!(p, headers, f);
-    save_endpoint(&p, &me, Some(&id), endpoint_body(&f)).await
+    save_endpoint(&p, &form.me, Some(&id), endpoint_body(form.fields())).await
 }
 
 pub(super) async fn endpoint(
     State(p): State<Portal>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
-) -> Response {
-    let me = signed_in!(p, headers);
+    me: Me,
+) -> Page {
     let id = enc(&id);
-    let ep = tryp!(p.get(&me, &format!("/v1/endpoints/{id}")).await);
+    let ep = p.get(&me, &format!("/v1/endpoints/{id}")).await?;
     let secret = if q.contains_key("reveal") {
-        Some(tryp!(
-            p.get(&me, &format!("/v1/endpoints/{id}/secret")).await
-        ))
+        Some(p.get(&me, &format!("/v1/endpoints/{id}/secret")).await?)
     } else {
         None
     };
-    let recent = tryp!(
-        p.get(&me, &format!("/v1/endpoints/{id}/deliveries?limit=1000"))
-            .await
-    );
+    let recent = p
+        .get(&me, &format!("/v1/endpoints/{id}/deliveries?limit=1000"))
+        .await?;
     let recent = recent["data"].as_array().cloned().unwrap_or_default();
     let now = p.app.clock.now();
     let svg = chart::deliveries_24h(&recent, now);
     let types = visible_types(&me);
     let shown: Vec<&Value> = recent.iter().take(50).collect();
-    p.render(
+    Ok(p.render(
         "endpoint.html",
         Some(&me),
         json!({
@@ -313,21 +290,20 @@ pub(super) async fn endpoint(
             "rate": success_rate(&recent[..recent.len().min(100)]),
             "types": types, "notice": notice(&q),
         }),
-    )
+    ))
 }
 
 pub(super) async fn confirm_delete(
     State(p): State<Portal>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
-    let me = signed_in!(p, headers);
-    let ep = tryp!(p.get(&me, &format!("/v1/endpoints/{}", enc(&id))).await);
-    p.render(
+    me: Me,
+) -> Page {
+    let ep = p.get(&me, &format!("/v1/endpoints/{}", enc(&id))).await?;
+    Ok(p.render(
         "confirm_delete.html",
         Some(&me),
         json!({"title": "Delete endpoint", "nav": "endpoints", "ep": ep}),
-    )
+    ))
 }
 
 /// Runs an action on the API and goes back to the endpoint's page with a
@@ -349,89 +325,67 @@ async fn act(
 
 pub(super) async fn delete_endpoint(
     State(p): State<Portal>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let f = form(&body);
-    let me = posting!(p, headers, f);
-    tryp!(
-        act(
-            &p,
-            &me,
-            Method::DELETE,
-            &format!("/v1/endpoints/{}", enc(&id)),
-            None
-        )
-        .await
-    );
-    see_other("/portal/endpoints?notice=deleted")
+    form: Posted,
+) -> Page {
+    act(
+        &p,
+        &form.me,
+        Method::DELETE,
+        &format!("/v1/endpoints/{}", enc(&id)),
+        None,
+    )
+    .await?;
+    Ok(see_other("/portal/endpoints?notice=deleted"))
 }
 
-pub(super) async fn rotate(
-    State(p): State<Portal>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let f = form(&body);
-    let me = posting!(p, headers, f);
+pub(super) async fn rotate(State(p): State<Portal>, Path(id): Path<String>, form: Posted) -> Page {
     let id = enc(&id);
-    tryp!(
-        act(
-            &p,
-            &me,
-            Method::POST,
-            &format!("/v1/endpoints/{id}/secret/rotate"),
-            Some(json!({}))
-        )
-        .await
-    );
-    see_other(&format!("/portal/endpoints/{id}?notice=rotated&reveal=1"))
+    act(
+        &p,
+        &form.me,
+        Method::POST,
+        &format!("/v1/endpoints/{id}/secret/rotate"),
+        Some(json!({})),
+    )
+    .await?;
+    Ok(see_other(&format!(
+        "/portal/endpoints/{id}?notice=rotated&reveal=1"
+    )))
 }
 
 pub(super) async fn test_send(
     State(p): State<Portal>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let f = form(&body);
-    let me = posting!(p, headers, f);
+    form: Posted,
+) -> Page {
     let id = enc(&id);
-    let t = field(&f, "type");
+    let t = form.field("type");
     let body = if t.is_empty() {
         json!({})
     } else {
         json!({"type": t})
     };
-    let attempt = tryp!(
-        act(
-            &p,
-            &me,
-            Method::POST,
-            &format!("/v1/endpoints/{id}/test"),
-            Some(body)
-        )
-        .await
-    );
+    let attempt = act(
+        &p,
+        &form.me,
+        Method::POST,
+        &format!("/v1/endpoints/{id}/test"),
+        Some(body),
+    )
+    .await?;
     let code = attempt["statusCode"]
         .as_u64()
         .map(|c| format!("&code={c}"))
         .unwrap_or_default();
-    see_other(&format!("/portal/endpoints/{id}?notice=sent{code}"))
+    Ok(see_other(&format!(
+        "/portal/endpoints/{id}?notice=sent{code}"
+    )))
 }
 
-pub(super) async fn replay(
-    State(p): State<Portal>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let f = form(&body);
-    let me = posting!(p, headers, f);
+pub(super) async fn replay(State(p): State<Portal>, Path(id): Path<String>, form: Posted) -> Page {
     let id = enc(&id);
-    let (after, since) = (field(&f, "after"), field(&f, "since"));
+    let (after, since) = (form.field("after"), form.field("since"));
     let body = if !after.is_empty() {
         json!({"after": after.parse::<i64>().map(Value::from).unwrap_or(json!(after))})
     } else if !since.is_empty() {
@@ -444,90 +398,83 @@ pub(super) async fn replay(
         json!({"since": since})
     } else {
         // Replaying everything is rarely meant: ask where to start.
-        return see_other(&format!("/portal/endpoints/{id}?notice=replay-start"));
+        return Ok(see_other(&format!(
+            "/portal/endpoints/{id}?notice=replay-start"
+        )));
     };
-    let out = tryp!(
-        act(
-            &p,
-            &me,
-            Method::POST,
-            &format!("/v1/endpoints/{id}/replay"),
-            Some(body)
-        )
-        .await
-    );
+    let out = act(
+        &p,
+        &form.me,
+        Method::POST,
+        &format!("/v1/endpoints/{id}/replay"),
+        Some(body),
+    )
+    .await?;
     let n = out["queued"].as_u64().unwrap_or(0);
     if out["status"] == "running" {
-        return see_other(&format!("/portal/endpoints/{id}?notice=replaying&n={n}"));
+        return Ok(see_other(&format!(
+            "/portal/endpoints/{id}?notice=replaying&n={n}"
+        )));
     }
-    see_other(&format!("/portal/endpoints/{id}?notice=replayed&n={n}"))
+    Ok(see_other(&format!(
+        "/portal/endpoints/{id}?notice=replayed&n={n}"
+    )))
 }
 
 pub(super) async fn set_state(
     State(p): State<Portal>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let f = form(&body);
-    let me = posting!(p, headers, f);
+    form: Posted,
+) -> Page {
     let id = enc(&id);
-    let disable = field(&f, "disabled") == "true";
-    tryp!(
-        act(
-            &p,
-            &me,
-            Method::PATCH,
-            &format!("/v1/endpoints/{id}"),
-            Some(json!({"disabled": disable}))
-        )
-        .await
-    );
+    let disable = form.field("disabled") == "true";
+    act(
+        &p,
+        &form.me,
+        Method::PATCH,
+        &format!("/v1/endpoints/{id}"),
+        Some(json!({"disabled": disable})),
+    )
+    .await?;
     let n = if disable { "disabled" } else { "enabled" };
-    see_other(&format!("/portal/endpoints/{id}?notice={n}"))
+    Ok(see_other(&format!("/portal/endpoints/{id}?notice={n}")))
 }
 
-pub(super) async fn retry(
-    State(p): State<Portal>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let f = form(&body);
-    let me = posting!(p, headers, f);
-    let d = tryp!(
-        act(
-            &p,
-            &me,
-            Method::POST,
-            &format!("/v1/deliveries/{}/retry", enc(&id)),
-            None
-        )
-        .await
-    );
-    match d["endpointId"].as_str() {
+pub(super) async fn retry(State(p): State<Portal>, Path(id): Path<String>, form: Posted) -> Page {
+    let d = act(
+        &p,
+        &form.me,
+        Method::POST,
+        &format!("/v1/deliveries/{}/retry", enc(&id)),
+        None,
+    )
+    .await?;
+    Ok(match d["endpointId"].as_str() {
         Some(ep) => see_other(&format!("/portal/endpoints/{}?notice=retried", enc(ep))),
         None => see_other("/portal/endpoints"),
-    }
+    })
 }
 
-/// The CEL check as you type: the server's own compile of a filter.
+/// The CEL check as you type: the server's own compile of a filter. It
+/// answers in JSON, a refused token included.
 pub(super) async fn check_filter(
     State(p): State<Portal>,
-    headers: HeaderMap,
-    body: Bytes,
+    posted: Result<Posted, Refused>,
 ) -> Response {
-    let f = form(&body);
-    if p.me_posting(&headers, &f).await.is_none() {
-        return secure(
-            (
-                StatusCode::FORBIDDEN,
-                axum::Json(json!({"ok": false, "error": "sign in again"})),
-            )
-                .into_response(),
-        );
-    }
-    let source = field(&f, "filter");
+    let form = match posted {
+        Ok(form) => form,
+        Err(Refused::Body(r)) => return r,
+        Err(Refused::SignedOut | Refused::Token(_)) => {
+            return secure(
+                (
+                    StatusCode::FORBIDDEN,
+                    axum::Json(json!({"ok": false, "error": "sign in again"})),
+                )
+                    .into_response(),
+            );
+        }
+    };
+    let source = form.field("filter");
     let result = if source.is_empty() {
         json!({"ok": true})
     } else {

@@ -4,18 +4,18 @@
 use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{Portal, api_message, enc, see_other};
+use super::session::Me;
+use super::{Page, Portal, api_message, enc};
 
 pub(super) async fn events(
     State(p): State<Portal>,
-    headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
+    me: Me,
 ) -> Response {
-    let me = signed_in!(p, headers);
     const PAGE: i64 = 50;
     let types = q
         .get("types")
@@ -97,16 +97,11 @@ pub(super) async fn events(
     )
 }
 
-pub(super) async fn event(
-    State(p): State<Portal>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let me = signed_in!(p, headers);
+pub(super) async fn event(State(p): State<Portal>, Path(id): Path<String>, me: Me) -> Page {
     let id = enc(&id);
-    let e = tryp!(p.get(&me, &format!("/v1/events/{id}")).await);
-    let deliveries = tryp!(p.get(&me, &format!("/v1/events/{id}/deliveries")).await);
-    let endpoints = tryp!(p.get(&me, "/v1/endpoints").await);
+    let e = p.get(&me, &format!("/v1/events/{id}")).await?;
+    let deliveries = p.get(&me, &format!("/v1/events/{id}/deliveries")).await?;
+    let endpoints = p.get(&me, "/v1/endpoints").await?;
     let urls: HashMap<String, Value> = endpoints["data"]
         .as_array()
         .into_iter()
@@ -127,9 +122,9 @@ pub(super) async fn event(
         })
         .collect();
     let pretty = serde_json::to_string_pretty(&e).unwrap_or_default();
-    p.render(
+    Ok(p.render(
         "event.html",
         Some(&me),
         json!({"title": e["type"], "nav": "events", "e": e, "json": pretty, "deliveries": rows}),
-    )
+    ))
 }

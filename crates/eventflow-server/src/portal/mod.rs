@@ -19,43 +19,6 @@
 //! readable without JavaScript; `portal.js` only adds the live check of a
 //! CEL filter. No asset leaves the binary and the CSP allows nothing else.
 
-// The page handlers use these; they are defined before the modules that do.
-macro_rules! signed_in {
-    ($p:expr, $headers:expr) => {
-        match $p.me(&$headers).await {
-            Some(me) => me,
-            None => return see_other("/portal/sign-in"),
-        }
-    };
-}
-
-macro_rules! posting {
-    ($p:expr, $headers:expr, $f:expr) => {
-        match $p.me_posting(&$headers, &$f).await {
-            Some(me) => me,
-            None => {
-                return match $p.me(&$headers).await {
-                    Some(me) => $p.error_page(
-                        Some(&me),
-                        StatusCode::FORBIDDEN,
-                        "The form's security token did not match; reload the page and try again.",
-                    ),
-                    None => see_other("/portal/sign-in"),
-                };
-            }
-        }
-    };
-}
-
-macro_rules! tryp {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
-    };
-}
-
 mod assets;
 mod automations;
 mod chart;
@@ -87,6 +50,10 @@ use endpoints::{
 use events::{event, events};
 use session::{Me, Sessions};
 use sign_in::{home, sign_in, sign_in_page, sign_out};
+
+/// A page, or the response that stands in for it (an error page, a
+/// redirect).
+type Page = Result<Response, Response>;
 
 #[derive(Clone)]
 struct Portal {

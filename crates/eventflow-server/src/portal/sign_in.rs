@@ -1,7 +1,5 @@
 //! Signing in with an API key, and signing out.
 
-use std::time::Instant;
-
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -9,12 +7,12 @@ use axum::response::Response;
 use eventflow_model::scope::Scope;
 use serde_json::json;
 
-use super::session::{COOKIE, PRE_COOKIE, SESSION_IDLE, SESSION_TTL, Session};
+use super::session::{COOKIE, Me, PRE_COOKIE, Posted, Refused, SESSION_TTL};
 use super::{Portal, cookie, field, form, secure, see_other};
-use crate::auth::{constant_time_eq, hash_key, random_token};
+use crate::auth::{constant_time_eq, random_token};
 
-pub(super) async fn home(State(p): State<Portal>, headers: HeaderMap) -> Response {
-    if p.me(&headers).await.is_some() {
+pub(super) async fn home(me: Option<Me>) -> Response {
+    if me.is_some() {
         see_other("/portal/endpoints")
     } else {
         see_other("/portal/sign-in")
@@ -35,8 +33,8 @@ fn sign_in_form(p: &Portal, error: Option<&str>, status: StatusCode) -> Response
     r
 }
 
-pub(super) async fn sign_in_page(State(p): State<Portal>, headers: HeaderMap) -> Response {
-    if p.me(&headers).await.is_some() {
+pub(super) async fn sign_in_page(State(p): State<Portal>, me: Option<Me>) -> Response {
+    if me.is_some() {
         return see_other("/portal/endpoints");
     }
     sign_in_form(&p, None, StatusCode::OK)
@@ -126,26 +124,7 @@ pub(super) async fn sign_in(
             "The sign-in could not be recorded; try again.",
         );
     }
-    let id = random_token();
-    let now = Instant::now();
-    // A new id at every sign-in (no fixation); an earlier session of this
-    // browser ends.
-    let mut sessions = p.sessions.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(old) = cookie(&headers, COOKIE) {
-        sessions.by_id.remove(&hash_key(old));
-    }
-    sessions.insert(
-        hash_key(&id),
-        Session {
-            key_hash: hash_key(key),
-            key_id: principal.key_id.clone(),
-            csrf: random_token(),
-            created: now,
-            expires: now + SESSION_TTL,
-            idle_until: now + SESSION_IDLE,
-        },
-    );
-    drop(sessions);
+    let id = p.start_session(&headers, key, &principal);
     let mut r = see_other("/portal/endpoints");
     let attrs = p.cookie_attrs();
     for c in [
@@ -159,16 +138,13 @@ pub(super) async fn sign_in(
     secure(r)
 }
 
-pub(super) async fn sign_out(State(p): State<Portal>, headers: HeaderMap, body: Bytes) -> Response {
-    let f = form(&body);
-    if p.me_posting(&headers, &f).await.is_some()
-        && let Some(id) = cookie(&headers, COOKIE)
-    {
-        p.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_id
-            .remove(&hash_key(id));
+/// Ends the session when the form's token matches; either way the cookie
+/// is cleared and the browser goes to the sign-in page.
+pub(super) async fn sign_out(State(p): State<Portal>, posted: Result<Posted, Refused>) -> Response {
+    match posted {
+        Ok(posted) => p.end_session(&posted.me),
+        Err(Refused::Body(r)) => return r,
+        Err(Refused::SignedOut | Refused::Token(_)) => {}
     }
     let mut r = see_other("/portal/sign-in");
     if let Ok(v) = HeaderValue::from_str(&format!("{COOKIE}={}; Max-Age=0", p.cookie_attrs())) {
