@@ -306,20 +306,23 @@ pub(super) async fn confirm_delete(
     ))
 }
 
-/// Runs an action on the API and goes back to the endpoint's page with a
-/// notice, or shows the API's error.
+/// One of the endpoint page's buttons, posted as `form`: the API request
+/// as the signed-in key, then a redirect to the page `to` names from the
+/// API's answer; an API refusal shows its status and message on an error
+/// page.
 async fn act(
     p: &Portal,
-    me: &Me,
+    form: &Posted,
     method: Method,
     path: &str,
     body: Option<Value>,
-) -> Result<Value, Response> {
-    let (status, out) = p.call(me, method, path, body).await;
+    to: impl FnOnce(&Value) -> String,
+) -> Response {
+    let (status, out) = p.call(&form.me, method, path, body).await;
     if status.is_success() {
-        Ok(out)
+        see_other(&to(&out))
     } else {
-        Err(p.error_page(Some(me), status, &api_message(&out)))
+        p.error_page(Some(&form.me), status, &api_message(&out))
     }
 }
 
@@ -327,38 +330,32 @@ pub(super) async fn delete_endpoint(
     State(p): State<Portal>,
     Path(id): Path<String>,
     form: Posted,
-) -> Page {
-    act(
-        &p,
-        &form.me,
-        Method::DELETE,
-        &format!("/v1/endpoints/{}", enc(&id)),
-        None,
-    )
-    .await?;
-    Ok(see_other("/portal/endpoints?notice=deleted"))
+) -> Response {
+    let path = format!("/v1/endpoints/{}", enc(&id));
+    act(&p, &form, Method::DELETE, &path, None, |_| {
+        "/portal/endpoints?notice=deleted".into()
+    })
+    .await
 }
 
-pub(super) async fn rotate(State(p): State<Portal>, Path(id): Path<String>, form: Posted) -> Page {
+pub(super) async fn rotate(
+    State(p): State<Portal>,
+    Path(id): Path<String>,
+    form: Posted,
+) -> Response {
     let id = enc(&id);
-    act(
-        &p,
-        &form.me,
-        Method::POST,
-        &format!("/v1/endpoints/{id}/secret/rotate"),
-        Some(json!({})),
-    )
-    .await?;
-    Ok(see_other(&format!(
-        "/portal/endpoints/{id}?notice=rotated&reveal=1"
-    )))
+    let path = format!("/v1/endpoints/{id}/secret/rotate");
+    act(&p, &form, Method::POST, &path, Some(json!({})), |_| {
+        format!("/portal/endpoints/{id}?notice=rotated&reveal=1")
+    })
+    .await
 }
 
 pub(super) async fn test_send(
     State(p): State<Portal>,
     Path(id): Path<String>,
     form: Posted,
-) -> Page {
+) -> Response {
     let id = enc(&id);
     let t = form.field("type");
     let body = if t.is_empty() {
@@ -366,24 +363,22 @@ pub(super) async fn test_send(
     } else {
         json!({"type": t})
     };
-    let attempt = act(
-        &p,
-        &form.me,
-        Method::POST,
-        &format!("/v1/endpoints/{id}/test"),
-        Some(body),
-    )
-    .await?;
-    let code = attempt["statusCode"]
-        .as_u64()
-        .map(|c| format!("&code={c}"))
-        .unwrap_or_default();
-    Ok(see_other(&format!(
-        "/portal/endpoints/{id}?notice=sent{code}"
-    )))
+    let path = format!("/v1/endpoints/{id}/test");
+    act(&p, &form, Method::POST, &path, Some(body), |attempt| {
+        let code = attempt["statusCode"]
+            .as_u64()
+            .map(|c| format!("&code={c}"))
+            .unwrap_or_default();
+        format!("/portal/endpoints/{id}?notice=sent{code}")
+    })
+    .await
 }
 
-pub(super) async fn replay(State(p): State<Portal>, Path(id): Path<String>, form: Posted) -> Page {
+pub(super) async fn replay(
+    State(p): State<Portal>,
+    Path(id): Path<String>,
+    form: Posted,
+) -> Response {
     let id = enc(&id);
     let (after, since) = (form.field("after"), form.field("since"));
     let body = if !after.is_empty() {
@@ -398,61 +393,55 @@ pub(super) async fn replay(State(p): State<Portal>, Path(id): Path<String>, form
         json!({"since": since})
     } else {
         // Replaying everything is rarely meant: ask where to start.
-        return Ok(see_other(&format!(
-            "/portal/endpoints/{id}?notice=replay-start"
-        )));
+        return see_other(&format!("/portal/endpoints/{id}?notice=replay-start"));
     };
-    let out = act(
-        &p,
-        &form.me,
-        Method::POST,
-        &format!("/v1/endpoints/{id}/replay"),
-        Some(body),
-    )
-    .await?;
-    let n = out["queued"].as_u64().unwrap_or(0);
-    if out["status"] == "running" {
-        return Ok(see_other(&format!(
-            "/portal/endpoints/{id}?notice=replaying&n={n}"
-        )));
-    }
-    Ok(see_other(&format!(
-        "/portal/endpoints/{id}?notice=replayed&n={n}"
-    )))
+    let path = format!("/v1/endpoints/{id}/replay");
+    act(&p, &form, Method::POST, &path, Some(body), |out| {
+        let n = out["queued"].as_u64().unwrap_or(0);
+        let notice = if out["status"] == "running" {
+            "replaying"
+        } else {
+            "replayed"
+        };
+        format!("/portal/endpoints/{id}?notice={notice}&n={n}")
+    })
+    .await
 }
 
 pub(super) async fn set_state(
     State(p): State<Portal>,
     Path(id): Path<String>,
     form: Posted,
-) -> Page {
+) -> Response {
     let id = enc(&id);
     let disable = form.field("disabled") == "true";
-    act(
-        &p,
-        &form.me,
-        Method::PATCH,
-        &format!("/v1/endpoints/{id}"),
-        Some(json!({"disabled": disable})),
-    )
-    .await?;
-    let n = if disable { "disabled" } else { "enabled" };
-    Ok(see_other(&format!("/portal/endpoints/{id}?notice={n}")))
+    let path = format!("/v1/endpoints/{id}");
+    let body = json!({"disabled": disable});
+    act(&p, &form, Method::PATCH, &path, Some(body), |_| {
+        let notice = if disable { "disabled" } else { "enabled" };
+        format!("/portal/endpoints/{id}?notice={notice}")
+    })
+    .await
 }
 
-pub(super) async fn retry(State(p): State<Portal>, Path(id): Path<String>, form: Posted) -> Page {
-    let d = act(
+pub(super) async fn retry(
+    State(p): State<Portal>,
+    Path(id): Path<String>,
+    form: Posted,
+) -> Response {
+    let path = format!("/v1/deliveries/{}/retry", enc(&id));
+    act(
         &p,
-        &form.me,
+        &form,
         Method::POST,
-        &format!("/v1/deliveries/{}/retry", enc(&id)),
+        &path,
         None,
+        |d| match d["endpointId"].as_str() {
+            Some(ep) => format!("/portal/endpoints/{}?notice=retried", enc(ep)),
+            None => "/portal/endpoints".into(),
+        },
     )
-    .await?;
-    Ok(match d["endpointId"].as_str() {
-        Some(ep) => see_other(&format!("/portal/endpoints/{}?notice=retried", enc(ep))),
-        None => see_other("/portal/endpoints"),
-    })
+    .await
 }
 
 /// The CEL check as you type: the server's own compile of a filter. It
