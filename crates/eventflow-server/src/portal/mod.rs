@@ -18,6 +18,21 @@
 //! double-submit token. Pages are server-rendered HTML (minijinja, escaped),
 //! readable without JavaScript; `portal.js` only adds the live check of a
 //! CEL filter. No asset leaves the binary and the CSP allows nothing else.
+//!
+//! The modules:
+//! - `session`: the sessions, and the extractors the handlers take:
+//!   `Me`, the signed-in user (else a redirect to the sign-in page), and
+//!   `Posted`, a form whose CSRF token matches the session's.
+//! - `sign_in`: the home redirect, signing in and out.
+//! - `endpoints`: the endpoint list, form and page, its buttons, and the
+//!   live check of a CEL filter.
+//! - `chart`: the endpoint page's SVG chart.
+//! - `events`: the event log and one event.
+//! - `automations`: workflows, runs, the outbox and timers.
+//! - `assets`: the stylesheet and the script.
+//!
+//! This file has the router and what they share: rendering, the in-process
+//! API call, and reading forms and cookies.
 
 mod assets;
 mod automations;
