@@ -17,6 +17,10 @@
 //! - [`conn`]: serving connections: the cap, and the read and idle timeouts.
 //! - [`streams`]: open streams and long polls counted per API key.
 //! - [`portal`]: the developer portal at `/portal`, built on the API in process.
+//!   `portal/mod.rs` has its router; `session` the sessions and the `Me`
+//!   (signed in) and `Posted` (CSRF-checked form) extractors; `sign_in`,
+//!   `endpoints` (with `chart`), `events`, `automations` and `assets` the
+//!   pages.
 
 pub mod auth;
 pub mod config;

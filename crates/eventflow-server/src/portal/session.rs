@@ -1,0 +1,274 @@
+//! Sessions, and the two extractors every page and form goes through.
+//!
+//! A session is a random id in a cookie; the server keeps, in memory, the
+//! hash of the signed-in key's secret and the session's CSRF token.
+//! - [`Me`], the signed-in user: looked up from the cookie, its key checked
+//!   again (a revoked or expired key, or one without `endpoints:read`, ends
+//!   the session); without one, the request goes to the sign-in page.
+//! - [`Posted`], a form posted by the signed-in user with the session's
+//!   CSRF token; a missing or wrong token is refused ([`Refused`]).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use eventflow_model::scope::Scope;
+use eventflow_store::Principal;
+
+use super::{Portal, cookie, field, form};
+use crate::auth::{constant_time_eq, hash_key, random_token};
+
+/// How long a session lasts at most, and unused.
+pub(super) const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+/// Sessions kept at most, in all and per API key (the oldest go first).
+const MAX_SESSIONS: usize = 10_000;
+const MAX_SESSIONS_PER_KEY: usize = 20;
+pub(super) const COOKIE: &str = "ef_session";
+pub(super) const PRE_COOKIE: &str = "ef_signin";
+
+struct Session {
+    /// The hash of the signed-in key's secret: every request checks it
+    /// again, so a key revoked or expired ends its sessions at once.
+    key_hash: String,
+    key_id: String,
+    csrf: String,
+    created: Instant,
+    expires: Instant,
+    idle_until: Instant,
+}
+
+#[derive(Default)]
+pub(super) struct Sessions {
+    by_id: HashMap<String, Session>,
+    swept: Option<Instant>,
+}
+
+impl Sessions {
+    /// Drops expired sessions, at most once a minute.
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .swept
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.swept = Some(now);
+        self.by_id
+            .retain(|_, s| s.expires > now && s.idle_until > now);
+    }
+
+    fn insert(&mut self, id_hash: String, session: Session) {
+        let now = Instant::now();
+        self.sweep(now);
+        let key_id = session.key_id.clone();
+        let mut of_key: Vec<(Instant, String)> = self
+            .by_id
+            .iter()
+            .filter(|(_, s)| s.key_id == key_id)
+            .map(|(k, s)| (s.created, k.clone()))
+            .collect();
+        of_key.sort();
+        while of_key.len() >= MAX_SESSIONS_PER_KEY {
+            let (_, oldest) = of_key.remove(0);
+            self.by_id.remove(&oldest);
+        }
+        if self.by_id.len() >= MAX_SESSIONS
+            && let Some(oldest) = self
+                .by_id
+                .iter()
+                .min_by_key(|(_, s)| s.created)
+                .map(|(k, _)| k.clone())
+        {
+            self.by_id.remove(&oldest);
+        }
+        self.by_id.insert(id_hash, session);
+    }
+}
+
+/// The signed-in user of a request, with the key's scopes as they stand
+/// now. As an extractor, it redirects to the sign-in page when nobody is
+/// signed in; as `Option<Me>`, it never refuses.
+pub(super) struct Me {
+    pub(super) principal: Principal,
+    pub(super) csrf: String,
+    /// The hash of the session's id (the key of [`Sessions`]).
+    session: String,
+}
+
+impl FromRequestParts<Portal> for Me {
+    type Rejection = Redirect;
+
+    async fn from_request_parts(parts: &mut Parts, p: &Portal) -> Result<Self, Redirect> {
+        p.me(&parts.headers)
+            .await
+            .ok_or_else(|| Redirect::to("/portal/sign-in"))
+    }
+}
+
+impl OptionalFromRequestParts<Portal> for Me {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, p: &Portal) -> Result<Option<Self>, Infallible> {
+        Ok(p.me(&parts.headers).await)
+    }
+}
+
+/// A form (`application/x-www-form-urlencoded`) posted by the signed-in
+/// user, whose `csrf` field is the session's token.
+pub(super) struct Posted {
+    pub(super) me: Me,
+    fields: Vec<(String, String)>,
+}
+
+impl Posted {
+    /// A field's value, trimmed; empty when the form has none.
+    pub(super) fn field(&self, name: &str) -> &str {
+        field(&self.fields, name)
+    }
+
+    /// The fields in order (a field may repeat: checkboxes).
+    pub(super) fn fields(&self) -> &[(String, String)] {
+        &self.fields
+    }
+}
+
+/// Why a [`Posted`] form was refused.
+pub(super) enum Refused {
+    /// The body could not be read: axum's own answer.
+    Body(Response),
+    /// Nobody is signed in: to the sign-in page.
+    SignedOut,
+    /// Signed in, but the token is missing or wrong: a 403 error page.
+    Token(Response),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Body(r) | Refused::Token(r) => r,
+            Refused::SignedOut => Redirect::to("/portal/sign-in").into_response(),
+        }
+    }
+}
+
+impl FromRequest<Portal> for Posted {
+    type Rejection = Refused;
+
+    async fn from_request(req: Request, p: &Portal) -> Result<Self, Refused> {
+        let id = cookie(req.headers(), COOKIE).map(str::to_owned);
+        let body = Bytes::from_request(req, p)
+            .await
+            .map_err(|e| Refused::Body(e.into_response()))?;
+        let fields = form(&body);
+        let Some(me) = p.session(id.as_deref()).await else {
+            return Err(Refused::SignedOut);
+        };
+        if !constant_time_eq(field(&fields, "csrf").as_bytes(), me.csrf.as_bytes()) {
+            return Err(Refused::Token(p.error_page(
+                Some(&me),
+                StatusCode::FORBIDDEN,
+                "The form's security token did not match; reload the page and try again.",
+            )));
+        }
+        Ok(Posted { me, fields })
+    }
+}
+
+impl Portal {
+    pub(super) fn cookie_attrs(&self) -> &'static str {
+        if self.app.config.production || self.app.config.public_url().starts_with("https://") {
+            "; Path=/portal; HttpOnly; SameSite=Strict; Secure"
+        } else {
+            "; Path=/portal; HttpOnly; SameSite=Strict"
+        }
+    }
+
+    /// The signed-in user of a request's session cookie.
+    async fn me(&self, headers: &HeaderMap) -> Option<Me> {
+        self.session(cookie(headers, COOKIE)).await
+    }
+
+    /// The signed-in user of a session id, with the key's scopes as they
+    /// stand now: the key is checked again (through the API's key cache),
+    /// and a session whose key was revoked, expired or lost
+    /// `endpoints:read` ends.
+    async fn session(&self, id: Option<&str>) -> Option<Me> {
+        let session_hash = hash_key(id?);
+        let (key_hash, csrf) = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            sessions.sweep(now);
+            let s = sessions.by_id.get_mut(&session_hash)?;
+            if s.expires <= now || s.idle_until <= now {
+                sessions.by_id.remove(&session_hash);
+                return None;
+            }
+            s.idle_until = now + SESSION_IDLE;
+            (s.key_hash.clone(), s.csrf.clone())
+        };
+        let checked = self
+            .app
+            .keys
+            .authenticate_hash(&self.app.store, key_hash, None, self.app.clock.now())
+            .await;
+        match checked {
+            Ok(principal) if principal.scopes.allows(Scope::ENDPOINTS_READ) => Some(Me {
+                principal,
+                csrf,
+                session: session_hash,
+            }),
+            Ok(_) | Err(_) => {
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .by_id
+                    .remove(&session_hash);
+                None
+            }
+        }
+    }
+
+    /// Starts a session for `key`, just checked, and returns its id (the
+    /// cookie's value). A new id at every sign-in (no fixation); the
+    /// browser's earlier session, named in `headers`, ends.
+    pub(super) fn start_session(
+        &self,
+        headers: &HeaderMap,
+        key: &str,
+        principal: &Principal,
+    ) -> String {
+        let id = random_token();
+        let now = Instant::now();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = cookie(headers, COOKIE) {
+            sessions.by_id.remove(&hash_key(old));
+        }
+        sessions.insert(
+            hash_key(&id),
+            Session {
+                key_hash: hash_key(key),
+                key_id: principal.key_id.clone(),
+                csrf: random_token(),
+                created: now,
+                expires: now + SESSION_TTL,
+                idle_until: now + SESSION_IDLE,
+            },
+        );
+        id
+    }
+
+    /// Ends the session of `me`.
+    pub(super) fn end_session(&self, me: &Me) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .remove(&me.session);
+    }
+}
