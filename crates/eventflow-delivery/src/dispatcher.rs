@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use eventflow_model::{Event, time};
 use eventflow_store::{
-    Attempt, AttemptRecord, AttemptVerdict, Clock, Delivery, EndpointRow, PayloadMode, Signing,
-    Store,
+    Attempt, AttemptRecord, AttemptVerdict, Clock, Deliveries, Delivery, EndpointRow, PayloadMode,
+    Signing,
 };
 use eventflow_webhook::{Ed25519Key, HmacSecret, Signer, sign_headers};
 use jiff::{SignedDuration, Timestamp};
@@ -87,7 +87,7 @@ struct EndpointState {
 }
 
 struct Inner {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Deliveries>,
     clock: Arc<dyn Clock>,
     config: DispatchConfig,
     client: reqwest::Client,
@@ -153,7 +153,7 @@ impl Dispatcher {
 /// Starts the dispatcher of this node; it runs until `shutdown` turns true.
 /// Returns `None` when the store's link was already taken.
 pub fn start(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Deliveries>,
     clock: Arc<dyn Clock>,
     config: DispatchConfig,
     shutdown: watch::Receiver<bool>,
