@@ -6,7 +6,7 @@
 
 use eventflow_model::{Object, ResourceType, time};
 use eventflow_store::Effect;
-use eventflow_store::Store;
+use eventflow_store::Records;
 use serde_json::{Map, Value, json};
 
 use super::{At, Done, Tools, send, take_quota};
@@ -103,7 +103,7 @@ pub(in crate::engine) async fn submit(
 /// The encounter and the records its claim lists; `None` when the tenant
 /// has no such encounter.
 async fn claim_input(
-    store: &dyn Store,
+    store: &dyn Records,
     tenant: &str,
     encounter_id: &str,
 ) -> eventflow_store::Result<Option<ClaimInput>> {
@@ -159,7 +159,7 @@ async fn claim_input(
 /// The record of type `rt` the encounter's `field` names, if it names one
 /// that exists.
 async fn referenced(
-    store: &dyn Store,
+    store: &dyn Records,
     tenant: &str,
     encounter: &Object,
     rt: ResourceType,
