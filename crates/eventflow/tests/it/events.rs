@@ -6,10 +6,11 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
-use eventflow_server::auth;
 use eventflow_store::Clock;
 use eventflow_testkit::{Api, Backend, Options, TestServer, backend_tests};
 use serde_json::{Value, json};
+
+use crate::helpers::{all_events, assert_timestamp, principal, sequences};
 
 backend_tests!(
     a_type_filter_of_more_than_50_patterns_is_422,
@@ -33,77 +34,6 @@ backend_tests!(
     retention_deletes_events_older_than_the_retention_period,
     the_event_api_needs_an_api_key,
 );
-
-/// The tenant id and key id of the server's `default` key.
-pub(crate) async fn principal(server: &TestServer) -> eventflow_store::Principal {
-    server
-        .state
-        .store
-        .authenticate(&auth::hash_key(&server.key))
-        .await
-        .expect("authenticate")
-        .expect("the default key is known")
-}
-
-/// `2026-11-29T17:00:00.123Z`: RFC 3339, UTC, milliseconds.
-pub(crate) fn assert_timestamp(s: &str) {
-    let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b[i].is_ascii_digit());
-    assert!(
-        b.len() == 24
-            && digits(0..4)
-            && b[4] == b'-'
-            && digits(5..7)
-            && b[7] == b'-'
-            && digits(8..10)
-            && b[10] == b'T'
-            && digits(11..13)
-            && b[13] == b':'
-            && digits(14..16)
-            && b[16] == b':'
-            && digits(17..19)
-            && b[19] == b'.'
-            && digits(20..23)
-            && b[23] == b'Z',
-        "not an RFC 3339 UTC timestamp with milliseconds: {s}"
-    );
-}
-
-/// Every event after `after`, paging through with `limit=1000`. Unlike a
-/// plain loop it cannot spin: each page must move `nextAfter` forward past
-/// `after`, and 100 pages is the most it reads.
-pub(crate) async fn all_events(api: &Api, after: i64) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = after;
-    for _ in 0..100 {
-        let r = api
-            .get(&format!("/v1/events?after={after}&limit=1000"))
-            .await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        let data = r.body["data"].as_array().expect("data").clone();
-        let next = r.body["nextAfter"].as_i64().expect("nextAfter");
-        if data.is_empty() {
-            assert_eq!(next, after, "nextAfter is the after given when none");
-            return out;
-        }
-        assert!(
-            data.iter()
-                .all(|e| e["sequence"].as_i64().expect("sequence") > after),
-            "after={after} returned an event at or before it"
-        );
-        assert!(next > after, "nextAfter must move forward");
-        after = next;
-        out.extend(data);
-    }
-    panic!("more than 100 pages of events");
-}
-
-pub(crate) fn sequences(events: &[Value]) -> Vec<i64> {
-    events
-        .iter()
-        .map(|e| e["sequence"].as_i64().expect("sequence"))
-        .collect()
-}
 
 fn types_of(events: &[Value]) -> Vec<&str> {
     events

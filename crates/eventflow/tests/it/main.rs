@@ -1,7 +1,9 @@
 //! The behaviour suite: each test starts the real server on a random port
 //! with a temporary data directory and speaks HTTP to it. Every behaviour
 //! test is declared with `backend_tests!`, so it runs on SQLite and, when
-//! `EVENTFLOW_TEST_DATABASE_URL` is set, on PostgreSQL.
+//! `EVENTFLOW_TEST_DATABASE_URL` is set, on PostgreSQL. What the files share
+//! is in `helpers` (or on the testkit's `Api`); a behaviour file exports
+//! nothing to another.
 
 mod access;
 mod audit_ops;
@@ -15,6 +17,7 @@ mod connections;
 mod contract;
 mod crash;
 mod events;
+mod helpers;
 mod idempotency_batch;
 mod isolation;
 mod keys;

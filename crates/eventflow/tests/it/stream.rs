@@ -9,7 +9,7 @@ use eventflow_testkit::{Api, Backend, Options, backend_tests, wait_for};
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 
-use crate::events::{all_events, sequences};
+use crate::helpers::{all_events, principal, sequences};
 
 backend_tests!(
     the_stream_sends_existing_events_then_new_ones_as_they_commit,
@@ -404,7 +404,7 @@ async fn a_key_holds_at_most_its_limit_of_streams_and_long_polls(backend: Backen
         let api = api.clone();
         tokio::spawn(async move { api.get("/v1/events?after=0&wait=30&types=consent.*").await })
     };
-    let tenant = crate::events::principal(&server).await.tenant_id;
+    let tenant = principal(&server).await.tenant_id;
     server.until_waiting(&tenant, 2).await;
     // A third, stream or long poll, is refused with a time to come back.
     for path in ["/v1/events/stream?after=0", "/v1/events?after=0&wait=5"] {
