@@ -31,3 +31,8 @@ mod startup;
 mod stream;
 mod validation;
 mod webhooks;
+mod webhooks_limits;
+mod webhooks_metrics;
+mod webhooks_outbound_guard;
+mod webhooks_reference_verifier;
+mod webhooks_restart;
