@@ -16,6 +16,7 @@ mod concurrency;
 mod connections;
 mod contract;
 mod crash;
+mod envelopes;
 mod events;
 mod helpers;
 mod idempotency_batch;
