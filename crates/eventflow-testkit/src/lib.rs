@@ -51,12 +51,9 @@ impl Backend {
         match std::env::var("EVENTFLOW_TEST_DATABASE_URL") {
             Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
             _ => {
-                // Straight to the stderr handle: the test harness captures
-                // eprintln!, and a skip must be visible.
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED {test} on PostgreSQL: EVENTFLOW_TEST_DATABASE_URL is not set"
+                skipped(
+                    &format!("{test} on PostgreSQL"),
+                    "EVENTFLOW_TEST_DATABASE_URL is not set",
                 );
                 None
             }
@@ -210,7 +207,8 @@ macro_rules! backend_tests {
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    if let Some(backend) = $crate::Backend::postgres(concat!(module_path!(), "::", stringify!($name))) {
+                    // `it::file::NAME::postgres`, as the harness names it.
+                    if let Some(backend) = $crate::Backend::postgres(concat!(module_path!(), "::postgres")) {
                         super::$name(backend).await
                     }
                 }
