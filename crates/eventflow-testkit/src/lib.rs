@@ -51,12 +51,9 @@ impl Backend {
         match std::env::var("EVENTFLOW_TEST_DATABASE_URL") {
             Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
             _ => {
-                // Straight to the stderr handle: the test harness captures
-                // eprintln!, and a skip must be visible.
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED {test} on PostgreSQL: EVENTFLOW_TEST_DATABASE_URL is not set"
+                skipped(
+                    &format!("{test} on PostgreSQL"),
+                    "EVENTFLOW_TEST_DATABASE_URL is not set",
                 );
                 None
             }
@@ -210,7 +207,8 @@ macro_rules! backend_tests {
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    if let Some(backend) = $crate::Backend::postgres(concat!(module_path!(), "::", stringify!($name))) {
+                    // `it::file::NAME::postgres`, as the harness names it.
+                    if let Some(backend) = $crate::Backend::postgres(concat!(module_path!(), "::postgres")) {
                         super::$name(backend).await
                     }
                 }
@@ -444,6 +442,10 @@ impl Drop for TestServer {
     }
 }
 
+/// How long the delivery helpers of [`Api`] wait: a hang guard, far above
+/// the time a delivery takes.
+const DELIVERY_WAIT: Duration = Duration::from_secs(20);
+
 /// An HTTP client for one tenant.
 #[derive(Clone)]
 pub struct Api {
@@ -549,6 +551,55 @@ impl Api {
             serde_json::json!({"firstName": "Ada", "lastName": "Lovelace", "phone": "+15551234567"}),
         )
         .await
+    }
+
+    /// Creates a webhook endpoint and returns it (with its `id` and, for an
+    /// HMAC endpoint, its `secret`); panics unless 201.
+    pub async fn create_endpoint(&self, body: Value) -> Value {
+        let r = self.post("/v1/endpoints", body).await;
+        assert_eq!(r.status, 201, "create endpoint: {}", r.body);
+        r.body
+    }
+
+    /// Waits (at most 20 s) until the endpoint lists a delivery; returns
+    /// the newest.
+    pub async fn first_delivery(&self, endpoint: &str) -> Value {
+        let path = format!("/v1/endpoints/{endpoint}/deliveries");
+        wait_for(DELIVERY_WAIT, "a delivery listed", || {
+            let path = path.clone();
+            async move {
+                let r = self.get(&path).await.body;
+                r["data"].as_array().and_then(|a| a.first().cloned())
+            }
+        })
+        .await
+    }
+
+    /// Waits (at most 20 s) until the delivery has at least `n` attempts
+    /// recorded; returns it.
+    pub async fn delivery_with_attempts(&self, delivery: &str, n: usize) -> Value {
+        let path = format!("/v1/deliveries/{delivery}");
+        wait_for(DELIVERY_WAIT, &format!("{n} attempts recorded"), || {
+            let path = path.clone();
+            async move {
+                let d = self.get(&path).await.body;
+                (d["attempts"].as_array().map(Vec::len).unwrap_or(0) >= n).then_some(d)
+            }
+        })
+        .await
+    }
+
+    /// Waits (at most `timeout`) until the endpoint has no pending delivery.
+    pub async fn wait_until_nothing_pending(&self, endpoint: &str, timeout: Duration) {
+        let path = format!("/v1/endpoints/{endpoint}/deliveries?status=pending");
+        wait_for(timeout, "no delivery left pending", || {
+            let path = path.clone();
+            async move {
+                let l = self.get(&path).await.body;
+                (l["data"].as_array().map(Vec::len) == Some(0)).then_some(())
+            }
+        })
+        .await;
     }
 
     /// All events after `after`, paging through.

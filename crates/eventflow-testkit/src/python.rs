@@ -24,10 +24,14 @@ pub fn python_has(modules: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
-/// Prints the `SKIPPED` line `.ci/run` looks for.
+/// Prints the `SKIPPED` line `.ci/run` looks for: straight to the stderr
+/// handle (the test harness captures `eprintln!`, and a skip must be
+/// visible), in one write, so that the lines of tests running beside it
+/// cannot break into it.
 pub fn skipped(test: &str, why: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+    let line = format!("SKIPPED {test}: {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// Runs a Python script with arguments; returns standard output, or panics

@@ -11,7 +11,7 @@ use eventflow_testkit::{Api, Backend, Options, Reply, TestServer, backend_tests,
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-use crate::validation::assert_error;
+use crate::helpers::{assert_error, principal};
 
 backend_tests!(
     a_key_is_created_listed_read_and_its_secret_shown_only_once,
@@ -666,7 +666,7 @@ async fn bad_key_requests_are_422_naming_the_field_and_change_nothing(backend: B
 async fn a_revoked_key_gets_nothing_more_from_an_open_stream_or_long_poll(backend: Backend) {
     let server = backend.spawn().await;
     let api = server.api();
-    let tenant = crate::events::principal(&server).await.tenant_id;
+    let tenant = principal(&server).await.tenant_id;
     let (k, id) = key(&server, &["patients:read", "events:read"]).await;
     let mut stream = k
         .request(reqwest::Method::GET, "/v1/events/stream")

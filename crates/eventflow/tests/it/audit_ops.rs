@@ -7,7 +7,7 @@ use eventflow_model::ResourceType;
 use eventflow_testkit::{Api, Backend, backend_tests};
 use serde_json::{Value, json};
 
-use crate::events::{assert_timestamp, principal};
+use crate::helpers::{assert_timestamp, principal};
 
 backend_tests!(
     the_audit_log_records_every_read_and_write_newest_first,

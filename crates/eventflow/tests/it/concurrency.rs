@@ -8,7 +8,7 @@ use std::time::Duration;
 use eventflow_testkit::{Api, Backend, backend_tests};
 use serde_json::{Value, json};
 
-use crate::events::{all_events, sequences};
+use crate::helpers::{all_events, sequences};
 
 backend_tests!(
     a_polling_reader_sees_every_event_once_in_order_while_16_writers_create,

@@ -6,8 +6,7 @@ use eventflow_testkit::{Api, Backend, Reply, backend_tests};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::records::{ids, last_sequence, world};
-use crate::validation::{assert_error, assert_error_shape, counts};
+use crate::helpers::{assert_error, assert_error_shape, counts, ids, last_sequence, world};
 
 backend_tests!(
     a_repeated_key_with_the_same_body_replays_the_first_response,

@@ -6,8 +6,7 @@ use eventflow_testkit::{Api, Backend, Reply, backend_tests};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::records::{COLLECTIONS, World, full_body, ids, last_sequence, world};
-use crate::validation::assert_error;
+use crate::helpers::{COLLECTIONS, World, assert_error, full_body, ids, last_sequence, world};
 
 backend_tests!(
     another_tenant_gets_404_for_every_record_on_get_patch_and_delete,

@@ -7,7 +7,7 @@ use eventflow_server::auth;
 use eventflow_testkit::{Api, Backend, Options, TestServer, backend_tests};
 use jiff::{SignedDuration, Timestamp};
 
-use crate::validation::assert_error;
+use crate::helpers::assert_error;
 
 backend_tests!(
     a_key_removed_from_the_database_stops_working_after_the_cache_ttl,

@@ -1,7 +1,9 @@
 //! The behaviour suite: each test starts the real server on a random port
 //! with a temporary data directory and speaks HTTP to it. Every behaviour
 //! test is declared with `backend_tests!`, so it runs on SQLite and, when
-//! `EVENTFLOW_TEST_DATABASE_URL` is set, on PostgreSQL.
+//! `EVENTFLOW_TEST_DATABASE_URL` is set, on PostgreSQL. What the files share
+//! is in `helpers` (or on the testkit's `Api`); a behaviour file exports
+//! nothing to another.
 
 mod access;
 mod audit_ops;
@@ -14,7 +16,9 @@ mod concurrency;
 mod connections;
 mod contract;
 mod crash;
+mod envelopes;
 mod events;
+mod helpers;
 mod idempotency_batch;
 mod isolation;
 mod keys;
@@ -28,3 +32,8 @@ mod startup;
 mod stream;
 mod validation;
 mod webhooks;
+mod webhooks_limits;
+mod webhooks_metrics;
+mod webhooks_outbound_guard;
+mod webhooks_reference_verifier;
+mod webhooks_restart;

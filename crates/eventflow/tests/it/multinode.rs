@@ -113,11 +113,7 @@ async fn a_long_poll_on_one_node_wakes_for_a_write_on_another() {
     };
     let waiter = {
         let api = apis[1].clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let r = api.get("/v1/events?after=0&wait=30").await;
-            (r, started.elapsed())
-        })
+        tokio::spawn(async move { api.get("/v1/events?after=0&wait=60").await })
     };
     // Let the long poll reach its wait; a write before it would also answer
     // at once, which proves nothing about the wake-up.
@@ -133,15 +129,13 @@ async fn a_long_poll_on_one_node_wakes_for_a_write_on_another() {
     apis[0]
         .post("/v1/patients", json!({"firstName": "A", "lastName": "B"}))
         .await;
-    let (r, elapsed) = tokio::time::timeout(Duration::from_secs(35), waiter)
+    // Answered with the event before its 60 s wait is over (the 30 s bound
+    // is a hang guard).
+    let r = tokio::time::timeout(Duration::from_secs(30), waiter)
         .await
-        .expect("the long poll answers")
+        .expect("the long poll answered before its wait ended")
         .unwrap();
     assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
-    assert!(
-        elapsed < Duration::from_secs(5),
-        "woken by NOTIFY, not by the 30 s timeout: {elapsed:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,7 +7,9 @@ use eventflow_testkit::{Api, Backend, Reply, backend_tests};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::records::{COLLECTIONS, World, last_sequence, minimal_body, world};
+use crate::helpers::{
+    World, assert_error, assert_error_shape, counts, ids, last_sequence, minimal_body, world,
+};
 
 backend_tests!(
     an_unknown_field_is_422_naming_it,
@@ -32,74 +34,6 @@ backend_tests!(
     error_messages_never_repeat_the_submitted_value,
     ids_that_no_record_can_have_are_not_found_never_a_server_error,
 );
-
-// ---------------------------------------------------------------------------
-// Helpers shared with the other test modules.
-
-/// Checks that `r` is an error with exactly the shape
-/// `{"error": {"type", "message", "field"?}}` (plus `index` when
-/// `allow_index`), and a JSON content type.
-pub(crate) fn assert_error_shape(r: &Reply, allow_index: bool) {
-    let top = r
-        .body
-        .as_object()
-        .unwrap_or_else(|| panic!("{} error body is not an object: {}", r.status, r.body));
-    assert_eq!(
-        top.keys().map(String::as_str).collect::<Vec<_>>(),
-        vec!["error"],
-        "{}",
-        r.body
-    );
-    let error = top["error"].as_object().expect("error is an object");
-    for key in error.keys() {
-        let allowed =
-            ["type", "message", "field"].contains(&key.as_str()) || (allow_index && key == "index");
-        assert!(allowed, "unexpected error member {key}: {}", r.body);
-    }
-    assert!(
-        error
-            .get("type")
-            .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty()),
-        "{}",
-        r.body
-    );
-    assert!(
-        error
-            .get("message")
-            .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty()),
-        "{}",
-        r.body
-    );
-    if let Some(field) = error.get("field") {
-        assert!(field.as_str().is_some_and(|s| !s.is_empty()), "{}", r.body);
-    }
-    if let Some(index) = error.get("index") {
-        assert!(index.is_u64(), "{}", r.body);
-    }
-    let ct = r.header("content-type").unwrap_or_default();
-    assert!(ct.starts_with("application/json"), "content-type {ct}");
-}
-
-/// Checks status, error shape, `error.type` and `error.field` (`None`: no field).
-pub(crate) fn assert_error(r: &Reply, status: u16, kind: &str, field: Option<&str>) {
-    assert_eq!(r.status, status, "{}", r.body);
-    assert_error_shape(r, false);
-    assert_eq!(r.body["error"]["type"], kind, "{}", r.body);
-    assert_eq!(r.error_field(), field, "{}", r.body);
-}
-
-/// Counts of records in every collection (up to 500 each).
-pub(crate) async fn counts(api: &Api) -> Vec<usize> {
-    let mut out = Vec::new();
-    for (collection, _, _) in COLLECTIONS {
-        let r = api.get(&format!("/v1/{collection}?limit=500")).await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        out.push(r.body["data"].as_array().unwrap().len());
-    }
-    out
-}
 
 /// `minimal_body` with `changes` merged over it (top level).
 fn with(collection: &str, w: &World, changes: Value) -> Value {
@@ -791,7 +725,7 @@ async fn a_missing_or_bad_api_key_is_401(backend: Backend) {
     // Nothing was changed or created.
     let r = api.get(&format!("/v1/patients/{id}")).await;
     assert_eq!(r.body["version"], 1);
-    assert_eq!(crate::records::ids(&api.get("/v1/patients").await).len(), 1);
+    assert_eq!(ids(&api.get("/v1/patients").await).len(), 1);
 }
 
 async fn an_unknown_route_is_404_and_a_wrong_method_is_405(backend: Backend) {
@@ -1018,7 +952,7 @@ async fn ids_that_no_record_can_have_are_not_found_never_a_server_error(backend:
             );
             if r.status == 200 {
                 if path.starts_with("/v1/appointments") {
-                    assert!(crate::records::ids(&r).is_empty());
+                    assert!(ids(&r).is_empty());
                 }
             } else {
                 assert_error_shape(&r, false);

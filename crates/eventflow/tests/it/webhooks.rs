@@ -1,12 +1,14 @@
 //! Webhook endpoints and delivery (docs/design.md §3.3, §3.4), end to end against
-//! real HTTP receivers on loopback.
+//! real HTTP receivers on loopback. The per-endpoint limits, the outbound
+//! guard, delivery across a restart, the reference verifier and the metrics
+//! are in the `webhooks_*` files beside this one.
 
 use std::time::Duration;
 
-use eventflow_testkit::{Answer, Api, Backend, Receiver, backend_tests, wait_for};
+use eventflow_testkit::{Answer, Backend, Receiver, backend_tests, wait_for};
 use eventflow_webhook::{HmacSecret, Verifier};
 use jiff::{SignedDuration, Timestamp};
-use serde_json::{Value, json};
+use serde_json::json;
 
 backend_tests!(
     an_endpoint_gets_each_matching_event_signed_with_every_header,
@@ -32,49 +34,13 @@ backend_tests!(
 
 const LONG: Duration = Duration::from_secs(20);
 
-async fn endpoint(api: &Api, body: Value) -> Value {
-    let r = api.post("/v1/endpoints", body).await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    r.body
-}
-
-/// A delivery's attempts, once it has at least `n`.
-async fn attempts(api: &Api, delivery: &str, n: usize) -> Value {
-    let api = api.clone();
-    wait_for(LONG, "attempts recorded", || {
-        let api = api.clone();
-        let path = format!("/v1/deliveries/{delivery}");
-        async move {
-            let d = api.get(&path).await.body;
-            (d["attempts"].as_array().map(Vec::len).unwrap_or(0) >= n).then_some(d)
-        }
-    })
-    .await
-}
-
-async fn only_delivery(api: &Api, ep: &str) -> Value {
-    let api = api.clone();
-    let path = format!("/v1/endpoints/{ep}/deliveries");
-    wait_for(LONG, "a delivery listed", || {
-        let api = api.clone();
-        let path = path.clone();
-        async move {
-            let r = api.get(&path).await.body;
-            r["data"].as_array().and_then(|a| a.first().cloned())
-        }
-    })
-    .await
-}
-
 async fn an_endpoint_gets_each_matching_event_signed_with_every_header(backend: Backend) {
     let server = backend.spawn().await;
     let api = server.api();
     let rx = Receiver::start().await;
-    let ep = endpoint(
-        &api,
-        json!({"url": rx.url("/hook"), "eventTypes": ["patient.*"]}),
-    )
-    .await;
+    let ep = api
+        .create_endpoint(json!({"url": rx.url("/hook"), "eventTypes": ["patient.*"]}))
+        .await;
     let secret = ep["secret"].as_str().unwrap().to_string();
     assert!(secret.starts_with("whsec_"));
     assert!(ep["id"].as_str().unwrap().starts_with("ep_"));
@@ -116,8 +82,10 @@ async fn an_endpoint_gets_each_matching_event_signed_with_every_header(backend: 
     forged[5] ^= 1;
     assert!(verifier.verify(&req.headers, &forged, now).is_err());
 
-    let d = only_delivery(&api, ep["id"].as_str().unwrap()).await;
-    let d = attempts(&api, d["id"].as_str().unwrap(), 1).await;
+    let d = api.first_delivery(ep["id"].as_str().unwrap()).await;
+    let d = api
+        .delivery_with_attempts(d["id"].as_str().unwrap(), 1)
+        .await;
     assert!(d["id"].as_str().unwrap().starts_with("dlv_"));
     // The event lists the deliveries made of it.
     let of_event = api
@@ -168,14 +136,11 @@ async fn event_type_globs_and_cel_filters_choose_what_is_sent(backend: Backend) 
     let server = backend.spawn().await;
     let api = server.api();
     let rx = Receiver::start().await;
-    endpoint(
-        &api,
-        json!({
-            "url": rx.url("/critical"),
-            "eventTypes": ["observation.*"],
-            "filter": "data.flag in ['high', 'critical']",
-        }),
-    )
+    api.create_endpoint(json!({
+        "url": rx.url("/critical"),
+        "eventTypes": ["observation.*"],
+        "filter": "data.flag in ['high', 'critical']",
+    }))
     .await;
     let patient = api.patient().await;
     for value in [70, 250, 80, 300] {
@@ -247,11 +212,9 @@ async fn endpoint_sequences_are_gap_free_and_the_missed_events_can_be_fetched(ba
     let server = backend.spawn().await;
     let api = server.api();
     let rx = Receiver::start().await;
-    let ep = endpoint(
-        &api,
-        json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}),
-    )
-    .await;
+    let ep = api
+        .create_endpoint(json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}))
+        .await;
     let ep_id = ep["id"].as_str().unwrap();
     for _ in 0..5 {
         api.patient().await;
@@ -285,7 +248,8 @@ async fn thin_payloads_carry_ids_only(backend: Backend) {
     let server = backend.spawn().await;
     let api = server.api();
     let rx = Receiver::start().await;
-    endpoint(&api, json!({"url": rx.url("/"), "payload": "thin"})).await;
+    api.create_endpoint(json!({"url": rx.url("/"), "payload": "thin"}))
+        .await;
     let patient = api.patient().await;
     let got = rx.wait_for(1, LONG).await;
     let body = got[0].json();
@@ -306,12 +270,12 @@ async fn a_failed_attempt_is_retried_on_the_schedule_with_the_same_webhook_id(ba
     let api = server.api();
     let rx = Receiver::start().await;
     rx.script([Answer::Status(500), Answer::Status(503)]);
-    let ep = endpoint(&api, json!({"url": rx.url("/")})).await;
+    let ep = api.create_endpoint(json!({"url": rx.url("/")})).await;
     api.patient().await;
     rx.wait_for(1, LONG).await;
-    let d = only_delivery(&api, ep["id"].as_str().unwrap()).await;
+    let d = api.first_delivery(ep["id"].as_str().unwrap()).await;
     let id = d["id"].as_str().unwrap().to_string();
-    let d = attempts(&api, &id, 1).await;
+    let d = api.delivery_with_attempts(&id, 1).await;
     assert_eq!(d["status"], "pending");
     assert_eq!(d["attempts"][0]["statusCode"], 500);
     // Not before 5 s − 20 %.
@@ -329,7 +293,7 @@ async fn a_failed_attempt_is_retried_on_the_schedule_with_the_same_webhook_id(ba
     );
     clock.advance(SignedDuration::from_secs(7));
     rx.wait_for(2, LONG).await;
-    let d = attempts(&api, &id, 2).await;
+    let d = api.delivery_with_attempts(&id, 2).await;
     assert_eq!(d["attempts"][1]["statusCode"], 503);
     let next2 = eventflow_model::time::parse(d["nextAttemptAt"].as_str().unwrap()).unwrap();
     let wait2 = next2.duration_since(
@@ -370,10 +334,12 @@ async fn retry_after_on_429_is_honoured(backend: Backend) {
     let api = server.api();
     let rx = Receiver::start().await;
     rx.script([Answer::RetryAfter(429, "120".into())]);
-    let ep = endpoint(&api, json!({"url": rx.url("/")})).await;
+    let ep = api.create_endpoint(json!({"url": rx.url("/")})).await;
     api.patient().await;
-    let d = only_delivery(&api, ep["id"].as_str().unwrap()).await;
-    let d = attempts(&api, d["id"].as_str().unwrap(), 1).await;
+    let d = api.first_delivery(ep["id"].as_str().unwrap()).await;
+    let d = api
+        .delivery_with_attempts(d["id"].as_str().unwrap(), 1)
+        .await;
     let at = eventflow_model::time::parse(d["attempts"][0]["at"].as_str().unwrap()).unwrap();
     let next = eventflow_model::time::parse(d["nextAttemptAt"].as_str().unwrap()).unwrap();
     assert!(
@@ -390,11 +356,9 @@ async fn a_410_disables_the_endpoint_and_records_endpoint_disabled(backend: Back
     let api = server.api();
     let rx = Receiver::start().await;
     rx.answer(Answer::Status(410));
-    let ep = endpoint(
-        &api,
-        json!({"url": rx.url("/hook?token=s3cret"), "eventTypes": ["patient.*"]}),
-    )
-    .await;
+    let ep = api
+        .create_endpoint(json!({"url": rx.url("/hook?token=s3cret"), "eventTypes": ["patient.*"]}))
+        .await;
     let ep_id = ep["id"].as_str().unwrap().to_string();
     api.patient().await;
     rx.wait_for(1, LONG).await;
@@ -437,17 +401,15 @@ async fn after_72_hours_the_delivery_fails_and_the_endpoint_is_disabled(backend:
     let api = server.api();
     let rx = Receiver::start().await;
     rx.answer(Answer::Status(500));
-    let ep = endpoint(
-        &api,
-        json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}),
-    )
-    .await;
+    let ep = api
+        .create_endpoint(json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}))
+        .await;
     let ep_id = ep["id"].as_str().unwrap().to_string();
     api.patient().await;
-    let d = only_delivery(&api, &ep_id).await;
+    let d = api.first_delivery(&ep_id).await;
     let id = d["id"].as_str().unwrap().to_string();
     let mut seen = 1;
-    attempts(&api, &id, 1).await;
+    api.delivery_with_attempts(&id, 1).await;
     // Walk the clock through the schedule: each step past the next due time.
     for _ in 0..40 {
         let d = api.get(&format!("/v1/deliveries/{id}")).await.body;
@@ -461,7 +423,7 @@ async fn after_72_hours_the_delivery_fails_and_the_endpoint_is_disabled(backend:
         };
         clock.advance(next.duration_since(now) + SignedDuration::from_millis(1));
         seen += 1;
-        attempts(&api, &id, seen).await;
+        api.delivery_with_attempts(&id, seen).await;
     }
     let d = api.get(&format!("/v1/deliveries/{id}")).await.body;
     assert_eq!(d["status"], "failed", "{d}");
@@ -501,7 +463,7 @@ async fn after_72_hours_the_delivery_fails_and_the_endpoint_is_disabled(backend:
         .post(&format!("/v1/deliveries/{id}/retry"), json!({}))
         .await;
     assert_eq!(r.status, 202);
-    let d = attempts(&api, &id, n + 1).await;
+    let d = api.delivery_with_attempts(&id, n + 1).await;
     assert_eq!(d["status"], "pending", "{d}");
     assert!(d["nextAttemptAt"].is_string(), "{d}");
 }
@@ -511,11 +473,9 @@ async fn the_circuit_breaker_holds_new_attempts_until_a_retry_succeeds(backend: 
     let api = server.api();
     let rx = Receiver::start().await;
     rx.answer(Answer::Status(500));
-    let ep = endpoint(
-        &api,
-        json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}),
-    )
-    .await;
+    let ep = api
+        .create_endpoint(json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}))
+        .await;
     let ep_id = ep["id"].as_str().unwrap().to_string();
     // Five failures in a row, one at a time.
     for n in 1..=5 {
@@ -575,18 +535,8 @@ async fn the_circuit_breaker_holds_new_attempts_until_a_retry_succeeds(backend: 
     clock.advance(SignedDuration::from_secs(60));
     let got = rx.wait_for(7, LONG).await;
     assert!(got.len() >= 7);
-    wait_for(LONG, "every delivery succeeded", || {
-        let api = api.clone();
-        let ep_id = ep_id.clone();
-        async move {
-            let list = api
-                .get(&format!("/v1/endpoints/{ep_id}/deliveries?status=pending"))
-                .await
-                .body;
-            (list["data"].as_array().map(Vec::len) == Some(0)).then_some(())
-        }
-    })
-    .await;
+    // Every delivery succeeded.
+    api.wait_until_nothing_pending(&ep_id, LONG).await;
     let recovered = api.get("/v1/events?types=delivery.recovered").await.body;
     assert_eq!(
         recovered["data"].as_array().unwrap().len(),
@@ -601,7 +551,7 @@ async fn a_rotated_secret_and_the_old_one_both_sign_for_24_hours(backend: Backen
     let (server, clock) = backend.spawn_with_clock(Timestamp::now()).await;
     let api = server.api();
     let rx = Receiver::start().await;
-    let ep = endpoint(&api, json!({"url": rx.url("/")})).await;
+    let ep = api.create_endpoint(json!({"url": rx.url("/")})).await;
     let ep_id = ep["id"].as_str().unwrap();
     let old = ep["secret"].as_str().unwrap().to_string();
     assert_eq!(
@@ -647,7 +597,9 @@ async fn ed25519_endpoints_sign_with_v1a_and_publish_a_public_key(backend: Backe
     let server = backend.spawn().await;
     let api = server.api();
     let rx = Receiver::start().await;
-    let ep = endpoint(&api, json!({"url": rx.url("/"), "signing": "ed25519"})).await;
+    let ep = api
+        .create_endpoint(json!({"url": rx.url("/"), "signing": "ed25519"}))
+        .await;
     assert!(
         ep.get("secret").is_none(),
         "the private key never leaves the server"
@@ -675,11 +627,9 @@ async fn replay_queues_matching_events_again(backend: Backend) {
     api.patient().await;
     api.patient().await;
     let rx = Receiver::start().await;
-    let ep = endpoint(
-        &api,
-        json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}),
-    )
-    .await;
+    let ep = api
+        .create_endpoint(json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}))
+        .await;
     let ep_id = ep["id"].as_str().unwrap();
     api.patient().await;
     rx.wait_for(1, LONG).await;
@@ -724,18 +674,18 @@ async fn a_failed_delivery_can_be_retried_by_hand(backend: Backend) {
     let api = server.api();
     let rx = Receiver::start().await;
     rx.script([Answer::Status(500)]);
-    let ep = endpoint(&api, json!({"url": rx.url("/")})).await;
+    let ep = api.create_endpoint(json!({"url": rx.url("/")})).await;
     api.patient().await;
     rx.wait_for(1, LONG).await;
-    let d = only_delivery(&api, ep["id"].as_str().unwrap()).await;
+    let d = api.first_delivery(ep["id"].as_str().unwrap()).await;
     let id = d["id"].as_str().unwrap().to_string();
-    attempts(&api, &id, 1).await;
+    api.delivery_with_attempts(&id, 1).await;
     let r = api
         .post(&format!("/v1/deliveries/{id}/retry"), json!({}))
         .await;
     assert_eq!(r.status, 202, "{:?}", r.body);
     rx.wait_for(2, LONG).await;
-    let d = attempts(&api, &id, 2).await;
+    let d = api.delivery_with_attempts(&id, 2).await;
     assert_eq!(d["attempts"][1]["statusCode"], 200);
     assert_eq!(
         api.post("/v1/deliveries/dlv_0000/retry", json!({}))
@@ -749,7 +699,7 @@ async fn disclosures_list_who_received_a_patients_data(backend: Backend) {
     let server = backend.spawn().await;
     let api = server.api();
     let rx = Receiver::start().await;
-    let ep = endpoint(&api, json!({"url": rx.url("/")})).await;
+    let ep = api.create_endpoint(json!({"url": rx.url("/")})).await;
     let patient = api.patient().await;
     let other = api.patient().await;
     api.create(
@@ -797,21 +747,19 @@ async fn a_hanging_or_dropping_receiver_is_a_failed_attempt(backend: Backend) {
     let api = server.api();
     let rx = Receiver::start().await;
     rx.script([Answer::Hang, Answer::Drop]);
-    let ep = endpoint(
-        &api,
-        json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}),
-    )
-    .await;
+    let ep = api
+        .create_endpoint(json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}))
+        .await;
     api.patient().await;
-    let d = only_delivery(&api, ep["id"].as_str().unwrap()).await;
+    let d = api.first_delivery(ep["id"].as_str().unwrap()).await;
     let id = d["id"].as_str().unwrap().to_string();
-    let d = attempts(&api, &id, 1).await;
+    let d = api.delivery_with_attempts(&id, 1).await;
     let a = &d["attempts"][0];
     assert!(a["statusCode"].is_null(), "{a}");
     assert!(a["error"].as_str().unwrap().contains("timed out"), "{a}");
     api.post(&format!("/v1/deliveries/{id}/retry"), json!({}))
         .await;
-    let d = attempts(&api, &id, 2).await;
+    let d = api.delivery_with_attempts(&id, 2).await;
     let a = &d["attempts"][1];
     assert!(a["statusCode"].is_null(), "{a}");
     assert!(a["error"].is_string(), "{a}");
@@ -825,8 +773,7 @@ async fn resource_ordering_sends_one_record_events_in_sequence(backend: Backend)
     let server = backend.spawn().await;
     let api = server.api();
     let rx = Receiver::start().await;
-    endpoint(
-        &api,
+    api.create_endpoint(
         json!({"url": rx.url("/"), "ordering": "resource", "eventTypes": ["patient.*"]}),
     )
     .await;
@@ -851,7 +798,7 @@ async fn endpoints_of_another_tenant_are_invisible(backend: Backend) {
     let api = server.api();
     let other = server.new_tenant("other").await;
     let rx = Receiver::start().await;
-    let ep = endpoint(&api, json!({"url": rx.url("/")})).await;
+    let ep = api.create_endpoint(json!({"url": rx.url("/")})).await;
     let ep_id = ep["id"].as_str().unwrap();
     for path in [
         format!("/v1/endpoints/{ep_id}"),
@@ -871,7 +818,7 @@ async fn endpoints_of_another_tenant_are_invisible(backend: Backend) {
     api.patient().await;
     let got = rx.wait_for(1, LONG).await;
     assert_eq!(got.len(), 1);
-    let d = only_delivery(&api, ep_id).await;
+    let d = api.first_delivery(ep_id).await;
     assert_eq!(
         other
             .get(&format!("/v1/deliveries/{}", d["id"].as_str().unwrap()))
@@ -886,7 +833,7 @@ async fn a_test_send_returns_the_attempt(backend: Backend) {
     let api = server.api();
     let rx = Receiver::start().await;
     rx.script([Answer::Body(201, "thanks".into())]);
-    let ep = endpoint(&api, json!({"url": rx.url("/")})).await;
+    let ep = api.create_endpoint(json!({"url": rx.url("/")})).await;
     let ep_id = ep["id"].as_str().unwrap();
     let r = api
         .post(
@@ -912,516 +859,4 @@ async fn a_test_send_returns_the_attempt(backend: Backend) {
         204
     );
     assert_eq!(api.get(&format!("/v1/endpoints/{ep_id}")).await.status, 404);
-}
-
-mod more {
-    //! Crash safety, the SSRF guard, a verifier we did not write, metrics.
-
-    use std::collections::HashSet;
-    use std::process::Command;
-    use std::time::Duration;
-
-    use eventflow_testkit::{
-        Answer, Backend, Options, Receiver, ServerProcess, backend_tests, wait_for,
-    };
-    use serde_json::json;
-
-    backend_tests!(
-        attempts_in_flight_at_kill_9_are_made_again_after_restart,
-        without_allow_private_endpoints_private_addresses_are_refused_at_create_and_at_connect,
-        the_standard_webhooks_reference_library_verifies_our_deliveries,
-        delivery_metrics_are_exported,
-        production_mode_takes_https_endpoints_only,
-        a_rate_limit_spaces_deliveries,
-        a_retry_comes_due_on_time_under_steady_traffic,
-        at_most_4_kib_of_a_response_body_is_kept,
-        attempts_in_flight_per_endpoint_are_limited,
-    );
-
-    async fn at_most_4_kib_of_a_response_body_is_kept(backend: Backend) {
-        let server = backend.spawn().await;
-        let api = server.api();
-        let rx = Receiver::start().await;
-        rx.script([Answer::Body(500, "x".repeat(10_000))]);
-        let r = api.post("/v1/endpoints", json!({"url": rx.url("/")})).await;
-        let ep = r.body["id"].as_str().unwrap().to_string();
-        api.patient().await;
-        let d = wait_for(Duration::from_secs(20), "the attempt recorded", || {
-            let api = api.clone();
-            let ep = ep.clone();
-            async move {
-                let l = api
-                    .get(&format!("/v1/endpoints/{ep}/deliveries"))
-                    .await
-                    .body;
-                let d = l["data"].get(0).cloned()?;
-                (d["attempts"].as_array().map(Vec::len).unwrap_or(0) > 0).then_some(d)
-            }
-        })
-        .await;
-        let body = d["attempts"][0]["responseBody"].as_str().unwrap();
-        assert_eq!(body.len(), 4096);
-        assert_eq!(d["attempts"][0]["statusCode"], 500);
-    }
-
-    async fn attempts_in_flight_per_endpoint_are_limited(backend: Backend) {
-        let server = backend
-            .spawn_with(Options {
-                clock: None,
-                configure: Some(Box::new(|c| {
-                    c.delivery_concurrency = 2;
-                    c.delivery_timeout_secs = 2;
-                })),
-            })
-            .await;
-        let api = server.api();
-        let rx = Receiver::start().await;
-        rx.script([Answer::Hang, Answer::Hang]);
-        api.post(
-            "/v1/endpoints",
-            json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}),
-        )
-        .await;
-        for _ in 0..5 {
-            api.patient().await;
-        }
-        let got = rx.wait_for(3, Duration::from_secs(20)).await;
-        // Two hang; the third starts only when one of them times out (2 s).
-        let gap = got[2].at.duration_since(got[0].at);
-        assert!(
-            gap >= Duration::from_millis(1900),
-            "the third went after {gap:?}"
-        );
-        rx.wait_for(5, Duration::from_secs(20)).await;
-    }
-
-    async fn a_retry_comes_due_on_time_under_steady_traffic(backend: Backend) {
-        let (server, clock) = backend.spawn_with_clock(jiff::Timestamp::now()).await;
-        let api = server.api();
-        let rx = Receiver::start().await;
-        rx.script([Answer::Status(500)]);
-        let r = api
-            .post(
-                "/v1/endpoints",
-                json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}),
-            )
-            .await;
-        let ep = r.body["id"].as_str().unwrap().to_string();
-        api.patient().await;
-        wait_for(
-            Duration::from_secs(20),
-            "the first attempt recorded",
-            || {
-                let api = api.clone();
-                let ep = ep.clone();
-                async move {
-                    let l = api
-                        .get(&format!("/v1/endpoints/{ep}/deliveries"))
-                        .await
-                        .body;
-                    l["data"][0]["nextAttemptAt"].as_str().map(|_| ())
-                }
-            },
-        )
-        .await;
-        clock.advance(jiff::SignedDuration::from_secs(7));
-        // Fresh deliveries keep the dispatcher busy; the retry is made while
-        // they go on (how soon is a matter for the benchmarks).
-        wait_for(
-            Duration::from_secs(20),
-            "the retry made under steady traffic",
-            || {
-                let api = api.clone();
-                let rx = &rx;
-                async move {
-                    api.patient().await;
-                    rx.received()
-                        .iter()
-                        .any(|r| r.header("x-eventflow-attempt") == Some("2"))
-                        .then_some(())
-                }
-            },
-        )
-        .await;
-    }
-
-    async fn production_mode_takes_https_endpoints_only(backend: Backend) {
-        let server = backend
-            .spawn_with(Options {
-                clock: None,
-                configure: Some(Box::new(|c| {
-                    c.production = true;
-                    c.allow_private_endpoints = false;
-                })),
-            })
-            .await;
-        let api = server.api();
-        let r = api
-            .post(
-                "/v1/endpoints",
-                json!({"url": "http://hooks.example.com/x"}),
-            )
-            .await;
-        assert_eq!(r.status, 422);
-        assert!(
-            r.body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("https"),
-            "{:?}",
-            r.body
-        );
-        let r = api
-            .post(
-                "/v1/endpoints",
-                json!({"url": "https://hooks.example.com/x"}),
-            )
-            .await;
-        assert_eq!(r.status, 201, "{:?}", r.body);
-        let id = r.body["id"].as_str().unwrap();
-        let r = api
-            .patch(
-                &format!("/v1/endpoints/{id}"),
-                json!({"url": "http://hooks.example.com/x"}),
-            )
-            .await;
-        assert_eq!(r.status, 422);
-        assert_eq!(r.error_field(), Some("url"));
-    }
-
-    async fn a_rate_limit_spaces_deliveries(backend: Backend) {
-        let server = backend.spawn().await;
-        let api = server.api();
-        let rx = Receiver::start().await;
-        let r = api
-            .post(
-                "/v1/endpoints",
-                json!({"url": rx.url("/"), "rateLimit": 4, "eventTypes": ["patient.created"]}),
-            )
-            .await;
-        assert_eq!(r.status, 201);
-        for _ in 0..9 {
-            api.patient().await;
-        }
-        let got = rx.wait_for(9, Duration::from_secs(30)).await;
-        // 4 per second: nine deliveries span at least two seconds.
-        let span = got[8].at.duration_since(got[0].at);
-        assert!(span >= Duration::from_millis(1900), "{span:?}");
-    }
-
-    async fn attempts_in_flight_at_kill_9_are_made_again_after_restart(backend: Backend) {
-        let dir = tempfile::tempdir().unwrap();
-        let (url, _db) = backend.database_url().await;
-        let key = "efk_delivery-crash-key-0123456789abcdef";
-        let start = || {
-            ServerProcess::start(
-                env!("CARGO_BIN_EXE_eventflow"),
-                dir.path(),
-                &url,
-                key,
-                &[],
-                false,
-            )
-        };
-        let rx = Receiver::start().await;
-        rx.answer(Answer::Hang);
-        let mut node = start().await;
-        let r = node
-            .api
-            .post(
-                "/v1/endpoints",
-                json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}),
-            )
-            .await;
-        assert_eq!(r.status, 201);
-        for _ in 0..30 {
-            node.api.patient().await;
-        }
-        // Attempts are in flight (the receiver never answers) when the process dies.
-        rx.wait_for(5, Duration::from_secs(30)).await;
-        node.child.start_kill().unwrap();
-        node.child.wait().await.unwrap();
-        rx.answer(Answer::Status(200));
-        let before_restart = rx.count();
-        let node = start().await;
-        let events = node.api.events_after(0).await;
-        let want: HashSet<String> = events
-            .iter()
-            .filter(|e| e["type"] == "patient.created")
-            .map(|e| e["id"].as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(want.len(), 30);
-        // A node's leases run out after 60 s on PostgreSQL (another node may
-        // still hold them); on SQLite the one process takes them back at start.
-        wait_for(
-            Duration::from_secs(120),
-            "every event delivered after the restart",
-            || {
-                let got: HashSet<String> = rx
-                    .received()
-                    .iter()
-                    .skip(before_restart)
-                    .filter_map(|r| r.header("webhook-id").map(str::to_string))
-                    .collect();
-                let done = want.is_subset(&got);
-                async move { done.then_some(()) }
-            },
-        )
-        .await;
-        let r = node.api.get("/v1/endpoints").await;
-        let ep = r.body["data"][0]["id"].as_str().unwrap().to_string();
-        wait_for(Duration::from_secs(60), "no delivery left pending", || {
-            let api = node.api.clone();
-            let ep = ep.clone();
-            async move {
-                let l = api
-                    .get(&format!("/v1/endpoints/{ep}/deliveries?status=pending"))
-                    .await
-                    .body;
-                (l["data"].as_array().map(Vec::len) == Some(0)).then_some(())
-            }
-        })
-        .await;
-    }
-
-    async fn without_allow_private_endpoints_private_addresses_are_refused_at_create_and_at_connect(
-        backend: Backend,
-    ) {
-        let server = backend
-            .spawn_with(Options {
-                clock: None,
-                configure: Some(Box::new(|c| c.allow_private_endpoints = false)),
-            })
-            .await;
-        let api = server.api();
-        let rx = Receiver::start().await;
-        for url in [
-            rx.url("/"),
-            "http://169.254.169.254/latest".to_string(),
-            "http://[::1]:9/".to_string(),
-            "http://10.0.0.1/".to_string(),
-        ] {
-            let r = api.post("/v1/endpoints", json!({"url": url})).await;
-            assert_eq!(r.status, 422, "{url}: {:?}", r.body);
-            assert_eq!(r.error_field(), Some("url"));
-        }
-        // A name passes at create time, but resolves to a forbidden address:
-        // refused when the delivery connects (DNS rebinding). This machine's
-        // own name resolves to loopback or its private address.
-        let host = std::fs::read_to_string("/etc/hostname")
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-            .await
-            .map(|a| a.collect())
-            .unwrap_or_default();
-        assert!(
-            !resolved.is_empty()
-                && resolved
-                    .iter()
-                    .all(|a| eventflow_delivery::forbidden(a.ip()).is_some()),
-            "this test needs the machine's host name ({host:?}) to resolve to a private or loopback address"
-        );
-        let r = api
-            .post("/v1/endpoints", json!({"url": format!("http://{host}:{}/", rx.port()), "eventTypes": ["patient.created"]}))
-            .await;
-        assert_eq!(r.status, 201, "{:?}", r.body);
-        let ep = r.body["id"].as_str().unwrap().to_string();
-        let t = api
-            .post(&format!("/v1/endpoints/{ep}/test"), json!({}))
-            .await;
-        assert!(t.body["statusCode"].is_null(), "{:?}", t.body);
-        assert!(
-            t.body["error"].as_str().unwrap().contains("may not use"),
-            "{:?}",
-            t.body
-        );
-        api.patient().await;
-        let d = wait_for(Duration::from_secs(20), "a failed attempt", || {
-            let api = api.clone();
-            let ep = ep.clone();
-            async move {
-                let l = api
-                    .get(&format!("/v1/endpoints/{ep}/deliveries"))
-                    .await
-                    .body;
-                let d = l["data"].get(0).cloned()?;
-                (d["attempts"].as_array().map(Vec::len).unwrap_or(0) > 0).then_some(d)
-            }
-        })
-        .await;
-        assert!(
-            d["attempts"][0]["error"]
-                .as_str()
-                .unwrap()
-                .contains("may not use"),
-            "{d}"
-        );
-        assert_eq!(rx.count(), 0, "nothing reached the loopback receiver");
-    }
-
-    fn python_verifier() -> bool {
-        Command::new("python3")
-            .args(["-c", "import standardwebhooks"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    }
-
-    async fn the_standard_webhooks_reference_library_verifies_our_deliveries(backend: Backend) {
-        if !python_verifier() {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED the_standard_webhooks_reference_library_verifies_our_deliveries: python3 with PyPI standardwebhooks is not installed"
-            );
-            return;
-        }
-        let server = backend.spawn().await;
-        let api = server.api();
-        let rx = Receiver::start().await;
-        let r = api.post("/v1/endpoints", json!({"url": rx.url("/")})).await;
-        let ep = r.body["id"].as_str().unwrap().to_string();
-        let old = r.body["secret"].as_str().unwrap().to_string();
-        let new = api
-            .post(&format!("/v1/endpoints/{ep}/secret/rotate"), json!({}))
-            .await
-            .body["secret"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        api.patient().await;
-        let got = rx.wait_for(1, Duration::from_secs(20)).await;
-        let req = &got[0];
-        let headers: serde_json::Map<String, serde_json::Value> = req
-            .headers
-            .iter()
-            .filter(|(k, _)| k.starts_with("webhook-"))
-            .map(|(k, v)| (k.clone(), json!(v)))
-            .collect();
-        let script = r#"
-import json, sys
-from standardwebhooks.webhooks import Webhook
-secret, body, headers = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-Webhook(secret).verify(body, headers)
-print("verified")
-"#;
-        let body = String::from_utf8(req.body.clone()).unwrap();
-        let headers = serde_json::to_string(&headers).unwrap();
-        for (secret, ok) in [
-            (old.as_str(), true),
-            (new.as_str(), true),
-            ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", false),
-        ] {
-            let out = Command::new("python3")
-                .args(["-c", script, secret, &body, &headers])
-                .output()
-                .unwrap();
-            assert_eq!(
-                out.status.success(),
-                ok,
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-
-    async fn delivery_metrics_are_exported(backend: Backend) {
-        let server = backend.spawn().await;
-        let api = server.api();
-        let rx = Receiver::start().await;
-        rx.script([Answer::Status(500)]);
-        api.post("/v1/endpoints", json!({"url": rx.url("/")})).await;
-        api.patient().await;
-        api.patient().await;
-        rx.wait_for(2, Duration::from_secs(20)).await;
-        let text = wait_for(Duration::from_secs(20), "delivery metrics", || {
-            let api = api.clone();
-            async move {
-                let r = api
-                    .request(reqwest::Method::GET, "/metrics")
-                    .send()
-                    .await
-                    .ok()?;
-                let t = r.text().await.ok()?;
-                (t.contains("eventflow_deliveries_total{outcome=\"succeeded\"}")
-                    && t.contains("eventflow_deliveries_total{outcome=\"retrying\"}")
-                    && t.contains("eventflow_endpoints_failing"))
-                .then_some(t)
-            }
-        })
-        .await;
-        assert!(
-            text.contains("eventflow_delivery_attempt_duration_seconds"),
-            "{text}"
-        );
-        assert!(
-            text.contains("eventflow_endpoint_failure_streak_max"),
-            "{text}"
-        );
-    }
-}
-
-mod workflows {
-    //! `GET /v1/workflows`: each file of the workflows directory, loaded or
-    //! refused with its file, step and reason; one broken file does not stop
-    //! the others.
-
-    use eventflow_testkit::{Backend, Options, backend_tests};
-
-    backend_tests!(workflows_list_each_file_with_its_load_status);
-
-    async fn workflows_list_each_file_with_its_load_status(backend: Backend) {
-        let dir = tempfile::tempdir().unwrap();
-        let examples =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/workflows");
-        std::fs::copy(
-            examples.join("appointment-reminders.yaml"),
-            dir.path().join("a.yaml"),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("b.yaml"),
-            "name: broken\non: patient.created\nsteps:\n  - sms: {to: '{{ data.phone }}', body: '{{ data.firstName '}\n",
-        )
-        .unwrap();
-        let path = dir.path().to_path_buf();
-        let server = backend
-            .spawn_with(Options {
-                clock: None,
-                configure: Some(Box::new(move |c| c.workflows_dir = path)),
-            })
-            .await;
-        let r = server.api().get("/v1/workflows").await;
-        assert_eq!(r.status, 200);
-        let data = r.body["data"].as_array().unwrap();
-        assert_eq!(data.len(), 2, "{}", r.body);
-        assert_eq!(data[0]["name"], "appointment-reminders");
-        assert_eq!(data[0]["status"], "loaded");
-        assert!(data[0]["error"].is_null());
-        assert_eq!(data[1]["file"], "b.yaml");
-        assert_eq!(data[1]["status"], "error");
-        let e = data[1]["error"].as_str().unwrap();
-        assert!(e.starts_with("step 1 (sms): body: "), "{e}");
-        assert_eq!(server.anonymous().get("/v1/workflows").await.status, 401);
-        // The directory is watched: a fixed file loads, a removed one goes.
-        std::fs::write(
-            dir.path().join("b.yaml"),
-            "name: fixed\non: patient.created\nsteps:\n  - cancel: {key: 'onboarding:{{ data.id }}'}\n",
-        )
-        .unwrap();
-        std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
-        let api = server.api();
-        eventflow_testkit::wait_for(std::time::Duration::from_secs(10), "the reload", || {
-            let api = api.clone();
-            async move {
-                let r = api.get("/v1/workflows").await.body;
-                let data = r["data"].as_array()?.clone();
-                (data.len() == 1 && data[0]["name"] == "fixed" && data[0]["status"] == "loaded")
-                    .then_some(())
-            }
-        })
-        .await;
-    }
 }

@@ -1,0 +1,316 @@
+//! The webhook envelope of every event type, as a receiver gets it, against
+//! its committed example in `docs/envelopes/` (one `{type}.json` per type of
+//! `GET /v1/event-types`): a change to what receivers are sent shows as a
+//! diff of those files, to be reviewed. After a deliberate change,
+//! `EVENTFLOW_UPDATE_SNAPSHOTS=1 cargo test -p eventflow --test it -- envelopes`
+//! writes them anew (from the SQLite run).
+//!
+//! The envelopes are the real deliveries of a server on a manual clock, so
+//! every timestamp is fixed; the ids the server draws (`pat_…`, `evt_…`,
+//! the tenant's) and the receivers' loopback addresses are replaced by
+//! placeholders, numbered in each envelope in order of first appearance.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use eventflow_testkit::{Answer, Backend, Receiver, backend_tests, wait_for};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+use crate::helpers::{World, full_body};
+
+backend_tests!(every_event_type_is_delivered_in_the_envelope_of_its_committed_example);
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// The collections in the order their references need, each with a patch
+/// that changes one field (for `updated`, with `previous`).
+const CHANGES: [(&str, &str, &str); 10] = [
+    ("patients", "email", "ada.lovelace@example.com"),
+    ("practitioners", "specialty", "Nephrology"),
+    ("appointments", "reason", "Follow-up"),
+    ("encounters", "end", "2026-12-01T09:40:00Z"),
+    ("observations", "display", "Glucose (fasting)"),
+    ("prescriptions", "dosage", "1 tablet daily"),
+    ("consents", "document", "https://example.com/consent-v2.pdf"),
+    ("intakes", "form", "annual-update"),
+    ("notes", "text", "Patient doing better."),
+    ("labs", "display", "Basic metabolic panel"),
+];
+
+fn snapshot_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/envelopes")
+}
+
+async fn every_event_type_is_delivered_in_the_envelope_of_its_committed_example(backend: Backend) {
+    let start: Timestamp = "2026-12-01T09:00:00Z".parse().unwrap();
+    let (server, clock) = backend.spawn_with_clock(start).await;
+    let api = server.api();
+    // Every event reaches this receiver, in full.
+    let rx = Receiver::start().await;
+    api.create_endpoint(json!({"url": rx.url("/envelopes")}))
+        .await;
+
+    // Each record type created with every field, changed, and deleted.
+    let mut w = World {
+        patient: String::new(),
+        practitioner: String::new(),
+        appointment: String::new(),
+        encounter: String::new(),
+    };
+    let mut created = Vec::new();
+    for (collection, _, _) in CHANGES {
+        let id = api.create(collection, full_body(collection, &w)).await;
+        match collection {
+            "patients" => w.patient = id.clone(),
+            "practitioners" => w.practitioner = id.clone(),
+            "appointments" => w.appointment = id.clone(),
+            "encounters" => w.encounter = id.clone(),
+            _ => {}
+        }
+        created.push((collection, id));
+    }
+    for ((collection, id), (_, field, value)) in created.iter().zip(CHANGES) {
+        let mut change = serde_json::Map::new();
+        change.insert(field.to_string(), json!(value));
+        let r = api
+            .patch(&format!("/v1/{collection}/{id}"), Value::Object(change))
+            .await;
+        assert_eq!(r.status, 200, "patch {collection}: {}", r.body);
+    }
+    for (collection, id) in created.iter().rev() {
+        let r = api.delete(&format!("/v1/{collection}/{id}")).await;
+        assert_eq!(r.status, 204, "delete {collection}: {}", r.body);
+    }
+
+    // endpoint.disabled: an endpoint whose receiver answers 410 Gone.
+    let gone = Receiver::start().await;
+    gone.answer(Answer::Status(410));
+    api.create_endpoint(json!({"url": gone.url("/gone"), "eventTypes": ["patient.created"]}))
+        .await;
+    api.patient().await;
+    of_type(&rx, "endpoint.disabled").await;
+
+    // delivery.recovered: one delivery fails five times in a row (the
+    // circuit breaker opens), then succeeds. Each step of the clock passes
+    // the retry's latest due time (its schedule plus 20 % jitter), so the
+    // attempts happen at fixed times.
+    let flaky = Receiver::start().await;
+    flaky.script(std::iter::repeat_n(Answer::Status(500), 5));
+    let ep = api
+        .create_endpoint(json!({"url": flaky.url("/flaky"), "eventTypes": ["patient.created"]}))
+        .await;
+    api.patient().await;
+    let delivery = api.first_delivery(ep["id"].as_str().unwrap()).await;
+    let delivery = delivery["id"].as_str().unwrap().to_string();
+    for (attempts, step) in [(1, 10), (2, 40), (3, 150), (4, 750), (5, 2200)] {
+        api.delivery_with_attempts(&delivery, attempts).await;
+        clock.advance(SignedDuration::from_secs(step));
+    }
+    of_type(&rx, "delivery.recovered").await;
+
+    // delivery.failed: a delivery whose retry comes after its 72 hours.
+    let failing = Receiver::start().await;
+    failing.answer(Answer::Status(500));
+    let ep = api
+        .create_endpoint(json!({"url": failing.url("/failing"), "eventTypes": ["patient.created"]}))
+        .await;
+    api.patient().await;
+    let delivery = api.first_delivery(ep["id"].as_str().unwrap()).await;
+    api.delivery_with_attempts(delivery["id"].as_str().unwrap(), 1)
+        .await;
+    clock.advance(SignedDuration::from_hours(100));
+    of_type(&rx, "delivery.failed").await;
+
+    // The first envelope of each type.
+    let types: Vec<String> = eventflow_model::event::all_types()
+        .map(|(t, _)| t)
+        .collect();
+    let received = wait_for(LONG, "an envelope of every type", || {
+        let mut first: BTreeMap<String, Value> = BTreeMap::new();
+        for r in rx.received() {
+            let body = r.json();
+            let t = body["type"].as_str().unwrap_or_default().to_string();
+            let earlier = first
+                .get(&t)
+                .is_some_and(|e| e["sequence"].as_i64() <= body["sequence"].as_i64());
+            if !earlier {
+                first.insert(t, body);
+            }
+        }
+        let all = types.iter().all(|t| first.contains_key(t));
+        async move { all.then_some(first) }
+    })
+    .await;
+    let origins: Vec<String> = [&rx, &gone, &flaky, &failing]
+        .iter()
+        .map(|r| r.url(""))
+        .collect();
+    let envelopes: BTreeMap<String, Value> = received
+        .into_iter()
+        .map(|(t, e)| (t, placeholders(&e, &origins)))
+        .collect();
+    assert_eq!(
+        envelopes.keys().collect::<Vec<_>>(),
+        {
+            let mut sorted: Vec<&String> = types.iter().collect();
+            sorted.sort();
+            sorted
+        },
+        "an envelope of each type and no other"
+    );
+
+    let dir = snapshot_dir();
+    if std::env::var_os("EVENTFLOW_UPDATE_SNAPSHOTS").is_some() {
+        // One writer: both backends send the same envelopes.
+        if matches!(backend, Backend::Sqlite) {
+            write_snapshots(&dir, &envelopes);
+        }
+        return;
+    }
+    let mut differ = Vec::new();
+    for (t, envelope) in &envelopes {
+        let committed = std::fs::read_to_string(dir.join(format!("{t}.json")))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok());
+        // Compared as JSON: members in another order are the same envelope.
+        if committed.as_ref() != Some(envelope) {
+            differ.push(format!(
+                "{t}: delivered\n{}",
+                serde_json::to_string_pretty(envelope).unwrap()
+            ));
+        }
+    }
+    let extra: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| {
+                    n.strip_suffix(".json")
+                        .is_none_or(|t| !envelopes.contains_key(t))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        differ.is_empty() && extra.is_empty(),
+        "the envelopes differ from docs/envelopes/ ({} differ; files of no type: {extra:?}): \
+         review the change, then run \
+         EVENTFLOW_UPDATE_SNAPSHOTS=1 cargo test -p eventflow --test it -- envelopes\n{}",
+        differ.len(),
+        differ.join("\n")
+    );
+}
+
+/// Waits until the receiver got an envelope of this type.
+async fn of_type(rx: &Receiver, event_type: &str) {
+    wait_for(LONG, event_type, || {
+        let got = rx.received().iter().any(|r| r.json()["type"] == event_type);
+        async move { got.then_some(()) }
+    })
+    .await;
+}
+
+/// The envelope with each id the server drew replaced by `{prefix}_` and a
+/// number (per prefix, in order of first appearance, members visited in
+/// sorted order so that the numbering does not depend on their order), and
+/// each receiver's address by `http://127.0.0.1:{port}`.
+fn placeholders(envelope: &Value, origins: &[String]) -> Value {
+    fn collect(v: &Value, ids: &mut HashMap<String, String>, counts: &mut HashMap<String, u32>) {
+        match v {
+            Value::String(s) => {
+                if let Some(prefix) = drawn_id_prefix(s)
+                    && !ids.contains_key(s)
+                {
+                    let n = counts.entry(prefix.to_string()).or_default();
+                    *n += 1;
+                    ids.insert(s.clone(), format!("{prefix}_{:032x}", *n));
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| collect(x, ids, counts)),
+            Value::Object(o) => {
+                let mut keys: Vec<&String> = o.keys().collect();
+                keys.sort();
+                for k in keys {
+                    collect(&o[k], ids, counts);
+                }
+            }
+            _ => {}
+        }
+    }
+    fn replace(v: &Value, ids: &HashMap<String, String>, origins: &[String]) -> Value {
+        match v {
+            Value::String(s) => {
+                if let Some(id) = ids.get(s) {
+                    return json!(id);
+                }
+                let mut s = s.clone();
+                for origin in origins {
+                    s = s.replace(origin.as_str(), "http://127.0.0.1:{port}");
+                }
+                json!(s)
+            }
+            Value::Array(a) => Value::Array(a.iter().map(|x| replace(x, ids, origins)).collect()),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, x)| (k.clone(), replace(x, ids, origins)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    let mut ids = HashMap::new();
+    collect(envelope, &mut ids, &mut HashMap::new());
+    replace(envelope, &ids, origins)
+}
+
+/// The prefix of an id the server drew (`pat_` and 32 hex digits of a
+/// UUID v7), or `None`.
+fn drawn_id_prefix(s: &str) -> Option<&str> {
+    let (prefix, rest) = s.split_once('_')?;
+    let drawn = !prefix.is_empty()
+        && prefix.bytes().all(|b| b.is_ascii_lowercase())
+        && rest.len() == 32
+        && rest.bytes().all(|b| b.is_ascii_hexdigit());
+    drawn.then_some(prefix)
+}
+
+/// Writes one `{type}.json` per envelope and removes files of no type.
+fn write_snapshots(dir: &Path, envelopes: &BTreeMap<String, Value>) {
+    std::fs::create_dir_all(dir).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let stale = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .is_none_or(|t| !envelopes.contains_key(t));
+        if stale && path.extension().is_some_and(|e| e == "json") {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    for (t, envelope) in envelopes {
+        let text = serde_json::to_string_pretty(envelope).unwrap() + "\n";
+        std::fs::write(dir.join(format!("{t}.json")), text).unwrap();
+    }
+}
+
+#[test]
+fn drawn_ids_and_receiver_addresses_become_placeholders() {
+    let a = "pat_0193a1b2c3d4e5f60718293a4b5c6d7e";
+    let b = "pat_0193a1b2c3d4e5f60718293a4b5c6d7f";
+    let e = json!({
+        "id": "evt_0193a1b2c3d4e5f60718293a4b5c6d7e",
+        "data": {"z": b, "a": a, "again": a, "locationId": "loc_main",
+                 "url": "http://127.0.0.1:4321"},
+    });
+    let got = placeholders(&e, &["http://127.0.0.1:4321".to_string()]);
+    assert_eq!(
+        got,
+        json!({
+            "id": format!("evt_{:032x}", 1),
+            "data": {"z": format!("pat_{:032x}", 2), "a": format!("pat_{:032x}", 1),
+                     "again": format!("pat_{:032x}", 1), "locationId": "loc_main",
+                     "url": "http://127.0.0.1:{port}"},
+        })
+    );
+}
