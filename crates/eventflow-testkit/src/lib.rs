@@ -16,7 +16,7 @@
 //! - [`TestServer`], [`Api`], `backend_tests!`: the real server on a random
 //!   port, an HTTP client for it, and one test per storage backend.
 //! - [`receiver`]: a scriptable webhook receiver on loopback.
-//! - [`python`]: outside tools the tests run (Python reference libraries,
+//! - [`python`](mod@python): outside tools the tests run (Python reference libraries,
 //!   an SMTP server, `openssl`), or a `SKIPPED` line without them.
 
 pub mod python;
