@@ -669,3 +669,10 @@ pub fn http_client() -> reqwest::Client {
     eventflow_delivery::http::install_crypto();
     reqwest::Client::new()
 }
+
+/// Locks `m`, also after a panic elsewhere while it was held: what it guards
+/// (requests received, replies scripted) stays worth reading for the test
+/// that reports the failure.
+pub(crate) fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
