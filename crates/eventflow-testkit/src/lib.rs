@@ -16,7 +16,7 @@
 //! - [`TestServer`], [`Api`], `backend_tests!`: the real server on a random
 //!   port, an HTTP client for it, and one test per storage backend.
 //! - [`receiver`]: a scriptable webhook receiver on loopback.
-//! - [`python`]: outside tools the tests run (Python reference libraries,
+//! - [`python`](mod@python): outside tools the tests run (Python reference libraries,
 //!   an SMTP server, `openssl`), or a `SKIPPED` line without them.
 
 pub mod python;
@@ -719,4 +719,11 @@ where
 pub fn http_client() -> reqwest::Client {
     eventflow_delivery::http::install_crypto();
     reqwest::Client::new()
+}
+
+/// Locks `m`, also after a panic elsewhere while it was held: what it guards
+/// (requests received, replies scripted) stays worth reading for the test
+/// that reports the failure.
+pub(crate) fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -140,7 +140,7 @@ impl SmtpSink {
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    sink.lock().unwrap().push(v);
+                    crate::locked(&sink).push(v);
                 }
             }
         });
@@ -152,7 +152,7 @@ impl SmtpSink {
     }
 
     pub fn messages(&self) -> Vec<Value> {
-        self.messages.lock().unwrap().clone()
+        crate::locked(&self.messages).clone()
     }
 
     /// Waits until `n` messages arrived (at most `timeout`).

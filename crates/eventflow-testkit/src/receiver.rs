@@ -133,21 +133,21 @@ impl Receiver {
 
     /// Answers every later request so (after any scripted replies).
     pub fn answer(&self, reply: Answer) {
-        *self.state.default.lock().unwrap() = reply;
+        *crate::locked(&self.state.default) = reply;
     }
 
     /// Answers the next requests with these, in order, then as [`answer`](Self::answer) says.
     pub fn script(&self, replies: impl IntoIterator<Item = Answer>) {
-        self.state.script.lock().unwrap().extend(replies);
+        crate::locked(&self.state.script).extend(replies);
     }
 
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
-        self.state.received.lock().unwrap().clone()
+        crate::locked(&self.state.received).clone()
     }
 
     pub fn count(&self) -> usize {
-        self.state.received.lock().unwrap().len()
+        crate::locked(&self.state.received).len()
     }
 
     /// Waits until at least `n` requests arrived; panics after `timeout`.
@@ -220,10 +220,10 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
         let body = buf[head_len..head_len + content_length].to_vec();
         buf.drain(..head_len + content_length);
         let reply = {
-            let next = state.script.lock().unwrap().pop_front();
-            next.unwrap_or_else(|| state.default.lock().unwrap().clone())
+            let next = crate::locked(&state.script).pop_front();
+            next.unwrap_or_else(|| crate::locked(&state.default).clone())
         };
-        state.received.lock().unwrap().push(Received {
+        crate::locked(&state.received).push(Received {
             method,
             path,
             headers,

@@ -23,7 +23,7 @@ const BODY: &str = r#"{"id":"evt_1","type":"appointment.created","sequence":1,"c
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
+        .expect("the clock is past 1970")
         .as_secs() as i64
 }
 
@@ -39,13 +39,16 @@ async fn send(app: Router, ts: i64, secret: &HmacSecret, body: &str) -> (StatusC
         req = req.header(k, v);
     }
     let resp = app
-        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .oneshot(
+            req.body(Body::from(body.to_string()))
+                .expect("a well-formed request"),
+        )
         .await
         .unwrap();
     let status = resp.status();
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
         .await
-        .unwrap();
+        .expect("the response body, under 1 MiB");
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
