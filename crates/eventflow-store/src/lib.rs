@@ -4,7 +4,7 @@
 //! (the transactional outbox): no event for a change that rolled back, no
 //! committed change without its event. The rules of a change (validation,
 //! references, merge patch, the `previous` diff, idempotency) live once, in
-//! `records::rules`, over the small [`RecordTx`] interface; a backend
+//! `records::rules`, over the small `RecordTx` interface; a backend
 //! supplies only SQL.
 //!
 //! [`Store`] is the sum of five role traits, so a part of the server takes

@@ -4,11 +4,11 @@
 //!
 //! Every page is built from the API itself: a portal handler turns a form
 //! into an API request and sends it, in process, through the same router the
-//! network reaches ([`Portal::call`]), so validation, tenant scoping and the
+//! network reaches (`Portal::call`), so validation, tenant scoping and the
 //! audit log are the API's own. The store is used directly only to check
 //! the key at sign-in and to read the tenant's latest event sequence. The API
 //! request carries the session's principal as a request extension
-//! ([`crate::auth::Internal`]), which only in-process code can set.
+//! (`auth::Internal`), which only in-process code can set.
 //!
 //! Sessions: a random id in an `HttpOnly; SameSite=Strict` cookie (plus
 //! `Secure` when `public_url` is https or with `--production`), kept in
