@@ -115,7 +115,7 @@ fn network(e: &reqwest::Error, who: &str) -> Failure {
     // The SSRF guard refused every address of the host: nothing was sent,
     // and another try would be refused the same way.
     if let Some(why) = eventflow_delivery::http::refusal(e) {
-        return Failure::Permanent(why);
+        return Failure::Permanent(why.to_string());
     }
     let what = if e.is_timeout() {
         format!("{who} did not answer in time")

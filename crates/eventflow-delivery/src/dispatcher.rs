@@ -714,7 +714,7 @@ pub async fn send(
     let now = clock.now();
     let at = time::format(now);
     let started = Instant::now();
-    let fail = |error: String, started: Instant| {
+    let fail = |error: SendError, started: Instant| {
         (
             Attempt {
                 attempt: number,
@@ -722,7 +722,7 @@ pub async fn send(
                 status_code: None,
                 duration_ms: started.elapsed().as_millis() as u64,
                 response_body: None,
-                error: Some(error),
+                error: Some(error.to_string()),
             },
             None,
             None,
@@ -730,10 +730,10 @@ pub async fn send(
     };
     let url = match reqwest::Url::parse(&row.config.url) {
         Ok(u) => u,
-        Err(_) => return fail("the endpoint URL is not valid".into(), started),
+        Err(_) => return fail(SendError::InvalidUrl, started),
     };
     if !allow_private && let Some(why) = crate::http::literal_forbidden(&url) {
-        return fail(why, started);
+        return fail(SendError::Refused(why), started);
     }
     let body = payload(event, row.config.payload);
     let signed = sign_headers(&signers(row, now), &event.id, now.as_second(), &body);
@@ -755,7 +755,7 @@ pub async fn send(
         .body(body);
     let mut response = match request.send().await {
         Ok(r) => r,
-        Err(e) => return fail(describe(&e), started),
+        Err(e) => return fail(SendError::of(&e), started),
     };
     let status = response.status().as_u16();
     let retry_after = if status == 429 || status == 503 {
@@ -780,7 +780,7 @@ pub async fn send(
             }
             Ok(None) => break,
             Err(e) => {
-                error = Some(describe(&e));
+                error = Some(SendError::of(&e).to_string());
                 break;
             }
         }
@@ -798,26 +798,70 @@ pub async fn send(
     (attempt, retry_after, Some(status))
 }
 
-/// A client error as one line, without the URL (it may hold a token).
-fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_body() || e.is_decode() {
-        "the response broke off"
-    } else {
-        "the request failed"
-    };
-    let mut cause = String::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
+/// Why an attempt got no answer, or not a whole one: the attempt's `error`
+/// line. It never holds the URL (it may carry a token); `cause` is the
+/// innermost error the client reported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("the endpoint URL is not valid")]
+    InvalidUrl,
+    /// Refused before anything was sent.
+    #[error("{0}")]
+    Refused(crate::http::Refusal),
+    #[error("timed out{}", colon(.cause))]
+    TimedOut { cause: Option<String> },
+    #[error("could not connect{}", colon(.cause))]
+    Connect { cause: Option<String> },
+    #[error("the response broke off{}", colon(.cause))]
+    BrokeOff { cause: Option<String> },
+    #[error("the request failed{}", colon(.cause))]
+    Failed { cause: Option<String> },
+}
+
+fn colon(cause: &Option<String>) -> String {
+    cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default()
+}
+
+impl SendError {
+    /// The kind of a client error, with its innermost cause.
+    pub fn of(e: &reqwest::Error) -> SendError {
+        let mut cause = None;
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            cause = Some(s.to_string()).filter(|c| !c.is_empty());
+            source = s.source();
+        }
+        if e.is_timeout() {
+            SendError::TimedOut { cause }
+        } else if e.is_connect() {
+            SendError::Connect { cause }
+        } else if e.is_body() || e.is_decode() {
+            SendError::BrokeOff { cause }
+        } else {
+            SendError::Failed { cause }
+        }
     }
-    if cause.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {cause}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SendError;
+    use crate::http::Refusal;
+    use crate::ssrf::Forbidden;
+
+    #[test]
+    fn an_attempt_error_names_the_kind_then_the_cause_and_never_a_url() {
+        let e = SendError::Connect {
+            cause: Some("connection refused".into()),
+        };
+        assert_eq!(e.to_string(), "could not connect: connection refused");
+        assert_eq!(SendError::TimedOut { cause: None }.to_string(), "timed out");
+        let refused = SendError::Refused(Refusal::Named(Forbidden::Loopback)).to_string();
+        assert!(
+            refused.starts_with("the URL names a loopback address"),
+            "{refused}"
+        );
+        assert!(refused.ends_with("unless allow_private_endpoints is on"));
+        assert_eq!(Refusal::NoAddress.to_string(), "the host has no address");
     }
 }

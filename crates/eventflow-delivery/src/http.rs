@@ -18,18 +18,24 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Why the guard refused to connect: every address the host resolves to
-/// is off limits. Found in a request error's sources by [`refusal`].
-#[derive(Debug)]
-struct Refused(String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Why an outbound request was refused before anything was sent. The
+/// message names the rule, never the URL (it may carry a token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The URL names an IP address (or `localhost`) that is off limits.
+    #[error(
+        "the URL names a {0} address, which outbound requests may not use unless allow_private_endpoints is on"
+    )]
+    Named(ssrf::Forbidden),
+    /// Every address the host resolves to is off limits.
+    #[error(
+        "the host resolves to a {0} address, which outbound requests may not use unless allow_private_endpoints is on"
+    )]
+    Resolved(ssrf::Forbidden),
+    /// The host resolves to no address at all.
+    #[error("the host has no address")]
+    NoAddress,
 }
-
-impl std::error::Error for Refused {}
 
 /// Resolves names and drops every address the SSRF guard forbids.
 #[derive(Debug, Clone, Copy)]
@@ -50,13 +56,8 @@ impl Resolve for GuardedResolver {
                 let why = found
                     .first()
                     .and_then(|a| ssrf::forbidden(a.ip()))
-                    .map(|f| {
-                        format!(
-                            "the host resolves to a {f} address, which outbound requests may not use unless allow_private_endpoints is on"
-                        )
-                    })
-                    .unwrap_or_else(|| "the host has no address".into());
-                return Err(Box::new(Refused(why)) as Box<dyn std::error::Error + Send + Sync>);
+                    .map_or(Refusal::NoAddress, Refusal::Resolved);
+                return Err(Box::new(why) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
@@ -66,11 +67,11 @@ impl Resolve for GuardedResolver {
 /// The guard's reason when a request failed because every address of its
 /// host is off limits (nothing was sent; nothing tells whether anything
 /// listens there).
-pub fn refusal(e: &reqwest::Error) -> Option<String> {
+pub fn refusal(e: &reqwest::Error) -> Option<Refusal> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        if let Some(r) = s.downcast_ref::<Refused>() {
-            return Some(r.0.clone());
+        if let Some(r) = s.downcast_ref::<Refusal>() {
+            return Some(*r);
         }
         source = s.source();
     }
@@ -94,12 +95,8 @@ pub fn literal_reason(url: &url::Url) -> Option<ssrf::Forbidden> {
 }
 
 /// Why a URL's literal IP address is refused (names are checked when resolved).
-pub fn literal_forbidden(url: &reqwest::Url) -> Option<String> {
-    literal_reason(url).map(|f| {
-        format!(
-            "the URL names a {f} address, which outbound requests may not use unless allow_private_endpoints is on"
-        )
-    })
+pub fn literal_forbidden(url: &reqwest::Url) -> Option<Refusal> {
+    literal_reason(url).map(Refusal::Named)
 }
 
 /// The delivery client.
