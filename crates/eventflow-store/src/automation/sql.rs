@@ -404,7 +404,7 @@ pub(crate) use impl_auto_conn;
 
 /// [`Automations`](crate::Automations) for a store.
 macro_rules! impl_automations {
-    ($store:ty, $db:ty, $rows:path, $auto_rows:path) => {
+    ($store:ty, $db:ty, $auto_rows:path) => {
         const _: () = {
             #[allow(unused_imports)]
             use async_trait::async_trait;

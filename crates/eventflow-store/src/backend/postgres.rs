@@ -100,7 +100,6 @@ crate::writer::sql::impl_write_conn!(
 crate::delivery::sql::impl_queue_conn!(
     PgConn,
     db: Postgres,
-    rows: crate::delivery::sql::pg_rows,
     // Several nodes claim at once: each takes rows no other holds.
     lock_due: " FOR UPDATE OF d SKIP LOCKED",
     // A result is checked against the lease and written under one lock.
@@ -116,40 +115,15 @@ crate::automation::sql::impl_auto_conn!(
     lock_due: " FOR UPDATE SKIP LOCKED",
 );
 
-crate::records::sql::impl_records!(
-    PgStore,
-    Postgres,
-    crate::delivery::sql::pg_rows,
-    crate::automation::sql::pg_rows
-);
+crate::records::sql::impl_records!(PgStore, Postgres, crate::automation::sql::pg_rows);
 
-crate::records::sql::impl_event_log!(
-    PgStore,
-    Postgres,
-    crate::delivery::sql::pg_rows,
-    crate::automation::sql::pg_rows
-);
+crate::records::sql::impl_event_log!(PgStore, Postgres, crate::automation::sql::pg_rows);
 
-crate::keys::sql::impl_tenants!(
-    PgStore,
-    Postgres,
-    crate::delivery::sql::pg_rows,
-    crate::automation::sql::pg_rows
-);
+crate::keys::sql::impl_tenants!(PgStore, Postgres, crate::automation::sql::pg_rows);
 
-crate::delivery::sql::impl_deliveries!(
-    PgStore,
-    Postgres,
-    crate::delivery::sql::pg_rows,
-    crate::automation::sql::pg_rows
-);
+crate::delivery::sql::impl_deliveries!(PgStore, Postgres, crate::automation::sql::pg_rows);
 
-crate::automation::sql::impl_automations!(
-    PgStore,
-    Postgres,
-    crate::delivery::sql::pg_rows,
-    crate::automation::sql::pg_rows
-);
+crate::automation::sql::impl_automations!(PgStore, Postgres, crate::automation::sql::pg_rows);
 
 impl PgStore {
     /// Several nodes share the database: another node may hold a lease, so

@@ -264,7 +264,7 @@ pub enum ReplayFrom {
 }
 
 /// A replay and how far it has come.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Replay {
     pub id: String,

@@ -12,21 +12,24 @@
 use eventflow_model::Object;
 use serde_json::{Value, json};
 
-use crate::delivery::{EndpointRow, FilterError, Signing};
+use sqlx::FromRow;
+
+use crate::delivery::{Delivery, DeliveryStatus, EndpointRow, FilterError, Replay, Signing};
+use crate::error::{Result, StoreError};
 
 /// `next_at` of the deliveries of a disabled endpoint: never due.
 pub const PAUSED: &str = "9999-12-31T23:59:59.999Z";
 
-/// The columns every delivery read selects, in [`delivery_from_row`] order.
+/// The columns every delivery read selects ([`delivery_from_row`] reads them by name).
 pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.tenant_id, d.endpoint_id, d.endpoint_sequence, \
      d.event_sequence, d.event_id, d.event_type, d.resource_id, d.status, d.created_at, d.updated_at, \
      d.next_at, d.attempts, d.window_started_at";
 
-/// The columns every endpoint read selects, in `endpoint_from_row` order.
+/// The columns every endpoint read selects ([`endpoint_from_row`] reads them by name).
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, tenant_id, revision, created_at, updated_at, disabled, \
      disabled_reason, config, secrets, last_sequence, failure_streak, failing_since, filter_error";
 
-/// The columns every replay read selects, in `replay_from_row` order.
+/// The columns every replay read selects ([`replay_from_row`] reads them by name).
 pub(crate) const REPLAY_COLUMNS: &str =
     "id, tenant_id, endpoint_id, status, queued, cursor, up_to, since, created_at, updated_at";
 
@@ -78,87 +81,103 @@ pub fn endpoint_json(row: &EndpointRow, with_headers: bool) -> Value {
     Value::Object(o)
 }
 
-/// Row decoding for a backend's row type.
-macro_rules! impl_rows {
-    ($row:ty) => {
-        pub(crate) fn delivery_from_row(
-            row: &$row,
-        ) -> crate::error::Result<crate::delivery::Delivery> {
-            #[allow(unused_imports)]
-            use sqlx::Row;
-            let status: &str = row.get(8);
-            Ok(crate::delivery::Delivery {
-                id: row.get(0),
-                tenant_id: row.get(1),
-                endpoint_id: row.get(2),
-                endpoint_sequence: row.get(3),
-                event_sequence: row.get(4),
-                event_id: row.get(5),
-                event_type: row.get(6),
-                resource_id: row.get(7),
-                status: crate::delivery::DeliveryStatus::parse(status)
-                    .ok_or_else(|| crate::error::StoreError::corrupt("delivery status"))?,
-                created_at: row.get(9),
-                updated_at: row.get(10),
-                next_attempt_at: row
-                    .get::<Option<String>, _>(11)
-                    .filter(|n| status == "pending" && n.as_str() != crate::delivery::sql::PAUSED),
-                attempts: serde_json::from_str(row.get::<&str, _>(12))
-                    .map_err(|_| crate::error::StoreError::corrupt("delivery attempts"))?,
-                window_started_at: row.get(13),
-            })
-        }
-
-        pub(crate) fn replay_from_row(row: &$row) -> crate::delivery::Replay {
-            #[allow(unused_imports)]
-            use sqlx::Row;
-            crate::delivery::Replay {
-                id: row.get(0),
-                tenant_id: row.get(1),
-                endpoint_id: row.get(2),
-                status: row.get(3),
-                queued: row.get(4),
-                cursor: row.get(5),
-                up_to: row.get(6),
-                since: row.get(7),
-                created_at: row.get(8),
-                updated_at: row.get(9),
-            }
-        }
-
-        pub(crate) fn endpoint_from_row(
-            row: &$row,
-        ) -> crate::error::Result<crate::delivery::EndpointRow> {
-            #[allow(unused_imports)]
-            use sqlx::Row;
-            Ok(crate::delivery::EndpointRow {
-                id: row.get(0),
-                tenant_id: row.get(1),
-                revision: row.get(2),
-                created_at: row.get(3),
-                updated_at: row.get(4),
-                disabled: row.get::<i64, _>(5) != 0,
-                disabled_reason: row.get(6),
-                config: serde_json::from_str(row.get::<&str, _>(7))
-                    .map_err(|_| crate::error::StoreError::corrupt("endpoint config"))?,
-                secrets: serde_json::from_str(row.get::<&str, _>(8))
-                    .map_err(|_| crate::error::StoreError::corrupt("endpoint secrets"))?,
-                last_sequence: row.get(9),
-                failure_streak: row.get(10),
-                failing_since: row.get(11),
-                filter_error: row
-                    .get::<Option<&str>, _>(12)
-                    .and_then(|t| serde_json::from_str(t).ok()),
-            })
-        }
-    };
+/// A delivery as its columns hold it ([`DELIVERY_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeliveryColumns {
+    id: String,
+    tenant_id: String,
+    endpoint_id: String,
+    endpoint_sequence: i64,
+    event_sequence: i64,
+    event_id: String,
+    event_type: String,
+    resource_id: String,
+    status: String,
+    created_at: String,
+    updated_at: String,
+    next_at: Option<String>,
+    attempts: String,
+    window_started_at: Option<String>,
 }
 
-pub(crate) mod sqlite_rows {
-    impl_rows!(sqlx::sqlite::SqliteRow);
+/// A delivery read back, by column name (on either backend).
+pub(crate) fn delivery_from_row<'r, R: sqlx::Row>(row: &'r R) -> Result<Delivery>
+where
+    DeliveryColumns: sqlx::FromRow<'r, R>,
+{
+    let c = DeliveryColumns::from_row(row)?;
+    let status =
+        DeliveryStatus::parse(&c.status).ok_or_else(|| StoreError::corrupt("delivery status"))?;
+    Ok(Delivery {
+        id: c.id,
+        tenant_id: c.tenant_id,
+        endpoint_id: c.endpoint_id,
+        endpoint_sequence: c.endpoint_sequence,
+        event_sequence: c.event_sequence,
+        event_id: c.event_id,
+        event_type: c.event_type,
+        resource_id: c.resource_id,
+        status,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+        next_attempt_at: c
+            .next_at
+            .filter(|n| status == DeliveryStatus::Pending && n.as_str() != PAUSED),
+        attempts: serde_json::from_str(&c.attempts)
+            .map_err(|_| StoreError::corrupt("delivery attempts"))?,
+        window_started_at: c.window_started_at,
+    })
 }
-pub(crate) mod pg_rows {
-    impl_rows!(sqlx::postgres::PgRow);
+
+/// A replay read back, by column name ([`REPLAY_COLUMNS`]).
+pub(crate) fn replay_from_row<'r, R: sqlx::Row>(row: &'r R) -> Result<Replay>
+where
+    Replay: sqlx::FromRow<'r, R>,
+{
+    Ok(Replay::from_row(row)?)
+}
+
+/// An endpoint as its columns hold it ([`ENDPOINT_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+pub(crate) struct EndpointColumns {
+    id: String,
+    tenant_id: String,
+    revision: i64,
+    created_at: String,
+    updated_at: String,
+    disabled: i64,
+    disabled_reason: Option<String>,
+    config: String,
+    secrets: String,
+    last_sequence: i64,
+    failure_streak: i64,
+    failing_since: Option<String>,
+    filter_error: Option<String>,
+}
+
+/// An endpoint read back, by column name (on either backend).
+pub(crate) fn endpoint_from_row<'r, R: sqlx::Row>(row: &'r R) -> Result<EndpointRow>
+where
+    EndpointColumns: sqlx::FromRow<'r, R>,
+{
+    let c = EndpointColumns::from_row(row)?;
+    Ok(EndpointRow {
+        id: c.id,
+        tenant_id: c.tenant_id,
+        revision: c.revision,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+        disabled: c.disabled != 0,
+        disabled_reason: c.disabled_reason,
+        config: serde_json::from_str(&c.config)
+            .map_err(|_| StoreError::corrupt("endpoint config"))?,
+        secrets: serde_json::from_str(&c.secrets)
+            .map_err(|_| StoreError::corrupt("endpoint secrets"))?,
+        last_sequence: c.last_sequence,
+        failure_streak: c.failure_streak,
+        failing_since: c.failing_since,
+        filter_error: c.filter_error.and_then(|t| serde_json::from_str(&t).ok()),
+    })
 }
 
 /// A delivery to insert at fan-out or replay.
@@ -285,14 +304,13 @@ pub(crate) trait QueueConn: crate::records::rules::RecordTx {
 }
 
 macro_rules! impl_queue_conn {
-    ($conn:ty, db: $db:ty, rows: $rows:path, lock_due: $lock_due:expr, lock_row: $lock_row:expr, append_attempt: $append:expr $(,)?) => {
+    ($conn:ty, db: $db:ty, lock_due: $lock_due:expr, lock_row: $lock_row:expr, append_attempt: $append:expr $(,)?) => {
         const _: () = {
             #[allow(unused_imports)]
             use async_trait::async_trait;
             #[allow(unused_imports)]
             use sqlx::Row;
             #[allow(unused_imports)]
-            use $rows as rows;
 
             #[allow(unused_imports)]
             use crate::delivery::{Delivery, EndpointRow};
@@ -317,7 +335,7 @@ macro_rules! impl_queue_conn {
                         .bind(tenant)
                         .fetch_all(&mut self.conn)
                         .await?;
-                    rows.iter().map(rows::endpoint_from_row).collect()
+                    rows.iter().map(crate::delivery::sql::endpoint_from_row).collect()
                 }
 
                 async fn endpoint(&mut self, tenant: &str, id: &str) -> Result<Option<EndpointRow>> {
@@ -329,7 +347,7 @@ macro_rules! impl_queue_conn {
                         .bind(id)
                         .fetch_optional(&mut self.conn)
                         .await?;
-                    row.as_ref().map(rows::endpoint_from_row).transpose()
+                    row.as_ref().map(crate::delivery::sql::endpoint_from_row).transpose()
                 }
 
                 async fn insert_endpoint(&mut self, r: &EndpointRow) -> Result<()> {
@@ -384,7 +402,7 @@ macro_rules! impl_queue_conn {
                         .bind(up_to)
                         .fetch_all(&mut self.conn)
                         .await?;
-                    found.iter().map(rows::delivery_from_row).collect()
+                    found.iter().map(crate::delivery::sql::delivery_from_row).collect()
                 }
 
                 async fn latest_sequence(&mut self, tenant: &str) -> Result<i64> {
@@ -433,7 +451,7 @@ macro_rules! impl_queue_conn {
                         .bind(id)
                         .fetch_optional(&mut self.conn)
                         .await?;
-                    Ok(row.as_ref().map(rows::replay_from_row))
+                    row.as_ref().map(crate::delivery::sql::replay_from_row).transpose()
                 }
 
                 async fn record_filter_error(&mut self, id: &str, error: &crate::delivery::FilterError) -> Result<()> {
@@ -604,7 +622,7 @@ macro_rules! impl_queue_conn {
                         .await?;
                     found
                         .iter()
-                        .map(|r| Ok((rows::delivery_from_row(r)?, r.get(14), r.get(15))))
+                        .map(|r| Ok((crate::delivery::sql::delivery_from_row(r)?, r.get(14), r.get(15))))
                         .collect()
                 }
 
@@ -642,7 +660,7 @@ macro_rules! impl_queue_conn {
                         .bind(tenant)
                         .fetch_optional(&mut self.conn)
                         .await?;
-                    row.map(|r| Ok((rows::delivery_from_row(&r)?, r.get(14)))).transpose()
+                    row.map(|r| Ok((crate::delivery::sql::delivery_from_row(&r)?, r.get(14)))).transpose()
                 }
 
                 async fn update_delivery(&mut self, d: &Delivery, next_at: Option<&str>, succeeded_at: Option<&str>) -> Result<()> {
@@ -729,7 +747,7 @@ pub(crate) use impl_queue_conn;
 
 /// [`Deliveries`](crate::Deliveries) for a store.
 macro_rules! impl_deliveries {
-    ($store:ty, $db:ty, $rows:path, $auto_rows:path) => {
+    ($store:ty, $db:ty, $auto_rows:path) => {
         const _: () = {
             #[allow(unused_imports)]
             use async_trait::async_trait;
@@ -762,8 +780,7 @@ macro_rules! impl_deliveries {
             }
 
             async fn endpoint(&self, tenant: &str, id: &str) -> Result<Option<EndpointRow>> {
-                use $rows as rows;
-                let sql = format!(
+                    let sql = format!(
                     "SELECT {} FROM endpoints WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
                     crate::delivery::sql::ENDPOINT_COLUMNS
                 );
@@ -772,12 +789,11 @@ macro_rules! impl_deliveries {
                     .bind(id)
                     .fetch_optional(&self.reads)
                     .await?;
-                row.as_ref().map(rows::endpoint_from_row).transpose()
+                row.as_ref().map(crate::delivery::sql::endpoint_from_row).transpose()
             }
 
             async fn endpoints(&self, tenant: &str) -> Result<Vec<EndpointRow>> {
-                use $rows as rows;
-                let sql = format!(
+                    let sql = format!(
                     "SELECT {} FROM endpoints WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY id LIMIT 1000",
                     crate::delivery::sql::ENDPOINT_COLUMNS
                 );
@@ -785,7 +801,7 @@ macro_rules! impl_deliveries {
                     .bind(tenant)
                     .fetch_all(&self.reads)
                     .await?;
-                found.iter().map(rows::endpoint_from_row).collect()
+                found.iter().map(crate::delivery::sql::endpoint_from_row).collect()
             }
 
             async fn claim_deliveries(&self, limit: i64) -> Result<Vec<ClaimedDelivery>> {
@@ -817,8 +833,7 @@ macro_rules! impl_deliveries {
             }
 
             async fn get_replay(&self, tenant: &str, endpoint_id: &str, id: &str) -> Result<Option<Replay>> {
-                use $rows as rows;
-                let sql = format!(
+                    let sql = format!(
                     "SELECT {} FROM replays WHERE id = $1 AND tenant_id = $2 AND endpoint_id = $3",
                     crate::delivery::sql::REPLAY_COLUMNS
                 );
@@ -828,7 +843,7 @@ macro_rules! impl_deliveries {
                     .bind(endpoint_id)
                     .fetch_optional(&self.reads)
                     .await?;
-                Ok(row.as_ref().map(rows::replay_from_row))
+                row.as_ref().map(crate::delivery::sql::replay_from_row).transpose()
             }
 
             async fn running_replays(&self, limit: i64) -> Result<Vec<(String, String)>> {
@@ -842,8 +857,7 @@ macro_rules! impl_deliveries {
             }
 
             async fn delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>> {
-                use $rows as rows;
-                let sql = format!(
+                    let sql = format!(
                     "SELECT {} FROM deliveries d WHERE d.id = $1 AND d.tenant_id = $2",
                     crate::delivery::sql::DELIVERY_COLUMNS
                 );
@@ -852,12 +866,11 @@ macro_rules! impl_deliveries {
                     .bind(tenant)
                     .fetch_optional(&self.reads)
                     .await?;
-                row.as_ref().map(rows::delivery_from_row).transpose()
+                row.as_ref().map(crate::delivery::sql::delivery_from_row).transpose()
             }
 
             async fn event_deliveries(&self, tenant: &str, event_id: &str) -> Result<Vec<Delivery>> {
-                use $rows as rows;
-                let sql = format!(
+                    let sql = format!(
                     "SELECT {} FROM deliveries d WHERE d.event_id = $1 AND d.tenant_id = $2 ORDER BY d.id LIMIT 10000",
                     crate::delivery::sql::DELIVERY_COLUMNS
                 );
@@ -866,7 +879,7 @@ macro_rules! impl_deliveries {
                     .bind(tenant)
                     .fetch_all(&self.reads)
                     .await?;
-                found.iter().map(rows::delivery_from_row).collect()
+                found.iter().map(crate::delivery::sql::delivery_from_row).collect()
             }
 
             async fn deliveries(
@@ -875,8 +888,7 @@ macro_rules! impl_deliveries {
                 endpoint_id: &str,
                 q: &DeliveryQuery,
             ) -> Result<(Vec<Delivery>, Option<String>)> {
-                use $rows as rows;
-                let sql = format!(
+                    let sql = format!(
                     "SELECT {} FROM deliveries d WHERE d.tenant_id = $1 AND d.endpoint_id = $2 \
                      AND ($3 IS NULL OR d.status = $3) AND ($4 IS NULL OR d.id < $4) ORDER BY d.id DESC LIMIT $5",
                     crate::delivery::sql::DELIVERY_COLUMNS
@@ -891,7 +903,7 @@ macro_rules! impl_deliveries {
                     .await?;
                 let mut data: Vec<Delivery> = found
                     .iter()
-                    .map(rows::delivery_from_row)
+                    .map(crate::delivery::sql::delivery_from_row)
                     .collect::<Result<_>>()?;
                 let next = if data.len() > q.limit as usize {
                     data.truncate(q.limit as usize);

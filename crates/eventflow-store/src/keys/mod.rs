@@ -111,23 +111,32 @@ pub(crate) fn live_key_sql() -> String {
     )
 }
 
-/// Makes a key from a row of [`KEY_COLUMNS`].
-pub(crate) fn key_from_row<R: sqlx::Row>(row: &R) -> Result<ApiKey>
+/// A key as its columns hold it ([`KEY_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyColumns {
+    id: String,
+    name: String,
+    scopes: String,
+    created_at: String,
+    expires_at: Option<String>,
+    last_used_at: Option<String>,
+    prefix: Option<String>,
+}
+
+/// Makes a key from a row of [`KEY_COLUMNS`], by column name.
+pub(crate) fn key_from_row<'r, R: sqlx::Row>(row: &'r R) -> Result<ApiKey>
 where
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    usize: sqlx::ColumnIndex<R>,
+    KeyColumns: sqlx::FromRow<'r, R>,
 {
-    let scopes: String = row.try_get(2)?;
+    let c = <KeyColumns as sqlx::FromRow<R>>::from_row(row)?;
     Ok(ApiKey {
-        id: row.try_get(0)?,
-        name: row.try_get(1)?,
-        scopes: serde_json::from_str(&scopes).map_err(|_| StoreError::corrupt("key scopes"))?,
-        created_at: row.try_get(3)?,
-        expires_at: row.try_get(4)?,
-        last_used_at: row.try_get(5)?,
-        prefix: row.try_get(6)?,
+        id: c.id,
+        name: c.name,
+        scopes: serde_json::from_str(&c.scopes).map_err(|_| StoreError::corrupt("key scopes"))?,
+        created_at: c.created_at,
+        expires_at: c.expires_at,
+        last_used_at: c.last_used_at,
+        prefix: c.prefix,
     })
 }
 

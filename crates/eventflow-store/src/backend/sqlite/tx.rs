@@ -41,7 +41,6 @@ crate::writer::sql::impl_write_conn!(
 crate::delivery::sql::impl_queue_conn!(
     SqliteConn,
     db: sqlx::Sqlite,
-    rows: crate::delivery::sql::sqlite_rows,
     // One process: nothing to skip.
     lock_due: "",
     lock_row: "",
