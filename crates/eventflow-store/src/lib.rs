@@ -52,12 +52,13 @@ mod writer;
 
 pub use automation::{
     Automations, ConditionError, Effect, MAX_TIMER_KEY, NewRun, Notification, ORIGIN_EVENT,
-    ORIGIN_TIMER, QuotaReservation, RUN_LEASE, Run, RunNext, RunQuery, StartRuns, StepOutcome,
-    StepReport, Timer, quota_day,
+    ORIGIN_TIMER, QuotaReservation, RUN_LEASE, Run, RunNext, RunQuery, RunStatus, StartRuns,
+    StepOutcome, StepReport, Timer, quota_day,
 };
 pub use backend::postgres::{PgConfig, PgStore};
 pub use backend::sqlite::{SqliteConfig, SqliteStore};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use codec::UnknownValue;
 pub use delivery::{
     Attempt, AttemptRecord, AttemptVerdict, BREAKER_THRESHOLD, ClaimedDelivery, DISABLE_AFTER,
     Deliveries, Delivery, DeliveryQuery, DeliveryStatus, Disclosure, EndpointChange,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use eventflow_delivery::policy::Next;
 use eventflow_model::time;
-use eventflow_store::{Effect, Run, RunNext, StepOutcome, StepReport};
+use eventflow_store::{Effect, Run, RunNext, RunStatus, StepOutcome, StepReport};
 use serde_json::{Map, Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
@@ -87,7 +87,7 @@ impl Engine {
         }
         let ctx = Arc::new(ctx);
         loop {
-            if run.status != "pending" {
+            if run.status != RunStatus::Pending {
                 return;
             }
             if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
@@ -220,8 +220,8 @@ impl Engine {
             };
             match self.store.step_done(report).await {
                 Ok(Some(updated)) => {
-                    if updated.status != "pending" {
-                        metrics::counter!("eventflow_workflow_runs_total", "status" => updated.status.clone())
+                    if updated.status != RunStatus::Pending {
+                        metrics::counter!("eventflow_workflow_runs_total", "status" => updated.status.as_str())
                             .increment(1);
                     }
                     run = updated;

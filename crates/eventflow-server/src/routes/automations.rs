@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use eventflow_model::{ResourceType, id, time};
 use eventflow_store::{ListQuery, Op, WriteKind, WriteRequest};
-use eventflow_store::{Notification, Run, RunQuery, Timer};
+use eventflow_store::{Notification, Run, RunQuery, RunStatus, Timer};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
@@ -43,8 +43,6 @@ fn page<T>(mut rows: Vec<T>, limit: u32, show: impl Fn(&T) -> (String, Value)) -
     Json(json!({ "data": data, "nextCursor": next }))
 }
 
-const RUN_STATUSES: [&str; 3] = ["pending", "succeeded", "failed"];
-
 fn cursor(params: &Params, prefix: &str) -> ApiResult<Option<String>> {
     match params.get("cursor") {
         None => Ok(None),
@@ -62,15 +60,13 @@ async fn list_runs(
     params: Params,
 ) -> ApiResult<Json<Value>> {
     params.only(&["workflow", "status", "eventId", "limit", "cursor"])?;
-    let status = params.get("status").map(str::to_string);
-    if let Some(s) = &status
-        && !RUN_STATUSES.contains(&s.as_str())
-    {
-        return Err(ApiError::invalid(
-            "status",
-            "must be pending, succeeded or failed",
-        ));
-    }
+    let status = match params.get("status") {
+        None => None,
+        Some(s) => Some(
+            s.parse::<RunStatus>()
+                .map_err(|_| ApiError::invalid("status", "must be pending, succeeded or failed"))?,
+        ),
+    };
     let limit = params.int("limit", 100, 1, 1000)? as u32;
     let q = RunQuery {
         workflow: params.get("workflow").map(str::to_string),
@@ -393,7 +389,7 @@ fn run_json(r: &Run) -> Value {
         "startedAt": r.started_at,
         "updatedAt": r.updated_at,
         "finishedAt": r.finished_at,
-        "nextAttemptAt": if r.status == "pending" && r.lease_owner.is_none() { r.next_at.clone() } else { None },
+        "nextAttemptAt": if r.status == RunStatus::Pending && r.lease_owner.is_none() { r.next_at.clone() } else { None },
         "steps": r.steps,
     })
 }

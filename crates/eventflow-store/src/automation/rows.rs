@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::codec::text_enum;
 use crate::records::WriteRequest;
 
 /// How long a node holds a run it is executing before another may take it.
@@ -78,6 +79,19 @@ pub struct StepOutcome {
     pub detail: Option<Value>,
 }
 
+text_enum! {
+    /// Where a run stands.
+    pub enum RunStatus("run status") {
+        /// Steps remain: due at `next_at`, or under way on the node that
+        /// holds its lease.
+        Pending = "pending",
+        /// Every step succeeded or was skipped.
+        Succeeded = "succeeded",
+        /// A step failed for good.
+        Failed = "failed",
+    }
+}
+
 /// A stored run.
 #[derive(Debug, Clone)]
 pub struct Run {
@@ -89,8 +103,7 @@ pub struct Run {
     pub timer_key: Option<String>,
     pub path: String,
     pub context: Value,
-    /// pending | succeeded | failed
-    pub status: String,
+    pub status: RunStatus,
     pub steps: Vec<StepOutcome>,
     /// The index (0-based) of the step to run next.
     pub next_step: i64,
@@ -225,7 +238,7 @@ pub fn quota_day(at: jiff::Timestamp) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct RunQuery {
     pub workflow: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<RunStatus>,
     pub event_id: Option<String>,
     /// Runs with an id below this (newest first paging).
     pub before: Option<String>,

@@ -64,7 +64,7 @@ fn new_run_row(n: NewRun, node: Option<&str>, now: &str, next_at: &str) -> Run {
         timer_key: n.timer_key,
         path: n.path,
         context: n.context,
-        status: "pending".into(),
+        status: RunStatus::Pending,
         steps: Vec::new(),
         next_step: 0,
         window_started_at: None,
@@ -205,7 +205,7 @@ pub(crate) async fn step_done<C: AutoConn>(
         return Ok(recorded);
     };
     if run.tenant_id != report.tenant_id
-        || run.status != "pending"
+        || run.status != RunStatus::Pending
         || run.lease_owner.as_deref() != Some(node)
         || run.next_step != report.index
     {
@@ -284,7 +284,7 @@ pub(crate) async fn step_done<C: AutoConn>(
             run.next_step += 1;
             run.window_started_at = None;
             if run.next_step >= report.total {
-                run.status = "succeeded".into();
+                run.status = RunStatus::Succeeded;
                 run.finished_at = Some(now_s);
                 run.next_at = None;
                 run.lease_owner = None;
@@ -302,7 +302,7 @@ pub(crate) async fn step_done<C: AutoConn>(
             run.lease_owner = None;
         }
         RunNext::Fail => {
-            run.status = "failed".into();
+            run.status = RunStatus::Failed;
             run.finished_at = Some(now_s);
             run.next_at = None;
             run.lease_owner = None;

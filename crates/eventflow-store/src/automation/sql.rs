@@ -70,7 +70,7 @@ macro_rules! impl_auto_rows {
                 path: row.get(6),
                 context: serde_json::from_str(row.get::<&str, _>(7))
                     .map_err(|_| bad("run context"))?,
-                status: row.get(8),
+                status: row.get::<&str, _>(8).parse()?,
                 steps: serde_json::from_str(row.get::<&str, _>(9)).map_err(|_| bad("run steps"))?,
                 next_step: row.get(10),
                 window_started_at: row.get(11),
@@ -182,7 +182,7 @@ macro_rules! impl_auto_conn {
                     .bind(&r.timer_key)
                     .bind(&r.path)
                     .bind(json_text(&r.context)?)
-                    .bind(&r.status)
+                    .bind(r.status.as_str())
                     .bind(json_text(&r.steps)?)
                     .bind(r.next_step)
                     .bind(&r.window_started_at)
@@ -226,7 +226,7 @@ macro_rules! impl_auto_conn {
                         "UPDATE workflow_runs SET status = $1, steps = $2, next_step = $3, window_started_at = $4, \
                          next_at = $5, lease_owner = $6, lease_until = $7, updated_at = $8, finished_at = $9 WHERE id = $10",
                     )
-                    .bind(&r.status)
+                    .bind(r.status.as_str())
                     .bind(json_text(&r.steps)?)
                     .bind(r.next_step)
                     .bind(&r.window_started_at)
@@ -550,7 +550,7 @@ macro_rules! impl_automations {
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(tenant)
                     .bind(&q.workflow)
-                    .bind(&q.status)
+                    .bind(q.status.map(crate::automation::RunStatus::as_str))
                     .bind(&q.event_id)
                     .bind(&q.before)
                     .bind(i64::from(q.limit))

@@ -152,7 +152,7 @@ mod tests {
         }));
         let done = create(&step, &at(&run), &kit.settings);
         let run = record(&kit, &run, done).await;
-        assert_eq!(run.status, "succeeded");
+        assert_eq!(run.status, eventflow_store::RunStatus::Succeeded);
         let list = patients(&kit).await;
         assert_eq!(list.len(), 1);
         assert_eq!(list[0]["firstName"], "Ada");

@@ -86,7 +86,7 @@ impl Kit {
             timer_key: None,
             path: String::new(),
             context,
-            status: "pending".into(),
+            status: eventflow_store::RunStatus::Pending,
             steps: Vec::new(),
             next_step: 0,
             window_started_at: None,
