@@ -60,6 +60,18 @@ pub struct ConditionError {
     pub error: crate::delivery::FilterError,
 }
 
+text_enum! {
+    /// How a step went, as the run record shows it.
+    pub enum StepStatus("step status") {
+        Succeeded = "succeeded",
+        Failed = "failed",
+        /// It failed for now and is tried again at `detail.nextAttemptAt`.
+        Retrying = "retrying",
+        /// It had nothing to do (`detail.reason` says why).
+        Skipped = "skipped",
+    }
+}
+
 /// One step's outcome, as the run record shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -68,8 +80,7 @@ pub struct StepOutcome {
     pub name: String,
     #[serde(rename = "type")]
     pub step_type: String,
-    /// succeeded | failed | retrying | skipped
-    pub status: String,
+    pub status: StepStatus,
     pub error: Option<String>,
     pub attempts: u32,
     pub at: String,
@@ -202,7 +213,7 @@ impl StepReport {
     /// database refuses the step's effects.
     pub(crate) fn failed_unstored(&self) -> StepReport {
         let mut outcome = self.outcome.clone();
-        outcome.status = "failed".into();
+        outcome.status = StepStatus::Failed;
         outcome.error = Some("the step's outcome could not be stored".into());
         StepReport {
             outcome,

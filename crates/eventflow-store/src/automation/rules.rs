@@ -218,7 +218,7 @@ pub(crate) async fn step_done<C: AutoConn>(
     // instead of failing the write (and the step again at every lease).
     let unstorable = report.effects.iter().find_map(unstorable);
     if let Some(why) = &unstorable {
-        outcome.status = "failed".into();
+        outcome.status = StepStatus::Failed;
         outcome.error = Some(format!("{why}; it cannot be stored"));
         next = RunNext::Fail;
     }
@@ -243,7 +243,7 @@ pub(crate) async fn step_done<C: AutoConn>(
                 }
                 // Nothing was written: the step fails with the reason.
                 Err(e) if e.is_domain() => {
-                    outcome.status = "failed".into();
+                    outcome.status = StepStatus::Failed;
                     outcome.error = Some(e.to_string());
                     next = RunNext::Fail;
                     break;

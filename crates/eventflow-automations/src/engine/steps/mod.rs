@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use eventflow_model::{id, time};
 use eventflow_store::Store;
-use eventflow_store::{Effect, Notification, QuotaReservation, Run};
+use eventflow_store::{Effect, Notification, QuotaReservation, Run, StepStatus};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
@@ -58,12 +58,12 @@ pub(super) enum Done {
 impl Done {
     /// The outcome's kind, as logged (never its message, which may quote a
     /// provider's answer).
-    pub(super) fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> StepStatus {
         match self {
-            Done::Ok { .. } => "succeeded",
-            Done::Skipped { .. } => "skipped",
-            Done::Retry(..) => "retrying",
-            Done::Fail(_) => "failed",
+            Done::Ok { .. } => StepStatus::Succeeded,
+            Done::Skipped { .. } => StepStatus::Skipped,
+            Done::Retry(..) => StepStatus::Retrying,
+            Done::Fail(_) => StepStatus::Failed,
         }
     }
 }

@@ -110,7 +110,7 @@ mod tests {
             outcome: StepOutcome {
                 name: "1".into(),
                 step_type: "create".into(),
-                status: "succeeded".into(),
+                status: eventflow_store::StepStatus::Succeeded,
                 error: None,
                 attempts: 1,
                 at: eventflow_model::time::format(jiff::Timestamp::now()),
