@@ -14,7 +14,7 @@ use std::sync::Arc;
 use eventflow_model::filter::{Bound, DEFAULT_COST_LIMIT, Outcome};
 use eventflow_model::{Event, id, time};
 use eventflow_store::EventQuery;
-use eventflow_store::{ConditionError, NewRun, ORIGIN_EVENT, StartRuns};
+use eventflow_store::{ConditionError, NewRun, RunOrigin, StartRuns};
 use serde_json::Value;
 
 use super::{BATCH, CURSOR_SAVE_EVERY, Engine};
@@ -297,7 +297,7 @@ impl Engine {
                     tenant_id: tenant.to_string(),
                     workflow: w.name.clone(),
                     event_id: Some(event.id.clone()),
-                    origin: ORIGIN_EVENT,
+                    origin: RunOrigin::Event,
                     timer_key: None,
                     path: String::new(),
                     context: serde_json::to_value(event).unwrap_or(Value::Null),

@@ -10,9 +10,15 @@ use crate::records::WriteRequest;
 /// How long a node holds a run it is executing before another may take it.
 pub const RUN_LEASE: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
 
-/// What started a run.
-pub const ORIGIN_EVENT: &str = "event";
-pub const ORIGIN_TIMER: &str = "timer";
+text_enum! {
+    /// What started a run (the API shows it as the run's `trigger`).
+    pub enum RunOrigin("run origin") {
+        /// An event its workflow listens to.
+        Event = "event",
+        /// A timer a step of its workflow set.
+        Timer = "timer",
+    }
+}
 
 /// A run to insert.
 #[derive(Debug, Clone)]
@@ -21,7 +27,7 @@ pub struct NewRun {
     pub tenant_id: String,
     pub workflow: String,
     pub event_id: Option<String>,
-    pub origin: &'static str,
+    pub origin: RunOrigin,
     pub timer_key: Option<String>,
     pub path: String,
     pub context: Value,
@@ -110,7 +116,7 @@ pub struct Run {
     pub tenant_id: String,
     pub workflow: String,
     pub event_id: Option<String>,
-    pub origin: String,
+    pub origin: RunOrigin,
     pub timer_key: Option<String>,
     pub path: String,
     pub context: Value,

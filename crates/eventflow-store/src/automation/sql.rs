@@ -65,7 +65,7 @@ macro_rules! impl_auto_rows {
                 tenant_id: row.get(1),
                 workflow: row.get(2),
                 event_id: row.get(3),
-                origin: row.get(4),
+                origin: row.get::<&str, _>(4).parse()?,
                 timer_key: row.get(5),
                 path: row.get(6),
                 context: serde_json::from_str(row.get::<&str, _>(7))
@@ -178,7 +178,7 @@ macro_rules! impl_auto_conn {
                     .bind(&r.tenant_id)
                     .bind(&r.workflow)
                     .bind(&r.event_id)
-                    .bind(&r.origin)
+                    .bind(r.origin.as_str())
                     .bind(&r.timer_key)
                     .bind(&r.path)
                     .bind(json_text(&r.context)?)
