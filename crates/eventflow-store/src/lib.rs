@@ -51,9 +51,9 @@ mod records;
 mod writer;
 
 pub use automation::{
-    Automations, ConditionError, Effect, MAX_TIMER_KEY, NewRun, Notification, QuotaReservation,
-    RUN_LEASE, Run, RunNext, RunOrigin, RunQuery, RunStatus, StartRuns, StepOutcome, StepReport,
-    StepStatus, Timer, quota_day,
+    Automations, Channel, ConditionError, Direction, Effect, MAX_TIMER_KEY, NewRun, Notification,
+    QuotaReservation, RUN_LEASE, Run, RunNext, RunOrigin, RunQuery, RunStatus, StartRuns,
+    StepOutcome, StepReport, StepStatus, Timer, quota_day,
 };
 pub use backend::postgres::{PgConfig, PgStore};
 pub use backend::sqlite::{SqliteConfig, SqliteStore};

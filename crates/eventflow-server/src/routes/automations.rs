@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use eventflow_model::{ResourceType, id, time};
+use eventflow_store::{Channel, Direction, Notification, Run, RunQuery, RunStatus, Timer};
 use eventflow_store::{ListQuery, Op, WriteKind, WriteRequest};
-use eventflow_store::{Notification, Run, RunQuery, RunStatus, Timer};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
@@ -216,33 +216,36 @@ async fn inbound_twilio(
     }
     let now = state.clock.now();
     let now_s = time::format(now);
-    let message =
-        |dir: &str, recipient: &str, body: &str, provider: &str, provider_id: Option<String>| {
-            Notification {
-                id: id::new_id("ntf"),
-                tenant_id: tenant.clone(),
-                channel: "sms".into(),
-                direction: dir.into(),
-                to: recipient.to_string(),
-                subject: None,
-                body: body.to_string(),
-                workflow: Some("inbound-sms".into()),
-                run_id: None,
-                step: None,
-                provider: provider.into(),
-                provider_id,
-                provider_status: Some(if dir == "inbound" {
-                    "received".into()
-                } else {
-                    "replied".into()
-                }),
-                created_at: now_s.clone(),
-            }
-        };
+    let message = |dir: Direction,
+                   recipient: &str,
+                   body: &str,
+                   provider: &str,
+                   provider_id: Option<String>| {
+        Notification {
+            id: id::new_id("ntf"),
+            tenant_id: tenant.clone(),
+            channel: Channel::Sms,
+            direction: dir,
+            to: recipient.to_string(),
+            subject: None,
+            body: body.to_string(),
+            workflow: Some("inbound-sms".into()),
+            run_id: None,
+            step: None,
+            provider: provider.into(),
+            provider_id,
+            provider_status: Some(if dir == Direction::Inbound {
+                "received".into()
+            } else {
+                "replied".into()
+            }),
+            created_at: now_s.clone(),
+        }
+    };
     let fresh = state
         .store
         .add_notification(message(
-            "inbound",
+            Direction::Inbound,
             &to,
             &text,
             "twilio",
@@ -312,7 +315,7 @@ async fn inbound_twilio(
     };
     state
         .store
-        .add_notification(message("outbound", &from, &reply, "twilio", None))
+        .add_notification(message(Direction::Outbound, &from, &reply, "twilio", None))
         .await?;
     Ok(twiml(Some(&reply)))
 }

@@ -151,13 +151,35 @@ pub struct Timer {
     pub chain_depth: i64,
 }
 
+text_enum! {
+    /// How a message of the outbox travels.
+    pub enum Channel("notification channel") {
+        Sms = "sms",
+        Email = "email",
+        Slack = "slack",
+        /// An `http` step's request.
+        Http = "http",
+        /// A `claim` step's claim to the billing server.
+        Claim = "claim",
+    }
+}
+
+text_enum! {
+    /// Whether a message of the outbox was sent or received.
+    pub enum Direction("notification direction") {
+        Outbound = "outbound",
+        /// A message received (an inbound SMS).
+        Inbound = "inbound",
+    }
+}
+
 /// A message in the outbox (sent through a provider or not).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
     pub id: String,
     pub tenant_id: String,
-    pub channel: String,
-    pub direction: String,
+    pub channel: Channel,
+    pub direction: Direction,
     pub to: String,
     pub subject: Option<String>,
     pub body: String,

@@ -101,14 +101,16 @@ macro_rules! impl_auto_rows {
             })
         }
 
-        pub(crate) fn notification_from_row(row: &$row) -> crate::automation::Notification {
+        pub(crate) fn notification_from_row(
+            row: &$row,
+        ) -> crate::error::Result<crate::automation::Notification> {
             #[allow(unused_imports)]
             use sqlx::Row;
-            crate::automation::Notification {
+            Ok(crate::automation::Notification {
                 id: row.get(0),
                 tenant_id: row.get(1),
-                channel: row.get(2),
-                direction: row.get(3),
+                channel: row.get::<&str, _>(2).parse()?,
+                direction: row.get::<&str, _>(3).parse()?,
                 to: row.get(4),
                 subject: row.get(5),
                 body: row.get(6),
@@ -119,7 +121,7 @@ macro_rules! impl_auto_rows {
                 provider_id: row.get(11),
                 provider_status: row.get(12),
                 created_at: row.get(13),
-            }
+            })
         }
     };
 }
@@ -379,8 +381,8 @@ macro_rules! impl_auto_conn {
                     let done = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(&n.id)
                         .bind(&n.tenant_id)
-                        .bind(&n.channel)
-                        .bind(&n.direction)
+                        .bind(n.channel.as_str())
+                        .bind(n.direction.as_str())
                         .bind(&n.to)
                         .bind(&n.subject)
                         .bind(&n.body)
@@ -593,7 +595,7 @@ macro_rules! impl_automations {
                     .bind(i64::from(limit))
                     .fetch_all(&self.reads)
                     .await?;
-                Ok(rows.iter().map(auto_rows::notification_from_row).collect())
+                rows.iter().map(auto_rows::notification_from_row).collect()
             }
         }
         };
