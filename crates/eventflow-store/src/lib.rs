@@ -70,8 +70,8 @@ pub use error::{Result, StoreError};
 pub use keys::{ApiKey, KeyChange, NewTenant, Principal, Secret, Tenants};
 pub use notify::Notifier;
 pub use records::{
-    AuditEntry, AuditPage, AuditQuery, EventLog, EventQuery, Idempotency, ListQuery, Op, Page,
-    Records, WriteKind, WriteOutcome, WriteRequest,
+    Actor, AuditEntry, AuditPage, AuditQuery, EventLog, EventQuery, Idempotency, ListQuery, Op,
+    Page, Records, WriteKind, WriteOutcome, WriteRequest,
 };
 
 /// What this node's dispatcher receives from the store: deliveries leased

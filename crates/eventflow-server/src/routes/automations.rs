@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use eventflow_model::{ResourceType, id, time};
-use eventflow_store::{Channel, Direction, Notification, Run, RunQuery, RunStatus, Timer};
+use eventflow_store::{Actor, Channel, Direction, Notification, Run, RunQuery, RunStatus, Timer};
 use eventflow_store::{ListQuery, Op, WriteKind, WriteRequest};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
@@ -276,7 +276,7 @@ async fn inbound_twilio(
                     .store
                     .write(WriteRequest {
                         tenant: tenant.clone(),
-                        key_id: "inbound-sms".into(),
+                        actor: Actor::InboundSms,
                         kind: WriteKind::Single(Op::Patch {
                             rt: ResourceType::Appointment,
                             id,

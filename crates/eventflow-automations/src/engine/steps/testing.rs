@@ -105,7 +105,7 @@ impl Kit {
             .store
             .write(WriteRequest {
                 tenant: self.tenant.clone(),
-                key_id: "key_test".into(),
+                actor: eventflow_store::Actor::Key("key_test".into()),
                 kind: WriteKind::Single(Op::Create { rt, body }),
                 idempotency: None,
             })
