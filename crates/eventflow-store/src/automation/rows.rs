@@ -283,3 +283,69 @@ pub struct RunQuery {
     pub before: Option<String>,
     pub limit: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each value's text round-trips through `FromStr` and serde, and a
+    /// text outside the vocabulary is refused without being quoted.
+    fn round_trips<T>(all: &[T], names: &[&str])
+    where
+        T: Copy + PartialEq + std::fmt::Debug + std::fmt::Display,
+        T: std::str::FromStr<Err = crate::codec::UnknownValue>,
+        T: Serialize + serde::de::DeserializeOwned,
+    {
+        assert_eq!(all.len(), names.len());
+        for (value, name) in all.iter().zip(names) {
+            assert_eq!(value.to_string(), *name);
+            assert_eq!(name.parse::<T>().ok(), Some(*value));
+            assert_eq!(serde_json::to_value(value).ok(), Some(Value::from(*name)));
+            assert_eq!(
+                serde_json::from_value::<T>(Value::from(*name)).ok(),
+                Some(*value)
+            );
+        }
+        let unknown = "Pending\u{1f600}";
+        let e = unknown.parse::<T>().expect_err("not in the vocabulary");
+        assert!(!e.to_string().contains(unknown), "{e}");
+        assert!(serde_json::from_value::<T>(Value::from(unknown)).is_err());
+        // Read back from a row, it is a corrupt row.
+        let e = crate::error::StoreError::from(e);
+        assert!(matches!(e, crate::error::StoreError::Corrupt(_)), "{e}");
+    }
+
+    #[test]
+    fn each_vocabulary_keeps_its_spelling() {
+        round_trips(RunStatus::ALL, &["pending", "succeeded", "failed"]);
+        round_trips(
+            StepStatus::ALL,
+            &["succeeded", "failed", "retrying", "skipped"],
+        );
+        round_trips(RunOrigin::ALL, &["event", "timer"]);
+        round_trips(Channel::ALL, &["sms", "email", "slack", "http", "claim"]);
+        round_trips(Direction::ALL, &["outbound", "inbound"]);
+        assert_eq!(Channel::NAMES, &["sms", "email", "slack", "http", "claim"]);
+    }
+
+    #[test]
+    fn a_step_outcome_keeps_its_json() {
+        let outcome = StepOutcome {
+            name: "1".into(),
+            step_type: "sms".into(),
+            status: StepStatus::Retrying,
+            error: Some("busy".into()),
+            attempts: 2,
+            at: "2026-01-01T00:00:00.000Z".into(),
+            detail: None,
+        };
+        let json = serde_json::to_value(&outcome).ok();
+        assert_eq!(
+            json,
+            Some(
+                serde_json::json!({"name": "1", "type": "sms", "status": "retrying",
+                "error": "busy", "attempts": 2, "at": "2026-01-01T00:00:00.000Z"})
+            )
+        );
+    }
+}
