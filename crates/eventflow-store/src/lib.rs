@@ -15,7 +15,8 @@
 //! The crate is cut by feature; each feature keeps its rows, its rules (what
 //! the writer does inside its group transaction) and its SQL together, and
 //! no feature imports a module above it.
-//! - [`codec`]: JSON in and out of the TEXT columns (the bottom).
+//! - [`codec`]: JSON in and out of the TEXT columns, and the vocabularies
+//!   stored in them as enums (`text_enum!`, [`UnknownValue`]) (the bottom).
 //! - [`clock`]: the injectable clock (`SystemClock`, `ManualClock` for tests).
 //! - [`error`]: [`StoreError`], what a change can fail with.
 //! - [`notify`]: in-process wake-ups when a tenant's events commit.
