@@ -337,6 +337,10 @@ impl Auth {
     pub fn key_id(&self) -> &str {
         &self.0.key_id
     }
+    /// The key as the writer of a change.
+    pub fn actor(&self) -> eventflow_store::Actor {
+        eventflow_store::Actor::Key(self.0.key_id.clone())
+    }
     pub fn scopes(&self) -> &Scopes {
         &self.0.scopes
     }

@@ -12,7 +12,10 @@ use eventflow_model::resource::{FieldKind, FieldSpec};
 use eventflow_model::scope::Scope;
 use eventflow_model::validate::{self, MAX_STRING_CHARS};
 use eventflow_model::{Event, ResourceRef, ResourceType};
-use eventflow_store::{ApiKey, Attempt, AuditEntry, Delivery, Disclosure};
+use eventflow_store::{
+    ApiKey, Attempt, AuditEntry, Channel, Delivery, Direction, Disclosure, RunOrigin, RunStatus,
+    StepStatus,
+};
 use serde_json::{Map, Value, json};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -784,20 +787,20 @@ fn automation_paths(paths: &mut Map<String, Value>) {
     }));
     let step = json!({"type": "object", "properties": {
         "name": {"type": "string"}, "type": {"type": "string"},
-        "status": {"type": "string", "enum": ["succeeded", "failed", "retrying", "skipped"]},
+        "status": {"type": "string", "enum": StepStatus::NAMES},
         "error": {"type": ["string", "null"]}, "attempts": {"type": "integer"},
         "at": {"type": "string", "format": "date-time"}, "detail": {"type": "object"}}});
     let run = json!({"type": "object", "properties": {
         "id": {"type": "string"}, "workflow": {"type": "string"}, "eventId": {"type": ["string", "null"]},
-        "trigger": {"type": "string", "enum": ["event", "timer"]}, "timerKey": {"type": ["string", "null"]},
-        "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+        "trigger": {"type": "string", "enum": RunOrigin::NAMES}, "timerKey": {"type": ["string", "null"]},
+        "status": {"type": "string", "enum": RunStatus::NAMES},
         "startedAt": {"type": "string"}, "updatedAt": {"type": "string"}, "finishedAt": {"type": ["string", "null"]},
         "nextAttemptAt": {"type": ["string", "null"]}, "steps": {"type": "array", "items": step}}});
     paths.insert("/v1/workflow-runs".into(), json!({"get": {"tags": ["Automations"], "operationId": "listWorkflowRuns",
         "summary": "Workflow runs with each step's outcome, newest first.",
         "parameters": [
             query("workflow", "Runs of this workflow.", json!({"type": "string", "pattern": NO_NUL})),
-            query("status", "pending, succeeded or failed.", json!({"type": "string", "enum": ["pending", "succeeded", "failed"]})),
+            query("status", "pending, succeeded or failed.", json!({"type": "string", "enum": RunStatus::NAMES})),
             query("eventId", "Runs started by this event.", json!({"type": "string", "pattern": NO_NUL})),
             limit_param(1000, 100),
             cursor_param(Some("run"))],
@@ -809,8 +812,8 @@ fn automation_paths(paths: &mut Map<String, Value>) {
         "responses": responses(("200", ok("The run", run)), &["404"])}}),
     );
     let notification = json!({"type": "object", "properties": {
-        "id": {"type": "string"}, "channel": {"type": "string", "enum": ["sms", "email", "slack", "http", "claim"]},
-        "direction": {"type": "string", "enum": ["outbound", "inbound"]}, "to": {"type": "string"},
+        "id": {"type": "string"}, "channel": {"type": "string", "enum": Channel::NAMES},
+        "direction": {"type": "string", "enum": Direction::NAMES}, "to": {"type": "string"},
         "subject": {"type": ["string", "null"]}, "body": {"type": "string"}, "workflow": {"type": ["string", "null"]},
         "runId": {"type": ["string", "null"]}, "step": {"type": ["string", "null"]}, "provider": {"type": "string"},
         "providerId": {"type": ["string", "null"]}, "providerStatus": {"type": ["string", "null"]},

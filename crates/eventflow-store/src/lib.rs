@@ -15,7 +15,8 @@
 //! The crate is cut by feature; each feature keeps its rows, its rules (what
 //! the writer does inside its group transaction) and its SQL together, and
 //! no feature imports a module above it.
-//! - [`codec`]: JSON in and out of the TEXT columns (the bottom).
+//! - [`codec`]: JSON in and out of the TEXT columns, and the vocabularies
+//!   stored in them as enums (`text_enum!`, [`UnknownValue`]) (the bottom).
 //! - [`clock`]: the injectable clock (`SystemClock`, `ManualClock` for tests).
 //! - [`error`]: [`StoreError`], what a change can fail with.
 //! - [`notify`]: in-process wake-ups when a tenant's events commit.
@@ -51,13 +52,14 @@ mod records;
 mod writer;
 
 pub use automation::{
-    Automations, ConditionError, Effect, MAX_TIMER_KEY, NewRun, Notification, ORIGIN_EVENT,
-    ORIGIN_TIMER, QuotaReservation, RUN_LEASE, Run, RunNext, RunQuery, StartRuns, StepOutcome,
-    StepReport, Timer, quota_day,
+    Automations, Channel, ConditionError, Direction, Effect, MAX_TIMER_KEY, NewRun, Notification,
+    QuotaReservation, RUN_LEASE, Run, RunNext, RunOrigin, RunQuery, RunStatus, StartRuns,
+    StepOutcome, StepReport, StepStatus, Timer, quota_day,
 };
 pub use backend::postgres::{PgConfig, PgStore};
 pub use backend::sqlite::{SqliteConfig, SqliteStore};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use codec::UnknownValue;
 pub use delivery::{
     Attempt, AttemptRecord, AttemptVerdict, BREAKER_THRESHOLD, ClaimedDelivery, DISABLE_AFTER,
     Deliveries, Delivery, DeliveryQuery, DeliveryStatus, Disclosure, EndpointChange,
@@ -69,8 +71,8 @@ pub use error::{Result, StoreError};
 pub use keys::{ApiKey, KeyChange, NewTenant, Principal, Secret, Tenants};
 pub use notify::Notifier;
 pub use records::{
-    AuditEntry, AuditPage, AuditQuery, EventLog, EventQuery, Idempotency, ListQuery, Op, Page,
-    Records, WriteKind, WriteOutcome, WriteRequest,
+    Actor, AuditEntry, AuditPage, AuditQuery, EventLog, EventQuery, Idempotency, ListQuery, Op,
+    Page, Records, WriteKind, WriteOutcome, WriteRequest,
 };
 
 /// What this node's dispatcher receives from the store: deliveries leased

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use eventflow_model::filter::{Bound, DEFAULT_COST_LIMIT, Outcome};
 use eventflow_model::{Event, id, time};
 use eventflow_store::EventQuery;
-use eventflow_store::{ConditionError, NewRun, ORIGIN_EVENT, StartRuns};
+use eventflow_store::{Actor, ConditionError, NewRun, RunOrigin, StartRuns};
 use serde_json::Value;
 
 use super::{BATCH, CURSOR_SAVE_EVERY, Engine};
@@ -117,7 +117,7 @@ impl Engine {
             let first = events.first().map_or(last, |(e, _)| e.sequence);
             let depths: HashMap<i64, i64> = if events
                 .iter()
-                .any(|(_, w)| w.as_deref().is_some_and(|w| w.starts_with("workflow:")))
+                .any(|(_, w)| w.as_ref().is_some_and(|w| w.workflow().is_some()))
             {
                 self.store
                     .write_depths(tenant, first, last)
@@ -229,7 +229,7 @@ impl Engine {
     fn match_events(
         &self,
         tenant: &str,
-        events: &[(Event, Option<String>)],
+        events: &[(Event, Option<Actor>)],
         depths: &HashMap<i64, i64>,
     ) -> (Vec<NewRun>, Vec<ConditionError>) {
         let snapshot = self.registry.snapshot();
@@ -243,10 +243,8 @@ impl Engine {
             let mut bound: Option<Bound> = None;
             // A run started by an event a workflow wrote is one deeper in
             // the chain than the run that wrote it.
-            let chain_depth = if writer
-                .as_deref()
-                .is_some_and(|w| w.starts_with("workflow:"))
-            {
+            let by_workflow = writer.as_ref().and_then(Actor::workflow);
+            let chain_depth = if by_workflow.is_some() {
                 depths.get(&event.sequence).copied().unwrap_or(0) + 1
             } else {
                 0
@@ -255,11 +253,7 @@ impl Engine {
                 if !w.on.matches(&event.event_type) {
                     continue;
                 }
-                if writer
-                    .as_deref()
-                    .and_then(|k| k.strip_prefix("workflow:"))
-                    .is_some_and(|name| name == w.name)
-                {
+                if by_workflow == Some(w.name.as_str()) {
                     continue;
                 }
                 if let Some(cond) = &w.condition {
@@ -297,7 +291,7 @@ impl Engine {
                     tenant_id: tenant.to_string(),
                     workflow: w.name.clone(),
                     event_id: Some(event.id.clone()),
-                    origin: ORIGIN_EVENT,
+                    origin: RunOrigin::Event,
                     timer_key: None,
                     path: String::new(),
                     context: serde_json::to_value(event).unwrap_or(Value::Null),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use eventflow_delivery::policy::Next;
 use eventflow_model::time;
-use eventflow_store::{Effect, Run, RunNext, StepOutcome, StepReport};
+use eventflow_store::{Effect, Run, RunNext, RunStatus, StepOutcome, StepReport, StepStatus};
 use serde_json::{Map, Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
@@ -87,7 +87,7 @@ impl Engine {
         }
         let ctx = Arc::new(ctx);
         loop {
-            if run.status != "pending" {
+            if run.status != RunStatus::Pending {
                 return;
             }
             if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
@@ -126,7 +126,7 @@ impl Engine {
                             // The outcome's kind only: its message may quote
                             // a provider's answer.
                             span.in_scope(|| {
-                                tracing::debug!(outcome = done.kind(), "workflow step");
+                                tracing::debug!(outcome = done.kind().as_str(), "workflow step");
                             });
                             (
                                 step_name(&run.path, step.number),
@@ -157,7 +157,7 @@ impl Engine {
             let mut outcome = StepOutcome {
                 name,
                 step_type: kind.to_string(),
-                status: "succeeded".into(),
+                status: StepStatus::Succeeded,
                 error: None,
                 attempts,
                 at: time::format(now),
@@ -169,12 +169,12 @@ impl Engine {
                     (effects, RunNext::Advance)
                 }
                 Done::Skipped { reason, effects } => {
-                    outcome.status = "skipped".into();
+                    outcome.status = StepStatus::Skipped;
                     outcome.detail = Some(json!({ "reason": reason }));
                     (effects, RunNext::Advance)
                 }
                 Done::Fail(e) => {
-                    outcome.status = "failed".into();
+                    outcome.status = StepStatus::Failed;
                     outcome.error = Some(e);
                     (Vec::new(), RunNext::Fail)
                 }
@@ -192,13 +192,13 @@ impl Engine {
                         rand::random::<f64>(),
                     ) {
                         Next::RetryAt(at) => {
-                            outcome.status = "retrying".into();
+                            outcome.status = StepStatus::Retrying;
                             outcome.error = Some(e);
                             outcome.detail = Some(json!({ "nextAttemptAt": time::format(at) }));
                             (Vec::new(), RunNext::RetryAt(time::format(at)))
                         }
                         Next::GiveUp => {
-                            outcome.status = "failed".into();
+                            outcome.status = StepStatus::Failed;
                             outcome.error = Some(format!("gave up after 72 hours of retries: {e}"));
                             (Vec::new(), RunNext::Fail)
                         }
@@ -220,8 +220,8 @@ impl Engine {
             };
             match self.store.step_done(report).await {
                 Ok(Some(updated)) => {
-                    if updated.status != "pending" {
-                        metrics::counter!("eventflow_workflow_runs_total", "status" => updated.status.clone())
+                    if updated.status != RunStatus::Pending {
+                        metrics::counter!("eventflow_workflow_runs_total", "status" => updated.status.as_str())
                             .increment(1);
                     }
                     run = updated;

@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use eventflow_model::{ResourceType, id, time};
+use eventflow_store::{Actor, Channel, Direction, Notification, Run, RunQuery, RunStatus, Timer};
 use eventflow_store::{ListQuery, Op, WriteKind, WriteRequest};
-use eventflow_store::{Notification, Run, RunQuery, Timer};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
@@ -43,8 +43,6 @@ fn page<T>(mut rows: Vec<T>, limit: u32, show: impl Fn(&T) -> (String, Value)) -
     Json(json!({ "data": data, "nextCursor": next }))
 }
 
-const RUN_STATUSES: [&str; 3] = ["pending", "succeeded", "failed"];
-
 fn cursor(params: &Params, prefix: &str) -> ApiResult<Option<String>> {
     match params.get("cursor") {
         None => Ok(None),
@@ -62,15 +60,13 @@ async fn list_runs(
     params: Params,
 ) -> ApiResult<Json<Value>> {
     params.only(&["workflow", "status", "eventId", "limit", "cursor"])?;
-    let status = params.get("status").map(str::to_string);
-    if let Some(s) = &status
-        && !RUN_STATUSES.contains(&s.as_str())
-    {
-        return Err(ApiError::invalid(
-            "status",
-            "must be pending, succeeded or failed",
-        ));
-    }
+    let status = match params.get("status") {
+        None => None,
+        Some(s) => Some(
+            s.parse::<RunStatus>()
+                .map_err(|_| ApiError::invalid("status", "must be pending, succeeded or failed"))?,
+        ),
+    };
     let limit = params.int("limit", 100, 1, 1000)? as u32;
     let q = RunQuery {
         workflow: params.get("workflow").map(str::to_string),
@@ -220,33 +216,36 @@ async fn inbound_twilio(
     }
     let now = state.clock.now();
     let now_s = time::format(now);
-    let message =
-        |dir: &str, recipient: &str, body: &str, provider: &str, provider_id: Option<String>| {
-            Notification {
-                id: id::new_id("ntf"),
-                tenant_id: tenant.clone(),
-                channel: "sms".into(),
-                direction: dir.into(),
-                to: recipient.to_string(),
-                subject: None,
-                body: body.to_string(),
-                workflow: Some("inbound-sms".into()),
-                run_id: None,
-                step: None,
-                provider: provider.into(),
-                provider_id,
-                provider_status: Some(if dir == "inbound" {
-                    "received".into()
-                } else {
-                    "replied".into()
-                }),
-                created_at: now_s.clone(),
-            }
-        };
+    let message = |dir: Direction,
+                   recipient: &str,
+                   body: &str,
+                   provider: &str,
+                   provider_id: Option<String>| {
+        Notification {
+            id: id::new_id("ntf"),
+            tenant_id: tenant.clone(),
+            channel: Channel::Sms,
+            direction: dir,
+            to: recipient.to_string(),
+            subject: None,
+            body: body.to_string(),
+            workflow: Some("inbound-sms".into()),
+            run_id: None,
+            step: None,
+            provider: provider.into(),
+            provider_id,
+            provider_status: Some(if dir == Direction::Inbound {
+                "received".into()
+            } else {
+                "replied".into()
+            }),
+            created_at: now_s.clone(),
+        }
+    };
     let fresh = state
         .store
         .add_notification(message(
-            "inbound",
+            Direction::Inbound,
             &to,
             &text,
             "twilio",
@@ -277,7 +276,7 @@ async fn inbound_twilio(
                     .store
                     .write(WriteRequest {
                         tenant: tenant.clone(),
-                        key_id: "inbound-sms".into(),
+                        actor: Actor::InboundSms,
                         kind: WriteKind::Single(Op::Patch {
                             rt: ResourceType::Appointment,
                             id,
@@ -316,7 +315,7 @@ async fn inbound_twilio(
     };
     state
         .store
-        .add_notification(message("outbound", &from, &reply, "twilio", None))
+        .add_notification(message(Direction::Outbound, &from, &reply, "twilio", None))
         .await?;
     Ok(twiml(Some(&reply)))
 }
@@ -393,7 +392,7 @@ fn run_json(r: &Run) -> Value {
         "startedAt": r.started_at,
         "updatedAt": r.updated_at,
         "finishedAt": r.finished_at,
-        "nextAttemptAt": if r.status == "pending" && r.lease_owner.is_none() { r.next_at.clone() } else { None },
+        "nextAttemptAt": if r.status == RunStatus::Pending && r.lease_owner.is_none() { r.next_at.clone() } else { None },
         "steps": r.steps,
     })
 }

@@ -152,7 +152,7 @@ async fn batch(
         .store
         .write(WriteRequest {
             tenant: auth.tenant().to_string(),
-            key_id: auth.key_id().to_string(),
+            actor: auth.actor(),
             kind: WriteKind::Batch(ops),
             idempotency,
         })

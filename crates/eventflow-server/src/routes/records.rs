@@ -216,7 +216,7 @@ async fn create(
         .store
         .write(WriteRequest {
             tenant: auth.tenant().to_string(),
-            key_id: auth.key_id().to_string(),
+            actor: auth.actor(),
             kind: WriteKind::Single(Op::Create {
                 rt,
                 body: body.value,
@@ -377,7 +377,7 @@ async fn patch(
         .store
         .write(WriteRequest {
             tenant: auth.tenant().to_string(),
-            key_id: auth.key_id().to_string(),
+            actor: auth.actor(),
             kind: WriteKind::Single(Op::Patch {
                 rt,
                 id,
@@ -402,7 +402,7 @@ async fn delete(
         .store
         .write(WriteRequest {
             tenant: auth.tenant().to_string(),
-            key_id: auth.key_id().to_string(),
+            actor: auth.actor(),
             kind: WriteKind::Single(Op::Delete { rt, id, if_match }),
             idempotency: None,
         })

@@ -4,14 +4,21 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::codec::text_enum;
 use crate::records::WriteRequest;
 
 /// How long a node holds a run it is executing before another may take it.
 pub const RUN_LEASE: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
 
-/// What started a run.
-pub const ORIGIN_EVENT: &str = "event";
-pub const ORIGIN_TIMER: &str = "timer";
+text_enum! {
+    /// What started a run (the API shows it as the run's `trigger`).
+    pub enum RunOrigin("run origin") {
+        /// An event its workflow listens to.
+        Event = "event",
+        /// A timer a step of its workflow set.
+        Timer = "timer",
+    }
+}
 
 /// A run to insert.
 #[derive(Debug, Clone)]
@@ -20,7 +27,7 @@ pub struct NewRun {
     pub tenant_id: String,
     pub workflow: String,
     pub event_id: Option<String>,
-    pub origin: &'static str,
+    pub origin: RunOrigin,
     pub timer_key: Option<String>,
     pub path: String,
     pub context: Value,
@@ -59,6 +66,18 @@ pub struct ConditionError {
     pub error: crate::delivery::FilterError,
 }
 
+text_enum! {
+    /// How a step went, as the run record shows it.
+    pub enum StepStatus("step status") {
+        Succeeded = "succeeded",
+        Failed = "failed",
+        /// It failed for now and is tried again at `detail.nextAttemptAt`.
+        Retrying = "retrying",
+        /// It had nothing to do (`detail.reason` says why).
+        Skipped = "skipped",
+    }
+}
+
 /// One step's outcome, as the run record shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -67,8 +86,7 @@ pub struct StepOutcome {
     pub name: String,
     #[serde(rename = "type")]
     pub step_type: String,
-    /// succeeded | failed | retrying | skipped
-    pub status: String,
+    pub status: StepStatus,
     pub error: Option<String>,
     pub attempts: u32,
     pub at: String,
@@ -78,6 +96,19 @@ pub struct StepOutcome {
     pub detail: Option<Value>,
 }
 
+text_enum! {
+    /// Where a run stands.
+    pub enum RunStatus("run status") {
+        /// Steps remain: due at `next_at`, or under way on the node that
+        /// holds its lease.
+        Pending = "pending",
+        /// Every step succeeded or was skipped.
+        Succeeded = "succeeded",
+        /// A step failed for good.
+        Failed = "failed",
+    }
+}
+
 /// A stored run.
 #[derive(Debug, Clone)]
 pub struct Run {
@@ -85,12 +116,11 @@ pub struct Run {
     pub tenant_id: String,
     pub workflow: String,
     pub event_id: Option<String>,
-    pub origin: String,
+    pub origin: RunOrigin,
     pub timer_key: Option<String>,
     pub path: String,
     pub context: Value,
-    /// pending | succeeded | failed
-    pub status: String,
+    pub status: RunStatus,
     pub steps: Vec<StepOutcome>,
     /// The index (0-based) of the step to run next.
     pub next_step: i64,
@@ -121,13 +151,35 @@ pub struct Timer {
     pub chain_depth: i64,
 }
 
+text_enum! {
+    /// How a message of the outbox travels.
+    pub enum Channel("notification channel") {
+        Sms = "sms",
+        Email = "email",
+        Slack = "slack",
+        /// An `http` step's request.
+        Http = "http",
+        /// A `claim` step's claim to the billing server.
+        Claim = "claim",
+    }
+}
+
+text_enum! {
+    /// Whether a message of the outbox was sent or received.
+    pub enum Direction("notification direction") {
+        Outbound = "outbound",
+        /// A message received (an inbound SMS).
+        Inbound = "inbound",
+    }
+}
+
 /// A message in the outbox (sent through a provider or not).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
     pub id: String,
     pub tenant_id: String,
-    pub channel: String,
-    pub direction: String,
+    pub channel: Channel,
+    pub direction: Direction,
     pub to: String,
     pub subject: Option<String>,
     pub body: String,
@@ -189,7 +241,7 @@ impl StepReport {
     /// database refuses the step's effects.
     pub(crate) fn failed_unstored(&self) -> StepReport {
         let mut outcome = self.outcome.clone();
-        outcome.status = "failed".into();
+        outcome.status = StepStatus::Failed;
         outcome.error = Some("the step's outcome could not be stored".into());
         StepReport {
             outcome,
@@ -225,9 +277,75 @@ pub fn quota_day(at: jiff::Timestamp) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct RunQuery {
     pub workflow: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<RunStatus>,
     pub event_id: Option<String>,
     /// Runs with an id below this (newest first paging).
     pub before: Option<String>,
     pub limit: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each value's text round-trips through `FromStr` and serde, and a
+    /// text outside the vocabulary is refused without being quoted.
+    fn round_trips<T>(all: &[T], names: &[&str])
+    where
+        T: Copy + PartialEq + std::fmt::Debug + std::fmt::Display,
+        T: std::str::FromStr<Err = crate::codec::UnknownValue>,
+        T: Serialize + serde::de::DeserializeOwned,
+    {
+        assert_eq!(all.len(), names.len());
+        for (value, name) in all.iter().zip(names) {
+            assert_eq!(value.to_string(), *name);
+            assert_eq!(name.parse::<T>().ok(), Some(*value));
+            assert_eq!(serde_json::to_value(value).ok(), Some(Value::from(*name)));
+            assert_eq!(
+                serde_json::from_value::<T>(Value::from(*name)).ok(),
+                Some(*value)
+            );
+        }
+        let unknown = "Pending\u{1f600}";
+        let e = unknown.parse::<T>().expect_err("not in the vocabulary");
+        assert!(!e.to_string().contains(unknown), "{e}");
+        assert!(serde_json::from_value::<T>(Value::from(unknown)).is_err());
+        // Read back from a row, it is a corrupt row.
+        let e = crate::error::StoreError::from(e);
+        assert!(matches!(e, crate::error::StoreError::Corrupt(_)), "{e}");
+    }
+
+    #[test]
+    fn each_vocabulary_keeps_its_spelling() {
+        round_trips(RunStatus::ALL, &["pending", "succeeded", "failed"]);
+        round_trips(
+            StepStatus::ALL,
+            &["succeeded", "failed", "retrying", "skipped"],
+        );
+        round_trips(RunOrigin::ALL, &["event", "timer"]);
+        round_trips(Channel::ALL, &["sms", "email", "slack", "http", "claim"]);
+        round_trips(Direction::ALL, &["outbound", "inbound"]);
+        assert_eq!(Channel::NAMES, &["sms", "email", "slack", "http", "claim"]);
+    }
+
+    #[test]
+    fn a_step_outcome_keeps_its_json() {
+        let outcome = StepOutcome {
+            name: "1".into(),
+            step_type: "sms".into(),
+            status: StepStatus::Retrying,
+            error: Some("busy".into()),
+            attempts: 2,
+            at: "2026-01-01T00:00:00.000Z".into(),
+            detail: None,
+        };
+        let json = serde_json::to_value(&outcome).ok();
+        assert_eq!(
+            json,
+            Some(
+                serde_json::json!({"name": "1", "type": "sms", "status": "retrying",
+                "error": "busy", "attempts": 2, "at": "2026-01-01T00:00:00.000Z"})
+            )
+        );
+    }
 }

@@ -60,11 +60,11 @@ fn new_run_row(n: NewRun, node: Option<&str>, now: &str, next_at: &str) -> Run {
         tenant_id: n.tenant_id,
         workflow: n.workflow,
         event_id: n.event_id,
-        origin: n.origin.to_string(),
+        origin: n.origin,
         timer_key: n.timer_key,
         path: n.path,
         context: n.context,
-        status: "pending".into(),
+        status: RunStatus::Pending,
         steps: Vec::new(),
         next_step: 0,
         window_started_at: None,
@@ -150,7 +150,7 @@ pub(crate) async fn fire_timers<C: AutoConn>(
                 tenant_id: t.tenant_id,
                 workflow: t.workflow,
                 event_id: t.event_id,
-                origin: ORIGIN_TIMER,
+                origin: RunOrigin::Timer,
                 timer_key: Some(t.key),
                 path: t.path,
                 context: t.context,
@@ -205,7 +205,7 @@ pub(crate) async fn step_done<C: AutoConn>(
         return Ok(recorded);
     };
     if run.tenant_id != report.tenant_id
-        || run.status != "pending"
+        || run.status != RunStatus::Pending
         || run.lease_owner.as_deref() != Some(node)
         || run.next_step != report.index
     {
@@ -218,7 +218,7 @@ pub(crate) async fn step_done<C: AutoConn>(
     // instead of failing the write (and the step again at every lease).
     let unstorable = report.effects.iter().find_map(unstorable);
     if let Some(why) = &unstorable {
-        outcome.status = "failed".into();
+        outcome.status = StepStatus::Failed;
         outcome.error = Some(format!("{why}; it cannot be stored"));
         next = RunNext::Fail;
     }
@@ -243,7 +243,7 @@ pub(crate) async fn step_done<C: AutoConn>(
                 }
                 // Nothing was written: the step fails with the reason.
                 Err(e) if e.is_domain() => {
-                    outcome.status = "failed".into();
+                    outcome.status = StepStatus::Failed;
                     outcome.error = Some(e.to_string());
                     next = RunNext::Fail;
                     break;
@@ -284,7 +284,7 @@ pub(crate) async fn step_done<C: AutoConn>(
             run.next_step += 1;
             run.window_started_at = None;
             if run.next_step >= report.total {
-                run.status = "succeeded".into();
+                run.status = RunStatus::Succeeded;
                 run.finished_at = Some(now_s);
                 run.next_at = None;
                 run.lease_owner = None;
@@ -302,7 +302,7 @@ pub(crate) async fn step_done<C: AutoConn>(
             run.lease_owner = None;
         }
         RunNext::Fail => {
-            run.status = "failed".into();
+            run.status = RunStatus::Failed;
             run.finished_at = Some(now_s);
             run.next_at = None;
             run.lease_owner = None;

@@ -65,12 +65,12 @@ macro_rules! impl_auto_rows {
                 tenant_id: row.get(1),
                 workflow: row.get(2),
                 event_id: row.get(3),
-                origin: row.get(4),
+                origin: row.get::<&str, _>(4).parse()?,
                 timer_key: row.get(5),
                 path: row.get(6),
                 context: serde_json::from_str(row.get::<&str, _>(7))
                     .map_err(|_| bad("run context"))?,
-                status: row.get(8),
+                status: row.get::<&str, _>(8).parse()?,
                 steps: serde_json::from_str(row.get::<&str, _>(9)).map_err(|_| bad("run steps"))?,
                 next_step: row.get(10),
                 window_started_at: row.get(11),
@@ -101,14 +101,16 @@ macro_rules! impl_auto_rows {
             })
         }
 
-        pub(crate) fn notification_from_row(row: &$row) -> crate::automation::Notification {
+        pub(crate) fn notification_from_row(
+            row: &$row,
+        ) -> crate::error::Result<crate::automation::Notification> {
             #[allow(unused_imports)]
             use sqlx::Row;
-            crate::automation::Notification {
+            Ok(crate::automation::Notification {
                 id: row.get(0),
                 tenant_id: row.get(1),
-                channel: row.get(2),
-                direction: row.get(3),
+                channel: row.get::<&str, _>(2).parse()?,
+                direction: row.get::<&str, _>(3).parse()?,
                 to: row.get(4),
                 subject: row.get(5),
                 body: row.get(6),
@@ -119,7 +121,7 @@ macro_rules! impl_auto_rows {
                 provider_id: row.get(11),
                 provider_status: row.get(12),
                 created_at: row.get(13),
-            }
+            })
         }
     };
 }
@@ -178,11 +180,11 @@ macro_rules! impl_auto_conn {
                     .bind(&r.tenant_id)
                     .bind(&r.workflow)
                     .bind(&r.event_id)
-                    .bind(&r.origin)
+                    .bind(r.origin.as_str())
                     .bind(&r.timer_key)
                     .bind(&r.path)
                     .bind(json_text(&r.context)?)
-                    .bind(&r.status)
+                    .bind(r.status.as_str())
                     .bind(json_text(&r.steps)?)
                     .bind(r.next_step)
                     .bind(&r.window_started_at)
@@ -226,7 +228,7 @@ macro_rules! impl_auto_conn {
                         "UPDATE workflow_runs SET status = $1, steps = $2, next_step = $3, window_started_at = $4, \
                          next_at = $5, lease_owner = $6, lease_until = $7, updated_at = $8, finished_at = $9 WHERE id = $10",
                     )
-                    .bind(&r.status)
+                    .bind(r.status.as_str())
                     .bind(json_text(&r.steps)?)
                     .bind(r.next_step)
                     .bind(&r.window_started_at)
@@ -379,8 +381,8 @@ macro_rules! impl_auto_conn {
                     let done = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(&n.id)
                         .bind(&n.tenant_id)
-                        .bind(&n.channel)
-                        .bind(&n.direction)
+                        .bind(n.channel.as_str())
+                        .bind(n.direction.as_str())
                         .bind(&n.to)
                         .bind(&n.subject)
                         .bind(&n.body)
@@ -550,7 +552,7 @@ macro_rules! impl_automations {
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(tenant)
                     .bind(&q.workflow)
-                    .bind(&q.status)
+                    .bind(q.status.map(crate::automation::RunStatus::as_str))
                     .bind(&q.event_id)
                     .bind(&q.before)
                     .bind(i64::from(q.limit))
@@ -593,7 +595,7 @@ macro_rules! impl_automations {
                     .bind(i64::from(limit))
                     .fetch_all(&self.reads)
                     .await?;
-                Ok(rows.iter().map(auto_rows::notification_from_row).collect())
+                rows.iter().map(auto_rows::notification_from_row).collect()
             }
         }
         };

@@ -53,12 +53,64 @@ pub struct Idempotency {
     pub fingerprint: String,
 }
 
-/// A write, on behalf of an API key.
+/// Who wrote an event (and the audit entries of its change). Stored, and
+/// shown as the audit entry's `keyId`, as the key's id, `workflow:NAME`, or
+/// `inbound-sms`: its `Display` and `From<&str>` are the only places that
+/// spell these.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Actor {
+    /// An API key, by its id (`key_…`).
+    Key(String),
+    /// A step of the workflow of this name.
+    Workflow(String),
+    /// The answer to an inbound SMS (`POST /v1/inbound/twilio/{tenantId}`),
+    /// which carries no API key.
+    InboundSms,
+}
+
+impl Actor {
+    const WORKFLOW_PREFIX: &'static str = "workflow:";
+    const INBOUND_SMS: &'static str = "inbound-sms";
+
+    /// The workflow's name when a workflow's step is the writer.
+    pub fn workflow(&self) -> Option<&str> {
+        match self {
+            Actor::Workflow(name) => Some(name),
+            Actor::Key(_) | Actor::InboundSms => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::Key(id) => f.write_str(id),
+            Actor::Workflow(name) => write!(f, "{}{name}", Actor::WORKFLOW_PREFIX),
+            Actor::InboundSms => f.write_str(Actor::INBOUND_SMS),
+        }
+    }
+}
+
+impl From<&str> for Actor {
+    /// The writer a stored text names; any text that is not a workflow's or
+    /// the inbound SMS's is a key's id.
+    fn from(stored: &str) -> Actor {
+        if let Some(name) = stored.strip_prefix(Actor::WORKFLOW_PREFIX) {
+            Actor::Workflow(name.to_string())
+        } else if stored == Actor::INBOUND_SMS {
+            Actor::InboundSms
+        } else {
+            Actor::Key(stored.to_string())
+        }
+    }
+}
+
+/// A write, on behalf of an API key or a workflow's step.
 #[derive(Debug, Clone)]
 pub struct WriteRequest {
     pub tenant: String,
-    /// The API key's id (`key_…`), for the audit log.
-    pub key_id: String,
+    /// Who writes: the events' writer and the audit entries' `keyId`.
+    pub actor: Actor,
     pub kind: WriteKind,
     pub idempotency: Option<Idempotency>,
 }
@@ -184,13 +236,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// The tenant's events after a sequence, filtered, in sequence order.
     async fn events(&self, tenant: &str, q: &EventQuery) -> Result<Vec<Event>>;
 
-    /// Like [`EventLog::events`], with who wrote each event (the API key id, or
-    /// `workflow:NAME` for a workflow's step; `None` for operational events).
+    /// Like [`EventLog::events`], with who wrote each event (`None` for
+    /// operational events).
     async fn events_with_writer(
         &self,
         tenant: &str,
         q: &EventQuery,
-    ) -> Result<Vec<(Event, Option<String>)>>;
+    ) -> Result<Vec<(Event, Option<Actor>)>>;
 
     /// One event by id.
     async fn event_by_id(&self, tenant: &str, id: &str) -> Result<Option<Event>>;
@@ -200,4 +252,26 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Wake-ups for committed events.
     fn notifier(&self) -> &Notifier;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Actor;
+
+    #[test]
+    fn an_actor_is_stored_as_before_and_read_back() {
+        for (actor, stored) in [
+            (Actor::Key("key_01abc".into()), "key_01abc"),
+            (Actor::Workflow("reminders".into()), "workflow:reminders"),
+            (Actor::InboundSms, "inbound-sms"),
+        ] {
+            assert_eq!(actor.to_string(), stored);
+            assert_eq!(Actor::from(stored), actor);
+        }
+        assert_eq!(
+            Actor::from("workflow:reminders").workflow(),
+            Some("reminders")
+        );
+        assert_eq!(Actor::from("key_01abc").workflow(), None);
+    }
 }

@@ -12,7 +12,7 @@ use eventflow_model::{
 };
 use serde_json::{Value, json};
 
-use super::{AuditEntry, Op, WriteKind, WriteOutcome, WriteRequest};
+use super::{Actor, AuditEntry, Op, WriteKind, WriteOutcome, WriteRequest};
 use crate::error::{Result, StoreError};
 
 /// A stored record: its type and its body with server fields.
@@ -44,9 +44,9 @@ pub trait RecordTx: Send {
     /// Takes the tenant's next event sequence. The lock this takes is held to
     /// commit, so sequences commit in order.
     async fn next_sequence(&mut self, tenant: &str) -> Result<i64>;
-    /// Inserts an event; `writer` is the API key (or `workflow:NAME`) whose
-    /// write produced it, `None` for the server's own operational events.
-    async fn insert_event(&mut self, event: &Event, writer: Option<&str>) -> Result<()>;
+    /// Inserts an event; `writer` is who wrote the change that produced it,
+    /// `None` for the server's own operational events.
+    async fn insert_event(&mut self, event: &Event, writer: Option<&Actor>) -> Result<()>;
     /// Writes a delivery for every endpoint the event (just inserted) matches.
     async fn fan_out(&mut self, event: &Event) -> Result<()>;
     async fn insert_audit(&mut self, entry: &AuditEntry) -> Result<()>;
@@ -103,7 +103,7 @@ pub async fn apply(
     }
     let mut ctx = Ctx {
         tenant: &req.tenant,
-        key_id: &req.key_id,
+        actor: &req.actor,
         now: &now_s,
         last_sequence: None,
         event_types: Vec::new(),
@@ -148,7 +148,7 @@ pub async fn apply(
 
 struct Ctx<'a> {
     tenant: &'a str,
-    key_id: &'a str,
+    actor: &'a Actor,
     now: &'a str,
     last_sequence: Option<i64>,
     event_types: Vec<String>,
@@ -456,7 +456,7 @@ impl Ctx<'_> {
             data: data.clone(),
             previous,
         };
-        tx.insert_event(&event, Some(self.key_id)).await?;
+        tx.insert_event(&event, Some(self.actor)).await?;
         tx.fan_out(&event).await?;
         self.last_sequence = Some(sequence);
         self.event_types.push(event.event_type);
@@ -474,7 +474,7 @@ impl Ctx<'_> {
             id: id::new_id("aud"),
             tenant: self.tenant.to_string(),
             at: self.now.to_string(),
-            key_id: self.key_id.to_string(),
+            key_id: self.actor.to_string(),
             action: action.to_string(),
             resource_type: rt.name().to_string(),
             resource_id: rid.to_string(),

@@ -155,7 +155,11 @@ macro_rules! impl_record_tx {
                 crate::delivery::rules::fan_out(self, event).await
             }
 
-            async fn insert_event(&mut self, event: &Event, writer: Option<&str>) -> Result<()> {
+            async fn insert_event(
+                &mut self,
+                event: &Event,
+                writer: Option<&crate::records::Actor>,
+            ) -> Result<()> {
                 sqlx::query(
                     "INSERT INTO events (tenant_id, sequence, id, type, resource_type, resource_id, created_at, body, written_by) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -168,7 +172,7 @@ macro_rules! impl_record_tx {
                 .bind(&event.resource.id)
                 .bind(&event.created_at)
                 .bind(json_text(event)?)
-                .bind(writer)
+                .bind(writer.map(ToString::to_string))
                 .execute(&mut self.conn)
                 .await?;
                 self.fanout.note_event(&event.tenant_id, event.sequence, &event.event_type);
@@ -416,7 +420,7 @@ macro_rules! impl_event_log {
                     &self,
                     tenant: &str,
                     q: &EventQuery,
-                ) -> Result<Vec<(Event, Option<String>)>> {
+                ) -> Result<Vec<(Event, Option<Actor>)>> {
                     use futures::TryStreamExt;
                     let mut query = query::events::<$db>(tenant, q);
                     let mut rows = query.build().fetch(&self.reads);
@@ -428,7 +432,8 @@ macro_rules! impl_event_log {
                         if bytes > q.max_bytes && !page.is_empty() {
                             break;
                         }
-                        page.push((parse_event(body)?, r.get::<Option<String>, _>(1)));
+                        let writer = r.get::<Option<&str>, _>(1).map(Actor::from);
+                        page.push((parse_event(body)?, writer));
                     }
                     Ok(page)
                 }

@@ -5,8 +5,8 @@
 //! outbox. The claim is recorded as a notification either way.
 
 use eventflow_model::{Object, ResourceType, time};
-use eventflow_store::Effect;
 use eventflow_store::Records;
+use eventflow_store::{Channel, Effect};
 use serde_json::{Map, Value, json};
 
 use super::{At, Done, Tools, send, take_quota};
@@ -54,7 +54,7 @@ pub(in crate::engine) async fn submit(
     let body = serde_json::to_string(&claim).unwrap_or_default();
     let subject = format!("Claim for encounter {encounter_id}");
     let Some(url) = &tools.settings.claim_url else {
-        let n = at.note("claim", "billing".into(), Some(subject), body, None);
+        let n = at.note(Channel::Claim, "billing".into(), Some(subject), body, None);
         return Done::Ok {
             detail: Some(json!({ "notificationId": n.id, "provider": "outbox" })),
             effects: vec![Effect::Notify(n)],
@@ -85,7 +85,7 @@ pub(in crate::engine) async fn submit(
             // The billing server by its origin only: the URL's path and
             // query are the operator's (they may carry a token).
             let n = at.note(
-                "claim",
+                Channel::Claim,
                 origin,
                 Some(subject),
                 body,

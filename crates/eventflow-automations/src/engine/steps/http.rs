@@ -6,6 +6,7 @@
 //! `idempotency-key`. An empty URL (a `vars` entry left unset) puts the
 //! request in the outbox, like a message with no provider.
 
+use eventflow_store::Channel;
 use serde_json::{Map, Value};
 
 use super::{At, Done, Tools, delivered, send};
@@ -23,7 +24,13 @@ pub(in crate::engine) async fn request(
         .unwrap_or("POST");
     if url.is_empty() {
         let body = config.get("body").map(Value::to_string).unwrap_or_default();
-        return delivered(at.note("http", String::new(), Some(method.to_string()), body, None));
+        return delivered(at.note(
+            Channel::Http,
+            String::new(),
+            Some(method.to_string()),
+            body,
+            None,
+        ));
     }
     // The guard, before anything is sent: the literal address, the
     // scheme; the client checks every address a name resolves to.
@@ -85,7 +92,7 @@ pub(in crate::engine) async fn request(
 mod tests {
     use std::time::Duration;
 
-    use eventflow_store::Effect;
+    use eventflow_store::{Channel, Effect};
     use serde_json::json;
 
     use super::request;
@@ -267,7 +274,7 @@ mod tests {
         let [Effect::Notify(n)] = effects.as_slice() else {
             panic!("{effects:?}");
         };
-        assert_eq!(n.channel, "http");
+        assert_eq!(n.channel, Channel::Http);
         assert_eq!(n.subject.as_deref(), Some("PATCH"));
         assert_eq!(n.body, r#"{"a":1}"#);
         assert_eq!(n.step.as_deref(), Some("1"));

@@ -3,6 +3,7 @@
 //! no provider configured, the message goes to the outbox only. A tenant's
 //! own workflow takes a unit of its daily quota before each send.
 
+use eventflow_store::Channel;
 use serde_json::{Map, Value};
 
 use super::{At, Done, Tools, delivered, take_quota, text};
@@ -20,13 +21,13 @@ pub(in crate::engine) async fn sms(
         return Done::Fail("to: is empty (the record has no phone number?)".into());
     }
     let Some(twilio) = &tools.settings.twilio else {
-        return delivered(at.note("sms", to, None, body, None));
+        return delivered(at.note(Channel::Sms, to, None, body, None));
     };
     if let Some(no) = take_quota(StepKind::Sms, at, tools).await {
         return no;
     }
     match channels::twilio_sms(tools.http, tools.timeout, twilio, &to, &body).await {
-        Ok(sent) => delivered(at.note("sms", to, None, body, Some(("twilio", sent)))),
+        Ok(sent) => delivered(at.note(Channel::Sms, to, None, body, Some(("twilio", sent)))),
         Err(f) => f.into(),
     }
 }
@@ -46,13 +47,19 @@ pub(in crate::engine) async fn email(
         return Done::Fail("to: is empty".into());
     }
     let (Some(mailer), Some(smtp)) = (tools.mailer, &tools.settings.smtp) else {
-        return delivered(at.note("email", to, Some(subject), body, None));
+        return delivered(at.note(Channel::Email, to, Some(subject), body, None));
     };
     if let Some(no) = take_quota(StepKind::Email, at, tools).await {
         return no;
     }
     match channels::email(mailer, &smtp.from, &to, &subject, &body).await {
-        Ok(sent) => delivered(at.note("email", to, Some(subject), body, Some(("smtp", sent)))),
+        Ok(sent) => delivered(at.note(
+            Channel::Email,
+            to,
+            Some(subject),
+            body,
+            Some(("smtp", sent)),
+        )),
         Err(f) => f.into(),
     }
 }
@@ -70,13 +77,13 @@ pub(in crate::engine) async fn slack(
         .map(str::to_string);
     let to = channel.clone().unwrap_or_else(|| "slack".into());
     let Some(url) = &tools.settings.slack_webhook_url else {
-        return delivered(at.note("slack", to, None, message, None));
+        return delivered(at.note(Channel::Slack, to, None, message, None));
     };
     if let Some(no) = take_quota(StepKind::Slack, at, tools).await {
         return no;
     }
     match channels::slack(tools.http, tools.timeout, url, &message, channel.as_deref()).await {
-        Ok(sent) => delivered(at.note("slack", to, None, message, Some(("slack", sent)))),
+        Ok(sent) => delivered(at.note(Channel::Slack, to, None, message, Some(("slack", sent)))),
         Err(f) => f.into(),
     }
 }

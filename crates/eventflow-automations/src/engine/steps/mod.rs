@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use eventflow_model::{id, time};
 use eventflow_store::Store;
-use eventflow_store::{Effect, Notification, QuotaReservation, Run};
+use eventflow_store::{
+    Channel, Direction, Effect, Notification, QuotaReservation, Run, StepStatus,
+};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
@@ -58,12 +60,12 @@ pub(super) enum Done {
 impl Done {
     /// The outcome's kind, as logged (never its message, which may quote a
     /// provider's answer).
-    pub(super) fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> StepStatus {
         match self {
-            Done::Ok { .. } => "succeeded",
-            Done::Skipped { .. } => "skipped",
-            Done::Retry(..) => "retrying",
-            Done::Fail(_) => "failed",
+            Done::Ok { .. } => StepStatus::Succeeded,
+            Done::Skipped { .. } => StepStatus::Skipped,
+            Done::Retry(..) => StepStatus::Retrying,
+            Done::Fail(_) => StepStatus::Failed,
         }
     }
 }
@@ -93,7 +95,7 @@ impl At<'_> {
     /// or put in the outbox when `sent` is `None`.
     pub(super) fn note(
         &self,
-        channel: &str,
+        channel: Channel,
         to: String,
         subject: Option<String>,
         body: String,
@@ -106,8 +108,8 @@ impl At<'_> {
         Notification {
             id: id::new_id("ntf"),
             tenant_id: self.run.tenant_id.clone(),
-            channel: channel.to_string(),
-            direction: "outbound".into(),
+            channel,
+            direction: Direction::Outbound,
             to,
             subject,
             body,

@@ -6,7 +6,7 @@
 
 use eventflow_model::ResourceType;
 use eventflow_store::Effect;
-use eventflow_store::{Op, WriteKind, WriteRequest};
+use eventflow_store::{Actor, Op, WriteKind, WriteRequest};
 use serde_json::{Map, Value, json};
 
 use super::{At, Done, text};
@@ -76,7 +76,7 @@ fn write(
         detail: None,
         effects: vec![Effect::Write(Box::new(WriteRequest {
             tenant: at.run.tenant_id.clone(),
-            key_id: format!("workflow:{}", at.run.workflow),
+            actor: Actor::Workflow(at.run.workflow.clone()),
             kind: WriteKind::Single(op),
             idempotency: None,
         }))],
@@ -86,10 +86,10 @@ fn write(
 #[cfg(test)]
 mod tests {
     use eventflow_model::ResourceType;
+    use eventflow_store::{Actor, Effect, Run, RunNext, StepOutcome, StepReport};
     use eventflow_store::{
         Automations, EventLog, EventQuery, ListQuery, Op, Records, WriteKind, WriteRequest,
     };
-    use eventflow_store::{Effect, Run, RunNext, StepOutcome, StepReport};
     use serde_json::{Map, Value, json};
 
     use super::{create, update};
@@ -110,7 +110,7 @@ mod tests {
             outcome: StepOutcome {
                 name: "1".into(),
                 step_type: "create".into(),
-                status: "succeeded".into(),
+                status: eventflow_store::StepStatus::Succeeded,
                 error: None,
                 attempts: 1,
                 at: eventflow_model::time::format(jiff::Timestamp::now()),
@@ -152,7 +152,7 @@ mod tests {
         }));
         let done = create(&step, &at(&run), &kit.settings);
         let run = record(&kit, &run, done).await;
-        assert_eq!(run.status, "succeeded");
+        assert_eq!(run.status, eventflow_store::RunStatus::Succeeded);
         let list = patients(&kit).await;
         assert_eq!(list.len(), 1);
         assert_eq!(list[0]["firstName"], "Ada");
@@ -172,7 +172,9 @@ mod tests {
             .expect("the events");
         let (event, writer) = events.last().expect("an event");
         assert_eq!(event.event_type, "patient.created");
-        assert_eq!(writer.as_deref(), Some("workflow:reminders"));
+        assert_eq!(writer, &Some(Actor::Workflow("reminders".into())));
+        let stored = writer.as_ref().map(ToString::to_string);
+        assert_eq!(stored.as_deref(), Some("workflow:reminders"));
     }
 
     #[tokio::test]
@@ -182,7 +184,7 @@ mod tests {
             .store
             .write(WriteRequest {
                 tenant: kit.tenant.clone(),
-                key_id: "key_test".into(),
+                actor: Actor::Key("key_test".into()),
                 kind: WriteKind::Single(Op::Create {
                     rt: ResourceType::Patient,
                     body: json!({"firstName": "Ada", "lastName": "Lovelace"}),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use eventflow_model::{ResourceType, time};
 use eventflow_store::{Automations, Op, Records, SystemClock, Tenants, WriteKind, WriteRequest};
-use eventflow_store::{NewRun, ORIGIN_EVENT, Run, StartRuns};
+use eventflow_store::{NewRun, Run, RunOrigin, StartRuns};
 use eventflow_store::{SqliteConfig, SqliteStore};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -82,11 +82,11 @@ impl Kit {
             tenant_id: self.tenant.clone(),
             workflow: "reminders".into(),
             event_id: Some("evt_test1".into()),
-            origin: ORIGIN_EVENT.into(),
+            origin: RunOrigin::Event,
             timer_key: None,
             path: String::new(),
             context,
-            status: "pending".into(),
+            status: eventflow_store::RunStatus::Pending,
             steps: Vec::new(),
             next_step: 0,
             window_started_at: None,
@@ -105,7 +105,7 @@ impl Kit {
             .store
             .write(WriteRequest {
                 tenant: self.tenant.clone(),
-                key_id: "key_test".into(),
+                actor: eventflow_store::Actor::Key("key_test".into()),
                 kind: WriteKind::Single(Op::Create { rt, body }),
                 idempotency: None,
             })
@@ -128,7 +128,7 @@ impl Kit {
                     tenant_id: self.tenant.clone(),
                     workflow: "reminders".into(),
                     event_id: None,
-                    origin: ORIGIN_EVENT,
+                    origin: RunOrigin::Event,
                     timer_key: None,
                     path: String::new(),
                     context: json!({}),
