@@ -2,7 +2,7 @@
 //! backends (the macro expands to an impl per backend's connection).
 
 use super::rows::*;
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::records::RecordTx;
 
 /// The SQL the writer's connection runs for automations.
@@ -44,7 +44,7 @@ pub(crate) trait AutoConn: RecordTx {
     ) -> Result<bool>;
 }
 
-/// The columns every run read selects, in `run_from_row` order.
+/// The columns every run read selects ([`run_from_row`] reads them by name).
 pub(crate) const RUN_COLUMNS: &str = "id, tenant_id, workflow, event_id, origin, timer_key, path, context, \
      status, steps, next_step, window_started_at, next_at, lease_owner, started_at, updated_at, finished_at, \
      chain_depth";
@@ -54,95 +54,144 @@ pub(crate) const TIMER_COLUMNS: &str = "tenant_id, timer_key, fire_at, workflow,
 pub(crate) const NOTIFICATION_COLUMNS: &str = "id, tenant_id, channel, direction, recipient, subject, body, \
      workflow, run_id, step, provider, provider_id, provider_status, created_at";
 
-macro_rules! impl_auto_rows {
-    ($row:ty) => {
-        pub(crate) fn run_from_row(row: &$row) -> crate::error::Result<crate::automation::Run> {
-            #[allow(unused_imports)]
-            use sqlx::Row;
-            let bad = |what| crate::error::StoreError::corrupt(what);
-            Ok(crate::automation::Run {
-                id: row.get(0),
-                tenant_id: row.get(1),
-                workflow: row.get(2),
-                event_id: row.get(3),
-                origin: row.get::<&str, _>(4).parse()?,
-                timer_key: row.get(5),
-                path: row.get(6),
-                context: serde_json::from_str(row.get::<&str, _>(7))
-                    .map_err(|_| bad("run context"))?,
-                status: row.get::<&str, _>(8).parse()?,
-                steps: serde_json::from_str(row.get::<&str, _>(9)).map_err(|_| bad("run steps"))?,
-                next_step: row.get(10),
-                window_started_at: row.get(11),
-                next_at: row.get(12),
-                lease_owner: row.get(13),
-                started_at: row.get(14),
-                updated_at: row.get(15),
-                finished_at: row.get(16),
-                chain_depth: row.get(17),
-            })
-        }
-
-        pub(crate) fn timer_from_row(row: &$row) -> crate::error::Result<crate::automation::Timer> {
-            #[allow(unused_imports)]
-            use sqlx::Row;
-            Ok(crate::automation::Timer {
-                tenant_id: row.get(0),
-                key: row.get(1),
-                fire_at: row.get(2),
-                workflow: row.get(3),
-                path: row.get(4),
-                context: serde_json::from_str(row.get::<&str, _>(5))
-                    .map_err(|_| crate::error::StoreError::corrupt("timer context"))?,
-                event_id: row.get(6),
-                run_id: row.get(7),
-                created_at: row.get(8),
-                chain_depth: row.get(9),
-            })
-        }
-
-        pub(crate) fn notification_from_row(
-            row: &$row,
-        ) -> crate::error::Result<crate::automation::Notification> {
-            #[allow(unused_imports)]
-            use sqlx::Row;
-            Ok(crate::automation::Notification {
-                id: row.get(0),
-                tenant_id: row.get(1),
-                channel: row.get::<&str, _>(2).parse()?,
-                direction: row.get::<&str, _>(3).parse()?,
-                to: row.get(4),
-                subject: row.get(5),
-                body: row.get(6),
-                workflow: row.get(7),
-                run_id: row.get(8),
-                step: row.get(9),
-                provider: row.get(10),
-                provider_id: row.get(11),
-                provider_status: row.get(12),
-                created_at: row.get(13),
-            })
-        }
-    };
+/// A run as its columns hold it ([`RUN_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+pub(crate) struct RunColumns {
+    id: String,
+    tenant_id: String,
+    workflow: String,
+    event_id: Option<String>,
+    origin: String,
+    timer_key: Option<String>,
+    path: String,
+    context: String,
+    status: String,
+    steps: String,
+    next_step: i64,
+    window_started_at: Option<String>,
+    next_at: Option<String>,
+    lease_owner: Option<String>,
+    started_at: String,
+    updated_at: String,
+    finished_at: Option<String>,
+    chain_depth: i64,
 }
 
-pub(crate) mod sqlite_rows {
-    impl_auto_rows!(sqlx::sqlite::SqliteRow);
+/// A run read back, by column name (on either backend).
+pub(crate) fn run_from_row<'r, R: sqlx::Row>(row: &'r R) -> Result<Run>
+where
+    RunColumns: sqlx::FromRow<'r, R>,
+{
+    let c = <RunColumns as sqlx::FromRow<R>>::from_row(row)?;
+    Ok(Run {
+        id: c.id,
+        tenant_id: c.tenant_id,
+        workflow: c.workflow,
+        event_id: c.event_id,
+        origin: c.origin.parse()?,
+        timer_key: c.timer_key,
+        path: c.path,
+        context: serde_json::from_str(&c.context)
+            .map_err(|_| StoreError::corrupt("run context"))?,
+        status: c.status.parse()?,
+        steps: serde_json::from_str(&c.steps).map_err(|_| StoreError::corrupt("run steps"))?,
+        next_step: c.next_step,
+        window_started_at: c.window_started_at,
+        next_at: c.next_at,
+        lease_owner: c.lease_owner,
+        started_at: c.started_at,
+        updated_at: c.updated_at,
+        finished_at: c.finished_at,
+        chain_depth: c.chain_depth,
+    })
 }
-pub(crate) mod pg_rows {
-    impl_auto_rows!(sqlx::postgres::PgRow);
+
+/// A timer as its columns hold it ([`TIMER_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+pub(crate) struct TimerColumns {
+    tenant_id: String,
+    timer_key: String,
+    fire_at: String,
+    workflow: String,
+    path: String,
+    context: String,
+    event_id: Option<String>,
+    run_id: Option<String>,
+    created_at: String,
+    chain_depth: i64,
+}
+
+/// A timer read back, by column name (on either backend).
+pub(crate) fn timer_from_row<'r, R: sqlx::Row>(row: &'r R) -> Result<Timer>
+where
+    TimerColumns: sqlx::FromRow<'r, R>,
+{
+    let c = <TimerColumns as sqlx::FromRow<R>>::from_row(row)?;
+    Ok(Timer {
+        tenant_id: c.tenant_id,
+        key: c.timer_key,
+        fire_at: c.fire_at,
+        workflow: c.workflow,
+        path: c.path,
+        context: serde_json::from_str(&c.context)
+            .map_err(|_| StoreError::corrupt("timer context"))?,
+        event_id: c.event_id,
+        run_id: c.run_id,
+        created_at: c.created_at,
+        chain_depth: c.chain_depth,
+    })
+}
+
+/// A message of the outbox as its columns hold it ([`NOTIFICATION_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+pub(crate) struct NotificationColumns {
+    id: String,
+    tenant_id: String,
+    channel: String,
+    direction: String,
+    recipient: String,
+    subject: Option<String>,
+    body: String,
+    workflow: Option<String>,
+    run_id: Option<String>,
+    step: Option<String>,
+    provider: String,
+    provider_id: Option<String>,
+    provider_status: Option<String>,
+    created_at: String,
+}
+
+/// A message of the outbox read back, by column name (on either backend).
+pub(crate) fn notification_from_row<'r, R: sqlx::Row>(row: &'r R) -> Result<Notification>
+where
+    NotificationColumns: sqlx::FromRow<'r, R>,
+{
+    let c = <NotificationColumns as sqlx::FromRow<R>>::from_row(row)?;
+    Ok(Notification {
+        id: c.id,
+        tenant_id: c.tenant_id,
+        channel: c.channel.parse()?,
+        direction: c.direction.parse()?,
+        to: c.recipient,
+        subject: c.subject,
+        body: c.body,
+        workflow: c.workflow,
+        run_id: c.run_id,
+        step: c.step,
+        provider: c.provider,
+        provider_id: c.provider_id,
+        provider_status: c.provider_status,
+        created_at: c.created_at,
+    })
 }
 
 macro_rules! impl_auto_conn {
-    ($conn:ty, rows: $rows:path, lock_row: $lock_row:expr, lock_due: $lock_due:expr $(,)?) => {
+    ($conn:ty, lock_row: $lock_row:expr, lock_due: $lock_due:expr $(,)?) => {
         const _: () = {
             #[allow(unused_imports)]
             use async_trait::async_trait;
             #[allow(unused_imports)]
             use sqlx::Row;
-            #[allow(unused_imports)]
-            use $rows as rows;
-
             use crate::automation::sql::{AutoConn, NOTIFICATION_COLUMNS, RUN_COLUMNS, TIMER_COLUMNS};
             use crate::automation::{ConditionError, Notification, QuotaReservation, Run, Timer};
             #[allow(unused_imports)]
@@ -220,7 +269,7 @@ macro_rules! impl_auto_conn {
                         .bind(id)
                         .fetch_optional(&mut self.conn)
                         .await?;
-                    row.as_ref().map(rows::run_from_row).transpose()
+                    row.as_ref().map(crate::automation::sql::run_from_row).transpose()
                 }
 
                 async fn update_run(&mut self, r: &Run, lease_until: Option<&str>) -> Result<()> {
@@ -254,7 +303,7 @@ macro_rules! impl_auto_conn {
                         .bind(limit)
                         .fetch_all(&mut self.conn)
                         .await?;
-                    found.iter().map(rows::run_from_row).collect()
+                    found.iter().map(crate::automation::sql::run_from_row).collect()
                 }
 
                 async fn upsert_timer(&mut self, t: &Timer) -> Result<()> {
@@ -299,7 +348,7 @@ macro_rules! impl_auto_conn {
                         .bind(limit)
                         .fetch_all(&mut self.conn)
                         .await?;
-                    found.iter().map(rows::timer_from_row).collect()
+                    found.iter().map(crate::automation::sql::timer_from_row).collect()
                 }
 
                 async fn renew_run_lease(&mut self, id: &str, node: &str, index: i64, until: &str) -> Result<bool> {
@@ -406,7 +455,7 @@ pub(crate) use impl_auto_conn;
 
 /// [`Automations`](crate::Automations) for a store.
 macro_rules! impl_automations {
-    ($store:ty, $db:ty, $auto_rows:path) => {
+    ($store:ty, $db:ty) => {
         const _: () = {
             #[allow(unused_imports)]
             use async_trait::async_trait;
@@ -528,8 +577,7 @@ macro_rules! impl_automations {
             }
 
             async fn workflow_run(&self, tenant: &str, id: &str) -> Result<Option<crate::automation::Run>> {
-                use $auto_rows as auto_rows;
-                let sql = format!(
+                    let sql = format!(
                     "SELECT {} FROM workflow_runs WHERE tenant_id = $1 AND id = $2",
                     crate::automation::sql::RUN_COLUMNS
                 );
@@ -538,12 +586,11 @@ macro_rules! impl_automations {
                     .bind(id)
                     .fetch_optional(&self.reads)
                     .await?;
-                row.as_ref().map(auto_rows::run_from_row).transpose()
+                row.as_ref().map(crate::automation::sql::run_from_row).transpose()
             }
 
             async fn workflow_runs(&self, tenant: &str, q: &crate::automation::RunQuery) -> Result<Vec<crate::automation::Run>> {
-                use $auto_rows as auto_rows;
-                let sql = format!(
+                    let sql = format!(
                     "SELECT {} FROM workflow_runs WHERE tenant_id = $1 AND ($2 IS NULL OR workflow = $2) \
                      AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR event_id = $4) AND ($5 IS NULL OR id < $5) \
                      ORDER BY id DESC LIMIT $6",
@@ -558,12 +605,11 @@ macro_rules! impl_automations {
                     .bind(i64::from(q.limit))
                     .fetch_all(&self.reads)
                     .await?;
-                rows.iter().map(auto_rows::run_from_row).collect()
+                rows.iter().map(crate::automation::sql::run_from_row).collect()
             }
 
             async fn timers(&self, tenant: &str, key: Option<&str>, limit: u32) -> Result<Vec<crate::automation::Timer>> {
-                use $auto_rows as auto_rows;
-                let sql = format!(
+                    let sql = format!(
                     "SELECT {} FROM timers WHERE tenant_id = $1 AND ($2 IS NULL OR timer_key = $2) \
                      ORDER BY fire_at, timer_key LIMIT $3",
                     crate::automation::sql::TIMER_COLUMNS
@@ -574,7 +620,7 @@ macro_rules! impl_automations {
                     .bind(i64::from(limit))
                     .fetch_all(&self.reads)
                     .await?;
-                rows.iter().map(auto_rows::timer_from_row).collect()
+                rows.iter().map(crate::automation::sql::timer_from_row).collect()
             }
 
             async fn notifications(
@@ -583,8 +629,7 @@ macro_rules! impl_automations {
                 before: Option<&str>,
                 limit: u32,
             ) -> Result<Vec<crate::automation::Notification>> {
-                use $auto_rows as auto_rows;
-                let sql = format!(
+                    let sql = format!(
                     "SELECT {} FROM notifications WHERE tenant_id = $1 AND ($2 IS NULL OR id < $2) \
                      ORDER BY id DESC LIMIT $3",
                     crate::automation::sql::NOTIFICATION_COLUMNS
@@ -595,7 +640,7 @@ macro_rules! impl_automations {
                     .bind(i64::from(limit))
                     .fetch_all(&self.reads)
                     .await?;
-                rows.iter().map(auto_rows::notification_from_row).collect()
+                rows.iter().map(crate::automation::sql::notification_from_row).collect()
             }
         }
         };

@@ -109,21 +109,20 @@ crate::delivery::sql::impl_queue_conn!(
 
 crate::automation::sql::impl_auto_conn!(
     PgConn,
-    rows: crate::automation::sql::pg_rows,
     // A result is checked under the run's lock; due rows another node holds are skipped.
     lock_row: " FOR UPDATE",
     lock_due: " FOR UPDATE SKIP LOCKED",
 );
 
-crate::records::sql::impl_records!(PgStore, Postgres, crate::automation::sql::pg_rows);
+crate::records::sql::impl_records!(PgStore, Postgres);
 
-crate::records::sql::impl_event_log!(PgStore, Postgres, crate::automation::sql::pg_rows);
+crate::records::sql::impl_event_log!(PgStore, Postgres);
 
-crate::keys::sql::impl_tenants!(PgStore, Postgres, crate::automation::sql::pg_rows);
+crate::keys::sql::impl_tenants!(PgStore, Postgres);
 
-crate::delivery::sql::impl_deliveries!(PgStore, Postgres, crate::automation::sql::pg_rows);
+crate::delivery::sql::impl_deliveries!(PgStore, Postgres);
 
-crate::automation::sql::impl_automations!(PgStore, Postgres, crate::automation::sql::pg_rows);
+crate::automation::sql::impl_automations!(PgStore, Postgres);
 
 impl PgStore {
     /// Several nodes share the database: another node may hold a lease, so

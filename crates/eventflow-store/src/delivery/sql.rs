@@ -747,7 +747,7 @@ pub(crate) use impl_queue_conn;
 
 /// [`Deliveries`](crate::Deliveries) for a store.
 macro_rules! impl_deliveries {
-    ($store:ty, $db:ty, $auto_rows:path) => {
+    ($store:ty, $db:ty) => {
         const _: () = {
             #[allow(unused_imports)]
             use async_trait::async_trait;

@@ -134,7 +134,7 @@ pub(crate) use impl_key_conn;
 
 /// [`Tenants`](crate::Tenants) for a store.
 macro_rules! impl_tenants {
-    ($store:ty, $db:ty, $auto_rows:path) => {
+    ($store:ty, $db:ty) => {
         const _: () = {
             #[allow(unused_imports)]
             use async_trait::async_trait;

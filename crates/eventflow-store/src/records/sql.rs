@@ -255,7 +255,7 @@ pub(crate) use impl_record_tx;
 /// [`Records`](crate::Records) for a store (a struct with `writer` and `reads`, the
 /// backend's pool).
 macro_rules! impl_records {
-    ($store:ty, $db:ty, $auto_rows:path) => {
+    ($store:ty, $db:ty) => {
         const _: () = {
             #[allow(unused_imports)]
             use async_trait::async_trait;
@@ -379,7 +379,7 @@ pub(crate) use impl_records;
 
 /// [`EventLog`](crate::EventLog) for a store.
 macro_rules! impl_event_log {
-    ($store:ty, $db:ty, $auto_rows:path) => {
+    ($store:ty, $db:ty) => {
         const _: () = {
             #[allow(unused_imports)]
             use async_trait::async_trait;

@@ -164,15 +164,15 @@ impl SqliteStore {
     }
 }
 
-crate::records::sql::impl_records!(SqliteStore, Sqlite, crate::automation::sql::sqlite_rows);
+crate::records::sql::impl_records!(SqliteStore, Sqlite);
 
-crate::records::sql::impl_event_log!(SqliteStore, Sqlite, crate::automation::sql::sqlite_rows);
+crate::records::sql::impl_event_log!(SqliteStore, Sqlite);
 
-crate::keys::sql::impl_tenants!(SqliteStore, Sqlite, crate::automation::sql::sqlite_rows);
+crate::keys::sql::impl_tenants!(SqliteStore, Sqlite);
 
-crate::delivery::sql::impl_deliveries!(SqliteStore, Sqlite, crate::automation::sql::sqlite_rows);
+crate::delivery::sql::impl_deliveries!(SqliteStore, Sqlite);
 
-crate::automation::sql::impl_automations!(SqliteStore, Sqlite, crate::automation::sql::sqlite_rows);
+crate::automation::sql::impl_automations!(SqliteStore, Sqlite);
 
 impl SqliteStore {
     /// One process serves a SQLite file: leases an earlier run left (a

@@ -49,7 +49,6 @@ crate::delivery::sql::impl_queue_conn!(
 
 crate::automation::sql::impl_auto_conn!(
     SqliteConn,
-    rows: crate::automation::sql::sqlite_rows,
     lock_row: "",
     lock_due: "",
 );
