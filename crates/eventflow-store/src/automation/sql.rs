@@ -188,15 +188,11 @@ where
 macro_rules! impl_auto_conn {
     ($conn:ty, lock_row: $lock_row:expr, lock_due: $lock_due:expr $(,)?) => {
         const _: () = {
-            #[allow(unused_imports)]
             use async_trait::async_trait;
-            #[allow(unused_imports)]
             use sqlx::Row;
             use crate::automation::sql::{AutoConn, NOTIFICATION_COLUMNS, RUN_COLUMNS, TIMER_COLUMNS};
             use crate::automation::{ConditionError, Notification, QuotaReservation, Run, Timer};
-            #[allow(unused_imports)]
             use crate::error::Result;
-            #[allow(unused_imports)]
             use crate::codec::json_text;
 
             #[async_trait]
@@ -457,29 +453,18 @@ pub(crate) use impl_auto_conn;
 macro_rules! impl_automations {
     ($store:ty, $db:ty) => {
         const _: () = {
-            #[allow(unused_imports)]
             use async_trait::async_trait;
-            #[allow(unused_imports)]
-            use eventflow_model::{Event, Object, ResourceType};
-            #[allow(unused_imports)]
-            use serde_json::Value;
-            #[allow(unused_imports)]
-            use sqlx::{Executor, Row};
 
-            #[allow(unused_imports)]
-            use crate::codec::{json_text, parse_event, parse_object};
-            #[allow(unused_imports)]
-            use crate::delivery::*;
-            #[allow(unused_imports)]
-            use crate::error::{Result, StoreError};
-            #[allow(unused_imports)]
-            use crate::keys::*;
-            #[allow(unused_imports)]
-            use crate::notify::Notifier;
-            #[allow(unused_imports)]
-            use crate::records::{query, *};
-            #[allow(unused_imports)]
-            use crate::records::rules::reference_columns;
+
+            use sqlx::Row;
+
+
+
+            use crate::error::Result;
+
+
+
+
 
         #[async_trait]
         impl crate::Automations for $store {

@@ -306,19 +306,12 @@ pub(crate) trait QueueConn: crate::records::rules::RecordTx {
 macro_rules! impl_queue_conn {
     ($conn:ty, db: $db:ty, lock_due: $lock_due:expr, lock_row: $lock_row:expr, append_attempt: $append:expr $(,)?) => {
         const _: () = {
-            #[allow(unused_imports)]
             use async_trait::async_trait;
-            #[allow(unused_imports)]
             use sqlx::Row;
-            #[allow(unused_imports)]
 
-            #[allow(unused_imports)]
             use crate::delivery::{Delivery, EndpointRow};
-            #[allow(unused_imports)]
             use crate::error::{Result, StoreError};
-            #[allow(unused_imports)]
             use crate::delivery::sql::{DELIVERY_COLUMNS, ENDPOINT_COLUMNS, NewDelivery, QueueConn, REPLAY_COLUMNS};
-            #[allow(unused_imports)]
             use crate::codec::json_text;
 
             #[async_trait]
@@ -749,29 +742,18 @@ pub(crate) use impl_queue_conn;
 macro_rules! impl_deliveries {
     ($store:ty, $db:ty) => {
         const _: () = {
-            #[allow(unused_imports)]
             use async_trait::async_trait;
-            #[allow(unused_imports)]
-            use eventflow_model::{Event, Object, ResourceType};
-            #[allow(unused_imports)]
-            use serde_json::Value;
-            #[allow(unused_imports)]
-            use sqlx::{Executor, Row};
+            use eventflow_model::Event;
 
-            #[allow(unused_imports)]
-            use crate::codec::{json_text, parse_event, parse_object};
-            #[allow(unused_imports)]
+            use sqlx::Row;
+
+            use crate::codec::parse_event;
             use crate::delivery::*;
-            #[allow(unused_imports)]
-            use crate::error::{Result, StoreError};
-            #[allow(unused_imports)]
-            use crate::keys::*;
-            #[allow(unused_imports)]
-            use crate::notify::Notifier;
-            #[allow(unused_imports)]
-            use crate::records::{query, *};
-            #[allow(unused_imports)]
-            use crate::records::rules::reference_columns;
+            use crate::error::Result;
+
+
+
+
 
         #[async_trait]
         impl crate::Deliveries for $store {

@@ -5,29 +5,18 @@
 macro_rules! impl_key_conn {
     ($conn:ty, announce_keys: $announce_keys:expr $(,)?) => {
         const _: () = {
-            #[allow(unused_imports)]
             use async_trait::async_trait;
-            #[allow(unused_imports)]
-            use eventflow_model::{Event, Object, ResourceType};
-            #[allow(unused_imports)]
-            use serde_json::Value;
-            #[allow(unused_imports)]
-            use sqlx::{Executor, Row};
 
-            #[allow(unused_imports)]
-            use crate::codec::{json_text, parse_event, parse_object};
-            #[allow(unused_imports)]
-            use crate::delivery::*;
-            #[allow(unused_imports)]
-            use crate::error::{Result, StoreError};
-            #[allow(unused_imports)]
+
+            use sqlx::Row;
+
+            use crate::codec::json_text;
+
+            use crate::error::Result;
             use crate::keys::*;
-            #[allow(unused_imports)]
-            use crate::notify::Notifier;
-            #[allow(unused_imports)]
-            use crate::records::{query, *};
-            #[allow(unused_imports)]
-            use crate::records::rules::reference_columns;
+
+
+
 
         #[async_trait]
         impl KeyConn for $conn {
@@ -136,29 +125,18 @@ pub(crate) use impl_key_conn;
 macro_rules! impl_tenants {
     ($store:ty, $db:ty) => {
         const _: () = {
-            #[allow(unused_imports)]
             use async_trait::async_trait;
-            #[allow(unused_imports)]
-            use eventflow_model::{Event, Object, ResourceType};
-            #[allow(unused_imports)]
-            use serde_json::Value;
-            #[allow(unused_imports)]
-            use sqlx::{Executor, Row};
 
-            #[allow(unused_imports)]
-            use crate::codec::{json_text, parse_event, parse_object};
-            #[allow(unused_imports)]
-            use crate::delivery::*;
-            #[allow(unused_imports)]
-            use crate::error::{Result, StoreError};
-            #[allow(unused_imports)]
+
+            use sqlx::Row;
+
+
+
+            use crate::error::Result;
             use crate::keys::*;
-            #[allow(unused_imports)]
-            use crate::notify::Notifier;
-            #[allow(unused_imports)]
-            use crate::records::{query, *};
-            #[allow(unused_imports)]
-            use crate::records::rules::reference_columns;
+
+
+
 
         #[async_trait]
         impl crate::Tenants for $store {

@@ -12,28 +12,17 @@
 macro_rules! impl_record_tx {
     ($conn:ty, lock_tenant: $lock_tenant:expr $(,)?) => {
         const _: () = {
-            #[allow(unused_imports)]
             use async_trait::async_trait;
-            #[allow(unused_imports)]
             use eventflow_model::{Event, Object, ResourceType};
-            #[allow(unused_imports)]
             use serde_json::Value;
-            #[allow(unused_imports)]
-            use sqlx::{Executor, Row};
+            use sqlx::Row;
 
-            #[allow(unused_imports)]
-            use crate::codec::{json_text, parse_event, parse_object};
-            #[allow(unused_imports)]
-            use crate::delivery::*;
-            #[allow(unused_imports)]
+            use crate::codec::json_text;
+
             use crate::error::{Result, StoreError};
-            #[allow(unused_imports)]
-            use crate::keys::*;
-            #[allow(unused_imports)]
-            use crate::notify::Notifier;
-            #[allow(unused_imports)]
-            use crate::records::{query, *};
-            #[allow(unused_imports)]
+
+
+            use crate::records::*;
             use crate::records::rules::reference_columns;
 
         impl $conn {
@@ -257,29 +246,18 @@ pub(crate) use impl_record_tx;
 macro_rules! impl_records {
     ($store:ty, $db:ty) => {
         const _: () = {
-            #[allow(unused_imports)]
             use async_trait::async_trait;
-            #[allow(unused_imports)]
-            use eventflow_model::{Event, Object, ResourceType};
-            #[allow(unused_imports)]
-            use serde_json::Value;
-            #[allow(unused_imports)]
-            use sqlx::{Executor, Row};
+            use eventflow_model::{Object, ResourceType};
 
-            #[allow(unused_imports)]
-            use crate::codec::{json_text, parse_event, parse_object};
-            #[allow(unused_imports)]
-            use crate::delivery::*;
-            #[allow(unused_imports)]
-            use crate::error::{Result, StoreError};
-            #[allow(unused_imports)]
-            use crate::keys::*;
-            #[allow(unused_imports)]
-            use crate::notify::Notifier;
-            #[allow(unused_imports)]
+            use sqlx::Row;
+
+            use crate::codec::parse_object;
+
+            use crate::error::Result;
+
+
             use crate::records::{query, *};
-            #[allow(unused_imports)]
-            use crate::records::rules::reference_columns;
+
 
         #[async_trait]
         impl crate::Records for $store {
@@ -381,28 +359,17 @@ pub(crate) use impl_records;
 macro_rules! impl_event_log {
     ($store:ty, $db:ty) => {
         const _: () = {
-            #[allow(unused_imports)]
             use async_trait::async_trait;
-            #[allow(unused_imports)]
-            use eventflow_model::{Event, Object, ResourceType};
-            #[allow(unused_imports)]
-            use serde_json::Value;
-            #[allow(unused_imports)]
-            use sqlx::{Executor, Row};
+            use eventflow_model::Event;
 
-            #[allow(unused_imports)]
-            use crate::codec::{json_text, parse_event, parse_object};
-            #[allow(unused_imports)]
-            use crate::delivery::*;
-            #[allow(unused_imports)]
-            use crate::error::{Result, StoreError};
-            #[allow(unused_imports)]
-            use crate::keys::*;
-            #[allow(unused_imports)]
+            use sqlx::Row;
+
+            use crate::codec::parse_event;
+
+            use crate::error::Result;
+
             use crate::notify::Notifier;
-            #[allow(unused_imports)]
-            use crate::records::rules::reference_columns;
-            #[allow(unused_imports)]
+
             use crate::records::{query, *};
 
             #[async_trait]

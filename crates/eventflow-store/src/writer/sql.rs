@@ -6,29 +6,18 @@
 macro_rules! impl_write_conn {
     ($conn:ty, begin: $begin:expr, announce: $announce:expr $(,)?) => {
         const _: () = {
-            #[allow(unused_imports)]
             use async_trait::async_trait;
-            #[allow(unused_imports)]
-            use eventflow_model::{Event, Object, ResourceType};
-            #[allow(unused_imports)]
-            use serde_json::Value;
-            #[allow(unused_imports)]
+
+
             use sqlx::{Executor, Row};
 
-            #[allow(unused_imports)]
-            use crate::codec::{json_text, parse_event, parse_object};
-            #[allow(unused_imports)]
-            use crate::delivery::*;
-            #[allow(unused_imports)]
-            use crate::error::{Result, StoreError};
-            #[allow(unused_imports)]
-            use crate::keys::*;
-            #[allow(unused_imports)]
-            use crate::notify::Notifier;
-            #[allow(unused_imports)]
-            use crate::records::{query, *};
-            #[allow(unused_imports)]
-            use crate::records::rules::reference_columns;
+
+
+            use crate::error::Result;
+
+
+
+
 
         #[async_trait]
         impl crate::writer::WriteConn for $conn {
