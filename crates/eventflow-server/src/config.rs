@@ -59,6 +59,9 @@ pub struct Config {
     /// Seconds a stopping server gives the delivery attempts and workflow
     /// steps under way to finish and be recorded.
     pub shutdown_grace_secs: u64,
+    /// Seconds between the safety-net reads of a waiting long poll or
+    /// stream, should a commit's wake-up be lost.
+    pub reader_recheck_secs: u64,
     /// Channel providers for automations.
     pub providers: Providers,
     /// Where billing claims go.
@@ -216,6 +219,7 @@ impl Default for Config {
             delivery_timeout_secs: 15,
             delivery_concurrency: 16,
             shutdown_grace_secs: 20,
+            reader_recheck_secs: 5,
             providers: Providers::default(),
             billing: None,
             vars: BTreeMap::new(),
@@ -398,6 +402,11 @@ impl Config {
                 "delivery_timeout_secs: must be from 1 to {MAX_DELIVERY_TIMEOUT_SECS} (an attempt ends within the 60 s lease on its delivery)"
             )));
         }
+        if !(1..=3600).contains(&self.reader_recheck_secs) {
+            return Err(ConfigError(
+                "reader_recheck_secs: must be from 1 to 3600".into(),
+            ));
+        }
         if self.shutdown_grace_secs > 300 {
             return Err(ConfigError(
                 "shutdown_grace_secs: must be at most 300".into(),
@@ -555,6 +564,18 @@ mod tests {
         );
         let mut c = Config::from_toml("delivery_timeout_secs = 45\n").unwrap();
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn the_reader_recheck_is_from_a_second_to_an_hour() {
+        for bad in ["0", "3601"] {
+            let mut c = Config::from_toml(&format!("reader_recheck_secs = {bad}\n")).unwrap();
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.0, "reader_recheck_secs: must be from 1 to 3600");
+        }
+        let mut c = Config::from_toml("reader_recheck_secs = 3600\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(Config::default().reader_recheck_secs, 5);
     }
 
     #[test]

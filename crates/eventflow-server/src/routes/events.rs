@@ -112,6 +112,9 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
     let mut commits = state.store.notifier().subscribe(auth.tenant());
     let mut shutdown = state.shutdown.clone();
     let mut scan = q.clone();
+    // What let the answer go: the first read, a commit's wake-up, the
+    // safety-net re-read, or the end of the wait (for the metric).
+    let mut by = "at_once";
     let events = loop {
         let committed = *commits.borrow_and_update();
         let events = state.store.events(auth.tenant(), &scan).await?;
@@ -127,14 +130,24 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
             bits,
             &mut commits,
             &mut shutdown,
-            Some(deadline),
+            Patience {
+                deadline: Some(deadline),
+                recheck: Duration::from_secs(state.config.reader_recheck_secs),
+            },
         )
         .await;
         match woke {
-            Wake::Commit | Wake::Recheck => continue,
-            Wake::Timeout | Wake::Shutdown => break events,
+            Wake::Commit => by = "commit",
+            Wake::Recheck => by = "recheck",
+            Wake::Timeout | Wake::Shutdown => {
+                by = "timeout";
+                break events;
+            }
         }
     };
+    if wait > 0 {
+        metrics::counter!("eventflow_long_polls_answered_total", "by" => by).increment(1);
+    }
     // A long poll outlives its key check: a key revoked meanwhile gets
     // nothing.
     if wait > 0 {
@@ -205,18 +218,26 @@ enum Wake {
     Shutdown,
 }
 
-/// How often a waiting reader looks again without a wake-up.
-const RECHECK: Duration = Duration::from_secs(5);
+/// How long a reader waits: until its deadline (a long poll's `wait`; a
+/// stream has none), looking again every `recheck` (`reader_recheck_secs`)
+/// without a wake-up.
+#[derive(Debug, Clone, Copy)]
+struct Patience {
+    deadline: Option<tokio::time::Instant>,
+    recheck: Duration,
+}
 
+/// Waits for the next commit.
 async fn next_commit(
     commits: &mut watch::Receiver<i64>,
     shutdown: &mut watch::Receiver<bool>,
-    deadline: Option<tokio::time::Instant>,
+    patience: Patience,
 ) -> Wake {
     if *shutdown.borrow() {
         return Wake::Shutdown;
     }
-    let recheck = tokio::time::Instant::now() + RECHECK;
+    let deadline = patience.deadline;
+    let recheck = tokio::time::Instant::now() + patience.recheck;
     let until = deadline.map_or(recheck, |d| d.min(recheck));
     tokio::select! {
         changed = commits.changed() => match changed {
@@ -242,10 +263,10 @@ async fn next_wanted_commit(
     bits: u64,
     commits: &mut watch::Receiver<i64>,
     shutdown: &mut watch::Receiver<bool>,
-    deadline: Option<tokio::time::Instant>,
+    patience: Patience,
 ) -> Wake {
     loop {
-        match next_commit(commits, shutdown, deadline).await {
+        match next_commit(commits, shutdown, patience).await {
             Wake::Commit => {
                 let latest = *commits.borrow_and_update();
                 if !notifier.nothing_for(tenant, *after, latest, bits) {
@@ -268,6 +289,8 @@ struct Follow {
     clock: Arc<dyn eventflow_store::Clock>,
     /// The type bits the stream wants (see `Notifier::nothing_for`).
     bits: u64,
+    /// `reader_recheck_secs`.
+    recheck: Duration,
     store: Arc<dyn Store>,
     shutdown: watch::Receiver<bool>,
     tenant: String,
@@ -306,6 +329,7 @@ async fn stream(
         keys: state.keys.clone(),
         clock: state.clock.clone(),
         bits: wanted_bits(&query),
+        recheck: Duration::from_secs(state.config.reader_recheck_secs),
         commits: state.store.notifier().subscribe(auth.tenant()),
         shutdown: state.shutdown.clone(),
         store: state.store.clone(),
@@ -340,7 +364,10 @@ async fn stream(
                         f.bits,
                         &mut f.commits,
                         &mut f.shutdown,
-                        None,
+                        Patience {
+                            deadline: None,
+                            recheck: f.recheck,
+                        },
                     )
                     .await;
                     if let Wake::Shutdown = woke {

@@ -10,7 +10,7 @@ use eventflow_store::Clock;
 use eventflow_testkit::{Api, Backend, Options, Reply, TestServer, backend_tests};
 use serde_json::{Value, json};
 
-use crate::helpers::{all_events, assert_timestamp, principal, sequences};
+use crate::helpers::{all_events, assert_timestamp, principal, sequences, woken_by_commits_only};
 
 backend_tests!(
     a_type_filter_of_more_than_50_patterns_is_422,
@@ -652,7 +652,7 @@ async fn event_types_lists_the_33_types_with_a_description_each(backend: Backend
 }
 
 async fn a_long_poll_returns_as_soon_as_a_write_commits(backend: Backend) {
-    let server = backend.spawn().await;
+    let server = woken_by_commits_only(backend).await;
     let api = server.api();
     api.patient().await;
     let tenant = principal(&server).await.tenant_id;
@@ -685,7 +685,7 @@ async fn answered_before_its_wait_ends(poll: tokio::task::JoinHandle<Reply>) -> 
 }
 
 async fn a_long_poll_ignores_commits_that_do_not_match_its_filter(backend: Backend) {
-    let server = backend.spawn().await;
+    let server = woken_by_commits_only(backend).await;
     let api = server.api();
     let patient = api.patient().await;
     let tenant = principal(&server).await.tenant_id;

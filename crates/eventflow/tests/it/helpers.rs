@@ -4,7 +4,7 @@
 //! `Api`; a behaviour file exports nothing.
 
 use eventflow_server::auth;
-use eventflow_testkit::{Api, Reply, TestServer};
+use eventflow_testkit::{Api, Backend, Options, Reply, TestServer};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------
@@ -305,4 +305,16 @@ pub async fn counts(api: &Api) -> Vec<usize> {
         out.push(r.body["data"].as_array().unwrap().len());
     }
     out
+}
+
+/// A server whose waiting readers read again only once an hour
+/// (`reader_recheck_secs`): a long poll or stream answered within a test's
+/// hang guard was woken by the commit itself, not by the safety net.
+pub async fn woken_by_commits_only(backend: Backend) -> TestServer {
+    backend
+        .spawn_with(Options {
+            clock: None,
+            configure: Some(Box::new(|c| c.reader_recheck_secs = 3600)),
+        })
+        .await
 }

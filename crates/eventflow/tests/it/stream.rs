@@ -9,7 +9,7 @@ use eventflow_testkit::{Api, Backend, Options, backend_tests, wait_for};
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 
-use crate::helpers::{all_events, principal, sequences};
+use crate::helpers::{all_events, principal, sequences, woken_by_commits_only};
 
 backend_tests!(
     the_stream_sends_existing_events_then_new_ones_as_they_commit,
@@ -142,7 +142,7 @@ fn seqs(events: &[Sse]) -> Vec<i64> {
 }
 
 async fn the_stream_sends_existing_events_then_new_ones_as_they_commit(backend: Backend) {
-    let server = backend.spawn().await;
+    let server = woken_by_commits_only(backend).await;
     let api = server.api();
     for _ in 0..3 {
         api.patient().await;
@@ -374,7 +374,7 @@ async fn a_stopping_server_ends_open_streams_and_long_polls(backend: Backend) {
 /// A follower whose filter matches nothing for a while still wakes for its
 /// event (the skipped, non-matching events are not read again and again).
 async fn a_filtered_stream_and_long_poll_still_wake_for_their_event(backend: Backend) {
-    let server = backend.spawn().await;
+    let server = woken_by_commits_only(backend).await;
     let api = server.api();
     let patient = api.patient().await;
     let mut stream = SseReader::open(
