@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use eventflow_model::filter::{Bound, DEFAULT_COST_LIMIT, Outcome};
-use eventflow_model::{Event, id, time};
+use eventflow_model::id::RunId;
+use eventflow_model::{Event, time};
 use eventflow_store::EventQuery;
 use eventflow_store::{Actor, ConditionError, NewRun, RunOrigin, StartRuns};
 use serde_json::Value;
@@ -287,7 +288,7 @@ impl Engine {
                     }
                 }
                 runs.push(NewRun {
-                    id: id::new_id("run"),
+                    id: RunId::fresh().into_string(),
                     tenant_id: tenant.to_string(),
                     workflow: w.name.clone(),
                     event_id: Some(event.id.clone()),

@@ -334,7 +334,7 @@ async fn create(
     let now = time::format(state.clock.now());
     let secret = new_secret(config.signing, &now);
     let row = EndpointRow {
-        id: id::new_id("ep"),
+        id: eventflow_model::id::EndpointId::fresh().into_string(),
         tenant_id: auth.tenant().to_string(),
         revision: 1,
         created_at: now.clone(),
@@ -550,7 +550,7 @@ fn sample_event(tenant: &str, event_type: &str, now: &str) -> Event {
     data.insert("id".into(), json!(rid));
     data.insert("test".into(), json!(true));
     Event {
-        id: id::new_id("evt"),
+        id: eventflow_model::id::EventId::fresh().into_string(),
         event_type: event_type.to_string(),
         sequence: 0,
         created_at: now.to_string(),

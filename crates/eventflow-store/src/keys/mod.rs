@@ -177,7 +177,7 @@ pub(crate) async fn apply<C: KeyConn + ?Sized>(
                 )));
             }
             let key = ApiKey {
-                id: id::new_id("key"),
+                id: eventflow_model::id::KeyId::fresh().into_string(),
                 name: name.clone(),
                 scopes: scopes.names().to_vec(),
                 created_at: now.into(),

@@ -124,7 +124,7 @@ impl Kit {
                 from: 0,
                 to: 0,
                 runs: vec![NewRun {
-                    id: eventflow_model::id::new_id("run"),
+                    id: eventflow_model::id::RunId::fresh().into_string(),
                     tenant_id: self.tenant.clone(),
                     workflow: "reminders".into(),
                     event_id: None,
