@@ -7,8 +7,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use eventflow_delivery::{EndpointUrl, UrlPolicy};
 use eventflow_model::filter::Filter;
+use eventflow_model::id::{self, DeliveryId, EndpointId, ReplayId};
 use eventflow_model::scope::Scope;
-use eventflow_model::{Event, EventType, Object, ResourceRef, TypeFilter, id, time};
+use eventflow_model::{Event, EventType, Object, ResourceRef, TypeFilter, time};
 use eventflow_store::endpoint_json;
 use eventflow_store::{
     DeliveryQuery, DeliveryStatus, EndpointChange, EndpointConfig, EndpointRow, Ordering,
@@ -381,10 +382,16 @@ fn shown(auth: &Auth, row: &EndpointRow) -> Value {
     v
 }
 
+/// The endpoint id a path gives: an id of another kind names no endpoint.
+fn endpoint_id(id: &str) -> ApiResult<EndpointId> {
+    EndpointId::parse(id).map_err(|_| not_found())
+}
+
 async fn load(state: &AppState, auth: &Auth, id: &str) -> ApiResult<EndpointRow> {
+    let id = endpoint_id(id)?;
     state
         .store
-        .endpoint(auth.tenant(), id)
+        .endpoint(auth.tenant(), &id)
         .await?
         .ok_or_else(not_found)
 }
@@ -660,6 +667,7 @@ async fn replay(
             ));
         }
     };
+    let id = endpoint_id(&id)?;
     let replay = state
         .store
         .replay(auth.tenant(), &id, from)
@@ -677,9 +685,9 @@ async fn replay_status(
     Path((id, replay)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let not_found = || ApiError::not_found("no replay with that id");
-    if !eventflow_model::id::is_well_formed(&id) || !eventflow_model::id::is_well_formed(&replay) {
+    let (Ok(id), Ok(replay)) = (EndpointId::parse(&id), ReplayId::parse(&replay)) else {
         return Err(not_found());
-    }
+    };
     let r = state
         .store
         .get_replay(auth.tenant(), &id, &replay)
@@ -709,6 +717,7 @@ async fn deliveries(
         c => c.map(str::to_string),
     };
     load(&state, &auth, &id).await?;
+    let id = endpoint_id(&id)?;
     let q = DeliveryQuery {
         status,
         limit: params.int("limit", 100, 1, 1000)? as u32,
@@ -731,6 +740,7 @@ async fn endpoint_events(
     let after = params.int("after", 0, 0, i64::MAX)?;
     let limit = params.int("limit", 100, 1, 1000)? as u32;
     load(&state, &auth, &id).await?;
+    let id = endpoint_id(&id)?;
     let found = state
         .store
         .endpoint_events(auth.tenant(), &id, after, limit)
@@ -748,11 +758,16 @@ async fn endpoint_events(
     Ok(Json(json!({ "data": data, "nextAfter": next })))
 }
 
+/// The delivery id a path gives: an id of another kind names no delivery.
+fn delivery_id(id: &str) -> ApiResult<DeliveryId> {
+    DeliveryId::parse(id).map_err(|_| ApiError::not_found("no delivery with that id"))
+}
+
 /// A delivery of the tenant of an event the key may see; 404 otherwise.
 async fn visible_delivery(
     state: &AppState,
     auth: &Auth,
-    id: &str,
+    id: &DeliveryId,
 ) -> ApiResult<eventflow_store::Delivery> {
     state
         .store
@@ -767,6 +782,7 @@ async fn delivery(
     auth: Auth,
     PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
+    let id = delivery_id(&id)?;
     let d = visible_delivery(&state, &auth, &id).await?;
     Ok(Json(serde_json::to_value(d).unwrap_or_default()))
 }
@@ -776,6 +792,7 @@ async fn retry(
     auth: Auth,
     PathId(id): PathId,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id = delivery_id(&id)?;
     visible_delivery(&state, &auth, &id).await?;
     let d = state
         .store

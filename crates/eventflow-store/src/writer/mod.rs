@@ -644,8 +644,8 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
                     "a tenant named {name:?} already exists"
                 )));
             }
-            let tenant_id = TenantId::fresh().into_string();
-            let key_id = KeyId::fresh().into_string();
+            let tenant_id = TenantId::fresh();
+            let key_id = KeyId::fresh();
             if !conn.insert_tenant(&tenant_id, name, &now_s).await? {
                 // Another node took the name between the check and here.
                 if *only_if_no_tenants {
