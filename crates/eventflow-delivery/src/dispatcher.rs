@@ -317,7 +317,7 @@ async fn claim_all(inner: &Arc<Inner>) -> Option<Timestamp> {
         // Due already, yet not claimable (an ordered delivery behind a
         // retrying one, an endpoint being disabled): look again in a second
         // rather than spin.
-        Ok(next) => next.as_deref().and_then(time::parse).map(|at| {
+        Ok(next) => next.map(|at| {
             if at <= now {
                 now + SignedDuration::from_secs(1)
             } else {

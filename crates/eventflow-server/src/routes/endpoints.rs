@@ -822,14 +822,14 @@ async fn disclosures(
     }
     let since = match params.get("since") {
         None => None,
-        Some(s) => Some(time::format(time::parse(s).ok_or_else(|| {
-            ApiError::invalid("since", "must be an RFC 3339 time")
-        })?)),
+        Some(s) => Some(
+            time::parse(s).ok_or_else(|| ApiError::invalid("since", "must be an RFC 3339 time"))?,
+        ),
     };
     let limit = params.int("limit", 1000, 1, 10_000)? as u32;
     let data = state
         .store
-        .disclosures(auth.tenant(), patient, since.as_deref(), limit)
+        .disclosures(auth.tenant(), patient, since, limit)
         .await?;
     Ok(Json(json!({ "data": data })))
 }

@@ -70,7 +70,7 @@ pub trait Automations: Send + Sync + 'static {
     async fn reserve_quota(&self, r: QuotaReservation) -> Result<bool>;
 
     /// When the next run or timer is due, if any.
-    async fn next_automation_due(&self) -> Result<Option<String>>;
+    async fn next_automation_due(&self) -> Result<Option<jiff::Timestamp>>;
 
     /// The chain depths of the events in `from..=to` that workflow steps
     /// wrote: `(sequence, depth of the run that wrote it)`.

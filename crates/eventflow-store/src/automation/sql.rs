@@ -547,7 +547,7 @@ macro_rules! impl_automations {
                 Ok(rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1))).collect())
             }
 
-            async fn next_automation_due(&self) -> Result<Option<String>> {
+            async fn next_automation_due(&self) -> Result<Option<jiff::Timestamp>> {
                 let row = sqlx::query(
                     "SELECT (SELECT MIN(next_at) FROM workflow_runs WHERE status = 'pending'), \
                      (SELECT MIN(fire_at) FROM timers)",
@@ -556,10 +556,11 @@ macro_rules! impl_automations {
                 .await?;
                 let a: Option<String> = row.get(0);
                 let b: Option<String> = row.get(1);
-                Ok(match (a, b) {
+                let next = match (a, b) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
-                })
+                };
+                Ok(next.and_then(|n| eventflow_model::time::parse(&n)))
             }
 
             async fn workflow_run(&self, tenant: &TenantId, id: &RunId) -> Result<Option<crate::automation::Run>> {

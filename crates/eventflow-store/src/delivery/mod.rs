@@ -112,12 +112,12 @@ pub trait Deliveries: Send + Sync + 'static {
         &self,
         tenant: &TenantId,
         patient_id: &str,
-        since: Option<&str>,
+        since: Option<jiff::Timestamp>,
         limit: u32,
     ) -> Result<Vec<Disclosure>>;
 
-    /// When the next pending delivery is due (formatted), if any.
-    async fn next_due(&self) -> Result<Option<String>>;
+    /// When the next pending delivery is due, if any.
+    async fn next_due(&self) -> Result<Option<jiff::Timestamp>>;
 
     /// Deliveries by state, for metrics.
     async fn queue_depth(&self, now: jiff::Timestamp) -> Result<QueueDepth>;

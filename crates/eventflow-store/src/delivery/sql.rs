@@ -929,7 +929,7 @@ macro_rules! impl_deliveries {
                 &self,
                 tenant: &TenantId,
                 patient_id: &str,
-                since: Option<&str>,
+                since: Option<jiff::Timestamp>,
                 limit: u32,
             ) -> Result<Vec<Disclosure>> {
                 let found = sqlx::query(
@@ -940,7 +940,7 @@ macro_rules! impl_deliveries {
                 )
                 .bind(tenant.as_str())
                 .bind(patient_id)
-                .bind(since)
+                .bind(since.map(eventflow_model::time::format))
                 .bind(i64::from(limit))
                 .fetch_all(&self.reads)
                 .await?;
@@ -961,11 +961,14 @@ macro_rules! impl_deliveries {
                     .collect())
             }
 
-            async fn next_due(&self) -> Result<Option<String>> {
+            async fn next_due(&self) -> Result<Option<jiff::Timestamp>> {
                 let row = sqlx::query("SELECT MIN(next_at) FROM deliveries WHERE status = 'pending'")
                     .fetch_one(&self.reads)
                     .await?;
-                Ok(row.get::<Option<String>, _>(0).filter(|n| n.as_str() != crate::delivery::sql::PAUSED))
+                Ok(row
+                    .get::<Option<String>, _>(0)
+                    .filter(|n| n.as_str() != crate::delivery::sql::PAUSED)
+                    .and_then(|n| eventflow_model::time::parse(&n)))
             }
 
             async fn queue_depth(&self, now: jiff::Timestamp) -> Result<QueueDepth> {
