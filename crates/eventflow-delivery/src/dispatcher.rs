@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering as AtomicOr
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use eventflow_model::id::{DeliveryId, EndpointId, TenantId};
 use eventflow_model::{Event, time};
 use eventflow_store::{
     Attempt, AttemptRecord, AttemptVerdict, Clock, Deliveries, Delivery, EndpointRow, PayloadMode,
@@ -247,7 +248,10 @@ async fn run(
                 Some(batch) if inner.held.load(AtomicOrdering::Relaxed) >= inner.config.max_held => {
                     // Full: give them back, due now; claims take them when
                     // there is room.
-                    let ids = batch.into_iter().map(|f| f.delivery.id).collect();
+                    let ids = batch
+                        .into_iter()
+                        .map(|f| DeliveryId::from_stored(f.delivery.id))
+                        .collect();
                     let _ = inner.store.release_deliveries(ids, inner.clock.now()).await;
                 }
                 Some(batch) => {
@@ -313,7 +317,7 @@ async fn claim_all(inner: &Arc<Inner>) -> Option<Timestamp> {
         // Due already, yet not claimable (an ordered delivery behind a
         // retrying one, an endpoint being disabled): look again in a second
         // rather than spin.
-        Ok(next) => next.as_deref().and_then(time::parse).map(|at| {
+        Ok(next) => next.map(|at| {
             if at <= now {
                 now + SignedDuration::from_secs(1)
             } else {
@@ -380,7 +384,7 @@ fn submit(inner: &Arc<Inner>, job: Job) {
                 // claimed afresh if it is still pending.
                 let _ = inner
                     .store
-                    .release_deliveries(vec![id], inner.clock.now())
+                    .release_deliveries(vec![DeliveryId::from_stored(id)], inner.clock.now())
                     .await;
                 inner.look_again.notify_one();
             }
@@ -413,7 +417,16 @@ async fn endpoint_state(
     }
     let row = match given {
         Some(row) if row.revision >= revision => row,
-        _ => Arc::new(inner.store.endpoint(tenant, id).await.ok()??),
+        _ => Arc::new(
+            inner
+                .store
+                .endpoint(
+                    &TenantId::from_stored(tenant.to_owned()),
+                    &EndpointId::from_stored(id.to_owned()),
+                )
+                .await
+                .ok()??,
+        ),
     };
     if let Some(state) = cached {
         *state.row.lock().unwrap_or_else(|e| e.into_inner()) = row;
@@ -478,7 +491,7 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
             let until = Timestamp::from_millisecond(resume).unwrap_or_else(|_| inner.clock.now());
             let _ = inner
                 .store
-                .release_deliveries(vec![d.id.clone()], until)
+                .release_deliveries(vec![DeliveryId::from_stored(d.id.clone())], until)
                 .await;
             // Another attempt may have succeeded meanwhile and closed the
             // breaker (making every delivery due): this one is due now too,
@@ -488,7 +501,10 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
             {
                 let _ = inner
                     .store
-                    .release_deliveries(vec![d.id.clone()], inner.clock.now())
+                    .release_deliveries(
+                        vec![DeliveryId::from_stored(d.id.clone())],
+                        inner.clock.now(),
+                    )
                     .await;
                 inner.look_again.notify_one();
             }
@@ -521,7 +537,10 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
         }
         let _ = inner
             .store
-            .release_deliveries(vec![d.id.clone()], inner.clock.now())
+            .release_deliveries(
+                vec![DeliveryId::from_stored(d.id.clone())],
+                inner.clock.now(),
+            )
             .await;
         return;
     }

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use eventflow_model::ResourceType;
+use eventflow_model::id::{KeyId, TenantId};
 use eventflow_model::scope::{Scope, Scopes};
 use eventflow_store::Principal;
 use jiff::Timestamp;
@@ -74,7 +75,7 @@ struct CacheInner {
     /// hash → (principal, looked up again after, the keys epoch it was read in)
     known: HashMap<String, (Principal, Timestamp, u64)>,
     /// key id → when its last use was last written
-    touched: HashMap<String, Timestamp>,
+    touched: HashMap<KeyId, Timestamp>,
     /// hash → unknown until
     unknown: HashMap<String, Timestamp>,
     /// client address (an IPv6 address by its /64) → (window start, failures)
@@ -307,7 +308,7 @@ impl KeyCache {
             // Off the request's path: the write joins the writer's next group.
             let store = store.clone();
             let change = eventflow_store::KeyChange::Touch {
-                id: p.key_id.clone(),
+                id: p.key_id.to_string(),
                 at: eventflow_model::time::format(now),
             };
             tokio::spawn(async move {
@@ -331,15 +332,15 @@ pub(crate) struct Internal(pub Principal);
 pub struct Auth(pub Principal);
 
 impl Auth {
-    pub fn tenant(&self) -> &str {
+    pub fn tenant(&self) -> &TenantId {
         &self.0.tenant_id
     }
-    pub fn key_id(&self) -> &str {
+    pub fn key_id(&self) -> &KeyId {
         &self.0.key_id
     }
     /// The key as the writer of a change.
     pub fn actor(&self) -> eventflow_store::Actor {
-        eventflow_store::Actor::Key(self.0.key_id.clone())
+        eventflow_store::Actor::Key(self.0.key_id.to_string())
     }
     pub fn scopes(&self) -> &Scopes {
         &self.0.scopes
@@ -480,7 +481,10 @@ mod tests {
     use super::*;
 
     fn principal(n: usize) -> Principal {
-        Principal::everything(&format!("ten_{n}"), &format!("key_{n}"))
+        Principal::everything(
+            TenantId::from_stored(format!("ten_{n}")),
+            KeyId::from_stored(format!("key_{n}")),
+        )
     }
 
     #[test]

@@ -195,7 +195,7 @@ pub async fn bootstrap(
         }
     }
     Ok(Some(Bootstrap {
-        tenant_id: tenant.tenant_id,
+        tenant_id: tenant.tenant_id.into_string(),
         generated_key: generated.then(|| Secret::new(key)),
         key_file,
     }))

@@ -9,7 +9,11 @@
 //!
 //! [`Store`] is the sum of five role traits, so a part of the server takes
 //! only what it uses: [`Records`], [`EventLog`], [`Deliveries`],
-//! [`Automations`] and [`Tenants`].
+//! [`Automations`] and [`Tenants`]. The traits take and return the ids the
+//! server makes as the model's prefixed id types
+//! ([`TenantId`](eventflow_model::id::TenantId),
+//! [`EndpointId`](eventflow_model::id::EndpointId), …) and times as
+//! [`jiff::Timestamp`]; a backend binds them as text.
 //!
 //! # Layout
 //! The crate is cut by feature; each feature keeps its rows, its rules (what

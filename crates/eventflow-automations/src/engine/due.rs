@@ -8,8 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventflow_model::time;
-
 use super::{Engine, MAX_RUNNING};
 
 impl Engine {
@@ -17,7 +15,7 @@ impl Engine {
         loop {
             // One read of the next due time per pass.
             let next = match self.store.next_automation_due().await {
-                Ok(n) => n.and_then(|n| time::parse(&n)),
+                Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "automations: could not read the next due time");
                     None

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use eventflow_model::filter::{Bound, DEFAULT_COST_LIMIT, Outcome};
-use eventflow_model::{Event, id, time};
+use eventflow_model::id::{RunId, TenantId};
+use eventflow_model::{Event, time};
 use eventflow_store::EventQuery;
 use eventflow_store::{Actor, ConditionError, NewRun, RunOrigin, StartRuns};
 use serde_json::Value;
@@ -29,9 +30,9 @@ struct Cursor {
 
 impl Engine {
     pub(super) async fn ingest_loop(self: Arc<Self>) {
-        let mut cursors: HashMap<String, Cursor> = HashMap::new();
+        let mut cursors: HashMap<TenantId, Cursor> = HashMap::new();
         // Tenant → its latest sequence when a commit told it (else read).
-        let mut todo: BTreeMap<String, Option<i64>> = BTreeMap::new();
+        let mut todo: BTreeMap<TenantId, Option<i64>> = BTreeMap::new();
         let notifier_store = self.store.clone();
         let mut sweep = tokio::time::interval(CURSOR_SAVE_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -39,7 +40,7 @@ impl Engine {
             tokio::select! {
                 changed = notifier_store.notifier().take_changed() => {
                     for (tenant, latest) in changed {
-                        let entry = todo.entry(tenant).or_insert(Some(latest));
+                        let entry = todo.entry(TenantId::from_stored(tenant)).or_insert(Some(latest));
                         if let Some(known) = entry {
                             *known = (*known).max(latest);
                         }
@@ -64,9 +65,9 @@ impl Engine {
 
     async fn ingest(
         self: &Arc<Self>,
-        tenant: &str,
+        tenant: &TenantId,
         known_latest: Option<i64>,
-        cursors: &mut HashMap<String, Cursor>,
+        cursors: &mut HashMap<TenantId, Cursor>,
     ) -> eventflow_store::Result<()> {
         let mut c = match cursors.get(tenant) {
             Some(c) => *c,
@@ -218,7 +219,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(tenant.to_string(), c.scanned);
-        cursors.insert(tenant.to_string(), c);
+        cursors.insert(tenant.clone(), c);
         Ok(())
     }
 
@@ -287,7 +288,7 @@ impl Engine {
                     }
                 }
                 runs.push(NewRun {
-                    id: id::new_id("run"),
+                    id: RunId::fresh().into_string(),
                     tenant_id: tenant.to_string(),
                     workflow: w.name.clone(),
                     event_id: Some(event.id.clone()),

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use eventflow_delivery::policy::Next;
+use eventflow_model::id::RunId;
 use eventflow_model::time;
 use eventflow_store::{Effect, Run, RunNext, RunStatus, StepOutcome, StepReport, StepStatus};
 use serde_json::{Map, Value, json};
@@ -109,7 +110,11 @@ impl Engine {
                             // lease, and stops if another node holds the run
                             // (its lease ran out while this one waited).
                             if step.kind.calls_out() {
-                                match self.store.begin_step(&run.id, index as i64).await {
+                                match self
+                                    .store
+                                    .begin_step(&RunId::from_stored(run.id.clone()), index as i64)
+                                    .await
+                                {
                                     Ok(true) => {}
                                     Ok(false) => return,
                                     Err(e) => {

@@ -253,7 +253,7 @@ impl Portal {
             hash_key(&id),
             Session {
                 key_hash: hash_key(key),
-                key_id: principal.key_id.clone(),
+                key_id: principal.key_id.to_string(),
                 csrf: random_token(),
                 created: now,
                 expires: now + SESSION_TTL,

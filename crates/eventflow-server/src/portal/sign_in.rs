@@ -109,12 +109,12 @@ pub(super) async fn sign_in(
     };
     let entry = eventflow_store::AuditEntry {
         id: eventflow_model::id::new_id("aud"),
-        tenant: principal.tenant_id.clone(),
+        tenant: principal.tenant_id.to_string(),
         at: eventflow_model::time::format(p.app.clock.now()),
-        key_id: principal.key_id.clone(),
+        key_id: principal.key_id.to_string(),
         action: "portal.sign-in".into(),
         resource_type: "api_key".into(),
-        resource_id: principal.key_id.clone(),
+        resource_id: principal.key_id.to_string(),
     };
     if let Err(e) = p.app.store.record_reads(vec![entry]).await {
         tracing::error!(error = %e, "could not write a sign-in to the audit log");

@@ -7,7 +7,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use eventflow_model::{ResourceType, id, time};
+use eventflow_model::id::{self, RunId, TenantId};
+use eventflow_model::{ResourceType, time};
 use eventflow_store::{Actor, Channel, Direction, Notification, Run, RunQuery, RunStatus, Timer};
 use eventflow_store::{ListQuery, Op, WriteKind, WriteRequest};
 use hmac::{KeyInit, Mac};
@@ -84,9 +85,11 @@ async fn get_run(
     auth: Auth,
     Path(run): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    let not_found = || ApiError::not_found("no such workflow run");
+    let run = RunId::parse(&run).map_err(|_| not_found())?;
     match state.store.workflow_run(auth.tenant(), &run).await? {
         Some(r) => Ok(Json(run_json(&r))),
-        None => Err(ApiError::not_found("no such workflow run")),
+        None => Err(not_found()),
     }
 }
 
@@ -195,9 +198,10 @@ async fn inbound_twilio(
     if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         return Err(forbidden());
     }
-    if !id::is_well_formed(&tenant) || !state.store.tenant_ids().await?.contains(&tenant) {
-        return Err(ApiError::not_found("no such tenant"));
-    }
+    let tenant_id = match TenantId::parse(&tenant) {
+        Ok(t) if state.store.tenant_ids().await?.contains(&t) => t,
+        _ => return Err(ApiError::not_found("no such tenant")),
+    };
     let get = |k: &str| {
         params
             .iter()
@@ -258,7 +262,7 @@ async fn inbound_twilio(
         return Ok(twiml(None));
     }
     let reply = match text.to_ascii_uppercase().as_str() {
-        "C" | "CANCEL" => match next_booked(&state, &tenant, &from, now).await? {
+        "C" | "CANCEL" => match next_booked(&state, &tenant_id, &from, now).await? {
             None => "We found no upcoming appointment for this number.".to_string(),
             Some(appt) => {
                 let id = appt
@@ -324,7 +328,7 @@ async fn inbound_twilio(
 /// started yet.
 async fn next_booked(
     state: &AppState,
-    tenant: &str,
+    tenant: &TenantId,
     phone: &str,
     now: jiff::Timestamp,
 ) -> ApiResult<Option<eventflow_model::Object>> {

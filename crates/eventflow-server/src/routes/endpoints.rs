@@ -7,8 +7,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use eventflow_delivery::{EndpointUrl, UrlPolicy};
 use eventflow_model::filter::Filter;
+use eventflow_model::id::{self, DeliveryId, EndpointId, ReplayId};
 use eventflow_model::scope::Scope;
-use eventflow_model::{Event, EventType, Object, ResourceRef, TypeFilter, id, time};
+use eventflow_model::{Event, EventType, Object, ResourceRef, TypeFilter, time};
 use eventflow_store::endpoint_json;
 use eventflow_store::{
     DeliveryQuery, DeliveryStatus, EndpointChange, EndpointConfig, EndpointRow, Ordering,
@@ -334,7 +335,7 @@ async fn create(
     let now = time::format(state.clock.now());
     let secret = new_secret(config.signing, &now);
     let row = EndpointRow {
-        id: id::new_id("ep"),
+        id: eventflow_model::id::EndpointId::fresh().into_string(),
         tenant_id: auth.tenant().to_string(),
         revision: 1,
         created_at: now.clone(),
@@ -381,10 +382,16 @@ fn shown(auth: &Auth, row: &EndpointRow) -> Value {
     v
 }
 
+/// The endpoint id a path gives: an id of another kind names no endpoint.
+fn endpoint_id(id: &str) -> ApiResult<EndpointId> {
+    EndpointId::parse(id).map_err(|_| not_found())
+}
+
 async fn load(state: &AppState, auth: &Auth, id: &str) -> ApiResult<EndpointRow> {
+    let id = endpoint_id(id)?;
     state
         .store
-        .endpoint(auth.tenant(), id)
+        .endpoint(auth.tenant(), &id)
         .await?
         .ok_or_else(not_found)
 }
@@ -550,7 +557,7 @@ fn sample_event(tenant: &str, event_type: &str, now: &str) -> Event {
     data.insert("id".into(), json!(rid));
     data.insert("test".into(), json!(true));
     Event {
-        id: id::new_id("evt"),
+        id: eventflow_model::id::EventId::fresh().into_string(),
         event_type: event_type.to_string(),
         sequence: 0,
         created_at: now.to_string(),
@@ -660,6 +667,7 @@ async fn replay(
             ));
         }
     };
+    let id = endpoint_id(&id)?;
     let replay = state
         .store
         .replay(auth.tenant(), &id, from)
@@ -677,9 +685,9 @@ async fn replay_status(
     Path((id, replay)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let not_found = || ApiError::not_found("no replay with that id");
-    if !eventflow_model::id::is_well_formed(&id) || !eventflow_model::id::is_well_formed(&replay) {
+    let (Ok(id), Ok(replay)) = (EndpointId::parse(&id), ReplayId::parse(&replay)) else {
         return Err(not_found());
-    }
+    };
     let r = state
         .store
         .get_replay(auth.tenant(), &id, &replay)
@@ -709,6 +717,7 @@ async fn deliveries(
         c => c.map(str::to_string),
     };
     load(&state, &auth, &id).await?;
+    let id = endpoint_id(&id)?;
     let q = DeliveryQuery {
         status,
         limit: params.int("limit", 100, 1, 1000)? as u32,
@@ -731,6 +740,7 @@ async fn endpoint_events(
     let after = params.int("after", 0, 0, i64::MAX)?;
     let limit = params.int("limit", 100, 1, 1000)? as u32;
     load(&state, &auth, &id).await?;
+    let id = endpoint_id(&id)?;
     let found = state
         .store
         .endpoint_events(auth.tenant(), &id, after, limit)
@@ -748,11 +758,16 @@ async fn endpoint_events(
     Ok(Json(json!({ "data": data, "nextAfter": next })))
 }
 
+/// The delivery id a path gives: an id of another kind names no delivery.
+fn delivery_id(id: &str) -> ApiResult<DeliveryId> {
+    DeliveryId::parse(id).map_err(|_| ApiError::not_found("no delivery with that id"))
+}
+
 /// A delivery of the tenant of an event the key may see; 404 otherwise.
 async fn visible_delivery(
     state: &AppState,
     auth: &Auth,
-    id: &str,
+    id: &DeliveryId,
 ) -> ApiResult<eventflow_store::Delivery> {
     state
         .store
@@ -767,6 +782,7 @@ async fn delivery(
     auth: Auth,
     PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
+    let id = delivery_id(&id)?;
     let d = visible_delivery(&state, &auth, &id).await?;
     Ok(Json(serde_json::to_value(d).unwrap_or_default()))
 }
@@ -776,6 +792,7 @@ async fn retry(
     auth: Auth,
     PathId(id): PathId,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id = delivery_id(&id)?;
     visible_delivery(&state, &auth, &id).await?;
     let d = state
         .store
@@ -805,14 +822,14 @@ async fn disclosures(
     }
     let since = match params.get("since") {
         None => None,
-        Some(s) => Some(time::format(time::parse(s).ok_or_else(|| {
-            ApiError::invalid("since", "must be an RFC 3339 time")
-        })?)),
+        Some(s) => Some(
+            time::parse(s).ok_or_else(|| ApiError::invalid("since", "must be an RFC 3339 time"))?,
+        ),
     };
     let limit = params.int("limit", 1000, 1, 10_000)? as u32;
     let data = state
         .store
-        .disclosures(auth.tenant(), patient, since.as_deref(), limit)
+        .disclosures(auth.tenant(), patient, since, limit)
         .await?;
     Ok(Json(json!({ "data": data })))
 }

@@ -15,6 +15,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
+use eventflow_model::id::{EventId, TenantId};
 use eventflow_model::{Event, ResourceType, TypeFilter};
 use eventflow_store::{EventQuery, Store};
 use futures::Stream;
@@ -184,18 +185,23 @@ async fn one(
     auth: Auth,
     PathId(id): PathId,
 ) -> ApiResult<Json<Event>> {
-    visible_event(&state, &auth, &id).await.map(Json)
+    visible_event(&state, &auth, &id)
+        .await
+        .map(|(_, event)| Json(event))
 }
 
 /// An event of the tenant whose type the key may see; `404` otherwise, as
 /// if it did not exist.
-async fn visible_event(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Event> {
-    state
+async fn visible_event(state: &AppState, auth: &Auth, id: &str) -> ApiResult<(EventId, Event)> {
+    let not_found = || ApiError::not_found(format!("no event with id {id}"));
+    let id = EventId::parse(id).map_err(|_| not_found())?;
+    let event = state
         .store
-        .event_by_id(auth.tenant(), id)
+        .event_by_id(auth.tenant(), &id)
         .await?
         .filter(|e| auth.scopes().sees(&e.event_type))
-        .ok_or_else(|| ApiError::not_found(format!("no event with id {id}")))
+        .ok_or_else(not_found)?;
+    Ok((id, event))
 }
 
 /// `GET /v1/event-types`. Under `/v1`, so it takes an API key like every
@@ -293,7 +299,7 @@ struct Follow {
     recheck: Duration,
     store: Arc<dyn Store>,
     shutdown: watch::Receiver<bool>,
-    tenant: String,
+    tenant: TenantId,
     query: EventQuery,
     commits: watch::Receiver<i64>,
     buffer: VecDeque<Event>,
@@ -333,7 +339,7 @@ async fn stream(
         commits: state.store.notifier().subscribe(auth.tenant()),
         shutdown: state.shutdown.clone(),
         store: state.store.clone(),
-        tenant: auth.tenant().to_string(),
+        tenant: auth.tenant().clone(),
         query,
         buffer: VecDeque::new(),
     };
@@ -391,7 +397,7 @@ async fn deliveries(
     auth: Auth,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> ApiResult<Json<Value>> {
-    visible_event(&state, &auth, &id).await?;
+    let (id, _) = visible_event(&state, &auth, &id).await?;
     let list = state.store.event_deliveries(auth.tenant(), &id).await?;
     Ok(Json(serde_json::json!({ "data": list })))
 }

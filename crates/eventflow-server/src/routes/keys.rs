@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use eventflow_model::id::KeyId;
 use eventflow_model::scope::Scopes;
 use eventflow_store::{ApiKey, KeyChange, Secret};
 use serde_json::{Value, json};
@@ -139,9 +140,12 @@ async fn read(
     auth: Auth,
     PathId(id): PathId,
 ) -> ApiResult<Json<ApiKey>> {
+    let Ok(key) = KeyId::parse(&id) else {
+        return Err(not_found(&id));
+    };
     state
         .store
-        .api_key(auth.tenant(), &id)
+        .api_key(auth.tenant(), &key)
         .await?
         .map(Json)
         .ok_or_else(|| not_found(&id))
@@ -149,9 +153,12 @@ async fn read(
 
 /// A live key of the tenant whose scopes the caller holds all of.
 async fn load_within(state: &AppState, auth: &Auth, id: &str) -> ApiResult<ApiKey> {
+    let Ok(key_id) = KeyId::parse(id) else {
+        return Err(not_found(id));
+    };
     let key = state
         .store
-        .api_key(auth.tenant(), id)
+        .api_key(auth.tenant(), &key_id)
         .await?
         .ok_or_else(|| not_found(id))?;
     let scopes =

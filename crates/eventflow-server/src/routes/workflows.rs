@@ -65,7 +65,11 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
 /// Sets each loaded workflow's `conditionError`: why its `if` last ran out
 /// of its cost budget on one of the tenant's events, while the condition is
 /// still the one that did (`null` otherwise).
-async fn add_condition_errors(state: &AppState, tenant: &str, list: &mut [Value]) -> ApiResult<()> {
+async fn add_condition_errors(
+    state: &AppState,
+    tenant: &eventflow_model::id::TenantId,
+    list: &mut [Value],
+) -> ApiResult<()> {
     let errors = state.store.condition_errors(tenant).await?;
     for w in list.iter_mut().filter(|w| w["status"] == "loaded") {
         let error = errors

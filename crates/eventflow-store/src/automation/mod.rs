@@ -25,6 +25,8 @@ pub(crate) mod sql;
 
 pub use rows::*;
 
+use eventflow_model::id::{RunId, TenantId};
+
 use crate::error::Result;
 
 /// Workflow runs, durable timers and the notifications outbox: what the
@@ -32,10 +34,10 @@ use crate::error::Result;
 #[async_trait::async_trait]
 pub trait Automations: Send + Sync + 'static {
     /// Every tenant's id.
-    async fn tenant_ids(&self) -> Result<Vec<String>>;
+    async fn tenant_ids(&self) -> Result<Vec<TenantId>>;
 
     /// The last event sequence of the tenant the automation engine matched.
-    async fn automation_cursor(&self, tenant: &str) -> Result<i64>;
+    async fn automation_cursor(&self, tenant: &TenantId) -> Result<i64>;
 
     /// Inserts the runs a batch of events starts (leased to this node) and
     /// moves the cursor from `from` to `to`; `None` when the cursor had
@@ -59,7 +61,7 @@ pub trait Automations: Send + Sync + 'static {
 
     /// Before a step with an effect outside the server: renews the run's
     /// lease; `false` when this node no longer holds the run at that step.
-    async fn begin_step(&self, run_id: &str, index: i64) -> Result<bool>;
+    async fn begin_step(&self, run_id: &RunId, index: i64) -> Result<bool>;
 
     /// Before a step of a tenant's own workflow calls a provider with a
     /// daily quota: takes a unit of the tenant's quota for today (UTC, on
@@ -68,28 +70,28 @@ pub trait Automations: Send + Sync + 'static {
     async fn reserve_quota(&self, r: QuotaReservation) -> Result<bool>;
 
     /// When the next run or timer is due, if any.
-    async fn next_automation_due(&self) -> Result<Option<String>>;
+    async fn next_automation_due(&self) -> Result<Option<jiff::Timestamp>>;
 
     /// The chain depths of the events in `from..=to` that workflow steps
     /// wrote: `(sequence, depth of the run that wrote it)`.
-    async fn write_depths(&self, tenant: &str, from: i64, to: i64) -> Result<Vec<(i64, i64)>>;
+    async fn write_depths(&self, tenant: &TenantId, from: i64, to: i64) -> Result<Vec<(i64, i64)>>;
 
     /// The tenant's workflows whose `if` last ran out of its budget, each
     /// with the condition it ran out with.
-    async fn condition_errors(&self, tenant: &str) -> Result<Vec<ConditionError>>;
+    async fn condition_errors(&self, tenant: &TenantId) -> Result<Vec<ConditionError>>;
 
-    async fn workflow_run(&self, tenant: &str, id: &str) -> Result<Option<Run>>;
+    async fn workflow_run(&self, tenant: &TenantId, id: &RunId) -> Result<Option<Run>>;
 
     /// The tenant's runs, newest first.
-    async fn workflow_runs(&self, tenant: &str, q: &RunQuery) -> Result<Vec<Run>>;
+    async fn workflow_runs(&self, tenant: &TenantId, q: &RunQuery) -> Result<Vec<Run>>;
 
     /// The tenant's pending timers, soonest first (`key`: that one only).
-    async fn timers(&self, tenant: &str, key: Option<&str>, limit: u32) -> Result<Vec<Timer>>;
+    async fn timers(&self, tenant: &TenantId, key: Option<&str>, limit: u32) -> Result<Vec<Timer>>;
 
     /// The tenant's outbox, newest first; `before`: ids below it.
     async fn notifications(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         before: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Notification>>;

@@ -146,7 +146,7 @@ pub(crate) async fn fire_timers<C: AutoConn>(
         conn.delete_timer(&t.tenant_id, &t.key).await?;
         let run = new_run_row(
             NewRun {
-                id: eventflow_model::id::new_id("run"),
+                id: eventflow_model::id::RunId::fresh().into_string(),
                 tenant_id: t.tenant_id,
                 workflow: t.workflow,
                 event_id: t.event_id,

@@ -454,6 +454,7 @@ macro_rules! impl_automations {
     ($store:ty, $db:ty) => {
         const _: () = {
             use async_trait::async_trait;
+            use eventflow_model::id::{RunId, TenantId};
 
 
             use sqlx::Row;
@@ -468,16 +469,16 @@ macro_rules! impl_automations {
 
         #[async_trait]
         impl crate::Automations for $store {
-            async fn tenant_ids(&self) -> Result<Vec<String>> {
+            async fn tenant_ids(&self) -> Result<Vec<TenantId>> {
                 let rows = sqlx::query("SELECT id FROM tenants ORDER BY id")
                     .fetch_all(&self.reads)
                     .await?;
-                Ok(rows.iter().map(|r| r.get(0)).collect())
+                Ok(rows.iter().map(|r| TenantId::from_stored(r.get(0))).collect())
             }
 
-            async fn automation_cursor(&self, tenant: &str) -> Result<i64> {
+            async fn automation_cursor(&self, tenant: &TenantId) -> Result<i64> {
                 let row = sqlx::query("SELECT automation_cursor FROM tenants WHERE id = $1")
-                    .bind(tenant)
+                    .bind(tenant.as_str())
                     .fetch_optional(&self.reads)
                     .await?;
                 Ok(row.map(|r| r.get(0)).unwrap_or(0))
@@ -507,16 +508,16 @@ macro_rules! impl_automations {
                 self.writer.reserve_quota(r).await
             }
 
-            async fn begin_step(&self, run_id: &str, index: i64) -> Result<bool> {
+            async fn begin_step(&self, run_id: &RunId, index: i64) -> Result<bool> {
                 self.writer.begin_step(run_id, index).await
             }
 
-            async fn condition_errors(&self, tenant: &str) -> Result<Vec<crate::automation::ConditionError>> {
+            async fn condition_errors(&self, tenant: &TenantId) -> Result<Vec<crate::automation::ConditionError>> {
                 let rows = sqlx::query(
                     "SELECT workflow, condition_source, message, event_id, at FROM workflow_condition_errors \
                      WHERE tenant_id = $1 ORDER BY workflow LIMIT 10000",
                 )
-                .bind(tenant)
+                .bind(tenant.as_str())
                 .fetch_all(&self.reads)
                 .await?;
                 Ok(rows
@@ -533,12 +534,12 @@ macro_rules! impl_automations {
                     .collect())
             }
 
-            async fn write_depths(&self, tenant: &str, from: i64, to: i64) -> Result<Vec<(i64, i64)>> {
+            async fn write_depths(&self, tenant: &TenantId, from: i64, to: i64) -> Result<Vec<(i64, i64)>> {
                 let rows = sqlx::query(
                     "SELECT sequence, chain_depth FROM workflow_write_depths \
                      WHERE tenant_id = $1 AND sequence >= $2 AND sequence <= $3",
                 )
-                .bind(tenant)
+                .bind(tenant.as_str())
                 .bind(from)
                 .bind(to)
                 .fetch_all(&self.reads)
@@ -546,7 +547,7 @@ macro_rules! impl_automations {
                 Ok(rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1))).collect())
             }
 
-            async fn next_automation_due(&self) -> Result<Option<String>> {
+            async fn next_automation_due(&self) -> Result<Option<jiff::Timestamp>> {
                 let row = sqlx::query(
                     "SELECT (SELECT MIN(next_at) FROM workflow_runs WHERE status = 'pending'), \
                      (SELECT MIN(fire_at) FROM timers)",
@@ -555,26 +556,27 @@ macro_rules! impl_automations {
                 .await?;
                 let a: Option<String> = row.get(0);
                 let b: Option<String> = row.get(1);
-                Ok(match (a, b) {
+                let next = match (a, b) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
-                })
+                };
+                Ok(next.and_then(|n| eventflow_model::time::parse(&n)))
             }
 
-            async fn workflow_run(&self, tenant: &str, id: &str) -> Result<Option<crate::automation::Run>> {
+            async fn workflow_run(&self, tenant: &TenantId, id: &RunId) -> Result<Option<crate::automation::Run>> {
                     let sql = format!(
                     "SELECT {} FROM workflow_runs WHERE tenant_id = $1 AND id = $2",
                     crate::automation::sql::RUN_COLUMNS
                 );
                 let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(tenant)
-                    .bind(id)
+                    .bind(tenant.as_str())
+                    .bind(id.as_str())
                     .fetch_optional(&self.reads)
                     .await?;
                 row.as_ref().map(crate::automation::sql::run_from_row).transpose()
             }
 
-            async fn workflow_runs(&self, tenant: &str, q: &crate::automation::RunQuery) -> Result<Vec<crate::automation::Run>> {
+            async fn workflow_runs(&self, tenant: &TenantId, q: &crate::automation::RunQuery) -> Result<Vec<crate::automation::Run>> {
                     let sql = format!(
                     "SELECT {} FROM workflow_runs WHERE tenant_id = $1 AND ($2 IS NULL OR workflow = $2) \
                      AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR event_id = $4) AND ($5 IS NULL OR id < $5) \
@@ -582,7 +584,7 @@ macro_rules! impl_automations {
                     crate::automation::sql::RUN_COLUMNS
                 );
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(tenant)
+                    .bind(tenant.as_str())
                     .bind(&q.workflow)
                     .bind(q.status.map(crate::automation::RunStatus::as_str))
                     .bind(&q.event_id)
@@ -593,14 +595,14 @@ macro_rules! impl_automations {
                 rows.iter().map(crate::automation::sql::run_from_row).collect()
             }
 
-            async fn timers(&self, tenant: &str, key: Option<&str>, limit: u32) -> Result<Vec<crate::automation::Timer>> {
+            async fn timers(&self, tenant: &TenantId, key: Option<&str>, limit: u32) -> Result<Vec<crate::automation::Timer>> {
                     let sql = format!(
                     "SELECT {} FROM timers WHERE tenant_id = $1 AND ($2 IS NULL OR timer_key = $2) \
                      ORDER BY fire_at, timer_key LIMIT $3",
                     crate::automation::sql::TIMER_COLUMNS
                 );
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(tenant)
+                    .bind(tenant.as_str())
                     .bind(key)
                     .bind(i64::from(limit))
                     .fetch_all(&self.reads)
@@ -610,7 +612,7 @@ macro_rules! impl_automations {
 
             async fn notifications(
                 &self,
-                tenant: &str,
+                tenant: &TenantId,
                 before: Option<&str>,
                 limit: u32,
             ) -> Result<Vec<crate::automation::Notification>> {
@@ -620,7 +622,7 @@ macro_rules! impl_automations {
                     crate::automation::sql::NOTIFICATION_COLUMNS
                 );
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(tenant)
+                    .bind(tenant.as_str())
                     .bind(before)
                     .bind(i64::from(limit))
                     .fetch_all(&self.reads)

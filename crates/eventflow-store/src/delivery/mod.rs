@@ -16,6 +16,8 @@ pub(crate) mod sql;
 
 use eventflow_model::Event;
 
+use eventflow_model::id::{DeliveryId, EndpointId, EventId, ReplayId, TenantId};
+
 use crate::error::Result;
 
 pub use rows::*;
@@ -30,10 +32,10 @@ pub trait Deliveries: Send + Sync + 'static {
     async fn change_endpoint(&self, change: EndpointChange) -> Result<Option<EndpointRow>>;
 
     /// A live (not deleted) endpoint of the tenant.
-    async fn endpoint(&self, tenant: &str, id: &str) -> Result<Option<EndpointRow>>;
+    async fn endpoint(&self, tenant: &TenantId, id: &EndpointId) -> Result<Option<EndpointRow>>;
 
     /// The tenant's live endpoints, oldest first.
-    async fn endpoints(&self, tenant: &str) -> Result<Vec<EndpointRow>>;
+    async fn endpoints(&self, tenant: &TenantId) -> Result<Vec<EndpointRow>>;
 
     /// Leases up to `limit` due deliveries to this node.
     async fn claim_deliveries(&self, limit: i64) -> Result<Vec<ClaimedDelivery>>;
@@ -46,49 +48,61 @@ pub trait Deliveries: Send + Sync + 'static {
     async fn record_successes(&self, recs: Vec<AttemptRecord>) -> Result<()>;
 
     /// Gives leased deliveries back, due again at `next_at`, without an attempt.
-    async fn release_deliveries(&self, ids: Vec<String>, next_at: jiff::Timestamp) -> Result<()>;
+    async fn release_deliveries(
+        &self,
+        ids: Vec<DeliveryId>,
+        next_at: jiff::Timestamp,
+    ) -> Result<()>;
 
     /// Makes a delivery due now, whatever its status.
-    async fn retry_delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>>;
+    async fn retry_delivery(&self, tenant: &TenantId, id: &DeliveryId) -> Result<Option<Delivery>>;
 
     /// Starts a replay of the events since `from` that the endpoint
     /// matches, and does its first chunk; `None` when there is no such
     /// endpoint. A replay still `running` goes on with [`Deliveries::replay_chunk`].
     async fn replay(
         &self,
-        tenant: &str,
-        endpoint_id: &str,
+        tenant: &TenantId,
+        endpoint_id: &EndpointId,
         from: ReplayFrom,
     ) -> Result<Option<Replay>>;
 
     /// Does the next chunk of a running replay (one short write).
-    async fn replay_chunk(&self, tenant: &str, id: &str) -> Result<Option<Replay>>;
+    async fn replay_chunk(&self, tenant: &TenantId, id: &ReplayId) -> Result<Option<Replay>>;
 
     /// One replay of an endpoint.
-    async fn get_replay(&self, tenant: &str, endpoint_id: &str, id: &str)
-    -> Result<Option<Replay>>;
+    async fn get_replay(
+        &self,
+        tenant: &TenantId,
+        endpoint_id: &EndpointId,
+        id: &ReplayId,
+    ) -> Result<Option<Replay>>;
 
     /// Running replays, oldest first: (tenant, replay id).
-    async fn running_replays(&self, limit: i64) -> Result<Vec<(String, String)>>;
+    async fn running_replays(&self, limit: i64) -> Result<Vec<(TenantId, ReplayId)>>;
 
-    async fn delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>>;
+    async fn delivery(&self, tenant: &TenantId, id: &DeliveryId) -> Result<Option<Delivery>>;
 
     /// The deliveries of one event (to each endpoint it matched), oldest first.
-    async fn event_deliveries(&self, tenant: &str, event_id: &str) -> Result<Vec<Delivery>>;
+    async fn event_deliveries(
+        &self,
+        tenant: &TenantId,
+        event_id: &EventId,
+    ) -> Result<Vec<Delivery>>;
 
     /// One page of an endpoint's deliveries, newest first.
     async fn deliveries(
         &self,
-        tenant: &str,
-        endpoint_id: &str,
+        tenant: &TenantId,
+        endpoint_id: &EndpointId,
         q: &DeliveryQuery,
     ) -> Result<(Vec<Delivery>, Option<String>)>;
 
     /// The events an endpoint matched, by its `endpointSequence`, after `after`.
     async fn endpoint_events(
         &self,
-        tenant: &str,
-        endpoint_id: &str,
+        tenant: &TenantId,
+        endpoint_id: &EndpointId,
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, Event)>>;
@@ -96,14 +110,14 @@ pub trait Deliveries: Send + Sync + 'static {
     /// Successful deliveries that carried the patient's data, oldest first.
     async fn disclosures(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         patient_id: &str,
-        since: Option<&str>,
+        since: Option<jiff::Timestamp>,
         limit: u32,
     ) -> Result<Vec<Disclosure>>;
 
-    /// When the next pending delivery is due (formatted), if any.
-    async fn next_due(&self) -> Result<Option<String>>;
+    /// When the next pending delivery is due, if any.
+    async fn next_due(&self) -> Result<Option<jiff::Timestamp>>;
 
     /// Deliveries by state, for metrics.
     async fn queue_depth(&self, now: jiff::Timestamp) -> Result<QueueDepth>;

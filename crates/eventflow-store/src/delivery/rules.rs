@@ -5,7 +5,8 @@
 //! event they cause commit together.
 
 use eventflow_model::filter::Outcome;
-use eventflow_model::{Event, ResourceRef, id, time};
+use eventflow_model::id::{DeliveryId, EventId, ReplayId};
+use eventflow_model::{Event, ResourceRef, time};
 use serde_json::{Value, json};
 
 use crate::delivery::fanout::LEASE;
@@ -61,7 +62,7 @@ pub(crate) async fn fan_out<C: QueueConn + ?Sized>(conn: &mut C, event: &Event) 
         .into_iter()
         .map(|endpoint| {
             let hand_over = conn.fanout().hand_over(&endpoint);
-            (endpoint, id::new_id("dlv"), hand_over)
+            (endpoint, DeliveryId::fresh().into_string(), hand_over)
         })
         .collect();
     let rows: Vec<NewDelivery<'_>> = plan
@@ -119,7 +120,7 @@ async fn operational_event<C: QueueConn + ?Sized>(
 ) -> Result<i64> {
     let sequence = conn.next_sequence(tenant).await?;
     let event = Event {
-        id: id::new_id("evt"),
+        id: EventId::fresh().into_string(),
         event_type: event_type.to_string(),
         sequence,
         created_at: conn.fanout().now.clone(),
@@ -468,7 +469,7 @@ pub(crate) async fn start_replay<C: QueueConn + ?Sized>(
         ReplayFrom::Since(t) => (0, Some(t.clone())),
     };
     let mut replay = Replay {
-        id: id::new_id("rpl"),
+        id: ReplayId::fresh().into_string(),
         tenant_id: tenant.to_string(),
         endpoint_id: endpoint_id.to_string(),
         status: "running".into(),
@@ -593,7 +594,7 @@ async fn replay_chunk<C: QueueConn + ?Sized>(conn: &mut C, replay: &mut Replay) 
                 d.window_started_at = Some(now.clone());
                 conn.update_delivery(&d, Some(&now), None).await?;
             }
-            None => fresh.push((id::new_id("dlv"), *event, patient_of(event))),
+            None => fresh.push((DeliveryId::fresh().into_string(), *event, patient_of(event))),
         }
     }
     let rows: Vec<NewDelivery<'_>> = fresh

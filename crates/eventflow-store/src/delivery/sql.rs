@@ -743,6 +743,7 @@ macro_rules! impl_deliveries {
     ($store:ty, $db:ty) => {
         const _: () = {
             use async_trait::async_trait;
+            use eventflow_model::id::{DeliveryId, EndpointId, EventId, ReplayId, TenantId};
             use eventflow_model::Event;
 
             use sqlx::Row;
@@ -761,26 +762,26 @@ macro_rules! impl_deliveries {
                 self.writer.endpoint(change).await
             }
 
-            async fn endpoint(&self, tenant: &str, id: &str) -> Result<Option<EndpointRow>> {
+            async fn endpoint(&self, tenant: &TenantId, id: &EndpointId) -> Result<Option<EndpointRow>> {
                     let sql = format!(
                     "SELECT {} FROM endpoints WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
                     crate::delivery::sql::ENDPOINT_COLUMNS
                 );
                 let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(tenant)
-                    .bind(id)
+                    .bind(tenant.as_str())
+                    .bind(id.as_str())
                     .fetch_optional(&self.reads)
                     .await?;
                 row.as_ref().map(crate::delivery::sql::endpoint_from_row).transpose()
             }
 
-            async fn endpoints(&self, tenant: &str) -> Result<Vec<EndpointRow>> {
+            async fn endpoints(&self, tenant: &TenantId) -> Result<Vec<EndpointRow>> {
                     let sql = format!(
                     "SELECT {} FROM endpoints WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY id LIMIT 1000",
                     crate::delivery::sql::ENDPOINT_COLUMNS
                 );
                 let found = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(tenant)
+                    .bind(tenant.as_str())
                     .fetch_all(&self.reads)
                     .await?;
                 found.iter().map(crate::delivery::sql::endpoint_from_row).collect()
@@ -798,67 +799,70 @@ macro_rules! impl_deliveries {
                 self.writer.succeeded(recs).await
             }
 
-            async fn release_deliveries(&self, ids: Vec<String>, next_at: jiff::Timestamp) -> Result<()> {
-                self.writer.release(ids, next_at).await
+            async fn release_deliveries(&self, ids: Vec<DeliveryId>, next_at: jiff::Timestamp) -> Result<()> {
+                self.writer.release(ids.into_iter().map(DeliveryId::into_string).collect(), next_at).await
             }
 
-            async fn retry_delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>> {
+            async fn retry_delivery(&self, tenant: &TenantId, id: &DeliveryId) -> Result<Option<Delivery>> {
                 self.writer.retry(tenant, id).await
             }
 
-            async fn replay(&self, tenant: &str, endpoint_id: &str, from: ReplayFrom) -> Result<Option<Replay>> {
+            async fn replay(&self, tenant: &TenantId, endpoint_id: &EndpointId, from: ReplayFrom) -> Result<Option<Replay>> {
                 self.writer.replay(tenant, endpoint_id, from).await
             }
 
-            async fn replay_chunk(&self, tenant: &str, id: &str) -> Result<Option<Replay>> {
+            async fn replay_chunk(&self, tenant: &TenantId, id: &ReplayId) -> Result<Option<Replay>> {
                 self.writer.replay_chunk(tenant, id).await
             }
 
-            async fn get_replay(&self, tenant: &str, endpoint_id: &str, id: &str) -> Result<Option<Replay>> {
+            async fn get_replay(&self, tenant: &TenantId, endpoint_id: &EndpointId, id: &ReplayId) -> Result<Option<Replay>> {
                     let sql = format!(
                     "SELECT {} FROM replays WHERE id = $1 AND tenant_id = $2 AND endpoint_id = $3",
                     crate::delivery::sql::REPLAY_COLUMNS
                 );
                 let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .bind(tenant)
-                    .bind(endpoint_id)
+                    .bind(id.as_str())
+                    .bind(tenant.as_str())
+                    .bind(endpoint_id.as_str())
                     .fetch_optional(&self.reads)
                     .await?;
                 row.as_ref().map(crate::delivery::sql::replay_from_row).transpose()
             }
 
-            async fn running_replays(&self, limit: i64) -> Result<Vec<(String, String)>> {
+            async fn running_replays(&self, limit: i64) -> Result<Vec<(TenantId, ReplayId)>> {
                 let found = sqlx::query(
                     "SELECT tenant_id, id FROM replays WHERE status = 'running' ORDER BY id LIMIT $1",
                 )
                 .bind(limit)
                 .fetch_all(&self.reads)
                 .await?;
-                Ok(found.iter().map(|r| (r.get(0), r.get(1))).collect())
+                Ok(found
+                    .iter()
+                    .map(|r| (TenantId::from_stored(r.get(0)), ReplayId::from_stored(r.get(1))))
+                    .collect())
             }
 
-            async fn delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>> {
+            async fn delivery(&self, tenant: &TenantId, id: &DeliveryId) -> Result<Option<Delivery>> {
                     let sql = format!(
                     "SELECT {} FROM deliveries d WHERE d.id = $1 AND d.tenant_id = $2",
                     crate::delivery::sql::DELIVERY_COLUMNS
                 );
                 let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .bind(tenant)
+                    .bind(id.as_str())
+                    .bind(tenant.as_str())
                     .fetch_optional(&self.reads)
                     .await?;
                 row.as_ref().map(crate::delivery::sql::delivery_from_row).transpose()
             }
 
-            async fn event_deliveries(&self, tenant: &str, event_id: &str) -> Result<Vec<Delivery>> {
+            async fn event_deliveries(&self, tenant: &TenantId, event_id: &EventId) -> Result<Vec<Delivery>> {
                     let sql = format!(
                     "SELECT {} FROM deliveries d WHERE d.event_id = $1 AND d.tenant_id = $2 ORDER BY d.id LIMIT 10000",
                     crate::delivery::sql::DELIVERY_COLUMNS
                 );
                 let found = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(event_id)
-                    .bind(tenant)
+                    .bind(event_id.as_str())
+                    .bind(tenant.as_str())
                     .fetch_all(&self.reads)
                     .await?;
                 found.iter().map(crate::delivery::sql::delivery_from_row).collect()
@@ -866,8 +870,8 @@ macro_rules! impl_deliveries {
 
             async fn deliveries(
                 &self,
-                tenant: &str,
-                endpoint_id: &str,
+                tenant: &TenantId,
+                endpoint_id: &EndpointId,
                 q: &DeliveryQuery,
             ) -> Result<(Vec<Delivery>, Option<String>)> {
                     let sql = format!(
@@ -876,8 +880,8 @@ macro_rules! impl_deliveries {
                     crate::delivery::sql::DELIVERY_COLUMNS
                 );
                 let found = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(tenant)
-                    .bind(endpoint_id)
+                    .bind(tenant.as_str())
+                    .bind(endpoint_id.as_str())
                     .bind(q.status.map(|s| s.as_str()))
                     .bind(q.cursor.as_deref())
                     .bind(i64::from(q.limit) + 1)
@@ -898,8 +902,8 @@ macro_rules! impl_deliveries {
 
             async fn endpoint_events(
                 &self,
-                tenant: &str,
-                endpoint_id: &str,
+                tenant: &TenantId,
+                endpoint_id: &EndpointId,
                 after: i64,
                 limit: u32,
             ) -> Result<Vec<(i64, Event)>> {
@@ -909,8 +913,8 @@ macro_rules! impl_deliveries {
                      WHERE d.tenant_id = $1 AND d.endpoint_id = $2 AND d.endpoint_sequence > $3 \
                      ORDER BY d.endpoint_sequence LIMIT $4",
                 )
-                .bind(tenant)
-                .bind(endpoint_id)
+                .bind(tenant.as_str())
+                .bind(endpoint_id.as_str())
                 .bind(after)
                 .bind(i64::from(limit))
                 .fetch_all(&self.reads)
@@ -923,9 +927,9 @@ macro_rules! impl_deliveries {
 
             async fn disclosures(
                 &self,
-                tenant: &str,
+                tenant: &TenantId,
                 patient_id: &str,
-                since: Option<&str>,
+                since: Option<jiff::Timestamp>,
                 limit: u32,
             ) -> Result<Vec<Disclosure>> {
                 let found = sqlx::query(
@@ -934,9 +938,9 @@ macro_rules! impl_deliveries {
                      WHERE d.tenant_id = $1 AND d.patient_id = $2 AND d.succeeded_at IS NOT NULL \
                      AND ($3 IS NULL OR d.succeeded_at >= $3) ORDER BY d.succeeded_at, d.id LIMIT $4",
                 )
-                .bind(tenant)
+                .bind(tenant.as_str())
                 .bind(patient_id)
-                .bind(since)
+                .bind(since.map(eventflow_model::time::format))
                 .bind(i64::from(limit))
                 .fetch_all(&self.reads)
                 .await?;
@@ -957,11 +961,14 @@ macro_rules! impl_deliveries {
                     .collect())
             }
 
-            async fn next_due(&self) -> Result<Option<String>> {
+            async fn next_due(&self) -> Result<Option<jiff::Timestamp>> {
                 let row = sqlx::query("SELECT MIN(next_at) FROM deliveries WHERE status = 'pending'")
                     .fetch_one(&self.reads)
                     .await?;
-                Ok(row.get::<Option<String>, _>(0).filter(|n| n.as_str() != crate::delivery::sql::PAUSED))
+                Ok(row
+                    .get::<Option<String>, _>(0)
+                    .filter(|n| n.as_str() != crate::delivery::sql::PAUSED)
+                    .and_then(|n| eventflow_model::time::parse(&n)))
             }
 
             async fn queue_depth(&self, now: jiff::Timestamp) -> Result<QueueDepth> {

@@ -5,7 +5,7 @@
 
 pub(crate) mod sql;
 
-use eventflow_model::id;
+use eventflow_model::id::{self, KeyId, TenantId};
 use eventflow_model::scope::Scopes;
 
 use crate::error::{Result, StoreError};
@@ -32,8 +32,8 @@ pub struct ApiKey {
 /// key may do and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub tenant_id: String,
-    pub key_id: String,
+    pub tenant_id: TenantId,
+    pub key_id: KeyId,
     /// The SHA-256 of the secret that authenticated (to check it again).
     pub key_hash: String,
     pub scopes: Scopes,
@@ -48,10 +48,10 @@ pub struct Principal {
 
 impl Principal {
     /// A key with every scope that never expires (the portal's tests, tools).
-    pub fn everything(tenant_id: &str, key_id: &str) -> Principal {
+    pub fn everything(tenant_id: TenantId, key_id: KeyId) -> Principal {
         Principal {
-            tenant_id: tenant_id.into(),
-            key_id: key_id.into(),
+            tenant_id,
+            key_id,
             key_hash: String::new(),
             scopes: Scopes::everything(),
             valid_until: None,
@@ -177,7 +177,7 @@ pub(crate) async fn apply<C: KeyConn + ?Sized>(
                 )));
             }
             let key = ApiKey {
-                id: id::new_id("key"),
+                id: eventflow_model::id::KeyId::fresh().into_string(),
                 name: name.clone(),
                 scopes: scopes.names().to_vec(),
                 created_at: now.into(),
@@ -234,8 +234,8 @@ pub(crate) fn invalidates(change: &KeyChange) -> bool {
 /// A tenant just created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTenant {
-    pub tenant_id: String,
-    pub key_id: String,
+    pub tenant_id: TenantId,
+    pub key_id: KeyId,
 }
 
 /// The SQL the writer's connection runs for keys (inside its group
@@ -285,10 +285,10 @@ pub trait Tenants: Send + Sync + 'static {
     async fn change_key(&self, change: KeyChange) -> Result<Option<ApiKey>>;
 
     /// The tenant's live keys, oldest first.
-    async fn api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>>;
+    async fn api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKey>>;
 
     /// One live key of the tenant.
-    async fn api_key(&self, tenant: &str, id: &str) -> Result<Option<ApiKey>>;
+    async fn api_key(&self, tenant: &TenantId, id: &KeyId) -> Result<Option<ApiKey>>;
 
     /// Creates a tenant with one API key (given as its hash). With
     /// `only_if_no_tenants`, does nothing (and returns `None`) unless the

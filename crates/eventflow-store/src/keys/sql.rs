@@ -126,6 +126,7 @@ macro_rules! impl_tenants {
     ($store:ty, $db:ty) => {
         const _: () = {
             use async_trait::async_trait;
+            use eventflow_model::id::{KeyId, TenantId};
 
 
             use sqlx::Row;
@@ -167,8 +168,8 @@ macro_rules! impl_tenants {
                     (a, b) => a.or(b),
                 };
                 Ok(Some(crate::keys::Principal {
-                    tenant_id: r.try_get(0)?,
-                    key_id: r.try_get(1)?,
+                    tenant_id: TenantId::from_stored(r.try_get(0)?),
+                    key_id: KeyId::from_stored(r.try_get(1)?),
                     key_hash: key_hash.to_string(),
                     scopes,
                     valid_until,
@@ -181,22 +182,22 @@ macro_rules! impl_tenants {
                 self.writer.key(change).await
             }
 
-            async fn api_keys(&self, tenant: &str) -> Result<Vec<crate::keys::ApiKey>> {
+            async fn api_keys(&self, tenant: &TenantId) -> Result<Vec<crate::keys::ApiKey>> {
                 let sql = format!(
                     "SELECT {} FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL ORDER BY id",
                     crate::keys::KEY_COLUMNS
                 );
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(tenant)
+                    .bind(tenant.as_str())
                     .fetch_all(&self.reads)
                     .await?;
                 rows.iter().map(crate::keys::key_from_row).collect()
             }
 
-            async fn api_key(&self, tenant: &str, id: &str) -> Result<Option<crate::keys::ApiKey>> {
+            async fn api_key(&self, tenant: &TenantId, id: &KeyId) -> Result<Option<crate::keys::ApiKey>> {
                 let row = sqlx::query(sqlx::AssertSqlSafe(crate::keys::live_key_sql()))
-                    .bind(tenant)
-                    .bind(id)
+                    .bind(tenant.as_str())
+                    .bind(id.as_str())
                     .fetch_optional(&self.reads)
                     .await?;
                 row.as_ref().map(crate::keys::key_from_row).transpose()

@@ -15,6 +15,8 @@ pub use rules::{RecordTx, StoredRecord, StoredResponse};
 use eventflow_model::{Event, Object, ResourceType, TypeFilter};
 use serde_json::Value;
 
+use eventflow_model::id::{EventId, TenantId};
+
 use crate::error::Result;
 use crate::notify::Notifier;
 
@@ -206,16 +208,26 @@ pub trait Records: Send + Sync + 'static {
     async fn write(&self, req: WriteRequest) -> Result<WriteOutcome>;
 
     /// A live record of the tenant, with its server fields.
-    async fn get_record(&self, tenant: &str, rt: ResourceType, id: &str) -> Result<Option<Object>>;
+    async fn get_record(
+        &self,
+        tenant: &TenantId,
+        rt: ResourceType,
+        id: &str,
+    ) -> Result<Option<Object>>;
 
     /// One page of a tenant's records of a type.
-    async fn list_records(&self, tenant: &str, rt: ResourceType, q: &ListQuery) -> Result<Page>;
+    async fn list_records(
+        &self,
+        tenant: &TenantId,
+        rt: ResourceType,
+        q: &ListQuery,
+    ) -> Result<Page>;
 
     /// Live records of type `rt` whose reference field `field` names `id`
     /// (for `?include=`), oldest first, at most `limit`.
     async fn records_referencing(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         rt: ResourceType,
         field: &str,
         id: &str,
@@ -226,7 +238,7 @@ pub trait Records: Send + Sync + 'static {
     async fn record_reads(&self, entries: Vec<AuditEntry>) -> Result<()>;
 
     /// One page of the tenant's audit log, newest first.
-    async fn audit_log(&self, tenant: &str, q: &AuditQuery) -> Result<AuditPage>;
+    async fn audit_log(&self, tenant: &TenantId, q: &AuditQuery) -> Result<AuditPage>;
 }
 
 /// The tenant's event log: pages of events, one event, and wake-ups when new
@@ -234,21 +246,21 @@ pub trait Records: Send + Sync + 'static {
 #[async_trait::async_trait]
 pub trait EventLog: Send + Sync + 'static {
     /// The tenant's events after a sequence, filtered, in sequence order.
-    async fn events(&self, tenant: &str, q: &EventQuery) -> Result<Vec<Event>>;
+    async fn events(&self, tenant: &TenantId, q: &EventQuery) -> Result<Vec<Event>>;
 
     /// Like [`EventLog::events`], with who wrote each event (`None` for
     /// operational events).
     async fn events_with_writer(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         q: &EventQuery,
     ) -> Result<Vec<(Event, Option<Actor>)>>;
 
     /// One event by id.
-    async fn event_by_id(&self, tenant: &str, id: &str) -> Result<Option<Event>>;
+    async fn event_by_id(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Event>>;
 
     /// The largest committed sequence of the tenant (0 when none).
-    async fn latest_sequence(&self, tenant: &str) -> Result<i64>;
+    async fn latest_sequence(&self, tenant: &TenantId) -> Result<i64>;
 
     /// Wake-ups for committed events.
     fn notifier(&self) -> &Notifier;

@@ -443,7 +443,7 @@ impl Ctx<'_> {
     ) -> Result<()> {
         let sequence = tx.next_sequence(self.tenant).await?;
         let event = Event {
-            id: id::new_id("evt"),
+            id: eventflow_model::id::EventId::fresh().into_string(),
             event_type: EventType::new(rt, action).name(),
             sequence,
             created_at: self.now.to_string(),

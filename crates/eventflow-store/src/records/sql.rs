@@ -247,6 +247,7 @@ macro_rules! impl_records {
     ($store:ty, $db:ty) => {
         const _: () = {
             use async_trait::async_trait;
+            use eventflow_model::id::TenantId;
             use eventflow_model::{Object, ResourceType};
 
             use sqlx::Row;
@@ -265,11 +266,11 @@ macro_rules! impl_records {
                 self.writer.write(req).await
             }
 
-            async fn get_record(&self, tenant: &str, rt: ResourceType, id: &str) -> Result<Option<Object>> {
+            async fn get_record(&self, tenant: &TenantId, rt: ResourceType, id: &str) -> Result<Option<Object>> {
                 let row = sqlx::query(
                     "SELECT data FROM records WHERE tenant_id = $1 AND id = $2 AND resource_type = $3",
                 )
-                .bind(tenant)
+                .bind(tenant.as_str())
                 .bind(id)
                 .bind(rt.name())
                 .fetch_optional(&self.reads)
@@ -277,7 +278,7 @@ macro_rules! impl_records {
                 row.map(|r| parse_object(r.get::<&str, _>(0))).transpose()
             }
 
-            async fn list_records(&self, tenant: &str, rt: ResourceType, q: &ListQuery) -> Result<Page> {
+            async fn list_records(&self, tenant: &TenantId, rt: ResourceType, q: &ListQuery) -> Result<Page> {
                 use futures::TryStreamExt;
                 let mut query = query::list_records::<$db>(tenant, rt, q);
                 let mut rows = query.build().fetch(&self.reads);
@@ -303,7 +304,7 @@ macro_rules! impl_records {
 
             async fn records_referencing(
                 &self,
-                tenant: &str,
+                tenant: &TenantId,
                 rt: ResourceType,
                 field: &str,
                 id: &str,
@@ -323,7 +324,7 @@ macro_rules! impl_records {
                 self.writer.audit(entries).await
             }
 
-            async fn audit_log(&self, tenant: &str, q: &AuditQuery) -> Result<AuditPage> {
+            async fn audit_log(&self, tenant: &TenantId, q: &AuditQuery) -> Result<AuditPage> {
                 let rows = query::audit_log::<$db>(tenant, q)
                     .build()
                     .fetch_all(&self.reads)
@@ -361,6 +362,7 @@ macro_rules! impl_event_log {
         const _: () = {
             use async_trait::async_trait;
             use eventflow_model::Event;
+            use eventflow_model::id::{EventId, TenantId};
 
             use sqlx::Row;
 
@@ -374,7 +376,7 @@ macro_rules! impl_event_log {
 
             #[async_trait]
             impl crate::EventLog for $store {
-                async fn events(&self, tenant: &str, q: &EventQuery) -> Result<Vec<Event>> {
+                async fn events(&self, tenant: &TenantId, q: &EventQuery) -> Result<Vec<Event>> {
                     Ok(self
                         .events_with_writer(tenant, q)
                         .await?
@@ -385,7 +387,7 @@ macro_rules! impl_event_log {
 
                 async fn events_with_writer(
                     &self,
-                    tenant: &str,
+                    tenant: &TenantId,
                     q: &EventQuery,
                 ) -> Result<Vec<(Event, Option<Actor>)>> {
                     use futures::TryStreamExt;
@@ -405,19 +407,23 @@ macro_rules! impl_event_log {
                     Ok(page)
                 }
 
-                async fn event_by_id(&self, tenant: &str, id: &str) -> Result<Option<Event>> {
+                async fn event_by_id(
+                    &self,
+                    tenant: &TenantId,
+                    id: &EventId,
+                ) -> Result<Option<Event>> {
                     let row =
                         sqlx::query("SELECT body FROM events WHERE id = $1 AND tenant_id = $2")
-                            .bind(id)
-                            .bind(tenant)
+                            .bind(id.as_str())
+                            .bind(tenant.as_str())
                             .fetch_optional(&self.reads)
                             .await?;
                     row.map(|r| parse_event(r.get::<&str, _>(0))).transpose()
                 }
 
-                async fn latest_sequence(&self, tenant: &str) -> Result<i64> {
+                async fn latest_sequence(&self, tenant: &TenantId) -> Result<i64> {
                     let row = sqlx::query("SELECT last_sequence FROM tenants WHERE id = $1")
-                        .bind(tenant)
+                        .bind(tenant.as_str())
                         .fetch_optional(&self.reads)
                         .await?;
                     Ok(row.map(|r| r.get::<i64, _>(0)).unwrap_or(0))

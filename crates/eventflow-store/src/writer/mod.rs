@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 
-use eventflow_model::{id, time};
+use eventflow_model::id::{KeyId, TenantId};
+use eventflow_model::time;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::automation::rules as automation;
@@ -643,8 +644,8 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
                     "a tenant named {name:?} already exists"
                 )));
             }
-            let tenant_id = id::new_id("ten");
-            let key_id = id::new_id("key");
+            let tenant_id = TenantId::fresh();
+            let key_id = KeyId::fresh();
             if !conn.insert_tenant(&tenant_id, name, &now_s).await? {
                 // Another node took the name between the check and here.
                 if *only_if_no_tenants {

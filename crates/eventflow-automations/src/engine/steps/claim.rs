@@ -4,6 +4,7 @@
 //! `[billing] claim_url`; with no billing server configured, it goes to the
 //! outbox. The claim is recorded as a notification either way.
 
+use eventflow_model::id::TenantId;
 use eventflow_model::{Object, ResourceType, time};
 use eventflow_store::Records;
 use eventflow_store::{Channel, Effect};
@@ -45,7 +46,8 @@ pub(in crate::engine) async fn submit(
     } else {
         given.to_string()
     };
-    let input = match claim_input(tools.store, &run.tenant_id, &encounter_id).await {
+    let tenant = TenantId::from_stored(run.tenant_id.clone());
+    let input = match claim_input(tools.store, &tenant, &encounter_id).await {
         Ok(Some(i)) => i,
         Ok(None) => return Done::Fail(format!("encounter: {encounter_id} does not exist")),
         Err(e) => return Done::Retry(format!("could not read the encounter: {e}"), None),
@@ -104,7 +106,7 @@ pub(in crate::engine) async fn submit(
 /// has no such encounter.
 async fn claim_input(
     store: &dyn Records,
-    tenant: &str,
+    tenant: &TenantId,
     encounter_id: &str,
 ) -> eventflow_store::Result<Option<ClaimInput>> {
     let Some(encounter) = store
@@ -160,7 +162,7 @@ async fn claim_input(
 /// that exists.
 async fn referenced(
     store: &dyn Records,
-    tenant: &str,
+    tenant: &TenantId,
     encounter: &Object,
     rt: ResourceType,
     field: &str,

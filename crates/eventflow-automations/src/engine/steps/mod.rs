@@ -311,7 +311,7 @@ mod tests {
         }
         // The operator's own workflows always may; a listed tenant's too.
         assert!(refused(StepKind::Sms, &at(&run), &kit.settings).is_none());
-        kit.settings.provider_tenants.twilio = vec![kit.tenant.clone()];
+        kit.settings.provider_tenants.twilio = vec![kit.tenant.to_string()];
         assert!(refused(StepKind::Sms, &own, &kit.settings).is_none());
         // Kinds without a provider are never refused.
         assert!(refused(StepKind::Http, &own, &kit.settings).is_none());

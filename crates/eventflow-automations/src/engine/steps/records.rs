@@ -183,7 +183,7 @@ mod tests {
         let written = kit
             .store
             .write(WriteRequest {
-                tenant: kit.tenant.clone(),
+                tenant: kit.tenant.to_string(),
                 actor: Actor::Key("key_test".into()),
                 kind: WriteKind::Single(Op::Create {
                     rt: ResourceType::Patient,

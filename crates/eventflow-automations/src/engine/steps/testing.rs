@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
+use eventflow_model::id::TenantId;
 use eventflow_model::{ResourceType, time};
 use eventflow_store::{Automations, Op, Records, SystemClock, Tenants, WriteKind, WriteRequest};
 use eventflow_store::{NewRun, Run, RunOrigin, StartRuns};
@@ -25,7 +26,7 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Kit {
     _dir: tempfile::TempDir,
     pub store: Arc<SqliteStore>,
-    pub tenant: String,
+    pub tenant: TenantId,
     pub settings: Settings,
     pub http: reqwest::Client,
     pub mailer: Option<Mailer>,
@@ -79,7 +80,7 @@ impl Kit {
         let now = time::format(jiff::Timestamp::now());
         Run {
             id: "run_test1".into(),
-            tenant_id: self.tenant.clone(),
+            tenant_id: self.tenant.to_string(),
             workflow: "reminders".into(),
             event_id: Some("evt_test1".into()),
             origin: RunOrigin::Event,
@@ -104,7 +105,7 @@ impl Kit {
         let written = self
             .store
             .write(WriteRequest {
-                tenant: self.tenant.clone(),
+                tenant: self.tenant.to_string(),
                 actor: eventflow_store::Actor::Key("key_test".into()),
                 kind: WriteKind::Single(Op::Create { rt, body }),
                 idempotency: None,
@@ -120,12 +121,12 @@ impl Kit {
         let runs = self
             .store
             .start_runs(StartRuns {
-                tenant_id: self.tenant.clone(),
+                tenant_id: self.tenant.to_string(),
                 from: 0,
                 to: 0,
                 runs: vec![NewRun {
-                    id: eventflow_model::id::new_id("run"),
-                    tenant_id: self.tenant.clone(),
+                    id: eventflow_model::id::RunId::fresh().into_string(),
+                    tenant_id: self.tenant.to_string(),
                     workflow: "reminders".into(),
                     event_id: None,
                     origin: RunOrigin::Event,
