@@ -68,8 +68,8 @@ pub use delivery::{
     Attempt, AttemptRecord, AttemptVerdict, BREAKER_THRESHOLD, ClaimedDelivery, DISABLE_AFTER,
     Deliveries, Delivery, DeliveryQuery, DeliveryStatus, Disclosure, EndpointChange,
     EndpointConfig, EndpointRow, FilterError, FreshDelivery, Ordering, PAUSED, PayloadMode,
-    QueueDepth, REPLAY_CHUNK, Recorded, Replay, ReplayFrom, Signing, StoredSecret, endpoint_json,
-    lease, patient_of,
+    QueueDepth, REPLAY_CHUNK, Recorded, Replay, ReplayFrom, Signing, StoredSecret,
+    endpoint_event_data, lease, patient_of,
 };
 pub use error::{Result, StoreError};
 pub use keys::{ApiKey, KeyChange, NewTenant, Principal, Secret, Tenants};

@@ -10,7 +10,7 @@ use eventflow_model::filter::Filter;
 use eventflow_model::id::{self, DeliveryId, EndpointId, ReplayId};
 use eventflow_model::scope::Scope;
 use eventflow_model::{Event, EventType, Object, ResourceRef, TypeFilter, time};
-use eventflow_store::endpoint_json;
+use eventflow_store::endpoint_event_data;
 use eventflow_store::{
     DeliveryQuery, DeliveryStatus, EndpointChange, EndpointConfig, EndpointRow, Ordering,
     PayloadMode, ReplayFrom, Signing, StoredSecret,
@@ -75,6 +75,30 @@ const FIELDS: &[&str] = &[
 
 fn not_found() -> ApiError {
     ApiError::not_found("no endpoint with that id")
+}
+
+/// An endpoint as the API shows it: what its events carry, with its whole
+/// URL and its custom headers (never its secrets).
+fn endpoint_json(row: &EndpointRow) -> Value {
+    let Value::Object(event) = endpoint_event_data(row) else {
+        return Value::Null;
+    };
+    let mut o = serde_json::Map::new();
+    for (k, v) in event {
+        match k.as_str() {
+            "url" => {
+                o.insert(k, json!(row.config.url));
+            }
+            "rateLimit" => {
+                o.insert(k, v);
+                o.insert("headers".into(), json!(row.config.headers));
+            }
+            _ => {
+                o.insert(k, v);
+            }
+        }
+    }
+    Value::Object(o)
 }
 
 fn new_secret(signing: Signing, now: &str) -> StoredSecret {
@@ -354,7 +378,7 @@ async fn create(
         .change_endpoint(EndpointChange::Create(Box::new(row)))
         .await?
         .ok_or_else(ApiError::internal)?;
-    let mut out = endpoint_json(&saved, true);
+    let mut out = endpoint_json(&saved);
     if saved.config.signing == Signing::Hmac {
         out["secret"] = json!(secret.secret);
     }
@@ -371,7 +395,7 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
 /// An endpoint as the key may see it: its custom headers' values (often
 /// the receiver's credentials) only with `endpoints:write`, like its secret.
 fn shown(auth: &Auth, row: &EndpointRow) -> Value {
-    let mut v = endpoint_json(row, true);
+    let mut v = endpoint_json(row);
     if !auth.scopes().allows(Scope::ENDPOINTS_WRITE)
         && let Some(headers) = v.get_mut("headers").and_then(Value::as_object_mut)
     {
@@ -463,7 +487,7 @@ async fn update(
         Ok(())
     })
     .await?;
-    Ok(Json(endpoint_json(&saved, true)))
+    Ok(Json(endpoint_json(&saved)))
 }
 
 async fn remove(

@@ -21,8 +21,10 @@ use eventflow_model::id::{DeliveryId, EndpointId, EventId, ReplayId, TenantId};
 use crate::error::Result;
 
 pub use rows::*;
-pub use rules::{BREAKER_THRESHOLD, DISABLE_AFTER, EndpointChange, REPLAY_CHUNK, lease};
-pub use sql::{PAUSED, endpoint_json, patient_of};
+pub use rules::{
+    BREAKER_THRESHOLD, DISABLE_AFTER, EndpointChange, REPLAY_CHUNK, endpoint_event_data, lease,
+};
+pub use sql::{PAUSED, patient_of};
 
 /// Webhook endpoints and their deliveries: the queue the dispatcher works.
 #[async_trait::async_trait]

@@ -6,25 +6,50 @@
 
 use eventflow_model::filter::Outcome;
 use eventflow_model::id::{DeliveryId, EventId, ReplayId};
-use eventflow_model::{Event, ResourceRef, time};
+use eventflow_model::{Event, Object, ResourceRef, time};
 use serde_json::{Value, json};
 
 use crate::delivery::fanout::LEASE;
-use crate::delivery::sql::{NewDelivery, PAUSED, QueueConn, endpoint_json, patient_of};
+use crate::delivery::sql::{NewDelivery, PAUSED, QueueConn, patient_of};
 use crate::delivery::{
     AttemptRecord, AttemptVerdict, ClaimedDelivery, Delivery, DeliveryStatus, EndpointRow,
-    FreshDelivery, Ordering, Recorded, Replay, ReplayFrom,
+    FreshDelivery, Ordering, Recorded, Replay, ReplayFrom, Signing,
 };
 use crate::error::{Result, StoreError};
 
-/// An endpoint in an operational event: no custom headers, and the URL cut
-/// to its scheme and host (its path or query may carry a token, and the
-/// event can reach other receivers).
-fn endpoint_event_json(row: &EndpointRow) -> Value {
-    let mut v = endpoint_json(row, false);
-    let origin = url_origin(&row.config.url);
-    v["url"] = json!(origin);
-    v
+/// An endpoint as the endpoint events carry it (`endpoint.created`,
+/// `endpoint.updated`, `endpoint.disabled`, …): never its secrets nor its
+/// custom headers (they may hold the receiver's credentials), and its URL
+/// cut to scheme and host (its path or query may carry a token, and the
+/// event can reach other receivers). The API's own view of an endpoint is
+/// built on this one, by the server.
+pub fn endpoint_event_data(row: &EndpointRow) -> Value {
+    let c = &row.config;
+    let mut o = Object::new();
+    o.insert("id".into(), json!(row.id));
+    o.insert("url".into(), json!(url_origin(&c.url)));
+    o.insert("description".into(), json!(c.description));
+    o.insert("eventTypes".into(), json!(c.event_types));
+    o.insert("filter".into(), json!(c.filter));
+    o.insert("payload".into(), json!(c.payload));
+    o.insert("ordering".into(), json!(c.ordering));
+    o.insert("rateLimit".into(), json!(c.rate_limit));
+    o.insert("signing".into(), json!(c.signing));
+    if c.signing == Signing::Ed25519
+        && let Some(key) = row
+            .secrets
+            .first()
+            .and_then(|s| eventflow_webhook::Ed25519Key::parse(&s.secret).ok())
+    {
+        o.insert("publicKey".into(), json!(key.public_key().to_string()));
+    }
+    o.insert("disabled".into(), json!(row.disabled));
+    o.insert("disabledReason".into(), json!(row.disabled_reason));
+    o.insert("failureStreak".into(), json!(row.failure_streak));
+    o.insert("filterError".into(), json!(row.filter_error));
+    o.insert("createdAt".into(), json!(row.created_at));
+    o.insert("updatedAt".into(), json!(row.updated_at));
+    Value::Object(o)
 }
 
 fn url_origin(url: &str) -> String {
@@ -401,7 +426,7 @@ pub(crate) async fn record_attempt<C: QueueConn + ?Sized>(
                     id: row.id.clone(),
                     version: row.revision,
                 },
-                endpoint_event_json(&row),
+                endpoint_event_data(&row),
             )
             .await?;
             last_sequence = Some(seq);

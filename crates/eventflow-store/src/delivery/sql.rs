@@ -9,12 +9,11 @@
 //! delivery is simply due again then, for any node. Deliveries of a disabled
 //! endpoint wait with `next_at` = [`PAUSED`] and resume when it is enabled.
 
-use eventflow_model::Object;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use sqlx::FromRow;
 
-use crate::delivery::{Delivery, DeliveryStatus, EndpointRow, FilterError, Replay, Signing};
+use crate::delivery::{Delivery, DeliveryStatus, EndpointRow, FilterError, Replay};
 use crate::error::{Result, StoreError};
 
 /// `next_at` of the deliveries of a disabled endpoint: never due.
@@ -44,41 +43,6 @@ pub fn patient_of(event: &eventflow_model::Event) -> Option<String> {
         .get("patientId")
         .and_then(Value::as_str)
         .map(str::to_string)
-}
-
-/// An endpoint as the API shows it (never its secrets). `headers` may hold
-/// credentials for the receiver, so the copy in an operational event leaves
-/// them out.
-pub fn endpoint_json(row: &EndpointRow, with_headers: bool) -> Value {
-    let c = &row.config;
-    let mut o = Object::new();
-    o.insert("id".into(), json!(row.id));
-    o.insert("url".into(), json!(c.url));
-    o.insert("description".into(), json!(c.description));
-    o.insert("eventTypes".into(), json!(c.event_types));
-    o.insert("filter".into(), json!(c.filter));
-    o.insert("payload".into(), json!(c.payload));
-    o.insert("ordering".into(), json!(c.ordering));
-    o.insert("rateLimit".into(), json!(c.rate_limit));
-    if with_headers {
-        o.insert("headers".into(), json!(c.headers));
-    }
-    o.insert("signing".into(), json!(c.signing));
-    if c.signing == Signing::Ed25519
-        && let Some(key) = row
-            .secrets
-            .first()
-            .and_then(|s| eventflow_webhook::Ed25519Key::parse(&s.secret).ok())
-    {
-        o.insert("publicKey".into(), json!(key.public_key().to_string()));
-    }
-    o.insert("disabled".into(), json!(row.disabled));
-    o.insert("disabledReason".into(), json!(row.disabled_reason));
-    o.insert("failureStreak".into(), json!(row.failure_streak));
-    o.insert("filterError".into(), json!(row.filter_error));
-    o.insert("createdAt".into(), json!(row.created_at));
-    o.insert("updatedAt".into(), json!(row.updated_at));
-    Value::Object(o)
 }
 
 /// A delivery as its columns hold it ([`DELIVERY_COLUMNS`]).
