@@ -9,7 +9,9 @@
 //!
 //! [`Store`] is the sum of five role traits, so a part of the server takes
 //! only what it uses: [`Records`], [`EventLog`], [`Deliveries`],
-//! [`Automations`] and [`Tenants`]. The traits take and return the ids the
+//! [`Automations`] and [`Tenants`]: the dispatcher takes
+//! `Arc<dyn Deliveries>`, the automation engine `Arc<dyn AutomationStore>`
+//! (records, the event log and automations). The traits take and return the ids the
 //! server makes as the model's prefixed id types
 //! ([`TenantId`](eventflow_model::id::TenantId),
 //! [`EndpointId`](eventflow_model::id::EndpointId), …) and times as
@@ -132,6 +134,13 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 256 * 1024;
 /// Everything the server keeps, behind one interface with one implementation
 /// per database: the sum of the role traits. Every method is scoped to a
 /// tenant where data belongs to one.
-pub trait Store: Records + EventLog + Deliveries + Automations + Tenants {}
+pub trait Store: AutomationStore + Deliveries + Tenants {}
 
-impl<T: Records + EventLog + Deliveries + Automations + Tenants> Store for T {}
+impl<T: AutomationStore + Deliveries + Tenants> Store for T {}
+
+/// The roles the automation engine uses: it follows the event log, keeps
+/// its runs, timers and outbox, and reads records (a claim's encounter).
+/// A part of [`Store`], so a store coerces to it.
+pub trait AutomationStore: Records + EventLog + Automations {}
+
+impl<T: Records + EventLog + Automations> AutomationStore for T {}

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventflow_delivery::policy::RetryPolicy;
-use eventflow_store::{Clock, Store};
+use eventflow_store::{AutomationStore, Clock};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::channels::{self, Smtp, Twilio};
@@ -127,7 +127,7 @@ const MAX_STEP_TIME: Duration = Duration::from_secs(45);
 
 /// The engine of one node.
 pub struct Engine {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AutomationStore>,
     registry: Arc<Registry>,
     settings: Settings,
     http: reqwest::Client,
@@ -157,7 +157,7 @@ impl Engine {
     /// An engine over the store and the workflows. Fails only when the SMTP
     /// settings cannot make a client (a host name that is not one).
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn AutomationStore>,
         registry: Arc<Registry>,
         settings: Settings,
         http: reqwest::Client,

@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use eventflow_model::{id, time};
-use eventflow_store::Store;
+use eventflow_store::AutomationStore;
 use eventflow_store::{
     Channel, Direction, Effect, Notification, QuotaReservation, Run, StepStatus,
 };
@@ -132,7 +132,7 @@ impl At<'_> {
 
 /// What the kinds that reach outside the engine use.
 pub(super) struct Tools<'a> {
-    pub store: &'a dyn Store,
+    pub store: &'a dyn AutomationStore,
     pub http: &'a reqwest::Client,
     pub mailer: Option<&'a Mailer>,
     pub settings: &'a Settings,
