@@ -7,9 +7,12 @@
 //! let body = br#"{"id":"evt_1","type":"appointment.created","sequence":7,
 //!   "createdAt":"2026-11-29T17:00:00.000Z","tenantId":"ten_1",
 //!   "resource":{"type":"appointment","id":"apt_1","version":1},
+//!   "patientId":"pat_1","topics":["appointment.booked"],
 //!   "data":{"id":"apt_1","version":1,"patientId":"pat_1","start":"2026-12-01T09:00:00Z",
 //!           "end":"2026-12-01T09:30:00Z","status":"booked","patientPhone":"+15551234567"}}"#;
 //! let event = parse(body).unwrap();
+//! assert_eq!(event.patient_id.as_deref(), Some("pat_1"));
+//! assert!(event.has_topic("appointment.booked"));
 //! match &event.kind {
 //!     EventKind::AppointmentCreated(Some(appt)) => {
 //!         assert_eq!(appt.patient_phone.as_deref(), Some("+15551234567"));
@@ -18,9 +21,17 @@
 //! }
 //! ```
 //!
+//! Besides the record, the envelope names the event's patient
+//! ([`WebhookEvent::patient_id`]), what the change means clinically
+//! ([`WebhookEvent::topics`], e.g. `appointment.cancelled`, `lab.final`) and,
+//! on `updated`, which top-level fields changed
+//! ([`WebhookEvent::changed_fields`]); events from a server that did not send
+//! these parse with `None` and no topics.
+//!
 //! Record fields are `Option`s and unknown fields land in `other`, so a
-//! newer server's records still parse. A `thin` payload has no `data`: the
-//! variant then holds `None`. An event type this version does not know is
+//! newer server's records still parse. A `thin` payload has no `data` and no
+//! `previous`: the variant then holds `None`; it keeps `patientId`, `topics`
+//! and `changedFields`. An event type this version does not know is
 //! [`EventKind::Other`].
 
 use serde::{Deserialize, Serialize};
@@ -437,12 +448,34 @@ pub struct WebhookEvent {
     pub created_at: String,
     pub tenant_id: String,
     pub resource: ResourceRef,
-    /// On `updated`: the prior value of each changed top-level field.
+    /// The record's patient: the record's own id on `patient.*` events, its
+    /// `patientId` otherwise. `None` for practitioners, for operational
+    /// events (`endpoint.*`, `delivery.*`), for a record without a patient,
+    /// and on events written by a server that did not send it.
+    pub patient_id: Option<String>,
+    /// What the change means clinically (`appointment.cancelled`,
+    /// `lab.final`, `observation.critical`, …); often empty. Empty, too, on
+    /// events written by a server that did not send topics. The delivery's
+    /// `x-eventflow-topics` header carries the same list comma-separated, but
+    /// only the body is signed: decide on this field. See
+    /// [`has_topic`](Self::has_topic).
+    pub topics: Vec<String>,
+    /// On `updated`: the names of the changed top-level fields. Kept by thin
+    /// payloads, which drop `previous`. `None` on other events and on events
+    /// written by a server that did not send it.
+    pub changed_fields: Option<Vec<String>>,
+    /// On `updated`: the prior value of each changed top-level field; `None`
+    /// when the payload is thin.
     pub previous: Option<Map<String, Value>>,
     pub kind: EventKind,
 }
 
 impl WebhookEvent {
+    /// Whether the event carries this topic, e.g. `appointment.cancelled`.
+    pub fn has_topic(&self, topic: &str) -> bool {
+        self.topics.iter().any(|t| t == topic)
+    }
+
     /// Whether an `updated` event changed this top-level field.
     pub fn changed(&self, field: &str) -> bool {
         self.previous
@@ -470,6 +503,13 @@ struct Raw {
     created_at: String,
     tenant_id: String,
     resource: ResourceRef,
+    #[serde(default)]
+    patient_id: Option<String>,
+    /// Absent from older servers' events; `null` is taken as empty too.
+    #[serde(default)]
+    topics: Option<Vec<String>>,
+    #[serde(default)]
+    changed_fields: Option<Vec<String>>,
     #[serde(default)]
     data: Option<Value>,
     #[serde(default)]
@@ -504,6 +544,9 @@ pub fn parse(body: &[u8]) -> Result<WebhookEvent, ParseError> {
         created_at: raw.created_at,
         tenant_id: raw.tenant_id,
         resource: raw.resource,
+        patient_id: raw.patient_id,
+        topics: raw.topics.unwrap_or_default(),
+        changed_fields: raw.changed_fields,
         previous: raw.previous,
         kind,
     })
@@ -530,6 +573,53 @@ mod tests {
             !e.to_string().contains("Secret"),
             "no values in errors: {e}"
         );
+    }
+
+    #[test]
+    fn patient_topics_and_changed_fields_are_read() {
+        let body = br#"{"id":"evt_1","type":"appointment.updated","sequence":4,"createdAt":"t","tenantId":"ten_1","resource":{"type":"appointment","id":"apt_1","version":2},"patientId":"pat_1","topics":["appointment.cancelled"],"changedFields":["status","reason"],"data":{"id":"apt_1","version":2,"patientId":"pat_1","status":"cancelled","reason":"sick"},"previous":{"status":"booked","reason":null}}"#;
+        let e = parse(body).unwrap();
+        assert_eq!(e.patient_id.as_deref(), Some("pat_1"));
+        assert_eq!(e.topics, ["appointment.cancelled"]);
+        assert_eq!(
+            e.changed_fields.as_deref(),
+            Some(&["status".to_string(), "reason".to_string()][..])
+        );
+        assert!(matches!(e.kind, EventKind::AppointmentUpdated(Some(_))));
+    }
+
+    #[test]
+    fn an_older_servers_event_has_no_topics() {
+        let body = br#"{"id":"evt_1","type":"appointment.updated","sequence":4,"createdAt":"t","tenantId":"ten_1","resource":{"type":"appointment","id":"apt_1","version":2},"data":{"id":"apt_1","version":2,"status":"cancelled"},"previous":{"status":"booked"}}"#;
+        let e = parse(body).unwrap();
+        assert_eq!(e.patient_id, None);
+        assert!(e.topics.is_empty());
+        assert_eq!(e.changed_fields, None);
+        assert!(!e.has_topic("appointment.cancelled"));
+        assert!(e.changed("status"));
+        // `null` is read as no topics, too.
+        let null = br#"{"id":"evt_1","type":"delivery.failed","sequence":5,"createdAt":"t","tenantId":"ten_1","resource":{"type":"delivery","id":"dlv_1","version":1},"topics":null}"#;
+        let e = parse(null).unwrap();
+        assert!(e.topics.is_empty());
+        assert_eq!(e.kind, EventKind::DeliveryFailed(None));
+        // A topic of the wrong type is an envelope error, not a panic.
+        let wrong = br#"{"id":"evt_1","type":"lab.updated","sequence":5,"createdAt":"t","tenantId":"ten_1","resource":{"type":"lab","id":"lab_1","version":2},"topics":[1]}"#;
+        assert!(matches!(parse(wrong), Err(ParseError::Envelope(_))));
+    }
+
+    #[test]
+    fn a_thin_event_keeps_patient_topics_and_changed_fields() {
+        let body = br#"{"id":"evt_1","type":"lab.updated","sequence":9,"createdAt":"t","tenantId":"ten_1","resource":{"type":"lab","id":"lab_1","version":3},"patientId":"pat_7","topics":["lab.amended","lab.abnormal"],"changedFields":["status","results"]}"#;
+        let e = parse(body).unwrap();
+        assert_eq!(e.kind, EventKind::LabUpdated(None));
+        assert_eq!(e.previous, None);
+        assert_eq!(e.patient_id.as_deref(), Some("pat_7"));
+        assert!(e.has_topic("lab.amended"));
+        assert!(e.has_topic("lab.abnormal"));
+        assert!(!e.has_topic("lab.final"));
+        assert!(!e.has_topic("lab"));
+        assert!(!e.has_topic(""));
+        assert_eq!(e.changed_fields.as_ref().map(Vec::len), Some(2));
     }
 
     #[test]
