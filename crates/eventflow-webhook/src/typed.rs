@@ -476,11 +476,18 @@ impl WebhookEvent {
         self.topics.iter().any(|t| t == topic)
     }
 
-    /// Whether an `updated` event changed this top-level field.
+    /// Whether an `updated` event changed this top-level field: by
+    /// [`changed_fields`](Self::changed_fields), so a thin payload answers
+    /// too, or by the keys of `previous` from a server that does not send
+    /// `changedFields`.
     pub fn changed(&self, field: &str) -> bool {
-        self.previous
-            .as_ref()
-            .is_some_and(|p| p.contains_key(field))
+        match &self.changed_fields {
+            Some(fields) => fields.iter().any(|f| f == field),
+            None => self
+                .previous
+                .as_ref()
+                .is_some_and(|p| p.contains_key(field)),
+        }
     }
 }
 
@@ -620,6 +627,9 @@ mod tests {
         assert!(!e.has_topic("lab"));
         assert!(!e.has_topic(""));
         assert_eq!(e.changed_fields.as_ref().map(Vec::len), Some(2));
+        assert!(e.changed("status"));
+        assert!(e.changed("results"));
+        assert!(!e.changed("code"));
     }
 
     #[test]
