@@ -275,10 +275,11 @@ pub fn parse_with(file: &str, text: &str, checks: Checks) -> Result<Workflow, Lo
         if !t.ends_with('*')
             && EventType::parse(t).is_none()
             && !eventflow_model::event::is_operational(t)
+            && !eventflow_model::topics::is_topic(t)
         {
             return Err(fail(
                 "on",
-                &format!("{t} is not an event type (GET /v1/event-types lists them)"),
+                &format!("{t} is not an event type or topic (GET /v1/event-types lists the types)"),
             ));
         }
     }

@@ -695,14 +695,25 @@ async fn give_up_expired(inner: &Inner, d: &Delivery) {
 pub fn payload(event: &Event, mode: PayloadMode) -> Vec<u8> {
     let value = match mode {
         PayloadMode::Full => return serde_json::to_vec(event).unwrap_or_default(),
-        PayloadMode::Thin => json!({
-            "id": event.id,
-            "type": event.event_type,
-            "sequence": event.sequence,
-            "createdAt": event.created_at,
-            "tenantId": event.tenant_id,
-            "resource": event.resource,
-        }),
+        PayloadMode::Thin => {
+            // Thin drops the record (`data`, `previous`) and keeps the rest.
+            let mut thin = json!({
+                "id": event.id,
+                "type": event.event_type,
+                "sequence": event.sequence,
+                "createdAt": event.created_at,
+                "tenantId": event.tenant_id,
+                "resource": event.resource,
+            });
+            if let Some(patient) = &event.patient_id {
+                thin["patientId"] = json!(patient);
+            }
+            thin["topics"] = json!(event.topics);
+            if let Some(changed) = &event.changed_fields {
+                thin["changedFields"] = json!(changed);
+            }
+            thin
+        }
     };
     serde_json::to_vec(&value).unwrap_or_default()
 }
@@ -766,6 +777,7 @@ pub async fn send(
     let request = request
         .header("content-type", "application/json")
         .header("x-eventflow-event-type", event.event_type.as_str())
+        .header("x-eventflow-topics", event.topics.join(","))
         .header("x-eventflow-attempt", number.to_string())
         .header(
             "x-eventflow-endpoint-sequence",

@@ -190,10 +190,17 @@ impl TypeFilter {
         let of_resource = |t: &str| {
             resource.is_none_or(|r| t.strip_prefix(r).is_some_and(|rest| rest.starts_with('.')))
         };
-        all_types()
+        let types = all_types()
             .map(|(t, _)| t)
             .filter(|t| self.matches(t) && of_resource(t))
-            .fold(0, |bits, t| bits | type_bit(&t))
+            .fold(0, |bits, t| bits | type_bit(&t));
+        // A topic is carried by its record type's events: a reader of a
+        // topic wakes for the commits of that type.
+        crate::topics::TOPICS
+            .iter()
+            .filter(|(topic, _, _)| self.matches(topic) && of_resource(topic))
+            .flat_map(|(_, rt, _)| Action::ALL.map(|a| EventType::new(*rt, a).name()))
+            .fold(types, |bits, t| bits | type_bit(&t))
     }
 
     pub fn matches(&self, event_type: &str) -> bool {
@@ -250,6 +257,27 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub previous: Option<Object>,
+    /// The patient whose data the record holds: the record's own id for a
+    /// patient, its `patientId` otherwise; absent for practitioners and
+    /// operational events. Kept by thin payloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_id: Option<String>,
+    /// What the change means clinically (`appointment.cancelled`, …): see
+    /// the README's "Clinical topics". Decided when the event was written;
+    /// may be empty. Kept by thin payloads.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// On `updated` only: the names of the changed top-level fields. Kept by
+    /// thin payloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_fields: Option<Vec<String>>,
+}
+
+impl Event {
+    /// Whether `filter` matches the event: its type, or one of its topics.
+    pub fn matches(&self, filter: &TypeFilter) -> bool {
+        filter.matches(&self.event_type) || self.topics.iter().any(|t| filter.matches(t))
+    }
 }
 
 #[cfg(test)]
@@ -263,6 +291,28 @@ mod tests {
         for t in all {
             assert_eq!(EventType::parse(&t.name()), Some(t));
         }
+    }
+
+    #[test]
+    fn a_topic_matches_its_events_and_wakes_for_its_record_type() {
+        let f = TypeFilter::parse_list(["appointment.cancelled"]).unwrap();
+        assert!(!f.matches("appointment.updated"));
+        let bits = f.bits(None);
+        assert_ne!(bits & type_bit("appointment.updated"), 0);
+        assert_ne!(bits & type_bit("appointment.deleted"), 0);
+        assert_eq!(f.bits(Some("patient")) & type_bit("appointment.updated"), 0);
+        let mut event: Event = serde_json::from_value(serde_json::json!({
+            "id": "evt_1", "type": "appointment.updated", "sequence": 1,
+            "createdAt": "2026-11-29T17:00:00.000Z", "tenantId": "ten_1",
+            "resource": {"type": "appointment", "id": "apt_1", "version": 2},
+            "data": {}
+        }))
+        .unwrap();
+        // An event stored before topics existed has none.
+        assert!(event.topics.is_empty() && !event.matches(&f));
+        event.topics = vec!["appointment.cancelled".into()];
+        assert!(event.matches(&f));
+        assert!(event.matches(&TypeFilter::parse_list(["appointment.*"]).unwrap()));
     }
 
     #[test]

@@ -531,6 +531,9 @@ impl Filter {
             },
             data: crate::Object::new(),
             previous: None,
+            patient_id: None,
+            topics: Vec::new(),
+            changed_fields: None,
         };
         match filter.run(&Bound::new(&sample), cost_limit) {
             (_, true, _) => Err(format!(
@@ -635,6 +638,9 @@ mod tests {
             },
             data: data.as_object().unwrap().clone(),
             previous: previous.map(|p| p.as_object().unwrap().clone()),
+            patient_id: None,
+            topics: Vec::new(),
+            changed_fields: None,
         }
     }
 
@@ -839,6 +845,9 @@ mod timing {
                 .cloned()
                 .unwrap_or_default(),
             previous: None,
+            patient_id: None,
+            topics: Vec::new(),
+            changed_fields: None,
         };
         let bound = Bound::new(&event);
         let mut nested = "true".to_string();

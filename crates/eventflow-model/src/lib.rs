@@ -11,6 +11,8 @@
 //! - [`scope`]: API key scopes and the event types a key may see.
 //! - [`id`]: prefixed, time-ordered ids (`pat_…`, `evt_…`).
 //! - [`time`]: the one timestamp format the API writes.
+//! - [`topics`]: clinical topics (`appointment.cancelled`, …) and the
+//!   patient of a record, decided when an event is written.
 
 pub mod event;
 pub mod filter;
@@ -19,6 +21,7 @@ pub mod patch;
 pub mod resource;
 pub mod scope;
 pub mod time;
+pub mod topics;
 pub mod validate;
 
 pub use event::{Event, EventType, ResourceRef, TypeFilter};

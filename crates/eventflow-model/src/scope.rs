@@ -222,10 +222,12 @@ impl Scopes {
         Some(TypeFilter::parse_list(globs.iter().map(String::as_str)).expect("valid patterns"))
     }
 
-    /// `Err` with a type a filter would match that the key may not see.
+    /// `Err` with a type or topic a filter would match that the key may
+    /// not see (a topic is seen with its record type).
     pub fn may_subscribe(&self, filter: &TypeFilter) -> Result<(), String> {
         crate::event::all_types()
             .map(|(t, _)| t)
+            .chain(crate::topics::TOPICS.iter().map(|(t, _, _)| t.to_string()))
             .find(|t| filter.matches(t) && !self.sees(t))
             .map_or(Ok(()), Err)
     }
@@ -237,6 +239,16 @@ mod tests {
 
     fn scopes(names: &[&str]) -> Scopes {
         Scopes::parse(names.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn a_topic_is_subscribed_to_with_its_record_type() {
+        let f = TypeFilter::parse_list(["appointment.cancelled"]).unwrap();
+        assert_eq!(
+            scopes(&["patients:read"]).may_subscribe(&f),
+            Err("appointment.cancelled".to_string())
+        );
+        assert_eq!(scopes(&["appointments:read"]).may_subscribe(&f), Ok(()));
     }
 
     #[test]

@@ -53,6 +53,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "key scopes",
         include_str!("../migrations/sqlite/0009_key_scopes.sql"),
     ),
+    (
+        10,
+        "event topics",
+        include_str!("../migrations/sqlite/0010_event_topics.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -100,6 +105,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         9,
         "key scopes",
         include_str!("../migrations/postgres/0009_key_scopes.sql"),
+    ),
+    (
+        10,
+        "event topics",
+        include_str!("../migrations/postgres/0010_event_topics.sql"),
     ),
 ];
 

@@ -251,7 +251,7 @@ impl Engine {
                 0
             };
             for w in snapshot.workflows(tenant) {
-                if !w.on.matches(&event.event_type) {
+                if !event.matches(&w.on) {
                     continue;
                 }
                 if by_workflow == Some(w.name.as_str()) {

@@ -184,10 +184,11 @@ fn apply_fields(
             if !pattern.ends_with('*')
                 && EventType::parse(pattern).is_none()
                 && !eventflow_model::event::is_operational(pattern)
+                && !eventflow_model::topics::is_topic(pattern)
             {
                 return Err(ApiError::invalid(
                     "eventTypes",
-                    "names an event type that does not exist (GET /v1/event-types lists them)",
+                    "names an event type or topic that does not exist (GET /v1/event-types lists the types; the README, \"Clinical topics\", the topics)",
                 ));
             }
         }
@@ -591,8 +592,12 @@ fn sample_event(tenant: &str, event_type: &str, now: &str) -> Event {
             id: rid,
             version: 1,
         },
+        patient_id: EventType::parse(event_type)
+            .and_then(|t| eventflow_model::topics::patient_of(t.resource, &data)),
         data,
         previous: None,
+        topics: Vec::new(),
+        changed_fields: None,
     }
 }
 

@@ -57,7 +57,7 @@ impl Matcher {
     /// Whether the event passes the types and the filter, and the units the
     /// filter spent.
     fn matches(&self, event: &Event, bound: &mut Option<Bound>, cost_limit: u64) -> (Outcome, u64) {
-        if !self.types.matches(&event.event_type) {
+        if !event.matches(&self.types) {
             return (Outcome::NoMatch, 0);
         }
         match &self.filter {

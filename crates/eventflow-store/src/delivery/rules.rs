@@ -156,6 +156,9 @@ async fn operational_event<C: QueueConn + ?Sized>(
             _ => eventflow_model::Object::new(),
         },
         previous: None,
+        patient_id: None,
+        topics: Vec::new(),
+        changed_fields: None,
     };
     conn.insert_event(&event, None).await?;
     fan_out(conn, &event).await?;

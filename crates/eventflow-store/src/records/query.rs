@@ -110,7 +110,17 @@ where
     qb
 }
 
-/// ` AND (the type matches one of the filter's patterns)`.
+/// How an event's topics are stored: `,a,b,` (empty when none), so that
+/// `LIKE '%,a,%'` finds a topic and `LIKE '%,a%'` a topic glob.
+pub(crate) fn topics_column(topics: &[String]) -> String {
+    if topics.is_empty() {
+        return String::new();
+    }
+    format!(",{},", topics.join(","))
+}
+
+/// ` AND (the type, or one of the event's topics, matches one of the
+/// filter's patterns)`.
 fn push_types<DB>(qb: &mut QueryBuilder<DB>, types: &eventflow_model::TypeFilter)
 where
     DB: Database,
@@ -123,6 +133,19 @@ where
     qb.push(" AND (1 = 0");
     for t in exact {
         qb.push(" OR type = ").push_bind(t.to_string());
+        if eventflow_model::topics::is_topic(t) {
+            // A topic is matched where types are: an event carries it in
+            // its `topics` column, as `,topic,`.
+            qb.push(" OR topics LIKE ").push_bind(format!("%,{t},%"));
+        }
+    }
+    for p in &prefixes {
+        if eventflow_model::topics::TOPICS
+            .iter()
+            .any(|(t, _, _)| t.starts_with(*p))
+        {
+            qb.push(" OR topics LIKE ").push_bind(format!("%,{p}%"));
+        }
     }
     for p in prefixes {
         qb.push(" OR (type >= ").push_bind(p.to_string());

@@ -453,6 +453,9 @@ impl Ctx<'_> {
                 id: rid.to_string(),
                 version,
             },
+            topics: eventflow_model::topics::topics(rt, action, data, previous.as_ref()),
+            patient_id: eventflow_model::topics::patient_of(rt, data),
+            changed_fields: previous.as_ref().map(|p| p.keys().cloned().collect()),
             data: data.clone(),
             previous,
         };

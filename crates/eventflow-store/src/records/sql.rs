@@ -150,8 +150,8 @@ macro_rules! impl_record_tx {
                 writer: Option<&crate::records::Actor>,
             ) -> Result<()> {
                 sqlx::query(
-                    "INSERT INTO events (tenant_id, sequence, id, type, resource_type, resource_id, created_at, body, written_by) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    "INSERT INTO events (tenant_id, sequence, id, type, resource_type, resource_id, created_at, body, written_by, topics) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(&event.tenant_id)
                 .bind(event.sequence)
@@ -162,6 +162,7 @@ macro_rules! impl_record_tx {
                 .bind(&event.created_at)
                 .bind(json_text(event)?)
                 .bind(writer.map(ToString::to_string))
+                .bind(crate::records::query::topics_column(&event.topics))
                 .execute(&mut self.conn)
                 .await?;
                 self.fanout.note_event(&event.tenant_id, event.sequence, &event.event_type);

@@ -195,29 +195,25 @@ async fn every_change_of_every_record_type_writes_one_event_with_the_envelope(ba
             keys(&e["resource"]),
             BTreeSet::from(["type", "id", "version"])
         );
-        let want: BTreeSet<&str> = if e["type"].as_str().unwrap().ends_with(".updated") {
-            BTreeSet::from([
-                "id",
-                "type",
-                "sequence",
-                "createdAt",
-                "tenantId",
-                "resource",
-                "data",
-                "previous",
-            ])
-        } else {
-            BTreeSet::from([
-                "id",
-                "type",
-                "sequence",
-                "createdAt",
-                "tenantId",
-                "resource",
-                "data",
-            ])
-        };
-        assert_eq!(keys(e), want, "envelope of {}", e["type"]);
+        let ty = e["type"].as_str().unwrap();
+        let mut want = BTreeSet::from([
+            "id",
+            "type",
+            "sequence",
+            "createdAt",
+            "tenantId",
+            "resource",
+            "data",
+            "topics",
+        ]);
+        if ty.ends_with(".updated") {
+            want.extend(["previous", "changedFields"]);
+        }
+        // Whose data it is: every record but a practitioner holds a patient's.
+        if !ty.starts_with("practitioner.") {
+            want.insert("patientId");
+        }
+        assert_eq!(keys(e), want, "envelope of {ty}");
     }
 
     let n = records.len();

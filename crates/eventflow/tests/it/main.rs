@@ -34,6 +34,7 @@ mod records;
 mod smoke;
 mod startup;
 mod stream;
+mod topics;
 mod validation;
 mod webhooks;
 mod webhooks_limits;
