@@ -672,9 +672,9 @@ steps:
         assert!(e.contains("step 1: unknown step \"text\""), "{e}");
         let e = error(&GOOD.replace("data.status == 'booked'", "data.status =="));
         assert!(e.starts_with("w.yaml: if: "), "{e}");
-        let e = error(&GOOD.replace("on: appointment.created", "on: appointment.booked"));
+        let e = error(&GOOD.replace("on: appointment.created", "on: appointment.moved"));
         assert!(
-            e.contains("on: appointment.booked is not an event type"),
+            e.contains("on: appointment.moved is not an event type or topic"),
             "{e}"
         );
         let e = error(&GOOD.replace("offset: -24h", "offset: yesterday"));
