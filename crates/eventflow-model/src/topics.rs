@@ -116,30 +116,55 @@ pub fn is_topic(name: &str) -> bool {
 /// The flags that make an observation or a lab result abnormal.
 const ABNORMAL: [&str; 3] = ["low", "high", "critical"];
 
-/// The record before and after a change: `None` before a create, and after
-/// a delete.
+/// A change of a record, read member by member without copying it: the
+/// value of a member before and after.
 struct Change<'a> {
-    before: Option<&'a Object>,
-    after: Option<&'a Object>,
+    action: Action,
+    /// The record after the change; its last state for a delete.
+    data: &'a Object,
+    /// On an update: the prior value of each changed member (`null`: it
+    /// was absent).
+    previous: Option<&'a Object>,
 }
 
-impl Change<'_> {
-    fn after_str(&self, field: &str) -> Option<&str> {
-        self.after?.get(field)?.as_str()
+impl<'a> Change<'a> {
+    /// The member after the change (nothing after a delete).
+    fn after(&self, field: &str) -> Option<&'a Value> {
+        match self.action {
+            Action::Deleted => None,
+            _ => self.data.get(field),
+        }
     }
 
-    fn before_str(&self, field: &str) -> Option<&str> {
-        self.before?.get(field)?.as_str()
+    /// The member before the change (nothing before a create).
+    fn before(&self, field: &str) -> Option<&'a Value> {
+        match self.action {
+            Action::Created => None,
+            Action::Deleted => self.data.get(field),
+            Action::Updated => match self.previous.and_then(|p| p.get(field)) {
+                Some(Value::Null) => None,
+                Some(prior) => Some(prior),
+                None => self.data.get(field),
+            },
+        }
+    }
+
+    fn after_str(&self, field: &str) -> Option<&'a str> {
+        self.after(field)?.as_str()
+    }
+
+    fn before_str(&self, field: &str) -> Option<&'a str> {
+        self.before(field)?.as_str()
     }
 
     /// Created with one of `values` in `field`.
     fn created_with(&self, field: &str, values: &[&str]) -> bool {
-        self.before.is_none() && self.after_str(field).is_some_and(|v| values.contains(&v))
+        self.action == Action::Created && self.after_str(field).is_some_and(|v| values.contains(&v))
     }
 
     /// Updated so that `field` holds one of `values` and did not before.
     fn becomes(&self, field: &str, values: &[&str]) -> bool {
-        self.before.is_some()
+        self.action == Action::Updated
             && self.after_str(field).is_some_and(|v| values.contains(&v))
             && !self.before_str(field).is_some_and(|v| values.contains(&v))
     }
@@ -149,10 +174,10 @@ impl Change<'_> {
     }
 }
 
-/// The codes of a lab report's results that are flagged abnormal.
-fn abnormal_results(record: Option<&Object>) -> Vec<&Value> {
-    record
-        .and_then(|r| r.get("results"))
+/// The codes of a lab report's results (its `results` member) that are
+/// flagged abnormal.
+fn abnormal_results(results: Option<&Value>) -> Vec<&Value> {
+    results
         .and_then(Value::as_array)
         .map(|results| {
             results
@@ -168,46 +193,20 @@ fn abnormal_results(record: Option<&Object>) -> Vec<&Value> {
         .unwrap_or_default()
 }
 
-/// The record before an update: `data` with each changed member put back
-/// as `previous` holds it (`null`: it was absent).
-fn before_update(data: &Object, previous: &Object) -> Object {
-    let mut before = data.clone();
-    for (k, v) in previous {
-        if v.is_null() {
-            before.remove(k);
-        } else {
-            before.insert(k.clone(), v.clone());
-        }
-    }
-    before
-}
-
 /// The topics of a change of a record of type `rt`: `data` is the record
 /// after the change (its last state for a delete), `previous` the prior
-/// values of the changed members (on an update).
+/// values of the changed members (on an update). Reads only the members the
+/// rules name; copies nothing.
 pub fn topics(
     rt: ResourceType,
     action: Action,
     data: &Object,
     previous: Option<&Object>,
 ) -> Vec<String> {
-    let reconstructed;
-    let change = match action {
-        Action::Created => Change {
-            before: None,
-            after: Some(data),
-        },
-        Action::Updated => {
-            reconstructed = before_update(data, previous.unwrap_or(&Object::new()));
-            Change {
-                before: Some(&reconstructed),
-                after: Some(data),
-            }
-        }
-        Action::Deleted => Change {
-            before: Some(data),
-            after: None,
-        },
+    let change = Change {
+        action,
+        data,
+        previous,
     };
     let mut out: Vec<&str> = Vec::new();
     let mut add = |topic: &'static str, holds: bool| {
@@ -225,8 +224,7 @@ pub fn topics(
                 "appointment.rescheduled",
                 action == Action::Updated
                     && change.after_str("status") != Some("cancelled")
-                    && change.before.and_then(|b| b.get("start"))
-                        != change.after.and_then(|a| a.get("start")),
+                    && change.before("start") != change.after("start"),
             );
             add(
                 "appointment.cancelled",
@@ -270,8 +268,8 @@ pub fn topics(
                 "lab.amended",
                 change.created_or_becomes("status", &["amended"]),
             );
-            let after = abnormal_results(change.after);
-            let before = abnormal_results(change.before);
+            let after = abnormal_results(change.after("results"));
+            let before = abnormal_results(change.before("results"));
             add(
                 "lab.abnormal",
                 action != Action::Deleted && after.iter().any(|code| !before.contains(code)),
@@ -295,8 +293,8 @@ pub fn topics(
         ResourceType::Patient => add(
             "patient.deactivated",
             action == Action::Updated
-                && change.after.and_then(|a| a.get("active")) == Some(&Value::Bool(false))
-                && change.before.and_then(|b| b.get("active")) != Some(&Value::Bool(false)),
+                && change.after("active") == Some(&Value::Bool(false))
+                && change.before("active") != Some(&Value::Bool(false)),
         ),
         ResourceType::Note | ResourceType::Practitioner => {}
     }
