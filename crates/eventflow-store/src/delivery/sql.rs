@@ -9,8 +9,6 @@
 //! delivery is simply due again then, for any node. Deliveries of a disabled
 //! endpoint wait with `next_at` = [`PAUSED`] and resume when it is enabled.
 
-use serde_json::Value;
-
 use sqlx::FromRow;
 
 use crate::delivery::{Delivery, DeliveryStatus, EndpointRow, FilterError, Replay};
@@ -32,17 +30,15 @@ pub(crate) const ENDPOINT_COLUMNS: &str = "id, tenant_id, revision, created_at, 
 pub(crate) const REPLAY_COLUMNS: &str =
     "id, tenant_id, endpoint_id, status, queued, cursor, up_to, since, created_at, updated_at";
 
-/// The patient whose data an event carries: the record itself for a
-/// patient, else its `patientId`.
+/// The patient whose data an event carries: its `patientId`, or, for an
+/// event written before envelopes named it, the same rule applied to its
+/// record ([`eventflow_model::topics::patient_of`]).
 pub fn patient_of(event: &eventflow_model::Event) -> Option<String> {
-    if event.resource.resource_type == "patient" {
-        return Some(event.resource.id.clone());
+    if event.patient_id.is_some() {
+        return event.patient_id.clone();
     }
-    event
-        .data
-        .get("patientId")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+    let rt = event.resource.resource_type.parse().ok()?;
+    eventflow_model::topics::patient_of(rt, &event.data)
 }
 
 /// A delivery as its columns hold it ([`DELIVERY_COLUMNS`]).
