@@ -26,7 +26,6 @@ use eventflow_store::{
 };
 use eventflow_webhook::{Ed25519Key, HmacSecret, Signer, sign_headers};
 use jiff::{SignedDuration, Timestamp};
-use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
@@ -691,31 +690,14 @@ async fn give_up_expired(inner: &Inner, d: &Delivery) {
     let _ = inner.store.record_attempt(rec).await;
 }
 
-/// The body sent for an event: the envelope, or for `thin` its ids only.
+/// The body sent for an event: the envelope, or for `thin` the envelope
+/// without its record.
 pub fn payload(event: &Event, mode: PayloadMode) -> Vec<u8> {
-    let value = match mode {
-        PayloadMode::Full => return serde_json::to_vec(event).unwrap_or_default(),
-        PayloadMode::Thin => {
-            // Thin drops the record (`data`, `previous`) and keeps the rest.
-            let mut thin = json!({
-                "id": event.id,
-                "type": event.event_type,
-                "sequence": event.sequence,
-                "createdAt": event.created_at,
-                "tenantId": event.tenant_id,
-                "resource": event.resource,
-            });
-            if let Some(patient) = &event.patient_id {
-                thin["patientId"] = json!(patient);
-            }
-            thin["topics"] = json!(event.topics);
-            if let Some(changed) = &event.changed_fields {
-                thin["changedFields"] = json!(changed);
-            }
-            thin
-        }
-    };
-    serde_json::to_vec(&value).unwrap_or_default()
+    match mode {
+        PayloadMode::Full => serde_json::to_vec(event),
+        PayloadMode::Thin => serde_json::to_vec(&event.thin()),
+    }
+    .unwrap_or_default()
 }
 
 /// The keys that sign for an endpoint now.

@@ -273,7 +273,41 @@ pub struct Event {
     pub changed_fields: Option<Vec<String>>,
 }
 
+/// An envelope without its record (`data`, `previous`): what a thin
+/// payload carries, in the envelope's order.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThinEvent<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    sequence: i64,
+    created_at: &'a str,
+    tenant_id: &'a str,
+    resource: &'a ResourceRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patient_id: Option<&'a str>,
+    topics: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed_fields: Option<&'a [String]>,
+}
+
 impl Event {
+    /// The envelope without its record, for a thin payload.
+    pub fn thin(&self) -> ThinEvent<'_> {
+        ThinEvent {
+            id: &self.id,
+            event_type: &self.event_type,
+            sequence: self.sequence,
+            created_at: &self.created_at,
+            tenant_id: &self.tenant_id,
+            resource: &self.resource,
+            patient_id: self.patient_id.as_deref(),
+            topics: &self.topics,
+            changed_fields: self.changed_fields.as_deref(),
+        }
+    }
+
     /// Whether `filter` matches the event: its type, or one of its topics.
     pub fn matches(&self, filter: &TypeFilter) -> bool {
         filter.matches(&self.event_type) || self.topics.iter().any(|t| filter.matches(t))
