@@ -732,13 +732,13 @@ async fn deliveries(
     params: Params,
 ) -> ApiResult<Json<Value>> {
     params.only(&["status", "limit", "cursor"])?;
-    let status =
-        match params.get("status") {
-            None => None,
-            Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
-                ApiError::invalid("status", "must be pending, succeeded or failed")
-            })?),
-        };
+    let status = match params.get("status") {
+        None => None,
+        Some(s) => Some(
+            s.parse::<DeliveryStatus>()
+                .map_err(|_| ApiError::invalid("status", "must be pending, succeeded or failed"))?,
+        ),
+    };
     let cursor = match params.get("cursor") {
         Some(c) if !id::is_well_formed(c) => {
             return Err(ApiError::invalid("cursor", "must be a delivery id"));

@@ -66,8 +66,7 @@ where
     DeliveryColumns: sqlx::FromRow<'r, R>,
 {
     let c = DeliveryColumns::from_row(row)?;
-    let status =
-        DeliveryStatus::parse(&c.status).ok_or_else(|| StoreError::corrupt("delivery status"))?;
+    let status = c.status.parse::<DeliveryStatus>()?;
     Ok(Delivery {
         id: c.id,
         tenant_id: c.tenant_id,
