@@ -198,8 +198,12 @@ impl TypeFilter {
         // topic wakes for the commits of that type.
         crate::topics::TOPICS
             .iter()
-            .filter(|(topic, _, _)| self.matches(topic) && of_resource(topic))
-            .flat_map(|(_, rt, _)| Action::ALL.map(|a| EventType::new(*rt, a).name()))
+            .filter(|t| self.matches(t.name) && of_resource(t.name))
+            .flat_map(|t| {
+                t.actions
+                    .iter()
+                    .map(|a| EventType::new(t.resource, *a).name())
+            })
             .fold(types, |bits, t| bits | type_bit(&t))
     }
 

@@ -227,7 +227,7 @@ impl Scopes {
     pub fn may_subscribe(&self, filter: &TypeFilter) -> Result<(), String> {
         crate::event::all_types()
             .map(|(t, _)| t)
-            .chain(crate::topics::TOPICS.iter().map(|(t, _, _)| t.to_string()))
+            .chain(crate::topics::TOPICS.iter().map(|t| t.name.to_string()))
             .find(|t| filter.matches(t) && !self.sees(t))
             .map_or(Ok(()), Err)
     }

@@ -14,103 +14,149 @@ use crate::Object;
 use crate::event::Action;
 use crate::resource::ResourceType;
 
-/// Every topic: its name, the record type it is about, and when it applies.
-pub const TOPICS: [(&str, ResourceType, &str); 18] = [
-    (
-        "appointment.booked",
-        ResourceType::Appointment,
-        "An appointment was created with status `booked`, or its status became `booked`.",
-    ),
-    (
-        "appointment.rescheduled",
-        ResourceType::Appointment,
-        "The `start` of an appointment that is not cancelled changed.",
-    ),
-    (
-        "appointment.cancelled",
-        ResourceType::Appointment,
-        "An appointment's status became `cancelled`, or a `proposed` or `booked` appointment was deleted.",
-    ),
-    (
-        "appointment.arrived",
-        ResourceType::Appointment,
-        "An appointment's status became `arrived`.",
-    ),
-    (
-        "appointment.noshow",
-        ResourceType::Appointment,
-        "An appointment's status became `noshow`.",
-    ),
-    (
-        "appointment.fulfilled",
-        ResourceType::Appointment,
-        "An appointment's status became `fulfilled`.",
-    ),
-    (
-        "encounter.started",
-        ResourceType::Encounter,
-        "An encounter was created `in-progress`, or its status became `in-progress`.",
-    ),
-    (
-        "encounter.finished",
-        ResourceType::Encounter,
-        "An encounter's status became `finished`.",
-    ),
-    (
-        "observation.abnormal",
-        ResourceType::Observation,
-        "An observation was created with flag `low`, `high` or `critical`, or its flag became one of them.",
-    ),
-    (
-        "observation.critical",
-        ResourceType::Observation,
-        "An observation was created with flag `critical`, or its flag became `critical`.",
-    ),
-    (
-        "lab.final",
-        ResourceType::Lab,
-        "A lab report was created `final`, or its status became `final`.",
-    ),
-    (
-        "lab.amended",
-        ResourceType::Lab,
-        "A lab report was created `amended`, or its status became `amended`.",
-    ),
-    (
-        "lab.abnormal",
-        ResourceType::Lab,
-        "A lab report was created with a result flagged `low`, `high` or `critical`, or a result became so flagged.",
-    ),
-    (
-        "prescription.discontinued",
-        ResourceType::Prescription,
-        "A prescription's status became `stopped` or `cancelled`.",
-    ),
-    (
-        "consent.signed",
-        ResourceType::Consent,
-        "A consent was created `active`, or its status became `active`.",
-    ),
-    (
-        "consent.revoked",
-        ResourceType::Consent,
-        "A consent's status became `inactive` or `rejected`.",
-    ),
-    (
-        "intake.completed",
-        ResourceType::Intake,
-        "An intake form's status became `completed`.",
-    ),
-    (
-        "patient.deactivated",
-        ResourceType::Patient,
-        "A patient's `active` became false.",
-    ),
+/// A topic: its name, the record type it is about, the actions of the
+/// events that can carry it, and when it applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topic {
+    pub name: &'static str,
+    pub resource: ResourceType,
+    /// The event types that can carry it are `{resource}.{action}` of these.
+    pub actions: &'static [Action],
+    /// When it applies, in one sentence.
+    pub description: &'static str,
+}
+
+const UPDATED: &[Action] = &[Action::Updated];
+const CREATED_OR_UPDATED: &[Action] = &[Action::Created, Action::Updated];
+const UPDATED_OR_DELETED: &[Action] = &[Action::Updated, Action::Deleted];
+
+/// Every topic.
+pub const TOPICS: [Topic; 18] = [
+    Topic {
+        name: "appointment.booked",
+        resource: ResourceType::Appointment,
+        actions: CREATED_OR_UPDATED,
+        description: "An appointment was created with status `booked`, or its status became `booked`.",
+    },
+    Topic {
+        name: "appointment.rescheduled",
+        resource: ResourceType::Appointment,
+        actions: UPDATED,
+        description: "The `start` of an appointment that is not cancelled changed.",
+    },
+    Topic {
+        name: "appointment.cancelled",
+        resource: ResourceType::Appointment,
+        actions: UPDATED_OR_DELETED,
+        description: "An appointment's status became `cancelled`, or a `proposed` or `booked` appointment was deleted.",
+    },
+    Topic {
+        name: "appointment.arrived",
+        resource: ResourceType::Appointment,
+        actions: UPDATED,
+        description: "An appointment's status became `arrived`.",
+    },
+    Topic {
+        name: "appointment.noshow",
+        resource: ResourceType::Appointment,
+        actions: UPDATED,
+        description: "An appointment's status became `noshow`.",
+    },
+    Topic {
+        name: "appointment.fulfilled",
+        resource: ResourceType::Appointment,
+        actions: UPDATED,
+        description: "An appointment's status became `fulfilled`.",
+    },
+    Topic {
+        name: "encounter.started",
+        resource: ResourceType::Encounter,
+        actions: CREATED_OR_UPDATED,
+        description: "An encounter was created `in-progress`, or its status became `in-progress`.",
+    },
+    Topic {
+        name: "encounter.finished",
+        resource: ResourceType::Encounter,
+        actions: UPDATED,
+        description: "An encounter's status became `finished`.",
+    },
+    Topic {
+        name: "observation.abnormal",
+        resource: ResourceType::Observation,
+        actions: CREATED_OR_UPDATED,
+        description: "An observation was created with flag `low`, `high` or `critical`, or its flag became one of them.",
+    },
+    Topic {
+        name: "observation.critical",
+        resource: ResourceType::Observation,
+        actions: CREATED_OR_UPDATED,
+        description: "An observation was created with flag `critical`, or its flag became `critical`.",
+    },
+    Topic {
+        name: "lab.final",
+        resource: ResourceType::Lab,
+        actions: CREATED_OR_UPDATED,
+        description: "A lab report was created `final`, or its status became `final`.",
+    },
+    Topic {
+        name: "lab.amended",
+        resource: ResourceType::Lab,
+        actions: CREATED_OR_UPDATED,
+        description: "A lab report was created `amended`, or its status became `amended`.",
+    },
+    Topic {
+        name: "lab.abnormal",
+        resource: ResourceType::Lab,
+        actions: CREATED_OR_UPDATED,
+        description: "A lab report was created with a result flagged `low`, `high` or `critical`, or a result became so flagged.",
+    },
+    Topic {
+        name: "prescription.discontinued",
+        resource: ResourceType::Prescription,
+        actions: UPDATED,
+        description: "A prescription's status became `stopped` or `cancelled`.",
+    },
+    Topic {
+        name: "consent.signed",
+        resource: ResourceType::Consent,
+        actions: CREATED_OR_UPDATED,
+        description: "A consent was created `active`, or its status became `active`.",
+    },
+    Topic {
+        name: "consent.revoked",
+        resource: ResourceType::Consent,
+        actions: UPDATED,
+        description: "A consent's status became `inactive` or `rejected`.",
+    },
+    Topic {
+        name: "intake.completed",
+        resource: ResourceType::Intake,
+        actions: UPDATED,
+        description: "An intake form's status became `completed`.",
+    },
+    Topic {
+        name: "patient.deactivated",
+        resource: ResourceType::Patient,
+        actions: UPDATED,
+        description: "A patient's `active` became false.",
+    },
 ];
 
 /// Whether `name` is a topic.
 pub fn is_topic(name: &str) -> bool {
-    TOPICS.iter().any(|(t, _, _)| *t == name)
+    topic(name).is_some()
+}
+
+/// The topic named `name`.
+pub fn topic(name: &str) -> Option<&'static Topic> {
+    TOPICS.iter().find(|t| t.name == name)
+}
+
+/// The topics events of `resource` with `action` can carry.
+pub fn topics_of(resource: ResourceType, action: Action) -> impl Iterator<Item = &'static Topic> {
+    TOPICS
+        .iter()
+        .filter(move |t| t.resource == resource && t.actions.contains(&action))
 }
 
 /// The flags that make an observation or a lab result abnormal.
@@ -525,10 +571,73 @@ mod tests {
 
     #[test]
     fn every_topic_is_named_after_its_record_type_and_is_no_event_type() {
-        for (topic, rt, _) in TOPICS {
-            assert!(topic.starts_with(&format!("{}.", rt.name())), "{topic}");
-            assert!(crate::EventType::parse(topic).is_none(), "{topic}");
-            assert!(is_topic(topic));
+        for t in TOPICS {
+            assert!(
+                t.name.starts_with(&format!("{}.", t.resource.name())),
+                "{}",
+                t.name
+            );
+            assert!(crate::EventType::parse(t.name).is_none(), "{}", t.name);
+            assert!(is_topic(t.name));
+        }
+    }
+
+    /// Every change between the values of each enum field (and of `active`
+    /// and a lab result's flag), under every action: a topic appears only
+    /// on the actions its table row names, which is what the catalogue's
+    /// schemas promise.
+    #[test]
+    fn a_topic_is_carried_only_by_the_actions_it_names() {
+        use crate::resource::FieldKind;
+        for rt in ResourceType::ALL {
+            let mut changes: Vec<(serde_json::Value, serde_json::Value)> = Vec::new();
+            for field in rt.fields() {
+                let values: Vec<serde_json::Value> = match field.kind {
+                    FieldKind::Enum(options) => options.iter().map(|o| json!(o)).collect(),
+                    FieldKind::Bool => vec![json!(true), json!(false)],
+                    FieldKind::DateTime => {
+                        vec![json!("2026-12-01T09:00:00Z"), json!("2026-12-02T09:00:00Z")]
+                    }
+                    FieldKind::List(_) => ["normal", "low", "high", "critical"]
+                        .iter()
+                        .map(|f| json!([{"code": "a", "flag": f}]))
+                        .collect(),
+                    _ => continue,
+                };
+                for a in &values {
+                    changes.push((json!({}), json!({ field.name: a })));
+                    for b in &values {
+                        changes.push((json!({ field.name: a }), json!({ field.name: b })));
+                    }
+                }
+            }
+            for (before, after) in changes {
+                let mut seen = Vec::new();
+                seen.extend(
+                    created(rt, after.clone())
+                        .into_iter()
+                        .map(|t| (t, Action::Created)),
+                );
+                seen.extend(
+                    updated(rt, before.clone(), after.clone())
+                        .into_iter()
+                        .map(|t| (t, Action::Updated)),
+                );
+                seen.extend(
+                    topics(rt, Action::Deleted, &obj(before.clone()), None)
+                        .into_iter()
+                        .map(|t| (t, Action::Deleted)),
+                );
+                for (name, action) in seen {
+                    let t = topic(&name).unwrap();
+                    assert_eq!(t.resource, rt, "{name}");
+                    assert!(
+                        t.actions.contains(&action),
+                        "{name} on {action:?}: {before} -> {after}"
+                    );
+                    assert!(topics_of(rt, action).any(|o| o.name == name));
+                }
+            }
         }
     }
 

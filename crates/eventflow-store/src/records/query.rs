@@ -142,7 +142,7 @@ where
     for p in &prefixes {
         if eventflow_model::topics::TOPICS
             .iter()
-            .any(|(t, _, _)| t.starts_with(*p))
+            .any(|t| t.name.starts_with(*p))
         {
             qb.push(" OR topics LIKE ").push_bind(format!("%,{p}%"));
         }
