@@ -1,6 +1,7 @@
-//! The webhook envelope of every event type, as a receiver gets it, against
-//! its committed example in `docs/envelopes/` (one `{type}.json` per type of
-//! `GET /v1/event-types`): a change to what receivers are sent shows as a
+//! The webhook envelope of every event type and topic, as a receiver gets
+//! it, against its committed example in `docs/envelopes/` (one `{name}.json`
+//! per entry of `GET /v1/event-types`; for a topic, the first envelope to
+//! carry it), which the server also serves as the entry's example: a change to what receivers are sent shows as a
 //! diff of those files, to be reviewed. After a deliberate change,
 //! `EVENTFLOW_UPDATE_SNAPSHOTS=1 cargo test -p eventflow --test it -- envelopes`
 //! writes them anew (from the SQLite run).
@@ -38,6 +39,37 @@ const CHANGES: [(&str, &str, &str); 10] = [
     ("notes", "text", "Patient doing better."),
     ("labs", "display", "Basic metabolic panel"),
 ];
+
+/// Changes, in order, after which every topic has been written at least
+/// once (the records' first state is [`full_body`]'s: among them an
+/// observation and a lab report created critical).
+fn transitions() -> Vec<(&'static str, Value)> {
+    vec![
+        ("appointments", json!({"status": "booked"})),
+        (
+            "appointments",
+            json!({"start": "2026-12-02T09:00:00Z", "end": "2026-12-02T09:30:00Z"}),
+        ),
+        ("appointments", json!({"status": "noshow"})),
+        ("appointments", json!({"status": "booked"})),
+        ("appointments", json!({"status": "cancelled"})),
+        ("appointments", json!({"status": "booked"})),
+        ("appointments", json!({"status": "arrived"})),
+        ("appointments", json!({"status": "fulfilled"})),
+        ("encounters", json!({"status": "planned"})),
+        ("encounters", json!({"status": "in-progress"})),
+        ("encounters", json!({"status": "finished"})),
+        ("prescriptions", json!({"status": "stopped"})),
+        ("consents", json!({"status": "active"})),
+        ("consents", json!({"status": "inactive"})),
+        ("intakes", json!({"status": "in-progress"})),
+        ("intakes", json!({"status": "completed"})),
+        ("labs", json!({"status": "final"})),
+        ("labs", json!({"status": "amended"})),
+        ("patients", json!({"active": true})),
+        ("patients", json!({"active": false})),
+    ]
+}
 
 fn snapshot_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/envelopes")
@@ -77,6 +109,19 @@ async fn every_event_type_is_delivered_in_the_envelope_of_its_committed_example(
         let r = api
             .patch(&format!("/v1/{collection}/{id}"), Value::Object(change))
             .await;
+        assert_eq!(r.status, 200, "patch {collection}: {}", r.body);
+    }
+    // Then the changes that mean something clinically: every topic.
+    let id_of = |collection: &str| {
+        created
+            .iter()
+            .find(|(c, _)| *c == collection)
+            .map(|(_, id)| id.clone())
+            .unwrap()
+    };
+    for (collection, change) in transitions() {
+        let path = format!("/v1/{collection}/{}", id_of(collection));
+        let r = api.patch(&path, change).await;
         assert_eq!(r.status, 200, "patch {collection}: {}", r.body);
     }
     for (collection, id) in created.iter().rev() {
@@ -123,20 +168,32 @@ async fn every_event_type_is_delivered_in_the_envelope_of_its_committed_example(
     clock.advance(SignedDuration::from_hours(100));
     of_type(&rx, "delivery.failed").await;
 
-    // The first envelope of each type.
+    // The first envelope of each type, and the first to carry each topic.
     let types: Vec<String> = eventflow_model::event::all_types()
         .map(|(t, _)| t)
+        .chain(
+            eventflow_model::topics::TOPICS
+                .iter()
+                .map(|t| t.name.to_string()),
+        )
         .collect();
-    let received = wait_for(LONG, "an envelope of every type", || {
+    let received = wait_for(LONG, "an envelope of every type and topic", || {
         let mut first: BTreeMap<String, Value> = BTreeMap::new();
         for r in rx.received() {
             let body = r.json();
-            let t = body["type"].as_str().unwrap_or_default().to_string();
-            let earlier = first
-                .get(&t)
-                .is_some_and(|e| e["sequence"].as_i64() <= body["sequence"].as_i64());
-            if !earlier {
-                first.insert(t, body);
+            let topics = body["topics"].as_array().cloned().unwrap_or_default();
+            let names = topics
+                .iter()
+                .filter_map(Value::as_str)
+                .chain(body["type"].as_str())
+                .map(str::to_string);
+            for t in names.collect::<Vec<_>>() {
+                let earlier = first
+                    .get(&t)
+                    .is_some_and(|e| e["sequence"].as_i64() <= body["sequence"].as_i64());
+                if !earlier {
+                    first.insert(t, body.clone());
+                }
             }
         }
         let all = types.iter().all(|t| first.contains_key(t));
@@ -158,7 +215,7 @@ async fn every_event_type_is_delivered_in_the_envelope_of_its_committed_example(
             sorted.sort();
             sorted
         },
-        "an envelope of each type and no other"
+        "an envelope of each type and topic, and no other"
     );
 
     let dir = snapshot_dir();
