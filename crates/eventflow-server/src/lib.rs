@@ -13,6 +13,8 @@
 //! - [`extract`]: JSON body and query extractors with API-shaped rejections.
 //! - [`routes`]: one module per area, each with a `router()`.
 //! - [`openapi`]: the OpenAPI 3.1 document, built from the record field tables.
+//! - [`catalogue`]: the event catalogue (each type and topic, the JSON Schema
+//!   of its envelope, an example) and the AsyncAPI document of the webhooks.
 //! - [`telemetry`]: the Prometheus recorder and the request middleware.
 //! - [`conn`]: serving connections: the cap, and the read and idle timeouts.
 //! - [`streams`]: open streams and long polls counted per API key.
@@ -23,6 +25,7 @@
 //!   pages.
 
 pub mod auth;
+pub mod catalogue;
 pub mod config;
 pub mod conn;
 pub mod error;

@@ -28,10 +28,17 @@ pub fn router() -> Router<AppState> {
     // Swagger UI's default `validatorUrl` loads a badge from
     // validator.swagger.io whenever the page is not on localhost: "none"
     // keeps /docs from fetching anything off this server.
-    SwaggerUi::new("/docs")
+    let docs: Router<AppState> = SwaggerUi::new("/docs")
         .external_url_unchecked("/openapi.json", document())
         .config(Config::default().validator_url("none"))
-        .into()
+        .into();
+    docs.route("/asyncapi.json", axum::routing::get(asyncapi))
+}
+
+/// `GET /asyncapi.json`: the webhooks as AsyncAPI 3.0 (public, like this
+/// document).
+async fn asyncapi() -> axum::Json<Value> {
+    axum::Json(crate::catalogue::asyncapi())
 }
 
 /// No string may hold a NUL character (`\u0000`).
@@ -41,7 +48,7 @@ const NO_NUL: &str = "^[^\\u0000]*$";
 /// 100 characters ([`eventflow_model::id::is_well_formed`]).
 const ANY_ID: &str = "^[a-z]+_[A-Za-z0-9]+$";
 
-fn id_schema(prefix: Option<&str>, description: &str) -> Value {
+pub(crate) fn id_schema(prefix: Option<&str>, description: &str) -> Value {
     let pattern = match prefix {
         Some(p) => format!("^{p}_[A-Za-z0-9]+$"),
         None => ANY_ID.to_string(),
@@ -59,7 +66,7 @@ fn text_schema() -> Value {
 /// Whether a schema is written for a create body (and response), or for a
 /// JSON merge patch, where `null` removes a field.
 #[derive(Clone, Copy, PartialEq)]
-enum Mode {
+pub(crate) enum Mode {
     Create,
     Patch,
 }
@@ -110,7 +117,7 @@ fn field_schema(f: &FieldSpec, mode: Mode) -> Value {
     json!({"anyOf": [schema, {"type": "null"}], "description": description})
 }
 
-fn object_schema(fields: &[FieldSpec], mode: Mode, with_server_fields: bool) -> Value {
+pub(crate) fn object_schema(fields: &[FieldSpec], mode: Mode, with_server_fields: bool) -> Value {
     let mut properties = Map::new();
     if with_server_fields {
         properties.insert("id".into(), json!({"type": "string", "readOnly": true}));
@@ -487,10 +494,38 @@ pub fn document() -> Value {
                 "data": {"type": "array", "items": schema_ref("Delivery")}}}))), &["404"]),
         }}),
     );
+    let names: Vec<String> = crate::catalogue::entries()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    let type_param = json!({"name": "type", "in": "path", "required": true,
+        "description": "An event type, topic or operational type; another name is a 404.",
+        "schema": {"type": "string"}, "examples": {"topic": {"value": "appointment.cancelled"}, "event": {"value": "encounter.updated"}}});
     paths.insert("/v1/event-types".into(), json!({"get": {
-        "tags": ["Events"], "operationId": "listEventTypes", "summary": "Every event type with a one-line description.",
-        "responses": responses(("200", ok("Event types", json!({"type": "object", "properties": {"data": {"type": "array", "items": {
-            "type": "object", "properties": {"type": {"type": "string"}, "description": {"type": "string"}}}}}}))), &[]),
+        "tags": ["Events"], "operationId": "listEventTypes",
+        "summary": "The event catalogue: every event type, clinical topic and operational type, with a one-line description.",
+        "responses": responses(("200", ok("The catalogue", json!({"type": "object", "required": ["data"], "properties": {"data": {"type": "array", "items": {
+            "type": "object", "required": ["type", "kind", "resourceType", "description"], "properties": {
+                "type": {"type": "string", "enum": names},
+                "kind": {"type": "string", "enum": ["event", "topic", "operational"], "description": "event: a record event type; topic: a clinical topic, carried by record events; operational: an event about delivery."},
+                "resourceType": {"type": "string", "description": "The record type, or for an operational type its resource.type (endpoint, delivery)."},
+                "description": {"type": "string"}}}}}}))), &[]),
+    }}));
+    paths.insert("/v1/event-types/{type}/schema".into(), json!({"get": {
+        "tags": ["Events"], "operationId": "getEventTypeSchema",
+        "summary": "The JSON Schema (draft 2020-12) of the whole envelope of a type; of a topic, of the envelopes that carry it.",
+        "parameters": [type_param],
+        "responses": responses(("200", {
+            let mut r = ok("A JSON Schema", json!({"type": "object"}));
+            r["content"] = json!({"application/schema+json": {"schema": {"type": "object"}}});
+            r
+        }), &["404"]),
+    }}));
+    paths.insert("/v1/event-types/{type}/example".into(), json!({"get": {
+        "tags": ["Events"], "operationId": "getEventTypeExample",
+        "summary": "An envelope of a type (of a topic: one that carries it), valid against its schema.",
+        "parameters": [type_param],
+        "responses": responses(("200", ok("An envelope", schema_ref("Event"))), &["404"]),
     }}));
     paths.insert("/v1/audit-log".into(), json!({"get": {
         "tags": ["Audit"], "operationId": "listAuditLog", "summary": "Every read and write of a record, newest first.",
@@ -517,6 +552,7 @@ pub fn document() -> Value {
         "servers": [{"url": "/"}],
         "security": [{"apiKey": []}],
         "paths": paths,
+        "webhooks": crate::catalogue::openapi_webhooks(),
         "components": {
             "schemas": schemas,
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <api key>. Each operation's security requirement lists the scope its key needs (README, \"Keys and scopes\"); a key without it gets a 403 `forbidden` naming the scope."}},
@@ -588,7 +624,7 @@ fn key_paths(paths: &mut Map<String, Value>) {
 }
 
 /// An endpoint as returned (`input`: as sent to create or patch it).
-fn endpoint_schema(input: bool) -> Value {
+pub(crate) fn endpoint_schema(input: bool) -> Value {
     let event_type_or_glob = json!({"anyOf": [
         {"type": "string", "enum": event_type_names()},
         {"type": "string", "pattern": "^[a-z0-9._-]*\\*$", "maxLength": 100}]});
@@ -872,10 +908,14 @@ mod tests {
     }
 
     /// Every path item and schema reads as OpenAPI for utoipa, one by one,
-    /// so that a failure names the part at fault.
+    /// so that a failure names the part at fault. The `webhooks` use JSON
+    /// Schema keywords utoipa's model has no place for (`const`, `if`);
+    /// `openapi-spec-validator` checks the whole document in the
+    /// integration tests (`catalogue`).
     #[test]
     fn every_part_of_the_document_is_openapi() {
-        let doc = document();
+        let mut doc = document();
+        assert!(doc.as_object_mut().unwrap().remove("webhooks").is_some());
         for (path, item) in doc["paths"].as_object().unwrap() {
             serde_json::from_value::<utoipa::openapi::path::PathItem>(item.clone())
                 .unwrap_or_else(|e| panic!("{path}: {e}"));

@@ -9,7 +9,7 @@ use eventflow_delivery::{EndpointUrl, UrlPolicy};
 use eventflow_model::filter::Filter;
 use eventflow_model::id::{self, DeliveryId, EndpointId, ReplayId};
 use eventflow_model::scope::Scope;
-use eventflow_model::{Event, EventType, Object, ResourceRef, TypeFilter, time};
+use eventflow_model::{Event, EventType, Object, TypeFilter, time};
 use eventflow_store::endpoint_event_data;
 use eventflow_store::{
     DeliveryQuery, DeliveryStatus, EndpointChange, EndpointConfig, EndpointRow, Ordering,
@@ -564,41 +564,18 @@ async fn rotate(
     Ok(Json(secret_json(&saved, &now)))
 }
 
-/// A made-up record for a test send, marked as such.
-fn sample_event(tenant: &str, event_type: &str, now: &str) -> Event {
-    let (resource_type, prefix) = match EventType::parse(event_type) {
-        Some(t) => (
-            t.resource.name().to_string(),
-            t.resource.id_prefix().to_string(),
-        ),
-        None => {
-            let r = event_type.split('.').next().unwrap_or("endpoint");
-            let p = if r == "delivery" { "dlv" } else { "ep" };
-            (r.to_string(), p.to_string())
-        }
-    };
-    let rid = id::new_id(&prefix);
-    let mut data = Object::new();
-    data.insert("id".into(), json!(rid));
-    data.insert("test".into(), json!(true));
-    Event {
-        id: eventflow_model::id::EventId::fresh().into_string(),
-        event_type: event_type.to_string(),
-        sequence: 0,
-        created_at: now.to_string(),
-        tenant_id: tenant.to_string(),
-        resource: ResourceRef {
-            resource_type,
-            id: rid,
-            version: 1,
-        },
-        patient_id: EventType::parse(event_type)
-            .and_then(|t| eventflow_model::topics::patient_of(t.resource, &data)),
-        data,
-        previous: None,
-        topics: Vec::new(),
-        changed_fields: None,
-    }
+/// What a test send sends: the catalogue's example of the type (of a
+/// topic, an envelope carrying it), as a new event of this tenant, now, with
+/// sequence 0 (no event is numbered 0).
+fn sample_event(tenant: &str, entry: &crate::catalogue::Entry, now: &str) -> ApiResult<Event> {
+    let mut event: Event = crate::catalogue::example(entry)
+        .and_then(|e| serde_json::from_value(e).ok())
+        .ok_or_else(ApiError::internal)?;
+    event.id = eventflow_model::id::EventId::fresh().into_string();
+    event.sequence = 0;
+    event.created_at = now.to_string();
+    event.tenant_id = tenant.to_string();
+    Ok(event)
 }
 
 async fn test_send(
@@ -613,8 +590,8 @@ async fn test_send(
     } else {
         Some(crate::extract::parse_json(&raw)?)
     };
-    let event_type = match body.as_ref() {
-        None | Some(Value::Null) => "appointment.created".to_string(),
+    let requested = match body.as_ref() {
+        None | Some(Value::Null) => None,
         Some(Value::Object(o)) => {
             if let Some(k) = o.keys().find(|k| k.as_str() != "type") {
                 return Err(ApiError::invalid(
@@ -622,26 +599,20 @@ async fn test_send(
                     "unknown field; a test send takes type",
                 ));
             }
-            match o.get("type") {
-                None => "appointment.created".to_string(),
-                Some(Value::String(t))
-                    if EventType::parse(t).is_some()
-                        || eventflow_model::event::is_operational(t) =>
-                {
-                    t.clone()
-                }
-                Some(_) => {
-                    return Err(ApiError::invalid(
-                        "type",
-                        "must be an event type (GET /v1/event-types lists them)",
-                    ));
-                }
-            }
+            // Not a string: a name of nothing.
+            o.get("type").map(|t| t.as_str().unwrap_or_default())
         }
         Some(_) => return Err(ApiError::invalid("body", "must be a JSON object")),
     };
+    let entry =
+        crate::catalogue::entry(requested.unwrap_or("appointment.created")).ok_or_else(|| {
+            ApiError::invalid(
+                "type",
+                "must be an event type or topic (GET /v1/event-types lists them)",
+            )
+        })?;
     let row = load(&state, &auth, &id).await?;
-    let event = sample_event(auth.tenant(), &event_type, &time::format(state.clock.now()));
+    let event = sample_event(auth.tenant(), &entry, &time::format(state.clock.now()))?;
     let (attempt, _, _) = eventflow_delivery::dispatcher::send(
         &state.http,
         state.config.allow_private_endpoints,

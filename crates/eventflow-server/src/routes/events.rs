@@ -37,6 +37,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/events/{id}", get(one))
         .route("/v1/events/{id}/deliveries", get(deliveries))
         .route("/v1/event-types", get(types))
+        .route("/v1/event-types/{type}/schema", get(type_schema))
+        .route("/v1/event-types/{type}/example", get(type_example))
 }
 
 /// The read a poll or a stream makes: the request's filters, and the types
@@ -204,13 +206,44 @@ async fn visible_event(state: &AppState, auth: &Auth, id: &str) -> ApiResult<(Ev
     Ok((id, event))
 }
 
-/// `GET /v1/event-types`. Under `/v1`, so it takes an API key like every
-/// other route there (and as the OpenAPI document says: 401 without one).
+/// `GET /v1/event-types`: the catalogue, every event type, topic and
+/// operational type. Under `/v1`, so it takes an API key like every other
+/// route there (and as the OpenAPI document says: 401 without one).
 async fn types(_auth: Auth) -> Json<Value> {
-    let data: Vec<Value> = eventflow_model::event::all_types()
-        .map(|(t, d)| json!({"type": t, "description": d}))
-        .collect();
-    Json(json!({ "data": data }))
+    Json(json!({ "data": crate::catalogue::entries() }))
+}
+
+/// The catalogue's entry named by the path (a name that is none is a 404).
+fn catalogue_entry(
+    name: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> ApiResult<crate::catalogue::Entry> {
+    let name = name.map(|p| p.0).unwrap_or_default();
+    crate::catalogue::entry(&name).ok_or_else(|| {
+        ApiError::not_found("no event type or topic of that name (GET /v1/event-types lists them)")
+    })
+}
+
+/// `GET /v1/event-types/{type}/schema`: the JSON Schema of the envelope.
+async fn type_schema(
+    _auth: Auth,
+    name: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> ApiResult<impl axum::response::IntoResponse> {
+    let entry = catalogue_entry(name)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/schema+json")],
+        Json(crate::catalogue::schema(&entry)),
+    ))
+}
+
+/// `GET /v1/event-types/{type}/example`: an envelope valid against it.
+async fn type_example(
+    _auth: Auth,
+    name: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let entry = catalogue_entry(name)?;
+    crate::catalogue::example(&entry)
+        .map(Json)
+        .ok_or_else(ApiError::internal)
 }
 
 /// Why a wait for the next commit ended.

@@ -458,8 +458,13 @@ async fn openapi_json_describes_every_route_the_server_has(backend: Backend) {
         "OpenAPI 3.1: {}",
         doc["openapi"]
     );
+    // utoipa's model has no place for the JSON Schema keywords of the
+    // webhooks' envelopes; `catalogue` checks the whole document with
+    // openapi-spec-validator.
+    let mut paths_only = doc.clone();
+    paths_only.as_object_mut().unwrap().remove("webhooks");
     let parsed: utoipa::openapi::OpenApi =
-        serde_json::from_value(doc.clone()).expect("a valid OpenAPI document");
+        serde_json::from_value(paths_only).expect("a valid OpenAPI document");
     assert!(!parsed.paths.paths.is_empty());
 
     let paths = doc["paths"].as_object().unwrap();

@@ -15,11 +15,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use eventflow_testkit::{Answer, Backend, Receiver, backend_tests, wait_for};
+use eventflow_testkit::{Answer, Api, Backend, Receiver, backend_tests, wait_for};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-use crate::helpers::{World, full_body};
+use crate::helpers::{SchemaCase, SseReader, World, all_events, check_schemas, full_body};
 
 backend_tests!(every_event_type_is_delivered_in_the_envelope_of_its_committed_example);
 
@@ -82,6 +82,10 @@ async fn every_event_type_is_delivered_in_the_envelope_of_its_committed_example(
     // Every event reaches this receiver, in full.
     let rx = Receiver::start().await;
     api.create_endpoint(json!({"url": rx.url("/envelopes")}))
+        .await;
+    // And this one, thin.
+    let thin = Receiver::start().await;
+    api.create_endpoint(json!({"url": thin.url("/thin"), "payload": "thin"}))
         .await;
 
     // Each record type created with every field, changed, and deleted.
@@ -200,6 +204,8 @@ async fn every_event_type_is_delivered_in_the_envelope_of_its_committed_example(
         async move { all.then_some(first) }
     })
     .await;
+    every_envelope_is_valid_against_its_schemas(&api, &rx, &thin).await;
+
     let origins: Vec<String> = [&rx, &gone, &flaky, &failing]
         .iter()
         .map(|r| r.url(""))
@@ -256,6 +262,93 @@ async fn every_event_type_is_delivered_in_the_envelope_of_its_committed_example(
          EVENTFLOW_UPDATE_SNAPSHOTS=1 cargo test -p eventflow --test it -- envelopes\n{}",
         differ.len(),
         differ.join("\n")
+    );
+}
+
+/// Every envelope the server gives out, against the catalogue's schema of
+/// its type and of each topic it carries: each event as polled, fetched
+/// alone, streamed, and delivered in full and thin, and a test send of
+/// every type and topic.
+async fn every_envelope_is_valid_against_its_schemas(api: &Api, full: &Receiver, thin: &Receiver) {
+    let events = all_events(api, 0).await;
+    let n = events.len();
+    let full = full.wait_for(n, LONG).await;
+    let thin = thin.wait_for(n, LONG).await;
+    let mut sources: Vec<(String, Value)> = Vec::new();
+    for e in &events {
+        sources.push(("polled".into(), e.clone()));
+        let id = e["id"].as_str().unwrap();
+        let r = api.get(&format!("/v1/events/{id}")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        sources.push(("fetched".into(), r.body));
+    }
+    let mut stream = SseReader::open(api, "/v1/events/stream?after=0", None).await;
+    for e in stream.take(n).await {
+        sources.push(("streamed".into(), e.data));
+    }
+    sources.extend(
+        full.iter()
+            .map(|r| ("delivered in full".to_string(), r.json())),
+    );
+    for r in &thin {
+        let body = r.json();
+        assert!(
+            body.get("data").is_none() && body.get("previous").is_none(),
+            "a thin payload holds no record: {body}"
+        );
+        sources.push(("delivered thin".into(), body));
+    }
+    // A test send of every entry of the catalogue.
+    let test_rx = Receiver::start().await;
+    let ep = api
+        .create_endpoint(json!({"url": test_rx.url("/test"), "disabled": true}))
+        .await;
+    let ep = ep["id"].as_str().unwrap();
+    let catalogue = api.get("/v1/event-types").await;
+    let names: Vec<String> = catalogue.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect();
+    for name in &names {
+        let r = api
+            .post(&format!("/v1/endpoints/{ep}/test"), json!({"type": name}))
+            .await;
+        assert_eq!(r.status, 200, "test send of {name}: {}", r.body);
+    }
+    for r in test_rx.wait_for(names.len(), LONG).await {
+        sources.push(("test send".into(), r.json()));
+    }
+
+    let mut schemas = BTreeMap::new();
+    for name in &names {
+        let r = api.get(&format!("/v1/event-types/{name}/schema")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        schemas.insert(name.clone(), r.body);
+    }
+    let mut cases = Vec::new();
+    for (source, envelope) in sources {
+        let label = format!("{source} {} #{}", envelope["type"], envelope["sequence"]);
+        let topics = envelope["topics"].as_array().cloned().unwrap_or_default();
+        let of = topics
+            .iter()
+            .filter_map(Value::as_str)
+            .chain(envelope["type"].as_str())
+            .map(str::to_string);
+        for schema in of.collect::<Vec<_>>() {
+            cases.push(SchemaCase {
+                label: label.clone(),
+                schema,
+                instance: envelope.clone(),
+                valid: true,
+            });
+        }
+    }
+    check_schemas(
+        "every_event_type_is_delivered_in_the_envelope_of_its_committed_example",
+        &schemas,
+        &cases,
     );
 }
 

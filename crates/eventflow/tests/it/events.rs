@@ -24,7 +24,7 @@ backend_tests!(
     resource_type_filters_by_record_type,
     bad_and_unknown_query_parameters_are_rejected,
     an_event_can_be_fetched_by_id_and_only_by_its_tenant,
-    event_types_lists_the_33_types_with_a_description_each,
+    event_types_lists_every_type_and_topic_with_its_kind_and_a_description,
     a_long_poll_returns_as_soon_as_a_write_commits,
     a_long_poll_ignores_commits_that_do_not_match_its_filter,
     a_long_poll_with_nothing_new_returns_empty_after_the_wait,
@@ -173,12 +173,10 @@ async fn every_change_of_every_record_type_writes_one_event_with_the_envelope(ba
         .as_array()
         .expect("data")
         .iter()
+        .filter(|t| t["kind"] == "event")
         .map(|t| t["type"].as_str().expect("type").to_string())
         .collect();
-    let record_types: BTreeSet<String> = listed
-        .into_iter()
-        .filter(|t| !["endpoint.", "delivery."].iter().any(|p| t.starts_with(p)))
-        .collect();
+    let record_types: BTreeSet<String> = listed.into_iter().collect();
     assert_eq!(
         all_types, record_types,
         "the types fired are the record types listed"
@@ -608,14 +606,14 @@ async fn an_event_can_be_fetched_by_id_and_only_by_its_tenant(backend: Backend) 
     assert_eq!(all_events(&other, 0).await, Vec::<Value>::new());
 }
 
-async fn event_types_lists_the_33_types_with_a_description_each(backend: Backend) {
+async fn event_types_lists_every_type_and_topic_with_its_kind_and_a_description(backend: Backend) {
     let server = backend.spawn().await;
     let api = server.api();
     let r = api.get("/v1/event-types").await;
     assert_eq!(r.status, 200);
     assert_eq!(keys(&r.body), BTreeSet::from(["data"]));
     let data = r.body["data"].as_array().unwrap();
-    assert_eq!(data.len(), 33, "30 record types and 3 operational ones");
+    assert_eq!(data.len(), 51, "30 record types, 18 topics, 3 operational");
     let mut want = BTreeSet::from([
         "endpoint.disabled".to_string(),
         "delivery.failed".to_string(),
@@ -638,13 +636,33 @@ async fn event_types_lists_the_33_types_with_a_description_each(backend: Backend
         }
     }
     let mut got = BTreeSet::new();
+    let mut topics = BTreeSet::new();
     for t in data {
-        assert_eq!(keys(t), BTreeSet::from(["type", "description"]));
+        assert_eq!(
+            keys(t),
+            BTreeSet::from(["type", "kind", "resourceType", "description"])
+        );
         let d = t["description"].as_str().unwrap();
         assert!(!d.trim().is_empty() && !d.contains('\n'), "one line: {d:?}");
-        got.insert(t["type"].as_str().unwrap().to_string());
+        let name = t["type"].as_str().unwrap().to_string();
+        let resource = t["resourceType"].as_str().unwrap();
+        assert!(name.starts_with(&format!("{resource}.")), "{t}");
+        match t["kind"].as_str().unwrap() {
+            "topic" => topics.insert(name),
+            "event" => got.insert(name),
+            "operational" => {
+                assert!(["endpoint", "delivery"].contains(&resource), "{t}");
+                got.insert(name)
+            }
+            other => panic!("kind {other}"),
+        };
     }
     assert_eq!(got, want);
+    let all_topics: BTreeSet<String> = eventflow_model::topics::TOPICS
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert_eq!(topics, all_topics);
 }
 
 async fn a_long_poll_returns_as_soon_as_a_write_commits(backend: Backend) {

@@ -3,8 +3,12 @@
 //! of the error shape. Helpers that are one API call live on the testkit's
 //! `Api`; a behaviour file exports nothing.
 
+use std::pin::Pin;
+use std::time::Duration;
+
 use eventflow_server::auth;
 use eventflow_testkit::{Api, Backend, Options, Reply, TestServer};
+use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------
@@ -318,3 +322,213 @@ pub async fn woken_by_commits_only(backend: Backend) -> TestServer {
         })
         .await
 }
+
+// ---------------------------------------------------------------------------
+// The event stream.
+
+type Bytes = Pin<Box<dyn Stream<Item = reqwest::Result<Vec<u8>>> + Send>>;
+
+/// One Server-Sent Event: its `id:` and its `data:` parsed as JSON.
+#[derive(Debug)]
+pub struct Sse {
+    pub id: String,
+    pub data: Value,
+}
+
+/// Reads frames from an open `text/event-stream` response.
+pub struct SseReader {
+    bytes: Bytes,
+    buf: String,
+}
+
+impl SseReader {
+    pub async fn open(api: &Api, path: &str, last_event_id: Option<&str>) -> SseReader {
+        let mut req = api.request(reqwest::Method::GET, path);
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = tokio::time::timeout(Duration::from_secs(10), req.send())
+            .await
+            .expect("the stream answers")
+            .expect("request sent");
+        assert_eq!(resp.status(), 200, "{path}");
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(ct.starts_with("text/event-stream"), "content-type {ct}");
+        SseReader {
+            bytes: Box::pin(resp.bytes_stream().map(|r| r.map(|b| b.to_vec()))),
+            buf: String::new(),
+        }
+    }
+
+    /// The next event (skipping comments such as keep-alives), or `None`
+    /// when none arrives within `within`.
+    pub async fn next_within(&mut self, within: Duration) -> Option<Sse> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = String::new();
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.strip_prefix(' ').unwrap_or(v).to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        if !data.is_empty() {
+                            data.push('\n');
+                        }
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a comment or keep-alive
+                }
+                let data: Value = serde_json::from_str(&data).expect("data: is JSON");
+                return Some(Sse {
+                    id: id.expect("every event has an id:"),
+                    data,
+                });
+            }
+            match tokio::time::timeout_at(deadline, self.bytes.next()).await {
+                Ok(Some(Ok(chunk))) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(Some(Err(e))) => panic!("the stream broke: {e}"),
+                Ok(None) => panic!("the stream ended"),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Whether the server ends the stream (its body ends or breaks off)
+    /// within `within`, reading past whatever it still sends.
+    pub async fn ends_within(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.bytes.next()).await {
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_)) | None) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// The next event; panics when none arrives within 10 s.
+    pub async fn next(&mut self) -> Sse {
+        self.next_within(Duration::from_secs(10))
+            .await
+            .expect("an event within 10 s")
+    }
+
+    /// The next `n` events' sequences, checking `id:` = sequence.
+    pub async fn take(&mut self, n: usize) -> Vec<Sse> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let e = self.next().await;
+            assert_eq!(
+                e.id,
+                e.data["sequence"].as_i64().expect("sequence").to_string(),
+                "id: is the sequence"
+            );
+            out.push(e);
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Outside checkers.
+
+/// A `node_modules` holding `package` (installed as `spec` with npm when
+/// missing): under `$var`, or `~/.cache/{dir}` when it is not set. `None`
+/// without Node.js and npm.
+pub fn npm_modules(var: &str, dir: &str, package: &str, spec: &str) -> Option<std::path::PathBuf> {
+    let dir = match std::env::var(var) {
+        Ok(d) => std::path::PathBuf::from(d),
+        Err(_) => std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
+            .join(".cache")
+            .join(dir),
+    };
+    let modules = dir.join("node_modules");
+    if !modules.join(package).exists() {
+        let ok = std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+            .arg(&dir)
+            .arg(spec)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            return None;
+        }
+    }
+    let node = std::process::Command::new("node").arg("--version").output();
+    (node.is_ok_and(|o| o.status.success()) && modules.join(package).exists()).then_some(modules)
+}
+
+/// One instance to check against a JSON Schema (named), and whether it
+/// should pass.
+pub struct SchemaCase {
+    pub label: String,
+    pub schema: String,
+    pub instance: Value,
+    pub valid: bool,
+}
+
+/// Checks every case with the `jsonschema` Python library (draft 2020-12,
+/// formats checked) against the schema it names in `schemas`: each schema
+/// must be a valid schema, and each instance valid or invalid as the case
+/// says. Panics naming the cases that were not. Without the library,
+/// prints the `SKIPPED` line `.ci/run` fails on.
+pub fn check_schemas(
+    test: &str,
+    schemas: &std::collections::BTreeMap<String, Value>,
+    cases: &[SchemaCase],
+) {
+    if !eventflow_testkit::python_has(&["jsonschema", "rfc3339_validator"]) {
+        eventflow_testkit::skipped(
+            test,
+            "the envelope schemas need the jsonschema and rfc3339-validator Python packages",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("cases.json");
+    let cases_json: Vec<Value> = cases
+        .iter()
+        .map(|c| json!({"label": c.label, "schema": c.schema, "instance": c.instance, "valid": c.valid}))
+        .collect();
+    let input = json!({"schemas": schemas, "cases": cases_json});
+    std::fs::write(&path, serde_json::to_vec(&input).expect("JSON")).expect("written");
+    let out = eventflow_testkit::python(VALIDATE, &[path.to_str().expect("a UTF-8 path")]);
+    let failures: Vec<Value> = serde_json::from_str(&out).expect("the checker prints JSON");
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases were not as expected:\n{}",
+        failures.len(),
+        cases.len(),
+        serde_json::to_string_pretty(&failures).expect("JSON")
+    );
+}
+
+const VALIDATE: &str = r#"
+import json, sys
+from jsonschema import Draft202012Validator, FormatChecker
+formats = FormatChecker()
+# Without rfc3339-validator the date-time format would pass anything.
+assert not formats.conforms("yesterday", "date-time")
+given = json.load(open(sys.argv[1]))
+validators = {}
+for name, schema in given["schemas"].items():
+    Draft202012Validator.check_schema(schema)
+    validators[name] = Draft202012Validator(schema, format_checker=formats)
+failures = []
+for c in given["cases"]:
+    errors = sorted(validators[c["schema"]].iter_errors(c["instance"]), key=lambda e: list(e.absolute_path))
+    if (not errors) != c["valid"]:
+        failures.append({"label": c["label"], "schema": c["schema"], "expected valid": c["valid"],
+                         "errors": ["/".join(map(str, e.absolute_path)) + ": " + e.message[:300] for e in errors[:5]]})
+print(json.dumps(failures))
+"#;

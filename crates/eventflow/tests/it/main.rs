@@ -14,6 +14,7 @@ mod audit_ops;
 mod automations;
 mod bench;
 mod budgets;
+mod catalogue;
 mod cli;
 mod cli_client;
 mod concurrency;

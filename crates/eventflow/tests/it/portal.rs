@@ -144,27 +144,12 @@ async fn the_portal_works_in_a_real_browser() {
 /// A `node_modules` with playwright-core: `EVENTFLOW_PLAYWRIGHT_DIR`, or one
 /// this test installs under the user's cache with npm.
 fn playwright_modules() -> Option<std::path::PathBuf> {
-    let dir = match std::env::var("EVENTFLOW_PLAYWRIGHT_DIR") {
-        Ok(d) => std::path::PathBuf::from(d),
-        Err(_) => std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
-            .join(".cache/eventflow-playwright"),
-    };
-    let modules = dir.join("node_modules");
-    if !modules.join("playwright-core").exists() {
-        let ok = std::process::Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
-            .arg(&dir)
-            .arg("playwright-core@1")
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            return None;
-        }
-    }
-    let node = std::process::Command::new("node").arg("--version").output();
-    (node.is_ok_and(|o| o.status.success()) && modules.join("playwright-core").exists())
-        .then_some(modules)
+    crate::helpers::npm_modules(
+        "EVENTFLOW_PLAYWRIGHT_DIR",
+        "eventflow-playwright",
+        "playwright-core",
+        "playwright-core@1",
+    )
 }
 
 /// A cookie-keeping client that does not follow redirects.

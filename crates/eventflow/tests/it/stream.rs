@@ -2,14 +2,12 @@
 //! as Server-Sent Events with `id:` = sequence; `Last-Event-ID` resumes;
 //! filters; tenants never see each other's events.
 
-use std::pin::Pin;
 use std::time::Duration;
 
 use eventflow_testkit::{Api, Backend, Options, backend_tests, wait_for};
-use futures::{Stream, StreamExt};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{all_events, principal, sequences, woken_by_commits_only};
+use crate::helpers::{Sse, SseReader, all_events, principal, sequences, woken_by_commits_only};
 
 backend_tests!(
     the_stream_sends_existing_events_then_new_ones_as_they_commit,
@@ -21,118 +19,6 @@ backend_tests!(
     a_filtered_stream_and_long_poll_still_wake_for_their_event,
     a_key_holds_at_most_its_limit_of_streams_and_long_polls,
 );
-
-type Bytes = Pin<Box<dyn Stream<Item = reqwest::Result<Vec<u8>>> + Send>>;
-
-/// One Server-Sent Event: its `id:` and its `data:` parsed as JSON.
-#[derive(Debug)]
-struct Sse {
-    id: String,
-    data: Value,
-}
-
-/// Reads frames from an open `text/event-stream` response.
-struct SseReader {
-    bytes: Bytes,
-    buf: String,
-}
-
-impl SseReader {
-    async fn open(api: &Api, path: &str, last_event_id: Option<&str>) -> SseReader {
-        let mut req = api.request(reqwest::Method::GET, path);
-        if let Some(id) = last_event_id {
-            req = req.header("last-event-id", id);
-        }
-        let resp = tokio::time::timeout(Duration::from_secs(10), req.send())
-            .await
-            .expect("the stream answers")
-            .expect("request sent");
-        assert_eq!(resp.status(), 200, "{path}");
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        assert!(ct.starts_with("text/event-stream"), "content-type {ct}");
-        SseReader {
-            bytes: Box::pin(resp.bytes_stream().map(|r| r.map(|b| b.to_vec()))),
-            buf: String::new(),
-        }
-    }
-
-    /// The next event (skipping comments such as keep-alives), or `None`
-    /// when none arrives within `within`.
-    async fn next_within(&mut self, within: Duration) -> Option<Sse> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let frame: String = self.buf.drain(..end + 2).collect();
-                let mut id = None;
-                let mut data = String::new();
-                for line in frame.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = Some(v.strip_prefix(' ').unwrap_or(v).to_string());
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        if !data.is_empty() {
-                            data.push('\n');
-                        }
-                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                    }
-                }
-                if data.is_empty() {
-                    continue; // a comment or keep-alive
-                }
-                let data: Value = serde_json::from_str(&data).expect("data: is JSON");
-                return Some(Sse {
-                    id: id.expect("every event has an id:"),
-                    data,
-                });
-            }
-            match tokio::time::timeout_at(deadline, self.bytes.next()).await {
-                Ok(Some(Ok(chunk))) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
-                Ok(Some(Err(e))) => panic!("the stream broke: {e}"),
-                Ok(None) => panic!("the stream ended"),
-                Err(_) => return None,
-            }
-        }
-    }
-
-    /// Whether the server ends the stream (its body ends or breaks off)
-    /// within `within`, reading past whatever it still sends.
-    async fn ends_within(&mut self, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.bytes.next()).await {
-                Ok(Some(Ok(_))) => continue,
-                Ok(Some(Err(_)) | None) => return true,
-                Err(_) => return false,
-            }
-        }
-    }
-
-    /// The next event; panics when none arrives within 10 s.
-    async fn next(&mut self) -> Sse {
-        self.next_within(Duration::from_secs(10))
-            .await
-            .expect("an event within 10 s")
-    }
-
-    /// The next `n` events' sequences, checking `id:` = sequence.
-    async fn take(&mut self, n: usize) -> Vec<Sse> {
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let e = self.next().await;
-            assert_eq!(
-                e.id,
-                e.data["sequence"].as_i64().expect("sequence").to_string(),
-                "id: is the sequence"
-            );
-            out.push(e);
-        }
-        out
-    }
-}
 
 fn seqs(events: &[Sse]) -> Vec<i64> {
     events
