@@ -98,7 +98,7 @@ async fn main() {
     let _ = axum::serve(listener, router).await;
 }
 
-/// Verifies, then routes by type. Answers at once; a
+/// Verifies, then routes by type and topic. Answers at once; a
 /// retried delivery (the same `webhook-id`) is acknowledged and skipped.
 async fn webhook(State(app): State<App>, VerifiedEvent(event): VerifiedEvent) -> axum::Json<Value> {
     let first = app
@@ -115,12 +115,14 @@ async fn webhook(State(app): State<App>, VerifiedEvent(event): VerifiedEvent) ->
 async fn handle(app: &App, event: &WebhookEvent) {
     match &event.kind {
         EventKind::AppointmentCreated(Some(appt)) => appointment_booked(appt),
-        EventKind::EncounterUpdated(Some(enc))
-            if enc.status.as_deref() == Some("finished") && event.changed("status") =>
-        {
+        EventKind::EncounterUpdated(Some(enc)) if event.has_topic("encounter.finished") => {
             encounter_finished(app, &enc.id).await
         }
-        EventKind::ObservationCreated(Some(obs)) => observation_recorded(obs),
+        EventKind::ObservationCreated(Some(obs)) | EventKind::ObservationUpdated(Some(obs))
+            if event.has_topic("observation.abnormal") =>
+        {
+            observation_abnormal(obs)
+        }
         EventKind::PatientCreated(Some(patient)) => patient_onboarding(app, patient).await,
         EventKind::PrescriptionCreated(Some(rx)) => prescription_written(rx),
         _ => {}
@@ -174,11 +176,8 @@ async fn encounter_finished(app: &App, id: &str) {
     );
 }
 
-/// 3. Care team: Slack and email on a high or critical result.
-fn observation_recorded(obs: &Observation) {
-    if !matches!(obs.flag.as_deref(), Some("high" | "critical")) {
-        return;
-    }
+/// 3. Care team: Slack and email on the topic `observation.abnormal`.
+fn observation_abnormal(obs: &Observation) {
     let code = obs.code.clone().unwrap_or_default();
     let patient = obs.patient_id.clone().unwrap_or_default();
     act(

@@ -437,11 +437,12 @@ async fn an_abnormal_observation_alerts_the_care_team_on_slack_and_by_email(back
     let api = server.api();
     let p = patient(&api, json!({})).await;
     // Normal: nothing.
-    api.create(
-        "observations",
-        json!({"patientId": p, "code": "2345-7", "value": 90, "referenceRange": {"low": 70, "high": 110}}),
-    )
-    .await;
+    let normal = api
+        .create(
+            "observations",
+            json!({"patientId": p, "code": "2345-7", "value": 90, "referenceRange": {"low": 70, "high": 110}}),
+        )
+        .await;
     // High, with the practitioner's email: Slack and email.
     api.create(
         "observations",
@@ -455,7 +456,15 @@ async fn an_abnormal_observation_alerts_the_care_team_on_slack_and_by_email(back
         json!({"patientId": p, "code": "2823-3", "value": 7.2, "flag": "critical"}),
     )
     .await;
-    let posted = slack.wait_for(2, LONG).await;
+    // A correction that makes the normal one low: its flag became abnormal.
+    let r = api
+        .patch(
+            &format!("/v1/observations/{normal}"),
+            json!({"flag": "low"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let posted = slack.wait_for(3, LONG).await;
     // The two runs go in parallel: either message may come first.
     let texts: Vec<String> = posted
         .iter()
@@ -471,13 +480,21 @@ async fn an_abnormal_observation_alerts_the_care_team_on_slack_and_by_email(back
         texts.iter().any(|t| t.contains("2823-3 = 7.2")),
         "{texts:?}"
     );
-    let mails = smtp.wait_for(2, LONG).await;
+    assert!(texts.iter().any(|t| t.ends_with("(low)")), "{texts:?}");
+    let mails = smtp.wait_for(3, LONG).await;
     let mut to: Vec<String> = mails
         .iter()
         .map(|m| m["to"][0].as_str().unwrap().to_string())
         .collect();
     to.sort();
-    assert_eq!(to, ["care-team@example.com", "house@example.com"]);
+    assert_eq!(
+        to,
+        [
+            "care-team@example.com",
+            "care-team@example.com",
+            "house@example.com"
+        ]
+    );
     assert!(
         mails[0]["data"]
             .as_str()
@@ -485,11 +502,11 @@ async fn an_abnormal_observation_alerts_the_care_team_on_slack_and_by_email(back
             .contains("Subject: Abnormal Result:")
     );
     assert_eq!(mails[0]["from"], "clinic@example.com");
-    let runs = finished_runs(&api, "care-team-alert", 2).await;
+    let runs = finished_runs(&api, "care-team-alert", 3).await;
     assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
     server.automations_settled().await;
-    assert_eq!(slack.count(), 2, "the normal result alerted no one");
-    let sent = outbox(&api, 4).await;
+    assert_eq!(slack.count(), 3, "the normal result alerted no one");
+    let sent = outbox(&api, 6).await;
     let email = sent.iter().find(|n| n["channel"] == "email").unwrap();
     assert_eq!(email["provider"], "smtp");
     assert!(
