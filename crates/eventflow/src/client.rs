@@ -473,16 +473,27 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
             for (k, v) in signed.pairs() {
                 req = req.header(k, v);
             }
+            let topics: Vec<&str> = event["topics"]
+                .as_array()
+                .map(|t| t.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let topics = topics.join(",");
             let req = req
                 .header("content-type", "application/json")
                 .header(
                     "x-eventflow-event-type",
                     event["type"].as_str().unwrap_or(""),
                 )
+                .header("x-eventflow-topics", topics.as_str())
                 .header("x-eventflow-attempt", "1")
                 .header("x-eventflow-endpoint-sequence", number.to_string());
+            let shown = if topics.is_empty() {
+                String::new()
+            } else {
+                format!(" [{topics}]")
+            };
             let line = format!(
-                "{}  {:<22} {}",
+                "{}  {:<22} {}{shown}",
                 event["createdAt"].as_str().unwrap_or(""),
                 event["type"].as_str().unwrap_or(""),
                 id

@@ -19,6 +19,7 @@ backend_tests!(
     trigger_fires_each_of_the_30_record_event_types,
     events_tail_prints_each_new_event,
     listen_forwards_signed_events_and_prints_a_line_each,
+    listen_forwards_the_events_of_a_topic_with_their_topics,
     keys_create_list_and_revoke_work_through_the_api,
 );
 
@@ -216,6 +217,45 @@ async fn listen_forwards_signed_events_and_prints_a_line_each(backend: Backend) 
     let line = line_with(&mut again.stderr, "signing secret:").await;
     assert!(line.contains(&secret), "{line}");
     again.child.kill().await.unwrap();
+}
+
+async fn listen_forwards_the_events_of_a_topic_with_their_topics(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("listen-secret");
+    let mut listen = start(command(
+        &server,
+        &[
+            "listen",
+            "--forward-to",
+            &rx.url("/hooks"),
+            "--events",
+            "appointment.cancelled",
+            "--secret-file",
+            secret_file.to_str().unwrap(),
+        ],
+    ));
+    line_with(&mut listen.stderr, "forwarding events after sequence").await;
+    let w = crate::helpers::world(&api).await;
+    let path = format!("/v1/appointments/{}", w.appointment);
+    for change in [
+        serde_json::json!({"reason": "Follow-up"}),
+        serde_json::json!({"status": "cancelled"}),
+    ] {
+        assert_eq!(api.patch(&path, change).await.status, 200);
+    }
+    let line = line_with(&mut listen.stdout, "appointment.updated").await;
+    assert!(line.contains("[appointment.cancelled]"), "{line}");
+    let got = rx.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].json()["data"]["status"], "cancelled");
+    assert_eq!(
+        got[0].header("x-eventflow-topics"),
+        Some("appointment.cancelled")
+    );
+    listen.child.kill().await.unwrap();
+    assert_eq!(rx.count(), 1, "only the event that carries the topic");
 }
 
 /// `listen` across a server restart on the same port: it reconnects and
