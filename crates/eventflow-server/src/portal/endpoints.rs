@@ -112,12 +112,14 @@ fn notice(q: &BTreeMap<String, String>) -> Option<String> {
     })
 }
 
-/// The event types the key may see (an endpoint of a key may send only
-/// those), with their descriptions.
+/// The event types and topics the key may see (an endpoint of a key may
+/// send only those; a topic is seen with its record type), with their
+/// descriptions.
 fn visible_types(me: &Me) -> Vec<Value> {
-    eventflow_model::event::all_types()
-        .filter(|(t, _)| me.principal.scopes.sees(t))
-        .map(|(t, d)| json!({"type": t, "description": d}))
+    crate::catalogue::entries()
+        .into_iter()
+        .filter(|e| me.principal.scopes.sees(&e.name))
+        .map(|e| json!({"type": e.name, "description": e.description}))
         .collect()
 }
 

@@ -392,6 +392,10 @@ async fn endpoints_are_created_edited_and_deleted_through_forms_with_csrf(backen
         "grouped checkboxes with all of"
     );
     assert!(form.html.contains(r#"value="appointment.created""#));
+    assert!(
+        form.html.contains(r#"value="appointment.cancelled""#),
+        "topics are offered beside the types"
+    );
     // Without the CSRF token: refused, nothing created.
     let r = b
         .post(
@@ -440,6 +444,7 @@ async fn endpoints_are_created_edited_and_deleted_through_forms_with_csrf(backen
                 ("url", "http://127.0.0.1:9/hook"),
                 ("description", "Front desk"),
                 ("types", "appointment.created"),
+                ("types", "appointment.cancelled"),
                 ("types", "patient.*"),
                 ("types", "patient.created"),
                 ("payload", "thin"),
@@ -455,7 +460,7 @@ async fn endpoints_are_created_edited_and_deleted_through_forms_with_csrf(backen
     let ep = &eps[0];
     assert_eq!(
         ep["eventTypes"],
-        json!(["appointment.created", "patient.*"])
+        json!(["appointment.created", "appointment.cancelled", "patient.*"])
     );
     assert_eq!(ep["payload"], "thin");
     assert_eq!(ep["ordering"], "resource");
