@@ -36,9 +36,14 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `GET /asyncapi.json`: the webhooks as AsyncAPI 3.0 (public, like this
-/// document).
-async fn asyncapi() -> axum::Json<Value> {
-    axum::Json(crate::catalogue::asyncapi())
+/// document). Written once, on the first request, then served as is.
+async fn asyncapi() -> impl axum::response::IntoResponse {
+    static BODY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let body = BODY.get_or_init(|| crate::catalogue::asyncapi().to_string());
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.as_str(),
+    )
 }
 
 /// No string may hold a NUL character (`\u0000`).
