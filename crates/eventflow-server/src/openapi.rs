@@ -29,21 +29,36 @@ pub fn router() -> Router<AppState> {
     // validator.swagger.io whenever the page is not on localhost: "none"
     // keeps /docs from fetching anything off this server.
     let docs: Router<AppState> = SwaggerUi::new("/docs")
-        .external_url_unchecked("/openapi.json", document())
-        .config(Config::default().validator_url("none"))
+        .config(Config::new(["/openapi.json"]).validator_url("none"))
         .into();
-    docs.route("/asyncapi.json", axum::routing::get(asyncapi))
+    docs.route("/openapi.json", axum::routing::get(openapi))
+        .route("/asyncapi.json", axum::routing::get(asyncapi))
 }
 
-/// `GET /asyncapi.json`: the webhooks as AsyncAPI 3.0 (public, like this
-/// document). Written once, on the first request, then served as is.
-async fn asyncapi() -> impl axum::response::IntoResponse {
-    static BODY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let body = BODY.get_or_init(|| crate::catalogue::asyncapi().to_string());
+/// A document written once, on its first request, and then served as is
+/// (never held before anyone asks for it).
+fn written_once(
+    cell: &'static std::sync::OnceLock<String>,
+    write: fn() -> Value,
+) -> impl axum::response::IntoResponse {
+    let body = cell.get_or_init(|| write().to_string());
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body.as_str(),
     )
+}
+
+/// `GET /openapi.json`: this document (public).
+async fn openapi() -> impl axum::response::IntoResponse {
+    static BODY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    written_once(&BODY, document)
+}
+
+/// `GET /asyncapi.json`: the webhooks as AsyncAPI 3.0 (public, like this
+/// document).
+async fn asyncapi() -> impl axum::response::IntoResponse {
+    static BODY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    written_once(&BODY, crate::catalogue::asyncapi)
 }
 
 /// No string may hold a NUL character (`\u0000`).
