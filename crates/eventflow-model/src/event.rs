@@ -251,6 +251,11 @@ pub struct Event {
     pub event_type: String,
     /// Per tenant, gap-free, in commit order.
     pub sequence: i64,
+    /// While the tenant is a member clinic of an organisation (or is one):
+    /// the event's number in the network's log, per organisation, gap-free,
+    /// in commit order (README, "Clinic networks").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_sequence: Option<i64>,
     pub created_at: String,
     pub tenant_id: String,
     pub resource: ResourceRef,
@@ -286,6 +291,8 @@ pub struct ThinEvent<'a> {
     #[serde(rename = "type")]
     event_type: &'a str,
     sequence: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network_sequence: Option<i64>,
     created_at: &'a str,
     tenant_id: &'a str,
     resource: &'a ResourceRef,
@@ -303,12 +310,23 @@ impl Event {
             id: &self.id,
             event_type: &self.event_type,
             sequence: self.sequence,
+            network_sequence: self.network_sequence,
             created_at: &self.created_at,
             tenant_id: &self.tenant_id,
             resource: &self.resource,
             patient_id: self.patient_id.as_deref(),
             topics: &self.topics,
             changed_fields: self.changed_fields.as_deref(),
+        }
+    }
+
+    /// The event's number in the log it is read from: its
+    /// `networkSequence` in an organisation's network log, its `sequence`
+    /// in its tenant's.
+    pub fn number_in(&self, network_log: bool) -> i64 {
+        match self.network_sequence {
+            Some(n) if network_log => n,
+            _ => self.sequence,
         }
     }
 

@@ -522,6 +522,7 @@ impl Filter {
             id: "evt_sample".into(),
             event_type: "patient.created".into(),
             sequence: 1,
+            network_sequence: None,
             created_at: "2026-01-01T00:00:00.000Z".into(),
             tenant_id: "ten_sample".into(),
             resource: crate::ResourceRef {
@@ -629,6 +630,7 @@ mod tests {
             id: "evt_1".into(),
             event_type: "encounter.updated".into(),
             sequence: 7,
+            network_sequence: None,
             created_at: "2026-11-29T17:00:00.000Z".into(),
             tenant_id: "ten_1".into(),
             resource: crate::ResourceRef {
@@ -833,6 +835,7 @@ mod timing {
             id: "evt_1".into(),
             event_type: "note.created".into(),
             sequence: 1,
+            network_sequence: None,
             created_at: "2026-11-29T17:00:00.000Z".into(),
             tenant_id: "ten_1".into(),
             resource: crate::ResourceRef {

@@ -166,9 +166,43 @@ macro_rules! prefixed_id {
 }
 
 prefixed_id! {
-    /// A tenant: `ten_…`. Every piece of data but the tenants themselves
-    /// belongs to one.
+    /// A tenant: `ten_…`, a clinic. Every piece of data but the tenants
+    /// themselves belongs to one (an organisation's is kept the same way,
+    /// under an `org_…` id: [`TenantId::fresh_organisation`]).
     TenantId = "ten"
+}
+
+/// The prefix of an organisation's id: `org_…`. An organisation is kept as
+/// a tenant of its own (its keys, endpoints and workflows are its own), so
+/// its id is a [`TenantId`] with this prefix.
+pub const ORGANISATION_PREFIX: &str = "org";
+
+/// Whether `id` is an organisation's (`org_…`).
+pub fn is_organisation_id(id: &str) -> bool {
+    id.split_once('_')
+        .is_some_and(|(p, _)| p == ORGANISATION_PREFIX)
+}
+
+impl TenantId {
+    /// A new organisation's id: `org_…`.
+    pub fn fresh_organisation() -> Self {
+        Self(new_id(ORGANISATION_PREFIX))
+    }
+
+    /// Text as an organisation's id (`org_…`).
+    pub fn parse_organisation(text: &str) -> Result<Self, IdError> {
+        match text.split_once('_') {
+            Some((ORGANISATION_PREFIX, _)) if is_well_formed(text) => Ok(Self(text.to_string())),
+            _ => Err(IdError {
+                prefix: ORGANISATION_PREFIX,
+            }),
+        }
+    }
+
+    /// Whether this is an organisation (`org_…`) rather than a clinic.
+    pub fn is_organisation(&self) -> bool {
+        is_organisation_id(&self.0)
+    }
 }
 
 prefixed_id! {

@@ -7,9 +7,9 @@
 //! `records::rules`, over the small `RecordTx` interface; a backend
 //! supplies only SQL.
 //!
-//! [`Store`] is the sum of five role traits, so a part of the server takes
+//! [`Store`] is the sum of six role traits, so a part of the server takes
 //! only what it uses: [`Records`], [`EventLog`], [`Deliveries`],
-//! [`Automations`] and [`Tenants`]: the dispatcher takes
+//! [`Automations`], [`Tenants`] and [`Networks`]: the dispatcher takes
 //! `Arc<dyn Deliveries>`, the automation engine `Arc<dyn AutomationStore>`
 //! (records, the event log and automations). The traits take and return the ids the
 //! server makes as the model's prefixed id types
@@ -32,6 +32,10 @@
 //!   [`EventLog`] roles.
 //! - `keys`: tenants and their API keys (hashes only), their changes and
 //!   SQL; the [`Tenants`] role.
+//! - `networks`: organisations and their member clinics (an organisation
+//!   is a tenant row of its own kind), the changes of who belongs and
+//!   their SQL; the [`Networks`] role. The network's log is numbered where
+//!   a tenant's is, in `records::sql`.
 //! - `delivery`: webhook endpoints and deliveries: rows, fan-out
 //!   (`delivery::fanout`), the writer's rules (`delivery::rules`) and the
 //!   queue's SQL (`delivery::sql`); the [`Deliveries`] role.
@@ -53,6 +57,7 @@ mod delivery;
 pub mod error;
 mod keys;
 pub mod migrations;
+mod networks;
 pub mod notify;
 mod records;
 mod writer;
@@ -75,6 +80,7 @@ pub use delivery::{
 };
 pub use error::{Result, StoreError};
 pub use keys::{ApiKey, KeyChange, NewTenant, Principal, Secret, Tenants};
+pub use networks::{Clinic, NetworkChange, NetworkDone, Networks};
 pub use notify::Notifier;
 pub use records::{
     Actor, AuditEntry, AuditPage, AuditQuery, EventLog, EventQuery, Idempotency, ListQuery, Op,
@@ -134,9 +140,9 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 256 * 1024;
 /// Everything the server keeps, behind one interface with one implementation
 /// per database: the sum of the role traits. Every method is scoped to a
 /// tenant where data belongs to one.
-pub trait Store: AutomationStore + Deliveries + Tenants {}
+pub trait Store: AutomationStore + Deliveries + Tenants + Networks {}
 
-impl<T: AutomationStore + Deliveries + Tenants> Store for T {}
+impl<T: AutomationStore + Deliveries + Tenants + Networks> Store for T {}
 
 /// The roles the automation engine uses: it follows the event log, keeps
 /// its runs, timers and outbox, and reads records (a claim's encounter).

@@ -58,6 +58,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "event topics",
         include_str!("../migrations/sqlite/0010_event_topics.sql"),
     ),
+    (
+        11,
+        "clinic networks",
+        include_str!("../migrations/sqlite/0011_clinic_networks.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -110,6 +115,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         10,
         "event topics",
         include_str!("../migrations/postgres/0010_event_topics.sql"),
+    ),
+    (
+        11,
+        "clinic networks",
+        include_str!("../migrations/postgres/0011_clinic_networks.sql"),
     ),
 ];
 

@@ -56,6 +56,11 @@ impl Engine {
                 }
             }
             for (tenant, latest) in std::mem::take(&mut todo) {
+                // An organisation's log is its network's: the clinics'
+                // events, which their own workflows already ran on.
+                if tenant.is_organisation() {
+                    continue;
+                }
                 if let Err(e) = self.ingest(&tenant, latest, &mut cursors).await {
                     tracing::warn!(error = %e, "automations: could not match new events; will try again");
                 }

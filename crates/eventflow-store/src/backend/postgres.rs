@@ -91,6 +91,12 @@ crate::keys::sql::impl_key_conn!(
     announce_keys: Some("SELECT pg_notify('eventflow_keys', '')"),
 );
 
+crate::networks::sql::impl_network_conn!(
+    PgConn,
+    // A membership changes under the rows' locks, like a write's sequence.
+    lock: " FOR UPDATE",
+);
+
 crate::writer::sql::impl_write_conn!(
     PgConn,
     begin: "BEGIN",
@@ -119,6 +125,8 @@ crate::records::sql::impl_records!(PgStore, Postgres);
 crate::records::sql::impl_event_log!(PgStore, Postgres);
 
 crate::keys::sql::impl_tenants!(PgStore, Postgres);
+
+crate::networks::sql::impl_networks!(PgStore);
 
 crate::delivery::sql::impl_deliveries!(PgStore, Postgres);
 

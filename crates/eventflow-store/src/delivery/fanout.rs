@@ -171,6 +171,17 @@ impl Fanout {
         ));
     }
 
+    /// Per tenant (or organisation, for the network's log), the last
+    /// sequence the group wrote so far.
+    pub fn noted_last(&self) -> HashMap<String, i64> {
+        let mut out: HashMap<String, i64> = HashMap::new();
+        for (tenant, seq, _) in &self.noted {
+            let e = out.entry(tenant.clone()).or_insert(*seq);
+            *e = (*e).max(*seq);
+        }
+        out
+    }
+
     pub fn noted_len(&self) -> usize {
         self.noted.len()
     }

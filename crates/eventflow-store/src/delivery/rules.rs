@@ -143,11 +143,13 @@ async fn operational_event<C: QueueConn + ?Sized>(
     resource: ResourceRef,
     data: Value,
 ) -> Result<i64> {
-    let sequence = conn.next_sequence(tenant).await?;
+    let numbered = conn.next_sequence(tenant).await?;
+    let sequence = numbered.sequence;
     let event = Event {
         id: EventId::fresh().into_string(),
         event_type: event_type.to_string(),
         sequence,
+        network_sequence: numbered.network_sequence(),
         created_at: conn.fanout().now.clone(),
         tenant_id: tenant.to_string(),
         resource,
@@ -160,7 +162,7 @@ async fn operational_event<C: QueueConn + ?Sized>(
         topics: Vec::new(),
         changed_fields: None,
     };
-    conn.insert_event(&event, None).await?;
+    conn.insert_event(&event, None, numbered.org()).await?;
     fan_out(conn, &event).await?;
     metrics::counter!("eventflow_events_total", "type" => event_type.to_string()).increment(1);
     Ok(sequence)

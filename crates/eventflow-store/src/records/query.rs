@@ -83,7 +83,8 @@ fn prefix_upper_bound(prefix: &str) -> Option<String> {
     None
 }
 
-/// `SELECT body, written_by FROM events …` in sequence order.
+/// `SELECT body, written_by FROM events …` in sequence order: the tenant's
+/// log, or for an organisation its network's, in `network_sequence` order.
 pub(crate) fn events<DB>(tenant: &str, q: &EventQuery) -> QueryBuilder<DB>
 where
     DB: Database,
@@ -92,9 +93,15 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     <DB as Database>::Arguments: Default,
 {
-    let mut qb = QueryBuilder::<DB>::new("SELECT body, written_by FROM events WHERE tenant_id = ");
-    qb.push_bind(tenant);
-    qb.push(" AND sequence > ").push_bind(q.after);
+    // An organisation's log is its network's: the events numbered there.
+    let (owner, number) = if eventflow_model::id::is_organisation_id(tenant) {
+        ("org_id", "network_sequence")
+    } else {
+        ("tenant_id", "sequence")
+    };
+    let mut qb = QueryBuilder::<DB>::new("SELECT body, written_by FROM events WHERE ");
+    qb.push(owner).push(" = ").push_bind(tenant);
+    qb.push(" AND ").push(number).push(" > ").push_bind(q.after);
     if let Some(rt) = q.resource_type {
         qb.push(" AND resource_type = ").push_bind(rt.name());
     }
@@ -105,7 +112,9 @@ where
     if let Some(visible) = &q.visible {
         push_types(&mut qb, visible);
     }
-    qb.push(" ORDER BY sequence LIMIT ")
+    qb.push(" ORDER BY ")
+        .push(number)
+        .push(" LIMIT ")
         .push_bind(i64::from(q.limit));
     qb
 }

@@ -31,6 +31,28 @@ pub struct StoredResponse {
     pub created_at: String,
 }
 
+/// The numbers an event takes: its place in its tenant's log and, while
+/// the tenant is a member clinic of an organisation (or is one), in the
+/// network's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Numbered {
+    pub sequence: i64,
+    /// The organisation and the event's `networkSequence` there.
+    pub network: Option<(String, i64)>,
+}
+
+impl Numbered {
+    /// The organisation whose log numbers the event.
+    pub fn org(&self) -> Option<&str> {
+        self.network.as_ref().map(|(org, _)| org.as_str())
+    }
+
+    /// The event's `networkSequence`.
+    pub fn network_sequence(&self) -> Option<i64> {
+        self.network.as_ref().map(|(_, n)| *n)
+    }
+}
+
 /// What a backend does inside an open transaction.
 #[async_trait]
 pub trait RecordTx: Send {
@@ -41,12 +63,19 @@ pub trait RecordTx: Send {
     async fn delete_record(&mut self, tenant: &str, id: &str) -> Result<()>;
     /// The types of live records whose reference fields name `id`.
     async fn referencing_types(&mut self, tenant: &str, id: &str) -> Result<Vec<String>>;
-    /// Takes the tenant's next event sequence. The lock this takes is held to
-    /// commit, so sequences commit in order.
-    async fn next_sequence(&mut self, tenant: &str) -> Result<i64>;
+    /// Takes the tenant's next event sequence and, while it belongs to an
+    /// organisation (or is one), the network's. The locks this takes are
+    /// held to commit, so sequences commit in order.
+    async fn next_sequence(&mut self, tenant: &str) -> Result<Numbered>;
     /// Inserts an event; `writer` is who wrote the change that produced it,
-    /// `None` for the server's own operational events.
-    async fn insert_event(&mut self, event: &Event, writer: Option<&Actor>) -> Result<()>;
+    /// `None` for the server's own operational events; `org` the
+    /// organisation whose log numbers it ([`Numbered::network`]).
+    async fn insert_event(
+        &mut self,
+        event: &Event,
+        writer: Option<&Actor>,
+        org: Option<&str>,
+    ) -> Result<()>;
     /// Writes a delivery for every endpoint the event (just inserted) matches.
     async fn fan_out(&mut self, event: &Event) -> Result<()>;
     async fn insert_audit(&mut self, entry: &AuditEntry) -> Result<()>;
@@ -441,11 +470,13 @@ impl Ctx<'_> {
         data: &Object,
         previous: Option<Object>,
     ) -> Result<()> {
-        let sequence = tx.next_sequence(self.tenant).await?;
+        let numbered = tx.next_sequence(self.tenant).await?;
+        let sequence = numbered.sequence;
         let event = Event {
             id: eventflow_model::id::EventId::fresh().into_string(),
             event_type: EventType::new(rt, action).name(),
             sequence,
+            network_sequence: numbered.network_sequence(),
             created_at: self.now.to_string(),
             tenant_id: self.tenant.to_string(),
             resource: ResourceRef {
@@ -459,7 +490,8 @@ impl Ctx<'_> {
             data: data.clone(),
             previous,
         };
-        tx.insert_event(&event, Some(self.actor)).await?;
+        tx.insert_event(&event, Some(self.actor), numbered.org())
+            .await?;
         tx.fan_out(&event).await?;
         self.last_sequence = Some(sequence);
         self.event_types.push(event.event_type);

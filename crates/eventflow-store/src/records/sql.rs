@@ -129,15 +129,41 @@ macro_rules! impl_record_tx {
                 Ok(rows.iter().map(|r| r.get(0)).collect())
             }
 
-            async fn next_sequence(&mut self, tenant: &str) -> Result<i64> {
+            async fn next_sequence(
+                &mut self,
+                tenant: &str,
+            ) -> Result<crate::records::rules::Numbered> {
+                let missing = || StoreError::corrupt("the tenant row is missing");
                 let row = sqlx::query(
-                    "UPDATE tenants SET last_sequence = last_sequence + 1 WHERE id = $1 RETURNING last_sequence",
+                    "UPDATE tenants SET last_sequence = last_sequence + 1 WHERE id = $1 \
+                     RETURNING last_sequence, org_id",
                 )
                 .bind(tenant)
                 .fetch_optional(&mut self.conn)
-                .await?;
-                row.map(|r| r.get(0))
-                    .ok_or_else(|| StoreError::corrupt("the tenant row is missing"))
+                .await?
+                .ok_or_else(missing)?;
+                let sequence: i64 = row.try_get(0)?;
+                let org: Option<String> = row.try_get(1)?;
+                let network = match org {
+                    // An organisation's own events: its sequence is the network's.
+                    Some(org) if org == tenant => Some((org, sequence)),
+                    // A member clinic's: the organisation's row is locked
+                    // too, to commit, so the network's log commits in order.
+                    Some(org) => {
+                        let row = sqlx::query(
+                            "UPDATE tenants SET last_sequence = last_sequence + 1 WHERE id = $1 \
+                             RETURNING last_sequence",
+                        )
+                        .bind(&org)
+                        .fetch_optional(&mut self.conn)
+                        .await?
+                        .ok_or_else(missing)?;
+                        let n: i64 = row.try_get(0)?;
+                        Some((org, n))
+                    }
+                    None => None,
+                };
+                Ok(crate::records::rules::Numbered { sequence, network })
             }
 
             async fn fan_out(&mut self, event: &Event) -> Result<()> {
@@ -148,10 +174,11 @@ macro_rules! impl_record_tx {
                 &mut self,
                 event: &Event,
                 writer: Option<&crate::records::Actor>,
+                org: Option<&str>,
             ) -> Result<()> {
                 sqlx::query(
-                    "INSERT INTO events (tenant_id, sequence, id, type, resource_type, resource_id, created_at, body, written_by, topics) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    "INSERT INTO events (tenant_id, sequence, id, type, resource_type, resource_id, created_at, body, written_by, topics, org_id, network_sequence) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(&event.tenant_id)
                 .bind(event.sequence)
@@ -163,9 +190,17 @@ macro_rules! impl_record_tx {
                 .bind(json_text(event)?)
                 .bind(writer.map(ToString::to_string))
                 .bind(crate::records::query::topics_column(&event.topics))
+                .bind(org)
+                .bind(event.network_sequence)
                 .execute(&mut self.conn)
                 .await?;
                 self.fanout.note_event(&event.tenant_id, event.sequence, &event.event_type);
+                if let (Some(org), Some(n)) = (org, event.network_sequence)
+                    && org != event.tenant_id
+                {
+                    // The network's readers wake on the organisation's log.
+                    self.fanout.note_event(org, n, &event.event_type);
+                }
                 Ok(())
             }
 
@@ -414,7 +449,8 @@ macro_rules! impl_event_log {
                     id: &EventId,
                 ) -> Result<Option<Event>> {
                     let row =
-                        sqlx::query("SELECT body FROM events WHERE id = $1 AND tenant_id = $2")
+                        // An organisation's log holds its network's events.
+                        sqlx::query("SELECT body FROM events WHERE id = $1 AND (tenant_id = $2 OR org_id = $2)")
                             .bind(id.as_str())
                             .bind(tenant.as_str())
                             .fetch_optional(&self.reads)

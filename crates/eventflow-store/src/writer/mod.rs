@@ -97,6 +97,7 @@ pub(crate) enum Command {
     Notify(Box<Notification>),
     ReserveQuota(Box<QuotaReservation>),
     Key(Box<crate::keys::KeyChange>),
+    Network(Box<crate::networks::NetworkChange>),
 }
 
 impl Command {
@@ -133,6 +134,7 @@ pub(crate) enum Reply {
     Run(Option<Run>),
     Flag(bool),
     Key(Option<crate::keys::ApiKey>),
+    Network(crate::networks::NetworkDone),
 }
 
 pub(crate) struct Job {
@@ -208,6 +210,16 @@ impl WriterHandle {
         match self.send(Command::Key(Box::new(change))).await? {
             Reply::Key(k) => Ok(k),
             _ => unreachable!("key reply"),
+        }
+    }
+
+    pub async fn network(
+        &self,
+        change: crate::networks::NetworkChange,
+    ) -> Result<crate::networks::NetworkDone> {
+        match self.send(Command::Network(Box::new(change))).await? {
+            Reply::Network(done) => Ok(done),
+            _ => Err(StoreError::corrupt("writer reply")),
         }
     }
 
@@ -589,7 +601,14 @@ async fn try_group<C: WriteConn + QueueConn + AutoConn>(
             reply
         }));
     }
-    for (tenant, seq) in &sequences {
+    // Other nodes learn of every log written: each tenant's, and each
+    // organisation's network log.
+    let mut announced = sequences.clone();
+    for (log, last) in conn.fanout().noted_last() {
+        let e = announced.entry(log).or_insert(last);
+        *e = (*e).max(last);
+    }
+    for (tenant, seq) in &announced {
         if let Err(error) = conn.announce(tenant, *seq).await {
             return Ok(Attempt::Failed {
                 culprit: None,
@@ -673,6 +692,10 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
         Command::Key(change) => {
             let key = crate::keys::apply(conn, change, &now_s).await?;
             Ok((Reply::Key(key), None, Vec::new()))
+        }
+        Command::Network(change) => {
+            let done = crate::networks::apply(conn, change, &now_s).await?;
+            Ok((Reply::Network(done), None, Vec::new()))
         }
         Command::Endpoint(change) => {
             conn.lock_tenant(command.tenant().unwrap_or_default())
@@ -804,7 +827,9 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
 /// drives it: transaction control, tenants and retention, on top of each
 /// feature's statements.
 #[async_trait::async_trait]
-pub(crate) trait WriteConn: KeyConn + QueueConn + AutoConn {
+pub(crate) trait WriteConn:
+    KeyConn + QueueConn + AutoConn + crate::networks::NetworkConn
+{
     /// Begins the group's transaction (reconnecting first if the connection was lost).
     async fn begin(&mut self) -> Result<()>;
     /// Runs one statement that takes no parameters (`SAVEPOINT job`,

@@ -170,6 +170,8 @@ crate::records::sql::impl_event_log!(SqliteStore, Sqlite);
 
 crate::keys::sql::impl_tenants!(SqliteStore, Sqlite);
 
+crate::networks::sql::impl_networks!(SqliteStore);
+
 crate::delivery::sql::impl_deliveries!(SqliteStore, Sqlite);
 
 crate::automation::sql::impl_automations!(SqliteStore, Sqlite);

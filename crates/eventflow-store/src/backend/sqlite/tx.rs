@@ -28,6 +28,12 @@ crate::keys::sql::impl_key_conn!(
     announce_keys: None,
 );
 
+crate::networks::sql::impl_network_conn!(
+    SqliteConn,
+    // The single writer already holds SQLite's database-wide write lock.
+    lock: "",
+);
+
 crate::writer::sql::impl_write_conn!(
     SqliteConn,
     // IMMEDIATE takes the write lock now: another process (a `tenants

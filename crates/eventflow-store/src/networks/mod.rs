@@ -1,0 +1,214 @@
+//! Clinic networks: organisations and their member clinics.
+//!
+//! An organisation is a row of `tenants` of kind `organisation`, with an
+//! `org_…` id, so its keys, endpoints and workflows are kept like a
+//! clinic's. A clinic's `org_id` names its organisation while it is a
+//! member; an organisation's own row names itself. The network's log is the
+//! events whose `org_id` is the organisation's, numbered by
+//! `network_sequence` from the organisation's `last_sequence`, taken under
+//! its row lock in the writing transaction (`next_sequence`, in the
+//! records' SQL) exactly as a tenant's sequence is: gap-free and in commit
+//! order, on every node.
+
+pub(crate) mod sql;
+
+use eventflow_model::id::TenantId;
+
+use crate::error::Result;
+use crate::keys::NewTenant;
+
+/// A member clinic, as `/v1/clinics` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Clinic {
+    /// `ten_…`.
+    pub id: String,
+    pub name: String,
+    /// When it became a member (of this organisation, the last time).
+    pub joined_at: String,
+}
+
+/// A change to an organisation or to who belongs to it.
+#[derive(Debug, Clone)]
+pub enum NetworkChange {
+    /// A new organisation, with its first key (every scope).
+    CreateOrganisation { name: String, key_hash: String },
+    /// A new clinic, a member from now on, with its first key (every
+    /// scope), named `key_name`.
+    CreateClinic {
+        org: TenantId,
+        name: String,
+        key_hash: String,
+        key_name: String,
+    },
+    /// An existing clinic joins: its events are in the network's log from
+    /// its next write on. A clinic belongs to one organisation at most.
+    AddClinic { org: TenantId, clinic: TenantId },
+    /// A clinic leaves: its next events are its own only. It and its data
+    /// stay.
+    RemoveClinic { org: TenantId, clinic: TenantId },
+}
+
+/// What a [`NetworkChange`] made: the new tenant and its first key (an
+/// organisation or a clinic), and the clinic as a member (for a removal, as
+/// it was; `None` when it was no member).
+#[derive(Debug, Clone, Default)]
+pub struct NetworkDone {
+    pub tenant: Option<NewTenant>,
+    pub clinic: Option<Clinic>,
+}
+
+/// Organisations and their clinics.
+#[async_trait::async_trait]
+pub trait Networks: Send + Sync + 'static {
+    /// Makes a change (in the writer, so it commits between writes: a
+    /// clinic's events are the network's from the write after it joins).
+    /// An organisation or clinic that does not exist is `NotFound`; a clinic
+    /// of another organisation, or a name taken, is `Conflict`.
+    async fn change_network(&self, change: NetworkChange) -> Result<NetworkDone>;
+
+    /// The organisation's member clinics, oldest member first.
+    async fn clinics(&self, org: &TenantId) -> Result<Vec<Clinic>>;
+
+    /// The clinic, if it is a member of the organisation now.
+    async fn clinic(&self, org: &TenantId, clinic: &TenantId) -> Result<Option<Clinic>>;
+}
+
+/// The SQL the writer's connection runs for networks (inside its group
+/// transaction).
+#[async_trait::async_trait]
+pub(crate) trait NetworkConn: Send {
+    /// Inserts a tenant's row of `kind` with its organisation (an
+    /// organisation's is itself) and when it joined; `false` when the name
+    /// is taken.
+    async fn insert_tenant_row(
+        &mut self,
+        id: &str,
+        name: &str,
+        kind: &str,
+        org: Option<&str>,
+        joined_at: Option<&str>,
+        now: &str,
+    ) -> Result<bool>;
+    /// The tenant's kind and organisation, locking its row to commit.
+    async fn membership(&mut self, tenant: &str) -> Result<Option<(String, Option<String>)>>;
+    /// Sets (or clears) a clinic's organisation and when it joined.
+    async fn set_membership(
+        &mut self,
+        clinic: &str,
+        org: Option<&str>,
+        joined_at: Option<&str>,
+    ) -> Result<()>;
+    /// The clinic as a member of the organisation.
+    async fn member(&mut self, org: &str, clinic: &str) -> Result<Option<Clinic>>;
+}
+
+/// Whether `tenant` is a live organisation, as [`NetworkConn::membership`]
+/// read it.
+pub(crate) fn is_organisation(membership: &Option<(String, Option<String>)>) -> bool {
+    matches!(membership, Some((kind, _)) if kind == ORGANISATION)
+}
+
+/// The `kind` of an organisation's row.
+pub(crate) const ORGANISATION: &str = "organisation";
+/// The `kind` of a clinic's row.
+pub(crate) const CLINIC: &str = "clinic";
+
+/// Applies a change inside the writer's transaction.
+pub(crate) async fn apply<C: NetworkConn + crate::keys::KeyConn + ?Sized>(
+    conn: &mut C,
+    change: &NetworkChange,
+    now: &str,
+) -> Result<NetworkDone> {
+    use crate::error::StoreError;
+    use eventflow_model::id::KeyId;
+    let no_org = |org: &TenantId| StoreError::NotFound(format!("no organisation {org}"));
+    match change {
+        NetworkChange::CreateOrganisation { name, key_hash } => {
+            let id = TenantId::fresh_organisation();
+            if !conn
+                .insert_tenant_row(&id, name, ORGANISATION, Some(&id), None, now)
+                .await?
+            {
+                return Err(StoreError::Conflict(format!(
+                    "a tenant named {name:?} already exists"
+                )));
+            }
+            let key_id = KeyId::fresh();
+            conn.insert_api_key(&key_id, &id, key_hash, "orgs create", now)
+                .await?;
+            Ok(NetworkDone {
+                tenant: Some(NewTenant {
+                    tenant_id: id,
+                    key_id,
+                }),
+                clinic: None,
+            })
+        }
+        NetworkChange::CreateClinic {
+            org,
+            name,
+            key_hash,
+            key_name,
+        } => {
+            if !is_organisation(&conn.membership(org).await?) {
+                return Err(no_org(org));
+            }
+            let id = TenantId::fresh();
+            if !conn
+                .insert_tenant_row(&id, name, CLINIC, Some(org), Some(now), now)
+                .await?
+            {
+                return Err(StoreError::Conflict(format!(
+                    "a tenant named {name:?} already exists"
+                )));
+            }
+            let key_id = KeyId::fresh();
+            conn.insert_api_key(&key_id, &id, key_hash, key_name, now)
+                .await?;
+            Ok(NetworkDone {
+                tenant: Some(NewTenant {
+                    tenant_id: id.clone(),
+                    key_id,
+                }),
+                clinic: conn.member(org, &id).await?,
+            })
+        }
+        NetworkChange::AddClinic { org, clinic } => {
+            if !is_organisation(&conn.membership(org).await?) {
+                return Err(no_org(org));
+            }
+            match conn.membership(clinic).await? {
+                None => return Err(StoreError::NotFound(format!("no clinic {clinic}"))),
+                Some((kind, _)) if kind == ORGANISATION => {
+                    return Err(StoreError::Conflict(format!(
+                        "{clinic} is an organisation, not a clinic"
+                    )));
+                }
+                Some((_, Some(current))) if current != org.as_str() => {
+                    return Err(StoreError::Conflict(format!(
+                        "{clinic} is a member of another organisation: a clinic belongs to one at most"
+                    )));
+                }
+                Some((_, Some(_))) => {}
+                Some((_, None)) => conn.set_membership(clinic, Some(org), Some(now)).await?,
+            }
+            Ok(NetworkDone {
+                tenant: None,
+                clinic: conn.member(org, clinic).await?,
+            })
+        }
+        NetworkChange::RemoveClinic { org, clinic } => {
+            let Some(member) = conn.member(org, clinic).await? else {
+                return Ok(NetworkDone::default());
+            };
+            // Under the clinic's row lock: its next event is its own only.
+            conn.membership(clinic).await?;
+            conn.set_membership(clinic, None, None).await?;
+            Ok(NetworkDone {
+                tenant: None,
+                clinic: Some(member),
+            })
+        }
+    }
+}
