@@ -398,6 +398,10 @@ pub fn required(method: &Method, path: &str) -> Need {
             rw(Scope::WORKFLOWS_READ, Scope::WORKFLOWS_WRITE)
         }
         ("api-keys", _) => Need::Scope(Scope::KEYS_MANAGE),
+        // Listing its clinics needs only an organisation key; changing who
+        // belongs needs clinics:manage.
+        ("clinics", _) if reads => Need::Key,
+        ("clinics", _) => Need::Scope(Scope::CLINICS_MANAGE),
         _ => Need::Scope(Scope::ALL),
     }
 }
@@ -429,9 +433,78 @@ pub async fn authorize(
     {
         return ApiError::forbidden(scope.name).into_response();
     }
+    // An organisation key without Eventflow-Clinic reads its network; what
+    // acts on one clinic needs the header.
+    if principal.tenant_id.is_organisation()
+        && let Some(m) = &matched
+        && !network_route(m.as_str())
+    {
+        return ApiError::invalid(
+            "Eventflow-Clinic",
+            "an organisation key acts on one member clinic: send Eventflow-Clinic: ten_… (GET /v1/clinics lists them)",
+        )
+        .into_response();
+    }
     parts.extensions.insert(Authorized(principal));
     req = Request::from_parts(parts, body);
     next.run(req).await
+}
+
+/// The header with which an organisation key acts on one member clinic.
+pub const CLINIC_HEADER: &str = "eventflow-clinic";
+
+/// Whether an organisation key may use the `/v1` route `path` without
+/// [`CLINIC_HEADER`]: the network's event log, the catalogue, and what the
+/// organisation itself owns (its endpoints and their deliveries, its keys,
+/// its clinics, its audit log).
+pub fn network_route(path: &str) -> bool {
+    let family = path
+        .trim_start_matches("/v1/")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    matches!(
+        family,
+        "events"
+            | "event-types"
+            | "endpoints"
+            | "deliveries"
+            | "api-keys"
+            | "clinics"
+            | "audit-log"
+    )
+}
+
+/// The tenant a request acts on. An organisation key names one of its
+/// member clinics with [`CLINIC_HEADER`] and acts on it as a key of that
+/// clinic with the organisation key's scopes would (its audit entries name
+/// the organisation's key); without it, it reads its network. A clinic key
+/// may name only itself. A clinic that is not a member is a `404`, like any
+/// other tenant's data.
+async fn acting(parts: &Parts, state: &AppState, mut p: Principal) -> Result<Principal, ApiError> {
+    let Some(header) = parts.headers.get(CLINIC_HEADER) else {
+        return Ok(p);
+    };
+    let unknown = || {
+        ApiError::not_found("no clinic of that id here (GET /v1/clinics lists an organisation's)")
+    };
+    let clinic = header
+        .to_str()
+        .ok()
+        .and_then(|text| TenantId::parse(text.trim()).ok())
+        .ok_or_else(unknown)?;
+    if !p.tenant_id.is_organisation() {
+        return if p.tenant_id == clinic {
+            Ok(p)
+        } else {
+            Err(unknown())
+        };
+    }
+    if state.store.clinic(&p.tenant_id, &clinic).await?.is_none() {
+        return Err(unknown());
+    }
+    p.tenant_id = clinic;
+    Ok(p)
 }
 
 /// The principal [`authorize`] found.
@@ -450,7 +523,8 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 /// The caller of a request: the portal's signed-in key, or the request's
-/// `Authorization: Bearer` key.
+/// `Authorization: Bearer` key, acting on the tenant it names
+/// ([`acting`]).
 async fn principal(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
     if let Some(Internal(p)) = parts.extensions.get::<Internal>() {
         return Ok(p.clone());
@@ -470,10 +544,11 @@ async fn principal(parts: &mut Parts, state: &AppState) -> Result<Principal, Api
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    state
+    let p = state
         .keys
         .authenticate(&state.store, key, client, state.clock.now())
-        .await
+        .await?;
+    acting(parts, state, p).await
 }
 
 #[cfg(test)]

@@ -155,10 +155,18 @@ fn common(name: &str, resource_type: &str, resource_id: Value) -> Map<String, Va
         json!({"type": "integer", "minimum": 0, "description": "Per tenant, gap-free, in commit order; 0 only in a test send."}),
     );
     p.insert(
+        "networkSequence".into(),
+        json!({"type": "integer", "minimum": 1, "description": "While the clinic is a member of an organisation: the event's number in the network's log, per organisation, gap-free, in commit order."}),
+    );
+    p.insert(
         "createdAt".into(),
         json!({"type": "string", "format": "date-time"}),
     );
-    p.insert("tenantId".into(), id_schema(Some("ten"), "The tenant."));
+    p.insert(
+        "tenantId".into(),
+        json!({"type": "string", "pattern": "^(ten|org)_[A-Za-z0-9]+$", "maxLength": eventflow_model::id::MAX_ID_LEN,
+            "description": "The clinic (ten_…), or for an organisation's own operational events the organisation (org_…)."}),
+    );
     p.insert(
         "resource".into(),
         json!({"type": "object", "additionalProperties": false, "required": ["type", "id", "version"], "properties": {

@@ -560,6 +560,7 @@ pub fn document() -> Value {
     }}));
     webhook_paths(&mut paths);
     key_paths(&mut paths);
+    clinic_paths(&mut paths);
     schemas.insert("ApiKey".into(), schema_of::<ApiKey>());
     with_scopes(&mut paths);
     json!({
@@ -610,6 +611,30 @@ fn with_scopes(paths: &mut Map<String, Value>) {
             }
         }
     }
+}
+
+fn clinic_paths(paths: &mut Map<String, Value>) {
+    let clinic = json!({"type": "object", "required": ["id", "name", "joinedAt"], "properties": {
+        "id": {"type": "string", "description": "ten_…"},
+        "name": {"type": "string"},
+        "joinedAt": {"type": "string", "format": "date-time"}}});
+    let no_org = "An organisation key without Eventflow-Clinic only; to any other key (a 404) there is no organisation.";
+    paths.insert("/v1/clinics".into(), json!({
+        "get": {"tags": ["Clinics"], "operationId": "listClinics", "summary": "The organisation's member clinics, oldest member first.",
+            "description": no_org,
+            "responses": responses(("200", ok("Clinics", json!({"type": "object", "properties": {"data": {"type": "array", "items": clinic.clone()}}}))), &["404"])},
+        "post": {"tags": ["Clinics"], "operationId": "createClinic",
+            "summary": "A new member clinic and its first key (every scope), shown only in this answer.",
+            "description": format!("{no_org} A name another tenant has is a 409."),
+            "requestBody": {"required": true, "content": json_content(json!({"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": crate::routes::clinics::MAX_NAME_CHARS, "pattern": "[^ ]"}}}))},
+            "responses": responses(("201", ok("The clinic, with its first key", json!({"allOf": [clinic, {"type": "object", "required": ["apiKey"], "properties": {
+                "apiKey": {"type": "string", "pattern": "^efk_[A-Za-z0-9_-]{43}$"}}}]}))), &with(&["404", "409"], &BODY_ERRORS))},
+    }));
+    paths.insert("/v1/clinics/{id}".into(), json!({"delete": {"tags": ["Clinics"], "operationId": "removeClinic",
+        "summary": "End a membership: the clinic's events are the network's no more from its next write on. The clinic and its data stay.",
+        "description": no_org,
+        "parameters": [id_param()], "responses": responses(("204", json!({"description": "No longer a member"})), &["404"])}}));
 }
 
 fn key_paths(paths: &mut Map<String, Value>) {

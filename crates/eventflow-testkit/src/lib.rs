@@ -390,6 +390,7 @@ impl TestServer {
             base: self.base.clone(),
             key: Some(self.key.clone()),
             http: self.http.clone(),
+            clinic: None,
         }
     }
 
@@ -414,7 +415,25 @@ impl TestServer {
             base: self.base.clone(),
             key: None,
             http: self.http.clone(),
+            clinic: None,
         }
+    }
+
+    /// Creates an organisation and returns a client with its first key
+    /// (every scope), and its id.
+    pub async fn new_organisation(&self, name: &str) -> (Api, String) {
+        let key = auth::generate_key();
+        let done = self
+            .state
+            .store
+            .change_network(eventflow_store::NetworkChange::CreateOrganisation {
+                name: name.to_string(),
+                key_hash: auth::hash_key(&key),
+            })
+            .await
+            .expect("organisation created");
+        let org = done.tenant.expect("organisation returned").tenant_id;
+        (self.api().with_key(&key), org.into_string())
     }
 
     /// Creates another tenant and returns a client for it.
@@ -430,6 +449,7 @@ impl TestServer {
             base: self.base.clone(),
             key: Some(key),
             http: self.http.clone(),
+            clinic: None,
         }
     }
 }
@@ -452,6 +472,9 @@ pub struct Api {
     pub base: String,
     pub key: Option<String>,
     pub http: reqwest::Client,
+    /// Sent as `Eventflow-Clinic`: the member clinic an organisation key
+    /// acts on.
+    pub clinic: Option<String>,
 }
 
 /// A response, read whole.
@@ -492,13 +515,24 @@ impl Api {
         format!("{}{path}", self.base)
     }
 
-    /// A request builder with the API key set.
-    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, self.url(path));
-        match &self.key {
-            Some(k) => r.bearer_auth(k),
-            None => r,
+    /// The same key acting on a member clinic (`Eventflow-Clinic`).
+    pub fn acting_on(&self, clinic: &str) -> Api {
+        Api {
+            clinic: Some(clinic.to_string()),
+            ..self.clone()
         }
+    }
+
+    /// A request builder with the API key set (and `Eventflow-Clinic`).
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, self.url(path));
+        if let Some(k) = &self.key {
+            r = r.bearer_auth(k);
+        }
+        if let Some(c) = &self.clinic {
+            r = r.header("eventflow-clinic", c);
+        }
+        r
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
@@ -677,6 +711,7 @@ impl ServerProcess {
             base: format!("http://127.0.0.1:{port}"),
             key: Some(key.to_string()),
             http: http_client(),
+            clinic: None,
         };
         wait_for(
             Duration::from_secs(30),

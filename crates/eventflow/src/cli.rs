@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use eventflow_model::id::TenantId;
 use eventflow_server::{Application, Config, Secret, auth};
-use eventflow_store::SqliteStore;
 use eventflow_store::SystemClock;
+use eventflow_store::{NetworkChange, SqliteStore};
 
 use crate::{bench, client};
 
@@ -51,6 +52,11 @@ enum Command {
     /// Example: eventflow tenants create clinic-north --data-dir ./eventflow-data
     #[command(subcommand)]
     Tenants(TenantsCommand),
+    /// Manage organisations: clinic networks.
+    ///
+    /// Example: eventflow orgs create north-network --data-dir ./eventflow-data
+    #[command(subcommand)]
+    Orgs(OrgsCommand),
     /// Measure the server: write throughput and write → event latency.
     ///
     /// Example: eventflow bench --scenario latency --rate 200 --duration 10
@@ -110,6 +116,35 @@ enum TenantsCommand {
     Create {
         /// The tenant's name (unique).
         name: String,
+        /// Make it a member clinic of this organisation (org_…).
+        #[arg(long)]
+        org: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgsCommand {
+    /// Create an organisation and print its first API key (every scope)
+    /// alone on standard output.
+    ///
+    /// Example: eventflow orgs create north-network --data-dir ./eventflow-data
+    Create {
+        /// The organisation's name (unique among tenants and organisations).
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Make an existing clinic a member of the organisation: its events are
+    /// in the network's log from its next write on.
+    ///
+    /// Example: eventflow orgs add-clinic org_… ten_… --data-dir ./eventflow-data
+    AddClinic {
+        /// The organisation (org_…).
+        org: String,
+        /// The clinic (ten_…); a clinic belongs to one organisation at most.
+        tenant: String,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -256,7 +291,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             serve(args).await
         }
         Command::Migrate(db) => migrate(db).await,
-        Command::Tenants(TenantsCommand::Create { name, db }) => create_tenant(&name, db).await,
+        Command::Tenants(TenantsCommand::Create { name, org, db }) => {
+            create_tenant(&name, org.as_deref(), db).await
+        }
+        Command::Orgs(OrgsCommand::Create { name, db }) => create_org(&name, db).await,
+        Command::Orgs(OrgsCommand::AddClinic { org, tenant, db }) => {
+            add_clinic(&org, &tenant, db).await
+        }
         Command::Bench(args) => bench::run(args).await,
         Command::Listen(args) => client::listen(args).await,
         Command::Trigger(args) => client::trigger(args).await,
@@ -346,20 +387,86 @@ async fn migrate(db: DbArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_tenant(name: &str, db: DbArgs) -> anyhow::Result<()> {
+/// A name as `tenants create` and `orgs create` take it.
+fn checked_name(name: &str) -> anyhow::Result<&str> {
     let name = name.trim();
-    if name.is_empty() || name.len() > 100 {
+    if name.is_empty() || name.chars().count() > 100 {
         anyhow::bail!("NAME: must be 1 to 100 characters");
     }
+    Ok(name)
+}
+
+/// An organisation's id given on the command line.
+fn org_arg(org: &str) -> anyhow::Result<TenantId> {
+    TenantId::parse_organisation(org.trim())
+        .map_err(|_| anyhow::anyhow!("ORG: must be an organisation's id, org_…"))
+}
+
+async fn open(db: DbArgs) -> anyhow::Result<Arc<dyn eventflow_store::Store>> {
     let mut config = db.load()?;
     config.validate()?;
-    let store = eventflow_server::open_store(&config, Arc::new(SystemClock)).await?;
+    Ok(eventflow_server::open_store(&config, Arc::new(SystemClock)).await?)
+}
+
+async fn create_tenant(name: &str, org: Option<&str>, db: DbArgs) -> anyhow::Result<()> {
+    let name = checked_name(name)?;
+    let org = org.map(org_arg).transpose()?;
+    let store = open(db).await?;
     let key = auth::generate_key();
-    let tenant = store
-        .create_tenant(name, &auth::hash_key(&key), false)
-        .await?
-        .context("tenant not created")?;
+    let tenant = match org {
+        None => store
+            .create_tenant(name, &auth::hash_key(&key), false)
+            .await?
+            .context("tenant not created")?,
+        Some(org) => {
+            let done = store
+                .change_network(NetworkChange::CreateClinic {
+                    org: org.clone(),
+                    name: name.to_string(),
+                    key_hash: auth::hash_key(&key),
+                    key_name: "tenants create".into(),
+                })
+                .await?;
+            eprintln!("a member clinic of {org}");
+            done.tenant.context("tenant not created")?
+        }
+    };
     eprintln!("created tenant {name} ({})", tenant.tenant_id);
     println!("{key}");
+    Ok(())
+}
+
+async fn create_org(name: &str, db: DbArgs) -> anyhow::Result<()> {
+    let name = checked_name(name)?;
+    let store = open(db).await?;
+    let key = auth::generate_key();
+    let done = store
+        .change_network(NetworkChange::CreateOrganisation {
+            name: name.to_string(),
+            key_hash: auth::hash_key(&key),
+        })
+        .await?;
+    let org = done.tenant.context("organisation not created")?;
+    eprintln!("created organisation {name} ({})", org.tenant_id);
+    println!("{key}");
+    Ok(())
+}
+
+async fn add_clinic(org: &str, tenant: &str, db: DbArgs) -> anyhow::Result<()> {
+    let org = org_arg(org)?;
+    let clinic = TenantId::parse(tenant.trim())
+        .map_err(|_| anyhow::anyhow!("TENANT: must be a clinic's id, ten_…"))?;
+    let store = open(db).await?;
+    let done = store
+        .change_network(NetworkChange::AddClinic {
+            org: org.clone(),
+            clinic,
+        })
+        .await?;
+    let clinic = done.clinic.context("the clinic did not join")?;
+    eprintln!(
+        "{} ({}) is a member of {org} since {}",
+        clinic.name, clinic.id, clinic.joined_at
+    );
     Ok(())
 }

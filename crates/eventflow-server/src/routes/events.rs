@@ -164,7 +164,7 @@ async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiR
         }
     }
     let next_after = match events.last() {
-        Some(e) => e.sequence,
+        Some(e) => e.number_in(auth.tenant().is_organisation()),
         None if scan.visible.is_some() => after.max(looked_at).max(scan.after),
         None => after,
     };
@@ -383,11 +383,10 @@ async fn stream(
                 return None;
             }
             if let Some(event) = f.buffer.pop_front() {
-                f.query.after = event.sequence;
+                let number = event.number_in(f.tenant.is_organisation());
+                f.query.after = number;
                 let data = serde_json::to_string(&event).unwrap_or_default();
-                let sse = SseEvent::default()
-                    .id(event.sequence.to_string())
-                    .data(data);
+                let sse = SseEvent::default().id(number.to_string()).data(data);
                 return Some((Ok(sse), f));
             }
             let committed = *f.commits.borrow_and_update();

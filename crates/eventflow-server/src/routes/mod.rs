@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod automations;
 pub mod batch;
+pub mod clinics;
 pub mod endpoints;
 pub mod events;
 pub mod keys;
@@ -47,6 +48,7 @@ fn api_router(state: AppState) -> Router {
         .merge(events::router())
         .merge(audit::router())
         .merge(keys::router())
+        .merge(clinics::router())
         .merge(ops::router())
         .merge(workflows::router())
         .merge(automations::router())

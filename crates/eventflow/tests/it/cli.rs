@@ -524,6 +524,127 @@ async fn tenants_create_prints_only_the_key_and_works_while_the_server_runs() {
     assert_eq!(status, 201);
 }
 
+/// The id in a `created … (id)` line of standard error.
+fn created_id(out: &std::process::Output) -> String {
+    let stderr = text(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("created "))
+        .unwrap_or_else(|| panic!("a created line: {stderr}"));
+    line.rsplit('(')
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orgs_create_and_add_clinic_and_tenants_create_org_make_a_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let server = Served::start(serve_cmd(dir.path(), &data, port), port).await;
+    let run = |args: &[&str]| {
+        eventflow(dir.path())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .bounded()
+    };
+    let out = run(&["orgs", "create", "north-network"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let org_key = text(&out.stdout).trim().to_string();
+    assert_eq!(text(&out.stdout).lines().count(), 1, "the key alone");
+    assert!(org_key.starts_with("efk_"));
+    let org = created_id(&out);
+    assert!(org.starts_with("org_"), "{org}");
+
+    let out = run(&["tenants", "create", "north-a", "--org", &org]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let a = created_id(&out);
+    let out = run(&["tenants", "create", "north-b"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let b = created_id(&out);
+    let b_key = text(&out.stdout).trim().to_string();
+    let out = run(&["orgs", "add-clinic", &org, &b]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).is_empty());
+
+    // The running server sees the network at once.
+    let (status, clinics) = call(
+        &server.base,
+        &org_key,
+        reqwest::Method::GET,
+        "/v1/clinics",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{clinics}");
+    let ids: Vec<&str> = clinics["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [a.as_str(), b.as_str()]);
+    let (status, _) = create_patient(&server.base, &b_key).await;
+    assert_eq!(status, 201);
+    let (_, network) = call(
+        &server.base,
+        &org_key,
+        reqwest::Method::GET,
+        "/v1/events",
+        None,
+    )
+    .await;
+    assert_eq!(network["data"][0]["tenantId"], b.as_str());
+    assert_eq!(network["data"][0]["networkSequence"], 1);
+
+    // Mistakes are one line and change nothing.
+    let out = run(&["orgs", "create", "north-b"]);
+    assert!(!out.status.success());
+    assert!(
+        first_line(&out).contains("already exists"),
+        "{}",
+        first_line(&out)
+    );
+    let out = run(&["orgs", "create", "other-network"]);
+    let other = created_id(&out);
+    for (args, says) in [
+        (
+            vec!["orgs", "add-clinic", &other, &b],
+            "another organisation",
+        ),
+        (
+            vec!["orgs", "add-clinic", "org_nope", &b],
+            "no organisation",
+        ),
+        (vec!["orgs", "add-clinic", &org, "ten_nope"], "no clinic"),
+        (vec!["orgs", "add-clinic", "ten_x", &b], "ORG"),
+        (vec!["orgs", "add-clinic", &org, &other], "TENANT"),
+        (
+            vec!["tenants", "create", "north-c", "--org", "nonsense"],
+            "ORG",
+        ),
+    ] {
+        let out = run(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let (_, clinics) = call(
+        &server.base,
+        &org_key,
+        reqwest::Method::GET,
+        "/v1/clinics",
+        None,
+    )
+    .await;
+    assert_eq!(clinics["data"].as_array().unwrap().len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_prepares_a_database_that_serve_then_uses() {
     let dir = tempfile::tempdir().unwrap();
@@ -784,7 +905,7 @@ async fn every_command_has_help_with_an_example() {
     assert!(out.status.success());
     let top = text(&out.stdout);
     for command in [
-        "serve", "migrate", "tenants", "bench", "listen", "trigger", "events",
+        "serve", "migrate", "tenants", "orgs", "bench", "listen", "trigger", "events",
     ] {
         assert!(
             top.lines()
@@ -797,6 +918,9 @@ async fn every_command_has_help_with_an_example() {
         &["migrate"],
         &["tenants"],
         &["tenants", "create"],
+        &["orgs"],
+        &["orgs", "create"],
+        &["orgs", "add-clinic"],
         &["bench"],
         &["listen"],
         &["trigger"],

@@ -182,6 +182,17 @@ pub async fn principal(server: &TestServer) -> eventflow_store::Principal {
         .expect("the default key is known")
 }
 
+/// The tenant, key and scopes of a client's key.
+pub async fn principal_of(server: &TestServer, api: &Api) -> eventflow_store::Principal {
+    server
+        .state
+        .store
+        .authenticate(&auth::hash_key(api.key.as_deref().expect("a key")))
+        .await
+        .expect("authenticate")
+        .expect("the key is known")
+}
+
 /// `2026-11-29T17:00:00.123Z`: RFC 3339, UTC, milliseconds.
 pub fn assert_timestamp(s: &str) {
     let b = s.as_bytes();

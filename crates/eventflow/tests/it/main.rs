@@ -30,6 +30,7 @@ mod keys;
 mod layout;
 mod logs;
 mod multinode;
+mod networks;
 mod portal;
 mod records;
 mod smoke;

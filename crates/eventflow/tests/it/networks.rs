@@ -1,0 +1,283 @@
+//! Clinic networks (docs/design.md §11): an organisation and its member
+//! clinics; an organisation key acting on one clinic with `Eventflow-Clinic`,
+//! or reading the network's log without it; what a clinic's own key never
+//! sees; and a clinic leaving.
+
+use std::time::Duration;
+
+use eventflow_testkit::{Api, Backend, Receiver, backend_tests};
+use serde_json::{Value, json};
+
+use crate::helpers::{SseReader, all_events, assert_error};
+
+backend_tests!(
+    an_organisation_creates_clinics_and_acts_on_each_with_the_header,
+    the_network_log_numbers_every_member_event_gap_free_in_commit_order,
+    a_network_long_poll_and_stream_wake_for_a_member_write,
+    clinic_keys_never_see_the_organisation_or_their_siblings,
+    a_clinic_that_leaves_stops_reaching_the_network_from_its_next_write,
+);
+
+/// A member clinic made through the API: its id and a client with its own
+/// first key.
+async fn clinic(org: &Api, name: &str) -> (String, Api) {
+    let r = org.post("/v1/clinics", json!({ "name": name })).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let key = r.body["apiKey"].as_str().unwrap();
+    assert!(key.starts_with("efk_"));
+    (r.id(), org.with_key(key))
+}
+
+async fn an_organisation_creates_clinics_and_acts_on_each_with_the_header(backend: Backend) {
+    let server = backend.spawn().await;
+    let (org, org_id) = server.new_organisation("North network").await;
+    assert!(org_id.starts_with("org_"), "{org_id}");
+    assert_eq!(org.get("/v1/clinics").await.body, json!({"data": []}));
+    let (a, a_key) = clinic(&org, "North A").await;
+    let (b, _) = clinic(&org, "North B").await;
+    let listed = org.get("/v1/clinics").await;
+    assert_eq!(listed.status, 200);
+    let ids: Vec<&str> = listed.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [a.as_str(), b.as_str()], "oldest member first");
+    assert_eq!(listed.body["data"][0]["name"], "North A");
+    assert!(listed.body["data"][0]["joinedAt"].is_string());
+
+    // With the header, the organisation's key acts on that clinic.
+    let patient = org.acting_on(&a).patient().await;
+    let r = a_key.get(&format!("/v1/patients/{patient}")).await;
+    assert_eq!(r.status, 200, "the patient is clinic A's: {}", r.body);
+    let r = org
+        .acting_on(&b)
+        .get(&format!("/v1/patients/{patient}"))
+        .await;
+    assert_eq!(r.status, 404, "and not clinic B's");
+    // Its audit entry names the organisation's key.
+    let org_key = org.get("/v1/api-keys").await.body["data"][0]["id"].clone();
+    let audit = a_key.get("/v1/audit-log").await;
+    assert!(
+        audit.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["resourceId"] == patient.as_str() && e["keyId"] == org_key),
+        "{}",
+        audit.body
+    );
+
+    // Without it, what acts on one clinic is refused, naming the header.
+    for r in [
+        org.post("/v1/patients", json!({"firstName": "A", "lastName": "B"}))
+            .await,
+        org.get(&format!("/v1/patients/{patient}")).await,
+    ] {
+        assert_error(&r, 422, "validation_error", Some("Eventflow-Clinic"));
+    }
+
+    // Bad input, and a name taken, change nothing.
+    assert_error(
+        &org.post("/v1/clinics", json!({"name": " "})).await,
+        422,
+        "validation_error",
+        Some("name"),
+    );
+    assert_error(
+        &org.post("/v1/clinics", json!({"name": "X", "city": "Oslo"}))
+            .await,
+        422,
+        "validation_error",
+        Some("city"),
+    );
+    assert_eq!(
+        org.post("/v1/clinics", json!({"name": "North A"}))
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        org.get("/v1/clinics").await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Changing who belongs needs clinics:manage.
+    let r = org
+        .post(
+            "/v1/api-keys",
+            json!({"name": "reader", "scopes": ["events:read"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let reader = org.with_key(r.body["key"].as_str().unwrap());
+    assert_error(
+        &reader.post("/v1/clinics", json!({"name": "North C"})).await,
+        403,
+        "forbidden",
+        None,
+    );
+    assert_eq!(reader.get("/v1/clinics").await.status, 200);
+}
+
+async fn the_network_log_numbers_every_member_event_gap_free_in_commit_order(backend: Backend) {
+    let server = backend.spawn().await;
+    let (org, _) = server.new_organisation("North network").await;
+    let (a, a_key) = clinic(&org, "North A").await;
+    let (b, b_key) = clinic(&org, "North B").await;
+    let rx = Receiver::start().await;
+    a_key.create_endpoint(json!({"url": rx.url("/a")})).await;
+    for i in 0..3 {
+        a_key.patient().await;
+        b_key.patient().await;
+        if i == 1 {
+            org.acting_on(&b).patient().await;
+        }
+    }
+    let network = all_events(&org, 0).await;
+    assert_eq!(network.len(), 7);
+    let numbers: Vec<i64> = network
+        .iter()
+        .map(|e| e["networkSequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, (1..=7).collect::<Vec<i64>>(), "gap-free, in order");
+    let tenants: Vec<&str> = network
+        .iter()
+        .map(|e| e["tenantId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tenants,
+        [&a, &b, &a, &b, &b, &a, &b].map(String::as_str),
+        "in commit order, each with its clinic"
+    );
+    // Each clinic's own sequence stays its own.
+    let of_b: Vec<i64> = network
+        .iter()
+        .filter(|e| e["tenantId"] == b.as_str())
+        .map(|e| e["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(of_b, [1, 2, 3, 4]);
+    // `after` counts in networkSequence there.
+    let r = org.get("/v1/events?after=5").await;
+    assert_eq!(
+        r.body["data"][0]["networkSequence"], 6,
+        "after=5 starts at 6"
+    );
+    assert_eq!(r.body["nextAfter"], 7);
+    // One event, by id, from the network's log.
+    let id = network[1]["id"].as_str().unwrap();
+    let one = org.get(&format!("/v1/events/{id}")).await;
+    assert_eq!(one.status, 200);
+    assert_eq!(one.body, network[1]);
+    // A member's events carry networkSequence everywhere: in its own log
+    // and in its webhooks.
+    let own = all_events(&a_key, 0).await;
+    assert_eq!(own.len(), 3);
+    assert!(own.iter().all(|e| e["networkSequence"].is_i64()), "{own:?}");
+    let got = rx.wait_for(3, Duration::from_secs(20)).await;
+    assert!(
+        got.iter().all(|r| r.json()["networkSequence"].is_i64()),
+        "webhooks carry networkSequence"
+    );
+}
+
+async fn a_network_long_poll_and_stream_wake_for_a_member_write(backend: Backend) {
+    let server = backend.spawn().await;
+    let (org, org_id) = server.new_organisation("North network").await;
+    let (_, a_key) = clinic(&org, "North A").await;
+    let (_, b_key) = clinic(&org, "North B").await;
+    a_key.patient().await;
+    let mut stream = SseReader::open(&org, "/v1/events/stream?after=0", None).await;
+    let first = stream.next().await;
+    assert_eq!(first.id, "1", "id: is the networkSequence");
+    let poller = org.clone();
+    let poll = tokio::spawn(async move { poller.get("/v1/events?after=1&wait=60").await });
+    server.until_waiting(&org_id, 2).await;
+    let id = b_key.patient().await;
+    let r = tokio::time::timeout(Duration::from_secs(30), poll)
+        .await
+        .expect("the long poll answers")
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["data"][0]["data"]["id"], id.as_str());
+    assert_eq!(r.body["nextAfter"], 2);
+    let live = stream.next().await;
+    assert_eq!(live.id, "2");
+    assert_eq!(live.data["data"]["id"], id.as_str());
+}
+
+async fn clinic_keys_never_see_the_organisation_or_their_siblings(backend: Backend) {
+    let server = backend.spawn().await;
+    let (org, org_id) = server.new_organisation("North network").await;
+    let (a, a_key) = clinic(&org, "North A").await;
+    let (b, b_key) = clinic(&org, "North B").await;
+    let outsider = server.new_tenant("Elsewhere").await;
+    let outsider_id = crate::helpers::principal_of(&server, &outsider)
+        .await
+        .tenant_id
+        .to_string();
+    let b_patient = b_key.patient().await;
+    outsider.patient().await;
+
+    // A clinic's key has no organisation and no sibling.
+    assert_eq!(a_key.get("/v1/clinics").await.status, 404);
+    assert_eq!(
+        a_key
+            .post("/v1/clinics", json!({"name": "Mine"}))
+            .await
+            .status,
+        404
+    );
+    let r = a_key
+        .acting_on(&b)
+        .get(&format!("/v1/patients/{b_patient}"))
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(
+        a_key.acting_on(&a).get("/v1/patients").await.status,
+        200,
+        "naming itself is allowed"
+    );
+    assert_eq!(
+        a_key.acting_on(&org_id).get("/v1/patients").await.status,
+        404
+    );
+    assert!(all_events(&a_key, 0).await.is_empty(), "nothing of B's");
+    // The organisation cannot act on a clinic that is not its member.
+    for other in [outsider_id.as_str(), "ten_nope", "nonsense", &org_id] {
+        let r = org.acting_on(other).get("/v1/patients").await;
+        assert_error(&r, 404, "not_found", None);
+    }
+    // Its network holds its members' events only.
+    let network = all_events(&org, 0).await;
+    assert_eq!(network.len(), 1);
+    assert_eq!(network[0]["tenantId"], b.as_str());
+}
+
+async fn a_clinic_that_leaves_stops_reaching_the_network_from_its_next_write(backend: Backend) {
+    let server = backend.spawn().await;
+    let (org, _) = server.new_organisation("North network").await;
+    let (a, a_key) = clinic(&org, "North A").await;
+    let before = a_key.patient().await;
+    assert_eq!(org.delete(&format!("/v1/clinics/{a}")).await.status, 204);
+    let after = a_key.patient().await;
+    let network = all_events(&org, 0).await;
+    let in_network: Vec<&Value> = network.iter().map(|e| &e["data"]["id"]).collect();
+    assert_eq!(in_network, [&json!(before)], "the earlier event stays");
+    let own = all_events(&a_key, 0).await;
+    assert_eq!(own.len(), 2, "the clinic and its data stay");
+    assert!(own[1].get("networkSequence").is_none(), "{}", own[1]);
+    assert_eq!(own[1]["data"]["id"], after.as_str());
+    // No longer a member: the organisation cannot act on it.
+    assert_eq!(org.acting_on(&a).get("/v1/patients").await.status, 404);
+    assert_eq!(org.get("/v1/clinics").await.body, json!({"data": []}));
+    assert_error(
+        &org.delete(&format!("/v1/clinics/{a}")).await,
+        404,
+        "not_found",
+        None,
+    );
+}
