@@ -437,7 +437,7 @@ pub async fn authorize(
     // acts on one clinic needs the header.
     if principal.tenant_id.is_organisation()
         && let Some(m) = &matched
-        && !network_route(m.as_str())
+        && !network_route(&parts.method, m.as_str())
     {
         return ApiError::invalid(
             "Eventflow-Clinic",
@@ -454,15 +454,16 @@ pub async fn authorize(
 pub const CLINIC_HEADER: &str = "eventflow-clinic";
 
 /// Whether an organisation key may use the `/v1` route `path` without
-/// [`CLINIC_HEADER`]: the network's event log, the catalogue, and what the
-/// organisation itself owns (its endpoints and their deliveries, its keys,
-/// its clinics, its audit log).
-pub fn network_route(path: &str) -> bool {
-    let family = path
-        .trim_start_matches("/v1/")
-        .split('/')
-        .next()
-        .unwrap_or_default();
+/// [`CLINIC_HEADER`]: the network's event log and record lists, the
+/// catalogue, and what the organisation itself owns (its endpoints and
+/// their deliveries, its keys, its clinics, its audit log).
+pub fn network_route(method: &Method, path: &str) -> bool {
+    let mut parts = path.trim_start_matches("/v1/").split('/');
+    let family = parts.next().unwrap_or_default();
+    let is_list = parts.next().is_none();
+    if ResourceType::ALL.iter().any(|rt| rt.collection() == family) {
+        return is_list && method == Method::GET;
+    }
     matches!(
         family,
         "events"

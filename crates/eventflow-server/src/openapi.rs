@@ -568,7 +568,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Event Flow",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Clinical records whose every change becomes an event: poll it, stream it, or receive it as a signed webhook.\n\nNo string may hold a NUL character (`\\u0000`), in a body (a value or a member name) or a query parameter: a 422 naming the field. Errors are `{\"error\": {\"type\", \"message\", \"field\"?, \"index\"?}}`.",
+            "description": "Clinical records whose every change becomes an event: poll it, stream it, or receive it as a signed webhook.\n\nNo string may hold a NUL character (`\\u0000`), in a body (a value or a member name) or a query parameter: a 422 naming the field. Errors are `{\"error\": {\"type\", \"message\", \"field\"?, \"index\"?}}`.\n\nClinic networks (README, \"Clinic networks\"): an organisation key sends `Eventflow-Clinic: ten_…` to act on one member clinic (a clinic that is not its member is a 404; a clinic key may name only itself). Without it, an organisation key reads its network: `/v1/events` is the network's log numbered by `networkSequence`, record lists span every member clinic with `tenantId` on each record, and what acts on one clinic is a 422 naming `Eventflow-Clinic`.",
         },
         "servers": [{"url": "/"}],
         "security": [{"apiKey": []}],

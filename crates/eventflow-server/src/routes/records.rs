@@ -354,11 +354,18 @@ async fn list(
     };
     let page = state.store.list_records(auth.tenant(), rt, &q).await?;
     let now = time::format(state.clock.now());
+    // A network's list is read in each record's own clinic.
     let reads = page
         .data
         .iter()
-        .filter_map(|r| r.get("id").and_then(Value::as_str))
-        .map(|id| read_entry(&auth, &now, rt.name(), id))
+        .filter_map(|r| {
+            let id = r.get("id").and_then(Value::as_str)?;
+            let mut entry = read_entry(&auth, &now, rt.name(), id);
+            if let Some(clinic) = r.get("tenantId").and_then(Value::as_str) {
+                entry.tenant = clinic.to_string();
+            }
+            Some(entry)
+        })
         .collect();
     state.store.record_reads(reads).await?;
     Ok(axum::Json(json!({"data": page.data, "nextCursor": page.next_cursor})).into_response())

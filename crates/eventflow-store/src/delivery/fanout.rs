@@ -226,15 +226,17 @@ impl Fanout {
         self.noted.clear();
     }
 
-    /// The endpoints the event goes to, and the filter errors to record
-    /// (endpoint id, error) for filters that ran out of budget.
+    /// The endpoints of `owner` (the event's tenant, or its organisation)
+    /// the event goes to, and the filter errors to record (endpoint id,
+    /// error) for filters that ran out of budget.
     pub fn matching(
         &mut self,
+        owner: &str,
         event: &Event,
     ) -> (Vec<Arc<EndpointRow>>, Vec<(String, FilterError)>) {
         let mut targets = Vec::new();
         let mut errors = Vec::new();
-        let Some((_, list)) = self.tenants.get(&event.tenant_id) else {
+        let Some((_, list)) = self.tenants.get(owner) else {
             return (targets, errors);
         };
         let mut bound = None;

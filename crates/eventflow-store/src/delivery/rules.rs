@@ -70,8 +70,31 @@ pub const BREAKER_THRESHOLD: i64 = 5;
 
 /// Writes a delivery for every endpoint the event matches. Called right
 /// after the event is inserted, inside the same transaction.
-pub(crate) async fn fan_out<C: QueueConn + ?Sized>(conn: &mut C, event: &Event) -> Result<()> {
-    let (targets, filter_errors) = conn.fanout().matching(event);
+pub(crate) async fn fan_out<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    event: &Event,
+    org: Option<&str>,
+) -> Result<()> {
+    fan_out_to(conn, &event.tenant_id, event.sequence, event).await?;
+    // A member clinic's event goes to its organisation's endpoints too,
+    // numbered in the network's log.
+    if let (Some(org), Some(n)) = (org, event.network_sequence)
+        && org != event.tenant_id
+    {
+        fan_out_to(conn, org, n, event).await?;
+    }
+    Ok(())
+}
+
+/// Writes a delivery for every endpoint of `owner` the event matches;
+/// `number` is the event's number in the owner's log.
+async fn fan_out_to<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    owner: &str,
+    number: i64,
+    event: &Event,
+) -> Result<()> {
+    let (targets, filter_errors) = conn.fanout().matching(owner, event);
     for (endpoint, error) in &filter_errors {
         conn.record_filter_error(endpoint, error).await?;
     }
@@ -94,9 +117,10 @@ pub(crate) async fn fan_out<C: QueueConn + ?Sized>(conn: &mut C, event: &Event) 
         .iter()
         .map(|(endpoint, did, hand_over)| NewDelivery {
             id: did,
-            tenant_id: &event.tenant_id,
+            tenant_id: owner,
             endpoint_id: &endpoint.id,
             event,
+            event_sequence: number,
             patient_id: patient.as_deref(),
             ordered: endpoint.config.ordering == Ordering::Resource,
             now: &now,
@@ -111,12 +135,12 @@ pub(crate) async fn fan_out<C: QueueConn + ?Sized>(conn: &mut C, event: &Event) 
             conn.fanout().push_fresh(FreshDelivery {
                 delivery: Delivery {
                     id: did,
-                    tenant_id: event.tenant_id.clone(),
+                    tenant_id: owner.to_string(),
                     endpoint_id: endpoint.id.clone(),
                     event_id: event.id.clone(),
                     event_type: event.event_type.clone(),
                     endpoint_sequence,
-                    event_sequence: event.sequence,
+                    event_sequence: number,
                     resource_id: event.resource.id.clone(),
                     window_started_at: Some(now.clone()),
                     status: DeliveryStatus::Pending,
@@ -163,7 +187,7 @@ async fn operational_event<C: QueueConn + ?Sized>(
         changed_fields: None,
     };
     conn.insert_event(&event, None, numbered.org()).await?;
-    fan_out(conn, &event).await?;
+    fan_out(conn, &event, numbered.org()).await?;
     metrics::counter!("eventflow_events_total", "type" => event_type.to_string()).increment(1);
     Ok(sequence)
 }
@@ -560,9 +584,11 @@ async fn replay_chunk<C: QueueConn + ?Sized>(conn: &mut C, replay: &mut Replay) 
         .await?;
     let mut read_all = (events.len() as i64) < REPLAY_CHUNK;
     let mut truncated = false;
+    // Numbers in the endpoint owner's log: an organisation's is its network's.
+    let network = eventflow_model::id::is_organisation_id(&replay.tenant_id);
     let mut events: Vec<&Event> = events
         .iter()
-        .filter(|e| e.sequence <= replay.up_to)
+        .filter(|e| e.number_in(network) <= replay.up_to)
         .collect();
     // The filter's evaluations of one chunk share the budget of one write's
     // filters: a costly filter makes the chunk shorter, not longer. Each
@@ -582,7 +608,7 @@ async fn replay_chunk<C: QueueConn + ?Sized>(conn: &mut C, replay: &mut Replay) 
         outcomes.push(outcome);
     }
     let last = match events.last() {
-        Some(e) => e.sequence,
+        Some(e) => e.number_in(network),
         // Nothing left up to `up_to`.
         None if !truncated => replay.up_to,
         None => replay.cursor,
@@ -617,7 +643,7 @@ async fn replay_chunk<C: QueueConn + ?Sized>(conn: &mut C, replay: &mut Replay) 
             }
         }
         queued += 1;
-        match existing.remove(&event.sequence) {
+        match existing.remove(&event.number_in(network)) {
             Some(mut d) => {
                 d.status = DeliveryStatus::Pending;
                 d.updated_at = now.clone();
@@ -634,6 +660,7 @@ async fn replay_chunk<C: QueueConn + ?Sized>(conn: &mut C, replay: &mut Replay) 
             tenant_id: &replay.tenant_id,
             endpoint_id: &replay.endpoint_id,
             event,
+            event_sequence: event.number_in(network),
             patient_id: patient.as_deref(),
             ordered: matcher.ordered(),
             now: &now,

@@ -146,6 +146,9 @@ pub(crate) struct NewDelivery<'a> {
     pub tenant_id: &'a str,
     pub endpoint_id: &'a str,
     pub event: &'a eventflow_model::Event,
+    /// The event's number in the log of the endpoint's owner: its
+    /// `sequence`, or for an organisation's endpoint its `networkSequence`.
+    pub event_sequence: i64,
     pub patient_id: Option<&'a str>,
     pub ordered: bool,
     pub now: &'a str,
@@ -358,7 +361,13 @@ macro_rules! impl_queue_conn {
                 }
 
                 async fn latest_sequence(&mut self, tenant: &str) -> Result<i64> {
-                    let row = sqlx::query("SELECT COALESCE(MAX(sequence), 0) FROM events WHERE tenant_id = $1")
+                    // An organisation's log is its network's.
+                    let sql = if eventflow_model::id::is_organisation_id(tenant) {
+                        "SELECT COALESCE(MAX(network_sequence), 0) FROM events WHERE org_id = $1"
+                    } else {
+                        "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE tenant_id = $1"
+                    };
+                    let row = sqlx::query(sql)
                         .bind(tenant)
                         .fetch_one(&mut self.conn)
                         .await?;
@@ -492,7 +501,7 @@ macro_rules! impl_queue_conn {
                             .push("(SELECT COALESCE(MAX(endpoint_sequence), 0) + 1 FROM deliveries WHERE endpoint_id = ")
                             .push_bind_unseparated(d.endpoint_id.to_string())
                             .push_unseparated(")")
-                            .push_bind(d.event.sequence)
+                            .push_bind(d.event_sequence)
                             .push_bind(d.event.id.clone())
                             .push_bind(d.event.event_type.clone())
                             .push_bind(d.event.resource.id.clone())
@@ -560,7 +569,7 @@ macro_rules! impl_queue_conn {
                     let sql = format!(
                         "SELECT {DELIVERY_COLUMNS}, e.revision, ev.body FROM deliveries d \
                          JOIN endpoints e ON e.id = d.endpoint_id \
-                         LEFT JOIN events ev ON ev.tenant_id = d.tenant_id AND ev.sequence = d.event_sequence \
+                         LEFT JOIN events ev ON ev.id = d.event_id \
                          WHERE d.status = 'pending' AND d.next_at <= $1 AND e.disabled = 0 AND e.deleted_at IS NULL \
                          AND (d.ordered = 0 OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.endpoint_id = d.endpoint_id \
                          AND p.resource_id = d.resource_id AND p.status = 'pending' AND p.ordered = 1 \
@@ -678,10 +687,15 @@ macro_rules! impl_queue_conn {
                     since: Option<&str>,
                     limit: i64,
                 ) -> Result<Vec<eventflow_model::Event>> {
-                    let rows = sqlx::query(
+                    // An organisation's log is its network's.
+                    let sql = if eventflow_model::id::is_organisation_id(tenant) {
+                        "SELECT body FROM events WHERE org_id = $1 AND network_sequence > $2 AND ($3 IS NULL OR created_at >= $3) \
+                         ORDER BY network_sequence LIMIT $4"
+                    } else {
                         "SELECT body FROM events WHERE tenant_id = $1 AND sequence > $2 AND ($3 IS NULL OR created_at >= $3) \
-                         ORDER BY sequence LIMIT $4",
-                    )
+                         ORDER BY sequence LIMIT $4"
+                    };
+                    let rows = sqlx::query(sql)
                     .bind(tenant)
                     .bind(after)
                     .bind(since)
@@ -868,7 +882,7 @@ macro_rules! impl_deliveries {
             ) -> Result<Vec<(i64, Event)>> {
                 let found = sqlx::query(
                     "SELECT d.endpoint_sequence, e.body FROM deliveries d JOIN events e \
-                     ON e.tenant_id = d.tenant_id AND e.sequence = d.event_sequence \
+                     ON e.id = d.event_id \
                      WHERE d.tenant_id = $1 AND d.endpoint_id = $2 AND d.endpoint_sequence > $3 \
                      ORDER BY d.endpoint_sequence LIMIT $4",
                 )
@@ -894,7 +908,8 @@ macro_rules! impl_deliveries {
                 let found = sqlx::query(
                     "SELECT d.id, d.endpoint_id, e.config, d.event_id, d.event_type, d.succeeded_at \
                      FROM deliveries d LEFT JOIN endpoints e ON e.id = d.endpoint_id \
-                     WHERE d.tenant_id = $1 AND d.patient_id = $2 AND d.succeeded_at IS NOT NULL \
+                     WHERE d.patient_id = $2 AND d.succeeded_at IS NOT NULL \
+                     AND (d.tenant_id = $1 OR EXISTS (SELECT 1 FROM events ev WHERE ev.id = d.event_id AND ev.tenant_id = $1)) \
                      AND ($3 IS NULL OR d.succeeded_at >= $3) ORDER BY d.succeeded_at, d.id LIMIT $4",
                 )
                 .bind(tenant.as_str())

@@ -6,8 +6,10 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use crate::records::{AuditQuery, EventQuery, ListQuery};
 
-/// `SELECT id, data FROM records …` for one page of a list (one row more
-/// than `limit`, to know whether another page follows).
+/// `SELECT id, data, tenant_id FROM records …` for one page of a list (one
+/// row more than `limit`, to know whether another page follows). For an
+/// organisation, the records of every member clinic (ids sort by creation
+/// across clinics, so the cursor works the same).
 pub(crate) fn list_records<DB>(tenant: &str, rt: ResourceType, q: &ListQuery) -> QueryBuilder<DB>
 where
     DB: Database,
@@ -16,8 +18,14 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     <DB as Database>::Arguments: Default,
 {
-    let mut qb = QueryBuilder::<DB>::new("SELECT id, data FROM records WHERE tenant_id = ");
-    qb.push_bind(tenant);
+    let mut qb = QueryBuilder::<DB>::new("SELECT id, data, tenant_id FROM records WHERE ");
+    if eventflow_model::id::is_organisation_id(tenant) {
+        qb.push("tenant_id IN (SELECT id FROM tenants WHERE org_id = ")
+            .push_bind(tenant)
+            .push(" AND kind = 'clinic')");
+    } else {
+        qb.push("tenant_id = ").push_bind(tenant);
+    }
     qb.push(" AND resource_type = ").push_bind(rt.name());
     if let Some(p) = &q.patient_id {
         qb.push(" AND patient_id = ").push_bind(p.as_str());

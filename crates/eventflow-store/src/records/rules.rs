@@ -76,8 +76,9 @@ pub trait RecordTx: Send {
         writer: Option<&Actor>,
         org: Option<&str>,
     ) -> Result<()>;
-    /// Writes a delivery for every endpoint the event (just inserted) matches.
-    async fn fan_out(&mut self, event: &Event) -> Result<()>;
+    /// Writes a delivery for every endpoint the event (just inserted)
+    /// matches: its tenant's, and its organisation's (`org`) for a member.
+    async fn fan_out(&mut self, event: &Event, org: Option<&str>) -> Result<()>;
     async fn insert_audit(&mut self, entry: &AuditEntry) -> Result<()>;
     async fn idempotency_get(&mut self, tenant: &str, key: &str) -> Result<Option<StoredResponse>>;
     async fn idempotency_put(
@@ -492,7 +493,7 @@ impl Ctx<'_> {
         };
         tx.insert_event(&event, Some(self.actor), numbered.org())
             .await?;
-        tx.fan_out(&event).await?;
+        tx.fan_out(&event, numbered.org()).await?;
         self.last_sequence = Some(sequence);
         self.event_types.push(event.event_type);
         Ok(())

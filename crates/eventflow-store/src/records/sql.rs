@@ -152,13 +152,21 @@ macro_rules! impl_record_tx {
                     Some(org) => {
                         let row = sqlx::query(
                             "UPDATE tenants SET last_sequence = last_sequence + 1 WHERE id = $1 \
-                             RETURNING last_sequence",
+                             RETURNING last_sequence, endpoints_version",
                         )
                         .bind(&org)
                         .fetch_optional(&mut self.conn)
                         .await?
                         .ok_or_else(missing)?;
                         let n: i64 = row.try_get(0)?;
+                        // The organisation's endpoints the event fans out
+                        // to are the committed ones, read under its lock
+                        // (as `lock_tenant` does for a tenant's).
+                        let version: i64 = row.try_get(1)?;
+                        if !self.fanout.current(&org, version) {
+                            let endpoints = crate::delivery::sql::QueueConn::load_endpoints(self, &org).await?;
+                            self.fanout.load(&org, version, endpoints);
+                        }
                         Some((org, n))
                     }
                     None => None,
@@ -166,8 +174,8 @@ macro_rules! impl_record_tx {
                 Ok(crate::records::rules::Numbered { sequence, network })
             }
 
-            async fn fan_out(&mut self, event: &Event) -> Result<()> {
-                crate::delivery::rules::fan_out(self, event).await
+            async fn fan_out(&mut self, event: &Event, org: Option<&str>) -> Result<()> {
+                crate::delivery::rules::fan_out(self, event, org).await
             }
 
             async fn insert_event(
@@ -332,7 +340,12 @@ macro_rules! impl_records {
                         break;
                     }
                     last_id = Some(row.get::<String, _>(0));
-                    data.push(parse_object(body)?);
+                    let mut record = parse_object(body)?;
+                    if tenant.is_organisation() {
+                        // A network's list says whose each record is.
+                        record.insert("tenantId".into(), row.get::<String, _>(2).into());
+                    }
+                    data.push(record);
                 }
                 let next_cursor = if more { last_id } else { None };
                 Ok(Page { data, next_cursor })

@@ -182,6 +182,23 @@ pub async fn principal(server: &TestServer) -> eventflow_store::Principal {
         .expect("the default key is known")
 }
 
+/// The first disclosure of the patient by the endpoint, once its delivery
+/// has succeeded.
+pub async fn wait_for_disclosure(api: &Api, patient: &str, endpoint: &str) -> Value {
+    let path = format!("/v1/disclosures?patientId={patient}");
+    eventflow_testkit::wait_for(
+        std::time::Duration::from_secs(20),
+        "a disclosure",
+        || async {
+            let r = api.get(&path).await;
+            r.body["data"]
+                .as_array()
+                .and_then(|d| d.iter().find(|x| x["endpointId"] == endpoint).cloned())
+        },
+    )
+    .await
+}
+
 /// The tenant, key and scopes of a client's key.
 pub async fn principal_of(server: &TestServer, api: &Api) -> eventflow_store::Principal {
     server

@@ -16,6 +16,8 @@ backend_tests!(
     a_network_long_poll_and_stream_wake_for_a_member_write,
     clinic_keys_never_see_the_organisation_or_their_siblings,
     a_clinic_that_leaves_stops_reaching_the_network_from_its_next_write,
+    an_organisation_endpoint_gets_every_member_event_with_one_gap_free_sequence,
+    a_record_list_without_the_header_spans_the_network,
 );
 
 /// A member clinic made through the API: its id and a client with its own
@@ -280,4 +282,155 @@ async fn a_clinic_that_leaves_stops_reaching_the_network_from_its_next_write(bac
         "not_found",
         None,
     );
+}
+
+async fn an_organisation_endpoint_gets_every_member_event_with_one_gap_free_sequence(
+    backend: Backend,
+) {
+    let server = backend.spawn().await;
+    let (org, _) = server.new_organisation("North network").await;
+    let (a, a_key) = clinic(&org, "North A").await;
+    let (b, b_key) = clinic(&org, "North B").await;
+    let outsider = server.new_tenant("Elsewhere").await;
+    let rx = Receiver::start().await;
+    let ep = org
+        .create_endpoint(json!({"url": rx.url("/network"), "eventTypes": ["patient.created"]}))
+        .await;
+    let ep = ep["id"].as_str().unwrap().to_string();
+    // A clinic's key never sees the organisation's endpoint.
+    assert_eq!(a_key.get(&format!("/v1/endpoints/{ep}")).await.status, 404);
+    assert_eq!(a_key.get("/v1/endpoints").await.body, json!({"data": []}));
+    let mut patients = Vec::new();
+    for _ in 0..2 {
+        patients.push(a_key.patient().await);
+        patients.push(b_key.patient().await);
+        outsider.patient().await;
+    }
+    let got = rx.wait_for(4, Duration::from_secs(20)).await;
+    let mut by_sequence: Vec<(i64, Value)> = got
+        .iter()
+        .map(|r| {
+            let n = r
+                .header("x-eventflow-endpoint-sequence")
+                .unwrap()
+                .parse()
+                .unwrap();
+            (n, r.json())
+        })
+        .collect();
+    by_sequence.sort_by_key(|(n, _)| *n);
+    let numbers: Vec<i64> = by_sequence.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        numbers,
+        [1, 2, 3, 4],
+        "one gap-free endpointSequence across clinics"
+    );
+    let tenants: Vec<&str> = by_sequence
+        .iter()
+        .map(|(_, e)| e["tenantId"].as_str().unwrap())
+        .collect();
+    assert_eq!(tenants, [&a, &b, &a, &b].map(String::as_str));
+    let delivered: Vec<&str> = by_sequence
+        .iter()
+        .map(|(_, e)| e["data"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        delivered,
+        patients.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(
+        by_sequence
+            .iter()
+            .all(|(_, e)| e["networkSequence"].is_i64())
+    );
+    // The organisation sees its endpoint's deliveries; they count as
+    // disclosures of the clinic whose patient they carry.
+    let deliveries = org.get(&format!("/v1/endpoints/{ep}/deliveries")).await;
+    assert_eq!(deliveries.body["data"].as_array().unwrap().len(), 4);
+    let disclosed = crate::helpers::wait_for_disclosure(&a_key, &patients[0], &ep).await;
+    assert_eq!(disclosed["eventType"], "patient.created");
+    let none = b_key
+        .get(&format!("/v1/disclosures?patientId={}", patients[0]))
+        .await;
+    assert_eq!(none.body["data"], json!([]), "not another clinic's");
+    // A clinic that leaves reaches the endpoint no more.
+    assert_eq!(org.delete(&format!("/v1/clinics/{a}")).await.status, 204);
+    a_key.patient().await;
+    let last = b_key.patient().await;
+    let got = rx.wait_for(5, Duration::from_secs(20)).await;
+    let fifth = got
+        .iter()
+        .find(|r| r.header("x-eventflow-endpoint-sequence") == Some("5"))
+        .unwrap();
+    assert_eq!(fifth.json()["data"]["id"], last.as_str());
+    // A replay goes through the network's log.
+    let r = org
+        .post(&format!("/v1/endpoints/{ep}/replay"), json!({"after": 0}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let again = rx.wait_for(10, Duration::from_secs(20)).await;
+    let mut replayed: Vec<String> = again[5..]
+        .iter()
+        .map(|r| r.json()["data"]["id"].as_str().unwrap().to_string())
+        .collect();
+    replayed.sort();
+    let mut want: Vec<String> = patients.clone();
+    want.push(last);
+    want.sort();
+    assert_eq!(replayed, want, "the five network events again");
+    assert_eq!(rx.count(), 10);
+}
+
+async fn a_record_list_without_the_header_spans_the_network(backend: Backend) {
+    let server = backend.spawn().await;
+    let (org, _) = server.new_organisation("North network").await;
+    let (a, a_key) = clinic(&org, "North A").await;
+    let (b, b_key) = clinic(&org, "North B").await;
+    let outsider = server.new_tenant("Elsewhere").await;
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        made.push((a_key.patient().await, a.clone()));
+        made.push((b_key.patient().await, b.clone()));
+        outsider.patient().await;
+    }
+    // Paged across clinics, each record with its clinic.
+    let mut seen = Vec::new();
+    let mut path = "/v1/patients?limit=4".to_string();
+    for _ in 0..3 {
+        let r = org.get(&path).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        for p in r.body["data"].as_array().unwrap() {
+            seen.push((
+                p["id"].as_str().unwrap().to_string(),
+                p["tenantId"].as_str().unwrap().to_string(),
+            ));
+        }
+        match r.body["nextCursor"].as_str() {
+            Some(c) => path = format!("/v1/patients?limit=4&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen, made,
+        "every member's patients, oldest first, none of the outsider's"
+    );
+    // Filters apply across the network.
+    let p = &made[1].0;
+    let r = org.get(&format!("/v1/appointments?patientId={p}")).await;
+    assert_eq!(r.body["data"], json!([]));
+    // A clinic's own list has no tenantId and only its records.
+    let own = a_key.get("/v1/patients").await;
+    let own = own.body["data"].as_array().unwrap();
+    assert_eq!(own.len(), 3);
+    assert!(own.iter().all(|p| p.get("tenantId").is_none()));
+    // The reads are in each clinic's audit log, naming the organisation key.
+    let org_key = org.get("/v1/api-keys").await.body["data"][0]["id"].clone();
+    let audit = b_key.get("/v1/audit-log").await;
+    let read_by_org: Vec<&Value> = audit.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "read" && e["keyId"] == org_key)
+        .collect();
+    assert_eq!(read_by_org.len(), 3, "{}", audit.body);
 }
