@@ -93,6 +93,7 @@ crate::keys::sql::impl_key_conn!(
 
 crate::networks::sql::impl_network_conn!(
     PgConn,
+    db: sqlx::Postgres,
     // A membership changes under the rows' locks, like a write's sequence.
     lock: " FOR UPDATE",
 );

@@ -101,6 +101,13 @@ pub(crate) trait NetworkConn: Send {
     ) -> Result<()>;
     /// The clinic as a member of the organisation.
     async fn member(&mut self, org: &str, clinic: &str) -> Result<Option<Clinic>>;
+    /// Where rows are locked (PostgreSQL): locks the rows of `tenants` and
+    /// of their organisations, clinics first, then organisations, each by
+    /// id. A writing transaction locks a clinic's row and then its
+    /// organisation's; a group of several tenants' writes takes them all
+    /// in this one order first, so groups on two nodes cannot wait on each
+    /// other in a cycle.
+    async fn lock_in_order(&mut self, tenants: &[&str]) -> Result<()>;
 }
 
 /// Whether `tenant` is a live organisation, as [`NetworkConn::membership`]

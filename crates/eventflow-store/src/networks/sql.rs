@@ -4,7 +4,7 @@
 /// [`NetworkConn`](crate::networks::NetworkConn) for a backend's write
 /// connection; `lock` is what locks a row read to commit.
 macro_rules! impl_network_conn {
-    ($conn:ty, lock: $lock:literal $(,)?) => {
+    ($conn:ty, db: $db:ty, lock: $lock:literal $(,)?) => {
         const _: () = {
             use async_trait::async_trait;
             use sqlx::Row;
@@ -64,6 +64,27 @@ macro_rules! impl_network_conn {
                         .bind(joined_at)
                         .execute(&mut self.conn)
                         .await?;
+                    Ok(())
+                }
+
+                async fn lock_in_order(&mut self, tenants: &[&str]) -> Result<()> {
+                    if $lock.is_empty() || tenants.is_empty() {
+                        return Ok(());
+                    }
+                    let mut qb =
+                        sqlx::QueryBuilder::<$db>::new("SELECT id FROM tenants WHERE id IN (");
+                    let mut list = qb.separated(", ");
+                    for t in tenants {
+                        list.push_bind(t.to_string());
+                    }
+                    qb.push(") OR id IN (SELECT org_id FROM tenants WHERE id IN (");
+                    let mut list = qb.separated(", ");
+                    for t in tenants {
+                        list.push_bind(t.to_string());
+                    }
+                    qb.push(")) ORDER BY kind = 'organisation', id");
+                    qb.push($lock);
+                    qb.build().fetch_all(&mut self.conn).await?;
                     Ok(())
                 }
 

@@ -554,6 +554,20 @@ async fn try_group<C: WriteConn + QueueConn + AutoConn>(
     let now = clock.now();
     conn.fanout().start_group(now);
     conn.begin().await?;
+    // Several tenants' writes in one transaction: their rows (and their
+    // organisations') are locked in one order first, as every other group
+    // takes them, so no two nodes' groups wait on each other in a cycle.
+    let mut tenants: Vec<&str> = jobs.iter().filter_map(|j| j.command.tenant()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    if tenants.len() > 1
+        && let Err(error) = conn.lock_in_order(&tenants).await
+    {
+        return Ok(Attempt::Failed {
+            culprit: None,
+            error,
+        });
+    }
     let mut results: Vec<Result<Reply>> = Vec::with_capacity(jobs.len());
     let mut sequences: HashMap<String, i64> = HashMap::new();
     let mut event_types: Vec<String> = Vec::new();

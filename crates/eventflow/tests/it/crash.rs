@@ -171,15 +171,52 @@ async fn killing_one_of_three_nodes_loses_nothing_and_the_others_go_on() {
         .api
         .create_endpoint(json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}))
         .await;
+    // A network of two clinics, written to on every node; its
+    // organisation's endpoint takes every patient of both.
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_eventflow"))
+        .args([
+            "orgs",
+            "create",
+            "three-node-network",
+            "--database",
+            &db.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let org_key = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    let org = nodes[0].api.with_key(&org_key);
+    let mut clinic_keys = Vec::new();
+    for name in ["three-node-a", "three-node-b"] {
+        let r = org.post("/v1/clinics", json!({ "name": name })).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        clinic_keys.push(r.body["apiKey"].as_str().unwrap().to_string());
+    }
+    let network_rx = eventflow_testkit::Receiver::start().await;
+    org.create_endpoint(json!({"url": network_rx.url("/"), "eventTypes": ["patient.created"]}))
+        .await;
     let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+    let in_network: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for (n, node) in nodes.iter().enumerate() {
-        for w in 0..4 {
+        for w in 0..2 {
             writers.push(spawn_writer(
                 node.api.clone(),
                 format!("N{n}W{w}"),
                 acknowledged.clone(),
+                stop.clone(),
+            ));
+        }
+        for (c, key) in clinic_keys.iter().enumerate() {
+            writers.push(spawn_writer(
+                node.api.with_key(key),
+                format!("N{n}C{c}"),
+                in_network.clone(),
                 stop.clone(),
             ));
         }
@@ -223,6 +260,31 @@ async fn killing_one_of_three_nodes_loses_nothing_and_the_others_go_on() {
             "acknowledged write {id} lost"
         );
     }
+    // The network's log is gap-free and holds every acknowledged write of
+    // both clinics, whichever node wrote it, the dead one included.
+    let in_network = in_network.lock().await.clone();
+    // As many writers wrote to the network as to the lone tenant, and a
+    // writer stops at its first error: had the organisation's lock made
+    // groups deadlock, the network's writers would have stopped early.
+    assert!(
+        in_network.len() * 2 >= acknowledged.len(),
+        "{} network writes, {} others",
+        in_network.len(),
+        acknowledged.len()
+    );
+    let network = nodes[2].api.with_key(&org_key).events_after(0).await;
+    let numbers: Vec<i64> = network
+        .iter()
+        .map(|e| e["networkSequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, (1..=network.len() as i64).collect::<Vec<_>>());
+    let logged: std::collections::HashSet<&str> = network
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
+    for id in &in_network {
+        assert!(logged.contains(id.as_str()), "network write {id} lost");
+    }
     // A write on a survivor still works and is seen by the other survivor.
     let id = nodes[1].api.patient().await;
     let r = nodes[2].api.get(&format!("/v1/patients/{id}")).await;
@@ -247,6 +309,25 @@ async fn killing_one_of_three_nodes_loses_nothing_and_the_others_go_on() {
         let missing = want.difference(&got).count();
         async move { (missing == 0).then_some(()) }
     })
+    .await;
+    // The organisation's endpoint got every network event.
+    let want_network: std::collections::HashSet<String> = network
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    wait_for(
+        Duration::from_secs(120),
+        "every network event delivered",
+        || {
+            let got: std::collections::HashSet<String> = network_rx
+                .received()
+                .iter()
+                .filter_map(|r| r.header("webhook-id").map(str::to_string))
+                .collect();
+            let missing = want_network.difference(&got).count();
+            async move { (missing == 0).then_some(()) }
+        },
+    )
     .await;
     // The survivors deliver new events at once again: each of five writes,
     // on either survivor, reaches the receiver as it is written, not when a

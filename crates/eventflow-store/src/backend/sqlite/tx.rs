@@ -30,6 +30,7 @@ crate::keys::sql::impl_key_conn!(
 
 crate::networks::sql::impl_network_conn!(
     SqliteConn,
+    db: sqlx::Sqlite,
     // The single writer already holds SQLite's database-wide write lock.
     lock: "",
 );
