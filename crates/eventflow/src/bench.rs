@@ -63,6 +63,12 @@ pub struct BenchArgs {
     /// Endpoints on every event (fanout).
     #[arg(long, default_value_t = 10)]
     endpoints: usize,
+    /// Writes: spread the writers over this many new member clinics of an
+    /// organisation (1 to 100), so every write is numbered in the network's
+    /// log too. With --api, the key must be an organisation's (eventflow
+    /// orgs create).
+    #[arg(long, default_value_t = 0)]
+    clinics: usize,
     /// Pending deliveries seeded before a backlog run.
     #[arg(long, default_value_t = 1_000_000)]
     backlog: u64,
@@ -93,6 +99,8 @@ struct Target {
     /// Where writes go, spread over the nodes.
     write_bases: Vec<String>,
     key: String,
+    /// The keys writes use, round robin (the clinics' with --clinics).
+    write_keys: Vec<String>,
     http: reqwest::Client,
     /// Keeps the temporary data directory alive.
     _dir: Option<tempfile::TempDir>,
@@ -107,18 +115,21 @@ impl Target {
             base: self.base.clone(),
             write_bases: self.write_bases.clone(),
             key: self.key.clone(),
+            write_keys: self.write_keys.clone(),
             http: self.http.clone(),
             _dir: None,
             sqlite: None,
         }
     }
 
-    /// A POST to node `n` (round robin over the nodes).
+    /// A POST to node `n` (round robin over the nodes and the write keys).
     fn post(&self, n: usize, path: &str) -> reqwest::RequestBuilder {
         let base = &self.write_bases[n % self.write_bases.len()];
-        self.http
-            .post(format!("{base}{path}"))
-            .bearer_auth(&self.key)
+        let key = self
+            .write_keys
+            .get(n % self.write_keys.len().max(1))
+            .unwrap_or(&self.key);
+        self.http.post(format!("{base}{path}")).bearer_auth(key)
     }
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
@@ -141,6 +152,7 @@ async fn target(args: &BenchArgs) -> anyhow::Result<Target> {
         return Ok(Target {
             write_bases: vec![base.clone()],
             base,
+            write_keys: vec![key.clone()],
             key,
             http,
             _dir: None,
@@ -154,7 +166,7 @@ async fn target(args: &BenchArgs) -> anyhow::Result<Target> {
         bail!("--nodes: several nodes need a shared PostgreSQL database (--database postgres://…)");
     }
     let dir = tempfile::tempdir()?;
-    let key = eventflow_server::auth::generate_key();
+    let mut key = eventflow_server::auth::generate_key();
     let mut bases = Vec::new();
     for n in 0..args.nodes {
         let config = Config {
@@ -174,12 +186,25 @@ async fn target(args: &BenchArgs) -> anyhow::Result<Target> {
                 .create_tenant(&name, &eventflow_server::auth::hash_key(&key), false)
                 .await?;
         }
+        if n == 0 && args.clinics > 0 {
+            // A network: bench reads with its organisation's key.
+            let org_key = eventflow_server::auth::generate_key();
+            app.state()
+                .store
+                .change_network(eventflow_store::NetworkChange::CreateOrganisation {
+                    name: format!("bench-{}", eventflow_model::id::new_id("org")),
+                    key_hash: eventflow_server::auth::hash_key(&org_key),
+                })
+                .await?;
+            key = org_key;
+        }
         bases.push(format!("http://{}", app.local_addr()));
         tokio::spawn(app.run_until_stopped(std::future::pending()));
     }
     Ok(Target {
         base: bases.last().cloned().unwrap_or_default(),
         write_bases: bases,
+        write_keys: vec![key.clone()],
         key,
         http,
         sqlite: args
@@ -235,7 +260,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.duration == 0 || args.duration > 3600 {
         bail!("--duration: must be 1 to 3600 seconds");
     }
-    let t = target(&args).await?;
+    let mut t = target(&args).await?;
+    if args.clinics > 0 {
+        if args.scenario != Scenario::Writes {
+            bail!("--clinics: only with --scenario writes");
+        }
+        network_of(&mut t, args.clinics).await?;
+    }
     t.get("/v1/event-types")
         .send()
         .await
@@ -261,6 +292,37 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             println!("{k:<16} {v}");
         }
     }
+    Ok(())
+}
+
+/// Makes `n` member clinics with the organisation key; writes then go to
+/// them round robin.
+async fn network_of(t: &mut Target, n: usize) -> anyhow::Result<()> {
+    if n == 0 || n > 100 {
+        bail!("--clinics: must be 1 to 100");
+    }
+    let run = eventflow_model::id::new_id("run");
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let r = t
+            .http
+            .post(format!("{}/v1/clinics", t.base))
+            .bearer_auth(&t.key)
+            .json(&json!({"name": format!("bench-{run}-{i}")}))
+            .send()
+            .await?;
+        if r.status().as_u16() == 404 {
+            bail!("--clinics: the key must be an organisation's (eventflow orgs create)");
+        }
+        let body: Value = r.error_for_status()?.json().await?;
+        keys.push(
+            body["apiKey"]
+                .as_str()
+                .context("a clinic's key")?
+                .to_string(),
+        );
+    }
+    t.write_keys = keys;
     Ok(())
 }
 
@@ -326,6 +388,7 @@ async fn writes(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
         "failed": failed.load(std::sync::atomic::Ordering::Relaxed),
         "concurrency": args.concurrency,
         "nodes": t.write_bases.len(),
+        "clinics": args.clinics,
         "peak_rss_mb": peak_rss_mb(),
         "lost": ok.saturating_sub(events),
     }))

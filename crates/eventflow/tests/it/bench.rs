@@ -50,6 +50,15 @@ fn every_bench_scenario_runs_and_loses_nothing() {
         let r = bench(&["--scenario", "latency", "--via", via]);
         assert_eq!(r["lost"], 0, "{r}");
     }
+    // Writes spread over a network's clinics: every write is in the
+    // network's log.
+    let r = bench(&["--scenario", "writes", "--clinics", "3"]);
+    assert_eq!(
+        (r["clinics"].as_u64(), &r["lost"]),
+        (Some(3), &serde_json::json!(0)),
+        "{r}"
+    );
+    assert!(r["writes"].as_u64().unwrap_or(0) > 0, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
