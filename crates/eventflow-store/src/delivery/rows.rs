@@ -280,8 +280,12 @@ impl Replay {
 pub struct Disclosure {
     pub delivery_id: String,
     pub endpoint_id: String,
-    /// The endpoint's URL at the time of the listing.
+    /// The endpoint's URL at the time of the listing; of an organisation's
+    /// endpoint, its scheme and host only.
     pub endpoint_url: Option<String>,
+    /// Set when the clinic's organisation's endpoint made the delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organisation_id: Option<String>,
     pub event_id: String,
     pub event_type: String,
     pub patient_id: String,

@@ -52,7 +52,7 @@ pub fn endpoint_event_data(row: &EndpointRow) -> Value {
     Value::Object(o)
 }
 
-fn url_origin(url: &str) -> String {
+pub(crate) fn url_origin(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let host = rest.split(['/', '?', '#']).next().unwrap_or("");

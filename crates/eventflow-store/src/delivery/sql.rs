@@ -905,12 +905,17 @@ macro_rules! impl_deliveries {
                 since: Option<jiff::Timestamp>,
                 limit: u32,
             ) -> Result<Vec<Disclosure>> {
+                // The clinic's own deliveries, and its organisation's of
+                // this clinic's events (a patient id names one patient of
+                // one clinic); both by the (tenant, patient) index.
                 let found = sqlx::query(
-                    "SELECT d.id, d.endpoint_id, e.config, d.event_id, d.event_type, d.succeeded_at \
+                    "SELECT d.id, d.endpoint_id, e.config, d.event_id, d.event_type, d.succeeded_at, d.tenant_id \
                      FROM deliveries d LEFT JOIN endpoints e ON e.id = d.endpoint_id \
-                     WHERE d.patient_id = $2 AND d.succeeded_at IS NOT NULL \
+                     WHERE d.tenant_id IN ($1, COALESCE((SELECT org_id FROM tenants WHERE id = $1), $1)) \
+                     AND d.patient_id = $2 AND d.succeeded_at IS NOT NULL \
+                     AND ($3 IS NULL OR d.succeeded_at >= $3) \
                      AND (d.tenant_id = $1 OR EXISTS (SELECT 1 FROM events ev WHERE ev.id = d.event_id AND ev.tenant_id = $1)) \
-                     AND ($3 IS NULL OR d.succeeded_at >= $3) ORDER BY d.succeeded_at, d.id LIMIT $4",
+                     ORDER BY d.succeeded_at, d.id LIMIT $4",
                 )
                 .bind(tenant.as_str())
                 .bind(patient_id)
@@ -920,17 +925,29 @@ macro_rules! impl_deliveries {
                 .await?;
                 Ok(found
                     .iter()
-                    .map(|r| Disclosure {
-                        delivery_id: r.get(0),
-                        endpoint_id: r.get(1),
-                        endpoint_url: r
+                    .map(|r| {
+                        let owner: String = r.get(6);
+                        let own = owner == tenant.as_str();
+                        let url = r
                             .get::<Option<&str>, _>(2)
                             .and_then(|c| serde_json::from_str::<crate::delivery::EndpointConfig>(c).ok())
-                            .map(|c| c.url),
-                        event_id: r.get(3),
-                        event_type: r.get(4),
-                        patient_id: patient_id.to_string(),
-                        at: r.get::<Option<String>, _>(5).unwrap_or_default(),
+                            .map(|c| c.url);
+                        Disclosure {
+                            delivery_id: r.get(0),
+                            endpoint_id: r.get(1),
+                            // An organisation's endpoint URL may hold its
+                            // credentials: a clinic sees where, not how.
+                            endpoint_url: if own {
+                                url
+                            } else {
+                                url.map(|u| crate::delivery::rules::url_origin(&u))
+                            },
+                            organisation_id: (!own).then_some(owner),
+                            event_id: r.get(3),
+                            event_type: r.get(4),
+                            patient_id: patient_id.to_string(),
+                            at: r.get::<Option<String>, _>(5).unwrap_or_default(),
+                        }
                     })
                     .collect())
             }
