@@ -114,6 +114,10 @@ pub struct Fanout {
     /// request — a batch, an event many endpoints filter — holds the shared
     /// writer for long.
     request_left: u64,
+    /// The same budget for the filters of the organisation's endpoints,
+    /// so a clinic's filters cannot spend what its network's need (nor the
+    /// other way).
+    network_left: u64,
     /// Set when the group made deliveries due that were not handed to this
     /// node's dispatcher (not leased, retried, replayed, resumed, drained):
     /// at commit the dispatcher is told to look at the table.
@@ -143,6 +147,7 @@ impl Fanout {
             cel_cost,
             max_record_bytes,
             request_left: cel_cost.saturating_mul(REQUEST_BUDGET),
+            network_left: cel_cost.saturating_mul(REQUEST_BUDGET),
             node,
             tenants: HashMap::new(),
             now: String::new(),
@@ -206,6 +211,7 @@ impl Fanout {
     /// Starts the filter budget of the next request.
     pub fn start_request(&mut self) {
         self.request_left = self.cel_cost.saturating_mul(REQUEST_BUDGET);
+        self.network_left = self.request_left;
     }
 
     /// The cached endpoints of a tenant, if current for `version`.
@@ -241,9 +247,14 @@ impl Fanout {
         };
         let mut bound = None;
         for m in list.iter().filter(|m| !m.row.disabled) {
-            let limit = self.cel_cost.min(self.request_left);
+            let left = if owner == event.tenant_id {
+                &mut self.request_left
+            } else {
+                &mut self.network_left
+            };
+            let limit = self.cel_cost.min(*left);
             let (outcome, used) = m.matches(event, &mut bound, limit);
-            self.request_left -= used.min(self.request_left);
+            *left -= used.min(*left);
             match outcome {
                 Outcome::Match => targets.push(m.row.clone()),
                 Outcome::NoMatch => {}
