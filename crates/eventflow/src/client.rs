@@ -120,8 +120,8 @@ impl Client {
     }
 
     /// Follows the event stream from `after`, calling `each` for every
-    /// event; reconnects after a dropped connection from the last sequence
-    /// seen, so nothing is lost or repeated. Returns only on an error at
+    /// event; reconnects after a dropped connection from the last number
+    /// seen (each frame's `id:`), so nothing is lost or repeated. Returns only on an error at
     /// the first connection.
     async fn follow<F, Fut>(&self, mut after: i64, types: &str, mut each: F) -> anyhow::Result<()>
     where
@@ -166,17 +166,23 @@ impl Client {
                 buf.extend_from_slice(&chunk);
                 while let Some(pos) = buf.windows(2).position(|w| w == b"\n\n") {
                     let frame: Vec<u8> = buf.drain(..pos + 2).collect();
+                    // The frame's `id:` is the event's number in the log
+                    // read (a tenant's sequence, or an organisation's
+                    // networkSequence): the cursor to resume from.
+                    let mut id = None;
+                    let mut data = None;
                     for line in String::from_utf8_lossy(&frame).lines() {
-                        if let Some(data) = line.strip_prefix("data:")
-                            && let Ok(event) = serde_json::from_str::<Value>(data.trim())
-                        {
-                            let seq = event["sequence"].as_i64().unwrap_or(after);
-                            if seq <= after {
-                                continue;
-                            }
-                            after = seq;
-                            each(event).await;
+                        if let Some(v) = line.strip_prefix("id:") {
+                            id = v.trim().parse::<i64>().ok();
+                        } else if let Some(v) = line.strip_prefix("data:") {
+                            data = serde_json::from_str::<Value>(v.trim()).ok();
                         }
+                    }
+                    if let (Some(number), Some(event)) = (id, data)
+                        && number > after
+                    {
+                        after = number;
+                        each(event).await;
                     }
                 }
             }
