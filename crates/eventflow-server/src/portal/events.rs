@@ -35,7 +35,9 @@ pub(super) async fn events(
         filter.push_str(&format!("&resourceId={}", enc(r)));
     }
     // Walk back from `before` (default: past the latest) in windows of
-    // sequences, keeping the newest PAGE that match.
+    // sequences, keeping the newest PAGE that match. An organisation reads
+    // its network's log, numbered by networkSequence.
+    let network = me.principal.tenant_id.is_organisation();
     let latest = match p.app.store.latest_sequence(&me.principal.tenant_id).await {
         Ok(l) => l,
         Err(_) => {
@@ -76,7 +78,7 @@ pub(super) async fn events(
             .cloned()
             .unwrap_or_default()
             .into_iter()
-            .filter(|e| e["sequence"].as_i64().is_some_and(|s| s < hi))
+            .filter(|e| number(e, network).is_some_and(|s| s < hi))
             .collect();
         found.reverse();
         window.extend(found);
@@ -85,7 +87,7 @@ pub(super) async fn events(
     window.truncate(PAGE as usize);
     let list = window;
     let older = if list.len() == PAGE as usize {
-        list.last().and_then(|e| e["sequence"].as_i64())
+        list.last().and_then(|e| number(e, network))
     } else {
         (hi > 1).then_some(hi)
     };
@@ -95,6 +97,13 @@ pub(super) async fn events(
         json!({"title": "Events", "nav": "events", "events": list, "types": types, "record": record,
                "older": older, "filter": filter}),
     )
+}
+
+/// An event's number in the log the page reads: an organisation's is its
+/// network's (`networkSequence`), a clinic's its own (`sequence`).
+fn number(event: &Value, network: bool) -> Option<i64> {
+    let field = if network { "networkSequence" } else { "sequence" };
+    event[field].as_i64()
 }
 
 pub(super) async fn event(State(p): State<Portal>, Path(id): Path<String>, me: Me) -> Page {
