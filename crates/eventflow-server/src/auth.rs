@@ -230,8 +230,10 @@ impl KeyCache {
 
     /// Whether a key checked earlier still holds (for a stream or a long
     /// poll, which outlive their check): not expired, and — once a key was
-    /// rotated or revoked anywhere — still found. An atomic read unless a key
-    /// changed; `p` is refreshed when it was checked again.
+    /// rotated or revoked, or a clinic left an organisation, anywhere —
+    /// still found, and an organisation key acting on a clinic still acting
+    /// on a member. An atomic read unless something changed; `p` is
+    /// refreshed when it was checked again.
     pub async fn still_valid(
         &self,
         store: &Arc<dyn eventflow_store::Store>,
@@ -244,16 +246,26 @@ impl KeyCache {
         if p.key_hash.is_empty() || store.notifier().keys_epoch() == p.keys_epoch {
             return true;
         }
-        match self
+        let Ok(mut fresh) = self
             .authenticate_hash(store, p.key_hash.clone(), None, now)
             .await
-        {
-            Ok(fresh) => {
-                *p = fresh;
-                true
+        else {
+            return false;
+        };
+        if fresh.tenant_id != p.tenant_id {
+            // An organisation's key acting on a clinic: still a member?
+            let member = fresh.tenant_id.is_organisation()
+                && matches!(
+                    store.clinic(&fresh.tenant_id, &p.tenant_id).await,
+                    Ok(Some(_))
+                );
+            if !member {
+                return false;
             }
-            Err(_) => false,
+            fresh.tenant_id = p.tenant_id.clone();
         }
+        *p = fresh;
+        true
     }
 
     /// Checks a key for a request from `client`: the cache first, then the

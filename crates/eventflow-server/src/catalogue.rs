@@ -139,7 +139,17 @@ fn record_defs(rt: ResourceType) -> [(String, Value); 2] {
     ]
 }
 
-/// The members every envelope has, whatever its type.
+/// The members every envelope has, thin or full, whatever its type.
+const ALWAYS: [&str; 6] = [
+    "id",
+    "type",
+    "sequence",
+    "createdAt",
+    "tenantId",
+    "resource",
+];
+
+/// The schemas of the members every envelope has, whatever its type.
 fn common(name: &str, resource_type: &str, resource_id: Value) -> Map<String, Value> {
     let mut p = Map::new();
     p.insert(
@@ -208,14 +218,7 @@ fn record_envelope(t: EventType, defs: Defs) -> Value {
         json!({"allOf": [defs.to(rt.title())], "required": SERVER_FIELDS,
             "description": format!("{what}; absent in a thin payload.")}),
     );
-    let mut required = vec![
-        "id",
-        "type",
-        "sequence",
-        "createdAt",
-        "tenantId",
-        "resource",
-    ];
+    let mut required = ALWAYS.to_vec();
     let patient = match rt {
         ResourceType::Patient => Some(true),
         _ => rt.field("patientId").map(|f| f.required),
@@ -334,18 +337,8 @@ fn operational_envelope(name: &'static str, description: &str) -> Value {
     data["description"] = json!("Absent in a thin payload.");
     p.insert("data".into(), data);
     p.insert("topics".into(), topics_schema(&[]));
-    let mut schema = envelope_of(
-        &[
-            "id",
-            "type",
-            "sequence",
-            "createdAt",
-            "tenantId",
-            "resource",
-            "topics",
-        ],
-        p,
-    );
+    let required: Vec<&str> = ALWAYS.iter().copied().chain(["topics"]).collect();
+    let mut schema = envelope_of(&required, p);
     schema["description"] = json!(description);
     schema
 }

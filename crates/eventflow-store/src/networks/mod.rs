@@ -110,6 +110,12 @@ pub(crate) trait NetworkConn: Send {
     async fn lock_in_order(&mut self, tenants: &[&str]) -> Result<()>;
 }
 
+/// Whether a change ends what an organisation key may act on: keys checked
+/// before (streams, long polls) are checked again.
+pub(crate) fn invalidates(change: &NetworkChange) -> bool {
+    matches!(change, NetworkChange::RemoveClinic { .. })
+}
+
 /// Whether `tenant` is a live organisation, as [`NetworkConn::membership`]
 /// read it.
 pub(crate) fn is_organisation(membership: &Option<(String, Option<String>)>) -> bool {
@@ -182,10 +188,13 @@ pub(crate) async fn apply<C: NetworkConn + crate::keys::KeyConn + ?Sized>(
             })
         }
         NetworkChange::AddClinic { org, clinic } => {
+            // The clinic's row, then the organisation's: the order in which
+            // a write takes them.
+            let joining = conn.membership(clinic).await?;
             if !is_organisation(&conn.membership(org).await?) {
                 return Err(no_org(org));
             }
-            match conn.membership(clinic).await? {
+            match joining {
                 None => return Err(StoreError::NotFound(format!("no clinic {clinic}"))),
                 Some((kind, _)) if kind == ORGANISATION => {
                     return Err(StoreError::Conflict(format!(
@@ -206,15 +215,19 @@ pub(crate) async fn apply<C: NetworkConn + crate::keys::KeyConn + ?Sized>(
             })
         }
         NetworkChange::RemoveClinic { org, clinic } => {
-            let Some(member) = conn.member(org, clinic).await? else {
-                return Ok(NetworkDone::default());
-            };
-            // Under the clinic's row lock: its next event is its own only.
-            conn.membership(clinic).await?;
+            // Under the clinic's row lock, checked there: its next event is
+            // its own only.
+            match conn.membership(clinic).await? {
+                Some((_, Some(current))) if current == org.as_str() => {}
+                _ => return Ok(NetworkDone::default()),
+            }
+            let member = conn.member(org, clinic).await?;
             conn.set_membership(clinic, None, None).await?;
+            // Other nodes check their open streams' keys again.
+            conn.announce_keys().await?;
             Ok(NetworkDone {
                 tenant: None,
-                clinic: Some(member),
+                clinic: member,
             })
         }
     }

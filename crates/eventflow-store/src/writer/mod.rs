@@ -101,6 +101,28 @@ pub(crate) enum Command {
 }
 
 impl Command {
+    /// The rows of `tenants` the command locks: its tenant's, and a key
+    /// change's or a membership change's.
+    fn locks(&self) -> Vec<&str> {
+        match self {
+            Command::Key(change) => match &**change {
+                crate::keys::KeyChange::Create { tenant, .. }
+                | crate::keys::KeyChange::Rotate { tenant, .. }
+                | crate::keys::KeyChange::Revoke { tenant, .. } => vec![tenant.as_str()],
+                crate::keys::KeyChange::Touch { .. } => Vec::new(),
+            },
+            Command::Network(change) => match &**change {
+                crate::networks::NetworkChange::CreateClinic { org, .. } => vec![org.as_str()],
+                crate::networks::NetworkChange::AddClinic { org, clinic }
+                | crate::networks::NetworkChange::RemoveClinic { org, clinic } => {
+                    vec![clinic.as_str(), org.as_str()]
+                }
+                crate::networks::NetworkChange::CreateOrganisation { .. } => Vec::new(),
+            },
+            other => other.tenant().into_iter().collect(),
+        }
+    }
+
     /// The tenant whose lock the command takes, if any.
     fn tenant(&self) -> Option<&str> {
         match self {
@@ -488,8 +510,12 @@ async fn commit_group<C: WriteConn + QueueConn + AutoConn>(
                 if conn.fanout().committed() {
                     wake.notify_one();
                 }
-                if jobs.iter().any(|j| {
-                    matches!(&j.command, Command::Key(change) if crate::keys::invalidates(change))
+                // A key rotated or revoked, or a clinic that left its
+                // organisation: what was checked before must be checked again.
+                if jobs.iter().any(|j| match &j.command {
+                    Command::Key(change) => crate::keys::invalidates(change),
+                    Command::Network(change) => crate::networks::invalidates(change),
+                    _ => false,
                 }) {
                     notifier.keys_changed();
                 }
@@ -557,7 +583,7 @@ async fn try_group<C: WriteConn + QueueConn + AutoConn>(
     // Several tenants' writes in one transaction: their rows (and their
     // organisations') are locked in one order first, as every other group
     // takes them, so no two nodes' groups wait on each other in a cycle.
-    let mut tenants: Vec<&str> = jobs.iter().filter_map(|j| j.command.tenant()).collect();
+    let mut tenants: Vec<&str> = jobs.iter().flat_map(|j| j.command.locks()).collect();
     tenants.sort_unstable();
     tenants.dedup();
     if tenants.len() > 1

@@ -264,8 +264,15 @@ async fn a_clinic_that_leaves_stops_reaching_the_network_from_its_next_write(bac
     let (org, _) = server.new_organisation("North network").await;
     let (a, a_key) = clinic(&org, "North A").await;
     let before = a_key.patient().await;
+    // A stream the organisation opened on the clinic ends with the
+    // membership.
+    let mut stream = SseReader::open(&org.acting_on(&a), "/v1/events/stream?after=1", None).await;
     assert_eq!(org.delete(&format!("/v1/clinics/{a}")).await.status, 204);
     let after = a_key.patient().await;
+    assert!(
+        stream.ends_within(Duration::from_secs(30)).await,
+        "the stream on a former member ends"
+    );
     let network = all_events(&org, 0).await;
     let in_network: Vec<&Value> = network.iter().map(|e| &e["data"]["id"]).collect();
     assert_eq!(in_network, [&json!(before)], "the earlier event stays");
@@ -288,7 +295,7 @@ async fn an_organisation_endpoint_gets_every_member_event_with_one_gap_free_sequ
     backend: Backend,
 ) {
     let server = backend.spawn().await;
-    let (org, _) = server.new_organisation("North network").await;
+    let (org, org_id) = server.new_organisation("North network").await;
     let (a, a_key) = clinic(&org, "North A").await;
     let (b, b_key) = clinic(&org, "North B").await;
     let outsider = server.new_tenant("Elsewhere").await;
@@ -349,6 +356,9 @@ async fn an_organisation_endpoint_gets_every_member_event_with_one_gap_free_sequ
     assert_eq!(deliveries.body["data"].as_array().unwrap().len(), 4);
     let disclosed = crate::helpers::wait_for_disclosure(&a_key, &patients[0], &ep).await;
     assert_eq!(disclosed["eventType"], "patient.created");
+    // Its URL may hold the organisation's credentials: the clinic sees where.
+    assert_eq!(disclosed["organisationId"], org_id.as_str());
+    assert_eq!(disclosed["endpointUrl"], rx.url(""), "{disclosed}");
     let none = b_key
         .get(&format!("/v1/disclosures?patientId={}", patients[0]))
         .await;
