@@ -102,7 +102,11 @@ pub(super) async fn events(
 /// An event's number in the log the page reads: an organisation's is its
 /// network's (`networkSequence`), a clinic's its own (`sequence`).
 fn number(event: &Value, network: bool) -> Option<i64> {
-    let field = if network { "networkSequence" } else { "sequence" };
+    let field = if network {
+        "networkSequence"
+    } else {
+        "sequence"
+    };
     event[field].as_i64()
 }
 

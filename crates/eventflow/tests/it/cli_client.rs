@@ -20,6 +20,7 @@ backend_tests!(
     events_tail_prints_each_new_event,
     listen_forwards_signed_events_and_prints_a_line_each,
     listen_forwards_the_events_of_a_topic_with_their_topics,
+    listen_with_an_organisation_key_follows_the_network,
     keys_create_list_and_revoke_work_through_the_api,
 );
 
@@ -256,6 +257,50 @@ async fn listen_forwards_the_events_of_a_topic_with_their_topics(backend: Backen
     );
     listen.child.kill().await.unwrap();
     assert_eq!(rx.count(), 1, "only the event that carries the topic");
+}
+
+async fn listen_with_an_organisation_key_follows_the_network(backend: Backend) {
+    let server = backend.spawn().await;
+    let (org, _) = server.new_organisation("North network").await;
+    let mut clinic_keys = Vec::new();
+    for name in ["North A", "North B"] {
+        let r = org
+            .post("/v1/clinics", serde_json::json!({ "name": name }))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        clinic_keys.push(org.with_key(r.body["apiKey"].as_str().unwrap()));
+    }
+    // Clinic A's own sequence runs ahead of the network's count of B's.
+    for _ in 0..3 {
+        clinic_keys[0].patient().await;
+    }
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("listen-secret");
+    let mut cmd = command(
+        &server,
+        &[
+            "listen",
+            "--forward-to",
+            &rx.url("/hooks"),
+            "--secret-file",
+            secret_file.to_str().unwrap(),
+        ],
+    );
+    cmd.env("EVENTFLOW_API_KEY", org.key.as_deref().unwrap());
+    let mut listen = start(cmd);
+    line_with(&mut listen.stderr, "forwarding events after sequence 3").await;
+    let mut written = Vec::new();
+    for i in 0..4 {
+        written.push(clinic_keys[i % 2].patient().await);
+    }
+    let got = rx.wait_for(4, Duration::from_secs(20)).await;
+    let forwarded: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["data"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(forwarded, written, "every network event, in order");
+    listen.child.kill().await.unwrap();
 }
 
 /// `listen` across a server restart on the same port: it reconnects and
