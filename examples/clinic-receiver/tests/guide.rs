@@ -127,6 +127,17 @@ async fn every_command_of_the_guide_works() {
             .starts_with("reminder:appt_"),
         "{timers}"
     );
+    // Step 7: the network's log holds both clinics' patients, numbered.
+    let network = read("network.json");
+    let events = network["data"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{network}");
+    let clinics: Vec<&str> = events
+        .iter()
+        .map(|e| e["tenantId"].as_str().unwrap())
+        .collect();
+    assert_ne!(clinics[0], clinics[1], "{network}");
+    assert_eq!(events[0]["networkSequence"], 1);
+    assert_eq!(events[1]["networkSequence"], 2);
     let endpoint: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("endpoint.json")).unwrap())
             .unwrap();
