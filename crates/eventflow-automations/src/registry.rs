@@ -56,11 +56,17 @@ fn files_of(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 }
 
 impl Snapshot {
-    /// The files a tenant sees: the directory's own, then its subdirectory's.
+    /// The files a tenant sees: the directory's own, then its
+    /// subdirectory's. An organisation sees its own subdirectory's only:
+    /// the directory's own workflows run for each clinic already.
     pub fn for_tenant<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = &'a Loaded> + 'a {
+        let network = eventflow_model::id::is_organisation_id(tenant);
         self.loaded
             .iter()
-            .filter(move |l| l.tenant.as_deref().is_none_or(|t| t == tenant))
+            .filter(move |l| match l.tenant.as_deref() {
+                None => !network,
+                Some(t) => t == tenant,
+            })
     }
 
     /// The workflows that run for a tenant.

@@ -110,8 +110,8 @@ impl StepKind {
             StepKind::Email => (&["to", "subject", "body"], &[]),
             StepKind::Slack => (&["text"], &["channel"]),
             StepKind::Http => (&["url"], &["method", "headers", "body", "sign"]),
-            StepKind::Create => (&["type", "body"], &[]),
-            StepKind::Update => (&["type", "id", "body"], &[]),
+            StepKind::Create => (&["type", "body"], &["clinic"]),
+            StepKind::Update => (&["type", "id", "body"], &["clinic"]),
             StepKind::Schedule => (&["key", "steps"], &["at", "offset", "after"]),
             StepKind::Cancel => (&["key"], &[]),
             StepKind::Claim => (&[], &["encounter"]),
@@ -160,7 +160,8 @@ pub struct Loaded {
 
 /// Whether a subdirectory's name is a tenant id (`ten_…`).
 pub fn is_tenant_dir(name: &str) -> bool {
-    name.starts_with("ten_") && eventflow_model::id::is_well_formed(name)
+    (name.starts_with("ten_") || eventflow_model::id::is_organisation_id(name))
+        && eventflow_model::id::is_well_formed(name)
 }
 
 #[derive(Deserialize)]

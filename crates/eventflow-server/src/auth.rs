@@ -468,7 +468,8 @@ pub const CLINIC_HEADER: &str = "eventflow-clinic";
 /// Whether an organisation key may use the `/v1` route `path` without
 /// [`CLINIC_HEADER`]: the network's event log and record lists, the
 /// catalogue, and what the organisation itself owns (its endpoints and
-/// their deliveries, its keys, its clinics, its audit log).
+/// their deliveries, its workflows with their runs, timers and outbox, its
+/// keys, its clinics, its audit log).
 pub fn network_route(method: &Method, path: &str) -> bool {
     let mut parts = path.trim_start_matches("/v1/").split('/');
     let family = parts.next().unwrap_or_default();
@@ -482,6 +483,10 @@ pub fn network_route(method: &Method, path: &str) -> bool {
             | "event-types"
             | "endpoints"
             | "deliveries"
+            | "workflows"
+            | "workflow-runs"
+            | "timers"
+            | "notifications"
             | "api-keys"
             | "clinics"
             | "audit-log"

@@ -56,11 +56,6 @@ impl Engine {
                 }
             }
             for (tenant, latest) in std::mem::take(&mut todo) {
-                // An organisation's log is its network's: the clinics'
-                // events, which their own workflows already ran on.
-                if tenant.is_organisation() {
-                    continue;
-                }
                 if let Err(e) = self.ingest(&tenant, latest, &mut cursors).await {
                     tracing::warn!(error = %e, "automations: could not match new events; will try again");
                 }
@@ -117,22 +112,45 @@ impl Engine {
                     },
                 )
                 .await?;
-            let Some(last) = events.last().map(|(e, _)| e.sequence) else {
+            // An organisation's log is its network's: events are numbered
+            // there by networkSequence, and each one's depth is kept by its
+            // clinic, under its own sequence.
+            let network = tenant.is_organisation();
+            let Some(last) = events.last().map(|(e, _)| e.number_in(network)) else {
                 break;
             };
-            let first = events.first().map_or(last, |(e, _)| e.sequence);
-            let depths: HashMap<i64, i64> = if events
+            let first = events.first().map_or(last, |(e, _)| e.number_in(network));
+            let mut depths: HashMap<i64, i64> = HashMap::new();
+            let written: Vec<&Event> = events
                 .iter()
-                .any(|(_, w)| w.as_ref().is_some_and(|w| w.workflow().is_some()))
-            {
-                self.store
-                    .write_depths(tenant, first, last)
-                    .await?
-                    .into_iter()
-                    .collect()
-            } else {
-                HashMap::new()
-            };
+                .filter(|(_, w)| w.as_ref().is_some_and(|w| w.workflow().is_some()))
+                .map(|(e, _)| e)
+                .collect();
+            if !written.is_empty() && !network {
+                depths.extend(self.store.write_depths(tenant, first, last).await?);
+            } else if !written.is_empty() {
+                let mut clinics: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+                for e in &written {
+                    let span = clinics
+                        .entry(&e.tenant_id)
+                        .or_insert((e.sequence, e.sequence));
+                    span.0 = span.0.min(e.sequence);
+                    span.1 = span.1.max(e.sequence);
+                }
+                for (clinic, (lo, hi)) in clinics {
+                    let of_clinic: HashMap<i64, i64> = self
+                        .store
+                        .write_depths(&TenantId::from_stored(clinic.to_string()), lo, hi)
+                        .await?
+                        .into_iter()
+                        .collect();
+                    for e in written.iter().filter(|e| e.tenant_id == clinic) {
+                        if let Some(d) = of_clinic.get(&e.sequence) {
+                            depths.insert(e.number_in(true), *d);
+                        }
+                    }
+                }
+            }
             let (runs, condition_errors) = self.match_events(tenant, &events, &depths);
             let stale = c
                 .since_save
@@ -251,7 +269,8 @@ impl Engine {
             // the chain than the run that wrote it.
             let by_workflow = writer.as_ref().and_then(Actor::workflow);
             let chain_depth = if by_workflow.is_some() {
-                depths.get(&event.sequence).copied().unwrap_or(0) + 1
+                let number = event.number_in(eventflow_model::id::is_organisation_id(tenant));
+                depths.get(&number).copied().unwrap_or(0) + 1
             } else {
                 0
             };

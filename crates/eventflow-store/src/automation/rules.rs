@@ -190,7 +190,7 @@ pub(crate) struct StepRecorded {
 
 /// Records a step's outcome and applies its effects, if `node` still holds
 /// the run and the step is the one due.
-pub(crate) async fn step_done<C: AutoConn>(
+pub(crate) async fn step_done<C: AutoConn + crate::networks::NetworkConn>(
     conn: &mut C,
     report: &StepReport,
     node: &str,
@@ -224,14 +224,29 @@ pub(crate) async fn step_done<C: AutoConn>(
     }
     for effect in report.effects.iter().filter(|_| unstorable.is_none()) {
         match effect {
+            // An organisation's workflow writes in a member clinic only;
+            // checked here, under the rows' locks, so a clinic that just
+            // left gets nothing.
+            Effect::Write(req)
+                if req.tenant != run.tenant_id
+                    && conn.member(&run.tenant_id, &req.tenant).await?.is_none() =>
+            {
+                outcome.status = StepStatus::Failed;
+                outcome.error = Some(format!(
+                    "clinic: {} is not a member clinic of this organisation",
+                    req.tenant
+                ));
+                next = RunNext::Fail;
+                break;
+            }
             Effect::Write(req) => match records::rules::apply(conn, req, now).await {
                 Ok(applied) => {
                     // The events this write made carry the run's depth on
-                    // to the runs they start.
+                    // to the runs they start (kept by the clinic written).
                     if let Some(last) = applied.last_sequence {
                         let n = applied.event_types.len() as i64;
                         for sequence in (last - n + 1)..=last {
-                            conn.record_write_depth(&run.tenant_id, sequence, run.chain_depth)
+                            conn.record_write_depth(&req.tenant, sequence, run.chain_depth)
                                 .await?;
                         }
                     }

@@ -119,6 +119,14 @@ impl Command {
                 }
                 crate::networks::NetworkChange::CreateOrganisation { .. } => Vec::new(),
             },
+            // A step may write in another clinic (an organisation's
+            // workflow): its rows are taken in the one order too.
+            Command::StepDone(report) => std::iter::once(report.tenant_id.as_str())
+                .chain(report.effects.iter().filter_map(|e| match e {
+                    crate::automation::Effect::Write(req) => Some(req.tenant.as_str()),
+                    _ => None,
+                }))
+                .collect(),
             other => other.tenant().into_iter().collect(),
         }
     }

@@ -18,6 +18,7 @@ backend_tests!(
     a_clinic_that_leaves_stops_reaching_the_network_from_its_next_write,
     an_organisation_endpoint_gets_every_member_event_with_one_gap_free_sequence,
     a_record_list_without_the_header_spans_the_network,
+    the_example_network_workflows_transfer_a_patient_and_alert_on_any_critical_result,
 );
 
 /// A member clinic made through the API: its id and a client with its own
@@ -443,4 +444,156 @@ async fn a_record_list_without_the_header_spans_the_network(backend: Backend) {
         .filter(|e| e["action"] == "read" && e["keyId"] == org_key)
         .collect();
     assert_eq!(read_by_org.len(), 3, "{}", audit.body);
+}
+
+/// The organisation's workflow from `examples/workflows/network/`, created
+/// through the API with its key.
+async fn network_workflow(org: &Api, file: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/workflows/network")
+        .join(file);
+    let yaml = std::fs::read_to_string(path).unwrap();
+    let r = org
+        .send(
+            org.request(reqwest::Method::POST, "/v1/workflows")
+                .header("content-type", "application/yaml")
+                .body(yaml),
+        )
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{file}: {}", r.body);
+    assert_eq!(r.body["status"], "loaded", "{file}: {}", r.body);
+}
+
+/// The organisation's runs of a workflow once `n` have ended.
+async fn ended_runs(org: &Api, workflow: &str, n: usize) -> Vec<Value> {
+    eventflow_testkit::wait_for(
+        Duration::from_secs(30),
+        &format!("{n} runs of {workflow}"),
+        || async {
+            let r = org
+                .get(&format!("/v1/workflow-runs?workflow={workflow}"))
+                .await;
+            let ended: Vec<Value> = r.body["data"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r["status"] != "pending" && r["status"] != "running")
+                .collect();
+            (ended.len() >= n).then_some(ended)
+        },
+    )
+    .await
+}
+
+async fn the_example_network_workflows_transfer_a_patient_and_alert_on_any_critical_result(
+    backend: Backend,
+) {
+    let server = backend.spawn().await;
+    let (org, _) = server.new_organisation("North network").await;
+    let (a, a_key) = clinic(&org, "North A").await;
+    let (b, b_key) = clinic(&org, "North B").await;
+    let outsider = server.new_tenant("Elsewhere").await;
+    let outsider_id = crate::helpers::principal_of(&server, &outsider)
+        .await
+        .tenant_id
+        .to_string();
+    network_workflow(&org, "patient-transfer.yaml").await;
+    network_workflow(&org, "critical-result-alert.yaml").await;
+
+    // A patient of clinic A moves to clinic B.
+    let ada = a_key
+        .create(
+            "patients",
+            json!({"firstName": "Ada", "lastName": "Lovelace", "birthDate": "1815-12-10",
+                   "mrn": "MRN-0042", "locationId": a}),
+        )
+        .await;
+    let r = a_key
+        .patch(&format!("/v1/patients/{ada}"), json!({"locationId": b}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let runs = ended_runs(&org, "patient-transfer", 1).await;
+    assert_eq!(runs[0]["status"], "succeeded", "{runs:?}");
+    let in_b = b_key.get("/v1/patients").await;
+    let moved = &in_b.body["data"][0];
+    assert_eq!(
+        (&moved["mrn"], &moved["firstName"], &moved["birthDate"]),
+        (&json!("MRN-0042"), &json!("Ada"), &json!("1815-12-10")),
+        "{}",
+        in_b.body
+    );
+    // Both changes are in the network's log, each with its clinic.
+    let network = all_events(&org, 0).await;
+    let kinds: Vec<(String, String)> = network
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["tenantId"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("patient.updated".into(), a.clone())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("patient.created".into(), b.clone())),
+        "{kinds:?}"
+    );
+    // The clinic's own workflows do not see the organisation's.
+    assert_eq!(
+        a_key
+            .get("/v1/workflow-runs?workflow=patient-transfer")
+            .await
+            .body["data"],
+        json!([])
+    );
+
+    // A location outside the network fails the step, with the reason, and
+    // writes nothing there.
+    let r = a_key
+        .patch(
+            &format!("/v1/patients/{ada}"),
+            json!({"locationId": outsider_id}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let runs = ended_runs(&org, "patient-transfer", 2).await;
+    let failed = runs.iter().find(|r| r["status"] == "failed").unwrap();
+    assert!(
+        failed.to_string().contains("not a member clinic"),
+        "{failed}"
+    );
+    assert_eq!(outsider.get("/v1/patients").await.body["data"], json!([]));
+
+    // Any member's critical result reaches the network's channel (here the
+    // organisation's outbox: no Slack is configured).
+    for (key, clinic) in [(&a_key, &a), (&b_key, &b)] {
+        let p = key.patient().await;
+        let r = key
+            .post(
+                "/v1/observations",
+                json!({"patientId": p, "code": "2823-3", "value": 7.2, "unit": "mmol/L", "flag": "critical"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{clinic}: {}", r.body);
+    }
+    ended_runs(&org, "network-critical-alert", 2).await;
+    let outbox = org.get("/v1/notifications").await;
+    let texts: Vec<&str> = outbox.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["channel"] == "slack")
+        .map(|n| n["body"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(texts.len(), 2, "{}", outbox.body);
+    for clinic in [&a, &b] {
+        assert!(
+            texts.iter().any(|t| t.contains(clinic.as_str())),
+            "{texts:?}"
+        );
+    }
 }

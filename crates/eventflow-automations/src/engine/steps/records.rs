@@ -72,10 +72,26 @@ fn write(
         Ok(op) => op,
         Err(no) => return no,
     };
+    // An organisation's workflow writes in a member clinic: `clinic`, or
+    // the clinic whose event started the run. A clinic's writes in itself.
+    let network = eventflow_model::id::is_organisation_id(&at.run.tenant_id);
+    let clinic = text(config, "clinic");
+    let tenant = match (network, clinic.is_empty()) {
+        (true, false) => clinic,
+        (true, true) => match at.run.context["tenantId"].as_str() {
+            Some(t) if t != at.run.tenant_id => t.to_string(),
+            _ => return Done::Fail("clinic: is needed: the run has no clinic's event".into()),
+        },
+        (false, true) => at.run.tenant_id.clone(),
+        (false, false) if clinic == at.run.tenant_id => clinic,
+        (false, false) => {
+            return Done::Fail("clinic: a clinic's workflow writes in its own clinic only".into());
+        }
+    };
     Done::Ok {
         detail: None,
         effects: vec![Effect::Write(Box::new(WriteRequest {
-            tenant: at.run.tenant_id.clone(),
+            tenant,
             actor: Actor::Workflow(at.run.workflow.clone()),
             kind: WriteKind::Single(op),
             idempotency: None,
