@@ -95,6 +95,7 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route("/portal/static/{file}", get(asset))
         .route("/portal/sign-in", get(sign_in_page).post(sign_in))
         .route("/portal/sign-out", post(sign_out))
+        .route("/portal/clinic", post(sign_in::switch_clinic))
         .route("/portal/endpoints", get(endpoints).post(create_endpoint))
         .route("/portal/endpoints/new", get(new_endpoint))
         .route("/portal/check-filter", post(check_filter))
@@ -207,6 +208,13 @@ impl Portal {
             o.insert("csrf".into(), json!(me.csrf));
             o.insert("tenant".into(), json!(me.principal.tenant_id));
             o.insert("signed_in".into(), json!(true));
+            if let Some((org, clinics)) = &me.organisation {
+                o.insert(
+                    "organisation".into(),
+                    json!({"id": org, "clinics": clinics,
+                           "acting": (me.principal.tenant_id.as_str() != org).then_some(me.principal.tenant_id.as_str())}),
+                );
+            }
             // Only what the key may do is offered (the API refuses the rest).
             let scopes = &me.principal.scopes;
             o.insert(

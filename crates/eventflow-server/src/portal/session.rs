@@ -41,6 +41,9 @@ struct Session {
     created: Instant,
     expires: Instant,
     idle_until: Instant,
+    /// An organisation's key: the member clinic the portal acts on (none:
+    /// the network view).
+    clinic: Option<String>,
 }
 
 #[derive(Default)]
@@ -97,6 +100,9 @@ impl Sessions {
 pub(super) struct Me {
     pub(super) principal: Principal,
     pub(super) csrf: String,
+    /// An organisation's key: its id, and its member clinics to switch
+    /// between (the principal acts on the chosen one, or on the network).
+    pub(super) organisation: Option<(String, Vec<eventflow_store::Clinic>)>,
     /// The hash of the session's id (the key of [`Sessions`]).
     session: String,
 }
@@ -200,7 +206,7 @@ impl Portal {
     /// `endpoints:read` ends.
     async fn session(&self, id: Option<&str>) -> Option<Me> {
         let session_hash = hash_key(id?);
-        let (key_hash, csrf) = {
+        let (key_hash, csrf, clinic) = {
             let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             sessions.sweep(now);
@@ -210,7 +216,7 @@ impl Portal {
                 return None;
             }
             s.idle_until = now + SESSION_IDLE;
-            (s.key_hash.clone(), s.csrf.clone())
+            (s.key_hash.clone(), s.csrf.clone(), s.clinic.clone())
         };
         let checked = self
             .app
@@ -218,11 +224,26 @@ impl Portal {
             .authenticate_hash(&self.app.store, key_hash, None, self.app.clock.now())
             .await;
         match checked {
-            Ok(principal) if principal.scopes.allows(Scope::ENDPOINTS_READ) => Some(Me {
-                principal,
-                csrf,
-                session: session_hash,
-            }),
+            Ok(mut principal) if principal.scopes.allows(Scope::ENDPOINTS_READ) => {
+                let organisation = if principal.tenant_id.is_organisation() {
+                    let org = principal.tenant_id.clone();
+                    let clinics = self.app.store.clinics(&org).await.unwrap_or_default();
+                    // Acting on a clinic that is still a member; else the
+                    // network view.
+                    if let Some(c) = clinic.filter(|c| clinics.iter().any(|m| &m.id == c)) {
+                        principal.tenant_id = eventflow_model::id::TenantId::from_stored(c);
+                    }
+                    Some((org.into_string(), clinics))
+                } else {
+                    None
+                };
+                Some(Me {
+                    principal,
+                    csrf,
+                    organisation,
+                    session: session_hash,
+                })
+            }
             Ok(_) | Err(_) => {
                 self.sessions
                     .lock()
@@ -258,9 +279,19 @@ impl Portal {
                 created: now,
                 expires: now + SESSION_TTL,
                 idle_until: now + SESSION_IDLE,
+                clinic: None,
             },
         );
         id
+    }
+
+    /// Sets the member clinic an organisation's session acts on (`None`:
+    /// the network view).
+    pub(super) fn act_on(&self, me: &Me, clinic: Option<String>) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = sessions.by_id.get_mut(&me.session) {
+            s.clinic = clinic;
+        }
     }
 
     /// Ends the session of `me`.

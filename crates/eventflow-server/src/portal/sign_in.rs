@@ -152,3 +152,36 @@ pub(super) async fn sign_out(State(p): State<Portal>, posted: Result<Posted, Ref
     }
     secure(r)
 }
+
+/// `POST /portal/clinic`: an organisation's session switches to one of its
+/// member clinics (`clinic` = `ten_…`), or back to the network (empty).
+pub(super) async fn switch_clinic(
+    State(p): State<Portal>,
+    posted: Result<Posted, Refused>,
+) -> Response {
+    let posted = match posted {
+        Ok(posted) => posted,
+        Err(Refused::Body(r) | Refused::Token(r)) => return r,
+        Err(Refused::SignedOut) => return see_other("/portal/sign-in"),
+    };
+    let Some((_, clinics)) = &posted.me.organisation else {
+        return p.error_page(
+            Some(&posted.me),
+            StatusCode::NOT_FOUND,
+            "This key belongs to a clinic, not an organisation.",
+        );
+    };
+    let chosen = posted.field("clinic");
+    if chosen.is_empty() {
+        p.act_on(&posted.me, None);
+    } else if clinics.iter().any(|c| c.id == chosen) {
+        p.act_on(&posted.me, Some(chosen.to_string()));
+    } else {
+        return p.error_page(
+            Some(&posted.me),
+            StatusCode::NOT_FOUND,
+            "No member clinic of that id.",
+        );
+    }
+    see_other("/portal/endpoints")
+}

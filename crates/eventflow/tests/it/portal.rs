@@ -15,6 +15,7 @@ backend_tests!(
     events_and_automations_pages_show_the_tenants_own_data_only,
     failed_sign_ins_count_with_failed_api_keys_and_the_31st_is_429,
     the_portal_offers_only_what_the_key_may_do_and_ends_with_its_key,
+    an_organisation_switches_between_its_clinics_and_the_network,
 );
 
 /// The portal in headless Chromium (playwright-core from npm, Debian's
@@ -880,4 +881,64 @@ async fn the_portal_offers_only_what_the_key_may_do_and_ends_with_its_key(backen
     let page = b.get("/portal/endpoints").await;
     assert_eq!(page.status, 303);
     assert_eq!(page.location.as_deref(), Some("/portal/sign-in"));
+}
+
+async fn an_organisation_switches_between_its_clinics_and_the_network(backend: Backend) {
+    let server = backend.spawn().await;
+    let (org, _) = server.new_organisation("North network").await;
+    let mut clinics = Vec::new();
+    for name in ["North A", "North B"] {
+        let r = org.post("/v1/clinics", json!({ "name": name })).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let key = org.with_key(r.body["apiKey"].as_str().unwrap());
+        let patient = key.patient().await;
+        clinics.push((r.id(), patient));
+    }
+    let mut b = Browser::new(&server.base);
+    let csrf = b.sign_in(org.key.as_deref().unwrap()).await;
+    // The network view: both clinics' events, and a switch naming each.
+    let page = b.get("/portal/events").await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    for (id, patient) in &clinics {
+        assert!(page.html.contains(patient.as_str()), "{}", page.html);
+        assert!(
+            page.html.contains(&format!(r#"value="{id}""#)),
+            "{}",
+            page.html
+        );
+    }
+    assert!(page.html.contains("North A") && page.html.contains("The whole network"));
+    // One clinic: its events only.
+    let (a, a_patient) = &clinics[0];
+    let r = b
+        .post("/portal/clinic", &[("csrf", &csrf), ("clinic", a)])
+        .await;
+    assert_eq!(r.status, 303, "{}", r.html);
+    let page = b.get("/portal/events").await;
+    assert!(page.html.contains(a_patient.as_str()), "{}", page.html);
+    assert!(!page.html.contains(clinics[1].1.as_str()), "{}", page.html);
+    assert!(
+        page.html.contains(&format!(r#"value="{a}" selected"#)),
+        "{}",
+        page.html
+    );
+    // Not a member: refused; without the token: refused.
+    let r = b
+        .post("/portal/clinic", &[("csrf", &csrf), ("clinic", "ten_nope")])
+        .await;
+    assert_eq!(r.status, 404);
+    let r = b.post("/portal/clinic", &[("clinic", "")]).await;
+    assert_eq!(r.status, 403);
+    // Back to the network.
+    let r = b
+        .post("/portal/clinic", &[("csrf", &csrf), ("clinic", "")])
+        .await;
+    assert_eq!(r.status, 303);
+    let page = b.get("/portal/events").await;
+    assert!(page.html.contains(clinics[1].1.as_str()), "{}", page.html);
+    // A clinic's key has no switch.
+    let mut c = Browser::new(&server.base);
+    c.sign_in(&server.key).await;
+    let page = c.get("/portal/endpoints").await;
+    assert!(!page.html.contains("/portal/clinic"), "{}", page.html);
 }
