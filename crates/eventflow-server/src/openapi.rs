@@ -305,6 +305,13 @@ fn record_paths(paths: &mut Map<String, Value>, rt: ResourceType) {
             id_schema(Some(ResourceType::Patient.id_prefix()), "A patient id."),
         ));
     }
+    if rt == ResourceType::Patient {
+        list_params.push(query(
+            "mrn",
+            "Only the patients with this medical record number (across the network, with an organisation key).",
+            json!({"type": "string", "maxLength": MAX_STRING_CHARS}),
+        ));
+    }
     if let Some(FieldKind::Enum(options)) = rt.field("status").map(|f| f.kind) {
         list_params.push(query(
             "status",

@@ -346,6 +346,7 @@ async fn next_booked(
                 tenant,
                 ResourceType::Appointment,
                 &ListQuery {
+                    mrn: None,
                     status: Some("booked".into()),
                     limit: 1000,
                     cursor: cursor.take(),

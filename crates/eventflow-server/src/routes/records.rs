@@ -295,7 +295,21 @@ async fn list(
     params: Params,
     rt: ResourceType,
 ) -> ApiResult<Response> {
-    params.only(&["patientId", "status", "updatedSince", "limit", "cursor"])?;
+    params.only(&[
+        "patientId",
+        "status",
+        "mrn",
+        "updatedSince",
+        "limit",
+        "cursor",
+    ])?;
+    let mrn = params.get("mrn").map(str::to_string);
+    if mrn.is_some() && rt != ResourceType::Patient {
+        return Err(ApiError::invalid(
+            "mrn",
+            &format!("{} have no mrn to filter on", rt.collection()),
+        ));
+    }
     let patient_id = params.get("patientId").map(str::to_string);
     if patient_id.is_some() && rt.field("patientId").is_none() {
         return Err(ApiError::invalid(
@@ -347,6 +361,7 @@ async fn list(
     let q = ListQuery {
         patient_id,
         status,
+        mrn,
         updated_since,
         limit: params.int("limit", 50, 1, 500)? as u32,
         cursor,

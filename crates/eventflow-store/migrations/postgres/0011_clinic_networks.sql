@@ -12,3 +12,8 @@ CREATE INDEX tenants_by_org ON tenants (org_id, id) WHERE org_id IS NOT NULL;
 ALTER TABLE events ADD COLUMN org_id TEXT;
 ALTER TABLE events ADD COLUMN network_sequence BIGINT;
 CREATE UNIQUE INDEX events_by_network ON events (org_id, network_sequence) WHERE org_id IS NOT NULL;
+-- A patient's medical record number, for `?mrn=` (finding a patient by
+-- MRN, in a clinic or across a network).
+ALTER TABLE records ADD COLUMN mrn TEXT;
+UPDATE records SET mrn = (data::jsonb ->> 'mrn') WHERE resource_type = 'patient';
+CREATE INDEX records_by_mrn ON records (mrn, tenant_id) WHERE mrn IS NOT NULL;

@@ -134,6 +134,8 @@ pub struct WriteOutcome {
 pub struct ListQuery {
     pub patient_id: Option<String>,
     pub status: Option<String>,
+    /// A patient's medical record number.
+    pub mrn: Option<String>,
     /// Normalised timestamp (see `eventflow_model::time`).
     pub updated_since: Option<String>,
     pub limit: u32,

@@ -33,6 +33,9 @@ where
     if let Some(s) = &q.status {
         qb.push(" AND status = ").push_bind(s.as_str());
     }
+    if let Some(m) = &q.mrn {
+        qb.push(" AND mrn = ").push_bind(m.as_str());
+    }
     if let Some(u) = &q.updated_since {
         qb.push(" AND updated_at >= ").push_bind(u.as_str());
     }

@@ -63,7 +63,7 @@ macro_rules! impl_record_tx {
                 let [patient, practitioner, encounter, appointment] = reference_columns(data);
                 sqlx::query(
                     "INSERT INTO records (tenant_id, id, resource_type, version, patient_id, practitioner_id, \
-                     encounter_id, appointment_id, status, updated_at, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     encounter_id, appointment_id, status, updated_at, data, mrn) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(tenant)
                 .bind(data.get("id").and_then(Value::as_str))
@@ -76,6 +76,7 @@ macro_rules! impl_record_tx {
                 .bind(data.get("status").and_then(Value::as_str))
                 .bind(data.get("updatedAt").and_then(Value::as_str))
                 .bind(self.record_text(data)?)
+                .bind(data.get("mrn").and_then(Value::as_str))
                 .execute(&mut self.conn)
                 .await?;
                 Ok(())
@@ -90,7 +91,7 @@ macro_rules! impl_record_tx {
                 let [patient, practitioner, encounter, appointment] = reference_columns(data);
                 sqlx::query(
                     "UPDATE records SET version = $1, patient_id = $2, practitioner_id = $3, encounter_id = $4, \
-                     appointment_id = $5, status = $6, updated_at = $7, data = $8 WHERE tenant_id = $9 AND id = $10",
+                     appointment_id = $5, status = $6, updated_at = $7, data = $8, mrn = $11 WHERE tenant_id = $9 AND id = $10",
                 )
                 .bind(data.get("version").and_then(Value::as_i64))
                 .bind(patient)
@@ -102,6 +103,7 @@ macro_rules! impl_record_tx {
                 .bind(self.record_text(data)?)
                 .bind(tenant)
                 .bind(data.get("id").and_then(Value::as_str))
+                .bind(data.get("mrn").and_then(Value::as_str))
                 .execute(&mut self.conn)
                 .await?;
                 Ok(())

@@ -425,14 +425,36 @@ async fn a_record_list_without_the_header_spans_the_network(backend: Backend) {
         seen, made,
         "every member's patients, oldest first, none of the outsider's"
     );
-    // Filters apply across the network.
+    // Filters apply across the network: a patient found by MRN in
+    // whichever clinic has it.
+    let r = a_key
+        .create(
+            "patients",
+            json!({"firstName": "Grace", "lastName": "Hopper", "mrn": "MRN-7"}),
+        )
+        .await;
+    let r2 = org.get("/v1/patients?mrn=MRN-7").await;
+    assert_eq!(r2.status, 200, "{}", r2.body);
+    assert_eq!(r2.body["data"][0]["id"], r.as_str(), "{}", r2.body);
+    assert_eq!(r2.body["data"][0]["tenantId"], a.as_str());
+    assert_eq!(r2.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        b_key.get("/v1/patients?mrn=MRN-7").await.body["data"],
+        json!([])
+    );
+    assert_error(
+        &org.get("/v1/appointments?mrn=MRN-7").await,
+        422,
+        "validation_error",
+        Some("mrn"),
+    );
     let p = &made[1].0;
     let r = org.get(&format!("/v1/appointments?patientId={p}")).await;
     assert_eq!(r.body["data"], json!([]));
     // A clinic's own list has no tenantId and only its records.
     let own = a_key.get("/v1/patients").await;
     let own = own.body["data"].as_array().unwrap();
-    assert_eq!(own.len(), 3);
+    assert_eq!(own.len(), 4, "its three, and Grace");
     assert!(own.iter().all(|p| p.get("tenantId").is_none()));
     // The reads are in each clinic's audit log, naming the organisation key.
     let org_key = org.get("/v1/api-keys").await.body["data"][0]["id"].clone();

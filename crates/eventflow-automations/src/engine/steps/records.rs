@@ -149,6 +149,7 @@ mod tests {
                 &kit.tenant,
                 ResourceType::Patient,
                 &ListQuery {
+                    mrn: None,
                     limit: 10,
                     ..ListQuery::default()
                 },
