@@ -273,6 +273,8 @@ pub struct Limits {
     pub workflow_chain_depth: u32,
     /// Live (not revoked) API keys one tenant may hold.
     pub keys_per_tenant: u32,
+    /// Member clinics one organisation may have.
+    pub clinics_per_organisation: u32,
 }
 
 impl Default for Limits {
@@ -295,13 +297,14 @@ impl Default for Limits {
             template_output_bytes: 64 * 1024,
             workflow_chain_depth: 8,
             keys_per_tenant: 1000,
+            clinics_per_organisation: 1000,
         }
     }
 }
 
 impl Limits {
     fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&str, u64); 17] = [
+        let positive: [(&str, u64); 18] = [
             ("cel_cost", self.cel_cost),
             ("max_record_bytes", self.max_record_bytes as u64),
             ("max_page_bytes", self.max_page_bytes as u64),
@@ -322,6 +325,10 @@ impl Limits {
             ("template_output_bytes", self.template_output_bytes as u64),
             ("workflow_chain_depth", u64::from(self.workflow_chain_depth)),
             ("keys_per_tenant", u64::from(self.keys_per_tenant)),
+            (
+                "clinics_per_organisation",
+                u64::from(self.clinics_per_organisation),
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -402,16 +402,17 @@ fn org_arg(org: &str) -> anyhow::Result<TenantId> {
         .map_err(|_| anyhow::anyhow!("ORG: must be an organisation's id, org_…"))
 }
 
-async fn open(db: DbArgs) -> anyhow::Result<Arc<dyn eventflow_store::Store>> {
+async fn open(db: DbArgs) -> anyhow::Result<(Arc<dyn eventflow_store::Store>, Config)> {
     let mut config = db.load()?;
     config.validate()?;
-    Ok(eventflow_server::open_store(&config, Arc::new(SystemClock)).await?)
+    let store = eventflow_server::open_store(&config, Arc::new(SystemClock)).await?;
+    Ok((store, config))
 }
 
 async fn create_tenant(name: &str, org: Option<&str>, db: DbArgs) -> anyhow::Result<()> {
     let name = checked_name(name)?;
     let org = org.map(org_arg).transpose()?;
-    let store = open(db).await?;
+    let (store, config) = open(db).await?;
     let key = auth::generate_key();
     let tenant = match org {
         None => store
@@ -425,6 +426,7 @@ async fn create_tenant(name: &str, org: Option<&str>, db: DbArgs) -> anyhow::Res
                     name: name.to_string(),
                     key_hash: auth::hash_key(&key),
                     key_name: "tenants create".into(),
+                    max_clinics: config.limits.clinics_per_organisation,
                 })
                 .await?;
             eprintln!("a member clinic of {org}");
@@ -438,7 +440,7 @@ async fn create_tenant(name: &str, org: Option<&str>, db: DbArgs) -> anyhow::Res
 
 async fn create_org(name: &str, db: DbArgs) -> anyhow::Result<()> {
     let name = checked_name(name)?;
-    let store = open(db).await?;
+    let (store, _) = open(db).await?;
     let key = auth::generate_key();
     let done = store
         .change_network(NetworkChange::CreateOrganisation {
@@ -456,11 +458,12 @@ async fn add_clinic(org: &str, tenant: &str, db: DbArgs) -> anyhow::Result<()> {
     let org = org_arg(org)?;
     let clinic = TenantId::parse(tenant.trim())
         .map_err(|_| anyhow::anyhow!("TENANT: must be a clinic's id, ten_…"))?;
-    let store = open(db).await?;
+    let (store, config) = open(db).await?;
     let done = store
         .change_network(NetworkChange::AddClinic {
             org: org.clone(),
             clinic,
+            max_clinics: config.limits.clinics_per_organisation,
         })
         .await?;
     let clinic = done.clinic.context("the clinic did not join")?;

@@ -73,6 +73,7 @@ async fn create(
             name,
             key_hash: hash_key(&key),
             key_name: "clinics create".into(),
+            max_clinics: state.config.limits.clinics_per_organisation,
         })
         .await?;
     let clinic = done.clinic.ok_or_else(ApiError::internal)?;

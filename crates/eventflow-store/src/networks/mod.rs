@@ -40,10 +40,16 @@ pub enum NetworkChange {
         name: String,
         key_hash: String,
         key_name: String,
+        /// Refused (409) when the organisation already has this many.
+        max_clinics: u32,
     },
     /// An existing clinic joins: its events are in the network's log from
     /// its next write on. A clinic belongs to one organisation at most.
-    AddClinic { org: TenantId, clinic: TenantId },
+    AddClinic {
+        org: TenantId,
+        clinic: TenantId,
+        max_clinics: u32,
+    },
     /// A clinic leaves: its next events are its own only. It and its data
     /// stay.
     RemoveClinic { org: TenantId, clinic: TenantId },
@@ -101,6 +107,8 @@ pub(crate) trait NetworkConn: Send {
     ) -> Result<()>;
     /// The clinic as a member of the organisation.
     async fn member(&mut self, org: &str, clinic: &str) -> Result<Option<Clinic>>;
+    /// How many member clinics the organisation has.
+    async fn count_members(&mut self, org: &str) -> Result<i64>;
     /// Where rows are locked (PostgreSQL): locks the rows of `tenants` and
     /// of their organisations, clinics first, then organisations, each by
     /// id. A writing transaction locks a clinic's row and then its
@@ -126,6 +134,17 @@ pub(crate) fn is_organisation(membership: &Option<(String, Option<String>)>) -> 
 pub(crate) const ORGANISATION: &str = "organisation";
 /// The `kind` of a clinic's row.
 pub(crate) const CLINIC: &str = "clinic";
+
+/// `Conflict` when the organisation has `max` member clinics already
+/// (counted under its row lock, taken before).
+async fn full<C: NetworkConn + ?Sized>(conn: &mut C, org: &TenantId, max: u32) -> Result<()> {
+    if conn.count_members(org).await? >= i64::from(max) {
+        return Err(crate::error::StoreError::Conflict(format!(
+            "an organisation has at most {max} member clinics (limits.clinics_per_organisation)"
+        )));
+    }
+    Ok(())
+}
 
 /// Applies a change inside the writer's transaction.
 pub(crate) async fn apply<C: NetworkConn + crate::keys::KeyConn + ?Sized>(
@@ -163,10 +182,12 @@ pub(crate) async fn apply<C: NetworkConn + crate::keys::KeyConn + ?Sized>(
             name,
             key_hash,
             key_name,
+            max_clinics,
         } => {
             if !is_organisation(&conn.membership(org).await?) {
                 return Err(no_org(org));
             }
+            full(conn, org, *max_clinics).await?;
             let id = TenantId::fresh();
             if !conn
                 .insert_tenant_row(&id, name, CLINIC, Some(org), Some(now), now)
@@ -187,7 +208,11 @@ pub(crate) async fn apply<C: NetworkConn + crate::keys::KeyConn + ?Sized>(
                 clinic: conn.member(org, &id).await?,
             })
         }
-        NetworkChange::AddClinic { org, clinic } => {
+        NetworkChange::AddClinic {
+            org,
+            clinic,
+            max_clinics,
+        } => {
             // The clinic's row, then the organisation's: the order in which
             // a write takes them.
             let joining = conn.membership(clinic).await?;
@@ -207,7 +232,10 @@ pub(crate) async fn apply<C: NetworkConn + crate::keys::KeyConn + ?Sized>(
                     )));
                 }
                 Some((_, Some(_))) => {}
-                Some((_, None)) => conn.set_membership(clinic, Some(org), Some(now)).await?,
+                Some((_, None)) => {
+                    full(conn, org, *max_clinics).await?;
+                    conn.set_membership(clinic, Some(org), Some(now)).await?
+                }
             }
             Ok(NetworkDone {
                 tenant: None,

@@ -88,6 +88,16 @@ macro_rules! impl_network_conn {
                     Ok(())
                 }
 
+                async fn count_members(&mut self, org: &str) -> Result<i64> {
+                    Ok(sqlx::query(
+                        "SELECT count(*) FROM tenants WHERE org_id = $1 AND kind = 'clinic'",
+                    )
+                    .bind(org)
+                    .fetch_one(&mut self.conn)
+                    .await?
+                    .try_get(0)?)
+                }
+
                 async fn member(&mut self, org: &str, clinic: &str) -> Result<Option<Clinic>> {
                     let row = sqlx::query(crate::networks::sql::MEMBER)
                         .bind(org)

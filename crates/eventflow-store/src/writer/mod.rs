@@ -113,7 +113,7 @@ impl Command {
             },
             Command::Network(change) => match &**change {
                 crate::networks::NetworkChange::CreateClinic { org, .. } => vec![org.as_str()],
-                crate::networks::NetworkChange::AddClinic { org, clinic }
+                crate::networks::NetworkChange::AddClinic { org, clinic, .. }
                 | crate::networks::NetworkChange::RemoveClinic { org, clinic } => {
                     vec![clinic.as_str(), org.as_str()]
                 }

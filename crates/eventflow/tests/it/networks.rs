@@ -18,6 +18,7 @@ backend_tests!(
     a_clinic_that_leaves_stops_reaching_the_network_from_its_next_write,
     an_organisation_endpoint_gets_every_member_event_with_one_gap_free_sequence,
     a_record_list_without_the_header_spans_the_network,
+    an_organisation_has_at_most_its_limit_of_clinics,
     the_example_network_workflows_transfer_a_patient_and_alert_on_any_critical_result,
 );
 
@@ -618,4 +619,37 @@ async fn the_example_network_workflows_transfer_a_patient_and_alert_on_any_criti
             "{texts:?}"
         );
     }
+}
+
+async fn an_organisation_has_at_most_its_limit_of_clinics(backend: Backend) {
+    let server = backend
+        .spawn_with(eventflow_testkit::Options {
+            clock: None,
+            configure: Some(Box::new(|c| c.limits.clinics_per_organisation = 2)),
+        })
+        .await;
+    let (org, _) = server.new_organisation("North network").await;
+    let (a, _) = clinic(&org, "North A").await;
+    clinic(&org, "North B").await;
+    let r = org.post("/v1/clinics", json!({"name": "North C"})).await;
+    assert_error(&r, 409, "conflict", None);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("clinics_per_organisation"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        org.get("/v1/clinics").await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "nothing was made"
+    );
+    // A clinic that leaves makes room.
+    assert_eq!(org.delete(&format!("/v1/clinics/{a}")).await.status, 204);
+    clinic(&org, "North C").await;
 }
