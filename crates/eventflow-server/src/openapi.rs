@@ -309,7 +309,7 @@ fn record_paths(paths: &mut Map<String, Value>, rt: ResourceType) {
         list_params.push(query(
             "mrn",
             "Only the patients with this medical record number (across the network, with an organisation key).",
-            json!({"type": "string", "maxLength": MAX_STRING_CHARS}),
+            json!({"type": "string", "maxLength": crate::routes::records::MAX_MRN_CHARS}),
         ));
     }
     if let Some(FieldKind::Enum(options)) = rt.field("status").map(|f| f.kind) {

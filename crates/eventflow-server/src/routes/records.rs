@@ -137,6 +137,9 @@ pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
     })
 }
 
+/// The longest `mrn` a list filters on, in characters.
+pub const MAX_MRN_CHARS: usize = 200;
+
 /// The pattern of a version in `If-Match` (and a batch operation's
 /// `ifMatch`), as the OpenAPI document states it.
 pub const VERSION_PATTERN: &str = r#"^([0-9]{1,18}|"[0-9]{1,18}"|W/"[0-9]{1,18}")$"#;
@@ -308,6 +311,15 @@ async fn list(
         return Err(ApiError::invalid(
             "mrn",
             &format!("{} have no mrn to filter on", rt.collection()),
+        ));
+    }
+    if mrn
+        .as_ref()
+        .is_some_and(|m| m.chars().count() > MAX_MRN_CHARS)
+    {
+        return Err(ApiError::invalid(
+            "mrn",
+            &format!("must be at most {MAX_MRN_CHARS} characters"),
         ));
     }
     let patient_id = params.get("patientId").map(str::to_string);

@@ -449,6 +449,12 @@ async fn a_record_list_without_the_header_spans_the_network(backend: Backend) {
         "validation_error",
         Some("mrn"),
     );
+    assert_error(
+        &org.get(&format!("/v1/patients?mrn={}", "M".repeat(201))).await,
+        422,
+        "validation_error",
+        Some("mrn"),
+    );
     let p = &made[1].0;
     let r = org.get(&format!("/v1/appointments?patientId={p}")).await;
     assert_eq!(r.body["data"], json!([]));
