@@ -450,7 +450,8 @@ async fn a_record_list_without_the_header_spans_the_network(backend: Backend) {
         Some("mrn"),
     );
     assert_error(
-        &org.get(&format!("/v1/patients?mrn={}", "M".repeat(201))).await,
+        &org.get(&format!("/v1/patients?mrn={}", "M".repeat(201)))
+            .await,
         422,
         "validation_error",
         Some("mrn"),
