@@ -106,7 +106,7 @@ async fn a_retry_comes_due_on_time_under_steady_traffic(backend: Backend) {
     // Fresh deliveries keep the dispatcher busy; the retry is made while
     // they go on (how soon is a matter for the benchmarks).
     wait_for(
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         "the retry made under steady traffic",
         || {
             let api = api.clone();
