@@ -1,4 +1,4 @@
-//! The event catalogue (docs/design.md §12): `GET /v1/event-types` with
+//! The event catalogue (README, "The event catalogue"): `GET /v1/event-types` with
 //! kinds, each entry's JSON Schema and example, and the AsyncAPI document
 //! of the webhooks, checked by the official AsyncAPI parser. That every
 //! envelope the server gives out is valid against its schema is checked

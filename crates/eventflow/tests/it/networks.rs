@@ -1,4 +1,4 @@
-//! Clinic networks (docs/design.md §11): an organisation and its member
+//! Clinic networks (README, "Clinic networks"): an organisation and its member
 //! clinics; an organisation key acting on one clinic with `Eventflow-Clinic`,
 //! or reading the network's log without it; what a clinic's own key never
 //! sees; and a clinic leaving.
