@@ -176,13 +176,18 @@ impl Fanout {
         ));
     }
 
-    /// Per tenant (or organisation, for the network's log), the last
-    /// sequence the group wrote so far.
-    pub fn noted_last(&self) -> HashMap<String, i64> {
-        let mut out: HashMap<String, i64> = HashMap::new();
-        for (tenant, seq, _) in &self.noted {
-            let e = out.entry(tenant.clone()).or_insert(*seq);
-            *e = (*e).max(*seq);
+    /// Per organisation, the last number the group wrote so far in its
+    /// network's log (none in a group of no network's events).
+    pub fn noted_networks(&self) -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = Vec::new();
+        for (log, seq, _) in &self.noted {
+            if !eventflow_model::id::is_organisation_id(log) {
+                continue;
+            }
+            match out.iter_mut().find(|(org, _)| org == log) {
+                Some((_, last)) => *last = (*last).max(*seq),
+                None => out.push((log.clone(), *seq)),
+            }
         }
         out
     }

@@ -101,33 +101,34 @@ pub(crate) enum Command {
 }
 
 impl Command {
-    /// The rows of `tenants` the command locks: its tenant's, and a key
-    /// change's or a membership change's.
-    fn locks(&self) -> Vec<&str> {
+    /// Adds to `out` the rows of `tenants` the command locks: its tenant's,
+    /// and a key change's or a membership change's.
+    fn locks<'a>(&'a self, out: &mut Vec<&'a str>) {
         match self {
             Command::Key(change) => match &**change {
                 crate::keys::KeyChange::Create { tenant, .. }
                 | crate::keys::KeyChange::Rotate { tenant, .. }
-                | crate::keys::KeyChange::Revoke { tenant, .. } => vec![tenant.as_str()],
-                crate::keys::KeyChange::Touch { .. } => Vec::new(),
+                | crate::keys::KeyChange::Revoke { tenant, .. } => out.push(tenant),
+                crate::keys::KeyChange::Touch { .. } => {}
             },
             Command::Network(change) => match &**change {
-                crate::networks::NetworkChange::CreateClinic { org, .. } => vec![org.as_str()],
+                crate::networks::NetworkChange::CreateClinic { org, .. } => out.push(org),
                 crate::networks::NetworkChange::AddClinic { org, clinic, .. }
                 | crate::networks::NetworkChange::RemoveClinic { org, clinic } => {
-                    vec![clinic.as_str(), org.as_str()]
+                    out.extend([clinic.as_str(), org.as_str()])
                 }
-                crate::networks::NetworkChange::CreateOrganisation { .. } => Vec::new(),
+                crate::networks::NetworkChange::CreateOrganisation { .. } => {}
             },
             // A step may write in another clinic (an organisation's
             // workflow): its rows are taken in the one order too.
-            Command::StepDone(report) => std::iter::once(report.tenant_id.as_str())
-                .chain(report.effects.iter().filter_map(|e| match e {
+            Command::StepDone(report) => {
+                out.push(&report.tenant_id);
+                out.extend(report.effects.iter().filter_map(|e| match e {
                     crate::automation::Effect::Write(req) => Some(req.tenant.as_str()),
                     _ => None,
-                }))
-                .collect(),
-            other => other.tenant().into_iter().collect(),
+                }));
+            }
+            other => out.extend(other.tenant()),
         }
     }
 
@@ -591,7 +592,10 @@ async fn try_group<C: WriteConn + QueueConn + AutoConn>(
     // Several tenants' writes in one transaction: their rows (and their
     // organisations') are locked in one order first, as every other group
     // takes them, so no two nodes' groups wait on each other in a cycle.
-    let mut tenants: Vec<&str> = jobs.iter().flat_map(|j| j.command.locks()).collect();
+    let mut tenants: Vec<&str> = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        job.command.locks(&mut tenants);
+    }
     tenants.sort_unstable();
     tenants.dedup();
     if tenants.len() > 1
@@ -650,14 +654,18 @@ async fn try_group<C: WriteConn + QueueConn + AutoConn>(
         }));
     }
     // Other nodes learn of every log written: each tenant's, and each
-    // organisation's network log.
-    let mut announced = sequences.clone();
-    for (log, last) in conn.fanout().noted_last() {
-        let e = announced.entry(log).or_insert(last);
-        *e = (*e).max(last);
-    }
-    for (tenant, seq) in &announced {
-        if let Err(error) = conn.announce(tenant, *seq).await {
+    // organisation's network log (numbered past its own events).
+    let networks = conn.fanout().noted_networks();
+    let tenants = sequences
+        .iter()
+        .filter(|(tenant, _)| !networks.iter().any(|(org, _)| org == *tenant))
+        .map(|(tenant, seq)| (tenant.as_str(), *seq));
+    let orgs = networks.iter().map(|(org, last)| {
+        let own = sequences.get(org).copied().unwrap_or(0);
+        (org.as_str(), (*last).max(own))
+    });
+    for (tenant, seq) in tenants.chain(orgs) {
+        if let Err(error) = conn.announce(tenant, seq).await {
             return Ok(Attempt::Failed {
                 culprit: None,
                 error,
