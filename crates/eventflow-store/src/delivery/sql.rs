@@ -361,13 +361,9 @@ macro_rules! impl_queue_conn {
                 }
 
                 async fn latest_sequence(&mut self, tenant: &str) -> Result<i64> {
-                    // An organisation's log is its network's.
-                    let sql = if eventflow_model::id::is_organisation_id(tenant) {
-                        "SELECT COALESCE(MAX(network_sequence), 0) FROM events WHERE org_id = $1"
-                    } else {
-                        "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE tenant_id = $1"
-                    };
-                    let row = sqlx::query(sql)
+                    let (owner, number) = crate::records::query::log_columns(tenant);
+                    let sql = format!("SELECT COALESCE(MAX({number}), 0) FROM events WHERE {owner} = $1");
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(tenant)
                         .fetch_one(&mut self.conn)
                         .await?;
@@ -687,15 +683,12 @@ macro_rules! impl_queue_conn {
                     since: Option<&str>,
                     limit: i64,
                 ) -> Result<Vec<eventflow_model::Event>> {
-                    // An organisation's log is its network's.
-                    let sql = if eventflow_model::id::is_organisation_id(tenant) {
-                        "SELECT body FROM events WHERE org_id = $1 AND network_sequence > $2 AND ($3 IS NULL OR created_at >= $3) \
-                         ORDER BY network_sequence LIMIT $4"
-                    } else {
-                        "SELECT body FROM events WHERE tenant_id = $1 AND sequence > $2 AND ($3 IS NULL OR created_at >= $3) \
-                         ORDER BY sequence LIMIT $4"
-                    };
-                    let rows = sqlx::query(sql)
+                    let (owner, number) = crate::records::query::log_columns(tenant);
+                    let sql = format!(
+                        "SELECT body FROM events WHERE {owner} = $1 AND {number} > $2 AND ($3 IS NULL OR created_at >= $3) \
+                         ORDER BY {number} LIMIT $4"
+                    );
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(tenant)
                     .bind(after)
                     .bind(since)

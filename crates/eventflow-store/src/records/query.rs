@@ -104,12 +104,7 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     <DB as Database>::Arguments: Default,
 {
-    // An organisation's log is its network's: the events numbered there.
-    let (owner, number) = if eventflow_model::id::is_organisation_id(tenant) {
-        ("org_id", "network_sequence")
-    } else {
-        ("tenant_id", "sequence")
-    };
+    let (owner, number) = log_columns(tenant);
     let mut qb = QueryBuilder::<DB>::new("SELECT body, written_by FROM events WHERE ");
     qb.push(owner).push(" = ").push_bind(tenant);
     qb.push(" AND ").push(number).push(" > ").push_bind(q.after);
@@ -128,6 +123,17 @@ where
         .push(" LIMIT ")
         .push_bind(i64::from(q.limit));
     qb
+}
+
+/// The columns of `events` that hold the log `tenant` reads, and number
+/// it: a tenant's own (`tenant_id`, `sequence`), or for an organisation its
+/// network's (`org_id`, `network_sequence`).
+pub(crate) fn log_columns(tenant: &str) -> (&'static str, &'static str) {
+    if eventflow_model::id::is_organisation_id(tenant) {
+        ("org_id", "network_sequence")
+    } else {
+        ("tenant_id", "sequence")
+    }
 }
 
 /// How an event's topics are stored: `,a,b,` (empty when none), so that
