@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use eventflow_testkit::{Api, Backend, Receiver, backend_tests};
+use eventflow_testkit::{Api, Backend, Receiver, TestServer, backend_tests};
 use serde_json::{Value, json};
 
 use crate::helpers::{SseReader, all_events, assert_error};
@@ -21,6 +21,15 @@ backend_tests!(
     an_organisation_has_at_most_its_limit_of_clinics,
     the_example_network_workflows_transfer_a_patient_and_alert_on_any_critical_result,
 );
+
+/// An organisation ("North network", its client and id) with two member
+/// clinics, North A and North B (each its id and a client with its key).
+async fn two_clinics(server: &TestServer) -> (Api, String, (String, Api), (String, Api)) {
+    let (org, org_id) = server.new_organisation("North network").await;
+    let a = clinic(&org, "North A").await;
+    let b = clinic(&org, "North B").await;
+    (org, org_id, a, b)
+}
 
 /// A member clinic made through the API: its id and a client with its own
 /// first key.
@@ -129,9 +138,7 @@ async fn an_organisation_creates_clinics_and_acts_on_each_with_the_header(backen
 
 async fn the_network_log_numbers_every_member_event_gap_free_in_commit_order(backend: Backend) {
     let server = backend.spawn().await;
-    let (org, _) = server.new_organisation("North network").await;
-    let (a, a_key) = clinic(&org, "North A").await;
-    let (b, b_key) = clinic(&org, "North B").await;
+    let (org, _, (a, a_key), (b, b_key)) = two_clinics(&server).await;
     let rx = Receiver::start().await;
     a_key.create_endpoint(json!({"url": rx.url("/a")})).await;
     for i in 0..3 {
@@ -190,9 +197,7 @@ async fn the_network_log_numbers_every_member_event_gap_free_in_commit_order(bac
 
 async fn a_network_long_poll_and_stream_wake_for_a_member_write(backend: Backend) {
     let server = backend.spawn().await;
-    let (org, org_id) = server.new_organisation("North network").await;
-    let (_, a_key) = clinic(&org, "North A").await;
-    let (_, b_key) = clinic(&org, "North B").await;
+    let (org, org_id, (_, a_key), (_, b_key)) = two_clinics(&server).await;
     a_key.patient().await;
     let mut stream = SseReader::open(&org, "/v1/events/stream?after=0", None).await;
     let first = stream.next().await;
@@ -215,9 +220,7 @@ async fn a_network_long_poll_and_stream_wake_for_a_member_write(backend: Backend
 
 async fn clinic_keys_never_see_the_organisation_or_their_siblings(backend: Backend) {
     let server = backend.spawn().await;
-    let (org, org_id) = server.new_organisation("North network").await;
-    let (a, a_key) = clinic(&org, "North A").await;
-    let (b, b_key) = clinic(&org, "North B").await;
+    let (org, org_id, (a, a_key), (b, b_key)) = two_clinics(&server).await;
     let outsider = server.new_tenant("Elsewhere").await;
     let outsider_id = crate::helpers::principal_of(&server, &outsider)
         .await
@@ -297,9 +300,7 @@ async fn an_organisation_endpoint_gets_every_member_event_with_one_gap_free_sequ
     backend: Backend,
 ) {
     let server = backend.spawn().await;
-    let (org, org_id) = server.new_organisation("North network").await;
-    let (a, a_key) = clinic(&org, "North A").await;
-    let (b, b_key) = clinic(&org, "North B").await;
+    let (org, org_id, (a, a_key), (b, b_key)) = two_clinics(&server).await;
     let outsider = server.new_tenant("Elsewhere").await;
     let rx = Receiver::start().await;
     let ep = org
@@ -395,9 +396,7 @@ async fn an_organisation_endpoint_gets_every_member_event_with_one_gap_free_sequ
 
 async fn a_record_list_without_the_header_spans_the_network(backend: Backend) {
     let server = backend.spawn().await;
-    let (org, _) = server.new_organisation("North network").await;
-    let (a, a_key) = clinic(&org, "North A").await;
-    let (b, b_key) = clinic(&org, "North B").await;
+    let (org, _, (a, a_key), (b, b_key)) = two_clinics(&server).await;
     let outsider = server.new_tenant("Elsewhere").await;
     let mut made = Vec::new();
     for _ in 0..3 {
@@ -520,9 +519,7 @@ async fn the_example_network_workflows_transfer_a_patient_and_alert_on_any_criti
     backend: Backend,
 ) {
     let server = backend.spawn().await;
-    let (org, _) = server.new_organisation("North network").await;
-    let (a, a_key) = clinic(&org, "North A").await;
-    let (b, b_key) = clinic(&org, "North B").await;
+    let (org, _, (a, a_key), (b, b_key)) = two_clinics(&server).await;
     let outsider = server.new_tenant("Elsewhere").await;
     let outsider_id = crate::helpers::principal_of(&server, &outsider)
         .await
