@@ -607,6 +607,12 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
     };
 
     let healthy = state.streak.load(AtomicOrdering::Relaxed) == 0;
+    let disclosure = match verdict {
+        AttemptVerdict::Succeeded => {
+            eventflow_store::disclosure_of(&row, &d.id, &event).map(Box::new)
+        }
+        _ => None,
+    };
     let rec = AttemptRecord {
         tenant_id: d.tenant_id.clone(),
         delivery_id: d.id.clone(),
@@ -614,6 +620,7 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
         node: inner.store.node().to_string(),
         attempt,
         verdict,
+        disclosure,
     };
     let ordered = row.config.ordering == eventflow_store::Ordering::Resource;
     if healthy && rec.verdict == AttemptVerdict::Succeeded && !probe && !ordered {
@@ -686,6 +693,7 @@ async fn give_up_expired(inner: &Inner, d: &Delivery) {
             error: Some("the event is past its retention and can no longer be sent".into()),
         },
         verdict: AttemptVerdict::Expired,
+        disclosure: None,
     };
     let _ = inner.store.record_attempt(rec).await;
 }

@@ -393,6 +393,10 @@ pub fn required(method: &Method, path: &str) -> Need {
     let mut parts = path.trim_start_matches("/v1/").split('/');
     let family = parts.next().unwrap_or_default();
     let sub = parts.nth(1);
+    // What a patient's data was disclosed to is the audit's, not the record's.
+    if sub == Some("disclosure-accounting") {
+        return Need::Scope(Scope::AUDIT_READ);
+    }
     if let Some(rt) = ResourceType::ALL
         .into_iter()
         .find(|rt| rt.collection() == family)

@@ -692,6 +692,10 @@ pub(crate) fn endpoint_schema(input: bool) -> Value {
             "additionalProperties": {"type": "string", "pattern": "^[\\t -~]*$", "maxLength": 4096}},
         "disabled": {"type": "boolean"},
         "signing": {"type": "string", "enum": ["hmac", "ed25519"], "description": "Set at creation only."},
+        "recipient": {"type": ["string", "null"], "minLength": 1, "maxLength": 200, "description": "Who receives the data (an organisation's name), as disclosures record it; null: the URL's host."},
+        "purpose": {"type": "string", "enum": ["treatment", "payment", "operations", "other"], "description": "Why the recipient receives patient data, as disclosures record it (default operations). A patient's disclosure accounting lists only other."},
+        "purposeText": {"type": ["string", "null"], "minLength": 1, "maxLength": 200, "description": "What the data is for: required with purpose other, refused with any other purpose."},
+        "owner": {"type": ["string", "null"], "minLength": 1, "maxLength": 200, "description": "Who manages the endpoint (a vendor's name): a portal link for that owner sees and manages only the endpoints it owns."},
     });
     if !input && let Some(o) = props.as_object_mut() {
         o.insert(
@@ -821,13 +825,56 @@ fn webhook_paths(paths: &mut Map<String, Value>) {
         "summary": "Attempt a delivery again now, whatever its status.", "parameters": [id_param()],
         "responses": responses(("202", ok("The delivery, pending", schema_ref("Delivery"))), &["404"])}}));
     automation_paths(paths);
-    paths.insert("/v1/disclosures".into(), json!({"get": {"tags": ["Webhooks"], "operationId": "listDisclosures",
-        "summary": "Every successful delivery that carried a patient's data: who received it, when.",
+    let page = |items: Value| {
+        json!({"type": "object", "properties": {
+        "data": {"type": "array", "items": items},
+        "nextCursor": {"type": ["string", "null"], "description": "Pass as cursor for the next page; null on the last."}}})
+    };
+    let cursor = query(
+        "cursor",
+        "The nextCursor of the page before.",
+        json!({"type": "string"}),
+    );
+    paths.insert("/v1/disclosures".into(), json!({"get": {"tags": ["Patient data"], "operationId": "listDisclosures",
+        "summary": "Disclosure records: every successful delivery that carried a patient's data, who received it, what and why. Kept disclosure_retention_days (six years by default), after the endpoint is deleted too.",
         "parameters": [
-            json!({"name": "patientId", "in": "query", "required": true, "schema": id_schema(None, "The patient's id (pat_…).")}),
-            query("since", "Only deliveries at or after this time.", json!({"type": "string", "format": "date-time"})),
+            json!({"name": "patientId", "in": "query", "required": false, "schema": id_schema(None, "Only this patient's (pat_…).")}),
+            query("since", "Only disclosures at or after this time.", json!({"type": "string", "format": "date-time"})),
+            query("until", "Only disclosures before this time.", json!({"type": "string", "format": "date-time"})),
+            query("purpose", "Only disclosures for this purpose.", json!({"type": "string", "enum": ["treatment", "payment", "operations", "other"]})),
+            cursor.clone(),
+            limit_param(1000, 100)],
+        "responses": responses(("200", ok("Disclosures, oldest first", page(schema_ref("Disclosure")))), &["422"])}}));
+    let entry = json!({"type": "object", "properties": {
+        "date": {"type": "string", "format": "date-time"},
+        "recipient": {"type": "string"},
+        "origin": {"type": "string", "description": "Scheme and host the data went to."},
+        "description": {"type": "string", "description": "What was sent: the record type, the event and the fields."},
+        "purpose": {"type": "string", "enum": ["other"]},
+        "purposeText": {"type": ["string", "null"]},
+        "eventType": {"type": "string"},
+        "resourceType": {"type": "string"},
+        "fields": {"type": "array", "items": {"type": "string"}},
+        "disclosureId": {"type": "string"}},
+        "required": ["date", "recipient", "origin", "description", "purpose", "eventType", "resourceType", "fields", "disclosureId"]});
+    paths.insert("/v1/patients/{id}/disclosure-accounting".into(), json!({"get": {"tags": ["Patient data"], "operationId": "patientDisclosureAccounting",
+        "summary": "The accounting of disclosures a patient may request: disclosures of their data for purposes other than treatment, payment and operations, each with date, recipient, description and purpose. JSON, or CSV with Accept: text/csv (the next page's cursor then in the Eventflow-Next-Cursor header).",
+        "parameters": [
+            id_param(),
+            query("since", "From this time (default: six years back).", json!({"type": "string", "format": "date-time"})),
+            query("until", "Before this time (default: now).", json!({"type": "string", "format": "date-time"})),
+            cursor,
             limit_param(10_000, 1000)],
-        "responses": responses(("200", ok("Disclosures, oldest first", list(schema_ref("Disclosure")))), &["422"])}}));
+        "responses": responses(("200", {
+            let mut r = ok("The accounting, oldest first", json!({"type": "object", "properties": {
+                "patientId": {"type": "string"},
+                "since": {"type": "string", "format": "date-time"},
+                "until": {"type": "string", "format": "date-time"},
+                "data": {"type": "array", "items": entry},
+                "nextCursor": {"type": ["string", "null"]}}}));
+            r["content"]["text/csv"] = json!({"schema": {"type": "string"}});
+            r
+        }), &["404", "422"])}}));
 }
 
 fn automation_paths(paths: &mut Map<String, Value>) {

@@ -73,10 +73,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::UnknownValue;
 pub use delivery::{
     Attempt, AttemptRecord, AttemptVerdict, BREAKER_THRESHOLD, ClaimedDelivery, DISABLE_AFTER,
-    Deliveries, Delivery, DeliveryQuery, DeliveryStatus, Disclosure, EndpointChange,
-    EndpointConfig, EndpointRow, FilterError, FreshDelivery, Ordering, PAUSED, PayloadMode,
-    QueueDepth, REPLAY_CHUNK, Recorded, Replay, ReplayFrom, Signing, StoredSecret,
-    endpoint_event_data, lease, patient_of,
+    Deliveries, Delivery, DeliveryQuery, DeliveryStatus, Disclosure, DisclosureQuery,
+    EndpointChange, EndpointConfig, EndpointRow, FilterError, FreshDelivery, Ordering, PAUSED,
+    PayloadMode, Purpose, QueueDepth, REPLAY_CHUNK, Recorded, Replay, ReplayFrom, Signing,
+    StoredSecret, disclosure_of, endpoint_event_data, lease, patient_of,
 };
 pub use error::{Result, StoreError};
 pub use keys::{ApiKey, KeyChange, NewTenant, Principal, Secret, Tenants};

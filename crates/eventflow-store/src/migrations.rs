@@ -63,6 +63,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "clinic networks",
         include_str!("../migrations/sqlite/0011_clinic_networks.sql"),
     ),
+    (
+        12,
+        "disclosure records",
+        include_str!("../migrations/sqlite/0012_disclosures.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -121,6 +126,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         "clinic networks",
         include_str!("../migrations/postgres/0011_clinic_networks.sql"),
     ),
+    (
+        12,
+        "disclosure records",
+        include_str!("../migrations/postgres/0012_disclosures.sql"),
+    ),
 ];
 
 fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
@@ -147,6 +157,14 @@ pub fn sqlite() -> Migrator {
 /// The PostgreSQL migrations.
 pub fn postgres() -> Migrator {
     migrator(POSTGRES)
+}
+
+/// The SQLite or PostgreSQL migrations up to and including `version`: a
+/// database as an older build left it, to test an upgrade from.
+pub fn up_to(postgres: bool, version: i64) -> Migrator {
+    let list = if postgres { POSTGRES } else { SQLITE };
+    let end = list.iter().take_while(|m| m.0 <= version).count();
+    migrator(&list[..end])
 }
 
 /// The newest schema version this build knows.

@@ -1,5 +1,5 @@
 //! Webhook endpoints and their deliveries (docs/design.md §3.3): `/v1/endpoints`,
-//! `/v1/deliveries`, `/v1/disclosures`.
+//! `/v1/deliveries`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,7 +13,7 @@ use eventflow_model::{Event, EventType, Object, TypeFilter, time};
 use eventflow_store::endpoint_event_data;
 use eventflow_store::{
     DeliveryQuery, DeliveryStatus, EndpointChange, EndpointConfig, EndpointRow, Ordering,
-    PayloadMode, ReplayFrom, Signing, StoredSecret,
+    PayloadMode, Purpose, ReplayFrom, Signing, StoredSecret,
 };
 use eventflow_webhook::{Ed25519Key, HmacSecret};
 use serde_json::{Value, json};
@@ -36,7 +36,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/endpoints/{id}/events", get(endpoint_events))
         .route("/v1/deliveries/{id}", get(delivery))
         .route("/v1/deliveries/{id}/retry", post(retry))
-        .route("/v1/disclosures", get(disclosures))
 }
 
 /// How long the old secret keeps signing after a rotation.
@@ -71,7 +70,14 @@ const FIELDS: &[&str] = &[
     "headers",
     "disabled",
     "signing",
+    "recipient",
+    "purpose",
+    "purposeText",
+    "owner",
 ];
+
+/// Longest `recipient`, `purposeText` or `owner`, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
 
 fn not_found() -> ApiError {
     ApiError::not_found("no endpoint with that id")
@@ -309,6 +315,50 @@ fn apply_fields(
         }
         config.signing = signing;
     }
+    let name = |field: &str, v: &Value| -> ApiResult<Option<String>> {
+        let s = string(field, v)?;
+        if let Some(s) = &s
+            && (s.trim().is_empty() || s.chars().count() > MAX_NAME_CHARS)
+        {
+            return Err(ApiError::invalid(
+                field,
+                &format!("must be 1 to {MAX_NAME_CHARS} characters, or null"),
+            ));
+        }
+        Ok(s)
+    };
+    if let Some(v) = body.get("recipient") {
+        config.recipient = name("recipient", v)?;
+    }
+    if let Some(v) = body.get("owner") {
+        config.owner = name("owner", v)?;
+    }
+    if let Some(v) = body.get("purpose") {
+        config.purpose = v.as_str().and_then(Purpose::parse).ok_or_else(|| {
+            ApiError::invalid(
+                "purpose",
+                "must be \"treatment\", \"payment\", \"operations\" or \"other\"",
+            )
+        })?;
+    }
+    if let Some(v) = body.get("purposeText") {
+        config.purpose_text = name("purposeText", v)?;
+    }
+    // Only `other` says what it is; a change away from it drops the text.
+    if config.purpose != Purpose::Other {
+        if body.get("purposeText").is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::invalid(
+                "purposeText",
+                "is given only with \"purpose\": \"other\"",
+            ));
+        }
+        config.purpose_text = None;
+    } else if config.purpose_text.is_none() {
+        return Err(ApiError::invalid(
+            "purposeText",
+            "is required with \"purpose\": \"other\": say what the data is for",
+        ));
+    }
     Ok(())
 }
 
@@ -336,17 +386,7 @@ async fn create(
     if !body.contains_key("url") {
         return Err(ApiError::invalid("url", "is required"));
     }
-    let mut config = EndpointConfig {
-        url: String::new(),
-        description: None,
-        event_types: Vec::new(),
-        filter: None,
-        payload: PayloadMode::Full,
-        ordering: Ordering::None,
-        rate_limit: None,
-        headers: Default::default(),
-        signing: Signing::Hmac,
-    };
+    let mut config = EndpointConfig::new(String::new());
     let mut disabled = false;
     apply_fields(&state, body, &mut config, &mut disabled, true)?;
     within_scopes(&auth, &config)?;
@@ -803,33 +843,4 @@ async fn retry(
         StatusCode::ACCEPTED,
         Json(serde_json::to_value(d).unwrap_or_default()),
     ))
-}
-
-async fn disclosures(
-    State(state): State<AppState>,
-    auth: Auth,
-    params: Params,
-) -> ApiResult<Json<Value>> {
-    params.only(&["patientId", "since", "limit"])?;
-    let patient = params
-        .get("patientId")
-        .ok_or_else(|| ApiError::invalid("patientId", "is required"))?;
-    if !id::is_well_formed(patient) {
-        return Err(ApiError::invalid(
-            "patientId",
-            "must be a patient id such as pat_…",
-        ));
-    }
-    let since = match params.get("since") {
-        None => None,
-        Some(s) => Some(
-            time::parse(s).ok_or_else(|| ApiError::invalid("since", "must be an RFC 3339 time"))?,
-        ),
-    };
-    let limit = params.int("limit", 1000, 1, 10_000)? as u32;
-    let data = state
-        .store
-        .disclosures(auth.tenant(), patient, since, limit)
-        .await?;
-    Ok(Json(json!({ "data": data })))
 }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod automations;
 pub mod batch;
 pub mod clinics;
+pub mod disclosures;
 pub mod endpoints;
 pub mod events;
 pub mod keys;
@@ -45,6 +46,7 @@ fn api_router(state: AppState) -> Router {
         .merge(records::router())
         .merge(batch::router(state.config.limits.max_batch_bytes))
         .merge(endpoints::router())
+        .merge(disclosures::router())
         .merge(events::router())
         .merge(audit::router())
         .merge(keys::router())

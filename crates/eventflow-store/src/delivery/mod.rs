@@ -22,7 +22,8 @@ use crate::error::Result;
 
 pub use rows::*;
 pub use rules::{
-    BREAKER_THRESHOLD, DISABLE_AFTER, EndpointChange, REPLAY_CHUNK, endpoint_event_data, lease,
+    BREAKER_THRESHOLD, DISABLE_AFTER, EndpointChange, REPLAY_CHUNK, disclosure_of,
+    endpoint_event_data, lease,
 };
 pub use sql::{PAUSED, patient_of};
 
@@ -109,14 +110,14 @@ pub trait Deliveries: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<(i64, Event)>>;
 
-    /// Successful deliveries that carried the patient's data, oldest first.
+    /// One page of the disclosure records of the tenant (the clinic whose
+    /// patients they are, or the organisation whose endpoint received
+    /// them), oldest first, with the cursor of the next page.
     async fn disclosures(
         &self,
         tenant: &TenantId,
-        patient_id: &str,
-        since: Option<jiff::Timestamp>,
-        limit: u32,
-    ) -> Result<Vec<Disclosure>>;
+        q: &DisclosureQuery,
+    ) -> Result<(Vec<Disclosure>, Option<String>)>;
 
     /// When the next pending delivery is due, if any.
     async fn next_due(&self) -> Result<Option<jiff::Timestamp>>;

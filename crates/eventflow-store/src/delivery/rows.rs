@@ -33,6 +33,47 @@ pub enum Signing {
     Ed25519,
 }
 
+/// Why an endpoint receives patient data: the purpose a disclosure is
+/// recorded with. Treatment, payment and operations are left out of the
+/// accounting a patient may request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    Treatment,
+    Payment,
+    #[default]
+    Operations,
+    Other,
+}
+
+impl Purpose {
+    pub const ALL: [Purpose; 4] = [
+        Purpose::Treatment,
+        Purpose::Payment,
+        Purpose::Operations,
+        Purpose::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Treatment => "treatment",
+            Purpose::Payment => "payment",
+            Purpose::Operations => "operations",
+            Purpose::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Purpose> {
+        Purpose::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// Treatment, payment and operations: disclosures a patient's
+    /// accounting leaves out.
+    pub fn is_tpo(self) -> bool {
+        self != Purpose::Other
+    }
+}
+
 /// The settings of an endpoint a client chooses (the `config` column).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -58,6 +99,50 @@ pub struct EndpointConfig {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub signing: Signing,
+    /// Who receives the data (an organisation's name); `None`: the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    #[serde(default)]
+    pub purpose: Purpose,
+    /// What the purpose is, for `other`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose_text: Option<String>,
+    /// Who manages the endpoint (a vendor's name): a portal link for that
+    /// owner sees and manages only its endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl EndpointConfig {
+    /// The settings of a new endpoint for `url`: every other field at its default.
+    pub fn new(url: String) -> EndpointConfig {
+        EndpointConfig {
+            url,
+            description: None,
+            event_types: Vec::new(),
+            filter: None,
+            payload: PayloadMode::Full,
+            ordering: Ordering::None,
+            rate_limit: None,
+            headers: BTreeMap::new(),
+            signing: Signing::Hmac,
+            recipient: None,
+            purpose: Purpose::Operations,
+            purpose_text: None,
+            owner: None,
+        }
+    }
+
+    /// Who receives the data: the recipient given, or the URL's host.
+    pub fn recipient(&self) -> String {
+        match &self.recipient {
+            Some(r) => r.clone(),
+            None => crate::delivery::rules::url_origin(&self.url)
+                .split_once("://")
+                .map(|(_, host)| host.to_string())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// One signing secret (`whsec_…` or, for Ed25519, `whsk_…`).
@@ -222,6 +307,9 @@ pub struct AttemptRecord {
     pub node: String,
     pub attempt: Attempt,
     pub verdict: AttemptVerdict,
+    /// What a success disclosed, when it carried a patient's data (the
+    /// writer stamps its time).
+    pub disclosure: Option<Box<Disclosure>>,
 }
 
 /// What recording an attempt did to the endpoint.
@@ -274,23 +362,55 @@ impl Replay {
     }
 }
 
-/// A successful delivery that carried a patient's data.
+/// A disclosure record: a successful delivery that carried a patient's
+/// data, as it was sent (who received it, where, what and why). Kept
+/// `disclosure_retention_days`, whatever becomes of the event, the delivery
+/// or the endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Disclosure {
-    pub delivery_id: String,
-    pub endpoint_id: String,
-    /// The endpoint's URL at the time of the listing; of an organisation's
-    /// endpoint, its scheme and host only.
-    pub endpoint_url: Option<String>,
-    /// Set when the clinic's organisation's endpoint made the delivery.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub organisation_id: Option<String>,
-    pub event_id: String,
-    pub event_type: String,
+    /// `dsc_…`
+    pub id: String,
+    /// The clinic whose patient it is.
+    #[serde(skip)]
+    pub tenant_id: String,
     pub patient_id: String,
     /// When the receiver acknowledged it.
     pub at: String,
+    /// Who received it: the endpoint's `recipient` (by default its URL's host).
+    pub recipient: String,
+    pub endpoint_id: String,
+    /// Scheme and host of the endpoint's URL.
+    pub origin: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    /// The record's top-level field names sent (none for a thin payload).
+    pub fields: Vec<String>,
+    /// `treatment`, `payment`, `operations` or `other`.
+    #[schema(value_type = String, example = "operations")]
+    pub purpose: Purpose,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose_text: Option<String>,
+    pub delivery_id: String,
+    /// Set when an organisation's endpoint received it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organisation_id: Option<String>,
+}
+
+/// Filters and paging of a disclosure list (oldest first).
+#[derive(Debug, Clone, Default)]
+pub struct DisclosureQuery {
+    pub patient_id: Option<String>,
+    /// At or after (formatted timestamp).
+    pub since: Option<String>,
+    /// Before (formatted timestamp).
+    pub until: Option<String>,
+    pub purpose: Option<Purpose>,
+    pub limit: u32,
+    /// The id after which to continue.
+    pub cursor: Option<String>,
 }
 
 /// Filters and paging of a delivery list.

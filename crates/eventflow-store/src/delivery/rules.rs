@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use crate::delivery::fanout::LEASE;
 use crate::delivery::sql::{NewDelivery, PAUSED, QueueConn, patient_of};
 use crate::delivery::{
-    AttemptRecord, AttemptVerdict, ClaimedDelivery, Delivery, DeliveryStatus, EndpointRow,
-    FreshDelivery, Ordering, Recorded, Replay, ReplayFrom, Signing,
+    AttemptRecord, AttemptVerdict, ClaimedDelivery, Delivery, DeliveryStatus, Disclosure,
+    EndpointRow, FreshDelivery, Ordering, PayloadMode, Recorded, Replay, ReplayFrom, Signing,
 };
 use crate::error::{Result, StoreError};
 
@@ -43,6 +43,10 @@ pub fn endpoint_event_data(row: &EndpointRow) -> Value {
     {
         o.insert("publicKey".into(), json!(key.public_key().to_string()));
     }
+    o.insert("recipient".into(), json!(c.recipient()));
+    o.insert("purpose".into(), json!(c.purpose));
+    o.insert("purposeText".into(), json!(c.purpose_text));
+    o.insert("owner".into(), json!(c.owner));
     o.insert("disabled".into(), json!(row.disabled));
     o.insert("disabledReason".into(), json!(row.disabled_reason));
     o.insert("failureStreak".into(), json!(row.failure_streak));
@@ -50,6 +54,49 @@ pub fn endpoint_event_data(row: &EndpointRow) -> Value {
     o.insert("createdAt".into(), json!(row.created_at));
     o.insert("updatedAt".into(), json!(row.updated_at));
     Value::Object(o)
+}
+
+/// What sending `event` to the endpoint discloses, when it carries a
+/// patient's data: who receives it, where, which of the record's fields,
+/// and why. `None` for an event about no patient (a practitioner,
+/// an operational event). A thin payload is a disclosure of the patient's
+/// id alone: no fields.
+pub fn disclosure_of(row: &EndpointRow, delivery_id: &str, event: &Event) -> Option<Disclosure> {
+    let patient_id = patient_of(event)?;
+    let c = &row.config;
+    let fields = match c.payload {
+        PayloadMode::Thin => Vec::new(),
+        PayloadMode::Full => {
+            let mut fields: Vec<String> = event.data.keys().cloned().collect();
+            if let Some(previous) = &event.previous {
+                fields.extend(
+                    previous
+                        .keys()
+                        .filter(|k| !event.data.contains_key(*k))
+                        .cloned(),
+                );
+            }
+            fields
+        }
+    };
+    Some(Disclosure {
+        id: eventflow_model::id::new_id("dsc"),
+        tenant_id: event.tenant_id.clone(),
+        patient_id,
+        at: String::new(),
+        recipient: c.recipient(),
+        endpoint_id: row.id.clone(),
+        origin: url_origin(&c.url),
+        event_id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        resource_type: event.resource.resource_type.clone(),
+        resource_id: event.resource.id.clone(),
+        fields,
+        purpose: c.purpose,
+        purpose_text: c.purpose_text.clone(),
+        delivery_id: delivery_id.to_string(),
+        organisation_id: (row.tenant_id != event.tenant_id).then(|| row.tenant_id.clone()),
+    })
 }
 
 pub(crate) fn url_origin(url: &str) -> String {
@@ -325,6 +372,13 @@ pub(crate) async fn record_attempt<C: QueueConn + ?Sized>(
     rec: &AttemptRecord,
 ) -> Result<(Recorded, Option<i64>)> {
     let now = conn.fanout().now.clone();
+    // The data went out, whether or not this node still holds the lease:
+    // a disclosure either way.
+    if rec.verdict == AttemptVerdict::Succeeded
+        && let Some(disclosed) = &rec.disclosure
+    {
+        conn.insert_disclosures(&[disclosed], &now).await?;
+    }
     let Some((mut d, owner)) = conn
         .delivery(Some(&rec.tenant_id), &rec.delivery_id)
         .await?
@@ -472,6 +526,13 @@ pub(crate) async fn succeed_many<C: QueueConn + ?Sized>(
 ) -> Result<()> {
     let now = conn.fanout().now.clone();
     let node = recs.first().map(|r| r.node.clone()).unwrap_or_default();
+    let disclosed: Vec<&Disclosure> = recs
+        .iter()
+        .filter_map(|r| r.disclosure.as_deref())
+        .collect();
+    if !disclosed.is_empty() {
+        conn.insert_disclosures(&disclosed, &now).await?;
+    }
     conn.succeed_many(recs, &node, &now).await
 }
 

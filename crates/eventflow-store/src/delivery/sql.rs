@@ -185,6 +185,12 @@ pub(crate) trait QueueConn: crate::records::rules::RecordTx {
     async fn replay_row(&mut self, id: &str) -> crate::Result<Option<crate::delivery::Replay>>;
     /// Records why the endpoint's filter stopped without an answer.
     async fn record_filter_error(&mut self, id: &str, error: &FilterError) -> crate::Result<()>;
+    /// Writes disclosure records, each stamped `at`.
+    async fn insert_disclosures(
+        &mut self,
+        rows: &[&crate::delivery::Disclosure],
+        at: &str,
+    ) -> crate::Result<()>;
     async fn bump_endpoints_version(&mut self, tenant: &str) -> crate::Result<()>;
     async fn endpoints_version(&mut self, tenant: &str) -> crate::Result<i64>;
     async fn soft_delete_endpoint(
@@ -417,6 +423,45 @@ macro_rules! impl_queue_conn {
                         .bind(id)
                         .execute(&mut self.conn)
                         .await?;
+                    Ok(())
+                }
+
+                async fn insert_disclosures(
+                    &mut self,
+                    rows: &[&crate::delivery::Disclosure],
+                    at: &str,
+                ) -> Result<()> {
+                    // 16 columns a row: well within either backend's limit
+                    // of bound values per statement.
+                    for chunk in rows.chunks(500) {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO disclosures (id, tenant_id, patient_id, at, recipient, endpoint_id, \
+                             organisation_id, origin, delivery_id, event_id, event_type, resource_type, \
+                             resource_id, fields, purpose, purpose_text) ",
+                        );
+                        qb.push_values(chunk, |mut b, d| {
+                            b.push_bind(d.id.clone())
+                                .push_bind(d.tenant_id.clone())
+                                .push_bind(d.patient_id.clone())
+                                .push_bind(at.to_string())
+                                .push_bind(d.recipient.clone())
+                                .push_bind(d.endpoint_id.clone())
+                                .push_bind(d.organisation_id.clone())
+                                .push_bind(d.origin.clone())
+                                .push_bind(d.delivery_id.clone())
+                                .push_bind(d.event_id.clone())
+                                .push_bind(d.event_type.clone())
+                                .push_bind(d.resource_type.clone())
+                                .push_bind(d.resource_id.clone())
+                                .push_bind(json_text(&d.fields).unwrap_or_else(|_| "[]".into()))
+                                .push_bind(d.purpose.as_str())
+                                .push_bind(d.purpose_text.clone());
+                        });
+                        // A success recorded twice (a lease that ran out
+                        // mid-record) is one disclosure.
+                        qb.push(" ON CONFLICT (id) DO NOTHING");
+                        qb.build().execute(&mut self.conn).await?;
+                    }
                     Ok(())
                 }
 
@@ -894,55 +939,61 @@ macro_rules! impl_deliveries {
             async fn disclosures(
                 &self,
                 tenant: &TenantId,
-                patient_id: &str,
-                since: Option<jiff::Timestamp>,
-                limit: u32,
-            ) -> Result<Vec<Disclosure>> {
-                // The clinic's own deliveries, and its organisation's of
-                // this clinic's events (a patient id names one patient of
-                // one clinic); both by the (tenant, patient) index.
+                q: &crate::delivery::DisclosureQuery,
+            ) -> Result<(Vec<Disclosure>, Option<String>)> {
+                // A clinic's patients' disclosures (by the (tenant, patient)
+                // or (tenant, time) index), or an organisation's endpoints'.
                 let found = sqlx::query(
-                    "SELECT d.id, d.endpoint_id, e.config, d.event_id, d.event_type, d.succeeded_at, d.tenant_id \
-                     FROM deliveries d LEFT JOIN endpoints e ON e.id = d.endpoint_id \
-                     WHERE d.tenant_id IN ($1, COALESCE((SELECT org_id FROM tenants WHERE id = $1), $1)) \
-                     AND d.patient_id = $2 AND d.succeeded_at IS NOT NULL \
-                     AND ($3 IS NULL OR d.succeeded_at >= $3) \
-                     AND (d.tenant_id = $1 OR EXISTS (SELECT 1 FROM events ev WHERE ev.id = d.event_id AND ev.tenant_id = $1)) \
-                     ORDER BY d.succeeded_at, d.id LIMIT $4",
+                    "SELECT id, tenant_id, patient_id, at, recipient, endpoint_id, organisation_id, origin, \
+                     delivery_id, event_id, event_type, resource_type, resource_id, fields, purpose, purpose_text \
+                     FROM disclosures \
+                     WHERE (tenant_id = $1 OR organisation_id = $1) \
+                     AND ($2 IS NULL OR patient_id = $2) AND ($3 IS NULL OR at >= $3) \
+                     AND ($4 IS NULL OR at < $4) AND ($5 IS NULL OR purpose = $5) \
+                     AND ($6 IS NULL OR id > $6) \
+                     ORDER BY id LIMIT $7",
                 )
                 .bind(tenant.as_str())
-                .bind(patient_id)
-                .bind(since.map(eventflow_model::time::format))
-                .bind(i64::from(limit))
+                .bind(q.patient_id.as_deref())
+                .bind(q.since.as_deref())
+                .bind(q.until.as_deref())
+                .bind(q.purpose.map(|p| p.as_str()))
+                .bind(q.cursor.as_deref())
+                .bind(i64::from(q.limit) + 1)
                 .fetch_all(&self.reads)
                 .await?;
-                Ok(found
+                let mut data = found
                     .iter()
                     .map(|r| {
-                        let owner: String = r.get(6);
-                        let own = owner == tenant.as_str();
-                        let url = r
-                            .get::<Option<&str>, _>(2)
-                            .and_then(|c| serde_json::from_str::<crate::delivery::EndpointConfig>(c).ok())
-                            .map(|c| c.url);
-                        Disclosure {
-                            delivery_id: r.get(0),
-                            endpoint_id: r.get(1),
-                            // An organisation's endpoint URL may hold its
-                            // credentials: a clinic sees where, not how.
-                            endpoint_url: if own {
-                                url
-                            } else {
-                                url.map(|u| crate::delivery::rules::url_origin(&u))
-                            },
-                            organisation_id: (!own).then_some(owner),
-                            event_id: r.get(3),
-                            event_type: r.get(4),
-                            patient_id: patient_id.to_string(),
-                            at: r.get::<Option<String>, _>(5).unwrap_or_default(),
-                        }
+                        Ok(Disclosure {
+                            id: r.get(0),
+                            tenant_id: r.get(1),
+                            patient_id: r.get(2),
+                            at: r.get(3),
+                            recipient: r.get(4),
+                            endpoint_id: r.get(5),
+                            organisation_id: r.get(6),
+                            origin: r.get(7),
+                            delivery_id: r.get(8),
+                            event_id: r.get(9),
+                            event_type: r.get(10),
+                            resource_type: r.get(11),
+                            resource_id: r.get(12),
+                            fields: serde_json::from_str(r.get::<&str, _>(13))
+                                .map_err(|_| crate::StoreError::corrupt("disclosure fields"))?,
+                            purpose: crate::delivery::Purpose::parse(r.get::<&str, _>(14))
+                                .ok_or_else(|| crate::StoreError::corrupt("disclosure purpose"))?,
+                            purpose_text: r.get(15),
+                        })
                     })
-                    .collect())
+                    .collect::<Result<Vec<_>>>()?;
+                let next = if data.len() > q.limit as usize {
+                    data.truncate(q.limit as usize);
+                    data.last().map(|d| d.id.clone())
+                } else {
+                    None
+                };
+                Ok((data, next))
             }
 
             async fn next_due(&self) -> Result<Option<jiff::Timestamp>> {

@@ -397,6 +397,12 @@ fn placeholders(envelope: &Value, origins: &[String]) -> Value {
                 let mut s = s.clone();
                 for origin in origins {
                     s = s.replace(origin.as_str(), "http://127.0.0.1:{port}");
+                    // An endpoint's recipient: by default the URL's host.
+                    if let Some(host) = origin.strip_prefix("http://")
+                        && s == host
+                    {
+                        s = "127.0.0.1:{port}".into();
+                    }
                 }
                 json!(s)
             }

@@ -31,6 +31,7 @@ mod layout;
 mod logs;
 mod multinode;
 mod networks;
+mod patient_data;
 mod portal;
 mod records;
 mod smoke;
