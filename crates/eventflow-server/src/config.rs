@@ -52,6 +52,12 @@ pub struct Config {
     pub allow_private_endpoints: bool,
     /// Days events are kept.
     pub event_retention_days: u32,
+    /// Days deliveries (with their attempts) are kept once no longer pending.
+    pub delivery_retention_days: u32,
+    /// Days audit entries are kept.
+    pub audit_retention_days: u32,
+    /// Days disclosure records are kept, whatever the other retentions.
+    pub disclosure_retention_days: u32,
     /// Seconds a webhook receiver has to answer.
     pub delivery_timeout_secs: u64,
     /// Delivery attempts in flight at once, per endpoint.
@@ -216,6 +222,9 @@ impl Default for Config {
             workflows_dir: PathBuf::from("./workflows"),
             allow_private_endpoints: true,
             event_retention_days: 30,
+            delivery_retention_days: 30,
+            audit_retention_days: 2190,
+            disclosure_retention_days: 2190,
             delivery_timeout_secs: 15,
             delivery_concurrency: 16,
             shutdown_grace_secs: 20,
@@ -391,10 +400,15 @@ impl Config {
         if self.production {
             self.allow_private_endpoints = false;
         }
-        if self.event_retention_days == 0 || self.event_retention_days > 36_500 {
-            return Err(ConfigError(
-                "event_retention_days: must be from 1 to 36500".into(),
-            ));
+        for (name, days) in [
+            ("event_retention_days", self.event_retention_days),
+            ("delivery_retention_days", self.delivery_retention_days),
+            ("audit_retention_days", self.audit_retention_days),
+            ("disclosure_retention_days", self.disclosure_retention_days),
+        ] {
+            if days == 0 || days > 36_500 {
+                return Err(ConfigError(format!("{name}: must be from 1 to 36500")));
+            }
         }
         if self.database_pool_size == 0 || self.database_pool_size > 1000 {
             return Err(ConfigError(
@@ -556,6 +570,19 @@ mod tests {
         assert!(e.0.starts_with("listen: "), "{e}");
         let e = Config::from_toml("event_retention_days = \"ten\"").unwrap_err();
         assert!(e.0.starts_with("event_retention_days: "), "{e}");
+        let e = Config::from_toml("audit_retention_days = \"six years\"").unwrap_err();
+        assert!(e.0.starts_with("audit_retention_days: "), "{e}");
+        for (text, name) in [
+            ("audit_retention_days = 0", "audit_retention_days: "),
+            (
+                "disclosure_retention_days = 40000",
+                "disclosure_retention_days: ",
+            ),
+            ("delivery_retention_days = 0", "delivery_retention_days: "),
+        ] {
+            let e = Config::from_toml(text).unwrap().validate().unwrap_err();
+            assert!(e.0.starts_with(name), "{e}");
+        }
         let e = Config::from_toml("[providers.smtp]\nhost = \"h\"\nfrom = \"f\"\nport = \"x\"\n")
             .unwrap_err();
         assert!(e.0.starts_with("providers.smtp.port: "), "{e}");
@@ -644,6 +671,9 @@ mod tests {
     fn the_documented_example_parses() {
         let c = Config::from_toml(include_str!("../../../docs/eventflow.example.toml")).unwrap();
         assert_eq!(c.event_retention_days, 30);
+        assert_eq!(c.delivery_retention_days, 30);
+        assert_eq!(c.audit_retention_days, 2190);
+        assert_eq!(c.disclosure_retention_days, 2190);
         assert!(format!("{c:?}").contains("[redacted]"));
         assert!(!format!("{c:?}").contains("your-auth-token"));
     }

@@ -474,21 +474,44 @@ async fn replay_loop(state: AppState) {
     }
 }
 
-/// Deletes events older than `event_retention_days`, at start and hourly.
+/// Deletes the history past its retention, at start and hourly.
 async fn retention_loop(state: AppState) {
-    let keep = jiff::SignedDuration::from_hours(24 * i64::from(state.config.event_retention_days));
     loop {
-        let Some(cutoff) = state.clock.now().checked_sub(keep).ok() else {
-            tracing::warn!(
-                "event_retention_days reaches before the start of time; nothing to purge"
-            );
-            return;
-        };
-        match state.store.purge(cutoff).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(events = n, "retention: deleted old events"),
+        match retention_pass(&state).await {
+            Ok(p) if p == eventflow_store::Purged::default() => {}
+            Ok(p) => tracing::info!(
+                events = p.events,
+                deliveries = p.deliveries,
+                audit_entries = p.audit_entries,
+                disclosures = p.disclosures,
+                "retention: deleted old history"
+            ),
             Err(e) => tracing::warn!(error = %e, "retention clean-up failed"),
         }
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
+}
+
+/// One retention pass, at the clock's now: events older than
+/// `event_retention_days` (with their deliveries), deliveries no longer
+/// pending older than `delivery_retention_days`, audit entries older than
+/// `audit_retention_days`, disclosure records older than
+/// `disclosure_retention_days`; each in writes of bounded size.
+pub async fn retention_pass(state: &AppState) -> eventflow_store::Result<eventflow_store::Purged> {
+    let now = state.clock.now();
+    let c = &state.config;
+    // At most 36,500 days (checked with the configuration): within jiff's range.
+    let before = |days: u32| {
+        now.checked_sub(jiff::SignedDuration::from_hours(24 * i64::from(days)))
+            .unwrap_or(jiff::Timestamp::MIN)
+    };
+    state
+        .store
+        .purge(eventflow_store::Retention {
+            events_before: before(c.event_retention_days),
+            deliveries_before: before(c.delivery_retention_days),
+            audit_before: before(c.audit_retention_days),
+            disclosures_before: before(c.disclosure_retention_days),
+        })
+        .await
 }

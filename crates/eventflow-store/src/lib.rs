@@ -86,6 +86,7 @@ pub use records::{
     Actor, AuditEntry, AuditPage, AuditQuery, EventLog, EventQuery, Idempotency, ListQuery, Op,
     Page, Records, WriteKind, WriteOutcome, WriteRequest,
 };
+pub use writer::{PURGE_BATCH, Purged, Retention};
 
 /// What this node's dispatcher receives from the store: deliveries leased
 /// to it at commit, and a nudge when due deliveries wait in the table.

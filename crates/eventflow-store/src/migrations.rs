@@ -68,6 +68,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "disclosure records",
         include_str!("../migrations/sqlite/0012_disclosures.sql"),
     ),
+    (
+        13,
+        "retention",
+        include_str!("../migrations/sqlite/0013_retention.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -130,6 +135,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         12,
         "disclosure records",
         include_str!("../migrations/postgres/0012_disclosures.sql"),
+    ),
+    (
+        13,
+        "retention",
+        include_str!("../migrations/postgres/0013_retention.sql"),
     ),
 ];
 

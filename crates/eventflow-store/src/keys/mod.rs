@@ -300,10 +300,12 @@ pub trait Tenants: Send + Sync + 'static {
         only_if_no_tenants: bool,
     ) -> Result<Option<NewTenant>>;
 
-    /// Deletes events created before `before`, idempotency keys older
-    /// than 24 hours, and provider quota counts more than four days old.
-    /// Returns how many events went.
-    async fn purge(&self, events_before: jiff::Timestamp) -> Result<u64>;
+    /// Deletes the history older than `r` says (events with their
+    /// deliveries, finished deliveries, audit entries, disclosure records),
+    /// in writes of bounded size; then idempotency keys older than 24
+    /// hours and provider quota counts more than four days old. Returns
+    /// how many rows of each kind went.
+    async fn purge(&self, r: crate::writer::Retention) -> Result<crate::writer::Purged>;
 
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<()>;

@@ -214,8 +214,8 @@ macro_rules! impl_tenants {
                     .await
             }
 
-            async fn purge(&self, events_before: jiff::Timestamp) -> Result<u64> {
-                self.writer.purge(events_before).await
+            async fn purge(&self, r: crate::writer::Retention) -> Result<crate::writer::Purged> {
+                self.writer.purge(r).await
             }
 
             async fn ping(&self) -> Result<()> {

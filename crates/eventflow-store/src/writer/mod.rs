@@ -36,8 +36,51 @@ use crate::records::rules::IDEMPOTENCY_WINDOW;
 use crate::records::{AuditEntry, WriteKind, WriteOutcome, WriteRequest};
 
 /// A change for the writer.
-/// Events one retention write deletes, with their deliveries.
+/// Rows one retention write deletes (events with their deliveries,
+/// deliveries, audit entries or disclosure records), so that other writes
+/// go on between them.
 pub const PURGE_BATCH: i64 = 2_000;
+
+/// What a retention pass deletes: each kind of history made before its time.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Events (with every delivery made of them, pending or not).
+    pub events_before: jiff::Timestamp,
+    /// Deliveries no longer pending, with their attempts.
+    pub deliveries_before: jiff::Timestamp,
+    pub audit_before: jiff::Timestamp,
+    pub disclosures_before: jiff::Timestamp,
+}
+
+impl Retention {
+    /// Everything made before `t`.
+    pub fn all_before(t: jiff::Timestamp) -> Retention {
+        Retention {
+            events_before: t,
+            deliveries_before: t,
+            audit_before: t,
+            disclosures_before: t,
+        }
+    }
+}
+
+/// How many rows a retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub events: u64,
+    pub deliveries: u64,
+    pub audit_entries: u64,
+    pub disclosures: u64,
+}
+
+/// The history a retention write deletes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Aged {
+    Events,
+    Deliveries,
+    Audit,
+    Disclosures,
+}
 
 pub(crate) enum Command {
     Write(Box<WriteRequest>),
@@ -50,10 +93,11 @@ pub(crate) enum Command {
     Purge {
         events_before: String,
     },
-    /// Deletes up to this many events created before the time, with their
-    /// deliveries.
-    PurgeEvents {
-        events_before: String,
+    /// Deletes up to `limit` of the oldest rows of one kind made before the
+    /// time (events with their deliveries).
+    PurgeAged {
+        aged: Aged,
+        before: String,
         limit: i64,
     },
     /// Nothing: proves the writer and its connection work.
@@ -397,36 +441,52 @@ impl WriterHandle {
         }
     }
 
-    /// Deletes the events created before `events_before`, with their
-    /// deliveries, in writes of [`PURGE_BATCH`] events each, so that other
-    /// writes go on between them; then what else has aged out.
-    pub async fn purge(&self, events_before: jiff::Timestamp) -> Result<u64> {
-        let before = time::format(events_before);
-        let mut total = 0;
-        loop {
-            let n = match self
-                .send(Command::PurgeEvents {
-                    events_before: before.clone(),
-                    limit: PURGE_BATCH,
-                })
-                .await?
-            {
-                Reply::Purged(n) => n,
-                _ => return Err(StoreError::corrupt("writer reply")),
-            };
-            total += n;
-            if n < PURGE_BATCH as u64 {
-                break;
+    /// Deletes the history older than `r` says: events (with their
+    /// deliveries), finished deliveries, audit entries and disclosure
+    /// records, each in writes of at most [`PURGE_BATCH`] rows so that
+    /// other writes go on between them; then what else has aged out.
+    pub async fn purge(&self, r: Retention) -> Result<Purged> {
+        let mut purged = Purged::default();
+        for (aged, before) in [
+            (Aged::Events, r.events_before),
+            (Aged::Deliveries, r.deliveries_before),
+            (Aged::Audit, r.audit_before),
+            (Aged::Disclosures, r.disclosures_before),
+        ] {
+            let before = time::format(before);
+            let mut total = 0;
+            loop {
+                let n = match self
+                    .send(Command::PurgeAged {
+                        aged,
+                        before: before.clone(),
+                        limit: PURGE_BATCH,
+                    })
+                    .await?
+                {
+                    Reply::Purged(n) => n,
+                    _ => return Err(StoreError::corrupt("writer reply")),
+                };
+                total += n;
+                if n < PURGE_BATCH as u64 {
+                    break;
+                }
+                tokio::task::yield_now().await;
             }
-            tokio::task::yield_now().await;
+            match aged {
+                Aged::Events => purged.events = total,
+                Aged::Deliveries => purged.deliveries = total,
+                Aged::Audit => purged.audit_entries = total,
+                Aged::Disclosures => purged.disclosures = total,
+            }
         }
         match self
             .send(Command::Purge {
-                events_before: before,
+                events_before: time::format(r.events_before),
             })
             .await?
         {
-            Reply::Purged(_) => Ok(total),
+            Reply::Purged(_) => Ok(purged),
             _ => Err(StoreError::corrupt("writer reply")),
         }
     }
@@ -860,11 +920,12 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
             let held = automation::begin_step(conn, run_id, *index, &node, now).await?;
             Ok((Reply::Flag(held), None, Vec::new()))
         }
-        Command::PurgeEvents {
-            events_before,
+        Command::PurgeAged {
+            aged,
+            before,
             limit,
         } => {
-            let n = conn.purge_events(events_before, *limit).await?;
+            let n = conn.purge_aged(*aged, before, *limit).await?;
             Ok((Reply::Purged(n), None, Vec::new()))
         }
         Command::Purge { events_before } => {
@@ -899,10 +960,10 @@ pub(crate) trait WriteConn:
     async fn insert_tenant(&mut self, id: &str, name: &str, now: &str) -> Result<bool>;
     /// Replaces a lost connection with a new one.
     async fn reconnect(&mut self) -> Result<()>;
-    /// Deletes up to `limit` of the oldest events created before
-    /// `events_before`, with the deliveries made of them; returns how many
-    /// events went.
-    async fn purge_events(&mut self, events_before: &str, limit: i64) -> Result<u64>;
+    /// Deletes up to `limit` of the oldest rows of one kind made before
+    /// `before` (events with the deliveries made of them; deliveries no
+    /// longer pending); returns how many went.
+    async fn purge_aged(&mut self, aged: Aged, before: &str, limit: i64) -> Result<u64>;
     /// Deletes idempotency keys created before `keys_before`, the
     /// automations' records older than `events_before`, and provider quota
     /// rows of days before `quota_before` (a UTC date).

@@ -75,23 +75,43 @@ macro_rules! impl_write_conn {
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
-            async fn purge_events(&mut self, events_before: &str, limit: i64) -> Result<u64> {
-                let ids: Vec<String> = sqlx::query(
-                    "SELECT id FROM events WHERE created_at < $1 ORDER BY created_at LIMIT $2",
-                )
-                .bind(events_before)
-                .bind(limit)
-                .fetch_all(&mut self.conn)
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+            async fn purge_aged(&mut self, aged: crate::writer::Aged, before: &str, limit: i64) -> Result<u64> {
+                use crate::writer::Aged;
+                // The oldest first, by each table's index on its age.
+                let (select, tables): (&str, &[(&str, &str)]) = match aged {
+                    // A delivery may hold up to 4 KiB of each response (which
+                    // may echo patient data): it goes with its event.
+                    Aged::Events => (
+                        "SELECT id FROM events WHERE created_at < $1 ORDER BY created_at LIMIT $2",
+                        &[("deliveries", "event_id"), ("events", "id")],
+                    ),
+                    // A pending delivery is still to be sent: it stays.
+                    Aged::Deliveries => (
+                        "SELECT id FROM deliveries WHERE created_at < $1 AND status <> 'pending' \
+                         ORDER BY created_at LIMIT $2",
+                        &[("deliveries", "id")],
+                    ),
+                    Aged::Audit => (
+                        "SELECT id FROM audit_log WHERE at < $1 ORDER BY at LIMIT $2",
+                        &[("audit_log", "id")],
+                    ),
+                    Aged::Disclosures => (
+                        "SELECT id FROM disclosures WHERE at < $1 ORDER BY at LIMIT $2",
+                        &[("disclosures", "id")],
+                    ),
+                };
+                let ids: Vec<String> = sqlx::query(select)
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(&mut self.conn)
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
                 if ids.is_empty() {
                     return Ok(0);
                 }
-                // A delivery may hold up to 4 KiB of each response (which may
-                // echo patient data): it goes with its event.
-                for (table, column) in [("deliveries", "event_id"), ("events", "id")] {
+                for (table, column) in tables {
                     for chunk in ids.chunks(500) {
                         let mut qb = sqlx::QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
                         let mut list = qb.separated(", ");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventflow_server::config::{Billing, Config, Providers, Secret, Slack, Smtp, SmtpTls, Twilio};
-use eventflow_store::{Clock, ManualClock};
+use eventflow_store::ManualClock;
 use eventflow_testkit::{
     Answer, Api, Backend, Options, Receiver, SmtpMode, SmtpSink, TestServer, backend_tests, python,
     python_has, self_signed_cert, skipped, wait_for,
@@ -1235,8 +1235,9 @@ async fn retention_purges_finished_runs_and_old_outbox_entries_but_keeps_timers(
     outbox(&api, 1).await;
     clock.advance(SignedDuration::from_hours(24 * 31));
     // What the server's hourly retention task does (30 days by default).
-    let cutoff = clock.now() - SignedDuration::from_hours(24 * 30);
-    server.state.store.purge(cutoff).await.unwrap();
+    eventflow_server::retention_pass(&server.state)
+        .await
+        .unwrap();
     assert!(list(&api, "/v1/workflow-runs").await.is_empty());
     assert!(list(&api, "/v1/notifications").await.is_empty());
     assert_eq!(timers(&api).await.len(), 1, "the pending timer stays");
@@ -1865,10 +1866,7 @@ async fn a_listed_tenant_sends_up_to_its_daily_quota_and_again_after_midnight_ut
     );
     twilio.wait_for(4, LONG).await;
     // The retention pass keeps the count of the day under way.
-    server
-        .state
-        .store
-        .purge(clock.now() - SignedDuration::from_hours(24 * 30))
+    eventflow_server::retention_pass(&server.state)
         .await
         .unwrap();
     for _ in 0..2 {

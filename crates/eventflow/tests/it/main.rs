@@ -34,6 +34,7 @@ mod networks;
 mod patient_data;
 mod portal;
 mod records;
+mod retention;
 mod smoke;
 mod startup;
 mod stream;
