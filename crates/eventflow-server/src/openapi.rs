@@ -835,6 +835,19 @@ fn webhook_paths(paths: &mut Map<String, Value>) {
         "The nextCursor of the page before.",
         json!({"type": "string"}),
     );
+    let settings = json!({"type": "object", "properties": {
+        "maxPayload": {"type": "string", "enum": ["full", "thin"], "description": "thin: no endpoint of the tenant may have full payloads (creating or switching one to full is a 422 naming payload)."}},
+        "required": ["maxPayload"]});
+    let mut settings_input = settings.clone();
+    settings_input["additionalProperties"] = json!(false);
+    settings_input.as_object_mut().map(|o| o.remove("required"));
+    paths.insert("/v1/settings".into(), json!({
+        "get": {"tags": ["Patient data"], "operationId": "getSettings", "summary": "The tenant's settings.",
+            "responses": responses(("200", ok("The settings", settings.clone())), &["422"])},
+        "patch": {"tags": ["Patient data"], "operationId": "changeSettings",
+            "summary": "Change the tenant's settings. maxPayload thin while an endpoint has full payloads is a 409 naming them.",
+            "requestBody": {"required": true, "content": json_content(settings_input)},
+            "responses": responses(("200", ok("The settings", settings)), &with(&["409"], &BODY_ERRORS))}}));
     paths.insert("/v1/disclosures".into(), json!({"get": {"tags": ["Patient data"], "operationId": "listDisclosures",
         "summary": "Disclosure records: every successful delivery that carried a patient's data, who received it, what and why. Kept disclosure_retention_days (six years by default), after the endpoint is deleted too.",
         "parameters": [

@@ -79,7 +79,7 @@ pub use delivery::{
     StoredSecret, disclosure_of, endpoint_event_data, lease, patient_of,
 };
 pub use error::{Result, StoreError};
-pub use keys::{ApiKey, KeyChange, NewTenant, Principal, Secret, Tenants};
+pub use keys::{ApiKey, KeyChange, NewTenant, Principal, Secret, TenantSettings, Tenants};
 pub use networks::{Clinic, NetworkChange, NetworkDone, Networks};
 pub use notify::Notifier;
 pub use records::{

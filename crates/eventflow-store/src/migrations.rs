@@ -73,6 +73,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "retention",
         include_str!("../migrations/sqlite/0013_retention.sql"),
     ),
+    (
+        14,
+        "tenant settings",
+        include_str!("../migrations/sqlite/0014_tenant_settings.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -140,6 +145,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         13,
         "retention",
         include_str!("../migrations/postgres/0013_retention.sql"),
+    ),
+    (
+        14,
+        "tenant settings",
+        include_str!("../migrations/postgres/0014_tenant_settings.sql"),
     ),
 ];
 

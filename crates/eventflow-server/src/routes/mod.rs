@@ -11,6 +11,7 @@ pub mod events;
 pub mod keys;
 pub mod ops;
 pub mod records;
+pub mod settings;
 pub mod workflows;
 
 use axum::Router;
@@ -47,6 +48,7 @@ fn api_router(state: AppState) -> Router {
         .merge(batch::router(state.config.limits.max_batch_bytes))
         .merge(endpoints::router())
         .merge(disclosures::router())
+        .merge(settings::router())
         .merge(events::router())
         .merge(audit::router())
         .merge(keys::router())

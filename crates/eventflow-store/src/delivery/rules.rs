@@ -278,6 +278,68 @@ pub enum EndpointChange {
     },
 }
 
+/// A stored payload mode (`full`, `thin`).
+pub(crate) fn payload_mode(s: &str) -> Result<PayloadMode> {
+    match s {
+        "full" => Ok(PayloadMode::Full),
+        "thin" => Ok(PayloadMode::Thin),
+        _ => Err(StoreError::corrupt("payload mode")),
+    }
+}
+
+/// Refuses an endpoint with full payloads when the tenant forbids them
+/// (under the tenant's lock, so a settings change cannot slip in between).
+async fn within_policy<C: QueueConn + ?Sized>(conn: &mut C, row: &EndpointRow) -> Result<()> {
+    if row.config.payload == PayloadMode::Full
+        && payload_mode(&conn.max_payload(&row.tenant_id).await?)? == PayloadMode::Thin
+    {
+        return Err(StoreError::Validation(
+            eventflow_model::ValidationError::new(
+                "payload",
+                "must be \"thin\": the tenant's settings forbid full payloads (maxPayload in /v1/settings)",
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Sets the tenant's largest payload; `thin` while one of its endpoints
+/// has full payloads is a conflict naming them.
+pub(crate) async fn change_settings<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    tenant: &str,
+    to: crate::keys::TenantSettings,
+) -> Result<crate::keys::TenantSettings> {
+    if to.max_payload == PayloadMode::Thin {
+        let full: Vec<String> = conn
+            .load_endpoints(tenant)
+            .await?
+            .into_iter()
+            .filter(|e| e.config.payload == PayloadMode::Full)
+            .map(|e| e.id)
+            .collect();
+        if !full.is_empty() {
+            let shown: Vec<&str> = full.iter().take(10).map(String::as_str).collect();
+            return Err(StoreError::Conflict(format!(
+                "{} endpoint(s) have full payloads ({}{}); make them thin or delete them first",
+                full.len(),
+                shown.join(", "),
+                if full.len() > shown.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    let mode = match to.max_payload {
+        PayloadMode::Full => "full",
+        PayloadMode::Thin => "thin",
+    };
+    conn.set_max_payload(tenant, mode).await?;
+    Ok(to)
+}
+
 /// Applies an endpoint change; `Ok(None)` when the endpoint does not exist
 /// (or changed meanwhile: the caller reads it again and retries).
 pub(crate) async fn change_endpoint<C: QueueConn + ?Sized>(
@@ -287,6 +349,7 @@ pub(crate) async fn change_endpoint<C: QueueConn + ?Sized>(
     let now = conn.fanout().now.clone();
     match change {
         EndpointChange::Create(row) => {
+            within_policy(conn, row).await?;
             conn.insert_endpoint(row).await?;
             conn.bump_endpoints_version(&row.tenant_id).await?;
             Ok(Some((**row).clone()))
@@ -300,6 +363,7 @@ pub(crate) async fn change_endpoint<C: QueueConn + ?Sized>(
                     "the endpoint changed meanwhile; read it again".into(),
                 ));
             }
+            within_policy(conn, row).await?;
             if !conn.update_endpoint(row, *expected).await? {
                 return Ok(None);
             }

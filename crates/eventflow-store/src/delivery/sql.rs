@@ -185,6 +185,9 @@ pub(crate) trait QueueConn: crate::records::rules::RecordTx {
     async fn replay_row(&mut self, id: &str) -> crate::Result<Option<crate::delivery::Replay>>;
     /// Records why the endpoint's filter stopped without an answer.
     async fn record_filter_error(&mut self, id: &str, error: &FilterError) -> crate::Result<()>;
+    /// The tenant's `max_payload` setting (`full` or `thin`).
+    async fn max_payload(&mut self, tenant: &str) -> crate::Result<String>;
+    async fn set_max_payload(&mut self, tenant: &str, mode: &str) -> crate::Result<()>;
     /// Writes disclosure records, each stamped `at`.
     async fn insert_disclosures(
         &mut self,
@@ -421,6 +424,23 @@ macro_rules! impl_queue_conn {
                     sqlx::query("UPDATE endpoints SET filter_error = $1 WHERE id = $2")
                         .bind(json_text(error)?)
                         .bind(id)
+                        .execute(&mut self.conn)
+                        .await?;
+                    Ok(())
+                }
+
+                async fn max_payload(&mut self, tenant: &str) -> Result<String> {
+                    let row = sqlx::query("SELECT max_payload FROM tenants WHERE id = $1")
+                        .bind(tenant)
+                        .fetch_optional(&mut self.conn)
+                        .await?;
+                    Ok(row.map(|r| r.get::<String, _>(0)).unwrap_or_else(|| "full".into()))
+                }
+
+                async fn set_max_payload(&mut self, tenant: &str, mode: &str) -> Result<()> {
+                    sqlx::query("UPDATE tenants SET max_payload = $1 WHERE id = $2")
+                        .bind(mode)
+                        .bind(tenant)
                         .execute(&mut self.conn)
                         .await?;
                     Ok(())

@@ -272,6 +272,14 @@ pub(crate) trait KeyConn: RecordTx {
     async fn announce_keys(&mut self) -> Result<()>;
 }
 
+/// A tenant's settings (`/v1/settings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSettings {
+    /// `thin`: no endpoint may have full payloads.
+    pub max_payload: crate::delivery::PayloadMode,
+}
+
 /// Tenants and their API keys, and the store's housekeeping (health, retention).
 #[async_trait::async_trait]
 pub trait Tenants: Send + Sync + 'static {
@@ -309,4 +317,15 @@ pub trait Tenants: Send + Sync + 'static {
 
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<()>;
+
+    /// The tenant's settings.
+    async fn settings(&self, tenant: &TenantId) -> Result<TenantSettings>;
+
+    /// Changes the tenant's settings under its lock. `thin` while an
+    /// endpoint of the tenant has full payloads is a conflict.
+    async fn change_settings(
+        &self,
+        tenant: &TenantId,
+        to: TenantSettings,
+    ) -> Result<TenantSettings>;
 }

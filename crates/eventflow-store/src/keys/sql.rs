@@ -182,6 +182,25 @@ macro_rules! impl_tenants {
                 self.writer.key(change).await
             }
 
+            async fn settings(&self, tenant: &TenantId) -> Result<crate::keys::TenantSettings> {
+                let row = sqlx::query("SELECT max_payload FROM tenants WHERE id = $1")
+                    .bind(tenant.as_str())
+                    .fetch_optional(&self.reads)
+                    .await?;
+                let max = row.map(|r| r.get::<String, _>(0)).unwrap_or_else(|| "full".into());
+                Ok(crate::keys::TenantSettings {
+                    max_payload: crate::delivery::rules::payload_mode(&max)?,
+                })
+            }
+
+            async fn change_settings(
+                &self,
+                tenant: &TenantId,
+                to: crate::keys::TenantSettings,
+            ) -> Result<crate::keys::TenantSettings> {
+                self.writer.settings(tenant.as_str(), to).await
+            }
+
             async fn api_keys(&self, tenant: &TenantId) -> Result<Vec<crate::keys::ApiKey>> {
                 let sql = format!(
                     "SELECT {} FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL ORDER BY id",

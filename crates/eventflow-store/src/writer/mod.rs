@@ -100,6 +100,11 @@ pub(crate) enum Command {
         before: String,
         limit: i64,
     },
+    /// Changes a tenant's settings.
+    Settings {
+        tenant: String,
+        to: crate::keys::TenantSettings,
+    },
     /// Nothing: proves the writer and its connection work.
     Ping,
     Endpoint(Box<EndpointChange>),
@@ -187,6 +192,7 @@ impl Command {
             }),
             Command::Attempted(rec) => Some(&rec.tenant_id),
             Command::Replay { tenant, .. } => Some(tenant),
+            Command::Settings { tenant, .. } => Some(tenant),
             Command::ReplayChunk { tenant, .. } => Some(tenant),
             Command::StartRuns(start) => Some(&start.tenant_id),
             Command::StepDone(report) => Some(&report.tenant_id),
@@ -210,6 +216,7 @@ pub(crate) enum Reply {
     Flag(bool),
     Key(Option<crate::keys::ApiKey>),
     Network(crate::networks::NetworkDone),
+    Settings(crate::keys::TenantSettings),
 }
 
 pub(crate) struct Job {
@@ -300,6 +307,23 @@ impl WriterHandle {
 
     pub async fn ping(&self) -> Result<()> {
         self.send(Command::Ping).await.map(|_| ())
+    }
+
+    pub async fn settings(
+        &self,
+        tenant: &str,
+        to: crate::keys::TenantSettings,
+    ) -> Result<crate::keys::TenantSettings> {
+        match self
+            .send(Command::Settings {
+                tenant: tenant.to_string(),
+                to,
+            })
+            .await?
+        {
+            Reply::Settings(s) => Ok(s),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
     }
 
     pub async fn endpoint(&self, change: EndpointChange) -> Result<Option<EndpointRow>> {
@@ -805,6 +829,10 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
             ))
         }
         Command::Ping => Ok((Reply::Done, None, Vec::new())),
+        Command::Settings { tenant, to } => {
+            let now = outbox::change_settings(conn, tenant, *to).await?;
+            Ok((Reply::Settings(now), None, Vec::new()))
+        }
         Command::Key(change) => {
             let key = crate::keys::apply(conn, change, &now_s).await?;
             Ok((Reply::Key(key), None, Vec::new()))

@@ -16,6 +16,7 @@ backend_tests!(
     each_delivery_of_a_patients_data_is_a_disclosure_record_that_outlives_its_endpoint,
     a_patients_accounting_lists_disclosures_for_other_purposes_as_json_and_csv,
     disclosures_acknowledged_before_disclosure_records_existed_are_carried_over,
+    a_tenant_that_forbids_full_payloads_has_thin_endpoints_only,
 );
 
 const LONG: Duration = Duration::from_secs(20);
@@ -489,4 +490,100 @@ async fn disclosures_acknowledged_before_disclosure_records_existed_are_carried_
             ),
         ]
     );
+}
+
+async fn a_tenant_that_forbids_full_payloads_has_thin_endpoints_only(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let rx = Receiver::start().await;
+    let r = api.get("/v1/settings").await;
+    assert_eq!(r.body, json!({"maxPayload": "full"}));
+    let full = api.create_endpoint(json!({"url": rx.url("/")})).await;
+    let full = full["id"].as_str().unwrap().to_string();
+    // Not while an endpoint sends full payloads: the conflict names it.
+    let r = api
+        .patch("/v1/settings", json!({"maxPayload": "thin"}))
+        .await;
+    assert_error(&r, 409, "conflict", None);
+    assert!(
+        r.body["error"]["message"].as_str().unwrap().contains(&full),
+        "{}",
+        r.body
+    );
+    assert_eq!(api.get("/v1/settings").await.body["maxPayload"], "full");
+    let r = api
+        .patch(&format!("/v1/endpoints/{full}"), json!({"payload": "thin"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = api
+        .patch("/v1/settings", json!({"maxPayload": "thin"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, json!({"maxPayload": "thin"}));
+    // Now no endpoint may have full payloads, new or changed.
+    let r = api.post("/v1/endpoints", json!({"url": rx.url("/")})).await;
+    assert_error(&r, 422, "validation_error", Some("payload"));
+    let r = api
+        .post(
+            "/v1/endpoints",
+            json!({"url": rx.url("/"), "payload": "full"}),
+        )
+        .await;
+    assert_error(&r, 422, "validation_error", Some("payload"));
+    let r = api
+        .patch(&format!("/v1/endpoints/{full}"), json!({"payload": "full"}))
+        .await;
+    assert_error(&r, 422, "validation_error", Some("payload"));
+    assert_eq!(
+        api.get(&format!("/v1/endpoints/{full}")).await.body["payload"],
+        "thin"
+    );
+    let thin = api
+        .post(
+            "/v1/endpoints",
+            json!({"url": rx.url("/"), "payload": "thin"}),
+        )
+        .await;
+    assert_eq!(thin.status, 201, "{}", thin.body);
+    assert_eq!(
+        api.get("/v1/endpoints").await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Bad settings change nothing.
+    for (body, field) in [
+        (json!({"maxPayload": "half"}), "maxPayload"),
+        (json!({"maxPayload": null}), "maxPayload"),
+        (json!({"payload": "thin"}), "payload"),
+    ] {
+        let r = api.patch("/v1/settings", body).await;
+        assert_error(&r, 422, "validation_error", Some(field));
+    }
+    assert_eq!(api.get("/v1/settings").await.body["maxPayload"], "thin");
+    // Only a key with every scope changes settings; another tenant has its own.
+    let writer = server.scoped(&["endpoints:write"]).await;
+    let r = writer
+        .patch("/v1/settings", json!({"maxPayload": "full"}))
+        .await;
+    assert_error(&r, 403, "forbidden", None);
+    let stranger = server.new_tenant("stranger").await;
+    assert_eq!(
+        stranger.get("/v1/settings").await.body["maxPayload"],
+        "full"
+    );
+    let r = stranger
+        .post("/v1/endpoints", json!({"url": rx.url("/")}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Full payloads allowed again.
+    let r = api
+        .patch("/v1/settings", json!({"maxPayload": "full"}))
+        .await;
+    assert_eq!(r.status, 200);
+    let r = api
+        .patch(&format!("/v1/endpoints/{full}"), json!({"payload": "full"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
 }
