@@ -97,7 +97,12 @@ async fn a_retry_comes_due_on_time_under_steady_traffic(backend: Backend) {
                     .get(&format!("/v1/endpoints/{ep}/deliveries"))
                     .await
                     .body;
-                l["data"][0]["nextAttemptAt"].as_str().map(|_| ())
+                // An attempt made and its retry scheduled (a delivery not
+                // yet attempted has a due time too: its lease's end).
+                let d = &l["data"][0];
+                (d["attempts"].as_array().is_some_and(|a| !a.is_empty())
+                    && d["nextAttemptAt"].is_string())
+                .then_some(())
             }
         },
     )
