@@ -50,6 +50,9 @@ pub struct DispatchConfig {
     /// Deliveries held in memory at once (in flight or waiting their turn).
     pub max_held: usize,
     pub policy: RetryPolicy,
+    /// Wakes the verifier: a challenge was made due (an endpoint created,
+    /// its URL changed, verify again).
+    pub verify_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Default for DispatchConfig {
@@ -60,6 +63,7 @@ impl Default for DispatchConfig {
             per_endpoint_concurrency: 16,
             max_held: 10_000,
             policy: RetryPolicy::default(),
+            verify_wake: Arc::default(),
         }
     }
 }
@@ -178,6 +182,15 @@ pub fn start(
         rescheduled: tokio::sync::Notify::new(),
     });
     tokio::spawn(record_successes(inner.clone(), rx));
+    tokio::spawn(crate::verifier::run(Arc::new(crate::verifier::Verifier {
+        store: inner.store.clone(),
+        clock: inner.clock.clone(),
+        client: inner.client.clone(),
+        allow_private: inner.config.allow_private,
+        policy: inner.config.policy.clone(),
+        wake: inner.config.verify_wake.clone(),
+        shutdown: shutdown.clone(),
+    })));
     Some(Dispatcher {
         task: tokio::spawn(run(inner.clone(), link, shutdown)),
         inner,
@@ -462,6 +475,17 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
     if row.disabled {
         return;
     }
+    if row.verification.holds() {
+        // Not yet verified: it waits, paused, until it is (a claim that
+        // raced the URL change that made it pending).
+        if let Some(paused) = time::parse(eventflow_store::PAUSED) {
+            let _ = inner
+                .store
+                .release_deliveries(vec![DeliveryId::from_stored(d.id.clone())], paused)
+                .await;
+        }
+        return;
+    }
     let Some(event) = job.event.clone() else {
         // The event is past retention: nothing left to send.
         give_up_expired(inner, d).await;
@@ -731,6 +755,45 @@ pub async fn send(
     endpoint_sequence: i64,
     number: i64,
 ) -> (Attempt, Option<Duration>, Option<u16>) {
+    let headers = [
+        ("x-eventflow-event-type", event.event_type.clone()),
+        ("x-eventflow-topics", event.topics.join(",")),
+        ("x-eventflow-attempt", number.to_string()),
+        (
+            "x-eventflow-endpoint-sequence",
+            endpoint_sequence.to_string(),
+        ),
+    ];
+    let body = payload(event, row.config.payload);
+    post_signed(
+        client,
+        allow_private,
+        clock,
+        row,
+        &event.id,
+        body,
+        &headers,
+        number,
+    )
+    .await
+}
+
+/// Posts `body` to the endpoint, signed for message `msg_id` (Standard
+/// Webhooks headers, and `x-clinikapi-signature` for HMAC), with the
+/// endpoint's custom headers and `headers`; describes what happened: the
+/// attempt (with up to [`MAX_RESPONSE_BODY`] of the answer), a
+/// `Retry-After` (on 429/503) and the status.
+#[allow(clippy::too_many_arguments)]
+pub async fn post_signed(
+    client: &reqwest::Client,
+    allow_private: bool,
+    clock: &dyn Clock,
+    row: &EndpointRow,
+    msg_id: &str,
+    body: Vec<u8>,
+    headers: &[(&'static str, String)],
+    number: i64,
+) -> (Attempt, Option<Duration>, Option<u16>) {
     let now = clock.now();
     let at = time::format(now);
     let started = Instant::now();
@@ -755,8 +818,7 @@ pub async fn send(
     if !allow_private && let Some(why) = crate::http::literal_forbidden(&url) {
         return fail(SendError::Refused(why), started);
     }
-    let body = payload(event, row.config.payload);
-    let signed = sign_headers(&signers(row, now), &event.id, now.as_second(), &body);
+    let signed = sign_headers(&signers(row, now), msg_id, now.as_second(), &body);
     let mut request = client.post(url);
     for (k, v) in &row.config.headers {
         request = request.header(k.as_str(), v.as_str());
@@ -764,16 +826,11 @@ pub async fn send(
     for (k, v) in signed.pairs() {
         request = request.header(k, v);
     }
-    let request = request
-        .header("content-type", "application/json")
-        .header("x-eventflow-event-type", event.event_type.as_str())
-        .header("x-eventflow-topics", event.topics.join(","))
-        .header("x-eventflow-attempt", number.to_string())
-        .header(
-            "x-eventflow-endpoint-sequence",
-            endpoint_sequence.to_string(),
-        )
-        .body(body);
+    let mut request = request.header("content-type", "application/json");
+    for (k, v) in headers {
+        request = request.header(*k, v.as_str());
+    }
+    let request = request.body(body);
     let mut response = match request.send().await {
         Ok(r) => r,
         Err(e) => return fail(SendError::of(&e), started),

@@ -6,12 +6,14 @@
 //! - [`http`]: the client (rustls, no redirects, the connect-time SSRF check).
 //! - [`policy`]: the retry schedule with jitter, `Retry-After`, giving up at 72 h.
 //! - [`ssrf`]: which IP addresses are off limits, and why.
+//! - [`verifier`]: endpoint verification by challenge.
 //! - [`EndpointUrl`]: a parsed, checked endpoint URL.
 
 pub mod dispatcher;
 pub mod http;
 pub mod policy;
 pub mod ssrf;
+pub mod verifier;
 
 pub use policy::{Next, RetryPolicy, parse_retry_after};
 pub use ssrf::{Forbidden, forbidden};

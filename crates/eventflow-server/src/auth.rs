@@ -357,6 +357,10 @@ impl Auth {
     pub fn scopes(&self) -> &Scopes {
         &self.0.scopes
     }
+    /// A vendor's portal session: only the endpoints of this owner.
+    pub fn owner(&self) -> Option<&str> {
+        self.0.owner.as_deref()
+    }
     /// `403` naming the scope unless the key holds it.
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
         if self.0.scopes.allows(scope) {
@@ -409,6 +413,7 @@ pub fn required(method: &Method, path: &str) -> Need {
         ("events" | "event-types", _) => Need::Scope(Scope::EVENTS_READ),
         ("endpoints", Some("secret")) => Need::Scope(Scope::ENDPOINTS_WRITE),
         ("endpoints" | "deliveries", _) => rw(Scope::ENDPOINTS_READ, Scope::ENDPOINTS_WRITE),
+        ("portal-links", _) => Need::Scope(Scope::ENDPOINTS_WRITE),
         ("audit-log" | "disclosures", _) => Need::Scope(Scope::AUDIT_READ),
         ("workflows" | "workflow-runs" | "notifications" | "timers", _) => {
             rw(Scope::WORKFLOWS_READ, Scope::WORKFLOWS_WRITE)
@@ -494,6 +499,9 @@ pub fn network_route(method: &Method, path: &str) -> bool {
             | "api-keys"
             | "clinics"
             | "audit-log"
+            | "disclosures"
+            | "settings"
+            | "portal-links"
     )
 }
 

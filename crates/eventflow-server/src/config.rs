@@ -50,6 +50,8 @@ pub struct Config {
     pub workflows_dir: PathBuf,
     /// Whether webhook endpoints may resolve to private addresses.
     pub allow_private_endpoints: bool,
+    /// Which endpoints prove they control their URL before deliveries go.
+    pub endpoint_verification: EndpointVerification,
     /// Days events are kept.
     pub event_retention_days: u32,
     /// Days deliveries (with their attempts) are kept once no longer pending.
@@ -221,6 +223,7 @@ impl Default for Config {
             database_statement_timeout_secs: 30,
             workflows_dir: PathBuf::from("./workflows"),
             allow_private_endpoints: true,
+            endpoint_verification: EndpointVerification::Full,
             event_retention_days: 30,
             delivery_retention_days: 30,
             audit_retention_days: 2190,
@@ -366,6 +369,30 @@ impl Limits {
 /// The longest `delivery_timeout_secs`: an attempt ends at least 15 s
 /// before the 60 s lease on its delivery could pass to another node.
 pub const MAX_DELIVERY_TIMEOUT_SECS: u64 = 45;
+
+/// Which endpoints must answer a challenge before deliveries go to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointVerification {
+    /// Endpoints with full payloads (patient data); thin ones deliver at once.
+    #[default]
+    Full,
+    /// Every endpoint.
+    All,
+    /// None: no challenge is sent unless asked for (`POST …/verify`).
+    Off,
+}
+
+impl EndpointVerification {
+    /// Whether an endpoint with this payload waits for its verification.
+    pub fn requires(self, payload: eventflow_store::PayloadMode) -> bool {
+        match self {
+            EndpointVerification::Full => payload == eventflow_store::PayloadMode::Full,
+            EndpointVerification::All => true,
+            EndpointVerification::Off => false,
+        }
+    }
+}
 
 /// A configuration that cannot be used; the message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -570,6 +597,8 @@ mod tests {
         assert!(e.0.starts_with("listen: "), "{e}");
         let e = Config::from_toml("event_retention_days = \"ten\"").unwrap_err();
         assert!(e.0.starts_with("event_retention_days: "), "{e}");
+        let e = Config::from_toml("endpoint_verification = \"some\"").unwrap_err();
+        assert!(e.0.starts_with("endpoint_verification: "), "{e}");
         let e = Config::from_toml("audit_retention_days = \"six years\"").unwrap_err();
         assert!(e.0.starts_with("audit_retention_days: "), "{e}");
         for (text, name) in [
@@ -672,6 +701,7 @@ mod tests {
         let c = Config::from_toml(include_str!("../../../docs/eventflow.example.toml")).unwrap();
         assert_eq!(c.event_retention_days, 30);
         assert_eq!(c.delivery_retention_days, 30);
+        assert_eq!(c.endpoint_verification, EndpointVerification::Full);
         assert_eq!(c.audit_retention_days, 2190);
         assert_eq!(c.disclosure_retention_days, 2190);
         assert!(format!("{c:?}").contains("[redacted]"));

@@ -68,6 +68,8 @@ pub struct AppState {
     pub engine: Arc<eventflow_automations::Engine>,
     /// Wakes the replay driver when a replay is left running.
     pub replays: Arc<tokio::sync::Notify>,
+    /// Wakes this node's verifier when a challenge is made due.
+    pub verify: Arc<tokio::sync::Notify>,
     /// Open streams and long polls per API key.
     pub streams: Arc<streams::Streams>,
     /// Permits to read a large request body (`limits.large_bodies`).
@@ -363,6 +365,7 @@ impl Application {
             keys,
             shutdown,
             replays: Arc::default(),
+            verify: Arc::default(),
             streams,
             large_bodies,
         };
@@ -412,6 +415,7 @@ impl Application {
                 allow_private: config.allow_private_endpoints,
                 timeout: Duration::from_secs(config.delivery_timeout_secs),
                 per_endpoint_concurrency: config.delivery_concurrency as usize,
+                verify_wake: self.state.verify.clone(),
                 ..Default::default()
             },
             self.state.shutdown.clone(),

@@ -704,9 +704,21 @@ pub(crate) fn endpoint_schema(input: bool) -> Value {
         );
         o.insert(
             "disabledReason".into(),
-            json!({"type": ["string", "null"], "enum": ["manual", "gone", "failing", null]}),
+            json!({"type": ["string", "null"], "enum": ["manual", "gone", "failing", "unverified", null]}),
         );
         o.insert("failureStreak".into(), json!({"type": "integer"}));
+        o.insert(
+            "verification".into(),
+            json!({"type": "string", "enum": ["pending", "verified", "skipped"], "description": "pending: a challenge is out and deliveries wait for its answer; verified: it answered at its current URL; skipped: never challenged (not required by endpoint_verification when made, or made before verification existed)."}),
+        );
+        o.insert(
+            "verifiedAt".into(),
+            json!({"type": ["string", "null"], "format": "date-time"}),
+        );
+        o.insert(
+            "verificationError".into(),
+            json!({"type": ["string", "null"], "description": "Why the last challenge was not answered, while pending."}),
+        );
         o.insert(
             "filterError".into(),
             json!({
@@ -778,6 +790,22 @@ fn webhook_paths(paths: &mut Map<String, Value>) {
         "requestBody": {"required": false, "content": json_content(json!({"type": ["object", "null"], "additionalProperties": false, "properties": {
             "type": {"type": "string", "enum": event_type_names(), "description": "The event type to make up (default appointment.created)."}}}))},
         "responses": responses(("200", ok("The attempt", schema_ref("Attempt"))), &with(&["404"], &BODY_ERRORS))}}));
+    paths.insert("/v1/portal-links".into(), json!({"post": {"tags": ["Webhooks"], "operationId": "createPortalLink",
+        "summary": "A single-use sign-in link to a portal session that sees and manages only the endpoints with this owner (and creates endpoints with it), read-only if asked. Making and using it are audit entries.",
+        "requestBody": {"required": true, "content": json_content(json!({"type": "object", "additionalProperties": false, "required": ["owner"], "properties": {
+            "owner": {"type": "string", "minLength": 1, "maxLength": 200, "description": "The endpoints' owner (their owner field), e.g. a vendor's name."},
+            "readOnly": {"type": ["boolean", "null"], "description": "The session may look, not change (default false)."},
+            "expiresInSeconds": {"type": ["integer", "null"], "minimum": 60, "maximum": 86400, "description": "How long the link may be used (default 3600)."}}}))},
+        "responses": responses(("201", ok("The link", json!({"type": "object", "required": ["id", "url", "owner", "readOnly", "expiresAt"], "properties": {
+            "id": {"type": "string", "description": "plk_…"},
+            "url": {"type": "string", "description": "Open it in a browser: it works once."},
+            "owner": {"type": "string"},
+            "readOnly": {"type": "boolean"},
+            "expiresAt": {"type": "string", "format": "date-time"}}}))), &BODY_ERRORS)}}));
+    paths.insert("/v1/endpoints/{id}/verify".into(), json!({"post": {"tags": ["Webhooks"], "operationId": "verifyEndpoint",
+        "summary": "Send the endpoint a new verification challenge now: it is pending (its deliveries wait) until it answers. A disabled endpoint is a 409: enabling it sends a new challenge when it needs one.",
+        "parameters": [id_param()],
+        "responses": responses(("202", ok("The endpoint, pending", schema_ref("Endpoint"))), &["404", "409"])}}));
     let replay = json!({"type": "object", "required": ["id", "endpointId", "status", "queued", "cursor", "upTo", "createdAt", "updatedAt"], "properties": {
         "id": {"type": "string", "description": "rpl_…"},
         "endpointId": {"type": "string"},
@@ -833,7 +861,7 @@ fn webhook_paths(paths: &mut Map<String, Value>) {
     let cursor = query(
         "cursor",
         "The nextCursor of the page before.",
-        json!({"type": "string"}),
+        id_schema(Some("dsc"), "A disclosure id (dsc_…)."),
     );
     let settings = json!({"type": "object", "properties": {
         "maxPayload": {"type": "string", "enum": ["full", "thin"], "description": "thin: no endpoint of the tenant may have full payloads (creating or switching one to full is a 422 naming payload)."}},

@@ -76,10 +76,13 @@ pub use delivery::{
     Deliveries, Delivery, DeliveryQuery, DeliveryStatus, Disclosure, DisclosureQuery,
     EndpointChange, EndpointConfig, EndpointRow, FilterError, FreshDelivery, Ordering, PAUSED,
     PayloadMode, Purpose, QueueDepth, REPLAY_CHUNK, Recorded, Replay, ReplayFrom, Signing,
-    StoredSecret, disclosure_of, endpoint_event_data, lease, patient_of,
+    StoredSecret, Verification, VerificationState, VerifyOutcome, VerifyRecord, disclosure_of,
+    endpoint_event_data, lease, patient_of,
 };
 pub use error::{Result, StoreError};
-pub use keys::{ApiKey, KeyChange, NewTenant, Principal, Secret, TenantSettings, Tenants};
+pub use keys::{
+    ApiKey, KeyChange, NewTenant, PortalLink, Principal, Secret, TenantSettings, Tenants,
+};
 pub use networks::{Clinic, NetworkChange, NetworkDone, Networks};
 pub use notify::Notifier;
 pub use records::{

@@ -78,6 +78,21 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "tenant settings",
         include_str!("../migrations/sqlite/0014_tenant_settings.sql"),
     ),
+    (
+        15,
+        "endpoint verification",
+        include_str!("../migrations/sqlite/0015_endpoint_verification.sql"),
+    ),
+    (
+        16,
+        "portal links",
+        include_str!("../migrations/sqlite/0016_portal_links.sql"),
+    ),
+    (
+        17,
+        "disclosure indexes",
+        include_str!("../migrations/sqlite/0017_disclosure_indexes.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -150,6 +165,21 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         14,
         "tenant settings",
         include_str!("../migrations/postgres/0014_tenant_settings.sql"),
+    ),
+    (
+        15,
+        "endpoint verification",
+        include_str!("../migrations/postgres/0015_endpoint_verification.sql"),
+    ),
+    (
+        16,
+        "portal links",
+        include_str!("../migrations/postgres/0016_portal_links.sql"),
+    ),
+    (
+        17,
+        "disclosure indexes",
+        include_str!("../migrations/postgres/0017_disclosure_indexes.sql"),
     ),
 ];
 

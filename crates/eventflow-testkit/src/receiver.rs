@@ -80,6 +80,11 @@ impl Received {
 #[derive(Debug)]
 struct State {
     received: Mutex<Vec<Received>>,
+    /// Verification challenges answered (kept apart from `received`).
+    challenges: Mutex<Vec<Received>>,
+    /// Whether challenges are answered as a receiver built on the SDK
+    /// does; when not, they are received and answered like anything else.
+    answers_challenges: std::sync::atomic::AtomicBool,
     script: Mutex<VecDeque<Answer>>,
     default: Mutex<Answer>,
     arrived: Notify,
@@ -100,7 +105,8 @@ impl Drop for Receiver {
 }
 
 impl Receiver {
-    /// Starts a receiver answering 200 to everything.
+    /// Starts a receiver answering 200 to everything, and verification
+    /// challenges with the challenge (as the SDK's extractor does).
     pub async fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -108,6 +114,8 @@ impl Receiver {
         let port = listener.local_addr().expect("addr").port();
         let state = Arc::new(State {
             received: Mutex::new(Vec::new()),
+            challenges: Mutex::new(Vec::new()),
+            answers_challenges: std::sync::atomic::AtomicBool::new(true),
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(Answer::Status(200)),
             arrived: Notify::new(),
@@ -141,7 +149,45 @@ impl Receiver {
         crate::locked(&self.state.script).extend(replies);
     }
 
-    /// Everything received so far.
+    /// Stops answering verification challenges: from now on they are
+    /// received, and answered, like any other request.
+    pub fn ignore_challenges(&self) {
+        self.state
+            .answers_challenges
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Answers verification challenges again (the default).
+    pub fn answer_challenges(&self) {
+        self.state
+            .answers_challenges
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The verification challenges answered so far.
+    pub fn challenges(&self) -> Vec<Received> {
+        crate::locked(&self.state.challenges).clone()
+    }
+
+    /// Waits until at least `n` challenges were answered; panics after `timeout`.
+    pub async fn wait_for_challenges(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.state.arrived.notified();
+            let got = self.challenges();
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "the receiver answered {} challenges within {timeout:?}, not {n}",
+                    got.len()
+                );
+            }
+        }
+    }
+
+    /// Everything received so far (challenges it answered aside).
     pub fn received(&self) -> Vec<Received> {
         crate::locked(&self.state.received).clone()
     }
@@ -219,6 +265,28 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
         }
         let body = buf[head_len..head_len + content_length].to_vec();
         buf.drain(..head_len + content_length);
+        if state
+            .answers_challenges
+            .load(std::sync::atomic::Ordering::SeqCst)
+            && let Some(answer) = eventflow_webhook::challenge_answer(&body)
+        {
+            crate::locked(&state.challenges).push(Received {
+                method,
+                path,
+                headers,
+                body,
+                at: Instant::now(),
+            });
+            state.arrived.notify_waiters();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                answer.len()
+            );
+            if stream.write_all(response.as_bytes()).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let reply = {
             let next = crate::locked(&state.script).pop_front();
             next.unwrap_or_else(|| crate::locked(&state.default).clone())

@@ -1,7 +1,10 @@
 //! An axum extractor (feature `axum`): [`VerifiedEvent`] verifies a
 //! delivery's signature against the [`Verifier`] in the router's state and
 //! parses it into a [`WebhookEvent`]. A bad or missing signature is a 401, a
-//! body that is not an event a 400; the handler never sees either.
+//! body that is not an event a 400; the handler never sees either. A
+//! signed verification challenge is answered by the extractor itself
+//! (`200 {"challenge": …}`), so the endpoint verifies without the handler
+//! knowing.
 //!
 //! ```no_run
 //! use axum::{Router, routing::post};
@@ -57,6 +60,9 @@ where
         verifier
             .verify(&headers, &body, now)
             .map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
+        if let Some(answer) = crate::challenge_answer(&body) {
+            return Err((StatusCode::OK, answer));
+        }
         parse(&body)
             .map(VerifiedEvent)
             .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))

@@ -27,8 +27,44 @@
 //!   and printed as `whsec_…`, `whsk_…`, `whpk_…`; `Debug` never shows one.
 //! - [`sign_headers`]: the headers of one attempt.
 //! - [`Verifier`]: checks a request, in constant time, within a tolerance.
+//! - [`challenge_answer`]: the answer to an endpoint verification challenge.
+//!
+//! # Verification challenges
+//!
+//! Before a new endpoint (or one whose URL changed) gets patient data, the
+//! server posts it a challenge, signed like any delivery:
+//! `{"type": "endpoint.verification", "endpointId": "ep_…", "challenge": "…"}`.
+//! Answer it `200` with `{"challenge": "<the same>"}` (what
+//! [`challenge_answer`] returns): deliveries then go. The axum extractor
+//! answers it by itself.
+//!
+//! ```
+//! let body = br#"{"type":"endpoint.verification","endpointId":"ep_1","challenge":"c4f1"}"#;
+//! assert_eq!(
+//!     eventflow_webhook::challenge_answer(body).as_deref(),
+//!     Some(r#"{"challenge":"c4f1"}"#)
+//! );
+//! assert_eq!(eventflow_webhook::challenge_answer(br#"{"type":"patient.created"}"#), None);
+//! ```
 
 use std::fmt;
+
+/// The `type` of a verification challenge's body.
+pub const CHALLENGE_TYPE: &str = "endpoint.verification";
+
+/// When `body` (whose signature you checked) is a verification challenge,
+/// the body to answer it with, `200`: `{"challenge": "…"}`. `None` for
+/// anything else (an event).
+pub fn challenge_answer(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Challenge<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        challenge: &'a str,
+    }
+    let c: Challenge<'_> = serde_json::from_slice(body).ok()?;
+    (c.kind == CHALLENGE_TYPE).then(|| serde_json::json!({ "challenge": c.challenge }).to_string())
+}
 
 #[cfg(feature = "axum")]
 pub mod extract;

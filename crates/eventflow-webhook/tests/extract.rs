@@ -74,3 +74,19 @@ async fn the_extractor_verifies_then_parses() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "unsigned");
 }
+
+#[tokio::test]
+async fn the_extractor_answers_a_signed_challenge_itself_and_refuses_a_forged_one() {
+    let secret = HmacSecret::generate();
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state(Verifier::new().with_secret(secret.clone()));
+    let challenge = r#"{"type":"endpoint.verification","endpointId":"ep_1","challenge":"5f2a"}"#;
+    let (status, body) = send(app.clone(), now(), &secret, challenge).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, r#"{"challenge":"5f2a"}"#, "the handler never saw it");
+    // Signed with another secret, it proves nothing: refused like any forgery.
+    let (status, body) = send(app.clone(), now(), &HmacSecret::generate(), challenge).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(!body.contains("5f2a"), "{body}");
+}

@@ -568,7 +568,8 @@ async fn read_events(
 }
 
 /// Bench's webhook receiver: records when each record's delivery first
-/// arrived, per endpoint (the path names it: `/ep{n}`), and answers 204.
+/// arrived, per endpoint (the path names it: `/ep{n}`), and answers 204
+/// (a verification challenge, with the challenge).
 #[derive(Default)]
 struct Arrivals {
     first: std::sync::Mutex<HashMap<(usize, String), Instant>>,
@@ -583,7 +584,11 @@ async fn receiver() -> anyhow::Result<(String, Arc<Arrivals>)> {
         State(a): State<Arc<Arrivals>>,
         Path(ep): Path<String>,
         body: axum::body::Bytes,
-    ) -> axum::http::StatusCode {
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        if let Some(answer) = eventflow_webhook::challenge_answer(&body) {
+            return answer.into_response();
+        }
         let now = Instant::now();
         let n: usize = ep.trim_start_matches("ep").parse().unwrap_or(usize::MAX);
         // Only the record id is read: the receiver shares the CPU with the server.
@@ -604,7 +609,7 @@ async fn receiver() -> anyhow::Result<(String, Arc<Arrivals>)> {
         }
         a.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *a.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
-        axum::http::StatusCode::NO_CONTENT
+        axum::http::StatusCode::NO_CONTENT.into_response()
     }
     let app = axum::Router::new()
         .route("/{ep}", axum::routing::post(hook))

@@ -8,6 +8,9 @@ use super::session::Me;
 use super::{Page, Portal};
 
 pub(super) async fn automations(State(p): State<Portal>, me: Me) -> Page {
+    if let Some(r) = p.endpoints_only(&me) {
+        return Err(r);
+    }
     let workflows = p.get(&me, "/v1/workflows").await?;
     let runs = p.get(&me, "/v1/workflow-runs?limit=50").await?;
     let outbox = p.get(&me, "/v1/notifications?limit=50").await?;

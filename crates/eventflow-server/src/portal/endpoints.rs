@@ -108,6 +108,7 @@ fn notice(q: &BTreeMap<String, String>) -> Option<String> {
         "retried" => "Delivery queued for another attempt now.".into(),
         "enabled" => "Endpoint enabled.".into(),
         "disabled" => "Endpoint disabled: deliveries wait until it is enabled.".into(),
+        "verifying" => "Challenge sent: deliveries wait until the endpoint answers it.".into(),
         _ => return None,
     })
 }
@@ -167,7 +168,11 @@ fn endpoint_body(f: &[(String, String)]) -> Value {
         if v.is_empty() { Value::Null } else { json!(v) }
     };
     let rate = field(f, "rate_limit");
-    json!({
+    let purpose = match field(f, "purpose") {
+        "" => "operations",
+        p => p,
+    };
+    let mut body = json!({
         "url": field(f, "url"),
         "description": opt("description"),
         "eventTypes": types,
@@ -175,7 +180,22 @@ fn endpoint_body(f: &[(String, String)]) -> Value {
         "payload": if field(f, "payload") == "thin" { "thin" } else { "full" },
         "ordering": if field(f, "ordering") == "resource" { "resource" } else { "none" },
         "rateLimit": if rate.is_empty() { Value::Null } else { rate.parse::<u64>().map(Value::from).unwrap_or(json!(rate)) },
-    })
+    });
+    // Who receives the data and why, and the owner: only from a form that
+    // shows them (a vendor's link session's does not).
+    if f.iter().any(|(k, _)| k == "purpose") {
+        body["recipient"] = opt("recipient");
+        body["purpose"] = json!(purpose);
+        body["purposeText"] = if purpose == "other" {
+            opt("purpose_text")
+        } else {
+            Value::Null
+        };
+    }
+    if f.iter().any(|(k, _)| k == "owner") {
+        body["owner"] = opt("owner");
+    }
+    body
 }
 
 fn endpoint_form(
@@ -250,7 +270,23 @@ async fn save_endpoint(p: &Portal, me: &Me, id: Option<&str>, input: Value) -> R
 }
 
 pub(super) async fn edit_endpoint(State(p): State<Portal>, Path(id): Path<String>, me: Me) -> Page {
-    let ep = p.get(&me, &format!("/v1/endpoints/{}", enc(&id))).await?;
+    let mut ep = p.get(&me, &format!("/v1/endpoints/{}", enc(&id))).await?;
+    // The recipient as given: none when it is the URL's host (the default),
+    // so that a new URL brings its own.
+    let host = url::Url::parse(ep["url"].as_str().unwrap_or_default())
+        .ok()
+        .and_then(|u| {
+            let host = u.host_str()?.to_string();
+            Some(match u.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        });
+    ep["recipientGiven"] = if ep["recipient"].as_str() != host.as_deref() {
+        ep["recipient"].clone()
+    } else {
+        json!("")
+    };
     Ok(endpoint_form(&p, &me, ep, None, StatusCode::OK))
 }
 
@@ -422,6 +458,20 @@ pub(super) async fn set_state(
     act(&p, &form, Method::PATCH, &path, Some(body), |_| {
         let notice = if disable { "disabled" } else { "enabled" };
         format!("/portal/endpoints/{id}?notice={notice}")
+    })
+    .await
+}
+
+/// "Verify again": a new challenge now.
+pub(super) async fn verify(
+    State(p): State<Portal>,
+    Path(id): Path<String>,
+    form: Posted,
+) -> Response {
+    let id = enc(&id);
+    let path = format!("/v1/endpoints/{id}/verify");
+    act(&p, &form, Method::POST, &path, None, |_| {
+        format!("/portal/endpoints/{id}?notice=verifying")
     })
     .await
 }

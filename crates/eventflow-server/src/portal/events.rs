@@ -16,6 +16,9 @@ pub(super) async fn events(
     Query(q): Query<BTreeMap<String, String>>,
     me: Me,
 ) -> Response {
+    if let Some(r) = p.endpoints_only(&me) {
+        return r;
+    }
     const PAGE: i64 = 50;
     let types = q
         .get("types")
@@ -111,6 +114,9 @@ fn number(event: &Value, network: bool) -> Option<i64> {
 }
 
 pub(super) async fn event(State(p): State<Portal>, Path(id): Path<String>, me: Me) -> Page {
+    if let Some(r) = p.endpoints_only(&me) {
+        return Err(r);
+    }
     let id = enc(&id);
     let e = p.get(&me, &format!("/v1/events/{id}")).await?;
     let deliveries = p.get(&me, &format!("/v1/events/{id}/deliveries")).await?;

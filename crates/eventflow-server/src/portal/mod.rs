@@ -37,6 +37,7 @@
 mod assets;
 mod automations;
 mod chart;
+mod disclosures;
 mod endpoints;
 mod events;
 mod session;
@@ -96,6 +97,8 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route("/portal/sign-in", get(sign_in_page).post(sign_in))
         .route("/portal/sign-out", post(sign_out))
         .route("/portal/clinic", post(sign_in::switch_clinic))
+        .route("/portal/link/{token}", get(sign_in::link_page))
+        .route("/portal/link", post(sign_in::use_link))
         .route("/portal/endpoints", get(endpoints).post(create_endpoint))
         .route("/portal/endpoints/new", get(new_endpoint))
         .route("/portal/check-filter", post(check_filter))
@@ -112,8 +115,11 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route("/portal/endpoints/{id}/test", post(test_send))
         .route("/portal/endpoints/{id}/replay", post(replay))
         .route("/portal/endpoints/{id}/state", post(set_state))
+        .route("/portal/endpoints/{id}/verify", post(endpoints::verify))
         .route("/portal/deliveries/{id}/retry", post(retry))
         .route("/portal/events", get(events))
+        .route("/portal/disclosures", get(disclosures::disclosures))
+        .route("/portal/disclosures.csv", get(disclosures::accounting_csv))
         .route("/portal/events/{id}", get(event))
         .route("/portal/automations", get(automations))
         .with_state(portal)
@@ -141,6 +147,11 @@ fn templates() -> Environment<'static> {
             include_str!("templates/automations.html"),
         ),
         ("error.html", include_str!("templates/error.html")),
+        (
+            "disclosures.html",
+            include_str!("templates/disclosures.html"),
+        ),
+        ("link.html", include_str!("templates/link.html")),
     ] {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("portal template {name}: {e}"));
@@ -208,6 +219,7 @@ impl Portal {
             o.insert("csrf".into(), json!(me.csrf));
             o.insert("tenant".into(), json!(me.principal.tenant_id));
             o.insert("signed_in".into(), json!(true));
+            o.insert("link_owner".into(), json!(me.principal.owner));
             if let Some((org, clinics)) = &me.organisation {
                 o.insert(
                     "organisation".into(),
@@ -223,6 +235,7 @@ impl Portal {
                     "endpoints_write": scopes.allows(Scope::ENDPOINTS_WRITE),
                     "events_read": scopes.allows(Scope::EVENTS_READ),
                     "workflows_read": scopes.allows(Scope::WORKFLOWS_READ),
+                    "audit_read": scopes.allows(Scope::AUDIT_READ),
                 }),
             );
         }
@@ -244,6 +257,18 @@ impl Portal {
                 )
             }
         }
+    }
+
+    /// A vendor's link session sees its owner's endpoints and nothing else:
+    /// a 403 page for any other page.
+    fn endpoints_only(&self, me: &Me) -> Option<Response> {
+        me.principal.owner.is_some().then(|| {
+            self.error_page(
+                Some(me),
+                StatusCode::FORBIDDEN,
+                "This session, signed in with a link, manages endpoints only.",
+            )
+        })
     }
 
     fn error_page(&self, me: Option<&Me>, status: StatusCode, message: &str) -> Response {

@@ -32,10 +32,19 @@ const MAX_SESSIONS_PER_KEY: usize = 20;
 pub(super) const COOKIE: &str = "ef_session";
 pub(super) const PRE_COOKIE: &str = "ef_signin";
 
+/// What a session signed in with.
+enum Credential {
+    /// An API key: the hash of its secret. Every request checks it again,
+    /// so a key revoked or expired ends its sessions at once.
+    Key(String),
+    /// A vendor portal link (used once): the session acts as this, on the
+    /// endpoints of its owner only, while the key that made the link (the
+    /// hash of its secret) is live.
+    Link(Box<Principal>, String),
+}
+
 struct Session {
-    /// The hash of the signed-in key's secret: every request checks it
-    /// again, so a key revoked or expired ends its sessions at once.
-    key_hash: String,
+    credential: Credential,
     key_id: String,
     csrf: String,
     created: Instant,
@@ -206,7 +215,7 @@ impl Portal {
     /// `endpoints:read` ends.
     async fn session(&self, id: Option<&str>) -> Option<Me> {
         let session_hash = hash_key(id?);
-        let (key_hash, csrf, clinic) = {
+        let (credential, csrf, clinic) = {
             let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             sessions.sweep(now);
@@ -216,8 +225,36 @@ impl Portal {
                 return None;
             }
             s.idle_until = now + SESSION_IDLE;
-            (s.key_hash.clone(), s.csrf.clone(), s.clinic.clone())
+            let credential = match &s.credential {
+                Credential::Key(hash) => (hash.clone(), None),
+                Credential::Link(p, maker) => (maker.clone(), Some((**p).clone())),
+            };
+            (credential, s.csrf.clone(), s.clinic.clone())
         };
+        let (key_hash, link) = credential;
+        if let Some(principal) = link {
+            // The key that made the link must still be live.
+            let live = self
+                .app
+                .keys
+                .authenticate_hash(&self.app.store, key_hash, None, self.app.clock.now())
+                .await
+                .is_ok();
+            if !live {
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .by_id
+                    .remove(&session_hash);
+                return None;
+            }
+            return Some(Me {
+                principal,
+                csrf,
+                organisation: None,
+                session: session_hash,
+            });
+        }
         let checked = self
             .app
             .keys
@@ -273,8 +310,38 @@ impl Portal {
         sessions.insert(
             hash_key(&id),
             Session {
-                key_hash: hash_key(key),
+                credential: Credential::Key(hash_key(key)),
                 key_id: principal.key_id.to_string(),
+                csrf: random_token(),
+                created: now,
+                expires: now + SESSION_TTL,
+                idle_until: now + SESSION_IDLE,
+                clinic: None,
+            },
+        );
+        id
+    }
+
+    /// Starts a session for a portal link just used: it acts as
+    /// `principal` (the link's owner's endpoints only) and lasts at most
+    /// [`SESSION_TTL`]. Returns its id (the cookie's value).
+    pub(super) fn start_link_session(
+        &self,
+        headers: &HeaderMap,
+        principal: Principal,
+        maker_hash: String,
+    ) -> String {
+        let id = random_token();
+        let now = Instant::now();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = cookie(headers, COOKIE) {
+            sessions.by_id.remove(&hash_key(old));
+        }
+        sessions.insert(
+            hash_key(&id),
+            Session {
+                key_id: principal.key_id.to_string(),
+                credential: Credential::Link(Box::new(principal), maker_hash),
                 csrf: random_token(),
                 created: now,
                 expires: now + SESSION_TTL,

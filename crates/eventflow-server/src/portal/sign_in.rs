@@ -185,3 +185,93 @@ pub(super) async fn switch_clinic(
     }
     see_other("/portal/endpoints")
 }
+
+/// `GET /portal/link/{token}`: the landing page of a vendor portal link.
+/// Nothing is used yet (a link previewer or a mail scanner that fetches
+/// it spends nothing): the button posts it.
+pub(super) async fn link_page(
+    State(p): State<Portal>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    let pre = random_token();
+    let mut r = p.render(
+        "link.html",
+        None,
+        json!({"title": "Sign in with a link", "pre": pre, "token": token}),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("{PRE_COOKIE}={pre}{}", p.cookie_attrs())) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// `POST /portal/link`: uses a portal link (once) and starts a session on
+/// the endpoints of its owner.
+pub(super) async fn use_link(State(p): State<Portal>, headers: HeaderMap, body: Bytes) -> Response {
+    let f = form(&body);
+    let pre = cookie(&headers, PRE_COOKIE).unwrap_or("");
+    if pre.is_empty() || !constant_time_eq(field(&f, "pre").as_bytes(), pre.as_bytes()) {
+        return p.error_page(
+            None,
+            StatusCode::FORBIDDEN,
+            "The form expired; open the link again.",
+        );
+    }
+    let token = field(&f, "token");
+    let used = if token.is_empty() || token.len() > 200 {
+        Ok(None)
+    } else {
+        p.app
+            .store
+            .use_portal_link(&crate::auth::hash_key(token), p.app.clock.now())
+            .await
+    };
+    let link = match used {
+        Ok(Some(link)) => link,
+        Ok(None) => {
+            return p.error_page(
+                None,
+                StatusCode::GONE,
+                "This sign-in link was used already, or has expired. Ask for a new one.",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not use a portal link");
+            return p.error_page(
+                None,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The link could not be checked; try again.",
+            );
+        }
+    };
+    let Ok(scopes) = eventflow_model::scope::Scopes::parse(link.scopes.iter().map(String::as_str))
+    else {
+        return p.error_page(
+            None,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the link could not be used",
+        );
+    };
+    let principal = eventflow_store::Principal {
+        tenant_id: eventflow_model::id::TenantId::from_stored(link.tenant_id),
+        key_id: eventflow_model::id::KeyId::from_stored(link.id),
+        key_hash: String::new(),
+        scopes,
+        valid_until: None,
+        last_used_at: None,
+        keys_epoch: 0,
+        owner: Some(link.owner.clone()),
+    };
+    let id = p.start_link_session(&headers, principal, link.key_hash);
+    let mut r = see_other("/portal/endpoints");
+    let attrs = p.cookie_attrs();
+    for c in [
+        format!("{COOKIE}={id}{attrs}; Max-Age={}", SESSION_TTL.as_secs()),
+        format!("{PRE_COOKIE}={attrs}; Max-Age=0"),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    secure(r)
+}

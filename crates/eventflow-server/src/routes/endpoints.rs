@@ -13,7 +13,7 @@ use eventflow_model::{Event, EventType, Object, TypeFilter, time};
 use eventflow_store::endpoint_event_data;
 use eventflow_store::{
     DeliveryQuery, DeliveryStatus, EndpointChange, EndpointConfig, EndpointRow, Ordering,
-    PayloadMode, Purpose, ReplayFrom, Signing, StoredSecret,
+    PayloadMode, Purpose, ReplayFrom, Signing, StoredSecret, Verification, VerificationState,
 };
 use eventflow_webhook::{Ed25519Key, HmacSecret};
 use serde_json::{Value, json};
@@ -30,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/endpoints/{id}/secret", get(secret))
         .route("/v1/endpoints/{id}/secret/rotate", post(rotate))
         .route("/v1/endpoints/{id}/test", post(test_send))
+        .route("/v1/endpoints/{id}/verify", post(verify))
         .route("/v1/endpoints/{id}/replay", post(replay))
         .route("/v1/endpoints/{id}/replays/{replay}", get(replay_status))
         .route("/v1/endpoints/{id}/deliveries", get(deliveries))
@@ -390,6 +391,12 @@ async fn create(
     let mut disabled = false;
     apply_fields(&state, body, &mut config, &mut disabled, true)?;
     within_scopes(&auth, &config)?;
+    fixed_owner(
+        &auth,
+        &mut config,
+        body.get("owner").is_some_and(|v| !v.is_null()),
+        None,
+    )?;
     if state.store.endpoints(auth.tenant()).await?.len() >= MAX_ENDPOINTS {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -399,12 +406,13 @@ async fn create(
     }
     let now = time::format(state.clock.now());
     let secret = new_secret(config.signing, &now);
+    let needs = state.config.endpoint_verification.requires(config.payload);
     let row = EndpointRow {
         id: eventflow_model::id::EndpointId::fresh().into_string(),
         tenant_id: auth.tenant().to_string(),
         revision: 1,
         created_at: now.clone(),
-        updated_at: now,
+        updated_at: now.clone(),
         disabled,
         disabled_reason: disabled.then(|| "manual".to_string()),
         config,
@@ -413,12 +421,21 @@ async fn create(
         failure_streak: 0,
         failing_since: None,
         filter_error: None,
+        verification: if needs {
+            Verification::pending(&now)
+        } else {
+            Verification::default()
+        },
+        verify_at: needs.then_some(now),
     };
     let saved = state
         .store
         .change_endpoint(EndpointChange::Create(Box::new(row)))
         .await?
         .ok_or_else(ApiError::internal)?;
+    if saved.verification.holds() {
+        state.verify.notify_one();
+    }
     let mut out = endpoint_json(&saved);
     if saved.config.signing == Signing::Hmac {
         out["secret"] = json!(secret.secret);
@@ -429,7 +446,11 @@ async fn create(
 async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiResult<Json<Value>> {
     params.only(&[])?;
     let rows = state.store.endpoints(auth.tenant()).await?;
-    let data: Vec<Value> = rows.iter().map(|r| shown(&auth, r)).collect();
+    let data: Vec<Value> = rows
+        .iter()
+        .filter(|r| owns(&auth, r))
+        .map(|r| shown(&auth, r))
+        .collect();
     Ok(Json(json!({ "data": data })))
 }
 
@@ -458,7 +479,15 @@ async fn load(state: &AppState, auth: &Auth, id: &str) -> ApiResult<EndpointRow>
         .store
         .endpoint(auth.tenant(), &id)
         .await?
+        .filter(|row| owns(auth, row))
         .ok_or_else(not_found)
+}
+
+/// Whether the caller may see the endpoint: any of its tenant's, or, for a
+/// vendor's portal session, only those of its owner.
+fn owns(auth: &Auth, row: &EndpointRow) -> bool {
+    auth.owner()
+        .is_none_or(|o| row.config.owner.as_deref() == Some(o))
 }
 
 async fn read(
@@ -514,21 +543,142 @@ async fn update(
     body: JsonBody,
 ) -> ApiResult<Json<Value>> {
     let body = body.object()?.clone();
+    let now = time::format(state.clock.now());
     let saved = save(&state, &auth, &id, |row| {
+        let before = row.clone();
         let mut disabled = row.disabled;
         // Both before and after: a key may not take over (point elsewhere,
         // re-enable, narrow) an endpoint that sends what it may not read.
         within_scopes(&auth, &row.config)?;
         apply_fields(&state, &body, &mut row.config, &mut disabled, false)?;
         within_scopes(&auth, &row.config)?;
+        fixed_owner(
+            &auth,
+            &mut row.config,
+            body.get("owner").is_some_and(|v| !v.is_null()),
+            Some(&before.config),
+        )?;
         if disabled != row.disabled {
             row.disabled = disabled;
             row.disabled_reason = disabled.then(|| "manual".to_string());
         }
+        reverify(&state, &before, row, &now);
         Ok(())
     })
     .await?;
+    if saved.verification.holds() {
+        state.verify.notify_one();
+    }
     Ok(Json(endpoint_json(&saved)))
+}
+
+/// A vendor's portal session makes and keeps endpoints of its own owner:
+/// another owner in the body is a 422 (none, or null, is its own). Who
+/// receives the data and why is the clinic's to say: such a session
+/// cannot change them (a new endpoint's recipient is its owner).
+fn fixed_owner(
+    auth: &Auth,
+    config: &mut EndpointConfig,
+    given: bool,
+    before: Option<&EndpointConfig>,
+) -> ApiResult<()> {
+    let Some(owner) = auth.owner() else {
+        return Ok(());
+    };
+    let fresh;
+    let before = match before {
+        Some(b) => b,
+        None => {
+            fresh = EndpointConfig {
+                recipient: Some(owner.to_string()),
+                ..EndpointConfig::new(config.url.clone())
+            };
+            &fresh
+        }
+    };
+    for (field, same) in [
+        (
+            "recipient",
+            config.recipient == before.recipient || config.recipient.is_none(),
+        ),
+        ("purpose", config.purpose == before.purpose),
+        ("purposeText", config.purpose_text == before.purpose_text),
+    ] {
+        if !same {
+            return Err(ApiError::invalid(
+                field,
+                "is the clinic's to set, not a vendor's portal session's",
+            ));
+        }
+    }
+    config.recipient = before.recipient.clone();
+    if given && config.owner.as_deref() != Some(owner) {
+        return Err(ApiError::invalid(
+            "owner",
+            "is fixed for this portal session: the endpoints it manages are its owner's",
+        ));
+    }
+    config.owner = Some(owner.to_string());
+    Ok(())
+}
+
+/// What a change does to an endpoint's verification: a new URL must be
+/// proved again (or, when not required, is no longer verified); an
+/// endpoint switched to full payloads that needs it and is not verified is
+/// challenged; one enabled again after it was disabled `unverified` gets a
+/// new challenge and a new 72 hours. One that no longer needs it (switched
+/// to thin, or enabled while verification is off) stops waiting.
+fn reverify(state: &AppState, before: &EndpointRow, row: &mut EndpointRow, now: &str) {
+    let needs = state
+        .config
+        .endpoint_verification
+        .requires(row.config.payload);
+    let url_changed = row.config.url != before.config.url;
+    let enabled_unverified =
+        before.disabled && !row.disabled && before.disabled_reason.as_deref() == Some("unverified");
+    let newly_needed = needs
+        && !state
+            .config
+            .endpoint_verification
+            .requires(before.config.payload)
+        && row.verification.state != VerificationState::Verified;
+    let payload_changed = row.config.payload != before.config.payload;
+    if needs && (url_changed || enabled_unverified || newly_needed) {
+        row.verification = Verification::pending(now);
+        row.verify_at = Some(now.to_string());
+    } else if !needs
+        && (url_changed || (row.verification.holds() && (enabled_unverified || payload_changed)))
+    {
+        // Not required (any more): a new URL is not verified, and what a
+        // challenge held goes.
+        row.verification = Verification::default();
+        row.verify_at = None;
+    }
+}
+
+/// `POST /v1/endpoints/{id}/verify`: sends a new challenge now. Until it
+/// is answered the endpoint's deliveries wait.
+async fn verify(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let now = time::format(state.clock.now());
+    let saved = save(&state, &auth, &id, |row| {
+        if row.disabled {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                crate::error::ErrorKind::Conflict,
+                "the endpoint is disabled; enable it (PATCH {\"disabled\": false}), which sends a new challenge when it needs one",
+            ));
+        }
+        row.verification = Verification::pending(&now);
+        row.verify_at = Some(now.clone());
+        Ok(())
+    })
+    .await?;
+    state.verify.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(endpoint_json(&saved))))
 }
 
 async fn remove(
@@ -536,6 +686,7 @@ async fn remove(
     auth: Auth,
     PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
+    load(&state, &auth, &id).await?;
     state
         .store
         .change_endpoint(EndpointChange::Delete {
@@ -707,6 +858,7 @@ async fn replay(
             ));
         }
     };
+    load(&state, &auth, &id).await?;
     let id = endpoint_id(&id)?;
     let replay = state
         .store
@@ -725,9 +877,11 @@ async fn replay_status(
     Path((id, replay)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let not_found = || ApiError::not_found("no replay with that id");
-    let (Ok(id), Ok(replay)) = (EndpointId::parse(&id), ReplayId::parse(&replay)) else {
+    let (Ok(ep), Ok(replay)) = (EndpointId::parse(&id), ReplayId::parse(&replay)) else {
         return Err(not_found());
     };
+    load(&state, &auth, &id).await.map_err(|_| not_found())?;
+    let id = ep;
     let r = state
         .store
         .get_replay(auth.tenant(), &id, &replay)
@@ -809,12 +963,18 @@ async fn visible_delivery(
     auth: &Auth,
     id: &DeliveryId,
 ) -> ApiResult<eventflow_store::Delivery> {
-    state
+    let d = state
         .store
         .delivery(auth.tenant(), id)
         .await?
         .filter(|d| auth.scopes().sees(&d.event_type))
-        .ok_or_else(|| ApiError::not_found("no delivery with that id"))
+        .ok_or_else(|| ApiError::not_found("no delivery with that id"))?;
+    if auth.owner().is_some() {
+        load(state, auth, &d.endpoint_id)
+            .await
+            .map_err(|_| ApiError::not_found("no delivery with that id"))?;
+    }
+    Ok(d)
 }
 
 async fn delivery(

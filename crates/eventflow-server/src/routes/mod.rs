@@ -10,6 +10,7 @@ pub mod endpoints;
 pub mod events;
 pub mod keys;
 pub mod ops;
+pub mod portal_links;
 pub mod records;
 pub mod settings;
 pub mod workflows;
@@ -49,6 +50,7 @@ fn api_router(state: AppState) -> Router {
         .merge(endpoints::router())
         .merge(disclosures::router())
         .merge(settings::router())
+        .merge(portal_links::router())
         .merge(events::router())
         .merge(audit::router())
         .merge(keys::router())

@@ -22,8 +22,8 @@ use crate::error::Result;
 
 pub use rows::*;
 pub use rules::{
-    BREAKER_THRESHOLD, DISABLE_AFTER, EndpointChange, REPLAY_CHUNK, disclosure_of,
-    endpoint_event_data, lease,
+    BREAKER_THRESHOLD, DISABLE_AFTER, EndpointChange, REPLAY_CHUNK, VerifyOutcome, VerifyRecord,
+    disclosure_of, endpoint_event_data, lease,
 };
 pub use sql::{PAUSED, patient_of};
 
@@ -118,6 +118,16 @@ pub trait Deliveries: Send + Sync + 'static {
         tenant: &TenantId,
         q: &DisclosureQuery,
     ) -> Result<(Vec<Disclosure>, Option<String>)>;
+
+    /// Leases up to `limit` pending endpoints whose challenge is due to
+    /// this node.
+    async fn claim_verifications(&self, limit: i64) -> Result<Vec<EndpointRow>>;
+
+    /// Records a challenge's outcome.
+    async fn record_verification(&self, rec: VerifyRecord) -> Result<()>;
+
+    /// When the next challenge is due, if any.
+    async fn next_verification(&self) -> Result<Option<jiff::Timestamp>>;
 
     /// When the next pending delivery is due, if any.
     async fn next_due(&self) -> Result<Option<jiff::Timestamp>>;

@@ -166,6 +166,62 @@ impl std::fmt::Debug for StoredSecret {
     }
 }
 
+/// Whether an endpoint has proved it controls its URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VerificationState {
+    /// A challenge is out: deliveries wait (`pending`, no attempt) until
+    /// the endpoint answers it.
+    Pending,
+    /// It answered the challenge at its current URL.
+    Verified,
+    /// Never challenged: made before verification existed, or while it was
+    /// not required. Deliveries go.
+    #[default]
+    Skipped,
+}
+
+/// An endpoint's verification (the `verification` column).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    pub state: VerificationState,
+    /// The challenge out while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
+    /// When the challenge was first sent: 72 h later an endpoint still
+    /// pending is disabled (`unverified`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Attempts made with the current challenge.
+    #[serde(default)]
+    pub attempts: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<String>,
+    /// Why the last attempt did not verify it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl Verification {
+    /// A new challenge, out from `now`.
+    pub fn pending(now: &str) -> Verification {
+        Verification {
+            state: VerificationState::Pending,
+            challenge: Some(crate::delivery::rules::new_challenge()),
+            started_at: Some(now.to_string()),
+            attempts: 0,
+            verified_at: None,
+            last_error: None,
+        }
+    }
+
+    /// Whether the endpoint's deliveries wait for it.
+    pub fn holds(&self) -> bool {
+        self.state == VerificationState::Pending
+    }
+}
+
 /// An endpoint row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointRow {
@@ -187,6 +243,9 @@ pub struct EndpointRow {
     /// Why the filter last stopped without an answer; cleared when the
     /// filter changes.
     pub filter_error: Option<FilterError>,
+    pub verification: Verification,
+    /// When the challenge is next sent (pending only).
+    pub verify_at: Option<String>,
 }
 
 /// A filter evaluation that was stopped: the event it was stopped on, and why.

@@ -47,6 +47,12 @@ pub fn endpoint_event_data(row: &EndpointRow) -> Value {
     o.insert("purpose".into(), json!(c.purpose));
     o.insert("purposeText".into(), json!(c.purpose_text));
     o.insert("owner".into(), json!(c.owner));
+    o.insert("verification".into(), json!(row.verification.state));
+    o.insert("verifiedAt".into(), json!(row.verification.verified_at));
+    o.insert(
+        "verificationError".into(),
+        json!(row.verification.last_error),
+    );
     o.insert("disabled".into(), json!(row.disabled));
     o.insert("disabledReason".into(), json!(row.disabled_reason));
     o.insert("failureStreak".into(), json!(row.failure_streak));
@@ -156,7 +162,8 @@ async fn fan_out_to<C: QueueConn + ?Sized>(
     let plan: Vec<(std::sync::Arc<EndpointRow>, String, bool)> = targets
         .into_iter()
         .map(|endpoint| {
-            let hand_over = conn.fanout().hand_over(&endpoint);
+            // Held for the endpoint's verification: no lease, paused.
+            let hand_over = !endpoint.verification.holds() && conn.fanout().hand_over(&endpoint);
             (endpoint, DeliveryId::fresh().into_string(), hand_over)
         })
         .collect();
@@ -171,7 +178,13 @@ async fn fan_out_to<C: QueueConn + ?Sized>(
             patient_id: patient.as_deref(),
             ordered: endpoint.config.ordering == Ordering::Resource,
             now: &now,
-            next_at: if *hand_over { &lease_until } else { &now },
+            next_at: if endpoint.verification.holds() {
+                PAUSED
+            } else if *hand_over {
+                &lease_until
+            } else {
+                &now
+            },
             lease_owner: hand_over.then_some(node.as_str()),
         })
         .collect();
@@ -367,11 +380,18 @@ pub(crate) async fn change_endpoint<C: QueueConn + ?Sized>(
             if !conn.update_endpoint(row, *expected).await? {
                 return Ok(None);
             }
+            let (held_before, held) = (before.verification.holds(), row.verification.holds());
             if before.disabled && !row.disabled {
                 conn.reset_failures(&row.id).await?;
-                conn.reschedule_pending(&row.id, &now, &now).await?;
-            } else if !before.disabled && row.disabled {
+                // Still held for its verification: its deliveries wait on.
+                if !held {
+                    conn.reschedule_pending(&row.id, &now, &now).await?;
+                }
+            } else if (!before.disabled && row.disabled) || (held && !held_before) {
                 conn.reschedule_pending(&row.id, PAUSED, &now).await?;
+            } else if held_before && !held && !row.disabled && conn.release_held(&row.id).await? > 0
+            {
+                conn.fanout().wake_dispatcher = true;
             }
             conn.bump_endpoints_version(&row.tenant_id).await?;
             conn.endpoint(&row.tenant_id, &row.id).await
@@ -552,34 +572,142 @@ pub(crate) async fn record_attempt<C: QueueConn + ?Sized>(
         _ => None,
     };
     if let Some(reason) = reason {
-        conn.disable_endpoint(&rec.endpoint_id, reason, &now)
-            .await?;
-        conn.reschedule_pending(&rec.endpoint_id, PAUSED, &now)
-            .await?;
-        conn.bump_endpoints_version(&rec.tenant_id).await?;
-        // The operational event below must not fan out to the endpoint
-        // just disabled: reload the tenant's list under the lock we hold.
-        let version = conn.endpoints_version(&rec.tenant_id).await?;
-        let endpoints = conn.load_endpoints(&rec.tenant_id).await?;
-        conn.fanout().load(&rec.tenant_id, version, endpoints);
         recorded.endpoint_disabled = true;
-        if let Some(row) = conn.endpoint(&rec.tenant_id, &rec.endpoint_id).await? {
-            let seq = operational_event(
-                conn,
-                &rec.tenant_id,
-                "endpoint.disabled",
-                ResourceRef {
-                    resource_type: "endpoint".into(),
-                    id: row.id.clone(),
-                    version: row.revision,
-                },
-                endpoint_event_data(&row),
-            )
-            .await?;
+        if let Some(seq) = disable(conn, &rec.tenant_id, &rec.endpoint_id, reason).await? {
             last_sequence = Some(seq);
         }
     }
     Ok((recorded, last_sequence))
+}
+
+/// Disables an endpoint (`gone`, `failing`, `unverified`): its waiting
+/// deliveries pause, and `endpoint.disabled` is logged (fanned out without
+/// it). Returns that event's sequence.
+async fn disable<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    tenant: &str,
+    endpoint_id: &str,
+    reason: &str,
+) -> Result<Option<i64>> {
+    let now = conn.fanout().now.clone();
+    conn.disable_endpoint(endpoint_id, reason, &now).await?;
+    conn.reschedule_pending(endpoint_id, PAUSED, &now).await?;
+    conn.bump_endpoints_version(tenant).await?;
+    // The operational event below must not fan out to the endpoint just
+    // disabled: reload the tenant's list under the lock we hold.
+    let version = conn.endpoints_version(tenant).await?;
+    let endpoints = conn.load_endpoints(tenant).await?;
+    conn.fanout().load(tenant, version, endpoints);
+    let Some(row) = conn.endpoint(tenant, endpoint_id).await? else {
+        return Ok(None);
+    };
+    let seq = operational_event(
+        conn,
+        tenant,
+        "endpoint.disabled",
+        ResourceRef {
+            resource_type: "endpoint".into(),
+            id: row.id.clone(),
+            version: row.revision,
+        },
+        endpoint_event_data(&row),
+    )
+    .await?;
+    Ok(Some(seq))
+}
+
+/// A new verification challenge: 32 random bytes, hex.
+pub(crate) fn new_challenge() -> String {
+    format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    )
+}
+
+/// Leases up to `limit` pending endpoints whose challenge is due to this
+/// node: each is due again when the lease runs out, should the node stop
+/// before it records the outcome.
+pub(crate) async fn claim_verifications<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    limit: i64,
+) -> Result<Vec<EndpointRow>> {
+    let now = conn.fanout().now.clone();
+    let until = conn.fanout().lease_until.clone();
+    let mut due = conn.due_verifications(&now, limit).await?;
+    for row in &mut due {
+        conn.lease_verification(&row.id, &until).await?;
+        row.verify_at = Some(until.clone());
+    }
+    Ok(due)
+}
+
+/// What a challenge came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VerifyOutcome {
+    /// The endpoint answered with the challenge.
+    Verified,
+    /// It did not; send again at this time.
+    RetryAt { at: jiff::Timestamp, error: String },
+    /// It did not, and 72 h have passed since the challenge started.
+    GiveUp { error: String },
+}
+
+/// The outcome of one challenge, for the writer to record.
+#[derive(Debug, Clone)]
+pub struct VerifyRecord {
+    pub tenant_id: String,
+    pub endpoint_id: String,
+    /// The challenge sent: an outcome for an older one is ignored.
+    pub challenge: String,
+    pub outcome: VerifyOutcome,
+}
+
+/// Records a challenge's outcome: verified (the held deliveries go, in
+/// the order they were made), another attempt later, or the endpoint
+/// disabled as `unverified`. Returns the sequence of an event it logged.
+pub(crate) async fn record_verification<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    rec: &VerifyRecord,
+) -> Result<Option<i64>> {
+    let now = conn.fanout().now.clone();
+    let Some(row) = conn.endpoint(&rec.tenant_id, &rec.endpoint_id).await? else {
+        return Ok(None);
+    };
+    let mut v = row.verification.clone();
+    if !v.holds() || v.challenge.as_deref() != Some(rec.challenge.as_str()) {
+        // Another challenge is out since (the URL changed, or verify again).
+        return Ok(None);
+    }
+    match &rec.outcome {
+        VerifyOutcome::Verified => {
+            v.state = crate::delivery::VerificationState::Verified;
+            v.challenge = None;
+            v.verified_at = Some(now.clone());
+            v.last_error = None;
+            v.attempts += 1;
+            conn.set_verification(&row.id, &v, None, &now).await?;
+            if !row.disabled && conn.release_held(&row.id).await? > 0 {
+                conn.fanout().wake_dispatcher = true;
+            }
+            // New events fan out to it unheld from now on.
+            conn.bump_endpoints_version(&rec.tenant_id).await?;
+            Ok(None)
+        }
+        VerifyOutcome::RetryAt { at, error } => {
+            v.attempts += 1;
+            v.last_error = Some(error.clone());
+            conn.set_verification(&row.id, &v, Some(&time::format(*at)), &now)
+                .await?;
+            Ok(None)
+        }
+        VerifyOutcome::GiveUp { error } => {
+            v.attempts += 1;
+            v.last_error = Some(error.clone());
+            conn.set_verification(&row.id, &v, None, &now).await?;
+            disable(conn, &rec.tenant_id, &rec.endpoint_id, "unverified").await
+        }
+    }
 }
 
 /// Records successful attempts made with the endpoint's failure streak
@@ -614,10 +742,11 @@ pub(crate) async fn retry<C: QueueConn + ?Sized>(
     d.updated_at = now.clone();
     // A new retry window of 72 h starts now.
     d.window_started_at = Some(now.clone());
+    // A disabled endpoint's, or one waiting for its verification, waits on.
     let live = conn
         .endpoint(tenant, &d.endpoint_id)
         .await?
-        .is_some_and(|e| !e.disabled);
+        .is_some_and(|e| !e.disabled && !e.verification.holds());
     let next = if live {
         now.clone()
     } else {
@@ -798,7 +927,7 @@ async fn replay_chunk<C: QueueConn + ?Sized>(conn: &mut C, replay: &mut Replay) 
     for row in rows.chunks(1) {
         conn.insert_deliveries(row).await?;
     }
-    if matcher.row.disabled && queued > 0 {
+    if (matcher.row.disabled || matcher.row.verification.holds()) && queued > 0 {
         conn.reschedule_pending(&replay.endpoint_id, PAUSED, &now)
             .await?;
     }

@@ -24,7 +24,8 @@ pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.tenant_id, d.endpoint_id, d.e
 
 /// The columns every endpoint read selects ([`endpoint_from_row`] reads them by name).
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, tenant_id, revision, created_at, updated_at, disabled, \
-     disabled_reason, config, secrets, last_sequence, failure_streak, failing_since, filter_error";
+     disabled_reason, config, secrets, last_sequence, failure_streak, failing_since, filter_error, \
+     verification, verify_at";
 
 /// The columns every replay read selects ([`replay_from_row`] reads them by name).
 pub(crate) const REPLAY_COLUMNS: &str =
@@ -112,6 +113,8 @@ pub(crate) struct EndpointColumns {
     failure_streak: i64,
     failing_since: Option<String>,
     filter_error: Option<String>,
+    verification: Option<String>,
+    verify_at: Option<String>,
 }
 
 /// An endpoint read back, by column name (on either backend).
@@ -136,6 +139,12 @@ where
         failure_streak: c.failure_streak,
         failing_since: c.failing_since,
         filter_error: c.filter_error.and_then(|t| serde_json::from_str(&t).ok()),
+        verification: match c.verification {
+            None => crate::delivery::Verification::default(),
+            Some(t) => serde_json::from_str(&t)
+                .map_err(|_| StoreError::corrupt("endpoint verification"))?,
+        },
+        verify_at: c.verify_at,
     })
 }
 
@@ -209,6 +218,25 @@ pub(crate) trait QueueConn: crate::records::rules::RecordTx {
         next_at: &str,
         now: &str,
     ) -> crate::Result<u64>;
+    /// Pending endpoints whose challenge is due (enabled, not deleted),
+    /// oldest due first, locked (on PostgreSQL skipping rows other nodes hold).
+    async fn due_verifications(&mut self, now: &str, limit: i64)
+    -> crate::Result<Vec<EndpointRow>>;
+    /// Writes an endpoint's verification and when its challenge is next
+    /// sent, bumping its revision (cached copies read it again).
+    async fn set_verification(
+        &mut self,
+        id: &str,
+        v: &crate::delivery::Verification,
+        verify_at: Option<&str>,
+        now: &str,
+    ) -> crate::Result<()>;
+    /// Leases a pending endpoint's challenge until `until` (its revision
+    /// unchanged: a client's change in between is not turned away).
+    async fn lease_verification(&mut self, id: &str, until: &str) -> crate::Result<()>;
+    /// Makes the deliveries held for the endpoint's verification due, each
+    /// at the time it was made (so they are taken in that order).
+    async fn release_held(&mut self, endpoint_id: &str) -> crate::Result<u64>;
     /// Makes the endpoint's waiting (wake_dispatcher) deliveries due now.
     async fn drain(&mut self, endpoint_id: &str, now: &str) -> crate::Result<u64>;
     /// Inserts deliveries (of distinct endpoints), each numbered one past
@@ -317,7 +345,8 @@ macro_rules! impl_queue_conn {
                 async fn insert_endpoint(&mut self, r: &EndpointRow) -> Result<()> {
                     sqlx::query(
                         "INSERT INTO endpoints (id, tenant_id, revision, created_at, updated_at, disabled, \
-                         disabled_reason, config, secrets) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                         disabled_reason, config, secrets, verification, verify_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                     )
                     .bind(&r.id)
                     .bind(&r.tenant_id)
@@ -328,6 +357,8 @@ macro_rules! impl_queue_conn {
                     .bind(&r.disabled_reason)
                     .bind(json_text(&r.config)?)
                     .bind(json_text(&r.secrets)?)
+                    .bind(json_text(&r.verification)?)
+                    .bind(&r.verify_at)
                     .execute(&mut self.conn)
                     .await?;
                     Ok(())
@@ -336,7 +367,8 @@ macro_rules! impl_queue_conn {
                 async fn update_endpoint(&mut self, r: &EndpointRow, expected: i64) -> Result<bool> {
                     let done = sqlx::query(
                         "UPDATE endpoints SET revision = $1, updated_at = $2, disabled = $3, disabled_reason = $4, \
-                         config = $5, secrets = $6, filter_error = $10 WHERE id = $7 AND tenant_id = $8 AND revision = $9 AND deleted_at IS NULL",
+                         config = $5, secrets = $6, filter_error = $10, verification = $11, verify_at = $12 \
+                         WHERE id = $7 AND tenant_id = $8 AND revision = $9 AND deleted_at IS NULL",
                     )
                     .bind(r.revision)
                     .bind(&r.updated_at)
@@ -348,6 +380,8 @@ macro_rules! impl_queue_conn {
                     .bind(&r.tenant_id)
                     .bind(expected)
                     .bind(r.filter_error.as_ref().map(json_text).transpose()?)
+                    .bind(json_text(&r.verification)?)
+                    .bind(&r.verify_at)
                     .execute(&mut self.conn)
                     .await?;
                     Ok(done.rows_affected() == 1)
@@ -534,6 +568,62 @@ macro_rules! impl_queue_conn {
                     Ok(done.rows_affected())
                 }
 
+                async fn due_verifications(&mut self, now: &str, limit: i64) -> Result<Vec<EndpointRow>> {
+                    let lock: &str = $lock_row;
+                    let skip = if lock.is_empty() { "" } else { " SKIP LOCKED" };
+                    let sql = format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE verify_at IS NOT NULL AND verify_at <= $1 \
+                         AND disabled = 0 AND deleted_at IS NULL ORDER BY verify_at LIMIT $2{lock}{skip}"
+                    );
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(now)
+                        .bind(limit)
+                        .fetch_all(&mut self.conn)
+                        .await?;
+                    rows.iter().map(crate::delivery::sql::endpoint_from_row).collect()
+                }
+
+                async fn set_verification(
+                    &mut self,
+                    id: &str,
+                    v: &crate::delivery::Verification,
+                    verify_at: Option<&str>,
+                    now: &str,
+                ) -> Result<()> {
+                    sqlx::query(
+                        "UPDATE endpoints SET verification = $1, verify_at = $2, revision = revision + 1, \
+                         updated_at = $3 WHERE id = $4",
+                    )
+                    .bind(json_text(v)?)
+                    .bind(verify_at)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn lease_verification(&mut self, id: &str, until: &str) -> Result<()> {
+                    sqlx::query("UPDATE endpoints SET verify_at = $1 WHERE id = $2")
+                        .bind(until)
+                        .bind(id)
+                        .execute(&mut self.conn)
+                        .await?;
+                    Ok(())
+                }
+
+                async fn release_held(&mut self, endpoint_id: &str) -> Result<u64> {
+                    let done = sqlx::query(
+                        "UPDATE deliveries SET next_at = created_at \
+                         WHERE endpoint_id = $1 AND status = 'pending' AND next_at = $2",
+                    )
+                    .bind(endpoint_id)
+                    .bind(crate::delivery::sql::PAUSED)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(done.rows_affected())
+                }
+
                 async fn drain(&mut self, endpoint_id: &str, now: &str) -> Result<u64> {
                     let done = sqlx::query(
                         "UPDATE deliveries SET next_at = $1, updated_at = $1 \
@@ -659,14 +749,23 @@ macro_rules! impl_queue_conn {
                 }
 
                 async fn release(&mut self, id: &str, node: &str, next_at: &str, now: &str) -> Result<()> {
+                    // Paused only while its endpoint still holds it (waits
+                    // for its verification, or is disabled or deleted):
+                    // one that was verified meanwhile is due at once, so a
+                    // delivery paused after its endpoint's held ones were
+                    // released is not left behind.
                     sqlx::query(
-                        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, next_at = $1, updated_at = $2 \
+                        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, updated_at = $2, \
+                         next_at = CASE WHEN $1 <> $5 OR EXISTS (SELECT 1 FROM endpoints e \
+                         WHERE e.id = deliveries.endpoint_id AND (e.verify_at IS NOT NULL OR e.disabled <> 0 \
+                         OR e.deleted_at IS NOT NULL)) THEN $1 ELSE $2 END \
                          WHERE id = $3 AND lease_owner = $4 AND status = 'pending'",
                     )
                     .bind(next_at)
                     .bind(now)
                     .bind(id)
                     .bind(node)
+                    .bind(crate::delivery::sql::PAUSED)
                     .execute(&mut self.conn)
                     .await?;
                     Ok(())
@@ -961,27 +1060,32 @@ macro_rules! impl_deliveries {
                 tenant: &TenantId,
                 q: &crate::delivery::DisclosureQuery,
             ) -> Result<(Vec<Disclosure>, Option<String>)> {
-                // A clinic's patients' disclosures (by the (tenant, patient)
-                // or (tenant, time) index), or an organisation's endpoints'.
-                let found = sqlx::query(
+                // One indexed range, in id order: a clinic's (of one
+                // patient, or all), or an organisation's endpoints'.
+                let column = if tenant.is_organisation() { "organisation_id" } else { "tenant_id" };
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
                     "SELECT id, tenant_id, patient_id, at, recipient, endpoint_id, organisation_id, origin, \
                      delivery_id, event_id, event_type, resource_type, resource_id, fields, purpose, purpose_text \
-                     FROM disclosures \
-                     WHERE (tenant_id = $1 OR organisation_id = $1) \
-                     AND ($2 IS NULL OR patient_id = $2) AND ($3 IS NULL OR at >= $3) \
-                     AND ($4 IS NULL OR at < $4) AND ($5 IS NULL OR purpose = $5) \
-                     AND ($6 IS NULL OR id > $6) \
-                     ORDER BY id LIMIT $7",
-                )
-                .bind(tenant.as_str())
-                .bind(q.patient_id.as_deref())
-                .bind(q.since.as_deref())
-                .bind(q.until.as_deref())
-                .bind(q.purpose.map(|p| p.as_str()))
-                .bind(q.cursor.as_deref())
-                .bind(i64::from(q.limit) + 1)
-                .fetch_all(&self.reads)
-                .await?;
+                     FROM disclosures WHERE ",
+                );
+                qb.push(column).push(" = ").push_bind(tenant.as_str().to_string());
+                if let Some(p) = &q.patient_id {
+                    qb.push(" AND patient_id = ").push_bind(p.clone());
+                }
+                if let Some(since) = &q.since {
+                    qb.push(" AND at >= ").push_bind(since.clone());
+                }
+                if let Some(until) = &q.until {
+                    qb.push(" AND at < ").push_bind(until.clone());
+                }
+                if let Some(purpose) = q.purpose {
+                    qb.push(" AND purpose = ").push_bind(purpose.as_str());
+                }
+                if let Some(cursor) = &q.cursor {
+                    qb.push(" AND id > ").push_bind(cursor.clone());
+                }
+                qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(q.limit) + 1);
+                let found = qb.build().fetch_all(&self.reads).await?;
                 let mut data = found
                     .iter()
                     .map(|r| {
@@ -1014,6 +1118,25 @@ macro_rules! impl_deliveries {
                     None
                 };
                 Ok((data, next))
+            }
+
+            async fn claim_verifications(&self, limit: i64) -> Result<Vec<EndpointRow>> {
+                self.writer.claim_verifications(limit).await
+            }
+
+            async fn record_verification(&self, rec: crate::delivery::VerifyRecord) -> Result<()> {
+                self.writer.record_verification(rec).await
+            }
+
+            async fn next_verification(&self) -> Result<Option<jiff::Timestamp>> {
+                let row = sqlx::query(
+                    "SELECT MIN(verify_at) FROM endpoints WHERE verify_at IS NOT NULL AND disabled = 0 AND deleted_at IS NULL",
+                )
+                .fetch_one(&self.reads)
+                .await?;
+                Ok(row
+                    .get::<Option<String>, _>(0)
+                    .and_then(|n| eventflow_model::time::parse(&n)))
             }
 
             async fn next_due(&self) -> Result<Option<jiff::Timestamp>> {

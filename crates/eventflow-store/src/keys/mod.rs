@@ -44,6 +44,9 @@ pub struct Principal {
     /// The [`keys epoch`](crate::Notifier::keys_epoch) the key was checked
     /// in: once it moves, a long-lived request checks the key again.
     pub keys_epoch: u64,
+    /// A vendor's portal session: only the endpoints with this `owner`
+    /// (`None`: an API key, no such limit).
+    pub owner: Option<String>,
 }
 
 impl Principal {
@@ -57,6 +60,7 @@ impl Principal {
             valid_until: None,
             last_used_at: None,
             keys_epoch: 0,
+            owner: None,
         }
     }
 }
@@ -270,6 +274,30 @@ pub(crate) trait KeyConn: RecordTx {
     async fn touch_key(&mut self, id: &str, at: &str) -> Result<()>;
     /// Tells other nodes, at commit, that a key changed.
     async fn announce_keys(&mut self) -> Result<()>;
+    async fn insert_portal_link(&mut self, link: &PortalLink) -> Result<()>;
+    /// Marks a link used, if it is unused and unexpired at `now`; returns it.
+    async fn take_portal_link(&mut self, token_hash: &str, now: &str)
+    -> Result<Option<PortalLink>>;
+}
+
+/// A vendor portal link: a single-use sign-in to the endpoints of one owner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortalLink {
+    /// `plk_…`
+    pub id: String,
+    pub tenant_id: String,
+    /// The key that made it.
+    pub key_id: String,
+    /// The SHA-256 of that key's secret: the session lasts while it is live.
+    pub key_hash: String,
+    /// The SHA-256 of the link's token (the token itself is never kept).
+    pub token_hash: String,
+    pub owner: String,
+    pub read_only: bool,
+    /// The scopes the session gets.
+    pub scopes: Vec<String>,
+    pub created_at: String,
+    pub expires_at: String,
 }
 
 /// A tenant's settings (`/v1/settings`).
@@ -320,6 +348,18 @@ pub trait Tenants: Send + Sync + 'static {
 
     /// The tenant's settings.
     async fn settings(&self, tenant: &TenantId) -> Result<TenantSettings>;
+
+    /// Keeps a new portal link, with its audit entry.
+    async fn create_portal_link(&self, link: PortalLink, audit: crate::AuditEntry) -> Result<()>;
+
+    /// Uses a portal link: the link, when its token's hash names one not
+    /// used and not expired at `now` (it is used from then on), with its
+    /// audit entry; `None` otherwise.
+    async fn use_portal_link(
+        &self,
+        token_hash: &str,
+        now: jiff::Timestamp,
+    ) -> Result<Option<PortalLink>>;
 
     /// Changes the tenant's settings under its lock. `thin` while an
     /// endpoint of the tenant has full payloads is a conflict.

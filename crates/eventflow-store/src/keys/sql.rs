@@ -108,6 +108,49 @@ macro_rules! impl_key_conn {
                 .await?;
                 Ok(())
             }
+            async fn insert_portal_link(&mut self, l: &crate::keys::PortalLink) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO portal_links (id, tenant_id, key_id, token_hash, owner, read_only, created_at, expires_at, scopes, key_hash) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(&l.id)
+                .bind(&l.tenant_id)
+                .bind(&l.key_id)
+                .bind(&l.token_hash)
+                .bind(&l.owner)
+                .bind(i64::from(l.read_only))
+                .bind(&l.created_at)
+                .bind(&l.expires_at)
+                .bind(crate::codec::json_text(&l.scopes)?)
+                .bind(&l.key_hash)
+                .execute(&mut self.conn)
+                .await?;
+                Ok(())
+            }
+            async fn take_portal_link(&mut self, token_hash: &str, now: &str) -> Result<Option<crate::keys::PortalLink>> {
+                let row = sqlx::query(
+                    "UPDATE portal_links SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+                     RETURNING id, tenant_id, key_id, token_hash, owner, read_only, created_at, expires_at, scopes, key_hash",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&mut self.conn)
+                .await?;
+                row.map(|r| Ok(crate::keys::PortalLink {
+                    scopes: serde_json::from_str(r.get::<&str, _>(8))
+                        .map_err(|_| crate::StoreError::corrupt("portal link scopes"))?,
+                    id: r.get(0),
+                    tenant_id: r.get(1),
+                    key_id: r.get(2),
+                    token_hash: r.get(3),
+                    owner: r.get(4),
+                    read_only: r.get::<i64, _>(5) != 0,
+                    created_at: r.get(6),
+                    expires_at: r.get(7),
+                    key_hash: r.get(9),
+                }))
+                .transpose()
+            }
             async fn announce_keys(&mut self) -> Result<()> {
                 let sql: Option<&'static str> = $announce_keys;
                 if let Some(sql) = sql {
@@ -168,6 +211,7 @@ macro_rules! impl_tenants {
                     (a, b) => a.or(b),
                 };
                 Ok(Some(crate::keys::Principal {
+                    owner: None,
                     tenant_id: TenantId::from_stored(r.try_get(0)?),
                     key_id: KeyId::from_stored(r.try_get(1)?),
                     key_hash: key_hash.to_string(),
@@ -180,6 +224,14 @@ macro_rules! impl_tenants {
 
             async fn change_key(&self, change: crate::keys::KeyChange) -> Result<Option<crate::keys::ApiKey>> {
                 self.writer.key(change).await
+            }
+
+            async fn create_portal_link(&self, link: crate::keys::PortalLink, audit: crate::AuditEntry) -> Result<()> {
+                self.writer.portal_link(link, audit).await
+            }
+
+            async fn use_portal_link(&self, token_hash: &str, now: jiff::Timestamp) -> Result<Option<crate::keys::PortalLink>> {
+                self.writer.use_portal_link(token_hash, now).await
             }
 
             async fn settings(&self, tenant: &TenantId) -> Result<crate::keys::TenantSettings> {

@@ -100,6 +100,19 @@ pub(crate) enum Command {
         before: String,
         limit: i64,
     },
+    /// Keeps a new portal link, with its audit entry.
+    PortalLink(Box<(crate::keys::PortalLink, AuditEntry)>),
+    /// Uses a portal link (once), with an audit entry.
+    UsePortalLink {
+        token_hash: String,
+        now: String,
+    },
+    /// Leases endpoints whose challenge is due.
+    ClaimVerifications {
+        limit: i64,
+    },
+    /// Records a challenge's outcome.
+    Verified(Box<crate::delivery::VerifyRecord>),
     /// Changes a tenant's settings.
     Settings {
         tenant: String,
@@ -193,6 +206,7 @@ impl Command {
             Command::Attempted(rec) => Some(&rec.tenant_id),
             Command::Replay { tenant, .. } => Some(tenant),
             Command::Settings { tenant, .. } => Some(tenant),
+            Command::Verified(rec) => Some(&rec.tenant_id),
             Command::ReplayChunk { tenant, .. } => Some(tenant),
             Command::StartRuns(start) => Some(&start.tenant_id),
             Command::StepDone(report) => Some(&report.tenant_id),
@@ -206,7 +220,7 @@ pub(crate) enum Reply {
     Done,
     Tenant(Option<NewTenant>),
     Purged(u64),
-    Endpoint(Option<EndpointRow>),
+    Endpoint(Option<Box<EndpointRow>>),
     Claimed(Vec<ClaimedDelivery>),
     Recorded(Recorded),
     Delivery(Option<Delivery>),
@@ -217,6 +231,8 @@ pub(crate) enum Reply {
     Key(Option<crate::keys::ApiKey>),
     Network(crate::networks::NetworkDone),
     Settings(crate::keys::TenantSettings),
+    Endpoints(Vec<EndpointRow>),
+    PortalLink(Option<Box<crate::keys::PortalLink>>),
 }
 
 pub(crate) struct Job {
@@ -309,6 +325,46 @@ impl WriterHandle {
         self.send(Command::Ping).await.map(|_| ())
     }
 
+    pub async fn portal_link(
+        &self,
+        link: crate::keys::PortalLink,
+        audit: AuditEntry,
+    ) -> Result<()> {
+        self.send(Command::PortalLink(Box::new((link, audit))))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn use_portal_link(
+        &self,
+        token_hash: &str,
+        now: jiff::Timestamp,
+    ) -> Result<Option<crate::keys::PortalLink>> {
+        match self
+            .send(Command::UsePortalLink {
+                token_hash: token_hash.to_string(),
+                now: time::format(now),
+            })
+            .await?
+        {
+            Reply::PortalLink(l) => Ok(l.map(|l| *l)),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn claim_verifications(&self, limit: i64) -> Result<Vec<EndpointRow>> {
+        match self.send(Command::ClaimVerifications { limit }).await? {
+            Reply::Endpoints(rows) => Ok(rows),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn record_verification(&self, rec: crate::delivery::VerifyRecord) -> Result<()> {
+        self.send(Command::Verified(Box::new(rec)))
+            .await
+            .map(|_| ())
+    }
+
     pub async fn settings(
         &self,
         tenant: &str,
@@ -328,7 +384,7 @@ impl WriterHandle {
 
     pub async fn endpoint(&self, change: EndpointChange) -> Result<Option<EndpointRow>> {
         match self.send(Command::Endpoint(Box::new(change))).await? {
-            Reply::Endpoint(row) => Ok(row),
+            Reply::Endpoint(row) => Ok(row.map(|r| *r)),
             _ => Err(StoreError::corrupt("writer reply")),
         }
     }
@@ -829,7 +885,40 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
             ))
         }
         Command::Ping => Ok((Reply::Done, None, Vec::new())),
+        Command::PortalLink(made) => {
+            let (link, audit) = &**made;
+            conn.insert_portal_link(link).await?;
+            conn.insert_audit(audit).await?;
+            Ok((Reply::Done, None, Vec::new()))
+        }
+        Command::UsePortalLink { token_hash, now } => {
+            let link = conn.take_portal_link(token_hash, now).await?;
+            if let Some(l) = &link {
+                conn.insert_audit(&AuditEntry {
+                    id: eventflow_model::id::new_id("aud"),
+                    tenant: l.tenant_id.clone(),
+                    at: now.clone(),
+                    key_id: l.id.clone(),
+                    action: "portal-link.use".into(),
+                    resource_type: "portal_link".into(),
+                    resource_id: l.id.clone(),
+                })
+                .await?;
+            }
+            Ok((Reply::PortalLink(link.map(Box::new)), None, Vec::new()))
+        }
+        Command::ClaimVerifications { limit } => {
+            let rows = outbox::claim_verifications(conn, *limit).await?;
+            Ok((Reply::Endpoints(rows), None, Vec::new()))
+        }
+        Command::Verified(rec) => {
+            conn.lock_tenant(&rec.tenant_id).await?;
+            let seq = outbox::record_verification(conn, rec).await?;
+            let seq = seq.map(|s| (rec.tenant_id.clone(), s));
+            Ok((Reply::Done, seq, Vec::new()))
+        }
         Command::Settings { tenant, to } => {
+            conn.lock_tenant(tenant).await?;
             let now = outbox::change_settings(conn, tenant, *to).await?;
             Ok((Reply::Settings(now), None, Vec::new()))
         }
@@ -847,7 +936,7 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
             let row = outbox::change_endpoint(conn, change).await?;
             // Re-enabling makes paused deliveries due: let the dispatcher look.
             conn.fanout().wake_dispatcher = true;
-            Ok((Reply::Endpoint(row), None, Vec::new()))
+            Ok((Reply::Endpoint(row.map(Box::new)), None, Vec::new()))
         }
         Command::Claim { limit } => {
             let node = conn.fanout().node.clone();

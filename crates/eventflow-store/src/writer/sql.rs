@@ -88,6 +88,8 @@ macro_rules! impl_write_conn {
                     // A pending delivery is still to be sent: it stays.
                     Aged::Deliveries => (
                         "SELECT id FROM deliveries WHERE created_at < $1 AND status <> 'pending' \
+                         AND endpoint_sequence < (SELECT MAX(n.endpoint_sequence) FROM deliveries n \
+                         WHERE n.endpoint_id = deliveries.endpoint_id) \
                          ORDER BY created_at LIMIT $2",
                         &[("deliveries", "id")],
                     ),
@@ -119,6 +121,15 @@ macro_rules! impl_write_conn {
                             list.push_bind(id.as_str());
                         }
                         qb.push(")");
+                        if *table == "deliveries" {
+                            // Each endpoint's newest delivery stays, whatever
+                            // its age: the next is numbered after it, so an
+                            // endpoint's sequence never starts over.
+                            qb.push(
+                                " AND endpoint_sequence < (SELECT MAX(n.endpoint_sequence) FROM deliveries n \
+                                 WHERE n.endpoint_id = deliveries.endpoint_id)",
+                            );
+                        }
                         qb.build().execute(&mut self.conn).await?;
                     }
                 }
@@ -128,6 +139,10 @@ macro_rules! impl_write_conn {
             async fn purge(&mut self, events_before: &str, keys_before: &str, quota_before: &str) -> Result<()> {
                 for (sql, before) in [
                     ("DELETE FROM idempotency_keys WHERE created_at < $1", keys_before),
+                    // A portal link is of no use once expired; kept as long
+                    // as events for a look at what was made (its making and
+                    // its use are audit entries, kept on their own).
+                    ("DELETE FROM portal_links WHERE expires_at < $1", events_before),
                     // Automations keep their record as long as the events that
                     // started them: finished runs and outbox entries. Pending
                     // runs and timers stay, whatever their age.

@@ -173,6 +173,13 @@ async fn every_operation_needs_the_scope_the_openapi_document_names(backend: Bac
             let Some(scope) = scopes.first().and_then(Value::as_str) else {
                 continue; // a key, scopes checked per operation (the batch)
             };
+            // The tenant's settings govern every key's data: every scope.
+            if path == "/v1/settings" {
+                assert_eq!(scope, "*", "{method} {path}");
+                let (status, _) = call(&audit_reader, method, path).await;
+                assert_eq!(status, 403, "{method} {path} without *");
+                continue;
+            }
             assert_ne!(scope, "*", "{method} {path} needs every scope: not mapped");
             assert!(
                 op["responses"].get("403").is_some(),

@@ -40,6 +40,7 @@ mod startup;
 mod stream;
 mod topics;
 mod validation;
+mod verification;
 mod webhooks;
 mod webhooks_limits;
 mod webhooks_metrics;

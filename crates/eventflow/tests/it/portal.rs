@@ -16,6 +16,8 @@ backend_tests!(
     failed_sign_ins_count_with_failed_api_keys_and_the_31st_is_429,
     the_portal_offers_only_what_the_key_may_do_and_ends_with_its_key,
     an_organisation_switches_between_its_clinics_and_the_network,
+    the_portal_shows_verification_recipients_and_a_patients_disclosures,
+    a_vendor_link_signs_in_once_to_its_owners_endpoints_only,
 );
 
 /// The portal in headless Chromium (playwright-core from npm, Debian's
@@ -941,4 +943,311 @@ async fn an_organisation_switches_between_its_clinics_and_the_network(backend: B
     c.sign_in(&server.key).await;
     let page = c.get("/portal/endpoints").await;
     assert!(!page.html.contains("/portal/clinic"), "{}", page.html);
+}
+
+async fn the_portal_shows_verification_recipients_and_a_patients_disclosures(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let rx = Receiver::start().await;
+    // Not answering challenges yet.
+    rx.ignore_challenges();
+    rx.answer(eventflow_testkit::Answer::Status(500));
+    let mut b = Browser::new(&server.base);
+    let csrf = b.sign_in(&server.key).await;
+    let r = b
+        .post(
+            "/portal/endpoints",
+            &[
+                ("csrf", &csrf),
+                ("url", &rx.url("/hook")),
+                ("types", "patient.created"),
+                ("recipient", "Acme Labs"),
+                ("purpose", "other"),
+                ("purpose_text", "a research registry"),
+                ("owner", "Acme"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.html);
+    let ep = api.get("/v1/endpoints").await.body["data"][0].clone();
+    let id = ep["id"].as_str().unwrap().to_string();
+    assert_eq!(ep["recipient"], "Acme Labs");
+    assert_eq!(ep["purpose"], "other");
+    assert_eq!(ep["purposeText"], "a research registry");
+    assert_eq!(ep["owner"], "Acme");
+    let page = b
+        .wait_page(
+            &format!("/portal/endpoints/{id}"),
+            "Last answer: answered 500",
+        )
+        .await;
+    let text = unescaped(&page);
+    assert!(text.contains("Deliveries wait until the endpoint answers its challenge."));
+    assert!(text.contains("Acme Labs"));
+    assert!(text.contains("other: a research registry"));
+    // The edit form shows the recipient as given, and saving keeps it.
+    let form = b.get(&format!("/portal/endpoints/{id}/edit")).await;
+    assert!(unescaped(&form.html).contains(r#"value="Acme Labs""#));
+    // Verify again, now that the receiver answers.
+    rx.answer(eventflow_testkit::Answer::Status(200));
+    rx.answer_challenges();
+    let r = b
+        .post(
+            &format!("/portal/endpoints/{id}/verify"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert!(
+        r.location.as_deref().unwrap().contains("notice=verifying"),
+        "{:?}",
+        r.location
+    );
+    b.wait_page(&format!("/portal/endpoints/{id}"), ">verified</span>")
+        .await;
+    // A patient's data goes out; the accounting shows it.
+    let patient = api.patient().await;
+    let _ = crate::helpers::wait_for_disclosure(&api, &patient, &id).await;
+    let page = b
+        .get(&format!("/portal/disclosures?patient={patient}"))
+        .await;
+    assert_eq!(page.status, 200);
+    let text = unescaped(&page.html);
+    assert!(text.contains("Accounting of disclosures"));
+    assert!(text.contains("Acme Labs"));
+    assert!(text.contains("other: a research registry"));
+    assert!(text.contains("patient (patient.created): "));
+    let csv = b
+        .get(&format!("/portal/disclosures.csv?patient={patient}"))
+        .await;
+    assert_eq!(csv.status, 200);
+    assert!(
+        csv.headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment; filename=\"disclosure-accounting-pat_")
+    );
+    assert!(
+        csv.html
+            .starts_with("date,recipient,origin,description,purpose")
+    );
+    assert!(csv.html.contains("Acme Labs"));
+    // A key without audit:read is offered no disclosures page.
+    let (plain, _) = {
+        let r = api
+            .post(
+                "/v1/api-keys",
+                serde_json::json!({"name": "portal", "scopes": ["endpoints:read"]}),
+            )
+            .await;
+        (r.body["key"].as_str().unwrap().to_string(), ())
+    };
+    let mut other = Browser::new(&server.base);
+    other.sign_in(&plain).await;
+    let home = other.get("/portal/endpoints").await;
+    assert!(!home.html.contains("/portal/disclosures"));
+    let page = other
+        .get(&format!("/portal/disclosures?patient={patient}"))
+        .await;
+    assert_eq!(page.status, 403);
+}
+
+/// Opens a portal link in a fresh browser and presses Continue.
+async fn use_link(server: &eventflow_testkit::TestServer, url: &str) -> (Browser, Page) {
+    let mut b = Browser::new(&server.base);
+    let path = &url[url.find("/portal/").unwrap()..];
+    let page = b.get(path).await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    let token = hidden(&page.html, "token");
+    let pre = hidden(&page.html, "pre");
+    let r = b
+        .post("/portal/link", &[("token", &token), ("pre", &pre)])
+        .await;
+    (b, r)
+}
+
+async fn a_vendor_link_signs_in_once_to_its_owners_endpoints_only(backend: Backend) {
+    let start: jiff::Timestamp = "2026-06-01T09:00:00Z".parse().unwrap();
+    let (server, clock) = backend.spawn_with_clock(start).await;
+    let api = server.api();
+    let rx = Receiver::start().await;
+    let acme = api
+        .create_endpoint(serde_json::json!({"url": rx.url("/acme"), "owner": "Acme"}))
+        .await;
+    let other = api
+        .create_endpoint(serde_json::json!({"url": rx.url("/other"), "owner": "Other"}))
+        .await;
+    let own = api
+        .create_endpoint(serde_json::json!({"url": rx.url("/own")}))
+        .await;
+    // Bad requests, and who may ask.
+    for (body, field) in [
+        (serde_json::json!({}), "owner"),
+        (serde_json::json!({"owner": ""}), "owner"),
+        (
+            serde_json::json!({"owner": "Acme", "expiresInSeconds": 10}),
+            "expiresInSeconds",
+        ),
+        (
+            serde_json::json!({"owner": "Acme", "readOnly": "no"}),
+            "readOnly",
+        ),
+        (
+            serde_json::json!({"owner": "Acme", "scopes": ["*"]}),
+            "scopes",
+        ),
+    ] {
+        let r = api.post("/v1/portal-links", body).await;
+        crate::helpers::assert_error(&r, 422, "validation_error", Some(field));
+    }
+    let reader = server.scoped(&["endpoints:read"]).await;
+    let r = reader
+        .post("/v1/portal-links", serde_json::json!({"owner": "Acme"}))
+        .await;
+    crate::helpers::assert_error(&r, 403, "forbidden", None);
+    // Made by a key of its own, to show the session ends with it.
+    let maker = server
+        .scoped(&["endpoints:write", "endpoints:read", "patients:read"])
+        .await;
+    let link = maker
+        .post("/v1/portal-links", serde_json::json!({"owner": "Acme"}))
+        .await;
+    assert_eq!(link.status, 201, "{}", link.body);
+    assert_eq!(link.body["owner"], "Acme");
+    assert_eq!(link.body["readOnly"], false);
+    assert_eq!(link.body["expiresAt"], "2026-06-01T10:00:00.000Z");
+    let url = link.body["url"].as_str().unwrap().to_string();
+    assert!(url.contains("/portal/link/"), "{url}");
+    let (mut b, r) = use_link(&server, &url).await;
+    assert_eq!(r.status, 303, "{}", r.html);
+    assert_eq!(r.location.as_deref(), Some("/portal/endpoints"));
+    let list = b.get("/portal/endpoints").await;
+    let text = unescaped(&list.html);
+    assert!(
+        text.contains(acme["id"].as_str().unwrap()),
+        "its owner's endpoint"
+    );
+    assert!(text.contains("Acme's endpoints"));
+    for hidden_ep in [&other, &own] {
+        assert!(!text.contains(hidden_ep["id"].as_str().unwrap()), "{text}");
+        let page = b
+            .get(&format!(
+                "/portal/endpoints/{}",
+                hidden_ep["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(page.status, 404, "another owner's endpoint");
+    }
+    // Nothing but endpoints: no events, no automations, no disclosures.
+    assert!(!text.contains("/portal/events"));
+    assert_eq!(b.get("/portal/events").await.status, 403);
+    assert_eq!(b.get("/portal/disclosures?patient=pat_1").await.status, 403);
+    // What it creates is its owner's.
+    let page = b.get("/portal/endpoints/new").await;
+    let csrf = hidden(&page.html, "csrf");
+    let r = b
+        .post(
+            "/portal/endpoints",
+            &[
+                ("csrf", &csrf),
+                ("url", &rx.url("/acme2")),
+                ("types", "patient.created"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.html);
+    let made = api.get("/v1/endpoints").await.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["url"] == rx.url("/acme2").as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(made["owner"], "Acme");
+    // Who receives the data and why is the clinic's to say.
+    let page = b
+        .get(&format!(
+            "/portal/endpoints/{}/edit",
+            made["id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(!page.html.contains("name=\"purpose\""), "no purpose field");
+    assert_eq!(made["recipient"], "Acme", "its owner receives");
+    let r = b
+        .post(
+            &format!("/portal/endpoints/{}", made["id"].as_str().unwrap()),
+            &[
+                ("csrf", &csrf),
+                ("url", &rx.url("/acme2")),
+                ("types", "patient.created"),
+                ("purpose", "treatment"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.html);
+    assert!(unescaped(&r.html).contains("purpose: is the clinic's to set"));
+    // Once only.
+    let (_, again) = use_link(&server, &url).await;
+    assert_eq!(again.status, 410, "{}", again.html);
+    // Making and using it are audit entries.
+    let log = api.get("/v1/audit-log?limit=1000").await.body;
+    let actions: Vec<&str> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .filter(|a| a.starts_with("portal-link."))
+        .collect();
+    assert_eq!(actions.len(), 2, "{actions:?}");
+    assert!(actions.contains(&"portal-link.create") && actions.contains(&"portal-link.use"));
+    // The session ends with the key that made the link.
+    let maker_key = crate::helpers::principal_of(&server, &maker).await.key_id;
+    assert_eq!(
+        api.delete(&format!("/v1/api-keys/{maker_key}"))
+            .await
+            .status,
+        204
+    );
+    let gone = b.get("/portal/endpoints").await;
+    assert_eq!(gone.location.as_deref(), Some("/portal/sign-in"));
+    // A read-only link looks, and changes nothing.
+    let link = api
+        .post(
+            "/v1/portal-links",
+            serde_json::json!({"owner": "Acme", "readOnly": true}),
+        )
+        .await;
+    let (mut ro, r) = use_link(&server, link.body["url"].as_str().unwrap()).await;
+    assert_eq!(r.status, 303);
+    let page = ro
+        .get(&format!(
+            "/portal/endpoints/{}",
+            acme["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(!page.html.contains("/edit\""), "no Edit button");
+    let csrf = hidden(&page.html, "csrf");
+    let r = ro
+        .post(
+            &format!("/portal/endpoints/{}/state", acme["id"].as_str().unwrap()),
+            &[("csrf", &csrf), ("disabled", "true")],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.html);
+    assert_eq!(
+        api.get(&format!("/v1/endpoints/{}", acme["id"].as_str().unwrap()))
+            .await
+            .body["disabled"],
+        false
+    );
+    // An expired link signs no one in.
+    let link = api
+        .post(
+            "/v1/portal-links",
+            serde_json::json!({"owner": "Acme", "expiresInSeconds": 60}),
+        )
+        .await;
+    clock.advance(jiff::SignedDuration::from_secs(61));
+    let (_, late) = use_link(&server, link.body["url"].as_str().unwrap()).await;
+    assert_eq!(late.status, 410);
 }

@@ -149,7 +149,8 @@ async fn under_steady_traffic_every_table_levels_off(backend: Backend) {
 
 /// Each kind of history goes after its own retention, in bounded writes:
 /// deliveries before their events, events before audit entries, audit
-/// entries before disclosure records; a pending delivery stays; the
+/// entries before disclosure records; a pending delivery stays, and so does
+/// each endpoint's newest delivery (its numbering goes on from it); the
 /// records themselves stay.
 async fn each_history_is_kept_for_its_own_time(backend: Backend) {
     let start: Timestamp = "2026-03-01T00:00:00Z".parse().unwrap();
@@ -202,20 +203,22 @@ async fn each_history_is_kept_for_its_own_time(backend: Backend) {
     let deliveries = count("deliveries").await;
     assert!(deliveries >= 2);
     assert_eq!(pass().await, eventflow_store::Purged::default());
-    // Two days on: the finished deliveries go, not the pending one.
+    // Two days on: the finished deliveries go, not the pending one, and
+    // not an endpoint's newest (the next is numbered after it).
     clock.advance(SignedDuration::from_hours(48));
     let p = pass().await;
     assert_eq!((p.events, p.audit_entries, p.disclosures), (0, 0, 0));
-    assert_eq!(p.deliveries, 2, "{p:?}");
-    assert_eq!(count("deliveries").await, deliveries - 2);
-    // Four days on: the events, with the pending delivery made of them.
+    assert_eq!(p.deliveries, 1, "{p:?}");
+    assert_eq!(count("deliveries").await, deliveries - 1);
+    // Four days on: the events, with the deliveries made of them, but for
+    // each endpoint's newest.
     clock.advance(SignedDuration::from_hours(48));
     let p = pass().await;
     assert!(
         p.events >= 2 && p.audit_entries == 0 && p.disclosures == 0,
         "{p:?}"
     );
-    assert_eq!(count("deliveries").await, 0);
+    assert_eq!(count("deliveries").await, 2);
     assert_eq!(
         api.get(&format!("/v1/patients/{patient}")).await.status,
         200
@@ -230,4 +233,12 @@ async fn each_history_is_kept_for_its_own_time(backend: Backend) {
     let p = pass().await;
     assert_eq!(p.disclosures, 2, "{p:?}");
     assert_eq!(count("disclosures").await, 0);
+    // The endpoint's numbering goes on from its newest delivery kept.
+    api.patch(
+        &format!("/v1/patients/{patient}"),
+        json!({"phone": "+15550002222"}),
+    )
+    .await;
+    let got = rx.wait_for(3, LONG).await;
+    assert_eq!(got[2].header("x-eventflow-endpoint-sequence"), Some("3"));
 }

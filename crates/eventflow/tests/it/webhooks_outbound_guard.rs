@@ -49,8 +49,26 @@ async fn without_allow_private_endpoints_private_addresses_are_refused_at_create
                 .all(|a| eventflow_delivery::forbidden(a.ip()).is_some()),
         "this test needs the machine's host name ({host:?}) to resolve to a private or loopback address"
     );
+    let url = format!("http://{host}:{}/", rx.port());
+    // A full endpoint's verification challenge is refused so: it stays
+    // pending, and says why.
+    let full = api
+        .create_endpoint(json!({"url": url, "eventTypes": ["patient.created"]}))
+        .await;
+    let full = full["id"].as_str().unwrap().to_string();
+    let refused = eventflow_testkit::wait_for(
+        std::time::Duration::from_secs(20),
+        "the challenge refused",
+        || async {
+            let e = api.get(&format!("/v1/endpoints/{full}")).await.body;
+            e["verificationError"].as_str().map(str::to_string)
+        },
+    )
+    .await;
+    assert!(refused.contains("may not use"), "{refused}");
+    // A thin one delivers without a challenge: each delivery is refused so.
     let ep = api
-        .create_endpoint(json!({"url": format!("http://{host}:{}/", rx.port()), "eventTypes": ["patient.created"]}))
+        .create_endpoint(json!({"url": url, "eventTypes": ["patient.created"], "payload": "thin"}))
         .await;
     let ep = ep["id"].as_str().unwrap().to_string();
     let t = api
