@@ -633,7 +633,7 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
     let healthy = state.streak.load(AtomicOrdering::Relaxed) == 0;
     let disclosure = match verdict {
         AttemptVerdict::Succeeded => {
-            eventflow_store::disclosure_of(&row, &d.id, &event).map(Box::new)
+            eventflow_store::disclosure_of(&row, &d.id, &event, now).map(Box::new)
         }
         _ => None,
     };

@@ -14,6 +14,23 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
 
+/// A new id with this prefix whose time is `at` (of the server's clock,
+/// which tests move by hand): ids made so sort by that time, so the oldest
+/// are a range of the primary key (what retention deletes).
+pub fn new_id_at(prefix: &str, at: jiff::Timestamp) -> String {
+    let ms = u64::try_from(at.as_millisecond()).unwrap_or(0);
+    let ts =
+        uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
+    format!("{prefix}_{}", uuid::Uuid::new_v7(ts).simple())
+}
+
+/// The smallest id with this prefix made at or after `at` by
+/// [`new_id_at`]: every one made before sorts below it.
+pub fn id_floor_at(prefix: &str, at: jiff::Timestamp) -> String {
+    let ms = u64::try_from(at.as_millisecond()).unwrap_or(0);
+    format!("{prefix}_{:012x}", ms & 0xffff_ffff_ffff)
+}
+
 /// Longest id accepted anywhere (a made id is at most 37 bytes).
 pub const MAX_ID_LEN: usize = 100;
 
@@ -287,6 +304,14 @@ mod tests {
 
     #[test]
     fn ids_sort_by_creation() {
+        let early: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let late: jiff::Timestamp = "2026-01-01T00:00:00.001Z".parse().unwrap();
+        let (x, y) = (
+            super::new_id_at("dsc", early),
+            super::new_id_at("dsc", late),
+        );
+        assert!(x < super::id_floor_at("dsc", late) && super::id_floor_at("dsc", late) <= y);
+        assert!(super::id_floor_at("dsc", early) <= x);
         let a = super::new_id("evt");
         let b = super::new_id("evt");
         assert!(a.starts_with("evt_"));

@@ -67,7 +67,14 @@ pub fn endpoint_event_data(row: &EndpointRow) -> Value {
 /// and why. `None` for an event about no patient (a practitioner,
 /// an operational event). A thin payload is a disclosure of the patient's
 /// id alone: no fields.
-pub fn disclosure_of(row: &EndpointRow, delivery_id: &str, event: &Event) -> Option<Disclosure> {
+/// `at` is when it was sent (its id sorts by it: retention takes the oldest
+/// as a range of ids).
+pub fn disclosure_of(
+    row: &EndpointRow,
+    delivery_id: &str,
+    event: &Event,
+    at: jiff::Timestamp,
+) -> Option<Disclosure> {
     let patient_id = patient_of(event)?;
     let c = &row.config;
     let fields = match c.payload {
@@ -86,7 +93,7 @@ pub fn disclosure_of(row: &EndpointRow, delivery_id: &str, event: &Event) -> Opt
         }
     };
     Some(Disclosure {
-        id: eventflow_model::id::new_id("dsc"),
+        id: eventflow_model::id::new_id_at("dsc", at),
         tenant_id: event.tenant_id.clone(),
         patient_id,
         at: String::new(),

@@ -533,7 +533,12 @@ impl WriterHandle {
             (Aged::Audit, r.audit_before),
             (Aged::Disclosures, r.disclosures_before),
         ] {
-            let before = time::format(before);
+            // Disclosure records by their ids, which sort by when they were
+            // sent: the primary key is their index of age.
+            let before = match aged {
+                Aged::Disclosures => eventflow_model::id::id_floor_at("dsc", before),
+                _ => time::format(before),
+            };
             let mut total = 0;
             loop {
                 let n = match self

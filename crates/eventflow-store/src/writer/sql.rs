@@ -97,8 +97,9 @@ macro_rules! impl_write_conn {
                         "SELECT id FROM audit_log WHERE at < $1 ORDER BY at LIMIT $2",
                         &[("audit_log", "id")],
                     ),
+                    // `before` is the smallest id made at the cutoff.
                     Aged::Disclosures => (
-                        "SELECT id FROM disclosures WHERE at < $1 ORDER BY at LIMIT $2",
+                        "SELECT id FROM disclosures WHERE id < $1 ORDER BY id LIMIT $2",
                         &[("disclosures", "id")],
                     ),
                 };
