@@ -632,9 +632,7 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
 
     let healthy = state.streak.load(AtomicOrdering::Relaxed) == 0;
     let disclosure = match verdict {
-        AttemptVerdict::Succeeded => {
-            eventflow_store::disclosure_of(&row, &d.id, &event, now).map(Box::new)
-        }
+        AttemptVerdict::Succeeded => eventflow_store::disclosure_of(&row, &event, now),
         _ => None,
     };
     let rec = AttemptRecord {

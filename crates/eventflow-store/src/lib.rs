@@ -73,7 +73,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::UnknownValue;
 pub use delivery::{
     Attempt, AttemptRecord, AttemptVerdict, BREAKER_THRESHOLD, ClaimedDelivery, DISABLE_AFTER,
-    Deliveries, Delivery, DeliveryQuery, DeliveryStatus, Disclosure, DisclosureQuery,
+    Deliveries, Delivery, DeliveryQuery, DeliveryStatus, Disclosed, Disclosure, DisclosureQuery,
     EndpointChange, EndpointConfig, EndpointRow, FilterError, FreshDelivery, Ordering, PAUSED,
     PayloadMode, Purpose, QueueDepth, REPLAY_CHUNK, Recorded, Replay, ReplayFrom, Signing,
     StoredSecret, Verification, VerificationState, VerifyOutcome, VerifyRecord, disclosure_of,

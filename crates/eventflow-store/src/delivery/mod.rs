@@ -22,8 +22,8 @@ use crate::error::Result;
 
 pub use rows::*;
 pub use rules::{
-    BREAKER_THRESHOLD, DISABLE_AFTER, EndpointChange, REPLAY_CHUNK, VerifyOutcome, VerifyRecord,
-    disclosure_of, endpoint_event_data, lease,
+    BREAKER_THRESHOLD, DISABLE_AFTER, Disclosed, EndpointChange, REPLAY_CHUNK, VerifyOutcome,
+    VerifyRecord, disclosure_of, endpoint_event_data, lease,
 };
 pub use sql::{PAUSED, patient_of};
 

@@ -368,7 +368,7 @@ pub struct AttemptRecord {
     pub verdict: AttemptVerdict,
     /// What a success disclosed, when it carried a patient's data (the
     /// writer stamps its time).
-    pub disclosure: Option<Box<Disclosure>>,
+    pub disclosure: Option<crate::delivery::rules::Disclosed>,
 }
 
 /// What recording an attempt did to the endpoint.

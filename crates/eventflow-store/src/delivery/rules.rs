@@ -62,54 +62,82 @@ pub fn endpoint_event_data(row: &EndpointRow) -> Value {
     Value::Object(o)
 }
 
+/// What a successful send disclosed, as the dispatcher hands it to the
+/// writer: the endpoint as it was sent to and the event, shared (an event
+/// sent to ten endpoints is one copy), and the record's id. The writer
+/// makes the row ([`Disclosed::record`]).
+#[derive(Debug, Clone)]
+pub struct Disclosed {
+    pub id: String,
+    pub endpoint: std::sync::Arc<EndpointRow>,
+    pub event: std::sync::Arc<Event>,
+}
+
 /// What sending `event` to the endpoint discloses, when it carries a
-/// patient's data: who receives it, where, which of the record's fields,
-/// and why. `None` for an event about no patient (a practitioner,
-/// an operational event). A thin payload is a disclosure of the patient's
-/// id alone: no fields.
-/// `at` is when it was sent (its id sorts by it: retention takes the oldest
-/// as a range of ids).
+/// patient's data; `None` for an event about no patient (a practitioner,
+/// an operational event). `at` is when it was sent: the record's id sorts
+/// by it, so retention takes the oldest as a range of ids.
 pub fn disclosure_of(
-    row: &EndpointRow,
-    delivery_id: &str,
-    event: &Event,
+    row: &std::sync::Arc<EndpointRow>,
+    event: &std::sync::Arc<Event>,
     at: jiff::Timestamp,
-) -> Option<Disclosure> {
-    let patient_id = patient_of(event)?;
-    let c = &row.config;
-    let fields = match c.payload {
-        PayloadMode::Thin => Vec::new(),
-        PayloadMode::Full => {
-            let mut fields: Vec<String> = event.data.keys().cloned().collect();
-            if let Some(previous) = &event.previous {
-                fields.extend(
-                    previous
-                        .keys()
-                        .filter(|k| !event.data.contains_key(*k))
-                        .cloned(),
-                );
-            }
-            fields
-        }
-    };
-    Some(Disclosure {
+) -> Option<Disclosed> {
+    let about_patient = event.patient_id.is_some()
+        || event
+            .resource
+            .resource_type
+            .parse()
+            .ok()
+            .is_some_and(|rt| eventflow_model::topics::patient_of(rt, &event.data).is_some());
+    about_patient.then(|| Disclosed {
         id: eventflow_model::id::new_id_at("dsc", at),
-        tenant_id: event.tenant_id.clone(),
-        patient_id,
-        at: String::new(),
-        recipient: c.recipient(),
-        endpoint_id: row.id.clone(),
-        origin: url_origin(&c.url),
-        event_id: event.id.clone(),
-        event_type: event.event_type.clone(),
-        resource_type: event.resource.resource_type.clone(),
-        resource_id: event.resource.id.clone(),
-        fields,
-        purpose: c.purpose,
-        purpose_text: c.purpose_text.clone(),
-        delivery_id: delivery_id.to_string(),
-        organisation_id: (row.tenant_id != event.tenant_id).then(|| row.tenant_id.clone()),
+        endpoint: row.clone(),
+        event: event.clone(),
     })
+}
+
+impl Disclosed {
+    /// The disclosure record of delivery `delivery_id`: who received the
+    /// data, where, which of the record's fields, and why. A thin payload
+    /// is a disclosure of the patient's id alone: no fields.
+    pub fn record(&self, delivery_id: &str) -> Option<Disclosure> {
+        let (row, event) = (&*self.endpoint, &*self.event);
+        let patient_id = patient_of(event)?;
+        let c = &row.config;
+        let fields = match c.payload {
+            PayloadMode::Thin => Vec::new(),
+            PayloadMode::Full => {
+                let mut fields: Vec<String> = event.data.keys().cloned().collect();
+                if let Some(previous) = &event.previous {
+                    fields.extend(
+                        previous
+                            .keys()
+                            .filter(|k| !event.data.contains_key(*k))
+                            .cloned(),
+                    );
+                }
+                fields
+            }
+        };
+        Some(Disclosure {
+            id: self.id.clone(),
+            tenant_id: event.tenant_id.clone(),
+            patient_id,
+            at: String::new(),
+            recipient: c.recipient(),
+            endpoint_id: row.id.clone(),
+            origin: url_origin(&c.url),
+            event_id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            resource_type: event.resource.resource_type.clone(),
+            resource_id: event.resource.id.clone(),
+            fields,
+            purpose: c.purpose,
+            purpose_text: c.purpose_text.clone(),
+            delivery_id: delivery_id.to_string(),
+            organisation_id: (row.tenant_id != event.tenant_id).then(|| row.tenant_id.clone()),
+        })
+    }
 }
 
 pub(crate) fn url_origin(url: &str) -> String {
@@ -466,9 +494,12 @@ pub(crate) async fn record_attempt<C: QueueConn + ?Sized>(
     // The data went out, whether or not this node still holds the lease:
     // a disclosure either way.
     if rec.verdict == AttemptVerdict::Succeeded
-        && let Some(disclosed) = &rec.disclosure
+        && let Some(disclosed) = rec
+            .disclosure
+            .as_ref()
+            .and_then(|d| d.record(&rec.delivery_id))
     {
-        conn.insert_disclosures(&[disclosed], &now).await?;
+        conn.insert_disclosures(&[&disclosed], &now).await?;
     }
     let Some((mut d, owner)) = conn
         .delivery(Some(&rec.tenant_id), &rec.delivery_id)
@@ -725,12 +756,13 @@ pub(crate) async fn succeed_many<C: QueueConn + ?Sized>(
 ) -> Result<()> {
     let now = conn.fanout().now.clone();
     let node = recs.first().map(|r| r.node.clone()).unwrap_or_default();
-    let disclosed: Vec<&Disclosure> = recs
+    let disclosed: Vec<Disclosure> = recs
         .iter()
-        .filter_map(|r| r.disclosure.as_deref())
+        .filter_map(|r| r.disclosure.as_ref()?.record(&r.delivery_id))
         .collect();
     if !disclosed.is_empty() {
-        conn.insert_disclosures(&disclosed, &now).await?;
+        let rows: Vec<&Disclosure> = disclosed.iter().collect();
+        conn.insert_disclosures(&rows, &now).await?;
     }
     conn.succeed_many(recs, &node, &now).await
 }
