@@ -514,7 +514,10 @@ macro_rules! impl_queue_conn {
                         // A success recorded twice (a lease that ran out
                         // mid-record) is one disclosure.
                         qb.push(" ON CONFLICT (id) DO NOTHING");
-                        qb.build().execute(&mut self.conn).await?;
+                        // A statement of each batch size would otherwise stay
+                        // prepared in the connection's cache, each as large
+                        // as its batch.
+                        qb.build().persistent(false).execute(&mut self.conn).await?;
                     }
                     Ok(())
                 }
