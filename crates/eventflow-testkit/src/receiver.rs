@@ -171,20 +171,8 @@ impl Receiver {
 
     /// Waits until at least `n` challenges were answered; panics after `timeout`.
     pub async fn wait_for_challenges(&self, n: usize, timeout: Duration) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.state.arrived.notified();
-            let got = self.challenges();
-            if got.len() >= n {
-                return got;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "the receiver answered {} challenges within {timeout:?}, not {n}",
-                    got.len()
-                );
-            }
-        }
+        self.until(n, timeout, "challenges answered", Self::challenges)
+            .await
     }
 
     /// Everything received so far (challenges it answered aside).
@@ -198,18 +186,27 @@ impl Receiver {
 
     /// Waits until at least `n` requests arrived; panics after `timeout`.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        self.until(n, timeout, "requests received", Self::received)
+            .await
+    }
+
+    /// Waits until `list` holds at least `n`; panics after `timeout`.
+    async fn until(
+        &self,
+        n: usize,
+        timeout: Duration,
+        what: &str,
+        list: fn(&Self) -> Vec<Received>,
+    ) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.state.arrived.notified();
-            let got = self.received();
+            let got = list(self);
             if got.len() >= n {
                 return got;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "the receiver got {} requests within {timeout:?}, not {n}",
-                    self.count()
-                );
+                panic!("{} {what} within {timeout:?}, not {n}", got.len());
             }
         }
     }

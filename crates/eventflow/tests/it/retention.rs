@@ -17,58 +17,50 @@ backend_tests!(
 
 const LONG: Duration = Duration::from_secs(30);
 
+/// The row count of every table `list` names, through `pool` (either
+/// backend's), which it then closes.
+macro_rules! count_tables {
+    ($pool:expr, $list:expr) => {{
+        use sqlx::Row;
+        let pool = $pool;
+        let tables: Vec<String> = sqlx::query($list)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut counts = BTreeMap::new();
+        for t in tables {
+            let n: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t}")))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .get(0);
+            counts.insert(t, n);
+        }
+        pool.close().await;
+        counts
+    }};
+}
+
 /// The row count of every table of the server's database.
 async fn row_counts(server: &TestServer) -> BTreeMap<String, i64> {
-    use sqlx::Row;
-    let mut counts = BTreeMap::new();
     match &server.database {
-        Some(db) => {
-            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-            let tables: Vec<String> = sqlx::query(
-                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
-            )
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-            for t in tables {
-                let n: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t}")))
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-                    .get(0);
-                counts.insert(t, n);
-            }
-            pool.close().await;
-        }
+        Some(db) => count_tables!(
+            sqlx::PgPool::connect(&db.url).await.unwrap(),
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'"
+        ),
         None => {
             let path = eventflow_server::sqlite_path(server.dir.path());
-            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
-                .await
-                .unwrap();
-            let tables: Vec<String> = sqlx::query(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-            )
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-            for t in tables {
-                let n: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t}")))
-                    .fetch_one(&pool)
+            count_tables!(
+                sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
                     .await
-                    .unwrap()
-                    .get(0);
-                counts.insert(t, n);
-            }
-            pool.close().await;
+                    .unwrap(),
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
         }
     }
-    counts
 }
 
 async fn spawn(
