@@ -301,29 +301,16 @@ impl Portal {
         key: &str,
         principal: &Principal,
     ) -> String {
-        let id = random_token();
-        let now = Instant::now();
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = cookie(headers, COOKIE) {
-            sessions.by_id.remove(&hash_key(old));
-        }
-        sessions.insert(
-            hash_key(&id),
-            Session {
-                credential: Credential::Key(hash_key(key)),
-                key_id: principal.key_id.to_string(),
-                csrf: random_token(),
-                created: now,
-                expires: now + SESSION_TTL,
-                idle_until: now + SESSION_IDLE,
-                clinic: None,
-            },
-        );
-        id
+        self.open(
+            headers,
+            principal.key_id.to_string(),
+            Credential::Key(hash_key(key)),
+        )
     }
 
     /// Starts a session for a portal link just used: it acts as
-    /// `principal` (the link's owner's endpoints only) and lasts at most
+    /// `principal` (the link's owner's endpoints only) while the key that
+    /// made the link (`maker_hash`) is live, and lasts at most
     /// [`SESSION_TTL`]. Returns its id (the cookie's value).
     pub(super) fn start_link_session(
         &self,
@@ -331,6 +318,17 @@ impl Portal {
         principal: Principal,
         maker_hash: String,
     ) -> String {
+        let key_id = principal.key_id.to_string();
+        self.open(
+            headers,
+            key_id,
+            Credential::Link(Box::new(principal), maker_hash),
+        )
+    }
+
+    /// A new session (a new id each time: no fixation); the browser's
+    /// earlier one, named in `headers`, ends. Returns its id.
+    fn open(&self, headers: &HeaderMap, key_id: String, credential: Credential) -> String {
         let id = random_token();
         let now = Instant::now();
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -340,8 +338,8 @@ impl Portal {
         sessions.insert(
             hash_key(&id),
             Session {
-                key_id: principal.key_id.to_string(),
-                credential: Credential::Link(Box::new(principal), maker_hash),
+                credential,
+                key_id,
                 csrf: random_token(),
                 created: now,
                 expires: now + SESSION_TTL,

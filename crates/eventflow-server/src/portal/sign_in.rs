@@ -125,6 +125,12 @@ pub(super) async fn sign_in(
         );
     }
     let id = p.start_session(&headers, key, &principal);
+    signed_in(&p, &id)
+}
+
+/// To the endpoints, with the new session's cookie (the sign-in form's
+/// cookie cleared).
+fn signed_in(p: &Portal, id: &str) -> Response {
     let mut r = see_other("/portal/endpoints");
     let attrs = p.cookie_attrs();
     for c in [
@@ -263,15 +269,5 @@ pub(super) async fn use_link(State(p): State<Portal>, headers: HeaderMap, body: 
         owner: Some(link.owner.clone()),
     };
     let id = p.start_link_session(&headers, principal, link.key_hash);
-    let mut r = see_other("/portal/endpoints");
-    let attrs = p.cookie_attrs();
-    for c in [
-        format!("{COOKIE}={id}{attrs}; Max-Age={}", SESSION_TTL.as_secs()),
-        format!("{PRE_COOKIE}={attrs}; Max-Age=0"),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&c) {
-            r.headers_mut().append(header::SET_COOKIE, v);
-        }
-    }
-    secure(r)
+    signed_in(&p, &id)
 }
