@@ -335,12 +335,15 @@ pub(crate) fn payload_mode(s: &str) -> Result<PayloadMode> {
     }
 }
 
-/// Refuses an endpoint with full payloads when the tenant forbids them
-/// (under the tenant's lock, so a settings change cannot slip in between).
+/// Refuses an endpoint with full payloads when the tenant forbids them, or,
+/// for an organisation's, when a member clinic does (its patients' records
+/// would reach it). Under the tenant's lock: a settings change cannot slip
+/// in between (a clinic's takes its organisation's lock too).
 async fn within_policy<C: QueueConn + ?Sized>(conn: &mut C, row: &EndpointRow) -> Result<()> {
-    if row.config.payload == PayloadMode::Full
-        && payload_mode(&conn.max_payload(&row.tenant_id).await?)? == PayloadMode::Thin
-    {
+    if row.config.payload != PayloadMode::Full {
+        return Ok(());
+    }
+    if payload_mode(&conn.max_payload(&row.tenant_id).await?)? == PayloadMode::Thin {
         return Err(StoreError::Validation(
             eventflow_model::ValidationError::new(
                 "payload",
@@ -348,7 +351,72 @@ async fn within_policy<C: QueueConn + ?Sized>(conn: &mut C, row: &EndpointRow) -
             ),
         ));
     }
+    if eventflow_model::id::is_organisation_id(&row.tenant_id) {
+        let thin = conn.thin_members(&row.tenant_id).await?;
+        if let Some(first) = thin.first() {
+            return Err(StoreError::Validation(
+                eventflow_model::ValidationError::new(
+                    "payload",
+                    format!(
+                        "must be \"thin\": member clinic {first} forbids full payloads (maxPayload in its /v1/settings), and this endpoint would get its patients' records"
+                    ),
+                ),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// The ids of the endpoints of `tenant` with full payloads.
+async fn full_endpoints<C: QueueConn + ?Sized>(conn: &mut C, tenant: &str) -> Result<Vec<String>> {
+    Ok(conn
+        .load_endpoints(tenant)
+        .await?
+        .into_iter()
+        .filter(|e| e.config.payload == PayloadMode::Full)
+        .map(|e| e.id)
+        .collect())
+}
+
+/// Up to ten ids, comma-separated.
+fn naming(ids: &[String]) -> String {
+    let shown: Vec<&str> = ids.iter().take(10).map(String::as_str).collect();
+    format!(
+        "{}{}",
+        shown.join(", "),
+        if ids.len() > shown.len() { ", …" } else { "" }
+    )
+}
+
+/// A clinic that forbids full payloads is reached by no endpoint with full
+/// payloads of its organisation: a conflict naming them.
+pub(crate) async fn no_full_endpoints_reach<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    clinic: &str,
+    org: &str,
+) -> Result<()> {
+    if payload_mode(&conn.max_payload(clinic).await?)? != PayloadMode::Thin {
+        return Ok(());
+    }
+    reached_by_none(conn, clinic, org).await
+}
+
+/// The organisation has no endpoint with full payloads (which would get
+/// the clinic's patients' records): else a conflict naming them.
+async fn reached_by_none<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    clinic: &str,
+    org: &str,
+) -> Result<()> {
+    let full = full_endpoints(conn, org).await?;
+    if full.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Conflict(format!(
+        "{clinic} forbids full payloads, and its organisation {org} has {} endpoint(s) with full payloads ({}) that would get its patients' records; make them thin first",
+        full.len(),
+        naming(&full)
+    )))
 }
 
 /// Sets the tenant's largest payload; `thin` while one of its endpoints
@@ -359,25 +427,24 @@ pub(crate) async fn change_settings<C: QueueConn + ?Sized>(
     to: crate::keys::TenantSettings,
 ) -> Result<crate::keys::TenantSettings> {
     if to.max_payload == PayloadMode::Thin {
-        let full: Vec<String> = conn
-            .load_endpoints(tenant)
-            .await?
-            .into_iter()
-            .filter(|e| e.config.payload == PayloadMode::Full)
-            .map(|e| e.id)
-            .collect();
+        let full = full_endpoints(conn, tenant).await?;
         if !full.is_empty() {
-            let shown: Vec<&str> = full.iter().take(10).map(String::as_str).collect();
             return Err(StoreError::Conflict(format!(
-                "{} endpoint(s) have full payloads ({}{}); make them thin or delete them first",
+                "{} endpoint(s) have full payloads ({}); make them thin or delete them first",
                 full.len(),
-                shown.join(", "),
-                if full.len() > shown.len() {
-                    ", …"
-                } else {
-                    ""
-                }
+                naming(&full)
             )));
+        }
+        // A member clinic: its organisation's endpoints get its records too.
+        // Its row (locked by the writer), then the organisation's, the order
+        // a write takes them.
+        // (Checked before anything is written: a refused change leaves
+        // nothing behind.)
+        if let Some((_, Some(org))) = conn.tenant_membership(tenant).await?
+            && org != tenant
+        {
+            conn.lock_tenant_row(&org).await?;
+            reached_by_none(conn, tenant, &org).await?;
         }
     }
     let mode = match to.max_payload {

@@ -197,6 +197,15 @@ pub(crate) trait QueueConn: crate::records::rules::RecordTx {
     /// The tenant's `max_payload` setting (`full` or `thin`).
     async fn max_payload(&mut self, tenant: &str) -> crate::Result<String>;
     async fn set_max_payload(&mut self, tenant: &str, mode: &str) -> crate::Result<()>;
+    /// An organisation's member clinics that forbid full payloads (ten at most).
+    async fn thin_members(&mut self, org: &str) -> crate::Result<Vec<String>>;
+    /// A tenant's kind and organisation.
+    async fn tenant_membership(
+        &mut self,
+        tenant: &str,
+    ) -> crate::Result<Option<(String, Option<String>)>>;
+    /// Locks a tenant's row until commit.
+    async fn lock_tenant_row(&mut self, tenant: &str) -> crate::Result<()>;
     /// Writes disclosure records, each stamped `at`.
     async fn insert_disclosures(
         &mut self,
@@ -469,6 +478,24 @@ macro_rules! impl_queue_conn {
                         .fetch_optional(&mut self.conn)
                         .await?;
                     Ok(row.map(|r| r.get::<String, _>(0)).unwrap_or_else(|| "full".into()))
+                }
+
+                async fn thin_members(&mut self, org: &str) -> Result<Vec<String>> {
+                    let rows = sqlx::query(
+                        "SELECT id FROM tenants WHERE org_id = $1 AND id <> $1 AND max_payload = 'thin' ORDER BY id LIMIT 10",
+                    )
+                    .bind(org)
+                    .fetch_all(&mut self.conn)
+                    .await?;
+                    Ok(rows.iter().map(|r| r.get(0)).collect())
+                }
+
+                async fn tenant_membership(&mut self, tenant: &str) -> Result<Option<(String, Option<String>)>> {
+                    crate::networks::NetworkConn::membership(self, tenant).await
+                }
+
+                async fn lock_tenant_row(&mut self, tenant: &str) -> Result<()> {
+                    crate::records::rules::RecordTx::lock_tenant(self, tenant).await
                 }
 
                 async fn set_max_payload(&mut self, tenant: &str, mode: &str) -> Result<()> {

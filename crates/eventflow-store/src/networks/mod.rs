@@ -147,7 +147,9 @@ async fn full<C: NetworkConn + ?Sized>(conn: &mut C, org: &TenantId, max: u32) -
 }
 
 /// Applies a change inside the writer's transaction.
-pub(crate) async fn apply<C: NetworkConn + crate::keys::KeyConn + ?Sized>(
+pub(crate) async fn apply<
+    C: NetworkConn + crate::keys::KeyConn + crate::delivery::sql::QueueConn + ?Sized,
+>(
     conn: &mut C,
     change: &NetworkChange,
     now: &str,
@@ -234,6 +236,9 @@ pub(crate) async fn apply<C: NetworkConn + crate::keys::KeyConn + ?Sized>(
                 Some((_, Some(_))) => {}
                 Some((_, None)) => {
                     full(conn, org, *max_clinics).await?;
+                    // A clinic that forbids full payloads joins no network
+                    // whose endpoints would get its patients' records.
+                    crate::delivery::rules::no_full_endpoints_reach(conn, clinic, org).await?;
                     conn.set_membership(clinic, Some(org), Some(now)).await?
                 }
             }

@@ -20,6 +20,7 @@ backend_tests!(
     a_record_list_without_the_header_spans_the_network,
     an_organisation_has_at_most_its_limit_of_clinics,
     the_example_network_workflows_transfer_a_patient_and_alert_on_any_critical_result,
+    a_clinic_that_forbids_full_payloads_is_reached_by_no_full_endpoint_of_its_network,
 );
 
 /// An organisation ("North network", its client and id) with two member
@@ -660,4 +661,76 @@ async fn an_organisation_has_at_most_its_limit_of_clinics(backend: Backend) {
     // A clinic that leaves makes room.
     assert_eq!(org.delete(&format!("/v1/clinics/{a}")).await.status, 204);
     clinic(&org, "North C").await;
+}
+
+async fn a_clinic_that_forbids_full_payloads_is_reached_by_no_full_endpoint_of_its_network(
+    backend: Backend,
+) {
+    let server = backend.spawn().await;
+    let (org, org_id, (a, a_key), _) = two_clinics(&server).await;
+    let rx = Receiver::start().await;
+    let full = org.create_endpoint(json!({"url": rx.url("/")})).await;
+    let full = full["id"].as_str().unwrap().to_string();
+    // Clinic A may not forbid full payloads while the network's endpoint
+    // would get its patients' records: the conflict names the endpoint.
+    let r = a_key
+        .patch("/v1/settings", json!({"maxPayload": "thin"}))
+        .await;
+    crate::helpers::assert_error(&r, 409, "conflict", None);
+    assert!(
+        r.body["error"]["message"].as_str().unwrap().contains(&full),
+        "{}",
+        r.body
+    );
+    assert_eq!(a_key.get("/v1/settings").await.body["maxPayload"], "full");
+    // Made thin, it may.
+    let r = org
+        .patch(&format!("/v1/endpoints/{full}"), json!({"payload": "thin"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = a_key
+        .patch("/v1/settings", json!({"maxPayload": "thin"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // And then the organisation makes no full endpoint, new or changed.
+    let r = org
+        .post("/v1/endpoints", json!({"url": rx.url("/x")}))
+        .await;
+    crate::helpers::assert_error(&r, 422, "validation_error", Some("payload"));
+    assert!(
+        r.body["error"]["message"].as_str().unwrap().contains(&a),
+        "{}",
+        r.body
+    );
+    let r = org
+        .patch(&format!("/v1/endpoints/{full}"), json!({"payload": "full"}))
+        .await;
+    crate::helpers::assert_error(&r, 422, "validation_error", Some("payload"));
+    // A clinic that forbids full payloads joins no network with a full endpoint.
+    let (other_org, other_id) = server.new_organisation("South network").await;
+    other_org
+        .create_endpoint(json!({"url": rx.url("/south")}))
+        .await;
+    let loner = server.new_tenant("Loner clinic").await;
+    let r = loner
+        .patch("/v1/settings", json!({"maxPayload": "thin"}))
+        .await;
+    assert_eq!(r.status, 200);
+    let loner_id = crate::helpers::principal_of(&server, &loner)
+        .await
+        .tenant_id;
+    let joined = server
+        .state
+        .store
+        .change_network(eventflow_store::NetworkChange::AddClinic {
+            org: eventflow_model::id::TenantId::from_stored(other_id.clone()),
+            clinic: loner_id,
+            max_clinics: 1000,
+        })
+        .await;
+    assert!(
+        matches!(joined, Err(eventflow_store::StoreError::Conflict(ref m)) if m.contains("full payloads")),
+        "{joined:?}"
+    );
+    let _ = org_id;
 }
