@@ -69,6 +69,7 @@ pub fn endpoint_event_data(row: &EndpointRow) -> Value {
 #[derive(Debug, Clone)]
 pub struct Disclosed {
     pub id: String,
+    pub patient_id: String,
     pub endpoint: std::sync::Arc<EndpointRow>,
     pub event: std::sync::Arc<Event>,
 }
@@ -82,14 +83,8 @@ pub fn disclosure_of(
     event: &std::sync::Arc<Event>,
     at: jiff::Timestamp,
 ) -> Option<Disclosed> {
-    let about_patient = event.patient_id.is_some()
-        || event
-            .resource
-            .resource_type
-            .parse()
-            .ok()
-            .is_some_and(|rt| eventflow_model::topics::patient_of(rt, &event.data).is_some());
-    about_patient.then(|| Disclosed {
+    Some(Disclosed {
+        patient_id: patient_of(event)?,
         id: eventflow_model::id::new_id_at("dsc", at),
         endpoint: row.clone(),
         event: event.clone(),
@@ -100,9 +95,8 @@ impl Disclosed {
     /// The disclosure record of delivery `delivery_id`: who received the
     /// data, where, which of the record's fields, and why. A thin payload
     /// is a disclosure of the patient's id alone: no fields.
-    pub fn record(&self, delivery_id: &str) -> Option<Disclosure> {
+    pub fn record(&self, delivery_id: &str) -> Disclosure {
         let (row, event) = (&*self.endpoint, &*self.event);
-        let patient_id = patient_of(event)?;
         let c = &row.config;
         let fields = match c.payload {
             PayloadMode::Thin => Vec::new(),
@@ -119,10 +113,10 @@ impl Disclosed {
                 fields
             }
         };
-        Some(Disclosure {
+        Disclosure {
             id: self.id.clone(),
             tenant_id: event.tenant_id.clone(),
-            patient_id,
+            patient_id: self.patient_id.clone(),
             at: String::new(),
             recipient: c.recipient(),
             endpoint_id: row.id.clone(),
@@ -136,7 +130,7 @@ impl Disclosed {
             purpose_text: c.purpose_text.clone(),
             delivery_id: delivery_id.to_string(),
             organisation_id: (row.tenant_id != event.tenant_id).then(|| row.tenant_id.clone()),
-        })
+        }
     }
 }
 
@@ -561,10 +555,7 @@ pub(crate) async fn record_attempt<C: QueueConn + ?Sized>(
     // The data went out, whether or not this node still holds the lease:
     // a disclosure either way.
     if rec.verdict == AttemptVerdict::Succeeded
-        && let Some(disclosed) = rec
-            .disclosure
-            .as_ref()
-            .and_then(|d| d.record(&rec.delivery_id))
+        && let Some(disclosed) = rec.disclosure.as_ref().map(|d| d.record(&rec.delivery_id))
     {
         conn.insert_disclosures(&[&disclosed], &now).await?;
     }
@@ -825,7 +816,7 @@ pub(crate) async fn succeed_many<C: QueueConn + ?Sized>(
     let node = recs.first().map(|r| r.node.clone()).unwrap_or_default();
     let disclosed: Vec<Disclosure> = recs
         .iter()
-        .filter_map(|r| r.disclosure.as_ref()?.record(&r.delivery_id))
+        .filter_map(|r| Some(r.disclosure.as_ref()?.record(&r.delivery_id)))
         .collect();
     if !disclosed.is_empty() {
         let rows: Vec<&Disclosure> = disclosed.iter().collect();
