@@ -478,12 +478,10 @@ async fn handle(inner: &Arc<Inner>, job: Job) {
     if row.verification.holds() {
         // Not yet verified: it waits, paused, until it is (a claim that
         // raced the URL change that made it pending).
-        if let Some(paused) = time::parse(eventflow_store::PAUSED) {
-            let _ = inner
-                .store
-                .release_deliveries(vec![DeliveryId::from_stored(d.id.clone())], paused)
-                .await;
-        }
+        let _ = inner
+            .store
+            .hold_deliveries(vec![DeliveryId::from_stored(d.id.clone())])
+            .await;
         return;
     }
     let Some(event) = job.event.clone() else {

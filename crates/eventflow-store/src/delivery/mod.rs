@@ -57,6 +57,10 @@ pub trait Deliveries: Send + Sync + 'static {
         next_at: jiff::Timestamp,
     ) -> Result<()>;
 
+    /// Gives leased deliveries back without an attempt, paused while their
+    /// endpoint holds them (waits for its verification, or is disabled).
+    async fn hold_deliveries(&self, ids: Vec<DeliveryId>) -> Result<()>;
+
     /// Makes a delivery due now, whatever its status.
     async fn retry_delivery(&self, tenant: &TenantId, id: &DeliveryId) -> Result<Option<Delivery>>;
 

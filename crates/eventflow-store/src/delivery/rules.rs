@@ -535,11 +535,14 @@ pub(crate) async fn release<C: QueueConn + ?Sized>(
     conn: &mut C,
     ids: &[String],
     node: &str,
-    next_at: &str,
+    next_at: Option<&str>,
 ) -> Result<()> {
     let now = conn.fanout().now.clone();
     for id in ids {
-        conn.release(id, node, next_at, &now).await?;
+        match next_at {
+            Some(at) => conn.release(id, node, at, &now).await?,
+            None => conn.hold(id, node, &now).await?,
+        }
     }
     Ok(())
 }

@@ -278,6 +278,9 @@ pub(crate) trait QueueConn: crate::records::rules::RecordTx {
         next_at: &str,
         now: &str,
     ) -> crate::Result<()>;
+    /// Gives a leased delivery back paused while its endpoint holds it
+    /// (waits for its verification, or is disabled or deleted), else due now.
+    async fn hold(&mut self, id: &str, node: &str, now: &str) -> crate::Result<()>;
     /// A delivery and its lease owner, locked.
     async fn delivery(
         &mut self,
@@ -779,23 +782,35 @@ macro_rules! impl_queue_conn {
                 }
 
                 async fn release(&mut self, id: &str, node: &str, next_at: &str, now: &str) -> Result<()> {
-                    // Paused only while its endpoint still holds it (waits
-                    // for its verification, or is disabled or deleted):
-                    // one that was verified meanwhile is due at once, so a
-                    // delivery paused after its endpoint's held ones were
-                    // released is not left behind.
                     sqlx::query(
-                        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, updated_at = $2, \
-                         next_at = CASE WHEN $1 <> $5 OR EXISTS (SELECT 1 FROM endpoints e \
-                         WHERE e.id = deliveries.endpoint_id AND (e.verify_at IS NOT NULL OR e.disabled <> 0 \
-                         OR e.deleted_at IS NOT NULL)) THEN $1 ELSE $2 END \
+                        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, next_at = $1, updated_at = $2 \
                          WHERE id = $3 AND lease_owner = $4 AND status = 'pending'",
                     )
                     .bind(next_at)
                     .bind(now)
                     .bind(id)
                     .bind(node)
+                    .execute(&mut self.conn)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn hold(&mut self, id: &str, node: &str, now: &str) -> Result<()> {
+                    // Decided in the statement, against the endpoint as it
+                    // is now: one verified meanwhile makes it due at once,
+                    // so a delivery held after its endpoint's held ones
+                    // were released is not left behind.
+                    sqlx::query(
+                        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, updated_at = $2, \
+                         next_at = CASE WHEN EXISTS (SELECT 1 FROM endpoints e \
+                         WHERE e.id = deliveries.endpoint_id AND (e.verify_at IS NOT NULL OR e.disabled <> 0 \
+                         OR e.deleted_at IS NOT NULL)) THEN $1 ELSE $2 END \
+                         WHERE id = $3 AND lease_owner = $4 AND status = 'pending'",
+                    )
                     .bind(crate::delivery::sql::PAUSED)
+                    .bind(now)
+                    .bind(id)
+                    .bind(node)
                     .execute(&mut self.conn)
                     .await?;
                     Ok(())
@@ -957,6 +972,10 @@ macro_rules! impl_deliveries {
 
             async fn record_successes(&self, recs: Vec<AttemptRecord>) -> Result<()> {
                 self.writer.succeeded(recs).await
+            }
+
+            async fn hold_deliveries(&self, ids: Vec<DeliveryId>) -> Result<()> {
+                self.writer.hold(ids.into_iter().map(DeliveryId::into_string).collect()).await
             }
 
             async fn release_deliveries(&self, ids: Vec<DeliveryId>, next_at: jiff::Timestamp) -> Result<()> {

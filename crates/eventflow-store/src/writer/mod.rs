@@ -127,9 +127,11 @@ pub(crate) enum Command {
     Attempted(Box<AttemptRecord>),
     /// Successful attempts, recorded together.
     Succeeded(Vec<AttemptRecord>),
+    /// Gives leased deliveries back: due at `next_at`, or (`None`) held
+    /// while their endpoint holds them.
     Release {
         ids: Vec<String>,
-        next_at: String,
+        next_at: Option<String>,
     },
     Retry {
         tenant: String,
@@ -414,8 +416,17 @@ impl WriterHandle {
         if ids.is_empty() {
             return Ok(());
         }
-        let next_at = time::format(next_at);
+        let next_at = Some(time::format(next_at));
         self.send(Command::Release { ids, next_at })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn hold(&self, ids: Vec<String>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.send(Command::Release { ids, next_at: None })
             .await
             .map(|_| ())
     }
@@ -960,7 +971,7 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
         }
         Command::Release { ids, next_at } => {
             let node = conn.fanout().node.clone();
-            outbox::release(conn, ids, &node, next_at).await?;
+            outbox::release(conn, ids, &node, next_at.as_deref()).await?;
             Ok((Reply::Done, None, Vec::new()))
         }
         Command::Retry { tenant, id } => {
