@@ -3,16 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 use super::session::Me;
 use super::{Portal, api_message, enc};
-use crate::auth::Internal;
 
 fn patient(q: &BTreeMap<String, String>) -> Option<String> {
     q.get("patient")
@@ -85,27 +82,13 @@ pub(super) async fn accounting_csv(
             "patient: is required",
         );
     };
-    let mut request = Request::builder()
-        .method(Method::GET)
-        .uri(format!(
-            "/v1/patients/{}/disclosure-accounting?limit=10000",
-            enc(&patient)
-        ))
-        .header(header::ACCEPT, "text/csv");
-    if let Some(ext) = request.extensions_mut() {
-        ext.insert(Internal(me.principal.clone()));
-    }
-    let Ok(request) = request.body(Body::empty()) else {
-        return p.error_page(Some(&me), StatusCode::BAD_REQUEST, "bad request");
-    };
-    let response = match p.api.clone().oneshot(request).await {
-        Ok(r) => r,
-        Err(never) => match never {},
-    };
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024)
-        .await
-        .unwrap_or_default();
+    let path = format!(
+        "/v1/patients/{}/disclosure-accounting?limit=10000",
+        enc(&patient)
+    );
+    let (status, bytes) = p
+        .call_raw(&me, Method::GET, &path, None, Some("text/csv"))
+        .await;
     if !status.is_success() {
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         return p.error_page(Some(&me), status, &api_message(&body));

@@ -289,10 +289,30 @@ impl Portal {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        let (status, bytes) = self.call_raw(me, method, path, body, None).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// [`call`](Self::call) with an `Accept` of its own, the answer's body
+    /// as it came (CSV, …).
+    async fn call_raw(
+        &self,
+        me: &Me,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        accept: Option<&str>,
+    ) -> (StatusCode, Bytes) {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header(header::CONTENT_TYPE, "application/json");
+        if let Some(accept) = accept {
+            request = request.header(header::ACCEPT, accept);
+        }
         if let Some(ext) = request.extensions_mut() {
             ext.insert(Internal(me.principal.clone()));
         }
@@ -302,7 +322,7 @@ impl Portal {
         let Ok(request) = request.body(body) else {
             return (
                 StatusCode::BAD_REQUEST,
-                json!({"error": {"message": "bad request"}}),
+                Bytes::from_static(br#"{"error": {"message": "bad request"}}"#),
             );
         };
         let response = match self.api.clone().oneshot(request).await {
@@ -313,10 +333,7 @@ impl Portal {
         let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024)
             .await
             .unwrap_or_default();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, bytes)
     }
 
     async fn get(&self, me: &Me, path: &str) -> Result<Value, Response> {
