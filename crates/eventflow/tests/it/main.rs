@@ -39,6 +39,7 @@ mod smoke;
 mod startup;
 mod stream;
 mod topics;
+mod typescript_sdk;
 mod validation;
 mod verification;
 mod webhooks;
