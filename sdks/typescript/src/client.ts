@@ -49,7 +49,7 @@ export interface ClientOptions {
   apiKey: string;
   /** For an organisation's key: act as this member clinic (`X-Eventflow-Clinic`). */
   clinic?: string;
-  /** Attempts for a request answered 429 or 5xx, or not answered (default 3). */
+  /** Retries of a request answered 429 or 5xx, or not answered (default 3: four attempts at most). */
   maxRetries?: number;
   /** The first backoff, in milliseconds (default 200; doubles, with jitter, capped at 10 s). */
   retryDelayMs?: number;
@@ -57,15 +57,16 @@ export interface ClientOptions {
   fetch?: typeof fetch;
 }
 
-export interface WriteOptions {
+export interface CreateOptions {
   /** Honoured for 24 h: the same key and body returns the first answer again. */
   idempotencyKey?: string;
   signal?: AbortSignal;
 }
 
-export interface UpdateOptions extends WriteOptions {
+export interface UpdateOptions {
   /** Refuse (412 `precondition_failed`) unless the record is at this version. */
   ifMatch?: number;
+  signal?: AbortSignal;
 }
 
 export interface GetOptions {
@@ -114,14 +115,24 @@ export interface EventsPage {
 }
 
 export interface StreamOptions {
-  /** Events after this sequence (default: from now on). */
+  /** Events after this sequence (default 0: from the start of the retained log). */
   after?: number;
   types?: Array<EventType | Topic | (string & {})>;
   /** Stops the stream. */
   signal?: AbortSignal;
-  /** How long to wait before reconnecting after a dropped connection, ms (default 500, doubling to 10 s). */
+  /** How long to wait before reconnecting after a dropped connection, ms (default 500, at least 10, doubling to 10 s). */
   reconnectDelayMs?: number;
+  /**
+   * Reconnections in a row, without an event in between, before the stream
+   * gives up and throws the last failure (default: never give up).
+   */
+  maxReconnects?: number;
+  /** Told why each connection ended, before the stream reconnects. */
+  onDisconnect?: (reason: unknown) => void;
 }
+
+/** No byte for this long (the server sends a keep-alive every 15 s): the connection is dead. */
+const STREAM_IDLE_MS = 45_000;
 
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
@@ -142,7 +153,7 @@ type Query = Record<string, string | number | undefined | string[]>;
 function queryString(q: Query): string {
   const p = new URLSearchParams();
   for (const [k, v] of Object.entries(q)) {
-    if (v === undefined) continue;
+    if (v === undefined || (Array.isArray(v) && v.length === 0)) continue;
     p.set(k, Array.isArray(v) ? v.join(",") : String(v));
   }
   const s = p.toString();
@@ -168,37 +179,46 @@ interface RequestInit2 {
   signal?: AbortSignal | undefined;
   /** Whether sending it twice is harmless (GET, DELETE, a write with an idempotency key). */
   retryable: boolean;
+  /** A DELETE: a 404 after a retry means an earlier attempt deleted it. */
+  deleting?: boolean;
 }
 
 /** The HTTP core every resource goes through. */
 class Transport {
   readonly baseUrl: string;
-  private readonly apiKey: string;
-  private readonly clinic: string | undefined;
-  private readonly maxRetries: number;
-  private readonly retryDelayMs: number;
+  // Truly private (#): the key never shows when a client is printed or
+  // serialised.
+  readonly #apiKey: string;
+  readonly #clinic: string | undefined;
+  readonly #maxRetries: number;
+  readonly #retryDelayMs: number;
   readonly fetch: typeof fetch;
 
   constructor(o: ClientOptions) {
     if (!o.baseUrl) throw new TypeError("baseUrl is required");
     if (!o.apiKey) throw new TypeError("apiKey is required");
     this.baseUrl = o.baseUrl.replace(/\/+$/, "");
-    this.apiKey = o.apiKey;
-    this.clinic = o.clinic;
-    this.maxRetries = Math.max(0, o.maxRetries ?? 3);
-    this.retryDelayMs = Math.max(0, o.retryDelayMs ?? 200);
+    this.#apiKey = o.apiKey;
+    this.#clinic = o.clinic;
+    const retries = o.maxRetries ?? 3;
+    const delay = o.retryDelayMs ?? 200;
+    if (!Number.isFinite(retries) || !Number.isFinite(delay)) {
+      throw new TypeError("maxRetries and retryDelayMs must be finite numbers");
+    }
+    this.#maxRetries = Math.max(0, Math.floor(retries));
+    this.#retryDelayMs = Math.max(0, delay);
     this.fetch = o.fetch ?? globalThis.fetch.bind(globalThis);
   }
 
   headers(extra: Record<string, string> = {}): Record<string, string> {
-    const h: Record<string, string> = { authorization: `Bearer ${this.apiKey}`, ...extra };
-    if (this.clinic) h["x-eventflow-clinic"] = this.clinic;
+    const h: Record<string, string> = { authorization: `Bearer ${this.#apiKey}`, ...extra };
+    if (this.#clinic) h["eventflow-clinic"] = this.#clinic;
     return h;
   }
 
   backoff(attempt: number, retryAfter: number | undefined): number {
     if (retryAfter !== undefined) return Math.min(retryAfter * 1000, 60_000);
-    const base = Math.min(this.retryDelayMs * 2 ** attempt, 10_000);
+    const base = Math.min(this.#retryDelayMs * 2 ** attempt, 10_000);
     return base / 2 + Math.random() * (base / 2);
   }
 
@@ -221,7 +241,7 @@ class Transport {
         });
       } catch (cause) {
         if (r.signal?.aborted) throw cause;
-        if (r.retryable && attempt < this.maxRetries) {
+        if (r.retryable && attempt < this.#maxRetries) {
           await sleep(this.backoff(attempt, undefined), r.signal);
           continue;
         }
@@ -234,17 +254,29 @@ class Transport {
       }
       if (response.ok) {
         const text = await response.text();
-        return {
-          status: response.status,
-          body: (text ? JSON.parse(text) : undefined) as T,
-          headers: response.headers,
-        };
+        let body: unknown;
+        try {
+          body = text ? JSON.parse(text) : undefined;
+        } catch (cause) {
+          throw new EventFlowError({
+            status: response.status,
+            type: "internal_error",
+            message: `the answer from ${this.baseUrl} is not JSON`,
+            cause,
+          });
+        }
+        return { status: response.status, body: body as T, headers: response.headers };
+      }
+      if (r.deleting && response.status === 404 && attempt > 0) {
+        // An earlier attempt deleted it; its answer was lost.
+        await response.body?.cancel();
+        return { status: 204, body: undefined as T, headers: response.headers };
       }
       const error = await errorOf(response);
       const again =
         (response.status === 429 || response.status >= 500) &&
         (r.retryable || response.status === 429 || response.status === 503) &&
-        attempt < this.maxRetries;
+        attempt < this.#maxRetries;
       if (!again) throw error;
       await sleep(this.backoff(attempt, error.retryAfter), r.signal);
     }
@@ -280,7 +312,7 @@ export class Collection<Rec, Input, Patch> {
   ) {}
 
   /** Creates a record (201). */
-  async create(input: Input, options: WriteOptions = {}): Promise<Rec> {
+  async create(input: Input, options: CreateOptions = {}): Promise<Rec> {
     // A create retried on its own carries a key of its own, so a retry
     // after a lost answer is not a second record.
     const key = options.idempotencyKey ?? randomKey();
@@ -311,7 +343,6 @@ export class Collection<Rec, Input, Patch> {
   async update(id: string, patch: Patch, options: UpdateOptions = {}): Promise<Rec> {
     const headers: Record<string, string> = {};
     if (options.ifMatch !== undefined) headers["if-match"] = `"${options.ifMatch}"`;
-    if (options.idempotencyKey !== undefined) headers["idempotency-key"] = options.idempotencyKey;
     const r = await this.t.request<Rec>({
       method: "PATCH",
       path: `/v1/${this.name}/${encodeURIComponent(id)}`,
@@ -327,12 +358,13 @@ export class Collection<Rec, Input, Patch> {
   }
 
   /** Deletes a record. */
-  async delete(id: string, options: WriteOptions = {}): Promise<void> {
+  async delete(id: string, options: { signal?: AbortSignal } = {}): Promise<void> {
     await this.t.request<undefined>({
       method: "DELETE",
       path: `/v1/${this.name}/${encodeURIComponent(id)}`,
       signal: options.signal,
       retryable: true,
+      deleting: true,
     });
   }
 
@@ -391,50 +423,80 @@ export class Events {
 
   /**
    * The events as they are written, over Server-Sent Events. A dropped
-   * connection (a restarted server, a proxy's timeout) is reopened after the
-   * last event received: nothing is missed, nothing repeated. Ends when
-   * `signal` aborts or the loop breaks; an error the server gives (a bad
-   * key, a bad filter) is thrown.
+   * connection (a restarted server, a proxy's timeout, 45 s without even a
+   * keep-alive) is reopened after the last event received: nothing is
+   * missed, nothing repeated. Ends when `signal` aborts or the loop breaks.
+   * Throws the server's refusal (a bad key, a bad filter), an event that is
+   * not JSON, and, after `maxReconnects` failures in a row, the last one.
    */
   async *stream(options: StreamOptions = {}): AsyncGenerator<WebhookEvent, void, undefined> {
+    // The stream's `id:` is the event's number in the log this key reads
+    // (its network's for an organisation's key): resume after it.
     let after = options.after;
-    const first = options.reconnectDelayMs ?? 500;
+    const first = Math.max(10, options.reconnectDelayMs ?? 500);
     let delay = first;
-    const signal = options.signal;
-    while (!signal?.aborted) {
-      let response: Response | undefined;
+    let failures = 0;
+    const outer = options.signal;
+    while (!outer?.aborted) {
+      const connection = new AbortController();
+      const stop = () => connection.abort(outer?.reason);
+      outer?.addEventListener("abort", stop, { once: true });
+      let idle: ReturnType<typeof setTimeout> | undefined;
+      const alive = () => {
+        if (idle !== undefined) clearTimeout(idle);
+        idle = setTimeout(() => connection.abort(new Error("no data for 45 s")), STREAM_IDLE_MS);
+      };
+      let reason: unknown;
       try {
-        response = await this.t.fetch(
+        alive();
+        const response = await this.t.fetch(
           `${this.t.baseUrl}/v1/events/stream${queryString({ after, types: options.types })}`,
-          {
-            headers: this.t.headers({ accept: "text/event-stream" }),
-            ...(signal ? { signal } : {}),
-          },
+          { headers: this.t.headers({ accept: "text/event-stream" }), signal: connection.signal },
         );
-      } catch (cause) {
-        if (signal?.aborted) return;
-        void cause;
-      }
-      if (response && !response.ok) {
-        const error = await errorOf(response);
-        if (response.status !== 429 && response.status < 500) throw error;
-      } else if (response?.body) {
-        try {
-          for await (const message of sseMessages(response.body)) {
+        if (!response.ok) {
+          const error = await errorOf(response);
+          if (response.status !== 429 && response.status < 500) throw new Refused(error);
+          reason = error;
+        } else if (response.body) {
+          for await (const message of sseMessages(response.body, alive)) {
             if (message.data === undefined) continue;
-            const event = JSON.parse(message.data) as WebhookEvent;
+            let event: WebhookEvent;
+            try {
+              event = JSON.parse(message.data) as WebhookEvent;
+            } catch (cause) {
+              throw new Refused(
+                new EventFlowError({ status: 200, type: "internal_error", message: "a streamed event is not JSON", cause }),
+              );
+            }
             if (message.id !== undefined && /^[0-9]+$/.test(message.id)) after = Number(message.id);
             delay = first;
+            failures = 0;
             yield event;
           }
-        } catch (cause) {
-          if (signal?.aborted) return;
-          void cause;
+          reason = new Error("the server ended the stream");
         }
+      } catch (e) {
+        if (e instanceof Refused) throw e.error;
+        reason = e;
+      } finally {
+        if (idle !== undefined) clearTimeout(idle);
+        outer?.removeEventListener("abort", stop);
       }
-      if (signal?.aborted) return;
+      if (outer?.aborted) return;
+      failures += 1;
+      options.onDisconnect?.(reason);
+      if (options.maxReconnects !== undefined && failures > options.maxReconnects) {
+        throw reason instanceof EventFlowError
+          ? reason
+          : new EventFlowError({
+              status: 0,
+              type: "network_error",
+              message: `the stream from ${this.t.baseUrl} failed ${failures} times in a row`,
+              cause: reason,
+            });
+      }
       try {
-        await sleep(delay, signal);
+        await sleep(delay, outer);
       } catch {
         return;
       }
@@ -443,9 +505,15 @@ export class Events {
   }
 }
 
-/** Parses a Server-Sent Events body into messages. */
+/** An answer that ends a stream rather than a reason to reconnect. */
+class Refused {
+  constructor(readonly error: EventFlowError) {}
+}
+
+/** Parses a Server-Sent Events body into messages; `progress` is called on every chunk. */
 async function* sseMessages(
   body: ReadableStream<Uint8Array>,
+  progress: () => void,
 ): AsyncGenerator<{ id?: string; data?: string }, void, undefined> {
   const reader = body.getReader();
   const decoder = new TextDecoder();
@@ -456,9 +524,14 @@ async function* sseMessages(
     for (;;) {
       const { value, done } = await reader.read();
       if (done) return;
+      progress();
       buffer += decoder.decode(value, { stream: true });
-      let nl: number;
-      while ((nl = buffer.search(/\r\n|\r|\n/)) >= 0) {
+      for (;;) {
+        const nl = buffer.search(/\r\n|\r|\n/);
+        if (nl < 0) break;
+        // A "\r" last in the buffer may be half of a "\r\n" split across
+        // chunks: wait for the next one.
+        if (buffer[nl] === "\r" && nl === buffer.length - 1) break;
         const line = buffer.slice(0, nl);
         buffer = buffer.slice(nl + (buffer.startsWith("\r\n", nl) ? 2 : 1));
         if (line === "") {
@@ -472,10 +545,10 @@ async function* sseMessages(
         if (line.startsWith(":")) continue;
         const colon = line.indexOf(":");
         const field = colon < 0 ? line : line.slice(0, colon);
-        let value2 = colon < 0 ? "" : line.slice(colon + 1);
-        if (value2.startsWith(" ")) value2 = value2.slice(1);
-        if (field === "data") data.push(value2);
-        else if (field === "id") id = value2;
+        let text = colon < 0 ? "" : line.slice(colon + 1);
+        if (text.startsWith(" ")) text = text.slice(1);
+        if (field === "data") data.push(text);
+        else if (field === "id") id = text;
       }
     }
   } finally {
@@ -488,15 +561,18 @@ async function* sseMessages(
 export class Endpoints {
   constructor(private readonly t: Transport) {}
 
-  async create(input: EndpointInput, options: WriteOptions = {}): Promise<Endpoint & { secret?: string }> {
-    const key = options.idempotencyKey ?? randomKey();
-    const r = await this.t.request<Endpoint & { secret?: string }>({
+  /**
+   * Creates an endpoint. Not retried after an answer that may have come
+   * after the endpoint was made (a 5xx, a lost answer): that would make a
+   * second endpoint; a 429 or 503 (nothing done) is retried.
+   */
+  async create(input: EndpointInput & { url: string }, options: { signal?: AbortSignal } = {}): Promise<Endpoint & { id: string; secret?: string }> {
+    const r = await this.t.request<Endpoint & { id: string; secret?: string }>({
       method: "POST",
       path: "/v1/endpoints",
       body: input,
-      headers: { "idempotency-key": key },
       signal: options.signal,
-      retryable: true,
+      retryable: false,
     });
     return r.body;
   }
@@ -511,7 +587,7 @@ export class Endpoints {
     return r.body;
   }
 
-  async update(id: string, patch: Partial<EndpointInput>, options: WriteOptions = {}): Promise<Endpoint> {
+  async update(id: string, patch: Partial<EndpointInput>, options: { signal?: AbortSignal } = {}): Promise<Endpoint> {
     const r = await this.t.request<Endpoint>({
       method: "PATCH",
       path: `/v1/endpoints/${encodeURIComponent(id)}`,
@@ -529,6 +605,7 @@ export class Endpoints {
       path: `/v1/endpoints/${encodeURIComponent(id)}`,
       signal: options.signal,
       retryable: true,
+      deleting: true,
     });
   }
 
@@ -575,15 +652,20 @@ export class Endpoints {
     return r.body;
   }
 
-  /** Its deliveries, newest first. */
-  async deliveries(id: string, options: { signal?: AbortSignal } = {}): Promise<Delivery[]> {
-    const r = await this.t.request<{ data: Delivery[] }>({
+  /** A page of its deliveries, newest first. */
+  async deliveries(
+    id: string,
+    options: { status?: "pending" | "succeeded" | "failed"; limit?: number; cursor?: string; signal?: AbortSignal } = {},
+  ): Promise<Page<Delivery>> {
+    const { signal, ...q } = options;
+    const r = await this.t.request<Page<Delivery>>({
       method: "GET",
       path: `/v1/endpoints/${encodeURIComponent(id)}/deliveries`,
-      signal: options.signal,
+      query: q,
+      signal,
       retryable: true,
     });
-    return r.body.data;
+    return r.body;
   }
 }
 

@@ -30,6 +30,6 @@ export type {
   Page,
   StreamOptions,
   UpdateOptions,
-  WriteOptions,
+  CreateOptions,
 } from "./client.js";
 export { hasTopic } from "./topics.js";

@@ -49,8 +49,11 @@ export type VerificationFailure =
   | "bad_timestamp"
   | "outside_tolerance"
   | "no_match"
+  | "bad_body"
+  /** The key passed to verify with is no key (not `whsec_…`/`whpk_…`, or missing): the caller's mistake. */
   | "bad_secret"
-  | "bad_body";
+  /** `toleranceSeconds` or `now` is not a finite number: the caller's mistake. */
+  | "bad_options";
 
 /** A request that is not a genuine, fresh delivery: answer it 401. */
 export class WebhookVerificationError extends Error {
@@ -118,34 +121,43 @@ function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
 
 /** Case-insensitive header lookup over any {@link HeadersLike}. */
 function headerGetter(headers: HeadersLike): (name: string) => string | undefined {
-  if (typeof (headers as Headers).get === "function") {
-    const h = headers as Headers;
-    return (name) => h.get(name)?.trim() ?? undefined;
+  if (typeof Headers !== "undefined" && headers instanceof Headers) {
+    return (name) => headers.get(name)?.trim() ?? undefined;
+  }
+  if (headers === null || typeof headers !== "object") {
+    throw new WebhookVerificationError("missing_headers", "no request headers given");
   }
   const map = new Map<string, string>();
   const entries: Iterable<readonly [string, unknown]> =
-    Symbol.iterator in (headers as object)
+    Symbol.iterator in headers
       ? (headers as Iterable<readonly [string, string]>)
       : Object.entries(headers as Record<string, unknown>);
   for (const [k, v] of entries) {
-    if (v === undefined) continue;
-    map.set(k.toLowerCase(), Array.isArray(v) ? v.join(", ") : String(v));
+    if (v === undefined || v === null) continue;
+    const value = Array.isArray(v) ? v.join(", ") : String(v);
+    const key = String(k).toLowerCase();
+    const before = map.get(key);
+    map.set(key, before === undefined ? value : `${before}, ${value}`);
   }
   return (name) => map.get(name)?.trim();
 }
+
+/** At most this many signatures of a header are checked (a rotation has two or three). */
+const MAX_SIGNATURES = 10;
 
 type Key =
   | { kind: "hmac"; key: CryptoKey }
   | { kind: "ed25519"; key: CryptoKey };
 
 async function importKeys(secrets: WebhookSecret | readonly WebhookSecret[]): Promise<Key[]> {
-  const list = typeof secrets === "string" ? [secrets] : secrets;
-  if (list.length === 0) {
-    throw new WebhookVerificationError("bad_secret", "no secret given to verify with");
+  const list: readonly unknown[] = typeof secrets === "string" ? [secrets] : Array.isArray(secrets) ? secrets : [];
+  if (list.length === 0 || list.some((s) => typeof s !== "string")) {
+    // Most often an environment variable that is not set.
+    throw new WebhookVerificationError("bad_secret", "no secret given to verify with (whsec_… or whpk_…)");
   }
   const s = await subtle();
   const keys: Key[] = [];
-  for (const secret of list) {
+  for (const secret of list as readonly string[]) {
     if (secret.startsWith("whsec_")) {
       const raw = fromBase64(secret.slice(6));
       if (!raw || raw.length === 0 || raw.length > 64) {
@@ -160,10 +172,13 @@ async function importKeys(secrets: WebhookSecret | readonly WebhookSecret[]): Pr
       if (!raw || raw.length !== 32) {
         throw new WebhookVerificationError("bad_secret", "an Ed25519 public key is whpk_ and the base64 of 32 bytes");
       }
-      keys.push({
-        kind: "ed25519",
-        key: await s.importKey("raw", raw, { name: "Ed25519" }, false, ["verify"]),
-      });
+      let key: CryptoKey;
+      try {
+        key = await s.importKey("raw", raw, { name: "Ed25519" }, false, ["verify"]);
+      } catch {
+        throw new WebhookVerificationError("bad_secret", "an Ed25519 public key is whpk_ and the base64 of 32 bytes");
+      }
+      keys.push({ kind: "ed25519", key });
     } else {
       throw new WebhookVerificationError(
         "bad_secret",
@@ -175,13 +190,18 @@ async function importKeys(secrets: WebhookSecret | readonly WebhookSecret[]): Pr
 }
 
 function checkTimestamp(text: string, options: VerifyOptions): number {
-  if (!/^[0-9]{1,15}$/.test(text)) {
+  if (!/^\+?[0-9]{1,15}$/.test(text)) {
     throw new WebhookVerificationError("bad_timestamp", "the timestamp is not a number of seconds");
   }
   const ts = Number(text);
   const now = options.now ?? Math.floor(Date.now() / 1000);
-  const tolerance = Math.max(0, options.toleranceSeconds ?? DEFAULT_TOLERANCE_SECONDS);
-  if (Math.abs(now - ts) > tolerance) {
+  const tolerance = options.toleranceSeconds ?? DEFAULT_TOLERANCE_SECONDS;
+  // A tolerance or a "now" that is no number (an unset variable read with
+  // Number()) must not make every timestamp acceptable.
+  if (!Number.isFinite(now) || !Number.isFinite(tolerance) || tolerance < 0) {
+    throw new WebhookVerificationError("bad_options", "toleranceSeconds and now must be finite numbers, the tolerance not negative");
+  }
+  if (!(Math.abs(now - ts) <= tolerance)) {
     throw new WebhookVerificationError(
       "outside_tolerance",
       "the timestamp is outside the tolerance (replayed or clock skew)",
@@ -215,7 +235,13 @@ export async function verifyWebhook(
   if (id !== undefined && timestamp !== undefined && signatures !== undefined) {
     const ts = checkTimestamp(timestamp, options);
     const signed = concat(encoder.encode(`${id}.${ts}.`), body);
-    outer: for (const sig of signatures.split(" ")) {
+    // Space-separated; a header repeated (or joined by a proxy) adds ", ".
+    const tokens = signatures
+      .split(/\s+/)
+      .map((t) => t.replace(/,+$/, ""))
+      .filter((t) => t.length > 0)
+      .slice(0, MAX_SIGNATURES);
+    outer: for (const sig of tokens) {
       const comma = sig.indexOf(",");
       if (comma < 0) continue;
       const version = sig.slice(0, comma);
@@ -257,7 +283,7 @@ export async function verifyWebhook(
     }
     const ts = checkTimestamp(t, options);
     const signed = concat(encoder.encode(`${ts}.`), body);
-    outer: for (const sig of sigs) {
+    outer: for (const sig of sigs.slice(0, MAX_SIGNATURES)) {
       const raw = fromHex(sig);
       if (!raw) continue;
       for (const k of keys) {
@@ -326,7 +352,9 @@ export async function handleWebhook(
   try {
     payload = await verifyWebhook({ headers: request.headers, body }, secrets, options);
   } catch (e) {
-    if (e instanceof WebhookVerificationError && e.reason !== "bad_secret") {
+    // A mistake of the caller's (no secret configured) is thrown, not
+    // answered 401: the server would retry, and you want to know.
+    if (e instanceof WebhookVerificationError && e.reason !== "bad_secret" && e.reason !== "bad_options") {
       return new Response(JSON.stringify({ error: "invalid signature" }), {
         status: 401,
         headers: { "content-type": "application/json" },
@@ -336,6 +364,12 @@ export async function handleWebhook(
   }
   const answer = challengeResponse(payload);
   if (answer) return answer;
+  if (payload.type === CHALLENGE_TYPE) {
+    return new Response(JSON.stringify({ error: "malformed challenge" }), {
+      status: 400,
+      headers: { "content-type": "application/json" },
+    });
+  }
   const response = await handler(payload as WebhookEvent);
   return (
     response ??

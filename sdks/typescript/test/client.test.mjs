@@ -115,14 +115,22 @@ test("the server's errors arrive typed: status, type, field", async () => {
 /**
  * A proxy in front of the server that answers the first `failures`
  * requests itself with `status` (and Retry-After when given), then passes
- * requests through.
+ * requests through. With `forwardFirst`, the first request does reach the
+ * server, and its answer is replaced by `status` (an answer lost on the
+ * way back).
  */
-async function flakyProxy(status, failures, retryAfter) {
+async function flakyProxy(status, failures, retryAfter, forwardFirst = false) {
   let seen = 0;
   const proxy = createServer(async (req, res) => {
     seen += 1;
     const chunks = [];
     for await (const c of req) chunks.push(c);
+    if (forwardFirst && seen === 1) {
+      const headers = { ...req.headers };
+      delete headers.host;
+      delete headers["content-length"];
+      await fetch(`${server.baseUrl}${req.url}`, { method: req.method, headers, body: Buffer.concat(chunks) });
+    }
     if (seen <= failures) {
       const headers = { "content-type": "application/json" };
       if (retryAfter !== undefined) headers["retry-after"] = String(retryAfter);
@@ -155,12 +163,70 @@ test("429 and 5xx answers are retried with backoff, and a create retried is stil
     assert.equal((await client.patients.get(made.id)).lastName, String(status));
     await proxy.close();
   }
+  // The first attempt reached the server and made the record, but its
+  // answer was lost: the retry (the same idempotency key) is that record,
+  // not a second one.
+  const lost = await flakyProxy(502, 1, undefined, true);
+  const c2 = new EventFlow({ baseUrl: lost.url, apiKey: server.key, retryDelayMs: 5 });
+  const once = await c2.patients.create({ firstName: "Lost", lastName: "Answer" });
+  assert.equal(lost.seen(), 2);
+  await lost.close();
+  const named = [];
+  for await (const p of client.patients.list({ limit: 500 })) if (p.lastName === "Answer") named.push(p.id);
+  assert.deepEqual(named, [once.id], "one record");
+  // A DELETE whose answer was lost: the retry's 404 is its success.
+  const gone = await client.patients.create({ firstName: "Gone", lastName: "Twice" });
+  const lostDelete = await flakyProxy(502, 1, undefined, true);
+  await new EventFlow({ baseUrl: lostDelete.url, apiKey: server.key, retryDelayMs: 5 }).patients.delete(gone.id);
+  assert.equal(lostDelete.seen(), 2);
+  await lostDelete.close();
+  await assert.rejects(client.patients.get(gone.id), (e) => e.status === 404);
+  // An endpoint's create is not retried after a 5xx: that could make two.
+  const noRetry = await flakyProxy(502, 1);
+  await assert.rejects(
+    new EventFlow({ baseUrl: noRetry.url, apiKey: server.key, retryDelayMs: 5 }).endpoints.create({ url: "http://127.0.0.1:9/x" }),
+    (e) => e.status === 502,
+  );
+  assert.equal(noRetry.seen(), 1);
+  await noRetry.close();
+
   // Past maxRetries the last answer is the error.
   const proxy = await flakyProxy(503, 10);
   const c = new EventFlow({ baseUrl: proxy.url, apiKey: server.key, retryDelayMs: 1, maxRetries: 2 });
   await assert.rejects(c.patients.page(), (e) => e.status === 503 && e.type === "unavailable");
   assert.equal(proxy.seen(), 3);
   await proxy.close();
+});
+
+test("an organisation's key acts as the member clinic it names", async () => {
+  const orgKey = server.cli("orgs", "create", `network-${Date.now()}`);
+  assert.match(orgKey, /^efk_/);
+  const org = new EventFlow({ baseUrl: server.baseUrl, apiKey: orgKey });
+  const made = async (name) => {
+    const r = await fetch(`${server.baseUrl}/v1/clinics`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${orgKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ name }),
+    });
+    assert.equal(r.status, 201);
+    return (await r.json()).id;
+  };
+  const north = await made(`north-${Date.now()}`);
+  const south = await made(`south-${Date.now()}`);
+  const asNorth = new EventFlow({ baseUrl: server.baseUrl, apiKey: orgKey, clinic: north });
+  const asSouth = new EventFlow({ baseUrl: server.baseUrl, apiKey: orgKey, clinic: south });
+  const p = await asNorth.patients.create({ firstName: "North", lastName: "Member" });
+  assert.equal((await asNorth.patients.get(p.id)).id, p.id);
+  await assert.rejects(asSouth.patients.get(p.id), (e) => e.status === 404);
+  // Without a clinic an organisation key cannot write a record.
+  await assert.rejects(org.patients.create({ firstName: "No", lastName: "Clinic" }), (e) => e.status === 422);
+});
+
+test("the client never shows its API key when printed or serialised", async () => {
+  const { inspect } = await import("node:util");
+  const c = new EventFlow({ baseUrl: server.baseUrl, apiKey: server.key });
+  assert.ok(!inspect(c, { depth: 10, showHidden: true }).includes(server.key));
+  assert.ok(!JSON.stringify(c).includes(server.key));
 });
 
 test("endpoints: create, get, update, list, delete", async () => {

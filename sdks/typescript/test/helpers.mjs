@@ -1,7 +1,7 @@
 // What the tests share: a real Event Flow server in its own process, a
 // webhook receiver on node:http that hands each request to a Fetch API
 // handler, and a bounded wait.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
@@ -10,13 +10,17 @@ import { once } from "node:events";
 
 export const KEY = "efk_sdk-test-key-0123456789abcdefghijklmnop";
 
-/** Waits until `check` returns something other than undefined/false, polling every 20 ms, at most `ms`. */
+/**
+ * Waits until `check` returns something other than undefined/false/null,
+ * polling every 20 ms, at most `ms`. `what` may be a function, called for
+ * the message only when the wait fails.
+ */
 export async function waitFor(what, check, ms = 30_000) {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await check();
     if (v !== undefined && v !== false && v !== null) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === "function" ? what() : what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -53,7 +57,7 @@ export async function startServer() {
     child.stdout.on("data", (d) => (output += d));
     child.stderr.on("data", (d) => (output += d));
     await waitFor(
-      `the server to answer /readyz (${output.slice(-500)})`,
+      () => `the server to answer /readyz; it said: ${output.slice(-2000)}`,
       async () => {
         try {
           return (await fetch(`${baseUrl}/readyz`)).ok;
@@ -74,6 +78,14 @@ export async function startServer() {
   return {
     baseUrl,
     key: KEY,
+    /** Runs `eventflow ARGS` on this server's data; returns its standard output. */
+    cli: (...args) => {
+      const full = [...args, "--data-dir", dir];
+      if (database) full.push("--database", database);
+      const r = spawnSync(bin, full, { encoding: "utf8" });
+      if (r.status !== 0) throw new Error(`eventflow ${args.join(" ")}: ${r.stderr}`);
+      return r.stdout.trim();
+    },
     restart: async () => {
       await down();
       await up();

@@ -17,9 +17,20 @@ after(async () => {
   await server?.stop();
 });
 
+/** The last sequence so far (other test files' servers may have written to the same database). */
+async function end() {
+  let after = 0;
+  for (;;) {
+    const page = await client.events.list({ after, limit: 1000 });
+    if (page.data.length === 0) return after;
+    after = page.nextAfter;
+  }
+}
+
 test("events.list pages by sequence, and a long poll returns the moment an event commits", async () => {
+  const from = await end();
   const p = await client.patients.create({ firstName: "Poll", lastName: "One" });
-  const page = await client.events.list({ after: 0, types: ["patient.*"] });
+  const page = await client.events.list({ after: from, types: ["patient.*"] });
   const mine = page.data.find((e) => e.resource.id === p.id);
   assert.equal(mine.type, "patient.created");
   assert.ok(page.nextAfter >= mine.sequence);
@@ -31,17 +42,17 @@ test("events.list pages by sequence, and a long poll returns the moment an event
 
 test("the stream resumes after a server restart: every event once, in order", async () => {
   const controller = new AbortController();
-  // The last sequence so far (other tests' servers may have written to the
-  // same database before).
-  let start = 0;
-  for (;;) {
-    const page = await client.events.list({ after: start, limit: 1000 });
-    if (page.data.length === 0) break;
-    start = page.nextAfter;
-  }
-  const stream = client.events.stream({ after: start, types: ["patient.*"], signal: controller.signal, reconnectDelayMs: 50 })[
-    Symbol.asyncIterator
-  ]();
+  const start = await end();
+  const disconnects = [];
+  const stream = client.events
+    .stream({
+      after: start,
+      types: ["patient.*"],
+      signal: controller.signal,
+      reconnectDelayMs: 50,
+      onDisconnect: (why) => disconnects.push(why),
+    })
+    [Symbol.asyncIterator]();
   const ids = [];
   for (let i = 0; i < 3; i++) ids.push((await client.patients.create({ firstName: "Stream", lastName: `Before${i}` })).id);
   const seen = [];
@@ -52,10 +63,23 @@ test("the stream resumes after a server restart: every event once, in order", as
   for (let i = 0; i < 3; i++) ids.push((await client.patients.create({ firstName: "Stream", lastName: `After${i}` })).id);
   for (let i = 0; i < 3; i++) seen.push((await stream.next()).value);
   assert.deepEqual(seen.map((e) => e.resource.id), ids, "nothing missed, nothing repeated");
+  assert.ok(disconnects.length >= 1, "the restart was a disconnection");
   const sequences = seen.map((e) => e.sequence);
   assert.deepEqual([...sequences].sort((a, b) => a - b), sequences, "in sequence order");
   controller.abort();
   assert.equal((await stream.next()).done, true, "aborting ends the stream");
+});
+
+test("a stream that cannot connect gives up after maxReconnects, with the reason", async () => {
+  const nowhere = new EventFlow({ baseUrl: "http://127.0.0.1:9", apiKey: server.key });
+  let told = 0;
+  await assert.rejects(
+    (async () => {
+      for await (const e of nowhere.events.stream({ maxReconnects: 2, reconnectDelayMs: 10, onDisconnect: () => (told += 1) })) void e;
+    })(),
+    (e) => e.type === "network_error",
+  );
+  assert.equal(told, 3);
 });
 
 test("a stream the server refuses throws its error", async () => {

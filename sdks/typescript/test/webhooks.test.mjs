@@ -23,7 +23,12 @@ before(async () => {
   client = new EventFlow({ baseUrl: server.baseUrl, apiKey: server.key });
 });
 
+const endpoints = [];
+
 after(async () => {
+  // Other test files' servers may share this database: leave no endpoint
+  // delivering to a closed port.
+  for (const id of endpoints) await client.endpoints.delete(id).catch(() => undefined);
   for (const r of receivers) await r.close();
   await server?.stop();
 });
@@ -41,6 +46,7 @@ async function verifiedEndpoint(input) {
   );
   receivers.push(receiver);
   const endpoint = await client.endpoints.create({ url: receiver.url, disabled: true, ...input });
+  endpoints.push(endpoint.id);
   assert.equal(endpoint.verification, "pending");
   const secret = await client.endpoints.secret(endpoint.id);
   keys.push(secret.secret ?? secret.publicKey);
@@ -232,4 +238,65 @@ test("a verification challenge is answered with its challenge, and nothing else 
   assert.equal(answer.status, 200);
   assert.deepEqual(await answer.json(), { challenge: "c4f1" });
   assert.equal(challengeResponse({ type: "patient.created", topics: [] }), null);
+  // A signed challenge without a string challenge never reaches the handler.
+  const secret = "whsec_" + Buffer.alloc(32, 3).toString("base64");
+  const body = JSON.stringify({ type: "endpoint.verification", endpointId: "ep_1", challenge: 7 });
+  const at = new Date();
+  const req = new Request("http://x/", {
+    method: "POST",
+    headers: {
+      "webhook-id": "msg_1",
+      "webhook-timestamp": String(Math.floor(at.getTime() / 1000)),
+      "webhook-signature": new Webhook(secret).sign("msg_1", at, body),
+    },
+    body,
+  });
+  let called = false;
+  const res = await handleWebhook(req, secret, () => {
+    called = true;
+  });
+  assert.equal(res.status, 400);
+  assert.equal(called, false);
+});
+
+test("header shapes: Headers, objects, arrays, Maps, repeated headers; options and keys that are no keys", async () => {
+  const secret = "whsec_" + Buffer.alloc(32, 5).toString("base64");
+  const other = "whsec_" + Buffer.alloc(32, 6).toString("base64");
+  const wh = new Webhook(secret);
+  const body = JSON.stringify({ id: "evt_9", type: "patient.created", topics: [] });
+  const at = new Date();
+  const ts = String(Math.floor(at.getTime() / 1000));
+  const good = wh.sign("msg_9", at, body);
+  const bad = new Webhook(other).sign("msg_9", at, body);
+  const base = { "Webhook-Id": "msg_9", "Webhook-Timestamp": ts };
+  const ok = async (headers) => assert.equal((await verifyWebhook({ headers, body }, secret)).id, "evt_9");
+  await ok({ ...base, "Webhook-Signature": good });
+  await ok(new Map(Object.entries({ ...base, "Webhook-Signature": good })));
+  await ok(Object.entries({ ...base, "Webhook-Signature": good }));
+  // The header sent twice: node:http gives an array, a proxy may join them with ", ".
+  await ok({ ...base, "webhook-signature": [bad, good] });
+  await ok({ ...base, "webhook-signature": `${good}, ${bad}` });
+  await ok(new Headers([...Object.entries(base), ["webhook-signature", bad], ["webhook-signature", good]]));
+  await assert.rejects(
+    verifyWebhook({ headers: { ...base, "webhook-signature": `${bad} ${bad}` }, body }, secret),
+    (e) => e.reason === "no_match",
+  );
+  // A tolerance or a clock that is no number is the caller's mistake, never "any time will do".
+  for (const options of [{ toleranceSeconds: Number(undefined) }, { now: Number.NaN }, { toleranceSeconds: -1 }, { toleranceSeconds: Infinity }]) {
+    await assert.rejects(
+      verifyWebhook({ headers: { ...base, "webhook-signature": good }, body }, secret, options),
+      (e) => e instanceof WebhookVerificationError && e.reason === "bad_options",
+      JSON.stringify(options),
+    );
+  }
+  // A secret that is not set (an environment variable missing) or is no key.
+  for (const key of [undefined, [undefined], [], "", "whsec_!!", "whpk_" + Buffer.alloc(31).toString("base64")]) {
+    await assert.rejects(
+      verifyWebhook({ headers: { ...base, "webhook-signature": good }, body }, key),
+      (e) => e instanceof WebhookVerificationError && e.reason === "bad_secret",
+      String(key),
+    );
+  }
+  // No headers at all.
+  await assert.rejects(verifyWebhook({ headers: null, body }, secret), (e) => e.reason === "missing_headers");
 });

@@ -1,4 +1,4 @@
-// Compiled by test/types.test.mjs with `tsc --noEmit`: each
+// Compiled by test/package.test.mjs with `tsc --noEmit`: each
 // `@ts-expect-error` must meet an error, or the compile fails.
 import { EventFlow, verifyWebhook, hasTopic } from "@eventflow/sdk";
 import type { WebhookEvent, EventOfType } from "@eventflow/sdk";
