@@ -1,6 +1,11 @@
-//! `eventflow bench`: a load generator and an event reader in one process,
-//! against a server it starts itself (embedded SQLite in a temporary
-//! directory) or one given with `--api`.
+//! `eventflow bench`: a load generator and an event reader, against a
+//! server it starts itself (`eventflow serve` in a process of its own, on
+//! embedded SQLite in a temporary directory or on `--database`; inside
+//! bench's own process with `--in-process`) or one given with `--api`.
+//! Webhooks go to a receiver in a process of its own (`eventflow
+//! bench-receiver`), which reports each arrival's time on its standard
+//! output. For a server it started, bench reports the server's own peak
+//! memory and CPU time per write.
 //!
 //! Scenarios:
 //! - `writes`: as many record creates per second as `--concurrency` clients
@@ -50,6 +55,11 @@ pub struct BenchArgs {
     /// Use a running server instead of starting one.
     #[arg(long, env = "EVENTFLOW_API_URL")]
     api: Option<String>,
+    /// Run the server bench starts inside bench's own process (sharing its
+    /// runtime and memory), rather than as `eventflow serve` in a process
+    /// of its own.
+    #[arg(long)]
+    in_process: bool,
     /// API key for --api.
     #[arg(long, env = "EVENTFLOW_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -106,6 +116,10 @@ struct Target {
     _dir: Option<tempfile::TempDir>,
     /// The SQLite file of the server bench started, if it did.
     sqlite: Option<std::path::PathBuf>,
+    /// The server processes bench started (killed when dropped).
+    servers: Vec<tokio::process::Child>,
+    /// Whether the server runs in bench's own process.
+    in_process: bool,
 }
 
 impl Target {
@@ -119,7 +133,14 @@ impl Target {
             http: self.http.clone(),
             _dir: None,
             sqlite: None,
+            servers: Vec::new(),
+            in_process: self.in_process,
         }
+    }
+
+    /// The process ids of the servers bench started in processes of their own.
+    fn server_pids(&self) -> Vec<u32> {
+        self.servers.iter().filter_map(|c| c.id()).collect()
     }
 
     /// A POST to node `n` (round robin over the nodes and the write keys).
@@ -157,6 +178,8 @@ async fn target(args: &BenchArgs) -> anyhow::Result<Target> {
             http,
             _dir: None,
             sqlite: None,
+            servers: Vec::new(),
+            in_process: false,
         });
     }
     if args.nodes == 0 || args.nodes > 16 {
@@ -166,6 +189,9 @@ async fn target(args: &BenchArgs) -> anyhow::Result<Target> {
         bail!("--nodes: several nodes need a shared PostgreSQL database (--database postgres://…)");
     }
     let dir = tempfile::tempdir()?;
+    if !args.in_process {
+        return spawned(args, dir, http).await;
+    }
     let mut key = eventflow_server::auth::generate_key();
     let mut bases = Vec::new();
     for n in 0..args.nodes {
@@ -212,20 +238,202 @@ async fn target(args: &BenchArgs) -> anyhow::Result<Target> {
             .is_none()
             .then(|| eventflow_server::sqlite_path(&dir.path().join("node0"))),
         _dir: Some(dir),
+        servers: Vec::new(),
+        in_process: true,
     })
+}
+
+/// Starts `eventflow serve` (this binary) for each node, each in a process
+/// of its own, and waits (at most 60 s) until each answers `/readyz`.
+async fn spawned(
+    args: &BenchArgs,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+) -> anyhow::Result<Target> {
+    let exe = std::env::current_exe().context("bench's own binary")?;
+    let mut key = eventflow_server::auth::generate_key();
+    let mut bases = Vec::new();
+    let mut servers = Vec::new();
+    for n in 0..args.nodes {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let data = dir.path().join(format!("node{n}"));
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("EVENTFLOW_BOOTSTRAP_API_KEY", &key)
+            .env_remove("EVENTFLOW_DATABASE_URL")
+            .env_remove("EVENTFLOW_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(
+                dir.path().join(format!("node{n}.log")),
+            )?)
+            .kill_on_drop(true);
+        if let Some(db) = &args.database {
+            cmd.args(["--database", db]);
+        }
+        servers.push(cmd.spawn().context("could not start eventflow serve")?);
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = http.get(format!("{base}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(dir.path().join(format!("node{n}.log")))
+                    .unwrap_or_default();
+                bail!(
+                    "the server did not start within 60 s: {}",
+                    log.lines().last().unwrap_or("")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bases.push(base);
+    }
+    // A shared database that already has tenants ignores the bootstrap key:
+    // bench then writes in a tenant of its own, so its events are the only
+    // ones it reads.
+    let cli = |what: &[&str]| -> anyhow::Result<String> {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(what)
+            .arg("--data-dir")
+            .arg(dir.path().join("node0"));
+        if let Some(db) = &args.database {
+            cmd.args(["--database", db]);
+        }
+        let out = cmd.env_remove("EVENTFLOW_DATABASE_URL").output()?;
+        if !out.status.success() {
+            bail!(
+                "eventflow {}: {}",
+                what.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let known = http
+        .get(format!("{}/v1/event-types", bases[0]))
+        .bearer_auth(&key)
+        .send()
+        .await?
+        .status()
+        .is_success();
+    if !known {
+        key = cli(&[
+            "tenants",
+            "create",
+            &format!("bench-{}", eventflow_model::id::new_id("run")),
+        ])?;
+    }
+    if args.clinics > 0 {
+        key = cli(&[
+            "orgs",
+            "create",
+            &format!("bench-{}", eventflow_model::id::new_id("org")),
+        ])?;
+    }
+    Ok(Target {
+        base: bases.last().cloned().unwrap_or_default(),
+        write_bases: bases,
+        write_keys: vec![key.clone()],
+        key,
+        http,
+        sqlite: args
+            .database
+            .is_none()
+            .then(|| eventflow_server::sqlite_path(&dir.path().join("node0"))),
+        _dir: Some(dir),
+        servers,
+        in_process: false,
+    })
+}
+
+/// CPU time (user and system) a process has used, in milliseconds.
+fn cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces), from the
+    // third: utime and stime are the 14th and 15th, in clock ticks
+    // (USER_HZ, 100 on Linux).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 10.0)
+}
+
+/// Peak resident memory of a process, in MB.
+fn peak_rss_mb_of(pid: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The server's CPU time so far (of every node bench started), in ms; of
+/// bench's own process when the server runs in it. `None` against `--api`.
+fn server_cpu_ms(t: &Target) -> Option<f64> {
+    if t.in_process {
+        return cpu_ms(std::process::id());
+    }
+    let pids = t.server_pids();
+    if pids.is_empty() {
+        return None;
+    }
+    pids.into_iter().map(cpu_ms).sum()
+}
+
+/// What the server bench started used: its peak memory (the largest node's)
+/// and its CPU time per write over the run (`cpu_before` taken before the
+/// load). Nothing against `--api`.
+fn server_figures(
+    t: &Target,
+    cpu_before: Option<f64>,
+    writes: usize,
+) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    if t.in_process {
+        m.insert("server".into(), json!("in-process"));
+    } else if !t.servers.is_empty() {
+        m.insert("server".into(), json!("own-process"));
+    } else {
+        return m;
+    }
+    let rss = if t.in_process {
+        peak_rss_mb()
+    } else {
+        t.server_pids()
+            .iter()
+            .filter_map(|p| peak_rss_mb_of(&p.to_string()))
+            .reduce(f64::max)
+    };
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    m.insert(
+        "server_peak_rss_mb".into(),
+        json!(rss.map(|r| (r * 10.0).round() / 10.0)),
+    );
+    if let (Some(before), Some(after)) = (cpu_before, server_cpu_ms(t))
+        && writes > 0
+    {
+        m.insert(
+            "server_cpu_ms_per_write".into(),
+            json!(round((after - before) / writes as f64)),
+        );
+    }
+    m
 }
 
 fn patient_body(i: u64) -> Value {
     json!({"firstName": "Bench", "lastName": format!("Patient{i}"), "phone": "+15550100000", "birthDate": "1980-01-01"})
 }
 
-/// Peak resident memory of this process (server included when bench
-/// started it), in MB.
+/// Peak resident memory of bench's own process (the server's too with
+/// `--in-process`), in MB.
 fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    peak_rss_mb_of("self")
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -326,8 +534,17 @@ async fn network_of(t: &mut Target, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `result` with the figures of the server bench started ([`server_figures`]).
+fn with_server(mut result: Value, server: serde_json::Map<String, Value>) -> Value {
+    if let Some(o) = result.as_object_mut() {
+        o.extend(server);
+    }
+    result
+}
+
 async fn writes(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
     let start_seq = latest_sequence(t).await?;
+    let cpu_before = server_cpu_ms(t);
     let deadline = Instant::now() + Duration::from_secs(args.duration);
     let ok = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -379,19 +596,23 @@ async fn writes(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
     eprintln!();
     let elapsed = started.elapsed().as_secs_f64();
     let ok = ok.load(std::sync::atomic::Ordering::Relaxed);
+    let server = server_figures(t, cpu_before, ok as usize);
     let end_seq = latest_sequence(t).await?;
     let events = (end_seq - start_seq).max(0) as u64;
-    Ok(json!({
-        "scenario": "writes",
-        "writes_per_s": (ok as f64 / elapsed).round(),
-        "writes": ok,
-        "failed": failed.load(std::sync::atomic::Ordering::Relaxed),
-        "concurrency": args.concurrency,
-        "nodes": t.write_bases.len(),
-        "clinics": args.clinics,
-        "peak_rss_mb": peak_rss_mb(),
-        "lost": ok.saturating_sub(events),
-    }))
+    Ok(with_server(
+        json!({
+            "scenario": "writes",
+            "writes_per_s": (ok as f64 / elapsed).round(),
+            "writes": ok,
+            "failed": failed.load(std::sync::atomic::Ordering::Relaxed),
+            "concurrency": args.concurrency,
+            "nodes": t.write_bases.len(),
+            "clinics": args.clinics,
+            "peak_rss_mb": peak_rss_mb(),
+            "lost": ok.saturating_sub(events),
+        }),
+        server,
+    ))
 }
 
 async fn latency(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
@@ -421,6 +642,7 @@ async fn latency(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
             );
         Reader::Events(task, arrived)
     };
+    let cpu_before = server_cpu_ms(t);
     let sent = paced_writes(args, t, total).await;
     let arrived: HashMap<String, Instant> = match reader {
         Reader::Events(task, arrived) => {
@@ -451,19 +673,23 @@ async fn latency(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
         .collect();
     ms.sort_by(|a, b| a.total_cmp(b));
     let lost = sent.len() - ms.len();
+    let server = server_figures(t, cpu_before, sent.len());
     let round = |x: f64| (x * 100.0).round() / 100.0;
-    Ok(json!({
-        "scenario": "latency",
-        "via": match args.via { Via::Stream => "stream", Via::Poll => "poll", Via::Webhook => "webhook" },
-        "rate": args.rate,
-        "nodes": t.write_bases.len(),
-        "writes": sent.len(),
-        "p50_ms": round(percentile(&ms, 0.50)),
-        "p99_ms": round(percentile(&ms, 0.99)),
-        "max_ms": round(ms.last().copied().unwrap_or(0.0)),
-        "peak_rss_mb": peak_rss_mb(),
-        "lost": lost,
-    }))
+    Ok(with_server(
+        json!({
+            "scenario": "latency",
+            "via": match args.via { Via::Stream => "stream", Via::Poll => "poll", Via::Webhook => "webhook" },
+            "rate": args.rate,
+            "nodes": t.write_bases.len(),
+            "writes": sent.len(),
+            "p50_ms": round(percentile(&ms, 0.50)),
+            "p99_ms": round(percentile(&ms, 0.99)),
+            "max_ms": round(ms.last().copied().unwrap_or(0.0)),
+            "peak_rss_mb": peak_rss_mb(),
+            "lost": lost,
+        }),
+        server,
+    ))
 }
 
 /// `total` record writes at a steady `--rate`; the send time of each, by
@@ -567,21 +793,87 @@ async fn read_events(
     Ok(())
 }
 
-/// Bench's webhook receiver: records when each record's delivery first
-/// arrived, per endpoint (the path names it: `/ep{n}`), and answers 204
-/// (a verification challenge, with the challenge).
+/// What bench's receiver saw: when each record's delivery first arrived,
+/// per endpoint (the path names it: `/ep{n}`), how many arrived, and when
+/// the last did. The receiver runs in a process of its own
+/// ([`receive`]); its child handle is kept here, so it ends with this.
 #[derive(Default)]
 struct Arrivals {
     first: std::sync::Mutex<HashMap<(usize, String), Instant>>,
     total: std::sync::atomic::AtomicU64,
     last: std::sync::Mutex<Option<Instant>>,
+    process: std::sync::Mutex<Option<tokio::process::Child>>,
 }
 
+/// Microseconds since the Unix epoch: the clock the receiver's process and
+/// bench's share (one machine).
+fn unix_micros() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
+}
+
+/// Starts bench's webhook receiver (`eventflow bench-receiver`) in a
+/// process of its own; its URL, and its arrivals as it reports them.
 async fn receiver() -> anyhow::Result<(String, Arc<Arrivals>)> {
-    use axum::extract::{Path, State};
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().context("bench's own binary")?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("bench-receiver")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("could not start bench's receiver")?;
+    let stdout = child.stdout.take().context("the receiver's output")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .context("the receiver did not start within 30 s")??
+        .context("the receiver ended before it listened")?;
     let arrivals: Arc<Arrivals> = Arc::default();
+    *arrivals.process.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+    // Its clock and ours: the receiver's times are Unix microseconds.
+    let (base_instant, base_unix) = (Instant::now(), unix_micros());
+    let a = arrivals.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut parts = line.split(' ');
+            let (Some(ep), Some(id), Some(at)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let (Ok(ep), Ok(at)) = (ep.parse::<usize>(), at.parse::<u128>()) else {
+                continue;
+            };
+            let at = if at >= base_unix {
+                base_instant + Duration::from_micros((at - base_unix) as u64)
+            } else {
+                base_instant
+                    .checked_sub(Duration::from_micros((base_unix - at) as u64))
+                    .unwrap_or(base_instant)
+            };
+            a.first
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry((ep, id.to_string()))
+                .or_insert(at);
+            a.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *a.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+        }
+    });
+    Ok((url, arrivals))
+}
+
+/// `eventflow bench-receiver`: bench's webhook receiver. Prints its URL,
+/// then a line `<endpoint> <record id> <Unix microseconds>` for each
+/// delivery when it arrived; answers 204 (a verification challenge, with
+/// the challenge). Ends when its standard output closes.
+pub async fn receive() -> anyhow::Result<()> {
+    use axum::extract::{Path, State};
+    type Lines = tokio::sync::mpsc::UnboundedSender<String>;
     async fn hook(
-        State(a): State<Arc<Arrivals>>,
+        State(out): State<Lines>,
         Path(ep): Path<String>,
         body: axum::body::Bytes,
     ) -> axum::response::Response {
@@ -589,7 +881,7 @@ async fn receiver() -> anyhow::Result<(String, Arc<Arrivals>)> {
         if let Some(answer) = eventflow_webhook::challenge_answer(&body) {
             return answer.into_response();
         }
-        let now = Instant::now();
+        let at = unix_micros();
         let n: usize = ep.trim_start_matches("ep").parse().unwrap_or(usize::MAX);
         // Only the record id is read: the receiver shares the CPU with the server.
         #[derive(serde::Deserialize)]
@@ -601,25 +893,52 @@ async fn receiver() -> anyhow::Result<(String, Arc<Arrivals>)> {
             id: String,
         }
         if let Ok(v) = serde_json::from_slice::<Envelope>(&body) {
-            a.first
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry((n, v.resource.id))
-                .or_insert(now);
+            let _ = out.send(format!("{n} {} {at}\n", v.resource.id));
         }
-        a.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        *a.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
         axum::http::StatusCode::NO_CONTENT.into_response()
     }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let app = axum::Router::new()
         .route("/{ep}", axum::routing::post(hook))
-        .with_state(arrivals.clone());
+        .with_state(tx);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
+    let url = format!("http://{}\n", listener.local_addr()?);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Ok((format!("http://{addr}"), arrivals))
+    // Lines are written as they come, a batch at a time, by a thread of
+    // their own (a full pipe blocks it, not the runtime); a closed output
+    // (bench gone) ends the receiver.
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        if stdout
+            .write_all(url.as_bytes())
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            return;
+        }
+        let mut batch = String::new();
+        while let Some(line) = rx.blocking_recv() {
+            batch.push_str(&line);
+            while batch.len() < 64 * 1024
+                && let Ok(more) = rx.try_recv()
+            {
+                batch.push_str(&more);
+            }
+            if stdout
+                .write_all(batch.as_bytes())
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                return;
+            }
+            batch.clear();
+        }
+    })
+    .await?;
+    Ok(())
 }
 
 /// Registers `n` endpoints on bench's receiver, for patient.created.
@@ -656,6 +975,7 @@ async fn throughput(args: &BenchArgs, t: &Target, n: usize, name: &str) -> anyho
     let (url, arrivals) = receiver().await?;
     endpoints(t, &url, n).await?;
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let cpu_before = server_cpu_ms(t);
     let deadline = Instant::now() + Duration::from_secs(args.duration);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -704,6 +1024,7 @@ async fn throughput(args: &BenchArgs, t: &Target, n: usize, name: &str) -> anyho
     let writes_elapsed = started.elapsed().as_secs_f64();
     let sent = sent.lock().await.clone();
     wait_delivered(&arrivals, &sent, n).await;
+    let server = server_figures(t, cpu_before, sent.len());
     progress.abort();
     eprintln!();
     let last = arrivals
@@ -720,19 +1041,22 @@ async fn throughput(args: &BenchArgs, t: &Target, n: usize, name: &str) -> anyho
         .duration_since(started)
         .as_secs_f64()
         .max(writes_elapsed);
-    Ok(json!({
-        "scenario": name,
-        "endpoints": n,
-        "writes_per_s": (sent.len() as f64 / writes_elapsed).round(),
-        "deliveries_per_s": (delivered as f64 / elapsed).round(),
-        "writes": sent.len(),
-        "deliveries": delivered,
-        "drain_s": ((elapsed - writes_elapsed) * 100.0).round() / 100.0,
-        "concurrency": args.concurrency,
-        "nodes": t.write_bases.len(),
-        "peak_rss_mb": peak_rss_mb(),
-        "lost": (sent.len() * n).saturating_sub(delivered),
-    }))
+    Ok(with_server(
+        json!({
+            "scenario": name,
+            "endpoints": n,
+            "writes_per_s": (sent.len() as f64 / writes_elapsed).round(),
+            "deliveries_per_s": (delivered as f64 / elapsed).round(),
+            "writes": sent.len(),
+            "deliveries": delivered,
+            "drain_s": ((elapsed - writes_elapsed) * 100.0).round() / 100.0,
+            "concurrency": args.concurrency,
+            "nodes": t.write_bases.len(),
+            "peak_rss_mb": peak_rss_mb(),
+            "lost": (sent.len() * n).saturating_sub(delivered),
+        }),
+        server,
+    ))
 }
 
 /// Seeds `--backlog` pending deliveries, due in an hour, for an endpoint of
@@ -804,9 +1128,10 @@ async fn backlog(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
         .await?;
     conn.close().await?;
     eprintln!("seeded in {:.1} s", seeded.elapsed().as_secs_f64());
-    let rss_before = peak_rss_mb();
+    // The server's memory before the load: bench's own with --in-process.
+    let rss_before = server_figures(t, None, 0).remove("server_peak_rss_mb");
     let mut result = throughput(args, t, 1, "backlog").await?;
     result["backlog"] = json!(args.backlog);
-    result["peak_rss_mb_before_load"] = json!(rss_before);
+    result["server_peak_rss_mb_before_load"] = rss_before.unwrap_or(Value::Null);
     Ok(result)
 }

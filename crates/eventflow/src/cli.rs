@@ -61,6 +61,9 @@ enum Command {
     ///
     /// Example: eventflow bench --scenario latency --rate 200 --duration 10
     Bench(bench::BenchArgs),
+    /// bench's webhook receiver, run by `eventflow bench` in a process of its own.
+    #[command(hide = true)]
+    BenchReceiver,
     /// Follow the tenant's events and post each one, signed exactly like a
     /// webhook, to a local URL: develop a receiver with no public address.
     ///
@@ -299,6 +302,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             add_clinic(&org, &tenant, db).await
         }
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchReceiver => bench::receive().await,
         Command::Listen(args) => client::listen(args).await,
         Command::Trigger(args) => client::trigger(args).await,
         Command::Keys(KeysCommand::Create(args)) => client::keys_create(args).await,

@@ -1,6 +1,7 @@
 //! `eventflow bench` still measures what BENCHMARKS.md says it measures:
-//! every scenario runs for a second, on a server it starts itself and on
-//! one running in a process of its own (`--api`), and loses no event.
+//! every scenario runs for a second, on a server it starts in a process of
+//! its own (and inside its own, `--in-process`) and on one already running
+//! (`--api`), and loses no event.
 
 use std::process::Command;
 
@@ -45,7 +46,25 @@ fn every_bench_scenario_runs_and_loses_nothing() {
         assert_eq!(r["lost"], 0, "{r}");
         let done = r["writes"].as_u64().unwrap_or(0);
         assert!(done > 0, "{scenario} wrote nothing: {r}");
+        // The server ran in a process of its own, and bench measured it.
+        assert_eq!(r["server"], "own-process", "{r}");
+        assert!(r["server_peak_rss_mb"].as_f64().unwrap_or(0.0) > 1.0, "{r}");
+        assert!(
+            r["server_cpu_ms_per_write"].as_f64().unwrap_or(0.0) > 0.0,
+            "{r}"
+        );
     }
+    // The server inside bench's process, as an option.
+    let r = bench(&["--scenario", "throughput", "--in-process"]);
+    assert_eq!(
+        (&r["server"], &r["lost"]),
+        (&serde_json::json!("in-process"), &serde_json::json!(0)),
+        "{r}"
+    );
+    assert!(
+        r["server_cpu_ms_per_write"].as_f64().unwrap_or(0.0) > 0.0,
+        "{r}"
+    );
     for via in ["stream", "poll"] {
         let r = bench(&["--scenario", "latency", "--via", via]);
         assert_eq!(r["lost"], 0, "{r}");
