@@ -752,6 +752,34 @@ pub(crate) fn endpoint_schema(input: bool) -> Value {
     let mut schema = json!({"type": "object", "properties": props});
     if input {
         schema["additionalProperties"] = json!(false);
+    } else {
+        // Every endpoint shown has these (null when unset); publicKey only
+        // an Ed25519 one, secret only the answer to a create.
+        schema["required"] = json!([
+            "id",
+            "url",
+            "description",
+            "eventTypes",
+            "filter",
+            "payload",
+            "ordering",
+            "rateLimit",
+            "headers",
+            "signing",
+            "recipient",
+            "purpose",
+            "purposeText",
+            "owner",
+            "verification",
+            "verifiedAt",
+            "verificationError",
+            "disabled",
+            "disabledReason",
+            "failureStreak",
+            "filterError",
+            "createdAt",
+            "updatedAt",
+        ]);
     }
     schema
 }

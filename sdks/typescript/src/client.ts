@@ -566,8 +566,8 @@ export class Endpoints {
    * after the endpoint was made (a 5xx, a lost answer): that would make a
    * second endpoint; a 429 or 503 (nothing done) is retried.
    */
-  async create(input: EndpointInput & { url: string }, options: { signal?: AbortSignal } = {}): Promise<Endpoint & { id: string; secret?: string }> {
-    const r = await this.t.request<Endpoint & { id: string; secret?: string }>({
+  async create(input: EndpointInput & { url: string }, options: { signal?: AbortSignal } = {}): Promise<Endpoint> {
+    const r = await this.t.request<Endpoint>({
       method: "POST",
       path: "/v1/endpoints",
       body: input,

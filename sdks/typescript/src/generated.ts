@@ -872,40 +872,40 @@ export interface Attempt {
 
 export interface Endpoint {
   /** An absolute http(s) URL; https only with --production; no private addresses unless allow_private_endpoints. A URL the server cannot send to is a 422 naming url. */
-  url?: string;
-  description?: string | null;
+  url: string;
+  description: string | null;
   /** Event types and globs (appointment.*); empty: every event. */
-  eventTypes?: Array<"patient.created" | "patient.updated" | "patient.deleted" | "practitioner.created" | "practitioner.updated" | "practitioner.deleted" | "appointment.created" | "appointment.updated" | "appointment.deleted" | "encounter.created" | "encounter.updated" | "encounter.deleted" | "observation.created" | "observation.updated" | "observation.deleted" | "prescription.created" | "prescription.updated" | "prescription.deleted" | "consent.created" | "consent.updated" | "consent.deleted" | "intake.created" | "intake.updated" | "intake.deleted" | "note.created" | "note.updated" | "note.deleted" | "lab.created" | "lab.updated" | "lab.deleted" | "endpoint.disabled" | "delivery.failed" | "delivery.recovered" | string> | null;
+  eventTypes: Array<"patient.created" | "patient.updated" | "patient.deleted" | "practitioner.created" | "practitioner.updated" | "practitioner.deleted" | "appointment.created" | "appointment.updated" | "appointment.deleted" | "encounter.created" | "encounter.updated" | "encounter.deleted" | "observation.created" | "observation.updated" | "observation.deleted" | "prescription.created" | "prescription.updated" | "prescription.deleted" | "consent.created" | "consent.updated" | "consent.deleted" | "intake.created" | "intake.updated" | "intake.deleted" | "note.created" | "note.updated" | "note.deleted" | "lab.created" | "lab.updated" | "lab.deleted" | "endpoint.disabled" | "delivery.failed" | "delivery.recovered" | string> | null;
   /** A CEL expression over the envelope, e.g. data.status == 'finished' && has(previous.status). Each evaluation has a cost budget (limits.cel_cost); one that can never fit is a 422. */
-  filter?: string | null;
-  payload?: "full" | "thin";
-  ordering?: "none" | "resource";
+  filter: string | null;
+  payload: "full" | "thin";
+  ordering: "none" | "resource";
   /** Deliveries per second. */
-  rateLimit?: number | null;
+  rateLimit: number | null;
   /** Sent with every delivery: names are HTTP tokens of at most 100 characters; a delivery's own headers (webhook-*, content-type, x-eventflow-*, …) cannot be given (422). */
-  headers?: Record<string, string> | null;
-  disabled?: boolean;
+  headers: Record<string, string> | null;
+  disabled: boolean;
   /** Set at creation only. */
-  signing?: "hmac" | "ed25519";
+  signing: "hmac" | "ed25519";
   /** Who receives the data (an organisation's name), as disclosures record it; null: the URL's host. */
-  recipient?: string | null;
+  recipient: string | null;
   /** Why the recipient receives patient data, as disclosures record it (default operations). A patient's disclosure accounting lists only other. */
-  purpose?: "treatment" | "payment" | "operations" | "other";
+  purpose: "treatment" | "payment" | "operations" | "other";
   /** What the data is for: required with purpose other, refused with any other purpose. */
-  purposeText?: string | null;
+  purposeText: string | null;
   /** Who manages the endpoint (a vendor's name): a portal link for that owner sees and manages only the endpoints it owns. */
-  owner?: string | null;
+  owner: string | null;
   /** ep_… */
-  id?: string;
-  disabledReason?: "manual" | "gone" | "failing" | "unverified" | null;
-  failureStreak?: number;
+  id: string;
+  disabledReason: "manual" | "gone" | "failing" | "unverified" | null;
+  failureStreak: number;
   /** pending: a challenge is out and deliveries wait for its answer; verified: it answered at its current URL; skipped: never challenged (not required by endpoint_verification when made, or made before verification existed). */
-  verification?: "pending" | "verified" | "skipped";
-  verifiedAt?: string | null;
+  verification: "pending" | "verified" | "skipped";
+  verifiedAt: string | null;
   /** Why the last challenge was not answered, while pending. */
-  verificationError?: string | null;
+  verificationError: string | null;
   /** Set when the filter last ran out of its cost budget (limits.cel_cost): that event did not match. Cleared when the filter changes. */
-  filterError?: {
+  filterError: {
     message: string;
     eventId: string;
     at: string;
@@ -914,8 +914,8 @@ export interface Endpoint {
   publicKey?: string;
   /** whsec_…: in the response to a create only */
   secret?: string;
-  createdAt?: string;
-  updatedAt?: string;
+  createdAt: string;
+  updatedAt: string;
 }
 
 export interface EndpointInput {
