@@ -112,12 +112,13 @@ struct Target {
     /// The keys writes use, round robin (the clinics' with --clinics).
     write_keys: Vec<String>,
     http: reqwest::Client,
+    /// The server processes bench started, killed when dropped: before the
+    /// data directory below is removed (fields drop in this order).
+    servers: Vec<tokio::process::Child>,
     /// Keeps the temporary data directory alive.
     _dir: Option<tempfile::TempDir>,
     /// The SQLite file of the server bench started, if it did.
     sqlite: Option<std::path::PathBuf>,
-    /// The server processes bench started (killed when dropped).
-    servers: Vec<tokio::process::Child>,
     /// Whether the server runs in bench's own process.
     in_process: bool,
 }
@@ -250,45 +251,74 @@ async fn spawned(
     dir: tempfile::TempDir,
     http: reqwest::Client,
 ) -> anyhow::Result<Target> {
+    use tokio::io::AsyncBufReadExt;
     let exe = std::env::current_exe().context("bench's own binary")?;
     let mut key = eventflow_server::auth::generate_key();
     let mut bases = Vec::new();
     let mut servers = Vec::new();
     for n in 0..args.nodes {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
         let data = dir.path().join(format!("node{n}"));
+        let log = dir.path().join(format!("node{n}.log"));
         let mut cmd = tokio::process::Command::new(&exe);
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        // Only what bench says configures the server: none of the
+        // EVENTFLOW_ settings of bench's environment.
+        clean_env(cmd.as_std_mut());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&data)
             .env("EVENTFLOW_BOOTSTRAP_API_KEY", &key)
-            .env_remove("EVENTFLOW_DATABASE_URL")
-            .env_remove("EVENTFLOW_CONFIG")
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(
-                dir.path().join(format!("node{n}.log")),
-            )?)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
             .kill_on_drop(true);
         if let Some(db) = &args.database {
-            cmd.args(["--database", db]);
+            // In the environment, not on the command line (where `ps` shows it).
+            cmd.env("EVENTFLOW_DATABASE_URL", db);
         }
-        servers.push(cmd.spawn().context("could not start eventflow serve")?);
-        let base = format!("http://127.0.0.1:{port}");
+        let mut server = cmd.spawn().context("could not start eventflow serve")?;
+        // It prints the address it listens on (a port of its own choosing:
+        // no other process can take it in between).
+        let stdout = server.stdout.take().context("the server's output")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let said = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(at) = line.strip_prefix("Event Flow listening on ") {
+                    return Some(at.trim().to_string());
+                }
+            }
+            None
+        })
+        .await;
+        let Ok(Some(base)) = said else {
+            let _ = server.start_kill();
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!(
+                "the server did not start: {}",
+                log.lines().last().unwrap_or("it printed nothing")
+            );
+        };
+        // Whatever else it prints is read and dropped: a full pipe would stop it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        servers.push(server);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let ready = http.get(format!("{base}/readyz")).send().await;
+            let ready = http
+                .get(format!("{base}/readyz"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
             if ready.is_ok_and(|r| r.status().is_success()) {
                 break;
             }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(dir.path().join(format!("node{n}.log")))
-                    .unwrap_or_default();
+            let exited = match servers.last_mut() {
+                Some(s) => s.try_wait()?.is_some(),
+                None => false,
+            };
+            if exited || Instant::now() > deadline {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
                 bail!(
-                    "the server did not start within 60 s: {}",
-                    log.lines().last().unwrap_or("")
+                    "the server did not get ready: {}",
+                    log.lines().last().unwrap_or("it printed nothing")
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -300,13 +330,14 @@ async fn spawned(
     // ones it reads.
     let cli = |what: &[&str]| -> anyhow::Result<String> {
         let mut cmd = std::process::Command::new(&exe);
+        clean_env(&mut cmd);
         cmd.args(what)
             .arg("--data-dir")
             .arg(dir.path().join("node0"));
         if let Some(db) = &args.database {
-            cmd.args(["--database", db]);
+            cmd.env("EVENTFLOW_DATABASE_URL", db);
         }
-        let out = cmd.env_remove("EVENTFLOW_DATABASE_URL").output()?;
+        let out = cmd.output()?;
         if !out.status.success() {
             bail!(
                 "eventflow {}: {}",
@@ -316,14 +347,14 @@ async fn spawned(
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
-    let known = http
+    let unknown = http
         .get(format!("{}/v1/event-types", bases[0]))
         .bearer_auth(&key)
         .send()
         .await?
         .status()
-        .is_success();
-    if !known {
+        == reqwest::StatusCode::UNAUTHORIZED;
+    if unknown {
         key = cli(&[
             "tenants",
             "create",
@@ -351,6 +382,18 @@ async fn spawned(
         servers,
         in_process: false,
     })
+}
+
+/// Leaves out of a child's environment every `EVENTFLOW_` setting (and
+/// `RUST_LOG`) of bench's own: the server bench starts is configured by
+/// bench alone, as `--in-process` is.
+fn clean_env(cmd: &mut std::process::Command) {
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        if n.starts_with("EVENTFLOW_") || n == "RUST_LOG" {
+            cmd.env_remove(&name);
+        }
+    }
 }
 
 /// CPU time (user and system) a process has used, in milliseconds.
@@ -819,9 +862,11 @@ fn unix_micros() -> u128 {
 async fn receiver() -> anyhow::Result<(String, Arc<Arrivals>)> {
     use tokio::io::AsyncBufReadExt;
     let exe = std::env::current_exe().context("bench's own binary")?;
+    // Its standard input stays open while bench runs: at its end, however
+    // bench ends, the receiver ends too.
     let mut child = tokio::process::Command::new(exe)
         .arg("bench-receiver")
-        .stdin(std::process::Stdio::null())
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -859,7 +904,8 @@ async fn receiver() -> anyhow::Result<(String, Arc<Arrivals>)> {
                 .entry((ep, id.to_string()))
                 .or_insert(at);
             a.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            *a.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+            let mut last = a.last.lock().unwrap_or_else(|e| e.into_inner());
+            *last = Some(last.map_or(at, |l| l.max(at)));
         }
     });
     Ok((url, arrivals))
@@ -868,7 +914,8 @@ async fn receiver() -> anyhow::Result<(String, Arc<Arrivals>)> {
 /// `eventflow bench-receiver`: bench's webhook receiver. Prints its URL,
 /// then a line `<endpoint> <record id> <Unix microseconds>` for each
 /// delivery when it arrived; answers 204 (a verification challenge, with
-/// the challenge). Ends when its standard output closes.
+/// the challenge). Ends when its standard input or output closes (bench
+/// gone).
 pub async fn receive() -> anyhow::Result<()> {
     use axum::extract::{Path, State};
     type Lines = tokio::sync::mpsc::UnboundedSender<String>;
@@ -897,6 +944,12 @@ pub async fn receive() -> anyhow::Result<()> {
         }
         axum::http::StatusCode::NO_CONTENT.into_response()
     }
+    std::thread::spawn(|| {
+        use std::io::Read;
+        let mut sink = [0u8; 64];
+        while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let app = axum::Router::new()
         .route("/{ep}", axum::routing::post(hook))
