@@ -305,23 +305,10 @@ fn endpoint_data() -> Value {
         p.remove("headers");
     }
     schema["additionalProperties"] = json!(false);
-    schema["required"] = json!([
-        "id",
-        "url",
-        "description",
-        "eventTypes",
-        "filter",
-        "payload",
-        "ordering",
-        "rateLimit",
-        "signing",
-        "disabled",
-        "disabledReason",
-        "failureStreak",
-        "filterError",
-        "createdAt",
-        "updatedAt"
-    ]);
+    // Every field the API's endpoint always has, but the headers.
+    if let Some(required) = schema["required"].as_array_mut() {
+        required.retain(|f| f != "headers");
+    }
     schema
 }
 

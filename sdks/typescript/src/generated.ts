@@ -1826,22 +1826,22 @@ export interface EndpointDisabledEvent {
     /** Set at creation only. */
     signing: "hmac" | "ed25519";
     /** Who receives the data (an organisation's name), as disclosures record it; null: the URL's host. */
-    recipient?: string | null;
+    recipient: string | null;
     /** Why the recipient receives patient data, as disclosures record it (default operations). A patient's disclosure accounting lists only other. */
-    purpose?: "treatment" | "payment" | "operations" | "other";
+    purpose: "treatment" | "payment" | "operations" | "other";
     /** What the data is for: required with purpose other, refused with any other purpose. */
-    purposeText?: string | null;
+    purposeText: string | null;
     /** Who manages the endpoint (a vendor's name): a portal link for that owner sees and manages only the endpoints it owns. */
-    owner?: string | null;
+    owner: string | null;
     /** ep_… */
     id: string;
     disabledReason: "manual" | "gone" | "failing" | "unverified" | null;
     failureStreak: number;
     /** pending: a challenge is out and deliveries wait for its answer; verified: it answered at its current URL; skipped: never challenged (not required by endpoint_verification when made, or made before verification existed). */
-    verification?: "pending" | "verified" | "skipped";
-    verifiedAt?: string | null;
+    verification: "pending" | "verified" | "skipped";
+    verifiedAt: string | null;
     /** Why the last challenge was not answered, while pending. */
-    verificationError?: string | null;
+    verificationError: string | null;
     /** Set when the filter last ran out of its cost budget (limits.cel_cost): that event did not match. Cleared when the filter changes. */
     filterError: {
       message: string;
