@@ -47,7 +47,7 @@ export interface ClientOptions {
   baseUrl: string;
   /** An API key (`efk_…`). */
   apiKey: string;
-  /** For an organisation's key: act as this member clinic (`X-Eventflow-Clinic`). */
+  /** For an organisation's key: act as this member clinic (`Eventflow-Clinic`). */
   clinic?: string;
   /** Retries of a request answered 429 or 5xx, or not answered (default 3: four attempts at most). */
   maxRetries?: number;
@@ -230,6 +230,9 @@ class Transport {
       payload = JSON.stringify(r.body);
       headers["content-type"] = r.contentType ?? "application/json";
     }
+    // Whether an earlier attempt may have been applied: no answer came, or
+    // a 5xx other than 503 (a 429 or 503 did nothing).
+    let mayHaveApplied = false;
     for (let attempt = 0; ; attempt++) {
       let response: Response;
       try {
@@ -242,6 +245,7 @@ class Transport {
       } catch (cause) {
         if (r.signal?.aborted) throw cause;
         if (r.retryable && attempt < this.#maxRetries) {
+          mayHaveApplied = true;
           await sleep(this.backoff(attempt, undefined), r.signal);
           continue;
         }
@@ -267,7 +271,7 @@ class Transport {
         }
         return { status: response.status, body: body as T, headers: response.headers };
       }
-      if (r.deleting && response.status === 404 && attempt > 0) {
+      if (r.deleting && response.status === 404 && mayHaveApplied) {
         // An earlier attempt deleted it; its answer was lost.
         await response.body?.cancel();
         return { status: 204, body: undefined as T, headers: response.headers };
@@ -278,6 +282,7 @@ class Transport {
         (r.retryable || response.status === 429 || response.status === 503) &&
         attempt < this.#maxRetries;
       if (!again) throw error;
+      if (response.status >= 500 && response.status !== 503) mayHaveApplied = true;
       await sleep(this.backoff(attempt, error.retryAfter), r.signal);
     }
   }
@@ -433,7 +438,14 @@ export class Events {
     // The stream's `id:` is the event's number in the log this key reads
     // (its network's for an organisation's key): resume after it.
     let after = options.after;
-    const first = Math.max(10, options.reconnectDelayMs ?? 500);
+    const delayOption = options.reconnectDelayMs ?? 500;
+    if (!Number.isFinite(delayOption) || delayOption < 0) {
+      throw new TypeError("reconnectDelayMs must be a finite number, not negative");
+    }
+    if (options.maxReconnects !== undefined && !(Number.isInteger(options.maxReconnects) && options.maxReconnects >= 0)) {
+      throw new TypeError("maxReconnects must be a whole number, not negative");
+    }
+    const first = Math.max(10, delayOption);
     let delay = first;
     let failures = 0;
     const outer = options.signal;
@@ -455,6 +467,7 @@ export class Events {
         );
         if (!response.ok) {
           const error = await errorOf(response);
+          if (outer?.aborted) return;
           if (response.status !== 429 && response.status < 500) throw new Refused(error);
           reason = error;
         } else if (response.body) {
@@ -471,7 +484,11 @@ export class Events {
             if (message.id !== undefined && /^[0-9]+$/.test(message.id)) after = Number(message.id);
             delay = first;
             failures = 0;
+            // The time the caller takes with the event is not the
+            // connection's silence.
+            if (idle !== undefined) clearTimeout(idle);
             yield event;
+            alive();
           }
           reason = new Error("the server ended the stream");
         }

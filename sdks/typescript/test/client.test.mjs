@@ -181,6 +181,14 @@ test("429 and 5xx answers are retried with backoff, and a create retried is stil
   assert.equal(lostDelete.seen(), 2);
   await lostDelete.close();
   await assert.rejects(client.patients.get(gone.id), (e) => e.status === 404);
+  // A 429 did nothing: a 404 after it is a 404 (the record never was).
+  const limited = await flakyProxy(429, 1, 0);
+  await assert.rejects(
+    new EventFlow({ baseUrl: limited.url, apiKey: server.key, retryDelayMs: 5 }).patients.delete("pat_neverwas"),
+    (e) => e.status === 404 && e.type === "not_found",
+  );
+  assert.equal(limited.seen(), 2);
+  await limited.close();
   // An endpoint's create is not retried after a 5xx: that could make two.
   const noRetry = await flakyProxy(502, 1);
   await assert.rejects(

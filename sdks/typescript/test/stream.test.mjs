@@ -82,6 +82,18 @@ test("a stream that cannot connect gives up after maxReconnects, with the reason
   assert.equal(told, 3);
 });
 
+test("stream options that are no numbers are refused before anything is sent", async () => {
+  for (const options of [{ reconnectDelayMs: Number.NaN }, { reconnectDelayMs: -1 }, { maxReconnects: -1 }, { maxReconnects: 1.5 }]) {
+    await assert.rejects(
+      (async () => {
+        for await (const e of client.events.stream(options)) void e;
+      })(),
+      TypeError,
+      JSON.stringify(options),
+    );
+  }
+});
+
 test("a stream the server refuses throws its error", async () => {
   const stranger = new EventFlow({ baseUrl: server.baseUrl, apiKey: "efk_not-a-key-of-this-server-0123456789ab" });
   await assert.rejects(
