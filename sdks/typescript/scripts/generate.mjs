@@ -46,8 +46,11 @@ const pascal = (s) =>
     .join("");
 
 function doc1(text, indent) {
-  if (!text) return "";
-  const lines = String(text).replace(/\*\//g, "*\\/").split("\n");
+  // A reference to the server repository's documents points nowhere in the
+  // package: it is left out.
+  const plain = String(text ?? "").replace(/\s*\((?:see )?docs\/[^)]*\)/g, "");
+  if (!plain) return "";
+  const lines = plain.replace(/\*\//g, "*\\/").split("\n");
   return `${indent}/** ${lines.join(`\n${indent} * `)} */\n`;
 }
 

@@ -856,7 +856,7 @@ export interface Delivery {
   updatedAt: string;
 }
 
-/** One attempt to deliver, as listed (docs/design.md §9). */
+/** One attempt to deliver, as listed. */
 export interface Attempt {
   at: string;
   /** 1, 2, … */
