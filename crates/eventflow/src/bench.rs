@@ -139,6 +139,33 @@ impl Target {
         }
     }
 
+    /// The server(s) bench started at `bases` in `dir`, reading and writing
+    /// with `key`: in processes of their own (`servers`), or, with none,
+    /// inside bench's.
+    fn started(
+        args: &BenchArgs,
+        dir: tempfile::TempDir,
+        http: reqwest::Client,
+        bases: Vec<String>,
+        key: String,
+        servers: Vec<tokio::process::Child>,
+    ) -> Target {
+        Target {
+            base: bases.last().cloned().unwrap_or_default(),
+            write_bases: bases,
+            write_keys: vec![key.clone()],
+            key,
+            http,
+            sqlite: args
+                .database
+                .is_none()
+                .then(|| eventflow_server::sqlite_path(&dir.path().join("node0"))),
+            _dir: Some(dir),
+            in_process: servers.is_empty(),
+            servers,
+        }
+    }
+
     /// The process ids of the servers bench started in processes of their own.
     fn server_pids(&self) -> Vec<u32> {
         self.servers.iter().filter_map(|c| c.id()).collect()
@@ -228,20 +255,7 @@ async fn target(args: &BenchArgs) -> anyhow::Result<Target> {
         bases.push(format!("http://{}", app.local_addr()));
         tokio::spawn(app.run_until_stopped(std::future::pending()));
     }
-    Ok(Target {
-        base: bases.last().cloned().unwrap_or_default(),
-        write_bases: bases,
-        write_keys: vec![key.clone()],
-        key,
-        http,
-        sqlite: args
-            .database
-            .is_none()
-            .then(|| eventflow_server::sqlite_path(&dir.path().join("node0"))),
-        _dir: Some(dir),
-        servers: Vec::new(),
-        in_process: true,
-    })
+    Ok(Target::started(args, dir, http, bases, key, Vec::new()))
 }
 
 /// Starts `eventflow serve` (this binary) for each node, each in a process
@@ -368,20 +382,7 @@ async fn spawned(
             &format!("bench-{}", eventflow_model::id::new_id("org")),
         ])?;
     }
-    Ok(Target {
-        base: bases.last().cloned().unwrap_or_default(),
-        write_bases: bases,
-        write_keys: vec![key.clone()],
-        key,
-        http,
-        sqlite: args
-            .database
-            .is_none()
-            .then(|| eventflow_server::sqlite_path(&dir.path().join("node0"))),
-        _dir: Some(dir),
-        servers,
-        in_process: false,
-    })
+    Ok(Target::started(args, dir, http, bases, key, servers))
 }
 
 /// Leaves out of a child's environment every `EVENTFLOW_` setting (and
