@@ -749,37 +749,20 @@ pub(crate) fn endpoint_schema(input: bool) -> Value {
             json!({"type": "string", "format": "date-time"}),
         );
     }
+    // Every endpoint shown has every field (null when unset) but publicKey
+    // (an Ed25519 one only) and secret (the answer to a create only).
+    let required: Vec<String> = props
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.keys())
+        .filter(|k| *k != "publicKey" && *k != "secret")
+        .cloned()
+        .collect();
     let mut schema = json!({"type": "object", "properties": props});
     if input {
         schema["additionalProperties"] = json!(false);
     } else {
-        // Every endpoint shown has these (null when unset); publicKey only
-        // an Ed25519 one, secret only the answer to a create.
-        schema["required"] = json!([
-            "id",
-            "url",
-            "description",
-            "eventTypes",
-            "filter",
-            "payload",
-            "ordering",
-            "rateLimit",
-            "headers",
-            "signing",
-            "recipient",
-            "purpose",
-            "purposeText",
-            "owner",
-            "verification",
-            "verifiedAt",
-            "verificationError",
-            "disabled",
-            "disabledReason",
-            "failureStreak",
-            "filterError",
-            "createdAt",
-            "updatedAt",
-        ]);
+        schema["required"] = json!(required);
     }
     schema
 }
