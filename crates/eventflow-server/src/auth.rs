@@ -390,6 +390,19 @@ pub enum Need {
 pub fn required(method: &Method, path: &str) -> Need {
     let reads = method == Method::GET || method == Method::HEAD;
     let rw = |read: Scope, write: Scope| Need::Scope(if reads { read } else { write });
+    // FHIR: a record type's resources need its scopes; the
+    // CapabilityStatement is public, as FHIR clients expect.
+    if let Some(rest) = path.strip_prefix("/fhir/") {
+        let ty = rest.split('/').next().unwrap_or_default();
+        return match ResourceType::ALL
+            .into_iter()
+            .find(|rt| rt.fhir_name() == ty)
+        {
+            Some(rt) => rw(Scope::read(rt), Scope::write(rt)),
+            None if ty == "metadata" => Need::Public,
+            None => Need::Scope(Scope::ALL),
+        };
+    }
     if !path.starts_with("/v1/") || path.starts_with("/v1/inbound/") {
         return Need::Public;
     }

@@ -13,6 +13,10 @@
 //! - [`extract`]: JSON body and query extractors with API-shaped rejections.
 //! - [`routes`]: one module per area, each with a `router()`.
 //! - [`openapi`]: the OpenAPI 3.1 document, built from the record field tables.
+//! - [`fhir`]: the FHIR R4B facade at `/fhir`: `map` (records as FHIR
+//!   resources), `write` (resources back into records), `capability` (the
+//!   CapabilityStatement), and the layer that makes every error there an
+//!   `OperationOutcome`.
 //! - [`catalogue`]: the event catalogue (each type and topic, the JSON Schema
 //!   of its envelope, an example) and the AsyncAPI document of the webhooks.
 //! - [`telemetry`]: the Prometheus recorder and the request middleware.
@@ -30,6 +34,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod extract;
+pub mod fhir;
 pub mod openapi;
 pub mod portal;
 pub mod routes;

@@ -59,6 +59,7 @@ fn api_router(state: AppState) -> Router {
         .merge(workflows::router())
         .merge(automations::router())
         .merge(openapi::router())
+        .merge(crate::fhir::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authorize,
@@ -66,6 +67,7 @@ fn api_router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(crate::fhir::outcomes))
         .layer(middleware::from_fn(telemetry::track))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

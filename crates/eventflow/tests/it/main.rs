@@ -23,6 +23,7 @@ mod contract;
 mod crash;
 mod envelopes;
 mod events;
+mod fhir;
 mod helpers;
 mod idempotency_batch;
 mod isolation;

@@ -1,0 +1,937 @@
+//! The FHIR R4B facade: every record type read as a resource that PyPI's
+//! `fhir.resources` R4B models accept, searches as `searchset` Bundles
+//! with paging, version reads from the event log, the CapabilityStatement,
+//! and every error as an `OperationOutcome`.
+
+use base64::Engine;
+use eventflow_testkit::python::{python, python_has, skipped};
+use eventflow_testkit::{Api, Backend, Reply, backend_tests};
+use serde_json::{Value, json};
+
+use crate::helpers::{COLLECTIONS, full_body, minimal_body, world};
+
+backend_tests!(
+    every_record_type_reads_as_a_valid_r4b_resource,
+    searches_are_valid_searchsets_that_page_and_filter,
+    a_version_is_read_from_the_event_log,
+    metadata_is_a_valid_capability_statement,
+    every_fhir_error_is_an_operation_outcome,
+    fhir_clients_create_and_update_patients_appointments_and_observations,
+    a_fhir_write_the_server_cannot_keep_is_refused_and_changes_nothing,
+    a_fhir_client_library_reads_searches_pages_and_writes,
+);
+
+const VALIDATOR: &str = "fhir.resources.R4B";
+
+/// Whether the validator is installed; prints the skip line when not.
+fn validator(test: &str) -> bool {
+    let ok = python_has(&[VALIDATOR]);
+    if !ok {
+        skipped(test, "python3 with PyPI fhir.resources is not installed");
+    }
+    ok
+}
+
+/// Checks each resource against its FHIR R4B model (types, cardinality,
+/// required elements, no unknown element, id pattern); returns the type
+/// names the models read back, in order.
+fn validate(resources: &[Value]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("resources.json");
+    std::fs::write(&file, serde_json::to_vec(resources).unwrap()).unwrap();
+    let script = r#"
+import sys, json
+from fhir.resources.R4B import get_fhir_model_class
+names = []
+for r in json.load(open(sys.argv[1])):
+    m = get_fhir_model_class(r["resourceType"]).model_validate(r)
+    names.append(m.get_resource_type())
+print(" ".join(names))
+"#;
+    python(script, &[file.to_str().unwrap()])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn fhir_id(id: &str) -> String {
+    id.replacen('_', "-", 1)
+}
+
+fn assert_fhir(r: &Reply, status: u16) {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/fhir+json")),
+        "{:?}",
+        r.header("content-type")
+    );
+}
+
+/// The FHIR type of each collection.
+fn fhir_type(collection: &str) -> &'static str {
+    match collection {
+        "patients" => "Patient",
+        "practitioners" => "Practitioner",
+        "appointments" => "Appointment",
+        "encounters" => "Encounter",
+        "observations" => "Observation",
+        "prescriptions" => "MedicationRequest",
+        "consents" => "Consent",
+        "intakes" => "QuestionnaireResponse",
+        "notes" => "DocumentReference",
+        "labs" => "DiagnosticReport",
+        other => panic!("no such collection {other}"),
+    }
+}
+
+async fn read(api: &Api, collection: &str, id: &str) -> Value {
+    let r = api
+        .get(&format!("/fhir/{}/{}", fhir_type(collection), fhir_id(id)))
+        .await;
+    assert_fhir(&r, 200);
+    r.body
+}
+
+async fn every_record_type_reads_as_a_valid_r4b_resource(backend: Backend) {
+    if !validator("every_record_type_reads_as_a_valid_r4b_resource") {
+        return;
+    }
+    let server = backend.spawn().await;
+    let api = server.api();
+    let w = world(&api).await;
+    let mut resources = Vec::new();
+    let mut expected = Vec::new();
+    for (collection, _, _) in COLLECTIONS {
+        for body in [full_body(collection, &w), minimal_body(collection, &w)] {
+            let id = api.create(collection, body).await;
+            let r = api
+                .get(&format!("/fhir/{}/{}", fhir_type(collection), fhir_id(&id)))
+                .await;
+            assert_fhir(&r, 200);
+            assert_eq!(r.header("etag"), Some("W/\"1\""));
+            assert!(
+                r.header("last-modified")
+                    .is_some_and(|l| l.ends_with(" GMT"))
+            );
+            let res = r.body;
+            assert_eq!(res["resourceType"], fhir_type(collection));
+            assert_eq!(res["id"], fhir_id(&id));
+            assert_eq!(res["meta"]["versionId"], "1");
+            // Event Flow's own spelling of the id reads the same resource.
+            let same = api
+                .get(&format!("/fhir/{}/{id}", fhir_type(collection)))
+                .await;
+            assert_eq!(same.body, res);
+            expected.push(fhir_type(collection).to_string());
+            resources.push(res);
+        }
+    }
+    assert_eq!(validate(&resources), expected);
+
+    // What each type's fields became (fhir.resources checks shapes, not
+    // codes, so the codes are checked here).
+    let full = |collection: &str| {
+        resources[COLLECTIONS.iter().position(|c| c.0 == collection).unwrap() * 2].clone()
+    };
+    let patient_ref = json!({"reference": format!("Patient/{}", fhir_id(&w.patient))});
+    let p = full("patients");
+    assert_eq!(p["name"], json!([{"family": "Lovelace", "given": ["Ada"]}]));
+    assert_eq!(p["gender"], "female");
+    assert_eq!(p["birthDate"], "1815-12-10");
+    assert_eq!(p["active"], false);
+    assert_eq!(p["identifier"][0]["type"]["coding"][0]["code"], "MR");
+    assert_eq!(p["identifier"][0]["value"], "MRN-0001");
+    assert_eq!(p["address"][0]["line"], json!(["12 St James's Square"]));
+    assert!(
+        p["telecom"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"system": "phone", "value": "+15551234567", "use": "mobile"}))
+    );
+    let pr = full("practitioners");
+    assert_eq!(
+        pr["identifier"][0],
+        json!({"system": "http://hl7.org/fhir/sid/us-npi", "value": "1234567893"})
+    );
+    let a = full("appointments");
+    assert_eq!(a["status"], "proposed");
+    assert_eq!(a["participant"][0]["actor"], patient_ref);
+    assert_eq!(
+        a["participant"][1]["actor"]["reference"],
+        format!("Practitioner/{}", fhir_id(&w.practitioner))
+    );
+    assert_eq!(a["start"], "2026-12-01T09:00:00.000Z");
+    assert_eq!(a["end"], "2026-12-01T09:30:00.000Z");
+    let e = full("encounters");
+    assert_eq!(e["status"], "finished");
+    assert_eq!(e["class"]["code"], "AMB");
+    assert_eq!(
+        e["type"][1]["coding"][0],
+        json!({"system": "http://www.ama-assn.org/go/cpt", "code": "99213", "display": "Office visit"})
+    );
+    assert_eq!(
+        e["reasonCode"][0]["coding"][0]["system"],
+        "http://hl7.org/fhir/sid/icd-10-cm"
+    );
+    assert_eq!(
+        e["appointment"][0]["reference"],
+        format!("Appointment/{}", fhir_id(&w.appointment))
+    );
+    let o = full("observations");
+    assert_eq!(o["subject"], patient_ref);
+    assert_eq!(o["valueQuantity"], json!({"value": 105, "unit": "mg/dL"}));
+    assert_eq!(o["interpretation"][0]["coding"][0]["code"], "AA");
+    assert_eq!(o["referenceRange"][0]["high"]["value"], 99);
+    let rx = full("prescriptions");
+    assert_eq!(rx["status"], "on-hold");
+    assert_eq!(rx["intent"], "order");
+    assert_eq!(rx["dispenseRequest"]["numberOfRepeatsAllowed"], 2);
+    assert_eq!(rx["dispenseRequest"]["performer"]["reference"], "#pharmacy");
+    assert_eq!(rx["contained"][0]["name"], "Corner Pharmacy");
+    let c = full("consents");
+    assert_eq!(c["status"], "rejected");
+    assert_eq!(
+        c["sourceAttachment"]["url"],
+        "https://example.com/consent.pdf"
+    );
+    let q = full("intakes");
+    assert_eq!(q["status"], "completed");
+    assert_eq!(q["item"][0]["answer"][0]["valueString"], "None");
+    let n = full("notes");
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(n["content"][0]["attachment"]["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(text, b"Patient doing well.");
+    let l = full("labs");
+    assert_eq!(l["status"], "preliminary");
+    assert_eq!(l["result"], json!([{"reference": "#result-1"}]));
+    assert_eq!(l["contained"][0]["valueQuantity"]["value"], 105);
+    // A minimal intake (status requested) is a response in progress.
+    let intake = &resources[COLLECTIONS.iter().position(|c| c.0 == "intakes").unwrap() * 2 + 1];
+    assert_eq!(intake["status"], "in-progress");
+
+    // Reads are audited as /v1 reads are.
+    read(&api, "patients", &w.patient).await;
+    let audit = api
+        .get(&format!("/v1/audit-log?resourceId={}", w.patient))
+        .await;
+    assert!(
+        audit.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "read"),
+        "{}",
+        audit.body
+    );
+    // Another clinic's record is not found.
+    let other = server.new_tenant("other clinic").await;
+    let r = other
+        .get(&format!("/fhir/Patient/{}", fhir_id(&w.patient)))
+        .await;
+    assert_fhir(&r, 404);
+    assert_eq!(r.body["resourceType"], "OperationOutcome");
+}
+
+async fn searches_are_valid_searchsets_that_page_and_filter(backend: Backend) {
+    if !validator("searches_are_valid_searchsets_that_page_and_filter") {
+        return;
+    }
+    let server = backend.spawn().await;
+    let api = server.api();
+    let w = world(&api).await;
+    let other = api.patient().await;
+    let mut mine = Vec::new();
+    for value in [90, 95, 100] {
+        mine.push(
+            api.create(
+                "observations",
+                json!({"patientId": w.patient, "code": "2345-7", "value": value}),
+            )
+            .await,
+        );
+    }
+    api.create(
+        "observations",
+        json!({"patientId": other, "code": "2345-7", "value": 80}),
+    )
+    .await;
+    let mut bundles = Vec::new();
+
+    // Two pages of two and one, through the next link.
+    let first = api
+        .get(&format!(
+            "/fhir/Observation?patient=Patient/{}&_count=2",
+            fhir_id(&w.patient)
+        ))
+        .await;
+    assert_fhir(&first, 200);
+    assert_eq!(first.body["type"], "searchset");
+    let ids = |b: &Value| -> Vec<String> {
+        b["entry"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(ids(&first.body), vec![fhir_id(&mine[0]), fhir_id(&mine[1])]);
+    let entry = &first.body["entry"][0];
+    assert!(
+        entry["fullUrl"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/fhir/Observation/{}", fhir_id(&mine[0])))
+    );
+    assert_eq!(entry["search"]["mode"], "match");
+    let next = first.body["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Links are absolute, to the address the client used.
+    assert!(next.starts_with(&api.url("/fhir/Observation?")), "{next}");
+    let path = &next[next.find("/fhir/").unwrap()..];
+    let second = api.get(path).await;
+    assert_fhir(&second, 200);
+    assert_eq!(ids(&second.body), vec![fhir_id(&mine[2])]);
+    assert!(
+        !second.body["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["relation"] == "next")
+    );
+    bundles.push(first.body);
+    bundles.push(second.body);
+
+    // One page holds the whole result: its total is given.
+    let all = api
+        .get(&format!("/fhir/Observation?patient={}", w.patient))
+        .await;
+    assert_eq!(all.body["total"], 3);
+    bundles.push(all.body);
+
+    // status, _id, identifier, _lastUpdated.
+    api.create(
+        "appointments",
+        json!({"patientId": w.patient, "start": "2026-12-02T09:00:00Z", "status": "cancelled"}),
+    )
+    .await;
+    let cancelled = api.get("/fhir/Appointment?status=cancelled").await;
+    assert_eq!(cancelled.body["total"], 1);
+    assert_eq!(
+        cancelled.body["entry"][0]["resource"]["status"],
+        "cancelled"
+    );
+    bundles.push(cancelled.body);
+    let by_id = api
+        .get(&format!("/fhir/Observation?_id={}", fhir_id(&mine[1])))
+        .await;
+    assert_eq!(ids(&by_id.body), vec![fhir_id(&mine[1])]);
+    let none = api
+        .get(&format!(
+            "/fhir/Observation?_id={}&patient=Patient/{}",
+            fhir_id(&mine[1]),
+            fhir_id(&other)
+        ))
+        .await;
+    assert_eq!(none.body["total"], 0);
+    assert!(none.body.get("entry").is_none());
+    bundles.push(none.body);
+    let mrn = api
+        .create(
+            "patients",
+            json!({"firstName": "Mary", "lastName": "Major", "mrn": "MRN-77"}),
+        )
+        .await;
+    let found = api.get("/fhir/Patient?identifier=MRN-77").await;
+    assert_eq!(ids(&found.body), vec![fhir_id(&mrn)]);
+
+    let stamp = |b: &Value| {
+        b["entry"][0]["resource"]["meta"]["lastUpdated"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let latest = stamp(&found.body);
+    let ge = api
+        .get(&format!("/fhir/Patient?_lastUpdated=ge{latest}"))
+        .await;
+    assert!(ids(&ge.body).contains(&fhir_id(&mrn)), "{}", ge.body);
+    let gt = api
+        .get(&format!("/fhir/Patient?_lastUpdated=gt{latest}"))
+        .await;
+    assert!(!ids(&gt.body).contains(&fhir_id(&mrn)), "{}", gt.body);
+    let day = api.get("/fhir/Patient?_lastUpdated=ge2000-01-01").await;
+    assert_eq!(day.status, 200);
+    bundles.push(ge.body);
+    bundles.push(gt.body);
+
+    let n = bundles.len();
+    assert_eq!(validate(&bundles), vec!["Bundle".to_string(); n]);
+
+    // Bad parameters are refused, naming the parameter.
+    for (query, field) in [
+        ("/fhir/Observation?subject=x", "subject"),
+        ("/fhir/Observation?_count=0", "_count"),
+        ("/fhir/Observation?_count=501", "_count"),
+        ("/fhir/Observation?patient=Practitioner/x", "patient"),
+        (
+            "/fhir/Observation?_lastUpdated=lt2026-01-01",
+            "_lastUpdated",
+        ),
+        ("/fhir/Observation?_cursor=pat_01", "_cursor"),
+        ("/fhir/Appointment?status=bogus", "status"),
+        ("/fhir/Observation?status=final", "status"),
+        ("/fhir/Practitioner?patient=pat_01", "patient"),
+    ] {
+        let r = api.get(query).await;
+        assert_fhir(&r, 422);
+        assert_eq!(r.body["issue"][0]["code"], "invalid", "{query}");
+        assert_eq!(r.body["issue"][0]["expression"], json!([field]), "{query}");
+    }
+}
+
+async fn a_version_is_read_from_the_event_log(backend: Backend) {
+    if !validator("a_version_is_read_from_the_event_log") {
+        return;
+    }
+    let server = backend.spawn().await;
+    let api = server.api();
+    let p = api
+        .create("patients", json!({"firstName": "Ada", "lastName": "Byron"}))
+        .await;
+    let r = api
+        .patch(
+            &format!("/v1/patients/{p}"),
+            json!({"lastName": "Lovelace"}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let base = format!("/fhir/Patient/{}", fhir_id(&p));
+    let v1 = api.get(&format!("{base}/_history/1")).await;
+    assert_fhir(&v1, 200);
+    assert_eq!(v1.body["name"][0]["family"], "Byron");
+    assert_eq!(v1.body["meta"]["versionId"], "1");
+    assert_eq!(v1.header("etag"), Some("W/\"1\""));
+    let v2 = api.get(&format!("{base}/_history/2")).await;
+    assert_eq!(v2.body["name"][0]["family"], "Lovelace");
+    assert_eq!(v2.body, read(&api, "patients", &p).await);
+    for missing in ["3", "0", "x", "-1"] {
+        let r = api.get(&format!("{base}/_history/{missing}")).await;
+        assert_fhir(&r, 404);
+        assert_eq!(r.body["issue"][0]["code"], "not-found");
+    }
+    assert_eq!(validate(&[v1.body, v2.body]), vec!["Patient", "Patient"]);
+    // The deletion is a version of its own: gone.
+    assert_eq!(api.delete(&format!("/v1/patients/{p}")).await.status, 204);
+    let gone = api.get(&format!("{base}/_history/3")).await;
+    assert_fhir(&gone, 410);
+    assert_eq!(api.get(&base).await.status, 404);
+}
+
+async fn metadata_is_a_valid_capability_statement(backend: Backend) {
+    if !validator("metadata_is_a_valid_capability_statement") {
+        return;
+    }
+    let server = backend.spawn().await;
+    // No key needed: clients read it before they authenticate.
+    let r = reqwest::get(server.api().url("/fhir/metadata"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/fhir+json")
+    );
+    let cs: Value = r.json().await.unwrap();
+    assert_eq!(cs["fhirVersion"], "4.3.0");
+    assert_eq!(cs["kind"], "instance");
+    assert_eq!(cs["implementation"]["url"], server.api().url("/fhir"));
+    let types: Vec<&str> = cs["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = COLLECTIONS.iter().map(|c| fhir_type(c.0)).collect();
+    assert_eq!(types, expected);
+    let appointment = &cs["rest"][0]["resource"][2];
+    let params: Vec<&str> = appointment["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, ["_id", "_lastUpdated", "patient", "status"]);
+    assert_eq!(validate(&[cs]), vec!["CapabilityStatement"]);
+}
+
+async fn every_fhir_error_is_an_operation_outcome(backend: Backend) {
+    if !validator("every_fhir_error_is_an_operation_outcome") {
+        return;
+    }
+    let server = backend.spawn().await;
+    let api = server.api();
+    let p = api.patient().await;
+    let mut outcomes = Vec::new();
+    // No key, a wrong key.
+    let anonymous = api.with_key("");
+    let r = anonymous
+        .get(&format!("/fhir/Patient/{}", fhir_id(&p)))
+        .await;
+    assert_fhir(&r, 401);
+    assert_eq!(r.body["issue"][0]["code"], "login");
+    outcomes.push(r.body);
+    // A key without the patients' scope.
+    let narrow = api
+        .post(
+            "/v1/api-keys",
+            json!({"name": "appointments only", "scopes": ["appointments:read"]}),
+        )
+        .await;
+    assert_eq!(narrow.status, 201, "{}", narrow.body);
+    let narrow = api.with_key(narrow.body["key"].as_str().unwrap());
+    let r = narrow.get(&format!("/fhir/Patient/{}", fhir_id(&p))).await;
+    assert_fhir(&r, 403);
+    assert_eq!(r.body["issue"][0]["code"], "forbidden");
+    assert!(
+        r.body["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("patients:read")
+    );
+    outcomes.push(r.body);
+    assert_eq!(narrow.get("/fhir/Appointment").await.status, 200);
+    // Not found: an id of no record, of another type, an unknown type.
+    for path in [
+        "/fhir/Patient/pat-00000000000000000000000000000000".to_string(),
+        format!("/fhir/Appointment/{}", fhir_id(&p)),
+        "/fhir/Patient/not..an..id".to_string(),
+        "/fhir/Medication/x".to_string(),
+    ] {
+        let r = api.get(&path).await;
+        assert_fhir(&r, 404);
+        assert_eq!(r.body["issue"][0]["code"], "not-found", "{path}");
+        outcomes.push(r.body);
+    }
+    // Not supported (yet): a method the route has not.
+    let r = api
+        .send(api.request(
+            reqwest::Method::DELETE,
+            &format!("/fhir/Patient/{}", fhir_id(&p)),
+        ))
+        .await;
+    assert_fhir(&r, 405);
+    assert_eq!(r.body["issue"][0]["code"], "not-supported");
+    outcomes.push(r.body);
+    // Only JSON.
+    let r = api.get("/fhir/Patient?_format=xml").await;
+    assert_fhir(&r, 406);
+    outcomes.push(r.body);
+    let n = outcomes.len();
+    assert_eq!(validate(&outcomes), vec!["OperationOutcome".to_string(); n]);
+    // The /v1 API's errors keep their own shape.
+    let r = api
+        .get("/v1/patients/pat_00000000000000000000000000000000")
+        .await;
+    assert_eq!(r.body["error"]["type"], "not_found");
+}
+
+async fn put(api: &Api, path: &str, body: &Value, if_match: Option<&str>) -> Reply {
+    let mut req = api
+        .request(reqwest::Method::PUT, path)
+        .header("content-type", "application/fhir+json")
+        .body(body.to_string());
+    if let Some(v) = if_match {
+        req = req.header("if-match", v);
+    }
+    api.send(req).await
+}
+
+async fn post(api: &Api, path: &str, body: &Value) -> Reply {
+    api.send(
+        api.request(reqwest::Method::POST, path)
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string()),
+    )
+    .await
+}
+
+async fn fhir_clients_create_and_update_patients_appointments_and_observations(backend: Backend) {
+    if !validator("fhir_clients_create_and_update_patients_appointments_and_observations") {
+        return;
+    }
+    let server = backend.spawn().await;
+    let api = server.api();
+    let w = world(&api).await;
+    let before = crate::helpers::last_sequence(&api).await;
+    let patient = json!({
+        "resourceType": "Patient",
+        "identifier": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}, "value": "MRN-9"}],
+        "name": [{"use": "official", "family": "Hopper", "given": ["Grace", "Brewster"]}],
+        "telecom": [{"system": "phone", "value": "+15551230000", "use": "mobile"}, {"system": "email", "value": "grace@example.com"}],
+        "gender": "female",
+        "birthDate": "1906-12-09",
+        "address": [{"line": ["1 Navy Way", "Suite 2"], "city": "Arlington", "country": "US"}],
+    });
+    let r = post(&api, "/fhir/Patient", &patient).await;
+    assert_fhir(&r, 201);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("pat-"), "{id}");
+    assert_eq!(r.header("etag"), Some("W/\"1\""));
+    assert!(
+        r.header("location")
+            .unwrap()
+            .ends_with(&format!("/fhir/Patient/{id}/_history/1"))
+    );
+    let record = api
+        .get(&format!("/v1/patients/{}", id.replacen('-', "_", 1)))
+        .await
+        .body;
+    assert_eq!(record["firstName"], "Grace Brewster");
+    assert_eq!(record["lastName"], "Hopper");
+    assert_eq!(record["mrn"], "MRN-9");
+    assert_eq!(record["sex"], "female");
+    assert_eq!(record["phone"], "+15551230000");
+    assert_eq!(record["email"], "grace@example.com");
+    assert_eq!(
+        record["address"],
+        json!({"line": "1 Navy Way, Suite 2", "city": "Arlington", "country": "US"})
+    );
+    // The same write path: an event, with the key as its writer.
+    let events = crate::helpers::all_events(&api, before).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "patient.created");
+
+    // An update replaces: what the resource leaves out goes.
+    let mut changed = r.body.clone();
+    changed["name"][0]["family"] = json!("Murray Hopper");
+    changed["telecom"] = json!([{"system": "email", "value": "grace@example.com"}]);
+    let r2 = put(
+        &api,
+        &format!("/fhir/Patient/{id}"),
+        &changed,
+        Some("W/\"1\""),
+    )
+    .await;
+    assert_fhir(&r2, 200);
+    assert_eq!(r2.body["meta"]["versionId"], "2");
+    assert_eq!(r2.header("etag"), Some("W/\"2\""));
+    let record = api
+        .get(&format!("/v1/patients/{}", id.replacen('-', "_", 1)))
+        .await
+        .body;
+    assert_eq!(record["lastName"], "Murray Hopper");
+    assert!(record.get("phone").is_none(), "{record}");
+    // A stale version is refused.
+    let stale = put(
+        &api,
+        &format!("/fhir/Patient/{id}"),
+        &changed,
+        Some("W/\"1\""),
+    )
+    .await;
+    assert_fhir(&stale, 412);
+    assert_eq!(stale.body["issue"][0]["code"], "conflict");
+    // What was read is written back as it was.
+    let same = put(&api, &format!("/fhir/Patient/{id}"), &r2.body, None).await;
+    assert_fhir(&same, 200);
+    let mut a = same.body.clone();
+    let mut b = r2.body.clone();
+    for x in [&mut a, &mut b] {
+        x.as_object_mut().unwrap().remove("meta");
+    }
+    assert_eq!(a, b);
+
+    let appointment = json!({
+        "resourceType": "Appointment",
+        "status": "booked",
+        "start": "2026-12-03T10:00:00Z",
+        "end": "2026-12-03T10:30:00Z",
+        "reasonCode": [{"text": "Follow-up"}],
+        "participant": [
+            {"actor": {"reference": format!("Patient/{id}")}, "status": "accepted"},
+            {"actor": {"reference": format!("Practitioner/{}", fhir_id(&w.practitioner))}, "status": "accepted"},
+        ],
+    });
+    let ra = post(&api, "/fhir/Appointment", &appointment).await;
+    assert_fhir(&ra, 201);
+    let appt = api
+        .get(&format!(
+            "/v1/appointments/{}",
+            ra.body["id"].as_str().unwrap().replacen('-', "_", 1)
+        ))
+        .await
+        .body;
+    assert_eq!(appt["patientId"], id.replacen('-', "_", 1));
+    assert_eq!(appt["practitionerId"], w.practitioner);
+    assert_eq!(appt["reason"], "Follow-up");
+    let mut cancelled = ra.body.clone();
+    cancelled["status"] = json!("cancelled");
+    let rc = put(
+        &api,
+        &format!("/fhir/Appointment/{}", ra.body["id"].as_str().unwrap()),
+        &cancelled,
+        Some("W/\"1\""),
+    )
+    .await;
+    assert_fhir(&rc, 200);
+    // The clinical topic of the change, as for a /v1 write.
+    let events = crate::helpers::all_events(&api, before).await;
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "appointment.updated");
+    assert!(
+        last["topics"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("appointment.cancelled")),
+        "{last}"
+    );
+
+    let observation = json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+        "subject": {"reference": format!("Patient/{id}")},
+        "encounter": {"reference": format!("Encounter/{}", fhir_id(&w.encounter))},
+        "effectiveDateTime": "2026-12-03T10:05:00Z",
+        "valueQuantity": {"value": 72, "unit": "beats/minute"},
+        "interpretation": [{"coding": [{"code": "N"}]}],
+        "referenceRange": [{"low": {"value": 60}, "high": {"value": 100}}],
+    });
+    let ro = post(&api, "/fhir/Observation", &observation).await;
+    assert_fhir(&ro, 201);
+    let obs = api
+        .get(&format!(
+            "/v1/observations/{}",
+            ro.body["id"].as_str().unwrap().replacen('-', "_", 1)
+        ))
+        .await
+        .body;
+    assert_eq!(obs["code"], "8867-4");
+    assert_eq!(obs["display"], "Heart rate");
+    assert_eq!(obs["value"], 72);
+    assert_eq!(obs["unit"], "beats/minute");
+    assert_eq!(obs["flag"], "normal");
+    assert_eq!(obs["encounterId"], w.encounter);
+    assert_eq!(obs["referenceRange"], json!({"low": 60, "high": 100}));
+    assert_eq!(
+        validate(&[r.body, r2.body, ra.body, rc.body, ro.body]),
+        vec![
+            "Patient",
+            "Patient",
+            "Appointment",
+            "Appointment",
+            "Observation"
+        ]
+    );
+}
+
+async fn a_fhir_write_the_server_cannot_keep_is_refused_and_changes_nothing(backend: Backend) {
+    if !validator("a_fhir_write_the_server_cannot_keep_is_refused_and_changes_nothing") {
+        return;
+    }
+    let server = backend.spawn().await;
+    let api = server.api();
+    let p = api.patient().await;
+    let before = crate::helpers::last_sequence(&api).await;
+    let patient = |extra: Value| {
+        let mut b =
+            json!({"resourceType": "Patient", "name": [{"family": "Doe", "given": ["Jo"]}]});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let mut outcomes = Vec::new();
+    for (path, body, status, expression) in [
+        (
+            "/fhir/Patient",
+            patient(json!({"photo": []})),
+            422,
+            "Patient.photo",
+        ),
+        (
+            "/fhir/Patient",
+            patient(json!({"name": [{"family": "Doe"}]})),
+            422,
+            "Patient.name.given",
+        ),
+        (
+            "/fhir/Patient",
+            patient(json!({"gender": "robot"})),
+            422,
+            "Patient.gender",
+        ),
+        (
+            "/fhir/Patient",
+            patient(
+                json!({"name": [{"family": "A", "given": ["B"]}, {"family": "C", "given": ["D"]}]}),
+            ),
+            422,
+            "Patient.name",
+        ),
+        (
+            "/fhir/Patient",
+            patient(json!({"telecom": [{"system": "fax", "value": "1"}]})),
+            422,
+            "Patient.telecom.system",
+        ),
+        (
+            "/fhir/Patient",
+            patient(json!({"extension": [{"url": "http://example.com/x", "valueString": "y"}]})),
+            422,
+            "Patient.extension.url",
+        ),
+        (
+            "/fhir/Patient",
+            patient(json!({"resourceType": "Practitioner"})),
+            422,
+            "resourceType",
+        ),
+        (
+            "/fhir/Appointment",
+            json!({"resourceType": "Appointment", "status": "waitlist", "start": "2026-12-03T10:00:00Z",
+            "participant": [{"actor": {"reference": format!("Patient/{}", fhir_id(&p))}, "status": "accepted"}]}),
+            422,
+            "Appointment.status",
+        ),
+        (
+            "/fhir/Appointment",
+            json!({"resourceType": "Appointment", "status": "booked", "start": "2026-12-03T10:00:00Z",
+            "participant": [{"actor": {"reference": "Patient/pat-00000000000000000000000000000000"}, "status": "accepted"}]}),
+            422,
+            "Appointment.participant.actor",
+        ),
+        (
+            "/fhir/Observation",
+            json!({"resourceType": "Observation", "status": "preliminary", "code": {"coding": [{"code": "x"}]},
+            "subject": {"reference": format!("Patient/{}", fhir_id(&p))}, "valueString": "y"}),
+            422,
+            "Observation.status",
+        ),
+        (
+            "/fhir/Observation",
+            json!({"resourceType": "Observation", "status": "final", "code": {"coding": [{"code": "x"}]},
+            "subject": {"reference": "Practitioner/prac-1"}, "valueString": "y"}),
+            422,
+            "Observation.subject.reference",
+        ),
+    ] {
+        let r = post(&api, path, &body).await;
+        assert_fhir(&r, status);
+        assert_eq!(
+            r.body["issue"][0]["expression"],
+            json!([expression]),
+            "{body}: {}",
+            r.body
+        );
+        outcomes.push(r.body);
+    }
+    // An update must name the resource it replaces.
+    let read = read(&api, "patients", &p).await;
+    let mut other = read.clone();
+    other["id"] = json!("pat-00000000000000000000000000000000");
+    let r = put(
+        &api,
+        &format!("/fhir/Patient/{}", fhir_id(&p)),
+        &other,
+        None,
+    )
+    .await;
+    assert_fhir(&r, 422);
+    assert_eq!(r.body["issue"][0]["expression"], json!(["id"]));
+    outcomes.push(r.body);
+    // Types not written through FHIR, and a key without the write scope.
+    let r = post(
+        &api,
+        "/fhir/Practitioner",
+        &json!({"resourceType": "Practitioner"}),
+    )
+    .await;
+    assert_fhir(&r, 405);
+    outcomes.push(r.body);
+    let reader = api
+        .post(
+            "/v1/api-keys",
+            json!({"name": "reader", "scopes": ["patients:read"]}),
+        )
+        .await;
+    let reader = api.with_key(reader.body["key"].as_str().unwrap());
+    let r = post(&reader, "/fhir/Patient", &patient(json!({}))).await;
+    assert_fhir(&r, 403);
+    outcomes.push(r.body);
+    let n = outcomes.len();
+    assert_eq!(validate(&outcomes), vec!["OperationOutcome".to_string(); n]);
+    // Nothing was written.
+    assert_eq!(crate::helpers::last_sequence(&api).await, before);
+}
+
+async fn a_fhir_client_library_reads_searches_pages_and_writes(backend: Backend) {
+    if !python_has(&["fhirclient"]) {
+        return skipped(
+            "a_fhir_client_library_reads_searches_pages_and_writes",
+            "python3 with PyPI fhirclient is not installed",
+        );
+    }
+    let server = backend.spawn().await;
+    let api = server.api();
+    // SMART's Python client, as an EHR integration would use it: it reads
+    // the CapabilityStatement first, creates through POST, follows the
+    // search's next links, and updates through PUT.
+    let script = r#"
+import sys, json
+from fhirclient import client
+import fhirclient.models.patient as P
+import fhirclient.models.observation as O
+smart = client.FHIRClient(settings={"app_id": "eventflow-test", "api_base": sys.argv[1]})
+smart.server.session.headers.update({"Authorization": "Bearer " + sys.argv[2]})
+smart.prepare()
+created = P.Patient({"name": [{"family": "Hopper", "given": ["Grace"]}], "gender": "female",
+                     "identifier": [{"type": {"coding": [{"code": "MR"}]}, "value": "MRN-42"}]}).create(smart.server)
+pid = created["id"]
+for v in (60, 70, 80):
+    O.Observation({"status": "final", "code": {"coding": [{"code": "8867-4"}]},
+                   "subject": {"reference": "Patient/" + pid}, "valueQuantity": {"value": v}}).create(smart.server)
+found = P.Patient.where(struct={"identifier": "MRN-42"}).perform(smart.server)
+search = O.Observation.where(struct={"patient": "Patient/" + pid, "_count": "2"})
+values = [o.valueQuantity.value for o in search.perform_resources_iter(smart.server)]
+p = P.Patient.read(pid, smart.server)
+p.name[0].family = "Murray Hopper"
+p.update(smart.server)
+print(json.dumps({
+    "fhirVersion": smart.server.capabilityStatement.fhirVersion,
+    "id": pid,
+    "found": [e.resource.id for e in found.entry],
+    "values": values,
+    "family": P.Patient.read(pid, smart.server).name[0].family,
+}))
+"#;
+    let base = api.url("/fhir/");
+    let key = api.key.clone().unwrap();
+    let out = tokio::task::spawn_blocking(move || python(script, &[&base, &key]))
+        .await
+        .unwrap();
+    let got: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(got["fhirVersion"], "4.3.0");
+    let id = got["id"].as_str().unwrap();
+    assert_eq!(got["found"], json!([id]));
+    assert_eq!(got["values"], json!([60, 70, 80]));
+    assert_eq!(got["family"], "Murray Hopper");
+    let record = api
+        .get(&format!("/v1/patients/{}", id.replacen('-', "_", 1)))
+        .await;
+    assert_eq!(record.body["lastName"], "Murray Hopper");
+    assert_eq!(record.body["version"], 2);
+}
