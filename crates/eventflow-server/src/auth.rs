@@ -400,6 +400,8 @@ pub fn required(method: &Method, path: &str) -> Need {
         {
             Some(rt) => rw(Scope::read(rt), Scope::write(rt)),
             None if ty == "metadata" => Need::Public,
+            // What can be subscribed to: any key may read it.
+            None if ty == "SubscriptionTopic" => Need::Key,
             None => Need::Scope(Scope::ALL),
         };
     }

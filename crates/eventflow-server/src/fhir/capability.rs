@@ -79,7 +79,20 @@ pub fn statement(base: &str, now: &str) -> Value {
             "security": {
                 "description": "An Event Flow API key as a bearer token (Authorization: Bearer efk_…), with the scopes of the record types it reads.",
             },
-            "resource": ResourceType::ALL.into_iter().map(resource).collect::<Vec<_>>(),
+            "resource": ResourceType::ALL
+                .into_iter()
+                .map(resource)
+                .chain(std::iter::once(json!({
+                    "type": "SubscriptionTopic",
+                    "profile": "http://hl7.org/fhir/StructureDefinition/SubscriptionTopic",
+                    "documentation": "What can be subscribed to: each record event type and each clinical topic. Any API key reads them.",
+                    "interaction": [{ "code": "read" }, { "code": "search-type" }],
+                    "searchParam": [
+                        param("url", "uri", "The topic's canonical URL."),
+                        param("_id", "token", "The topic's name, e.g. appointment.cancelled."),
+                    ],
+                })))
+                .collect::<Vec<_>>(),
         }],
     })
 }

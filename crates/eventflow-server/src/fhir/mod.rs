@@ -5,6 +5,7 @@
 
 mod capability;
 pub mod map;
+pub mod topics;
 mod write;
 
 use axum::Router;
@@ -36,7 +37,10 @@ pub const MAX_COUNT: i64 = 500;
 
 /// The routes under `/fhir`.
 pub fn router() -> Router<AppState> {
-    let mut router = Router::new().route("/fhir/metadata", get(metadata));
+    let mut router = Router::new()
+        .route("/fhir/metadata", get(metadata))
+        .route("/fhir/SubscriptionTopic", get(topic_search))
+        .route("/fhir/SubscriptionTopic/{id}", get(topic_read));
     for rt in ResourceType::ALL {
         let ty = rt.fhir_name();
         let mut collection = get(
@@ -530,6 +534,69 @@ async fn search(
         bundle.as_object_mut().map(|b| b.remove("entry"));
     }
     Ok(fhir(StatusCode::OK, &bundle))
+}
+
+/// `GET /fhir/SubscriptionTopic`: every topic, or those of `url` or
+/// `_id` (each at most once).
+async fn topic_search(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    params: Params,
+) -> ApiResult<Response> {
+    params.only(&["url", "_id", "_format"])?;
+    no_repeats(query.as_deref())?;
+    check_format(&params)?;
+    let public = state.config.public_url();
+    let now = time::format(state.clock.now());
+    let base = base(&state, &headers);
+    let entries: Vec<Value> = topics::all()
+        .iter()
+        .filter(|t| params.get("_id").is_none_or(|id| id == t.name))
+        .filter(|t| {
+            params
+                .get("url")
+                .is_none_or(|u| u == topics::url(&public, &t.name))
+        })
+        .map(|t| {
+            json!({
+                "fullUrl": format!("{base}/SubscriptionTopic/{}", t.name),
+                "resource": topics::resource(&public, &now, t),
+                "search": { "mode": "match" },
+            })
+        })
+        .collect();
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "timestamp": now,
+        "total": entries.len(),
+        "link": [{ "relation": "self", "url": format!("{base}/SubscriptionTopic") }],
+    });
+    if !entries.is_empty() {
+        bundle["entry"] = json!(entries);
+    }
+    Ok(fhir(StatusCode::OK, &bundle))
+}
+
+/// `GET /fhir/SubscriptionTopic/{id}`.
+async fn topic_read(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    params.only(&["_format"])?;
+    check_format(&params)?;
+    let t = topics::find(&id).ok_or_else(|| {
+        ApiError::not_found(
+            "no SubscriptionTopic with this id; GET /fhir/SubscriptionTopic lists them",
+        )
+    })?;
+    let now = time::format(state.clock.now());
+    Ok(fhir(
+        StatusCode::OK,
+        &topics::resource(&state.config.public_url(), &now, &t),
+    ))
 }
 
 /// An error about a record field, named by its FHIR path.

@@ -19,6 +19,7 @@ backend_tests!(
     fhir_clients_create_and_update_patients_appointments_and_observations,
     a_fhir_write_the_server_cannot_keep_is_refused_and_changes_nothing,
     a_fhir_client_library_reads_searches_pages_and_writes,
+    subscription_topics_name_every_event_type_and_clinical_topic,
 );
 
 const VALIDATOR: &str = "fhir.resources.R4B";
@@ -464,7 +465,8 @@ async fn metadata_is_a_valid_capability_statement(backend: Backend) {
         .iter()
         .map(|r| r["type"].as_str().unwrap())
         .collect();
-    let expected: Vec<&str> = COLLECTIONS.iter().map(|c| fhir_type(c.0)).collect();
+    let mut expected: Vec<&str> = COLLECTIONS.iter().map(|c| fhir_type(c.0)).collect();
+    expected.push("SubscriptionTopic");
     assert_eq!(types, expected);
     let appointment = &cs["rest"][0]["resource"][2];
     let params: Vec<&str> = appointment["searchParam"]
@@ -934,4 +936,111 @@ print(json.dumps({
         .await;
     assert_eq!(record.body["lastName"], "Murray Hopper");
     assert_eq!(record.body["version"], 2);
+}
+
+async fn subscription_topics_name_every_event_type_and_clinical_topic(backend: Backend) {
+    if !validator("subscription_topics_name_every_event_type_and_clinical_topic") {
+        return;
+    }
+    let server = backend.spawn().await;
+    let api = server.api();
+    let all = api.get("/fhir/SubscriptionTopic").await;
+    assert_fhir(&all, 200);
+    // Ten record types by three actions, and the eighteen clinical topics.
+    assert_eq!(all.body["total"], 48);
+    let topics: Vec<Value> = all.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"].clone())
+        .collect();
+    let ids: Vec<&str> = topics.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"patient.created"));
+    assert!(ids.contains(&"lab.deleted"));
+    assert!(ids.contains(&"observation.critical"));
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 48);
+    // Every topic's canonical URL is where it is read.
+    for t in &topics {
+        let url = t["url"].as_str().unwrap();
+        assert!(
+            url.ends_with(&format!(
+                "/fhir/SubscriptionTopic/{}",
+                t["id"].as_str().unwrap()
+            )),
+            "{url}"
+        );
+    }
+    let r = api
+        .get("/fhir/SubscriptionTopic/appointment.cancelled")
+        .await;
+    assert_fhir(&r, 200);
+    let t = r.body;
+    assert_eq!(t["status"], "active");
+    assert_eq!(
+        t["resourceTrigger"][0]["resource"],
+        "http://hl7.org/fhir/StructureDefinition/Appointment"
+    );
+    assert_eq!(
+        t["resourceTrigger"][0]["supportedInteraction"],
+        json!(["update", "delete"])
+    );
+    let filters: Vec<&str> = t["canFilterBy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["filterParameter"].as_str().unwrap())
+        .collect();
+    assert_eq!(filters, ["patient", "status"]);
+    let p = api
+        .get("/fhir/SubscriptionTopic/patient.updated")
+        .await
+        .body;
+    assert_eq!(p["canFilterBy"][0]["filterParameter"], "_id");
+    // Found by its canonical URL.
+    let by_url = api
+        .get(&format!(
+            "/fhir/SubscriptionTopic?url={}",
+            t["url"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(by_url.body["total"], 1);
+    assert_eq!(
+        by_url.body["entry"][0]["resource"]["id"],
+        "appointment.cancelled"
+    );
+    let none = api
+        .get("/fhir/SubscriptionTopic?url=http://example.com/x")
+        .await;
+    assert_eq!(none.body["total"], 0);
+    // Any key reads them; no key does not.
+    let narrow = api
+        .post(
+            "/v1/api-keys",
+            json!({"name": "n", "scopes": ["appointments:read"]}),
+        )
+        .await;
+    let narrow = api.with_key(narrow.body["key"].as_str().unwrap());
+    assert_eq!(
+        narrow
+            .get("/fhir/SubscriptionTopic/appointment.cancelled")
+            .await
+            .status,
+        200
+    );
+    let anonymous = api.with_key("");
+    assert_fhir(&anonymous.get("/fhir/SubscriptionTopic").await, 401);
+    let missing = api
+        .get("/fhir/SubscriptionTopic/appointment.exploded")
+        .await;
+    assert_fhir(&missing, 404);
+    let mut checked = topics.clone();
+    checked.push(all.body.clone());
+    checked.push(none.body.clone());
+    let n = checked.len();
+    let mut expected = vec!["SubscriptionTopic".to_string(); n - 2];
+    expected.extend(["Bundle".to_string(), "Bundle".to_string()]);
+    assert_eq!(validate(&checked), expected);
 }
