@@ -13,8 +13,10 @@
 //! - [`time`]: the one timestamp format the API writes.
 //! - [`topics`]: clinical topics (`appointment.cancelled`, …) and the
 //!   patient of a record, decided when an event is written.
+//! - [`fhir`]: a record as its FHIR R4B resource, and FHIR ids.
 
 pub mod event;
+pub mod fhir;
 pub mod filter;
 pub mod id;
 pub mod patch;

@@ -14,7 +14,7 @@
 //! - [`routes`]: one module per area, each with a `router()`.
 //! - [`openapi`]: the OpenAPI 3.1 document, built from the record field tables.
 //! - [`fhir`]: the FHIR R4B facade at `/fhir`: `map` (records as FHIR
-//!   resources), `write` (resources back into records), `capability` (the
+//!   resources, from the model), `write` (resources back into records), `capability` (the
 //!   CapabilityStatement), `topics` (the SubscriptionTopics), and the layer that makes every error there an
 //!   `OperationOutcome`.
 //! - [`catalogue`]: the event catalogue (each type and topic, the JSON Schema

@@ -4,7 +4,7 @@
 //! `/v1`; reads are audited as `/v1` reads are.
 
 mod capability;
-pub mod map;
+pub use eventflow_model::fhir as map;
 pub mod topics;
 mod write;
 

@@ -1,10 +1,11 @@
-//! The ten record types as FHIR R4B resources (docs/fhir.md has the
-//! table, field by field). Only the fields Event Flow keeps are mapped;
+//! The ten record types as FHIR R4B resources (the server's `/fhir` and
+//! the FHIR subscriptions' notifications; docs/fhir.md has the table,
+//! field by field). Only the fields Event Flow keeps are mapped;
 //! a field FHIR has no element for goes in an extension whose URL is
 //! `{public_url}/fhir/StructureDefinition/eventflow-{field}`.
 
+use crate::{Object, ResourceType};
 use base64::Engine;
-use eventflow_model::{Object, ResourceType};
 use serde_json::{Value, json};
 
 /// The FHIR id of an Event Flow id: its `_` written as `-` (FHIR ids allow
@@ -83,8 +84,8 @@ fn system(given: Option<&str>) -> Option<&str> {
 /// A date-time as FHIR writes it (`T` and `Z` upper case, UTC): the
 /// record's own value when it is not an RFC 3339 date-time.
 fn date_time(t: &str) -> Value {
-    match eventflow_model::time::parse(t) {
-        Some(ts) => json!(eventflow_model::time::format(ts)),
+    match crate::time::parse(t) {
+        Some(ts) => json!(crate::time::format(ts)),
         None => json!(t),
     }
 }
