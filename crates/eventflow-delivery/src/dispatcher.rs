@@ -760,7 +760,17 @@ pub async fn send(
             endpoint_sequence.to_string(),
         ),
     ];
-    let body = payload(event, row.config.payload);
+    let body = match &row.config.fhir {
+        Some(sub) => serde_json::to_vec(&crate::fhir::notification(
+            sub,
+            row,
+            event,
+            endpoint_sequence,
+            &time::format(clock.now()),
+        ))
+        .unwrap_or_default(),
+        None => payload(event, row.config.payload),
+    };
     post_signed(
         client,
         allow_private,
@@ -822,7 +832,18 @@ pub async fn post_signed(
     for (k, v) in signed.pairs() {
         request = request.header(k, v);
     }
-    let mut request = request.header("content-type", "application/json");
+    // A FHIR subscription is sent FHIR, within its own timeout if it set
+    // one (the client's is the most).
+    let mut request = match &row.config.fhir {
+        Some(sub) => {
+            let r = request.header("content-type", "application/fhir+json");
+            match sub.timeout {
+                Some(t) => r.timeout(Duration::from_secs(u64::from(t))),
+                None => r,
+            }
+        }
+        None => request.header("content-type", "application/json"),
+    };
     for (k, v) in headers {
         request = request.header(*k, v.as_str());
     }

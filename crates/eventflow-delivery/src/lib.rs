@@ -6,10 +6,13 @@
 //! - [`http`]: the client (rustls, no redirects, the connect-time SSRF check).
 //! - [`policy`]: the retry schedule with jitter, `Retry-After`, giving up at 72 h.
 //! - [`ssrf`]: which IP addresses are off limits, and why.
-//! - [`verifier`]: endpoint verification by challenge.
+//! - [`verifier`]: endpoint verification by challenge (a FHIR subscription's
+//!   handshake).
+//! - [`fhir`]: a FHIR subscription's handshake and notification Bundles.
 //! - [`EndpointUrl`]: a parsed, checked endpoint URL.
 
 pub mod dispatcher;
+pub mod fhir;
 pub mod http;
 pub mod policy;
 pub mod ssrf;

@@ -97,9 +97,21 @@ async fn challenge(v: Arc<Verifier>, row: EndpointRow) {
         return;
     };
     let number = row.verification.attempts + 1;
-    let body = json!({"type": CHALLENGE_TYPE, "endpointId": row.id, "challenge": challenge});
+    // A FHIR subscription's challenge is its handshake: any 2xx answers it.
+    let handshake = row
+        .config
+        .fhir
+        .as_ref()
+        .map(|sub| crate::fhir::handshake(sub, &row, &time::format(v.clock.now())));
+    let (body, kind) = match &handshake {
+        Some(h) => (h.clone(), crate::fhir::HANDSHAKE_TYPE),
+        None => (
+            json!({"type": CHALLENGE_TYPE, "endpointId": row.id, "challenge": challenge}),
+            CHALLENGE_TYPE,
+        ),
+    };
     let headers = [
-        ("x-eventflow-event-type", CHALLENGE_TYPE.to_string()),
+        ("x-eventflow-event-type", kind.to_string()),
         ("x-eventflow-attempt", number.to_string()),
     ];
     // One message id per challenge: its retries are the same message.
@@ -116,7 +128,7 @@ async fn challenge(v: Arc<Verifier>, row: EndpointRow) {
     )
     .await;
     let ok = status.is_some_and(|s| (200..300).contains(&s))
-        && answers(attempt.response_body.as_deref(), &challenge);
+        && (handshake.is_some() || answers(attempt.response_body.as_deref(), &challenge));
     let outcome = if ok {
         tracing::info!(endpoint = %row.id, "endpoint verified");
         VerifyOutcome::Verified
@@ -143,6 +155,9 @@ async fn challenge(v: Arc<Verifier>, row: EndpointRow) {
             retry_after,
             rand::random::<f64>(),
         ) {
+            // A failed handshake puts the subscription in error at once
+            // (the Backport IG): it is not tried again.
+            _ if handshake.is_some() => VerifyOutcome::GiveUp { error },
             Next::RetryAt(at) => VerifyOutcome::RetryAt { at, error },
             Next::GiveUp => VerifyOutcome::GiveUp { error },
         }

@@ -402,6 +402,8 @@ pub fn required(method: &Method, path: &str) -> Need {
             None if ty == "metadata" => Need::Public,
             // What can be subscribed to: any key may read it.
             None if ty == "SubscriptionTopic" => Need::Key,
+            // A subscription is an endpoint.
+            None if ty == "Subscription" => rw(Scope::ENDPOINTS_READ, Scope::ENDPOINTS_WRITE),
             None => Need::Scope(Scope::ALL),
         };
     }

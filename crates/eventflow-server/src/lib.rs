@@ -15,7 +15,8 @@
 //! - [`openapi`]: the OpenAPI 3.1 document, built from the record field tables.
 //! - [`fhir`]: the FHIR R4B facade at `/fhir`: `map` (records as FHIR
 //!   resources, from the model), `write` (resources back into records), `capability` (the
-//!   CapabilityStatement), `topics` (the SubscriptionTopics), and the layer that makes every error there an
+//!   CapabilityStatement), `topics` (the SubscriptionTopics), `subscription`
+//!   (topic-based Subscriptions, endpoints underneath), and the layer that makes every error there an
 //!   `OperationOutcome`.
 //! - [`catalogue`]: the event catalogue (each type and topic, the JSON Schema
 //!   of its envelope, an example) and the AsyncAPI document of the webhooks.

@@ -703,6 +703,10 @@ pub(crate) fn endpoint_schema(input: bool) -> Value {
             json!({"type": "string", "description": "ep_…"}),
         );
         o.insert(
+            "kind".into(),
+            json!({"type": "string", "enum": ["webhook", "fhir-subscription"], "description": "fhir-subscription: made by POST /fhir/Subscription (docs/fhir.md); its notifications are FHIR Bundles and its handshake is its verification. Its url, eventTypes, filter, payload, headers and ordering are changed only through FHIR, and it has no test send."}),
+        );
+        o.insert(
             "disabledReason".into(),
             json!({"type": ["string", "null"], "enum": ["manual", "gone", "failing", "unverified", null]}),
         );

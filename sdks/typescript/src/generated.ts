@@ -897,6 +897,8 @@ export interface Endpoint {
   owner: string | null;
   /** ep_… */
   id: string;
+  /** fhir-subscription: made by POST /fhir/Subscription; its notifications are FHIR Bundles and its handshake is its verification. Its url, eventTypes, filter, payload, headers and ordering are changed only through FHIR, and it has no test send. */
+  kind: "webhook" | "fhir-subscription";
   disabledReason: "manual" | "gone" | "failing" | "unverified" | null;
   failureStreak: number;
   /** pending: a challenge is out and deliveries wait for its answer; verified: it answered at its current URL; skipped: never challenged (not required by endpoint_verification when made, or made before verification existed). */
@@ -1835,6 +1837,8 @@ export interface EndpointDisabledEvent {
     owner: string | null;
     /** ep_… */
     id: string;
+    /** fhir-subscription: made by POST /fhir/Subscription; its notifications are FHIR Bundles and its handshake is its verification. Its url, eventTypes, filter, payload, headers and ordering are changed only through FHIR, and it has no test send. */
+    kind: "webhook" | "fhir-subscription";
     disabledReason: "manual" | "gone" | "failing" | "unverified" | null;
     failureStreak: number;
     /** pending: a challenge is out and deliveries wait for its answer; verified: it answered at its current URL; skipped: never challenged (not required by endpoint_verification when made, or made before verification existed). */

@@ -92,6 +92,14 @@ pub fn statement(base: &str, now: &str) -> Value {
                         param("_id", "token", "The topic's name, e.g. appointment.cancelled."),
                     ],
                 })))
+                .chain(std::iter::once(json!({
+                    "type": "Subscription",
+                    "profile": "http://hl7.org/fhir/StructureDefinition/Subscription",
+                    "supportedProfile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"],
+                    "documentation": "Topic-based subscriptions (the Subscriptions Backport IG), rest-hook only; each is an endpoint. Needs endpoints:read and endpoints:write.",
+                    "interaction": [{ "code": "read" }, { "code": "search-type" }, { "code": "create" }, { "code": "delete" }],
+                    "searchParam": [param("status", "token", "requested, active, error or off.")],
+                })))
                 .collect::<Vec<_>>(),
         }],
     })

@@ -5,6 +5,7 @@
 
 mod capability;
 pub use eventflow_model::fhir as map;
+mod subscription;
 pub mod topics;
 mod write;
 
@@ -40,7 +41,15 @@ pub fn router() -> Router<AppState> {
     let mut router = Router::new()
         .route("/fhir/metadata", get(metadata))
         .route("/fhir/SubscriptionTopic", get(topic_search))
-        .route("/fhir/SubscriptionTopic/{id}", get(topic_read));
+        .route("/fhir/SubscriptionTopic/{id}", get(topic_read))
+        .route(
+            "/fhir/Subscription",
+            get(subscription::search).post(subscription::create),
+        )
+        .route(
+            "/fhir/Subscription/{id}",
+            get(subscription::read).delete(subscription::delete),
+        );
     for rt in ResourceType::ALL {
         let ty = rt.fhir_name();
         let mut collection = get(

@@ -378,21 +378,50 @@ fn within_scopes(auth: &Auth, config: &EndpointConfig) -> ApiResult<()> {
     })
 }
 
+/// The fields of a FHIR subscription's endpoint that only its
+/// `Subscription` changes.
+const FHIR_MANAGED: [&str; 6] = [
+    "url",
+    "eventTypes",
+    "filter",
+    "payload",
+    "headers",
+    "ordering",
+];
+
 async fn create(
     State(state): State<AppState>,
     auth: Auth,
     body: JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let body = body.object()?;
+    let (saved, secret) = create_endpoint(&state, &auth, body.object()?, None).await?;
+    let mut out = endpoint_json(&saved);
+    if let Some(secret) = secret {
+        out["secret"] = json!(secret);
+    }
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// Makes an endpoint from a `/v1` create body (and, for a FHIR
+/// subscription, what its `Subscription` asked for: it is always
+/// verified, its handshake being its challenge). Returns the endpoint and
+/// its HMAC secret, shown once.
+pub(crate) async fn create_endpoint(
+    state: &AppState,
+    auth: &Auth,
+    body: &Object,
+    fhir: Option<eventflow_store::FhirSubscription>,
+) -> ApiResult<(EndpointRow, Option<String>)> {
     if !body.contains_key("url") {
         return Err(ApiError::invalid("url", "is required"));
     }
     let mut config = EndpointConfig::new(String::new());
     let mut disabled = false;
-    apply_fields(&state, body, &mut config, &mut disabled, true)?;
-    within_scopes(&auth, &config)?;
+    apply_fields(state, body, &mut config, &mut disabled, true)?;
+    config.fhir = fhir;
+    within_scopes(auth, &config)?;
     fixed_owner(
-        &auth,
+        auth,
         &mut config,
         body.get("owner").is_some_and(|v| !v.is_null()),
         None,
@@ -406,7 +435,7 @@ async fn create(
     }
     let now = time::format(state.clock.now());
     let secret = new_secret(config.signing, &now);
-    let needs = state.config.endpoint_verification.requires(config.payload);
+    let needs = needs_verification(state, &config);
     let row = EndpointRow {
         id: eventflow_model::id::EndpointId::fresh().into_string(),
         tenant_id: auth.tenant().to_string(),
@@ -436,11 +465,8 @@ async fn create(
     if saved.verification.holds() {
         state.verify.notify_one();
     }
-    let mut out = endpoint_json(&saved);
-    if saved.config.signing == Signing::Hmac {
-        out["secret"] = json!(secret.secret);
-    }
-    Ok((StatusCode::CREATED, Json(out)))
+    let secret = (saved.config.signing == Signing::Hmac).then_some(secret.secret);
+    Ok((saved, secret))
 }
 
 async fn list(State(state): State<AppState>, auth: Auth, params: Params) -> ApiResult<Json<Value>> {
@@ -546,6 +572,17 @@ async fn update(
     let now = time::format(state.clock.now());
     let saved = save(&state, &auth, &id, |row| {
         let before = row.clone();
+        // A FHIR subscription's sending is what its Subscription says.
+        if row.config.fhir.is_some()
+            && let Some(field) = FHIR_MANAGED.iter().find(|f| body.contains_key(**f))
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                crate::error::ErrorKind::Conflict,
+                "this endpoint is a FHIR subscription: change it through /fhir/Subscription",
+            )
+            .with_field(*field));
+        }
         let mut disabled = row.disabled;
         // Both before and after: a key may not take over (point elsewhere,
         // re-enable, narrow) an endpoint that sends what it may not read.
@@ -628,19 +665,20 @@ fn fixed_owner(
 /// challenged; one enabled again after it was disabled `unverified` gets a
 /// new challenge and a new 72 hours. One that no longer needs it (switched
 /// to thin, or enabled while verification is off) stops waiting.
+/// Whether an endpoint must answer a challenge before it is sent
+/// anything: as `endpoint_verification` says for its payload, and always
+/// for a FHIR subscription (its handshake).
+fn needs_verification(state: &AppState, config: &EndpointConfig) -> bool {
+    config.fhir.is_some() || state.config.endpoint_verification.requires(config.payload)
+}
+
 fn reverify(state: &AppState, before: &EndpointRow, row: &mut EndpointRow, now: &str) {
-    let needs = state
-        .config
-        .endpoint_verification
-        .requires(row.config.payload);
+    let needs = needs_verification(state, &row.config);
     let url_changed = row.config.url != before.config.url;
     let enabled_unverified =
         before.disabled && !row.disabled && before.disabled_reason.as_deref() == Some("unverified");
     let newly_needed = needs
-        && !state
-            .config
-            .endpoint_verification
-            .requires(before.config.payload)
+        && !needs_verification(state, &before.config)
         && row.verification.state != VerificationState::Verified;
     let payload_changed = row.config.payload != before.config.payload;
     if needs && (url_changed || enabled_unverified || newly_needed) {
@@ -803,6 +841,15 @@ async fn test_send(
             )
         })?;
     let row = load(&state, &auth, &id).await?;
+    if row.config.fhir.is_some() {
+        // A notification numbers real events: a made-up one would break
+        // the subscription's count.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            crate::error::ErrorKind::Conflict,
+            "this endpoint is a FHIR subscription: its handshake is its test (POST /v1/endpoints/{id}/verify sends it again)",
+        ));
+    }
     let event = sample_event(auth.tenant(), &entry, &time::format(state.clock.now()))?;
     let (attempt, _, _) = eventflow_delivery::dispatcher::send(
         &state.http,

@@ -15,6 +15,55 @@ pub enum PayloadMode {
     Thin,
 }
 
+/// What a FHIR subscription's notifications carry (the Subscriptions
+/// Backport IG's `backport-payload-content`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FhirContent {
+    /// The notification alone: no resource, no reference to it.
+    Empty,
+    /// A reference to the resource (its URL), not its content.
+    #[default]
+    IdOnly,
+    /// The resource itself.
+    FullResource,
+}
+
+impl FhirContent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FhirContent::Empty => "empty",
+            FhirContent::IdOnly => "id-only",
+            FhirContent::FullResource => "full-resource",
+        }
+    }
+}
+
+/// An endpoint that is a FHIR topic-based subscription (made through
+/// `POST /fhir/Subscription`): what it was asked for, as the FHIR
+/// `Subscription` shows it again, and what its notifications need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FhirSubscription {
+    /// The topic's name (`appointment.cancelled`).
+    pub topic: String,
+    /// The server's `public_url` when it was made: the topic's canonical
+    /// URL, the resources' and the subscription's own URLs start with it.
+    pub base: String,
+    pub content: FhirContent,
+    /// `backport-filter-criteria` as given (`Appointment?patient=…`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter_criteria: Vec<String>,
+    /// `reason`, as given.
+    pub reason: String,
+    /// `channel.header`, as given (`Name: value`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub header: Vec<String>,
+    /// `backport-timeout`: seconds a notification may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u32>,
+}
+
 /// Whether events about one record reach the endpoint one at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -111,6 +160,10 @@ pub struct EndpointConfig {
     /// owner sees and manages only its endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Set when the endpoint is a FHIR subscription: its notifications are
+    /// FHIR Bundles, and its handshake is its verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir: Option<FhirSubscription>,
 }
 
 impl EndpointConfig {
@@ -130,6 +183,7 @@ impl EndpointConfig {
             purpose: Purpose::Operations,
             purpose_text: None,
             owner: None,
+            fhir: None,
         }
     }
 

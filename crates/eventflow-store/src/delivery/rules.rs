@@ -27,6 +27,14 @@ pub fn endpoint_event_data(row: &EndpointRow) -> Value {
     let c = &row.config;
     let mut o = Object::new();
     o.insert("id".into(), json!(row.id));
+    o.insert(
+        "kind".into(),
+        json!(if c.fhir.is_some() {
+            "fhir-subscription"
+        } else {
+            "webhook"
+        }),
+    );
     o.insert("url".into(), json!(url_origin(&c.url)));
     o.insert("description".into(), json!(c.description));
     o.insert("eventTypes".into(), json!(c.event_types));

@@ -5,7 +5,7 @@
 
 use base64::Engine;
 use eventflow_testkit::python::{python, python_has, skipped};
-use eventflow_testkit::{Api, Backend, Reply, backend_tests};
+use eventflow_testkit::{Answer, Api, Backend, Receiver, Reply, backend_tests, wait_for};
 use serde_json::{Value, json};
 
 use crate::helpers::{COLLECTIONS, full_body, minimal_body, world};
@@ -20,6 +20,9 @@ backend_tests!(
     a_fhir_write_the_server_cannot_keep_is_refused_and_changes_nothing,
     a_fhir_client_library_reads_searches_pages_and_writes,
     subscription_topics_name_every_event_type_and_clinical_topic,
+    a_subscription_shakes_hands_then_notifies_each_matching_event,
+    a_failed_handshake_puts_the_subscription_in_error_and_sends_nothing,
+    a_subscription_the_server_cannot_keep_is_refused,
 );
 
 const VALIDATOR: &str = "fhir.resources.R4B";
@@ -467,6 +470,7 @@ async fn metadata_is_a_valid_capability_statement(backend: Backend) {
         .collect();
     let mut expected: Vec<&str> = COLLECTIONS.iter().map(|c| fhir_type(c.0)).collect();
     expected.push("SubscriptionTopic");
+    expected.push("Subscription");
     assert_eq!(types, expected);
     let appointment = &cs["rest"][0]["resource"][2];
     let params: Vec<&str> = appointment["searchParam"]
@@ -1043,4 +1047,440 @@ async fn subscription_topics_name_every_event_type_and_clinical_topic(backend: B
     let mut expected = vec!["SubscriptionTopic".to_string(); n - 2];
     expected.extend(["Bundle".to_string(), "Bundle".to_string()]);
     assert_eq!(validate(&checked), expected);
+}
+
+const IG: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/";
+
+/// A `Subscription` to `topic` (a canonical URL) at `url`.
+fn subscription(topic: &str, url: &str, content: &str, filter: Option<&str>) -> Value {
+    let mut s = json!({
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "Cancelled appointments, for the scheduling system",
+        "criteria": topic,
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": url,
+            "payload": "application/fhir+json",
+            "_payload": {"extension": [{"url": format!("{IG}backport-payload-content"), "valueCode": content}]},
+            "header": ["Authorization: Bearer receiver-token"],
+            "extension": [
+                {"url": format!("{IG}backport-timeout"), "valueUnsignedInt": 10},
+                {"url": format!("{IG}backport-max-count"), "valuePositiveInt": 1},
+            ],
+        },
+    });
+    if let Some(f) = filter {
+        s["_criteria"] = json!({"extension": [{"url": format!("{IG}backport-filter-criteria"), "valueString": f}]});
+    }
+    s
+}
+
+async fn until_status(api: &Api, id: &str, status: &str) -> Value {
+    wait_for(
+        std::time::Duration::from_secs(20),
+        &format!("subscription {status}"),
+        || async {
+            let r = api.get(&format!("/fhir/Subscription/{id}")).await;
+            (r.body["status"] == status).then_some(r.body)
+        },
+    )
+    .await
+}
+
+async fn a_subscription_shakes_hands_then_notifies_each_matching_event(backend: Backend) {
+    if !validator("a_subscription_shakes_hands_then_notifies_each_matching_event") {
+        return;
+    }
+    let server = backend.spawn().await;
+    let api = server.api();
+    let w = world(&api).await;
+    let other = api.patient().await;
+    let topic = api
+        .get("/fhir/SubscriptionTopic/appointment.cancelled")
+        .await
+        .body["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rx = Receiver::start().await;
+    let full = post(
+        &api,
+        "/fhir/Subscription",
+        &subscription(
+            &topic,
+            &rx.url("/full"),
+            "full-resource",
+            Some(&format!(
+                "Appointment?patient=Patient/{}",
+                fhir_id(&w.patient)
+            )),
+        ),
+    )
+    .await;
+    assert_fhir(&full, 201);
+    assert_eq!(full.body["status"], "requested");
+    let id = full.body["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("ep-"), "{id}");
+    assert!(
+        full.header("location")
+            .unwrap()
+            .ends_with(&format!("/fhir/Subscription/{id}"))
+    );
+    // The handshake, at once; a 2xx makes the subscription active.
+    let got = rx.wait_for(1, std::time::Duration::from_secs(20)).await;
+    let handshake = &got[0];
+    assert_eq!(handshake.path, "/full");
+    assert_eq!(
+        handshake.header("content-type"),
+        Some("application/fhir+json")
+    );
+    assert_eq!(
+        handshake.header("authorization"),
+        Some("Bearer receiver-token")
+    );
+    assert!(handshake.header("webhook-signature").is_some());
+    let hs = handshake.json();
+    assert_eq!(hs["type"], "history");
+    let status = &hs["entry"][0]["resource"];
+    assert_eq!(status["resourceType"], "SubscriptionStatus");
+    assert_eq!(status["type"], "handshake");
+    assert_eq!(status["eventsSinceSubscriptionStart"], "0");
+    assert_eq!(status["topic"], topic);
+    assert!(
+        status["subscription"]["reference"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/fhir/Subscription/{id}"))
+    );
+    let active = until_status(&api, &id, "active").await;
+
+    let thin = post(
+        &api,
+        "/fhir/Subscription",
+        &subscription(&topic, &rx.url("/thin"), "id-only", None),
+    )
+    .await;
+    assert_fhir(&thin, 201);
+    let thin_id = thin.body["id"].as_str().unwrap().to_string();
+    until_status(&api, &thin_id, "active").await;
+
+    // Not cancelled, another patient's: no notification for `full`.
+    api.patch(
+        &format!("/v1/appointments/{}", w.appointment),
+        json!({"reason": "moved"}),
+    )
+    .await;
+    let theirs = api
+        .create(
+            "appointments",
+            json!({"patientId": other, "start": "2026-12-05T09:00:00Z"}),
+        )
+        .await;
+    api.patch(
+        &format!("/v1/appointments/{theirs}"),
+        json!({"status": "cancelled"}),
+    )
+    .await;
+    api.patch(
+        &format!("/v1/appointments/{}", w.appointment),
+        json!({"status": "cancelled"}),
+    )
+    .await;
+    // `thin` gets both cancellations; `full` only its patient's.
+    let got = rx.wait_for(5, std::time::Duration::from_secs(20)).await;
+    let to = |p: &str| {
+        got.iter()
+            .filter(|r| r.path == p)
+            .map(|r| r.json())
+            .collect::<Vec<_>>()
+    };
+    let fulls = to("/full");
+    let thins = to("/thin");
+    assert_eq!(fulls.len(), 2, "{fulls:?}");
+    assert_eq!(thins.len(), 3, "{thins:?}");
+    let n = &fulls[1];
+    assert_eq!(n["type"], "history");
+    let st = &n["entry"][0]["resource"];
+    assert_eq!(st["type"], "event-notification");
+    assert_eq!(st["status"], "active");
+    assert_eq!(st["eventsSinceSubscriptionStart"], "1");
+    assert_eq!(st["notificationEvent"][0]["eventNumber"], "1");
+    let focus = st["notificationEvent"][0]["focus"]["reference"]
+        .as_str()
+        .unwrap();
+    assert!(
+        focus.ends_with(&format!("/fhir/Appointment/{}", fhir_id(&w.appointment))),
+        "{focus}"
+    );
+    assert_eq!(n["entry"][1]["fullUrl"], focus);
+    assert_eq!(n["entry"][1]["request"]["method"], "PUT");
+    assert_eq!(n["entry"][1]["resource"]["resourceType"], "Appointment");
+    assert_eq!(n["entry"][1]["resource"]["status"], "cancelled");
+    // id-only: the reference, not the resource; numbered on its own.
+    let last = &thins[2];
+    assert_eq!(
+        last["entry"][0]["resource"]["eventsSinceSubscriptionStart"],
+        "2"
+    );
+    assert!(last["entry"][1].get("resource").is_none());
+    assert!(last["entry"][1]["fullUrl"].is_string());
+
+    // An endpoint underneath: the same deliveries, disclosures, list.
+    let ep = id.replacen('-', "_", 1);
+    let endpoint = api.get(&format!("/v1/endpoints/{ep}")).await.body;
+    assert_eq!(endpoint["kind"], "fhir-subscription");
+    crate::helpers::wait_for_disclosure(&api, &w.patient, &ep).await;
+    let r = api
+        .patch(
+            &format!("/v1/endpoints/{ep}"),
+            json!({"url": rx.url("/elsewhere")}),
+        )
+        .await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.body["error"]["field"], "url");
+    // A made-up event would break the count: no test send.
+    assert_eq!(
+        api.post(&format!("/v1/endpoints/{ep}/test"), json!({}))
+            .await
+            .status,
+        409
+    );
+    // A key that may read but not change subscriptions sees no header value.
+    let reader = api
+        .post(
+            "/v1/api-keys",
+            json!({"name": "r", "scopes": ["endpoints:read"]}),
+        )
+        .await;
+    let reader = api.with_key(reader.body["key"].as_str().unwrap());
+    let seen = reader.get(&format!("/fhir/Subscription/{id}")).await.body;
+    assert_eq!(
+        seen["channel"]["header"],
+        json!(["Authorization: (hidden: needs endpoints:write)"])
+    );
+    assert_eq!(
+        active["channel"]["header"],
+        json!(["Authorization: Bearer receiver-token"])
+    );
+    let listed = api.get("/fhir/Subscription?status=active").await;
+    assert_fhir(&listed, 200);
+    assert_eq!(listed.body["total"], 2);
+
+    assert_eq!(
+        validate(&[
+            hs.clone(),
+            n.clone(),
+            last.clone(),
+            active.clone(),
+            listed.body.clone()
+        ]),
+        vec!["Bundle", "Bundle", "Bundle", "Subscription", "Bundle"]
+    );
+
+    // Deleted: gone from FHIR and from /v1.
+    let r = api
+        .send(api.request(reqwest::Method::DELETE, &format!("/fhir/Subscription/{id}")))
+        .await;
+    assert_eq!(r.status, 204);
+    assert_fhir(&api.get(&format!("/fhir/Subscription/{id}")).await, 404);
+    assert_eq!(api.get(&format!("/v1/endpoints/{ep}")).await.status, 404);
+}
+
+async fn a_failed_handshake_puts_the_subscription_in_error_and_sends_nothing(backend: Backend) {
+    if !validator("a_failed_handshake_puts_the_subscription_in_error_and_sends_nothing") {
+        return;
+    }
+    let server = backend.spawn().await;
+    let api = server.api();
+    let w = world(&api).await;
+    let topic = api
+        .get("/fhir/SubscriptionTopic/appointment.cancelled")
+        .await
+        .body["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rx = Receiver::start().await;
+    rx.answer(Answer::Status(500));
+    let r = post(
+        &api,
+        "/fhir/Subscription",
+        &subscription(&topic, &rx.url("/"), "full-resource", None),
+    )
+    .await;
+    assert_fhir(&r, 201);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let failed = until_status(&api, &id, "error").await;
+    assert!(
+        failed["error"].as_str().unwrap().contains("500"),
+        "{failed}"
+    );
+    assert_eq!(validate(&[failed]), vec!["Subscription"]);
+    // Tried once, and nothing of the patient's goes to it.
+    api.patch(
+        &format!("/v1/appointments/{}", w.appointment),
+        json!({"status": "cancelled"}),
+    )
+    .await;
+    let ep = id.replacen('-', "_", 1);
+    let deliveries = api
+        .get(&format!("/v1/endpoints/{ep}/deliveries"))
+        .await
+        .body;
+    assert_eq!(
+        deliveries["data"].as_array().map_or(0, Vec::len),
+        0,
+        "{deliveries}"
+    );
+    assert_eq!(rx.count(), 1);
+    // Enabled again, it shakes hands again before anything is sent.
+    rx.answer(Answer::Status(200));
+    let r = api
+        .patch(&format!("/v1/endpoints/{ep}"), json!({"disabled": false}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got = rx.wait_for(2, std::time::Duration::from_secs(20)).await;
+    assert_eq!(got[1].json()["entry"][0]["resource"]["type"], "handshake");
+    until_status(&api, &id, "active").await;
+}
+
+async fn a_subscription_the_server_cannot_keep_is_refused(backend: Backend) {
+    if !validator("a_subscription_the_server_cannot_keep_is_refused") {
+        return;
+    }
+    let server = backend.spawn().await;
+    let api = server.api();
+    let topic = api
+        .get("/fhir/SubscriptionTopic/appointment.cancelled")
+        .await
+        .body["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = "http://127.0.0.1:9/hook";
+    let base = subscription(&topic, url, "id-only", None);
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut s = base.clone();
+        f(&mut s);
+        s
+    };
+    let mut outcomes = Vec::new();
+    for (body, expression) in [
+        (
+            with(&|s| s["channel"]["type"] = json!("websocket")),
+            "Subscription.channel.type",
+        ),
+        (
+            with(&|s| s["channel"]["payload"] = json!("application/fhir+xml")),
+            "Subscription.channel.payload",
+        ),
+        (
+            with(&|s| {
+                s["channel"]["extension"] = json!([{"url": format!("{IG}backport-heartbeat-period"), "valueUnsignedInt": 60}])
+            }),
+            "Subscription.channel.extension",
+        ),
+        (
+            with(&|s| {
+                s["channel"]["extension"] =
+                    json!([{"url": format!("{IG}backport-max-count"), "valuePositiveInt": 5}])
+            }),
+            "Subscription.channel.extension",
+        ),
+        (
+            with(&|s| s["criteria"] = json!("http://example.com/fhir/SubscriptionTopic/nope")),
+            "Subscription.criteria",
+        ),
+        (
+            with(
+                &|s| s["_criteria"] = json!({"extension": [{"url": format!("{IG}backport-filter-criteria"), "valueString": "Appointment?practitioner=Practitioner/x"}]}),
+            ),
+            "Subscription.criteria.extension",
+        ),
+        (
+            with(
+                &|s| s["_criteria"] = json!({"extension": [{"url": format!("{IG}backport-filter-criteria"), "valueString": "Patient?_id=pat-1"}]}),
+            ),
+            "Subscription.criteria.extension",
+        ),
+        (with(&|s| s["status"] = json!("off")), "Subscription.status"),
+        (
+            with(&|s| {
+                s.as_object_mut().unwrap().remove("reason");
+            }),
+            "Subscription.reason",
+        ),
+        (
+            with(&|s| s["end"] = json!("2027-01-01T00:00:00Z")),
+            "Subscription.end",
+        ),
+        (
+            with(&|s| s["channel"]["endpoint"] = json!("ftp://example.com")),
+            "Subscription.channel.endpoint",
+        ),
+        (
+            with(&|s| {
+                s["criteria"] =
+                    json!("https://elsewhere.example/fhir/SubscriptionTopic/appointment.cancelled")
+            }),
+            "Subscription.criteria",
+        ),
+        (
+            with(&|s| s["channel"]["header"] = json!(["Content-Type: text/plain"])),
+            "Subscription.channel.header",
+        ),
+        (
+            with(&|s| s["channel"]["header"] = json!(["X-A: 1", "x-a: 2"])),
+            "Subscription.channel.header",
+        ),
+        (
+            with(&|s| s["contact"] = json!([{"system": "email", "value": "a@example.com"}])),
+            "Subscription.contact",
+        ),
+    ] {
+        let r = post(&api, "/fhir/Subscription", &body).await;
+        assert_fhir(&r, 422);
+        assert_eq!(
+            r.body["issue"][0]["expression"],
+            json!([expression]),
+            "{}",
+            r.body
+        );
+        outcomes.push(r.body);
+    }
+    // A key that may not make endpoints, or read what the topic is about.
+    let reader = api
+        .post(
+            "/v1/api-keys",
+            json!({"name": "r", "scopes": ["endpoints:read"]}),
+        )
+        .await;
+    let reader = api.with_key(reader.body["key"].as_str().unwrap());
+    assert_fhir(&post(&reader, "/fhir/Subscription", &base).await, 403);
+    let blind = api
+        .post(
+            "/v1/api-keys",
+            json!({"name": "b", "scopes": ["endpoints:read", "endpoints:write", "patients:read"]}),
+        )
+        .await;
+    let blind = api.with_key(blind.body["key"].as_str().unwrap());
+    let r = post(&blind, "/fhir/Subscription", &base).await;
+    assert_fhir(&r, 422);
+    assert_eq!(
+        r.body["issue"][0]["expression"],
+        json!(["Subscription.criteria"])
+    );
+    outcomes.push(r.body);
+    let n = outcomes.len();
+    assert_eq!(validate(&outcomes), vec!["OperationOutcome".to_string(); n]);
+    // Nothing was made.
+    assert_eq!(api.get("/fhir/Subscription").await.body["total"], 0);
+    assert_eq!(
+        api.get("/v1/endpoints").await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 }

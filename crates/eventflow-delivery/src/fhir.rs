@@ -1,0 +1,159 @@
+//! What a FHIR subscription's endpoint is sent (the HL7 Subscriptions R5
+//! Backport IG for R4B): a `history` Bundle whose first entry is a
+//! `SubscriptionStatus` — `handshake` when it is made, `event-notification`
+//! for each event, numbered by the endpoint's gap-free sequence — followed,
+//! as its payload content asks, by the resource or its URL.
+
+use eventflow_model::fhir::{Mapper, fhir_id};
+use eventflow_model::{Event, ResourceType};
+use eventflow_store::{EndpointRow, FhirContent, FhirSubscription};
+use serde_json::{Value, json};
+
+/// The `type` of a handshake's body (and its `x-eventflow-event-type`).
+pub const HANDSHAKE_TYPE: &str = "fhir.handshake";
+
+/// The subscription's URL (`{base}/fhir/Subscription/ep-…`).
+pub fn subscription_url(sub: &FhirSubscription, row: &EndpointRow) -> String {
+    format!("{}/fhir/Subscription/{}", base(sub), fhir_id(&row.id))
+}
+
+/// The topic's canonical URL.
+pub fn topic_url(sub: &FhirSubscription) -> String {
+    format!("{}/fhir/SubscriptionTopic/{}", base(sub), sub.topic)
+}
+
+fn base(sub: &FhirSubscription) -> &str {
+    sub.base.trim_end_matches('/')
+}
+
+/// The `SubscriptionStatus` entry that opens every notification.
+fn status_entry(
+    sub: &FhirSubscription,
+    row: &EndpointRow,
+    status: &str,
+    kind: &str,
+    events_since_start: i64,
+    events: Vec<Value>,
+) -> Value {
+    let sub_url = subscription_url(sub, row);
+    let mut status = json!({
+        "resourceType": "SubscriptionStatus",
+        "status": status,
+        "type": kind,
+        "eventsSinceSubscriptionStart": events_since_start.to_string(),
+        "subscription": { "reference": sub_url },
+        "topic": topic_url(sub),
+    });
+    if !events.is_empty() {
+        status["notificationEvent"] = json!(events);
+    }
+    json!({
+        "fullUrl": format!("urn:uuid:{}", uuid_like(&row.id, kind, events_since_start)),
+        "resource": status,
+        "request": { "method": "GET", "url": format!("{sub_url}/$status") },
+        "response": { "status": "200" },
+    })
+}
+
+/// A stable `urn:uuid:` for a notification's status entry: the same
+/// notification sent again (a retry, from any node) names its entry the
+/// same. A UUID of version 8 made of the SHA-256 of what it names.
+fn uuid_like(endpoint: &str, kind: &str, n: i64) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{endpoint}\n{kind}\n{n}").as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-8{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+/// The handshake a subscription is sent when it is made.
+pub fn handshake(sub: &FhirSubscription, row: &EndpointRow, now: &str) -> Value {
+    json!({
+        "resourceType": "Bundle",
+        "type": "history",
+        "timestamp": now,
+        "entry": [status_entry(sub, row, "requested", "handshake", 0, Vec::new())],
+    })
+}
+
+/// The notification of `event`, the subscription's `number`th.
+pub fn notification(
+    sub: &FhirSubscription,
+    row: &EndpointRow,
+    event: &Event,
+    number: i64,
+    now: &str,
+) -> Value {
+    let rt = event.resource.resource_type.parse::<ResourceType>().ok();
+    let resource_url = rt.map(|rt| {
+        format!(
+            "{}/fhir/{}/{}",
+            base(sub),
+            rt.fhir_name(),
+            fhir_id(&event.resource.id)
+        )
+    });
+    let mut ev = json!({ "eventNumber": number.to_string(), "timestamp": event.created_at });
+    if sub.content != FhirContent::Empty
+        && let Some(url) = &resource_url
+    {
+        ev["focus"] = json!({ "reference": url });
+    }
+    let mut entries = vec![status_entry(
+        sub,
+        row,
+        "active",
+        "event-notification",
+        number,
+        vec![ev],
+    )];
+    if sub.content != FhirContent::Empty
+        && let (Some(rt), Some(url)) = (rt, resource_url)
+    {
+        let (method, status) = match event.event_type.rsplit('.').next() {
+            Some("created") => ("POST", "201"),
+            Some("deleted") => ("DELETE", "204"),
+            _ => ("PUT", "200"),
+        };
+        let request_url = if method == "POST" {
+            rt.fhir_name().to_string()
+        } else {
+            format!("{}/{}", rt.fhir_name(), fhir_id(&event.resource.id))
+        };
+        let mut entry = json!({
+            "fullUrl": url,
+            "request": { "method": method, "url": request_url },
+            "response": { "status": status },
+        });
+        if sub.content == FhirContent::FullResource && method != "DELETE" {
+            entry["resource"] = Mapper::new(base(sub)).resource(rt, &event.data);
+        }
+        entries.push(entry);
+    }
+    json!({
+        "resourceType": "Bundle",
+        "type": "history",
+        "timestamp": now,
+        "entry": entries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uuid_like;
+
+    #[test]
+    fn entry_ids_are_uuids_and_stable() {
+        let a = uuid_like("ep_1", "event-notification", 3);
+        assert_eq!(a, uuid_like("ep_1", "event-notification", 3));
+        assert_ne!(a, uuid_like("ep_1", "event-notification", 4));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "8");
+    }
+}
