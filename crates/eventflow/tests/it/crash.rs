@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 backend_tests!(
     acknowledged_writes_survive_kill_9,
     a_stopping_server_finishes_and_records_the_delivery_under_way,
+    taking_over_an_earlier_runs_leases_leaves_this_runs_own_alone,
 );
 
 async fn start(dir: &std::path::Path, database_url: &str, key: &str) -> ServerProcess {
@@ -476,5 +477,49 @@ async fn a_stopping_server_finishes_and_records_the_delivery_under_way(backend: 
     assert_eq!(deliveries.len(), 1, "{}", r.body);
     assert_eq!(deliveries[0]["status"], "succeeded", "{}", r.body);
     assert_eq!(deliveries[0]["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(rx.count(), 1);
+}
+
+/// At start the server takes over the leases an earlier run left (SQLite:
+/// one process per file). It serves requests before that runs, so a
+/// delivery it has just handed over may already be under way: its lease is
+/// its own and stays, or the delivery would be claimed and sent twice.
+async fn taking_over_an_earlier_runs_leases_leaves_this_runs_own_alone(backend: Backend) {
+    let start: jiff::Timestamp = "2026-12-01T09:00:00Z".parse().unwrap();
+    let (server, clock) = backend.spawn_with_clock(start).await;
+    let api = server.api();
+    let rx = eventflow_testkit::Receiver::start().await;
+    let gate = eventflow_testkit::Gate::default();
+    rx.answer(eventflow_testkit::Answer::Held(gate.clone(), 200));
+    // Thin: no challenge first, the delivery goes at once.
+    let ep = api
+        .post(
+            "/v1/endpoints",
+            json!({"url": rx.url("/hook"), "payload": "thin"}),
+        )
+        .await;
+    assert_eq!(ep.status, 201, "{}", ep.body);
+    let ep = ep.body["id"].as_str().unwrap().to_string();
+    api.patient().await;
+    // Under way, held by the receiver.
+    rx.wait_for(1, Duration::from_secs(20)).await;
+    server
+        .state
+        .store
+        .take_over_leases(eventflow_store::Clock::now(&*clock))
+        .await
+        .unwrap();
+    let pending = api
+        .get(&format!("/v1/endpoints/{ep}/deliveries?status=pending"))
+        .await
+        .body;
+    let next = pending["data"][0]["nextAttemptAt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(next, eventflow_model::time::format(start), "{pending}");
+    gate.open();
+    api.wait_until_nothing_pending(&ep, Duration::from_secs(20))
+        .await;
     assert_eq!(rx.count(), 1);
 }

@@ -179,13 +179,18 @@ crate::automation::sql::impl_automations!(SqliteStore, Sqlite);
 impl SqliteStore {
     /// One process serves a SQLite file: leases an earlier run left (a
     /// crash mid-attempt) belong to no one; their deliveries are due now.
+    /// Leases this process took itself stay with it: the server answers
+    /// requests before this runs, and a delivery it has just handed over
+    /// would otherwise be claimed again and sent twice.
     pub(crate) async fn release_stale_leases(&self, now: &str) -> crate::error::Result<()> {
         sqlx::query(
             "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, next_at = $1 \
-             WHERE status = 'pending' AND lease_owner IS NOT NULL AND next_at <> $2",
+             WHERE status = 'pending' AND lease_owner IS NOT NULL AND lease_owner <> $3 \
+             AND next_at <> $2",
         )
         .bind(now)
         .bind(crate::delivery::sql::PAUSED)
+        .bind(&self.shared.node)
         .execute(&self.reads)
         .await?;
         // Runs this process leased itself (it may have started some before
