@@ -646,6 +646,26 @@ fn written(
     r
 }
 
+/// One change through the store's write path, its errors in FHIR terms.
+async fn write_one(
+    state: &AppState,
+    auth: &Auth,
+    rt: ResourceType,
+    op: Op,
+    idempotency: Option<eventflow_store::Idempotency>,
+) -> ApiResult<eventflow_store::WriteOutcome> {
+    state
+        .store
+        .write(WriteRequest {
+            tenant: auth.tenant().to_string(),
+            actor: auth.actor(),
+            kind: WriteKind::Single(op),
+            idempotency,
+        })
+        .await
+        .map_err(|e| in_fhir_terms(rt, e.into()))
+}
+
 async fn create(
     State(state): State<AppState>,
     auth: Auth,
@@ -657,19 +677,11 @@ async fn create(
     let idempotency = crate::routes::records::idempotency(&headers, &path, &body.value)?;
     let mut fields = write::record_fields(&mapper(&state), rt, &body.value)?;
     fields.retain(|_, v| !v.is_null());
-    let out = state
-        .store
-        .write(WriteRequest {
-            tenant: auth.tenant().to_string(),
-            actor: auth.actor(),
-            kind: WriteKind::Single(Op::Create {
-                rt,
-                body: Value::Object(fields),
-            }),
-            idempotency,
-        })
-        .await
-        .map_err(|e| in_fhir_terms(rt, e.into()))?;
+    let op = Op::Create {
+        rt,
+        body: Value::Object(fields),
+    };
+    let out = write_one(&state, &auth, rt, op, idempotency).await?;
     let status = StatusCode::from_u16(out.status).unwrap_or(StatusCode::CREATED);
     match out.body {
         Value::Object(record) if status.is_success() => {
@@ -707,21 +719,13 @@ async fn update(
     }
     let if_match = crate::routes::records::if_match(&headers)?;
     let fields = write::record_fields(&mapper(&state), rt, &body.value)?;
-    let out = state
-        .store
-        .write(WriteRequest {
-            tenant: auth.tenant().to_string(),
-            actor: auth.actor(),
-            kind: WriteKind::Single(Op::Patch {
-                rt,
-                id,
-                patch: Value::Object(fields),
-                if_match,
-            }),
-            idempotency: None,
-        })
-        .await
-        .map_err(|e| in_fhir_terms(rt, e.into()))?;
+    let op = Op::Patch {
+        rt,
+        id,
+        patch: Value::Object(fields),
+        if_match,
+    };
+    let out = write_one(&state, &auth, rt, op, None).await?;
     match out.body {
         Value::Object(record) => Ok(written(&state, &headers, rt, StatusCode::OK, &record)),
         _ => Err(ApiError::internal()),
