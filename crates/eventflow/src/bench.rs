@@ -101,6 +101,8 @@ enum Via {
     Webhook,
     Stream,
     Poll,
+    /// A FHIR subscription's notifications (full-resource) to bench's receiver.
+    Fhir,
 }
 
 struct Target {
@@ -671,9 +673,13 @@ async fn latency(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
         ),
         Webhook(Arc<Arrivals>),
     }
-    let reader = if args.via == Via::Webhook {
+    let reader = if matches!(args.via, Via::Webhook | Via::Fhir) {
         let (url, arrivals) = receiver().await?;
-        endpoints(t, &url, 1).await?;
+        if args.via == Via::Fhir {
+            fhir_subscription(t, &url).await?;
+        } else {
+            endpoints(t, &url, 1).await?;
+        }
         Reader::Webhook(arrivals)
     } else {
         let start_seq = latest_sequence(t).await?;
@@ -722,7 +728,7 @@ async fn latency(args: &BenchArgs, t: &Target) -> anyhow::Result<Value> {
     Ok(with_server(
         json!({
             "scenario": "latency",
-            "via": match args.via { Via::Stream => "stream", Via::Poll => "poll", Via::Webhook => "webhook" },
+            "via": match args.via { Via::Stream => "stream", Via::Poll => "poll", Via::Webhook => "webhook", Via::Fhir => "fhir" },
             "rate": args.rate,
             "nodes": t.write_bases.len(),
             "writes": sent.len(),
@@ -782,7 +788,7 @@ async fn read_events(
 ) -> anyhow::Result<()> {
     let mut seen = 0u64;
     match via {
-        Via::Webhook => bail!("webhook arrivals are counted by bench's receiver"),
+        Via::Webhook | Via::Fhir => bail!("webhook arrivals are counted by bench's receiver"),
         Via::Poll => {
             let mut after = after;
             while seen < total {
@@ -942,6 +948,15 @@ pub async fn receive() -> anyhow::Result<()> {
         }
         if let Ok(v) = serde_json::from_slice::<Envelope>(&body) {
             let _ = out.send(format!("{n} {} {at}\n", v.resource.id));
+        } else if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+            // A FHIR notification: the record is its event's focus
+            // (`…/Patient/pat-01…`); a handshake names none.
+            let status = &v["entry"][0]["resource"];
+            if let Some(focus) = status["notificationEvent"][0]["focus"]["reference"].as_str()
+                && let Some(id) = focus.rsplit('/').next()
+            {
+                let _ = out.send(format!("{n} {} {at}\n", id.replacen('-', "_", 1)));
+            }
         }
         axum::http::StatusCode::NO_CONTENT.into_response()
     }
@@ -993,6 +1008,57 @@ pub async fn receive() -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// Subscribes bench's receiver through FHIR to `patient.created`, with the
+/// whole resource in each notification, and waits (at most 10 s) until
+/// its handshake made it active.
+async fn fhir_subscription(t: &Target, receiver: &str) -> anyhow::Result<()> {
+    let topic: Value = t
+        .get("/fhir/SubscriptionTopic/patient.created")
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let ig = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/";
+    let sub: Value = t
+        .post(0, "/fhir/Subscription")
+        .json(&json!({
+            "resourceType": "Subscription",
+            "status": "requested",
+            "reason": "eventflow bench",
+            "criteria": topic["url"],
+            "channel": {
+                "type": "rest-hook",
+                "endpoint": format!("{receiver}/ep0"),
+                "payload": "application/fhir+json",
+                "_payload": {"extension": [{"url": format!("{ig}backport-payload-content"), "valueCode": "full-resource"}]},
+            },
+        }))
+        .send()
+        .await?
+        .error_for_status()
+        .context("could not create a FHIR subscription")?
+        .json()
+        .await?;
+    let id = sub["id"].as_str().context("subscription id")?.to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now: Value = t
+            .get(&format!("/fhir/Subscription/{id}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if now["status"] == "active" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the FHIR subscription is {} after 10 s", now["status"]);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Registers `n` endpoints on bench's receiver, for patient.created.

@@ -69,6 +69,14 @@ fn every_bench_scenario_runs_and_loses_nothing() {
         let r = bench(&["--scenario", "latency", "--via", via]);
         assert_eq!(r["lost"], 0, "{r}");
     }
+    // Through a FHIR subscription: every write's notification arrives.
+    let r = bench(&["--scenario", "latency", "--via", "fhir"]);
+    assert_eq!(
+        (&r["via"], &r["lost"]),
+        (&serde_json::json!("fhir"), &serde_json::json!(0)),
+        "{r}"
+    );
+    assert!(r["writes"].as_u64().unwrap_or(0) > 0, "{r}");
     // Writes spread over a network's clinics: every write is in the
     // network's log.
     let r = bench(&["--scenario", "writes", "--clinics", "3"]);
