@@ -90,57 +90,133 @@ pub fn notification(
     number: i64,
     now: &str,
 ) -> Value {
-    let rt = event.resource.resource_type.parse::<ResourceType>().ok();
-    let resource_url = rt.map(|rt| {
-        format!(
-            "{}/fhir/{}/{}",
-            base(sub),
-            rt.fhir_name(),
-            fhir_id(&event.resource.id)
-        )
-    });
-    let mut ev = json!({ "eventNumber": number.to_string(), "timestamp": event.created_at });
-    if sub.content != FhirContent::Empty
-        && let Some(url) = &resource_url
-    {
-        ev["focus"] = json!({ "reference": url });
-    }
-    let mut entries = vec![status_entry(
+    events_bundle(
         sub,
         row,
+        Kind::EventNotification,
         "active",
-        "event-notification",
         number,
-        vec![ev],
-    )];
-    if sub.content != FhirContent::Empty
-        && let (Some(rt), Some(url)) = (rt, resource_url)
-    {
-        let (method, status) = match event.event_type.rsplit('.').next() {
-            Some("created") => ("POST", "201"),
-            Some("deleted") => ("DELETE", "204"),
-            _ => ("PUT", "200"),
-        };
-        let request_url = if method == "POST" {
-            rt.fhir_name().to_string()
-        } else {
-            format!("{}/{}", rt.fhir_name(), fhir_id(&event.resource.id))
-        };
-        let mut entry = json!({
-            "fullUrl": url,
-            "request": { "method": method, "url": request_url },
-            "response": { "status": status },
+        &[(number, event)],
+        sub.content,
+        now,
+    )
+}
+
+/// What a `history` Bundle of events is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Sent as an event happens.
+    EventNotification,
+    /// The answer to `$events`: events asked for again.
+    QueryEvent,
+}
+
+/// A `history` Bundle of `events` (each with its event number): the
+/// `SubscriptionStatus` (`status`, `events_since_start`), then each
+/// event's resource entry as `content` asks.
+#[allow(clippy::too_many_arguments)]
+pub fn events_bundle(
+    sub: &FhirSubscription,
+    row: &EndpointRow,
+    kind: Kind,
+    status: &str,
+    events_since_start: i64,
+    events: &[(i64, &Event)],
+    content: FhirContent,
+    now: &str,
+) -> Value {
+    let mut notified = Vec::with_capacity(events.len());
+    let mut entries = Vec::with_capacity(events.len() + 1);
+    for (number, event) in events {
+        let rt = event.resource.resource_type.parse::<ResourceType>().ok();
+        let resource_url = rt.map(|rt| {
+            format!(
+                "{}/fhir/{}/{}",
+                base(sub),
+                rt.fhir_name(),
+                fhir_id(&event.resource.id)
+            )
         });
-        if sub.content == FhirContent::FullResource && method != "DELETE" {
-            entry["resource"] = Mapper::new(base(sub)).resource(rt, &event.data);
+        let mut ev = json!({ "eventNumber": number.to_string(), "timestamp": event.created_at });
+        if content != FhirContent::Empty
+            && let Some(url) = &resource_url
+        {
+            ev["focus"] = json!({ "reference": url });
         }
-        entries.push(entry);
+        notified.push(ev);
+        if content != FhirContent::Empty
+            && let (Some(rt), Some(url)) = (rt, resource_url)
+        {
+            let (method, code) = match event.event_type.rsplit('.').next() {
+                Some("created") => ("POST", "201"),
+                Some("deleted") => ("DELETE", "204"),
+                _ => ("PUT", "200"),
+            };
+            let request_url = if method == "POST" {
+                rt.fhir_name().to_string()
+            } else {
+                format!("{}/{}", rt.fhir_name(), fhir_id(&event.resource.id))
+            };
+            let mut entry = json!({
+                "fullUrl": url,
+                "request": { "method": method, "url": request_url },
+                "response": { "status": code },
+            });
+            if content == FhirContent::FullResource && method != "DELETE" {
+                entry["resource"] = Mapper::new(base(sub)).resource(rt, &event.data);
+            }
+            entries.push(entry);
+        }
     }
+    let kind = match kind {
+        Kind::EventNotification => "event-notification",
+        Kind::QueryEvent => "query-event",
+    };
+    entries.insert(
+        0,
+        status_entry(sub, row, status, kind, events_since_start, notified),
+    );
     json!({
         "resourceType": "Bundle",
         "type": "history",
         "timestamp": now,
         "entry": entries,
+    })
+}
+
+/// The subscription's status as `$status` answers it: a `searchset`
+/// Bundle of one `SubscriptionStatus` (`query-status`).
+pub fn status_bundle(
+    sub: &FhirSubscription,
+    row: &EndpointRow,
+    status: &str,
+    events_since_start: i64,
+    error: Option<&str>,
+    now: &str,
+) -> Value {
+    let mut entry = status_entry(
+        sub,
+        row,
+        status,
+        "query-status",
+        events_since_start,
+        Vec::new(),
+    );
+    if let Some(e) = error {
+        entry["resource"]["error"] = json!([{ "text": e }]);
+    }
+    // A searchset's entries are matches, not history: no request/response.
+    if let Some(o) = entry.as_object_mut() {
+        o.remove("request");
+        o.remove("response");
+        o.insert("search".into(), json!({ "mode": "match" }));
+    }
+    json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "timestamp": now,
+        "total": 1,
+        "entry": [entry],
     })
 }
 

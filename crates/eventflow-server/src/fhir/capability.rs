@@ -99,6 +99,10 @@ pub fn statement(base: &str, now: &str) -> Value {
                     "documentation": "Topic-based subscriptions (the Subscriptions Backport IG), rest-hook only; each is an endpoint. Needs endpoints:read and endpoints:write.",
                     "interaction": [{ "code": "read" }, { "code": "search-type" }, { "code": "create" }, { "code": "delete" }],
                     "searchParam": [param("status", "token", "requested, active, error or off.")],
+                    "operation": [
+                        { "name": "status", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status" },
+                        { "name": "events", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events" },
+                    ],
                 })))
                 .collect::<Vec<_>>(),
         }],

@@ -49,6 +49,14 @@ pub fn router() -> Router<AppState> {
         .route(
             "/fhir/Subscription/{id}",
             get(subscription::read).delete(subscription::delete),
+        )
+        .route(
+            "/fhir/Subscription/{id}/$status",
+            get(subscription::status_op),
+        )
+        .route(
+            "/fhir/Subscription/{id}/$events",
+            get(subscription::events_op),
         );
     for rt in ResourceType::ALL {
         let ty = rt.fhir_name();

@@ -550,3 +550,121 @@ pub(super) async fn delete(
         })?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// The subscription's event count: its newest delivery's
+/// `endpointSequence` (retention keeps each endpoint's newest delivery).
+async fn events_since_start(state: &AppState, auth: &Auth, row: &EndpointRow) -> ApiResult<i64> {
+    let id = EndpointId::parse(&row.id).map_err(|_| ApiError::internal())?;
+    let (newest, _) = state
+        .store
+        .deliveries(
+            auth.tenant(),
+            &id,
+            &eventflow_store::DeliveryQuery {
+                status: None,
+                limit: 1,
+                cursor: None,
+            },
+        )
+        .await?;
+    Ok(newest.first().map_or(0, |d| d.endpoint_sequence))
+}
+
+/// `GET /fhir/Subscription/{id}/$status`.
+pub(super) async fn status_op(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(given): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    params.only(&["_format"])?;
+    super::check_format(&params)?;
+    let (row, sub) = load(&state, &auth, &given).await?;
+    let count = events_since_start(&state, &auth, &row).await?;
+    let error = resource(&row, &sub, false)["error"]
+        .as_str()
+        .map(str::to_string);
+    let now = eventflow_model::time::format(state.clock.now());
+    Ok(fhir(
+        StatusCode::OK,
+        &eventflow_delivery::fhir::status_bundle(
+            &sub,
+            &row,
+            status(&row),
+            count,
+            error.as_deref(),
+            &now,
+        ),
+    ))
+}
+
+/// Most events one `$events` returns; ask again from the last number for more.
+pub const MAX_EVENTS: i64 = 100;
+
+/// `GET /fhir/Subscription/{id}/$events?eventsSinceNumber=&eventsUntilNumber=&content=`:
+/// the subscription's events again, by number, while the event log holds them.
+pub(super) async fn events_op(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(given): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    params.only(&[
+        "eventsSinceNumber",
+        "eventsUntilNumber",
+        "content",
+        "_format",
+    ])?;
+    super::check_format(&params)?;
+    let (row, sub) = load(&state, &auth, &given).await?;
+    // The events carry the records of the topic's type: reading them needs
+    // that type's read scope, as reading the records does.
+    let topic = topics::find(&sub.topic).ok_or_else(ApiError::internal)?;
+    auth.require(Scope::read(topic.resource))?;
+    let count = events_since_start(&state, &auth, &row).await?;
+    let since = params.int("eventsSinceNumber", 1, 1, i64::MAX)?;
+    let until = params.int("eventsUntilNumber", count.max(1), 1, i64::MAX)?;
+    if until < since {
+        return Err(invalid(
+            "eventsUntilNumber",
+            "must not be below eventsSinceNumber",
+        ));
+    }
+    let content = match params.get("content") {
+        None => sub.content,
+        Some("empty") => FhirContent::Empty,
+        Some("id-only") => FhirContent::IdOnly,
+        Some("full-resource") => FhirContent::FullResource,
+        Some(_) => {
+            return Err(invalid(
+                "content",
+                "must be empty, id-only or full-resource",
+            ));
+        }
+    };
+    let limit = (until - since + 1).min(MAX_EVENTS);
+    let id = EndpointId::parse(&row.id).map_err(|_| ApiError::internal())?;
+    let found = state
+        .store
+        .endpoint_events(auth.tenant(), &id, since - 1, limit as u32)
+        .await?;
+    let events: Vec<(i64, &eventflow_model::Event)> = found
+        .iter()
+        .filter(|(n, _)| *n <= until)
+        .map(|(n, e)| (*n, e))
+        .collect();
+    let now = eventflow_model::time::format(state.clock.now());
+    Ok(fhir(
+        StatusCode::OK,
+        &eventflow_delivery::fhir::events_bundle(
+            &sub,
+            &row,
+            eventflow_delivery::fhir::Kind::QueryEvent,
+            status(&row),
+            count,
+            &events,
+            content,
+            &now,
+        ),
+    ))
+}

@@ -1278,6 +1278,68 @@ async fn a_subscription_shakes_hands_then_notifies_each_matching_event(backend: 
         vec!["Bundle", "Bundle", "Bundle", "Subscription", "Bundle"]
     );
 
+    // $status: the count so far; $events: the events again, by number.
+    let st = api.get(&format!("/fhir/Subscription/{id}/$status")).await;
+    assert_fhir(&st, 200);
+    assert_eq!(st.body["type"], "searchset");
+    let s0 = &st.body["entry"][0]["resource"];
+    assert_eq!(s0["type"], "query-status");
+    assert_eq!(s0["status"], "active");
+    assert_eq!(s0["eventsSinceSubscriptionStart"], "1");
+    let ev = api
+        .get(&format!(
+            "/fhir/Subscription/{thin_id}/$events?content=full-resource"
+        ))
+        .await;
+    assert_fhir(&ev, 200);
+    let e0 = &ev.body["entry"][0]["resource"];
+    assert_eq!(e0["type"], "query-event");
+    assert_eq!(e0["eventsSinceSubscriptionStart"], "2");
+    let numbers: Vec<&str> = e0["notificationEvent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["eventNumber"].as_str().unwrap())
+        .collect();
+    assert_eq!(numbers, ["1", "2"]);
+    assert_eq!(ev.body["entry"][2]["resource"]["status"], "cancelled");
+    let second = api
+        .get(&format!(
+            "/fhir/Subscription/{thin_id}/$events?eventsSinceNumber=2"
+        ))
+        .await;
+    let s2 = &second.body["entry"][0]["resource"];
+    assert_eq!(s2["notificationEvent"].as_array().unwrap().len(), 1);
+    assert_eq!(s2["notificationEvent"][0]["eventNumber"], "2");
+    assert!(
+        second.body["entry"][1].get("resource").is_none(),
+        "id-only by default"
+    );
+    let bad = api
+        .get(&format!(
+            "/fhir/Subscription/{thin_id}/$events?eventsSinceNumber=3&eventsUntilNumber=2"
+        ))
+        .await;
+    assert_fhir(&bad, 422);
+    // The events are records: reading them needs the records' scope.
+    assert_fhir(
+        &reader
+            .get(&format!("/fhir/Subscription/{thin_id}/$events"))
+            .await,
+        403,
+    );
+    assert_eq!(
+        reader
+            .get(&format!("/fhir/Subscription/{id}/$status"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        validate(&[st.body.clone(), ev.body.clone(), second.body.clone()]),
+        vec!["Bundle", "Bundle", "Bundle"]
+    );
+
     // Deleted: gone from FHIR and from /v1.
     let r = api
         .send(api.request(reqwest::Method::DELETE, &format!("/fhir/Subscription/{id}")))
