@@ -23,6 +23,7 @@ backend_tests!(
     a_subscription_shakes_hands_then_notifies_each_matching_event,
     a_failed_handshake_puts_the_subscription_in_error_and_sends_nothing,
     a_subscription_the_server_cannot_keep_is_refused,
+    the_walk_through_of_the_fhir_docs_works,
 );
 
 const VALIDATOR: &str = "fhir.resources.R4B";
@@ -1544,5 +1545,79 @@ async fn a_subscription_the_server_cannot_keep_is_refused(backend: Backend) {
             .unwrap()
             .len(),
         0
+    );
+}
+
+/// The `sh` blocks of docs/fhir.md's walk-through, in order.
+fn walk_through() -> String {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/fhir.md"),
+    )
+    .unwrap();
+    let start = doc.find("## A walk-through").unwrap();
+    let end = doc[start..].find("## How it is checked").unwrap() + start;
+    let mut blocks = String::new();
+    let mut inside = false;
+    for line in doc[start..end].lines() {
+        match (inside, line.starts_with("```")) {
+            (false, true) if line.starts_with("```sh") => inside = true,
+            (true, true) => inside = false,
+            (true, false) => {
+                blocks.push_str(line);
+                blocks.push('\n');
+            }
+            _ => {}
+        }
+    }
+    blocks
+}
+
+async fn the_walk_through_of_the_fhir_docs_works(backend: Backend) {
+    let server = backend.spawn().await;
+    let api = server.api();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "exec > walk.out 2>&1\nset -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{}",
+        walk_through()
+    );
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .env("API", &api.base)
+        .env("KEY", api.key.clone().unwrap())
+        .env("PORT", port.to_string())
+        .kill_on_drop(true);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(120), cmd.status())
+        .await
+        .expect("the walk-through ends")
+        .unwrap();
+    let out = std::fs::read_to_string(dir.path().join("walk.out")).unwrap_or_default();
+    assert!(status.success(), "{out}");
+    assert!(out.starts_with("4.3.0\n"), "{out}");
+    let lines: Vec<Value> = std::fs::read_to_string(dir.path().join("notifications.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["entry"][0]["resource"]["type"], "handshake");
+    assert_eq!(
+        lines[1]["entry"][0]["resource"]["type"],
+        "event-notification"
+    );
+    assert_eq!(lines[1]["entry"][1]["resource"]["status"], "cancelled");
+    assert!(out.contains("event-notification 1 ['cancelled']"), "{out}");
+    let status: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("status.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        status["entry"][0]["resource"]["eventsSinceSubscriptionStart"],
+        "1"
     );
 }
