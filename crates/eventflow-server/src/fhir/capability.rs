@@ -71,6 +71,9 @@ pub fn statement(base: &str, now: &str) -> Value {
         "kind": "instance",
         "software": { "name": "Event Flow", "version": env!("CARGO_PKG_VERSION") },
         "implementation": { "description": "Event Flow's FHIR facade over its clinical records", "url": base },
+        // Builds on the Subscriptions Backport IG's R4B server statement
+        // (docs/fhir.md says what of it is not served: heartbeats).
+        "instantiates": ["http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server"],
         "fhirVersion": "4.3.0",
         "format": ["json"],
         "rest": [{
@@ -98,7 +101,10 @@ pub fn statement(base: &str, now: &str) -> Value {
                     "supportedProfile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"],
                     "documentation": "Topic-based subscriptions (the Subscriptions Backport IG), rest-hook only; each is an endpoint. Needs endpoints:read and endpoints:write.",
                     "interaction": [{ "code": "read" }, { "code": "search-type" }, { "code": "create" }, { "code": "delete" }],
-                    "searchParam": [param("status", "token", "requested, active, error or off.")],
+                    "searchParam": [
+                        param("status", "token", "requested, active, error or off."),
+                        param("url", "uri", "The channel's endpoint URL."),
+                    ],
                     "operation": [
                         { "name": "status", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status" },
                         { "name": "events", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events" },

@@ -486,7 +486,7 @@ pub(super) async fn search(
     headers: HeaderMap,
     params: Params,
 ) -> ApiResult<Response> {
-    params.only(&["status", "_format"])?;
+    params.only(&["status", "url", "_format"])?;
     super::check_format(&params)?;
     let show = auth.scopes().allows(Scope::ENDPOINTS_WRITE);
     let wanted = params.get("status");
@@ -507,6 +507,7 @@ pub(super) async fn search(
         })
         .filter_map(|r| Some((r, r.config.fhir.as_ref()?)))
         .filter(|(r, _)| wanted.is_none_or(|w| status(r) == w))
+        .filter(|(r, _)| params.get("url").is_none_or(|u| r.config.url == u))
         .map(|(r, sub)| {
             json!({
                 "fullUrl": format!("{base}/Subscription/{}", fhir_id(&r.id)),

@@ -1267,6 +1267,11 @@ async fn a_subscription_shakes_hands_then_notifies_each_matching_event(backend: 
     let listed = api.get("/fhir/Subscription?status=active").await;
     assert_fhir(&listed, 200);
     assert_eq!(listed.body["total"], 2);
+    let by_url = api
+        .get(&format!("/fhir/Subscription?url={}", rx.url("/thin")))
+        .await;
+    assert_eq!(by_url.body["total"], 1);
+    assert_eq!(by_url.body["entry"][0]["resource"]["id"], thin_id.as_str());
 
     assert_eq!(
         validate(&[
