@@ -36,6 +36,17 @@ fn unsupported(path: &str, why: &str) -> ApiError {
     invalid(path, &format!("is not supported: {why}"))
 }
 
+/// Refuses a member of `o` not in `kept`, naming `{path}.{member}`.
+fn refuse_others(o: &serde_json::Map<String, Value>, kept: &[&str], path: &str) -> ApiResult<()> {
+    match o.keys().find(|k| !kept.contains(&k.as_str())) {
+        Some(k) => Err(unsupported(
+            &format!("{path}.{k}"),
+            "this server does not keep it",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The extensions of an element (`extension`), each `(url, value)`; an
 /// extension without a value, or not an object, is refused.
 fn extensions<'a>(element: Option<&'a Value>, path: &str) -> ApiResult<Vec<(&'a str, &'a Value)>> {
@@ -142,12 +153,7 @@ fn read_subscription(
         "channel",
         "error",
     ];
-    if let Some(k) = o.keys().find(|k| !KEPT.contains(&k.as_str())) {
-        return Err(unsupported(
-            &format!("Subscription.{k}"),
-            "this server does not keep it",
-        ));
-    }
+    refuse_others(o, &KEPT, "Subscription")?;
     match o.get("status").and_then(Value::as_str) {
         Some("requested" | "active") => {}
         _ => return Err(invalid("Subscription.status", "must be requested")),
@@ -208,12 +214,7 @@ fn read_subscription(
         "header",
         "extension",
     ];
-    if let Some(k) = channel.keys().find(|k| !CHANNEL.contains(&k.as_str())) {
-        return Err(unsupported(
-            &format!("Subscription.channel.{k}"),
-            "this server does not keep it",
-        ));
-    }
+    refuse_others(channel, &CHANNEL, "Subscription.channel")?;
     if channel.get("type").and_then(Value::as_str) != Some("rest-hook") {
         return Err(unsupported("Subscription.channel.type", "only rest-hook"));
     }
