@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use eventflow_model::resource::FieldKind;
 use eventflow_model::{Object, ResourceType, time};
-use eventflow_store::{AuditEntry, EventQuery, ListQuery, Op, WriteKind, WriteRequest};
+use eventflow_store::{AuditEntry, EventQuery, ListQuery, Op};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -185,17 +185,26 @@ async fn metadata(
     ))
 }
 
-/// The audit entry of a resource read through FHIR (as a `/v1` read).
+/// The audit entry of a resource read through FHIR, as a `/v1` read.
 fn read_entry(auth: &Auth, now: &str, rt: ResourceType, id: &str) -> AuditEntry {
-    AuditEntry {
-        id: eventflow_model::id::new_id("aud"),
-        tenant: auth.tenant().to_string(),
-        at: now.to_string(),
-        key_id: auth.key_id().to_string(),
-        action: "read".into(),
-        resource_type: rt.name().to_string(),
-        resource_id: id.to_string(),
-    }
+    crate::routes::records::read_entry(auth, now, rt.name(), id)
+}
+
+/// A record (or a version of it) read: audited, then answered as its
+/// resource.
+async fn audited_read(
+    state: &AppState,
+    auth: &Auth,
+    rt: ResourceType,
+    id: &str,
+    record: &Object,
+) -> ApiResult<Response> {
+    let now = time::format(state.clock.now());
+    state
+        .store
+        .record_reads(vec![read_entry(auth, &now, rt, id)])
+        .await?;
+    Ok(resource_response(&mapper(state).resource(rt, record)))
 }
 
 fn not_found(rt: ResourceType) -> ApiError {
@@ -217,12 +226,7 @@ async fn read(
         .get_record(auth.tenant(), rt, &id)
         .await?
         .ok_or_else(|| not_found(rt))?;
-    let now = time::format(state.clock.now());
-    state
-        .store
-        .record_reads(vec![read_entry(&auth, &now, rt, &id)])
-        .await?;
-    Ok(resource_response(&mapper(&state).resource(rt, &record)))
+    audited_read(&state, &auth, rt, &id, &record).await
 }
 
 /// Events of one record read per page while looking for a version.
@@ -254,12 +258,7 @@ async fn vread(
         .and_then(Value::as_i64);
     if let (Some(record), Some(v)) = (&current, current_version) {
         if v == version {
-            let now = time::format(state.clock.now());
-            state
-                .store
-                .record_reads(vec![read_entry(&auth, &now, rt, &id)])
-                .await?;
-            return Ok(resource_response(&mapper(&state).resource(rt, record)));
+            return audited_read(&state, &auth, rt, &id, record).await;
         }
         if version > v {
             return Err(ApiError::not_found(format!(
@@ -312,12 +311,7 @@ async fn vread(
             format!("this version of the {} is its deletion", rt.fhir_name()),
         ));
     }
-    let now = time::format(state.clock.now());
-    state
-        .store
-        .record_reads(vec![read_entry(&auth, &now, rt, &id)])
-        .await?;
-    Ok(resource_response(&mapper(&state).resource(rt, &event.data)))
+    audited_read(&state, &auth, rt, &id, &event.data).await
 }
 
 /// The search parameters a type takes.
@@ -662,14 +656,7 @@ async fn write_one(
     op: Op,
     idempotency: Option<eventflow_store::Idempotency>,
 ) -> ApiResult<eventflow_store::WriteOutcome> {
-    state
-        .store
-        .write(WriteRequest {
-            tenant: auth.tenant().to_string(),
-            actor: auth.actor(),
-            kind: WriteKind::Single(op),
-            idempotency,
-        })
+    crate::routes::records::write_single(state, auth, op, idempotency)
         .await
         .map_err(|e| in_fhir_terms(rt, e.into()))
 }

@@ -194,7 +194,8 @@ fn record_response(record: Value) -> Response {
     (headers, axum::Json(record)).into_response()
 }
 
-fn read_entry(auth: &Auth, now: &str, rt: &str, id: &str) -> AuditEntry {
+/// The audit entry of a record read (through `/v1` or `/fhir`).
+pub(crate) fn read_entry(auth: &Auth, now: &str, rt: &str, id: &str) -> AuditEntry {
     AuditEntry {
         id: eventflow_model::id::new_id("aud"),
         tenant: auth.tenant().to_string(),
@@ -206,6 +207,25 @@ fn read_entry(auth: &Auth, now: &str, rt: &str, id: &str) -> AuditEntry {
     }
 }
 
+/// One change of one record through the store's write path, as the key
+/// (`/v1` and `/fhir` alike).
+pub(crate) async fn write_single(
+    state: &AppState,
+    auth: &Auth,
+    op: Op,
+    idempotency: Option<Idempotency>,
+) -> Result<WriteOutcome, eventflow_store::StoreError> {
+    state
+        .store
+        .write(WriteRequest {
+            tenant: auth.tenant().to_string(),
+            actor: auth.actor(),
+            kind: WriteKind::Single(op),
+            idempotency,
+        })
+        .await
+}
+
 async fn create(
     State(state): State<AppState>,
     auth: Auth,
@@ -215,18 +235,11 @@ async fn create(
 ) -> ApiResult<Response> {
     let path = format!("/v1/{}", rt.collection());
     let idempotency = idempotency(&headers, &path, &body.value)?;
-    let out = state
-        .store
-        .write(WriteRequest {
-            tenant: auth.tenant().to_string(),
-            actor: auth.actor(),
-            kind: WriteKind::Single(Op::Create {
-                rt,
-                body: body.value,
-            }),
-            idempotency,
-        })
-        .await?;
+    let op = Op::Create {
+        rt,
+        body: body.value,
+    };
+    let out = write_single(&state, &auth, op, idempotency).await?;
     Ok(write_response(out, Some(rt.collection())))
 }
 
@@ -407,20 +420,13 @@ async fn patch(
     rt: ResourceType,
 ) -> ApiResult<Response> {
     let if_match = if_match(&headers)?;
-    let out = state
-        .store
-        .write(WriteRequest {
-            tenant: auth.tenant().to_string(),
-            actor: auth.actor(),
-            kind: WriteKind::Single(Op::Patch {
-                rt,
-                id,
-                patch: body.value,
-                if_match,
-            }),
-            idempotency: None,
-        })
-        .await?;
+    let op = Op::Patch {
+        rt,
+        id,
+        patch: body.value,
+        if_match,
+    };
+    let out = write_single(&state, &auth, op, None).await?;
     Ok(write_response(out, None))
 }
 
@@ -432,14 +438,6 @@ async fn delete(
     rt: ResourceType,
 ) -> ApiResult<Response> {
     let if_match = if_match(&headers)?;
-    let out = state
-        .store
-        .write(WriteRequest {
-            tenant: auth.tenant().to_string(),
-            actor: auth.actor(),
-            kind: WriteKind::Single(Op::Delete { rt, id, if_match }),
-            idempotency: None,
-        })
-        .await?;
+    let out = write_single(&state, &auth, Op::Delete { rt, id, if_match }, None).await?;
     Ok(write_response(out, None))
 }
