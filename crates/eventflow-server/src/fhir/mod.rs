@@ -606,7 +606,7 @@ async fn topic_read(
     let now = time::format(state.clock.now());
     Ok(fhir(
         StatusCode::OK,
-        &topics::resource(&state.config.public_url(), &now, &t),
+        &topics::resource(&state.config.public_url(), &now, t),
     ))
 }
 

@@ -325,7 +325,7 @@ fn read_subscription(
         json!(format!("FHIR subscription: {}", topic.name)),
     );
     let sub = FhirSubscription {
-        topic: topic.name,
+        topic: topic.name.clone(),
         base: state.config.public_url().trim_end_matches('/').to_string(),
         content,
         filter_criteria,

@@ -26,39 +26,42 @@ fn interaction(a: Action) -> &'static str {
 }
 
 /// Every topic: the event types of the ten record types, then the
-/// clinical topics.
-pub fn all() -> Vec<TopicDef> {
-    let mut out = Vec::new();
-    for rt in ResourceType::ALL {
-        for a in Action::ALL {
+/// clinical topics. Made once, from the model's tables.
+pub fn all() -> &'static [TopicDef] {
+    static ALL: std::sync::LazyLock<Vec<TopicDef>> = std::sync::LazyLock::new(|| {
+        let mut out = Vec::new();
+        for rt in ResourceType::ALL {
+            for a in Action::ALL {
+                out.push(TopicDef {
+                    name: format!("{}.{}", rt.name(), a.name()),
+                    resource: rt,
+                    actions: vec![a],
+                    description: format!(
+                        "A {} was {} (the event type `{}.{}`).",
+                        rt.fhir_name(),
+                        a.name(),
+                        rt.name(),
+                        a.name()
+                    ),
+                });
+            }
+        }
+        for t in TOPICS.iter() {
             out.push(TopicDef {
-                name: format!("{}.{}", rt.name(), a.name()),
-                resource: rt,
-                actions: vec![a],
-                description: format!(
-                    "A {} was {} (the event type `{}.{}`).",
-                    rt.fhir_name(),
-                    a.name(),
-                    rt.name(),
-                    a.name()
-                ),
+                name: t.name.to_string(),
+                resource: t.resource,
+                actions: t.actions.to_vec(),
+                description: t.description.to_string(),
             });
         }
-    }
-    for t in TOPICS.iter() {
-        out.push(TopicDef {
-            name: t.name.to_string(),
-            resource: t.resource,
-            actions: t.actions.to_vec(),
-            description: t.description.to_string(),
-        });
-    }
-    out
+        out
+    });
+    &ALL
 }
 
 /// The topic named `name` (an event type of a record or a clinical topic).
-pub fn find(name: &str) -> Option<TopicDef> {
-    all().into_iter().find(|d| d.name == name)
+pub fn find(name: &str) -> Option<&'static TopicDef> {
+    all().iter().find(|d| d.name == name)
 }
 
 /// The canonical URL of a topic.
