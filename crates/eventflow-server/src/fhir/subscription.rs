@@ -346,6 +346,24 @@ fn status(row: &EndpointRow) -> &'static str {
     }
 }
 
+/// Why a subscription is in `error`, in a sentence: its handshake's
+/// failure, or why its endpoint was disabled.
+fn error(row: &EndpointRow) -> Option<String> {
+    if status(row) != "error" {
+        return None;
+    }
+    if let Some(e) = &row.verification.last_error {
+        return Some(e.clone());
+    }
+    Some(match row.disabled_reason.as_deref() {
+        Some("failing") => "notifications failed for too long; the endpoint was disabled".into(),
+        Some("gone") => "the receiver answered 410 Gone; the endpoint was disabled".into(),
+        Some("unverified") => "the handshake was not answered with a 2xx".into(),
+        Some(other) => other.to_string(),
+        None => "the endpoint was disabled".into(),
+    })
+}
+
 /// The endpoint as the FHIR `Subscription` it is.
 pub fn resource(row: &EndpointRow, sub: &FhirSubscription, show_headers: bool) -> Value {
     let mut channel = json!({
@@ -388,24 +406,8 @@ pub fn resource(row: &EndpointRow, sub: &FhirSubscription, show_headers: bool) -
             "url": ext("backport-filter-criteria"), "valueString": f,
         })).collect::<Vec<_>>() });
     }
-    let error = row
-        .verification
-        .last_error
-        .clone()
-        .filter(|_| status(row) == "error")
-        .or_else(|| {
-            row.disabled_reason
-                .clone()
-                .filter(|_| status(row) == "error")
-        });
-    if let Some(e) = error {
-        let sentence = match e.as_str() {
-            "failing" => "notifications failed for too long; the endpoint was disabled".to_string(),
-            "gone" => "the receiver answered 410 Gone; the endpoint was disabled".to_string(),
-            "unverified" => "the handshake was not answered with a 2xx".to_string(),
-            _ => e,
-        };
-        r["error"] = json!(sentence);
+    if let Some(e) = error(row) {
+        r["error"] = json!(e);
     }
     r
 }
@@ -583,9 +585,7 @@ pub(super) async fn status_op(
     super::check_format(&params)?;
     let (row, sub) = load(&state, &auth, &given).await?;
     let count = events_since_start(&state, &auth, &row).await?;
-    let error = resource(&row, &sub, false)["error"]
-        .as_str()
-        .map(str::to_string);
+    let error = error(&row);
     let now = eventflow_model::time::format(state.clock.now());
     Ok(fhir(
         StatusCode::OK,
