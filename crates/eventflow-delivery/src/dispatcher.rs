@@ -718,12 +718,25 @@ async fn give_up_expired(inner: &Inner, d: &Delivery) {
     let _ = inner.store.record_attempt(rec).await;
 }
 
-/// The body sent for an event: the envelope, or for `thin` the envelope
-/// without its record.
-pub fn payload(event: &Event, mode: PayloadMode) -> Vec<u8> {
-    match mode {
-        PayloadMode::Full => serde_json::to_vec(event),
-        PayloadMode::Thin => serde_json::to_vec(&event.thin()),
+/// The body an endpoint is sent for an event, its `endpoint_sequence`th:
+/// the envelope, or for `thin` the envelope without its record; for a FHIR
+/// subscription, its notification Bundle.
+pub fn payload(
+    row: &EndpointRow,
+    event: &Event,
+    endpoint_sequence: i64,
+    now: Timestamp,
+) -> Vec<u8> {
+    match (&row.config.fhir, row.config.payload) {
+        (Some(sub), _) => serde_json::to_vec(&crate::fhir::notification(
+            sub,
+            row,
+            event,
+            endpoint_sequence,
+            &time::format(now),
+        )),
+        (None, PayloadMode::Full) => serde_json::to_vec(event),
+        (None, PayloadMode::Thin) => serde_json::to_vec(&event.thin()),
     }
     .unwrap_or_default()
 }
@@ -760,17 +773,7 @@ pub async fn send(
             endpoint_sequence.to_string(),
         ),
     ];
-    let body = match &row.config.fhir {
-        Some(sub) => serde_json::to_vec(&crate::fhir::notification(
-            sub,
-            row,
-            event,
-            endpoint_sequence,
-            &time::format(clock.now()),
-        ))
-        .unwrap_or_default(),
-        None => payload(event, row.config.payload),
-    };
+    let body = payload(row, event, endpoint_sequence, clock.now());
     post_signed(
         client,
         allow_private,
