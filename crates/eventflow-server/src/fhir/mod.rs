@@ -171,13 +171,18 @@ fn check_format(params: &Params) -> ApiResult<()> {
     }
 }
 
+/// A route that takes no parameter but `_format`.
+fn only_format(params: &Params) -> ApiResult<()> {
+    params.only(&["_format"])?;
+    check_format(params)
+}
+
 async fn metadata(
     State(state): State<AppState>,
     headers: HeaderMap,
     params: Params,
 ) -> ApiResult<Response> {
-    params.only(&["_format"])?;
-    check_format(&params)?;
+    only_format(&params)?;
     let now = time::format(state.clock.now());
     Ok(fhir(
         StatusCode::OK,
@@ -218,8 +223,7 @@ async fn read(
     params: Params,
     rt: ResourceType,
 ) -> ApiResult<Response> {
-    params.only(&["_format"])?;
-    check_format(&params)?;
+    only_format(&params)?;
     let id = map::record_id(rt, &given).ok_or_else(|| not_found(rt))?;
     let record = state
         .store
@@ -239,8 +243,7 @@ async fn vread(
     params: Params,
     rt: ResourceType,
 ) -> ApiResult<Response> {
-    params.only(&["_format"])?;
-    check_format(&params)?;
+    only_format(&params)?;
     let id = map::record_id(rt, &given).ok_or_else(|| not_found(rt))?;
     let version: i64 = vid
         .parse()
@@ -596,8 +599,7 @@ async fn topic_read(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    params.only(&["_format"])?;
-    check_format(&params)?;
+    only_format(&params)?;
     let t = topics::find(&id).ok_or_else(|| {
         ApiError::not_found(
             "no SubscriptionTopic with this id; GET /fhir/SubscriptionTopic lists them",

@@ -476,8 +476,7 @@ pub(super) async fn read(
     Path(given): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    params.only(&["_format"])?;
-    super::check_format(&params)?;
+    super::only_format(&params)?;
     let (row, sub) = load(&state, &auth, &given).await?;
     let show = auth.scopes().allows(Scope::ENDPOINTS_WRITE);
     Ok(fhir(StatusCode::OK, &resource(&row, &sub, show)))
@@ -581,8 +580,7 @@ pub(super) async fn status_op(
     Path(given): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    params.only(&["_format"])?;
-    super::check_format(&params)?;
+    super::only_format(&params)?;
     let (row, sub) = load(&state, &auth, &given).await?;
     let count = events_since_start(&state, &auth, &row).await?;
     let error = error(&row);
