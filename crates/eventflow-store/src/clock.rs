@@ -40,13 +40,29 @@ impl Clock for SystemClock {
 #[derive(Debug)]
 pub struct ManualClock {
     now: watch::Sender<Timestamp>,
+    /// The times sleepers asked for, the latest last (a bounded list).
+    asked: std::sync::Mutex<std::collections::VecDeque<Timestamp>>,
 }
+
+/// How many asked-for times a [`ManualClock`] remembers.
+const ASKED: usize = 1024;
 
 impl ManualClock {
     pub fn new(start: Timestamp) -> Self {
         ManualClock {
             now: watch::Sender::new(start),
+            asked: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
+    }
+
+    /// Whether something has gone to sleep until `at` (among the last
+    /// thousand sleeps): a test waits on it before moving the clock past
+    /// a time it expects the server to have chosen.
+    pub fn slept_until(&self, at: Timestamp) -> bool {
+        self.asked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&at)
     }
 
     /// Moves the clock forward (or back, with a negative duration).
@@ -66,6 +82,16 @@ impl Clock for ManualClock {
     }
 
     fn sleep_until(&self, at: Timestamp) -> Sleep {
+        {
+            let mut asked = self
+                .asked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if asked.len() == ASKED {
+                asked.pop_front();
+            }
+            asked.push_back(at);
+        }
         let mut rx = self.now.subscribe();
         Box::pin(async move {
             // An error means the clock is gone: never wake.
