@@ -182,6 +182,7 @@ pub fn start(
         rescheduled: tokio::sync::Notify::new(),
     });
     tokio::spawn(record_successes(inner.clone(), rx));
+    let beat = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(crate::verifier::run(Arc::new(crate::verifier::Verifier {
         store: inner.store.clone(),
         clock: inner.clock.clone(),
@@ -189,8 +190,19 @@ pub fn start(
         allow_private: inner.config.allow_private,
         policy: inner.config.policy.clone(),
         wake: inner.config.verify_wake.clone(),
+        heartbeats: beat.clone(),
         shutdown: shutdown.clone(),
     })));
+    tokio::spawn(crate::heartbeat::run(Arc::new(
+        crate::heartbeat::Heartbeats {
+            store: inner.store.clone(),
+            clock: inner.clock.clone(),
+            client: inner.client.clone(),
+            allow_private: inner.config.allow_private,
+            wake: beat,
+            shutdown: shutdown.clone(),
+        },
+    )));
     Some(Dispatcher {
         task: tokio::spawn(run(inner.clone(), link, shutdown)),
         inner,

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 
 /// The `type` of a handshake's body (and its `x-eventflow-event-type`).
 pub const HANDSHAKE_TYPE: &str = "fhir.handshake";
+/// The `x-eventflow-event-type` of a heartbeat.
+pub const HEARTBEAT_TYPE: &str = "fhir.heartbeat";
 
 /// The subscription's URL (`{base}/fhir/Subscription/ep-…`).
 pub fn subscription_url(sub: &FhirSubscription, row: &EndpointRow) -> String {
@@ -79,6 +81,24 @@ pub fn handshake(sub: &FhirSubscription, row: &EndpointRow, now: &str) -> Value 
         "type": "history",
         "timestamp": now,
         "entry": [status_entry(sub, row, "requested", "handshake", 0, Vec::new())],
+    })
+}
+
+/// A heartbeat: the subscription is active and has sent `events` events
+/// (a heartbeat does not count as one).
+pub fn heartbeat(sub: &FhirSubscription, row: &EndpointRow, events: i64, now: &str) -> Value {
+    let mut entry = status_entry(sub, row, "active", "heartbeat", events, Vec::new());
+    // Each heartbeat is its own notification: its entry is named by when
+    // it was sent as well.
+    entry["fullUrl"] = json!(format!(
+        "urn:uuid:{}",
+        uuid_like(&row.id, &format!("heartbeat {now}"), events)
+    ));
+    json!({
+        "resourceType": "Bundle",
+        "type": "history",
+        "timestamp": now,
+        "entry": [entry],
     })
 }
 

@@ -9,10 +9,12 @@
 //! - [`verifier`]: endpoint verification by challenge (a FHIR subscription's
 //!   handshake).
 //! - [`fhir`]: a FHIR subscription's handshake and notification Bundles.
+//! - [`heartbeat`]: a FHIR subscription's heartbeats.
 //! - [`EndpointUrl`]: a parsed, checked endpoint URL.
 
 pub mod dispatcher;
 pub mod fhir;
+pub mod heartbeat;
 pub mod http;
 pub mod policy;
 pub mod ssrf;

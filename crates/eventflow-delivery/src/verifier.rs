@@ -51,6 +51,8 @@ pub(crate) struct Verifier {
     pub allow_private: bool,
     pub policy: RetryPolicy,
     pub wake: Arc<Notify>,
+    /// Told when a subscription's handshake succeeds: its heartbeats start.
+    pub heartbeats: Arc<Notify>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -168,9 +170,18 @@ async fn challenge(v: Arc<Verifier>, row: EndpointRow) {
         challenge,
         outcome,
     };
+    let verified = rec.outcome == VerifyOutcome::Verified;
     if let Err(e) = v.store.record_verification(rec).await {
         // The lease runs out and the challenge is sent again.
         tracing::warn!(error = %e, endpoint = %row.id, "could not record a verification");
+    } else if verified
+        && row
+            .config
+            .fhir
+            .as_ref()
+            .is_some_and(|f| f.heartbeat.is_some())
+    {
+        v.heartbeats.notify_one();
     }
     // The loop reads when the next challenge is due again: this one's retry.
     v.wake.notify_one();

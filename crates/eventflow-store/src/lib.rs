@@ -75,9 +75,9 @@ pub use delivery::{
     Attempt, AttemptRecord, AttemptVerdict, BREAKER_THRESHOLD, ClaimedDelivery, DISABLE_AFTER,
     Deliveries, Delivery, DeliveryQuery, DeliveryStatus, Disclosed, Disclosure, DisclosureQuery,
     EndpointChange, EndpointConfig, EndpointRow, FhirContent, FhirSubscription, FilterError,
-    FreshDelivery, Ordering, PAUSED, PayloadMode, Purpose, QueueDepth, REPLAY_CHUNK, Recorded,
-    Replay, ReplayFrom, Signing, StoredSecret, Verification, VerificationState, VerifyOutcome,
-    VerifyRecord, disclosure_of, endpoint_event_data, lease, patient_of,
+    FreshDelivery, Heartbeat, Ordering, PAUSED, PayloadMode, Purpose, QueueDepth, REPLAY_CHUNK,
+    Recorded, Replay, ReplayFrom, Signing, StoredSecret, Verification, VerificationState,
+    VerifyOutcome, VerifyRecord, disclosure_of, endpoint_event_data, lease, patient_of,
 };
 pub use error::{Result, StoreError};
 pub use keys::{

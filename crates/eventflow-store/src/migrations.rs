@@ -93,6 +93,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "disclosure indexes",
         include_str!("../migrations/sqlite/0017_disclosure_indexes.sql"),
     ),
+    (
+        18,
+        "FHIR heartbeats",
+        include_str!("../migrations/sqlite/0018_fhir_heartbeats.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -180,6 +185,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         17,
         "disclosure indexes",
         include_str!("../migrations/postgres/0017_disclosure_indexes.sql"),
+    ),
+    (
+        18,
+        "FHIR heartbeats",
+        include_str!("../migrations/postgres/0018_fhir_heartbeats.sql"),
     ),
 ];
 

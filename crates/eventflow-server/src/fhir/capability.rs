@@ -72,7 +72,7 @@ pub fn statement(base: &str, now: &str) -> Value {
         "software": { "name": "Event Flow", "version": env!("CARGO_PKG_VERSION") },
         "implementation": { "description": "Event Flow's FHIR facade over its clinical records", "url": base },
         // Builds on the Subscriptions Backport IG's R4B server statement
-        // (docs/fhir.md says what of it is not served: heartbeats).
+        // (docs/fhir.md says what of it is not served).
         "instantiates": ["http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server"],
         "fhirVersion": "4.3.0",
         "format": ["json"],

@@ -23,6 +23,9 @@ use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::extract::{JsonBody, Params};
 
 const IG: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/";
+/// The heartbeat periods a subscription may ask for, in seconds: from ten
+/// seconds (a shorter one is load, not liveness) to a day.
+const HEARTBEAT_PERIOD: std::ops::RangeInclusive<u64> = 10..=86_400;
 
 fn ext(name: &str) -> String {
     format!("{IG}{name}")
@@ -252,6 +255,7 @@ fn read_subscription(
         };
     }
     let mut timeout = None;
+    let mut heartbeat = None;
     let most = state.config.delivery_timeout_secs;
     for (url, value) in extensions(
         Some(&Value::Object(channel.clone())),
@@ -277,7 +281,20 @@ fn read_subscription(
                 ));
             }
         } else if url == ext("backport-heartbeat-period") {
-            return Err(unsupported(path, "heartbeats are not sent by this server"));
+            let p = value
+                .as_u64()
+                .filter(|p| HEARTBEAT_PERIOD.contains(p))
+                .ok_or_else(|| {
+                    invalid(
+                        path,
+                        &format!(
+                            "backport-heartbeat-period must be {} to {} seconds",
+                            HEARTBEAT_PERIOD.start(),
+                            HEARTBEAT_PERIOD.end()
+                        ),
+                    )
+                })?;
+            heartbeat = Some(p as u32);
         } else {
             return Err(unsupported(path, "an unknown extension"));
         }
@@ -332,6 +349,7 @@ fn read_subscription(
         reason: reason.to_string(),
         header,
         timeout,
+        heartbeat,
     };
     Ok((v1, sub))
 }
@@ -390,6 +408,9 @@ pub fn resource(row: &EndpointRow, sub: &FhirSubscription, show_headers: bool) -
     let mut channel_ext = vec![json!({ "url": ext("backport-max-count"), "valuePositiveInt": 1 })];
     if let Some(t) = sub.timeout {
         channel_ext.push(json!({ "url": ext("backport-timeout"), "valueUnsignedInt": t }));
+    }
+    if let Some(p) = sub.heartbeat {
+        channel_ext.push(json!({ "url": ext("backport-heartbeat-period"), "valueUnsignedInt": p }));
     }
     channel["extension"] = json!(channel_ext);
     let mut r = json!({

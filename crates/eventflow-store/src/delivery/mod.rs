@@ -133,6 +133,14 @@ pub trait Deliveries: Send + Sync + 'static {
     /// When the next challenge is due, if any.
     async fn next_verification(&self) -> Result<Option<jiff::Timestamp>>;
 
+    /// The FHIR subscriptions (at most `limit`) owed a heartbeat now: a
+    /// heartbeat period has passed since their last notification. Each is
+    /// due again a period from now, so one node sends each heartbeat.
+    async fn claim_heartbeats(&self, limit: i64) -> Result<Vec<Heartbeat>>;
+
+    /// When the next heartbeat may be due, if any.
+    async fn next_heartbeat(&self) -> Result<Option<jiff::Timestamp>>;
+
     /// When the next pending delivery is due, if any.
     async fn next_due(&self) -> Result<Option<jiff::Timestamp>>;
 

@@ -62,6 +62,18 @@ pub struct FhirSubscription {
     /// `backport-timeout`: seconds a notification may take.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u32>,
+    /// `backport-heartbeat-period`: seconds without a notification after
+    /// which a heartbeat is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<u32>,
+}
+
+/// A heartbeat due to a FHIR subscription: its endpoint, and how many
+/// events it has been sent (its last `endpointSequence`).
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    pub endpoint: EndpointRow,
+    pub events: i64,
 }
 
 /// Whether events about one record reach the endpoint one at a time.

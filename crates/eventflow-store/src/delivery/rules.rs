@@ -749,6 +749,52 @@ pub(crate) async fn claim_verifications<C: QueueConn + ?Sized>(
     Ok(due)
 }
 
+/// Takes up to `limit` FHIR subscriptions whose heartbeat is due. One
+/// whose last notification is less than a period old is due a period
+/// after it instead; one still waiting for its handshake has none due
+/// (the handshake's success makes the first due). Each taken is due
+/// again a period from now: the row's update is the claim, so of several
+/// nodes one sends it.
+pub(crate) async fn claim_heartbeats<C: QueueConn + ?Sized>(
+    conn: &mut C,
+    limit: i64,
+) -> Result<Vec<crate::delivery::Heartbeat>> {
+    let now_s = conn.fanout().now.clone();
+    let now = time::parse(&now_s).ok_or_else(|| StoreError::corrupt("writer clock"))?;
+    let mut taken = Vec::new();
+    for row in conn.due_heartbeats(&now_s, limit).await? {
+        let period = row.config.fhir.as_ref().and_then(|f| f.heartbeat);
+        let Some(period) = period.map(|p| jiff::SignedDuration::from_secs(i64::from(p))) else {
+            conn.set_heartbeat(&row.id, None).await?;
+            continue;
+        };
+        if row.verification.holds() {
+            conn.set_heartbeat(&row.id, None).await?;
+            continue;
+        }
+        let last = conn.last_delivery(&row.id).await?;
+        let events = last.as_ref().map_or(0, |(n, _)| *n);
+        let next_after_last = last
+            .as_ref()
+            .and_then(|(_, at)| time::parse(at))
+            .and_then(|at| at.checked_add(period).ok())
+            .filter(|due| *due > now);
+        if let Some(due) = next_after_last {
+            conn.set_heartbeat(&row.id, Some(&time::format(due)))
+                .await?;
+            continue;
+        }
+        let next = now.checked_add(period).unwrap_or(now);
+        conn.set_heartbeat(&row.id, Some(&time::format(next)))
+            .await?;
+        taken.push(crate::delivery::Heartbeat {
+            endpoint: row,
+            events,
+        });
+    }
+    Ok(taken)
+}
+
 /// What a challenge came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VerifyOutcome {
@@ -794,6 +840,16 @@ pub(crate) async fn record_verification<C: QueueConn + ?Sized>(
             v.last_error = None;
             v.attempts += 1;
             conn.set_verification(&row.id, &v, None, &now).await?;
+            // A FHIR subscription's heartbeats start with its handshake.
+            if let Some(period) = row.config.fhir.as_ref().and_then(|f| f.heartbeat) {
+                let first = time::parse(&now)
+                    .and_then(|t| {
+                        t.checked_add(jiff::SignedDuration::from_secs(i64::from(period)))
+                            .ok()
+                    })
+                    .map(time::format);
+                conn.set_heartbeat(&row.id, first.as_deref()).await?;
+            }
             if !row.disabled && conn.release_held(&row.id).await? > 0 {
                 conn.fanout().wake_dispatcher = true;
             }

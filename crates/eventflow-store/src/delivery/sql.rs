@@ -243,6 +243,14 @@ pub(crate) trait QueueConn: crate::records::rules::RecordTx {
     /// Leases a pending endpoint's challenge until `until` (its revision
     /// unchanged: a client's change in between is not turned away).
     async fn lease_verification(&mut self, id: &str, until: &str) -> crate::Result<()>;
+    /// FHIR subscriptions whose heartbeat is due (enabled, not deleted),
+    /// locked (on PostgreSQL skipping rows other nodes hold).
+    async fn due_heartbeats(&mut self, now: &str, limit: i64) -> crate::Result<Vec<EndpointRow>>;
+    /// When the endpoint's next heartbeat is due (`None`: none is).
+    async fn set_heartbeat(&mut self, id: &str, at: Option<&str>) -> crate::Result<()>;
+    /// The endpoint's last delivery: its `endpointSequence` and when it
+    /// was made.
+    async fn last_delivery(&mut self, endpoint_id: &str) -> crate::Result<Option<(i64, String)>>;
     /// Makes the deliveries held for the endpoint's verification due, each
     /// at the time it was made (so they are taken in that order).
     async fn release_held(&mut self, endpoint_id: &str) -> crate::Result<u64>;
@@ -643,6 +651,41 @@ macro_rules! impl_queue_conn {
                         .execute(&mut self.conn)
                         .await?;
                     Ok(())
+                }
+
+                async fn due_heartbeats(&mut self, now: &str, limit: i64) -> Result<Vec<EndpointRow>> {
+                    let lock: &str = $lock_row;
+                    let skip = if lock.is_empty() { "" } else { " SKIP LOCKED" };
+                    let sql = format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE heartbeat_at IS NOT NULL AND heartbeat_at <= $1 \
+                         AND disabled = 0 AND deleted_at IS NULL ORDER BY heartbeat_at LIMIT $2{lock}{skip}"
+                    );
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(now)
+                        .bind(limit)
+                        .fetch_all(&mut self.conn)
+                        .await?;
+                    rows.iter().map(crate::delivery::sql::endpoint_from_row).collect()
+                }
+
+                async fn set_heartbeat(&mut self, id: &str, at: Option<&str>) -> Result<()> {
+                    sqlx::query("UPDATE endpoints SET heartbeat_at = $1 WHERE id = $2")
+                        .bind(at)
+                        .bind(id)
+                        .execute(&mut self.conn)
+                        .await?;
+                    Ok(())
+                }
+
+                async fn last_delivery(&mut self, endpoint_id: &str) -> Result<Option<(i64, String)>> {
+                    let row = sqlx::query(
+                        "SELECT endpoint_sequence, created_at FROM deliveries WHERE endpoint_id = $1 \
+                         ORDER BY endpoint_sequence DESC LIMIT 1",
+                    )
+                    .bind(endpoint_id)
+                    .fetch_optional(&mut self.conn)
+                    .await?;
+                    Ok(row.map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))))
                 }
 
                 async fn release_held(&mut self, endpoint_id: &str) -> Result<u64> {
@@ -1175,6 +1218,21 @@ macro_rules! impl_deliveries {
 
             async fn record_verification(&self, rec: crate::delivery::VerifyRecord) -> Result<()> {
                 self.writer.record_verification(rec).await
+            }
+
+            async fn claim_heartbeats(&self, limit: i64) -> Result<Vec<crate::delivery::Heartbeat>> {
+                self.writer.claim_heartbeats(limit).await
+            }
+
+            async fn next_heartbeat(&self) -> Result<Option<jiff::Timestamp>> {
+                let row = sqlx::query(
+                    "SELECT MIN(heartbeat_at) FROM endpoints WHERE heartbeat_at IS NOT NULL AND disabled = 0 AND deleted_at IS NULL",
+                )
+                .fetch_one(&self.reads)
+                .await?;
+                Ok(row
+                    .get::<Option<String>, _>(0)
+                    .and_then(|n| eventflow_model::time::parse(&n)))
             }
 
             async fn next_verification(&self) -> Result<Option<jiff::Timestamp>> {

@@ -113,6 +113,10 @@ pub(crate) enum Command {
     },
     /// Records a challenge's outcome.
     Verified(Box<crate::delivery::VerifyRecord>),
+    /// Takes the heartbeats that are due.
+    ClaimHeartbeats {
+        limit: i64,
+    },
     /// Changes a tenant's settings.
     Settings {
         tenant: String,
@@ -234,6 +238,7 @@ pub(crate) enum Reply {
     Network(crate::networks::NetworkDone),
     Settings(crate::keys::TenantSettings),
     Endpoints(Vec<EndpointRow>),
+    Heartbeats(Vec<crate::delivery::Heartbeat>),
     PortalLink(Option<Box<crate::keys::PortalLink>>),
 }
 
@@ -357,6 +362,13 @@ impl WriterHandle {
     pub async fn claim_verifications(&self, limit: i64) -> Result<Vec<EndpointRow>> {
         match self.send(Command::ClaimVerifications { limit }).await? {
             Reply::Endpoints(rows) => Ok(rows),
+            _ => Err(StoreError::corrupt("writer reply")),
+        }
+    }
+
+    pub async fn claim_heartbeats(&self, limit: i64) -> Result<Vec<crate::delivery::Heartbeat>> {
+        match self.send(Command::ClaimHeartbeats { limit }).await? {
+            Reply::Heartbeats(due) => Ok(due),
             _ => Err(StoreError::corrupt("writer reply")),
         }
     }
@@ -926,6 +938,10 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
         Command::ClaimVerifications { limit } => {
             let rows = outbox::claim_verifications(conn, *limit).await?;
             Ok((Reply::Endpoints(rows), None, Vec::new()))
+        }
+        Command::ClaimHeartbeats { limit } => {
+            let due = outbox::claim_heartbeats(conn, *limit).await?;
+            Ok((Reply::Heartbeats(due), None, Vec::new()))
         }
         Command::Verified(rec) => {
             conn.lock_tenant(&rec.tenant_id).await?;

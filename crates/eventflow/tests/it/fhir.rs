@@ -22,6 +22,7 @@ backend_tests!(
     subscription_topics_name_every_event_type_and_clinical_topic,
     a_subscription_shakes_hands_then_notifies_each_matching_event,
     a_failed_handshake_puts_the_subscription_in_error_and_sends_nothing,
+    a_quiet_subscription_is_sent_heartbeats_that_do_not_count,
     a_subscription_the_server_cannot_keep_is_refused,
     the_walk_through_of_the_fhir_docs_works,
 );
@@ -1355,6 +1356,141 @@ async fn a_subscription_shakes_hands_then_notifies_each_matching_event(backend: 
     assert_eq!(api.get(&format!("/v1/endpoints/{ep}")).await.status, 404);
 }
 
+async fn a_quiet_subscription_is_sent_heartbeats_that_do_not_count(backend: Backend) {
+    if !validator("a_quiet_subscription_is_sent_heartbeats_that_do_not_count") {
+        return;
+    }
+    let start: jiff::Timestamp = "2026-12-01T09:00:00Z".parse().unwrap();
+    let (server, clock) = backend.spawn_with_clock(start).await;
+    let api = server.api();
+    let w = world(&api).await;
+    let topic = api
+        .get("/fhir/SubscriptionTopic/appointment.cancelled")
+        .await
+        .body["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rx = Receiver::start().await;
+    let mut body = subscription(&topic, &rx.url("/beat"), "id-only", None);
+    let period = json!({"url": format!("{IG}backport-heartbeat-period"), "valueUnsignedInt": 60});
+    body["channel"]["extension"]
+        .as_array_mut()
+        .unwrap()
+        .push(period.clone());
+    let made = post(&api, "/fhir/Subscription", &body).await;
+    assert_fhir(&made, 201);
+    assert!(
+        made.body["channel"]["extension"]
+            .as_array()
+            .unwrap()
+            .contains(&period),
+        "{}",
+        made.body
+    );
+    let id = made.body["id"].as_str().unwrap().to_string();
+    rx.wait_for(1, std::time::Duration::from_secs(20)).await;
+    until_status(&api, &id, "active").await;
+    let at = |s: i64| time_after(start, s);
+
+    // A period without a notification: a heartbeat, counting no event.
+    clock.advance(jiff::SignedDuration::from_secs(61));
+    let got = rx.wait_for(2, std::time::Duration::from_secs(20)).await;
+    let beat = &got[1];
+    assert_eq!(
+        beat.header("x-eventflow-event-type"),
+        Some("fhir.heartbeat")
+    );
+    assert_eq!(beat.header("content-type"), Some("application/fhir+json"));
+    assert!(beat.header("webhook-signature").is_some());
+    assert_eq!(
+        beat.header("authorization"),
+        Some("Bearer receiver-token"),
+        "a heartbeat carries the subscription's headers"
+    );
+    let first = beat.json();
+    assert_eq!(first["type"], "history");
+    assert_eq!(first["timestamp"], at(61));
+    let status = &first["entry"][0]["resource"];
+    assert_eq!(status["type"], "heartbeat");
+    assert_eq!(status["status"], "active");
+    assert_eq!(status["eventsSinceSubscriptionStart"], "0");
+    assert!(status.get("notificationEvent").is_none());
+    assert_eq!(first["entry"].as_array().unwrap().len(), 1);
+
+    // An event half a period later: its notification is number 1.
+    clock.advance(jiff::SignedDuration::from_secs(30));
+    api.patch(
+        &format!("/v1/appointments/{}", w.appointment),
+        json!({"status": "cancelled"}),
+    )
+    .await;
+    let got = rx.wait_for(3, std::time::Duration::from_secs(20)).await;
+    let note = got[2].json();
+    assert_eq!(
+        note["entry"][0]["resource"]["notificationEvent"][0]["eventNumber"],
+        "1"
+    );
+    // A period after the last heartbeat, but not after the notification:
+    // no heartbeat is due yet; the next is a period after the notification.
+    clock.advance(jiff::SignedDuration::from_secs(31));
+    let next: jiff::Timestamp = at(151).parse().unwrap();
+    wait_for(
+        std::time::Duration::from_secs(20),
+        "the next heartbeat a period after the notification",
+        || async { clock.slept_until(next).then_some(()) },
+    )
+    .await;
+    // A period after the notification: the next heartbeat. It says one
+    // event has been sent (heartbeats do not count).
+    clock.advance(jiff::SignedDuration::from_secs(30));
+    let got = rx.wait_for(4, std::time::Duration::from_secs(20)).await;
+    let second = got[3].json();
+    assert_eq!(
+        second["timestamp"],
+        at(152),
+        "a heartbeat went out less than a period after a notification"
+    );
+    let status = &second["entry"][0]["resource"];
+    assert_eq!(status["type"], "heartbeat");
+    assert_eq!(status["eventsSinceSubscriptionStart"], "1");
+    assert_ne!(
+        first["entry"][0]["fullUrl"], second["entry"][0]["fullUrl"],
+        "each heartbeat is its own notification"
+    );
+    assert_eq!(rx.count(), 4);
+
+    // Off: no heartbeats.
+    let off = api
+        .patch(
+            &format!("/v1/endpoints/{}", id.replacen('-', "_", 1)),
+            json!({"disabled": true}),
+        )
+        .await;
+    assert_eq!(off.status, 200, "{}", off.body);
+    clock.advance(jiff::SignedDuration::from_secs(600));
+    let s = api.get(&format!("/fhir/Subscription/{id}")).await;
+    assert_eq!(s.body["status"], "off");
+
+    assert_eq!(
+        validate(&[first, note, second, made.body.clone()]),
+        ["Bundle", "Bundle", "Bundle", "Subscription"]
+    );
+    assert_eq!(
+        rx.count(),
+        4,
+        "a subscription that is off was sent a heartbeat"
+    );
+}
+
+/// `start` plus `secs` seconds, as the server writes an instant.
+fn time_after(start: jiff::Timestamp, secs: i64) -> String {
+    let t = start
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .unwrap();
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
 async fn a_failed_handshake_puts_the_subscription_in_error_and_sends_nothing(backend: Backend) {
     if !validator("a_failed_handshake_puts_the_subscription_in_error_and_sends_nothing") {
         return;
@@ -1445,7 +1581,8 @@ async fn a_subscription_the_server_cannot_keep_is_refused(backend: Backend) {
         ),
         (
             with(&|s| {
-                s["channel"]["extension"] = json!([{"url": format!("{IG}backport-heartbeat-period"), "valueUnsignedInt": 60}])
+                // Below the shortest period this server sends.
+                s["channel"]["extension"] = json!([{"url": format!("{IG}backport-heartbeat-period"), "valueUnsignedInt": 5}])
             }),
             "Subscription.channel.extension",
         ),
