@@ -35,6 +35,9 @@ pub const FHIR_JSON: &str = "application/fhir+json";
 
 /// Most entries in one page of a search.
 pub const MAX_COUNT: i64 = 500;
+/// A search's `total` is given while its matches are fewer than this;
+/// past it, a client pages by `next` links to the end.
+pub const MAX_TOTAL: u32 = 10_000;
 
 /// The routes under `/fhir`.
 pub fn router() -> Router<AppState> {
@@ -456,6 +459,18 @@ async fn search(
         })?),
         None => None,
     };
+    let q = ListQuery {
+        patient_id: patient_id.clone(),
+        status: status.clone(),
+        mrn: mrn.clone(),
+        updated_since: since.map(time::format),
+        limit: count as u32,
+        cursor,
+        max_bytes: Some(state.config.limits.max_page_bytes),
+    };
+    // `total`, unless the matches pass MAX_TOTAL (then counting them
+    // would cost more than the page); `None` until counted.
+    let mut total = None;
     let (records, next) = match &only_id {
         _ if other_system => (Vec::new(), None),
         // One id: that record, if it also meets the other criteria.
@@ -464,16 +479,16 @@ async fn search(
             (found.into_iter().collect::<Vec<_>>(), None)
         }
         None => {
-            let q = ListQuery {
-                patient_id: patient_id.clone(),
-                status: status.clone(),
-                mrn: mrn.clone(),
-                updated_since: since.map(time::format),
-                limit: count as u32,
-                cursor,
-                max_bytes: Some(state.config.limits.max_page_bytes),
-            };
             let page = state.store.list_records(auth.tenant(), rt, &q).await?;
+            if page.next_cursor.is_some() || q.cursor.is_some() {
+                let n = state
+                    .store
+                    .count_records(auth.tenant(), rt, &q, MAX_TOTAL)
+                    .await?;
+                total = (n < u64::from(MAX_TOTAL)).then_some(n);
+            } else {
+                total = Some(page.data.len() as u64);
+            }
             (page.data, page.next_cursor)
         }
     };
@@ -492,6 +507,9 @@ async fn search(
                 }))
     };
     let records: Vec<Object> = records.into_iter().filter(|r| matches(r)).collect();
+    if only_id.is_some() || other_system {
+        total = Some(records.len() as u64);
+    }
     let now = time::format(state.clock.now());
     let reads = records
         .iter()
@@ -540,9 +558,8 @@ async fn search(
         "link": links,
         "entry": entries,
     });
-    if next.is_none() && params.get("_cursor").is_none() {
-        // The whole result is this page: its size is the total.
-        bundle["total"] = json!(bundle["entry"].as_array().map_or(0, Vec::len));
+    if let Some(n) = total {
+        bundle["total"] = json!(n);
     }
     if bundle["entry"].as_array().is_some_and(Vec::is_empty) {
         bundle.as_object_mut().map(|b| b.remove("entry"));

@@ -225,6 +225,16 @@ pub trait Records: Send + Sync + 'static {
         q: &ListQuery,
     ) -> Result<Page>;
 
+    /// How many records a list matches (its cursor and page size aside),
+    /// counting at most `cap`: `cap` means "`cap` or more".
+    async fn count_records(
+        &self,
+        tenant: &TenantId,
+        rt: ResourceType,
+        q: &ListQuery,
+        cap: u32,
+    ) -> Result<u64>;
+
     /// Live records of type `rt` whose reference field `field` names `id`
     /// (for `?include=`), oldest first, at most `limit`.
     async fn records_referencing(

@@ -19,6 +19,48 @@ where
     <DB as Database>::Arguments: Default,
 {
     let mut qb = QueryBuilder::<DB>::new("SELECT id, data, tenant_id FROM records WHERE ");
+    matching(&mut qb, tenant, rt, q);
+    if let Some(c) = &q.cursor {
+        qb.push(" AND id > ").push_bind(c.as_str());
+    }
+    qb.push(" ORDER BY id LIMIT ")
+        .push_bind(i64::from(q.limit) + 1);
+    qb
+}
+
+/// `SELECT COUNT(*) …`: how many records a list matches (its cursor and
+/// page size aside), counting at most `cap`.
+pub(crate) fn count_records<DB>(
+    tenant: &str,
+    rt: ResourceType,
+    q: &ListQuery,
+    cap: u32,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    <DB as Database>::Arguments: Default,
+{
+    let mut qb = QueryBuilder::<DB>::new("SELECT COUNT(*) FROM (SELECT 1 FROM records WHERE ");
+    matching(&mut qb, tenant, rt, q);
+    qb.push(" LIMIT ")
+        .push_bind(i64::from(cap))
+        .push(") AS matched");
+    qb
+}
+
+/// The conditions of a list: the tenant (or an organisation's clinics),
+/// the type, and the list's filters.
+fn matching<DB>(qb: &mut QueryBuilder<DB>, tenant: &str, rt: ResourceType, q: &ListQuery)
+where
+    DB: Database,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    <DB as Database>::Arguments: Default,
+{
     if eventflow_model::id::is_organisation_id(tenant) {
         qb.push("tenant_id IN (SELECT id FROM tenants WHERE org_id = ")
             .push_bind(tenant)
@@ -39,12 +81,6 @@ where
     if let Some(u) = &q.updated_since {
         qb.push(" AND updated_at >= ").push_bind(u.as_str());
     }
-    if let Some(c) = &q.cursor {
-        qb.push(" AND id > ").push_bind(c.as_str());
-    }
-    qb.push(" ORDER BY id LIMIT ")
-        .push_bind(i64::from(q.limit) + 1);
-    qb
 }
 
 /// The column of an indexed reference field.

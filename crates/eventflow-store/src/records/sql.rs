@@ -353,6 +353,20 @@ macro_rules! impl_records {
                 Ok(Page { data, next_cursor })
             }
 
+            async fn count_records(
+                &self,
+                tenant: &TenantId,
+                rt: ResourceType,
+                q: &ListQuery,
+                cap: u32,
+            ) -> Result<u64> {
+                let row = query::count_records::<$db>(tenant, rt, q, cap)
+                    .build()
+                    .fetch_one(&self.reads)
+                    .await?;
+                Ok(u64::try_from(row.get::<i64, _>(0)).unwrap_or(0))
+            }
+
             async fn records_referencing(
                 &self,
                 tenant: &TenantId,

@@ -308,6 +308,9 @@ async fn searches_are_valid_searchsets_that_page_and_filter(backend: Backend) {
     let second = api.get(path).await;
     assert_fhir(&second, 200);
     assert_eq!(ids(&second.body), vec![fhir_id(&mine[2])]);
+    // Each page says how many the whole search matches.
+    assert_eq!(first.body["total"], 3);
+    assert_eq!(second.body["total"], 3);
     assert!(
         !second.body["link"]
             .as_array()
@@ -318,7 +321,7 @@ async fn searches_are_valid_searchsets_that_page_and_filter(backend: Backend) {
     bundles.push(first.body);
     bundles.push(second.body);
 
-    // One page holds the whole result: its total is given.
+    // One page holds the whole result.
     let all = api
         .get(&format!("/fhir/Observation?patient={}", w.patient))
         .await;
