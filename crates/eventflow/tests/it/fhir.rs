@@ -18,7 +18,7 @@ backend_tests!(
     every_fhir_error_is_an_operation_outcome,
     fhir_clients_create_and_update_patients_appointments_and_observations,
     a_fhir_write_the_server_cannot_keep_is_refused_and_changes_nothing,
-    a_fhir_client_library_reads_searches_pages_and_writes,
+    a_fhir_client_library_reads_searches_pages_writes_and_subscribes,
     subscription_topics_name_every_event_type_and_clinical_topic,
     a_subscription_shakes_hands_then_notifies_each_matching_event,
     a_failed_handshake_puts_the_subscription_in_error_and_sends_nothing,
@@ -889,10 +889,10 @@ async fn a_fhir_write_the_server_cannot_keep_is_refused_and_changes_nothing(back
     assert_eq!(crate::helpers::last_sequence(&api).await, before);
 }
 
-async fn a_fhir_client_library_reads_searches_pages_and_writes(backend: Backend) {
+async fn a_fhir_client_library_reads_searches_pages_writes_and_subscribes(backend: Backend) {
     if !python_has(&["fhirclient"]) {
         return skipped(
-            "a_fhir_client_library_reads_searches_pages_and_writes",
+            "a_fhir_client_library_reads_searches_pages_writes_and_subscribes",
             "python3 with PyPI fhirclient is not installed",
         );
     }
@@ -945,6 +945,69 @@ print(json.dumps({
         .await;
     assert_eq!(record.body["lastName"], "Murray Hopper");
     assert_eq!(record.body["version"], 2);
+
+    // Subscribing through the library's Subscription model: it posts the
+    // resource, reads it back until the handshake made it active, finds
+    // it by a search, then writes a patient the topic is about.
+    let rx = Receiver::start().await;
+    let topic = api
+        .get("/fhir/SubscriptionTopic/patient.created")
+        .await
+        .body["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let script = r#"
+import sys, json, time
+from fhirclient import client
+import fhirclient.models.patient as P
+import fhirclient.models.subscription as S
+smart = client.FHIRClient(settings={"app_id": "eventflow-test", "api_base": sys.argv[1]})
+smart.server.session.headers.update({"Authorization": "Bearer " + sys.argv[2]})
+ig = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+made = S.Subscription({"status": "requested", "reason": "New patients, for the front desk",
+    "criteria": sys.argv[3],
+    "channel": {"type": "rest-hook", "endpoint": sys.argv[4], "payload": "application/fhir+json",
+                "extension": [{"url": ig + "backport-max-count", "valuePositiveInt": 1}]}}).create(smart.server)
+sid = made["id"]
+# The handshake makes it active: read it back until it says so (20 s at most).
+for _ in range(200):
+    sub = S.Subscription.read(sid, smart.server)
+    if sub.status != "requested":
+        break
+    time.sleep(0.1)
+found = S.Subscription.where(struct={"status": "active"}).perform(smart.server)
+pid = P.Patient({"name": [{"family": "Lovelace", "given": ["Ada"]}]}).create(smart.server)["id"]
+print(json.dumps({"id": sid, "status": sub.status, "criteria": sub.criteria,
+                  "found": [e.resource.id for e in found.entry], "patient": pid}))
+"#;
+    let base = api.url("/fhir/");
+    let key = api.key.clone().unwrap();
+    let url = rx.url("/front-desk");
+    let topic_url = topic.clone();
+    let out = tokio::task::spawn_blocking(move || python(script, &[&base, &key, &topic_url, &url]))
+        .await
+        .unwrap();
+    let got: Value = serde_json::from_str(out.trim()).unwrap();
+    let sid = got["id"].as_str().unwrap();
+    assert_eq!(got["status"], "active");
+    assert_eq!(got["criteria"], topic);
+    assert_eq!(got["found"], json!([sid]));
+    // The handshake, then the new patient's notification.
+    let received = rx.wait_for(2, std::time::Duration::from_secs(20)).await;
+    let kinds: Vec<Value> = received
+        .iter()
+        .map(|r| r.json()["entry"][0]["resource"]["type"].clone())
+        .collect();
+    assert_eq!(kinds, [json!("handshake"), json!("event-notification")]);
+    let event = &received[1].json()["entry"][0]["resource"]["notificationEvent"][0];
+    assert!(
+        event["focus"]["reference"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/Patient/{}", got["patient"].as_str().unwrap())),
+        "{event}"
+    );
 }
 
 async fn subscription_topics_name_every_event_type_and_clinical_topic(backend: Backend) {
