@@ -287,6 +287,9 @@ pub struct Limits {
     pub keys_per_tenant: u32,
     /// Member clinics one organisation may have.
     pub clinics_per_organisation: u32,
+    /// Matches a FHIR search counts for its `total`; past it, `total` is
+    /// left out.
+    pub fhir_search_total: u32,
 }
 
 impl Default for Limits {
@@ -310,13 +313,14 @@ impl Default for Limits {
             workflow_chain_depth: 8,
             keys_per_tenant: 1000,
             clinics_per_organisation: 1000,
+            fhir_search_total: 10_000,
         }
     }
 }
 
 impl Limits {
     fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&str, u64); 18] = [
+        let positive: [(&str, u64); 19] = [
             ("cel_cost", self.cel_cost),
             ("max_record_bytes", self.max_record_bytes as u64),
             ("max_page_bytes", self.max_page_bytes as u64),
@@ -341,6 +345,7 @@ impl Limits {
                 "clinics_per_organisation",
                 u64::from(self.clinics_per_organisation),
             ),
+            ("fhir_search_total", u64::from(self.fhir_search_total)),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -35,9 +35,6 @@ pub const FHIR_JSON: &str = "application/fhir+json";
 
 /// Most entries in one page of a search.
 pub const MAX_COUNT: i64 = 500;
-/// A search's `total` is given while its matches are fewer than this;
-/// past it, a client pages by `next` links to the end.
-pub const MAX_TOTAL: u32 = 10_000;
 
 /// The routes under `/fhir`.
 pub fn router() -> Router<AppState> {
@@ -468,8 +465,8 @@ async fn search(
         cursor,
         max_bytes: Some(state.config.limits.max_page_bytes),
     };
-    // `total`, unless the matches pass MAX_TOTAL (then counting them
-    // would cost more than the page); `None` until counted.
+    // `total`, unless the matches reach `limits.fhir_search_total` (then
+    // counting them would cost more than the page); `None` until counted.
     let mut total = None;
     let (records, next) = match &only_id {
         _ if other_system => (Vec::new(), None),
@@ -481,11 +478,12 @@ async fn search(
         None => {
             let page = state.store.list_records(auth.tenant(), rt, &q).await?;
             if page.next_cursor.is_some() || q.cursor.is_some() {
+                let most = state.config.limits.fhir_search_total;
                 let n = state
                     .store
-                    .count_records(auth.tenant(), rt, &q, MAX_TOTAL)
+                    .count_records(auth.tenant(), rt, &q, most)
                     .await?;
-                total = (n < u64::from(MAX_TOTAL)).then_some(n);
+                total = (n < u64::from(most)).then_some(n);
             } else {
                 total = Some(page.data.len() as u64);
             }

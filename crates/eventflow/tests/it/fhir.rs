@@ -13,6 +13,7 @@ use crate::helpers::{COLLECTIONS, full_body, minimal_body, world};
 backend_tests!(
     every_record_type_reads_as_a_valid_r4b_resource,
     searches_are_valid_searchsets_that_page_and_filter,
+    a_search_that_matches_too_many_to_count_leaves_out_its_total,
     a_version_is_read_from_the_event_log,
     metadata_is_a_valid_capability_statement,
     every_fhir_error_is_an_operation_outcome,
@@ -407,6 +408,48 @@ async fn searches_are_valid_searchsets_that_page_and_filter(backend: Backend) {
         assert_eq!(r.body["issue"][0]["code"], "invalid", "{query}");
         assert_eq!(r.body["issue"][0]["expression"], json!([field]), "{query}");
     }
+}
+
+async fn a_search_that_matches_too_many_to_count_leaves_out_its_total(backend: Backend) {
+    let server = backend
+        .spawn_with(eventflow_testkit::Options {
+            configure: Some(Box::new(|c| c.limits.fhir_search_total = 3)),
+            ..Default::default()
+        })
+        .await;
+    let api = server.api();
+    let w = world(&api).await;
+    let other = api.patient().await;
+    for patient in [&w.patient, &w.patient, &w.patient, &other] {
+        api.create(
+            "observations",
+            json!({"patientId": patient, "code": "2345-7", "value": 90}),
+        )
+        .await;
+    }
+    let total = |path: String| {
+        let api = api.clone();
+        async move {
+            let r = api.get(&path).await;
+            assert_fhir(&r, 200);
+            (
+                r.body.get("total").cloned(),
+                r.body["entry"].as_array().map_or(0, Vec::len),
+            )
+        }
+    };
+    // Four match, one a page: the count stops at three and is left out.
+    assert_eq!(total("/fhir/Observation?_count=1".into()).await, (None, 1));
+    // Three match: still too many to count.
+    let mine = format!("/fhir/Observation?_count=1&patient={}", w.patient);
+    assert_eq!(total(mine).await, (None, 1));
+    // One matches: counted.
+    let theirs = format!("/fhir/Observation?_count=1&patient={other}");
+    assert_eq!(total(theirs).await, (Some(json!(1)), 1));
+    // A search whose one page holds all it matches counts them, whatever
+    // their number.
+    let all = format!("/fhir/Observation?patient={}", w.patient);
+    assert_eq!(total(all).await, (Some(json!(3)), 3));
 }
 
 async fn a_version_is_read_from_the_event_log(backend: Backend) {
