@@ -87,7 +87,7 @@ pub use networks::{Clinic, NetworkChange, NetworkDone, Networks};
 pub use notify::Notifier;
 pub use records::{
     Actor, AuditEntry, AuditPage, AuditQuery, EventLog, EventQuery, Idempotency, ListQuery, Op,
-    Page, Records, WriteKind, WriteOutcome, WriteRequest,
+    Page, Records, WriteKind, WriteOutcome, WriteRequest, date_column,
 };
 pub use writer::{PURGE_BATCH, Purged, Retention};
 

@@ -98,6 +98,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "FHIR heartbeats",
         include_str!("../migrations/sqlite/0018_fhir_heartbeats.sql"),
     ),
+    (
+        19,
+        "record dates",
+        include_str!("../migrations/sqlite/0019_record_dates.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -190,6 +195,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         18,
         "FHIR heartbeats",
         include_str!("../migrations/postgres/0018_fhir_heartbeats.sql"),
+    ),
+    (
+        19,
+        "record dates",
+        include_str!("../migrations/postgres/0019_record_dates.sql"),
     ),
 ];
 

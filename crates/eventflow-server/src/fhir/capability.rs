@@ -35,6 +35,15 @@ fn resource(rt: ResourceType) -> Value {
                 "token",
                 "The medical record number (`value` or `system|value`).",
             )),
+            "date" => params.push(param(
+                "date",
+                "date",
+                if rt == ResourceType::Appointment {
+                    "When it starts: a date or an instant, with eq, gt, ge, lt, le, sa or eb; given twice, both hold."
+                } else {
+                    "When it began (period.start): a date or an instant, with eq, gt, ge, lt, le, sa or eb; given twice, both hold."
+                },
+            )),
             _ => {}
         }
     }

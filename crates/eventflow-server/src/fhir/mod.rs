@@ -329,7 +329,91 @@ fn search_params(rt: ResourceType) -> Vec<&'static str> {
     if rt == ResourceType::Patient {
         known.push("identifier");
     }
+    if matches!(rt, ResourceType::Appointment | ResourceType::Encounter) {
+        known.push("date");
+    }
     known
+}
+
+/// The instants `[from, before)` of a `date` search: each value a prefix
+/// (`eq` when none, `gt`, `ge`, `lt`, `le`, `sa`, `eb`) and a date
+/// (`YYYY`, `YYYY-MM`, `YYYY-MM-DD`, in UTC) or an instant; a value covers
+/// its precision, so `eq2026-12-01` is that whole day. Every value holds.
+fn date_range(values: &[String]) -> ApiResult<(Option<jiff::Timestamp>, Option<jiff::Timestamp>)> {
+    let bad = || {
+        ApiError::invalid(
+            "date",
+            "must be a date (YYYY, YYYY-MM, YYYY-MM-DD) or an instant (RFC 3339), after eq, gt, ge, lt, le, sa or eb",
+        )
+    };
+    let mut from: Option<jiff::Timestamp> = None;
+    let mut before: Option<jiff::Timestamp> = None;
+    for value in values {
+        // A `+` the client did not escape (an offset) arrives as a space.
+        let value = value.replace(' ', "+");
+        let (prefix, rest) = match value.get(..2) {
+            Some(p) if p.bytes().all(|b| b.is_ascii_lowercase()) => (p, &value[2..]),
+            _ => ("eq", value.as_str()),
+        };
+        let (lo, hi) = date_span(rest).ok_or_else(bad)?;
+        let (f, b) = match prefix {
+            "eq" => (Some(lo), Some(hi)),
+            "ge" => (Some(lo), None),
+            "gt" | "sa" => (Some(hi), None),
+            "lt" | "eb" => (None, Some(lo)),
+            "le" => (None, Some(hi)),
+            "ne" | "ap" => {
+                return Err(ApiError::invalid(
+                    "date",
+                    "ne and ap are not supported; use eq, gt, ge, lt, le, sa or eb",
+                ));
+            }
+            _ => return Err(bad()),
+        };
+        from = from.max(f);
+        before = match (before, b) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+    }
+    Ok((from, before))
+}
+
+/// The instants a date or an instant covers: `[first, after)`.
+fn date_span(s: &str) -> Option<(jiff::Timestamp, jiff::Timestamp)> {
+    use jiff::civil::Date;
+    let utc = |d: Date| time::parse(&format!("{d}T00:00:00Z"));
+    let day = |y: i16, m: i8, d: i8| Date::new(y, m, d).ok();
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if !s.is_ascii() {
+        return None;
+    }
+    match s.len() {
+        4 if digits(s) => {
+            let y: i16 = s.parse().ok()?;
+            Some((utc(day(y, 1, 1)?)?, utc(day(y.checked_add(1)?, 1, 1)?)?))
+        }
+        7 if digits(&s[..4]) && &s[4..5] == "-" && digits(&s[5..]) => {
+            let first = day(s[..4].parse().ok()?, s[5..].parse().ok()?, 1)?;
+            Some((
+                utc(first)?,
+                utc(first.checked_add(jiff::Span::new().months(1)).ok()?)?,
+            ))
+        }
+        10 => {
+            let d: Date = s.parse().ok()?;
+            Some((utc(d)?, utc(d.tomorrow().ok()?)?))
+        }
+        _ => {
+            let at = time::parse(s)?;
+            let precision = if s.contains('.') {
+                jiff::SignedDuration::from_millis(1)
+            } else {
+                jiff::SignedDuration::from_secs(1)
+            };
+            Some((at, at.checked_add(precision).ok()?))
+        }
+    }
 }
 
 /// Whether `status` is searched: the types whose FHIR status is the
@@ -376,11 +460,13 @@ fn last_updated(value: &str) -> ApiResult<jiff::Timestamp> {
 }
 
 /// Refuses a search parameter given twice (`patient=A&patient=B`): the
-/// server would otherwise keep one and drop the other.
+/// server would otherwise keep one and drop the other. `date` may be
+/// given twice (a range: `date=ge…&date=lt…`), not more.
 fn no_repeats(query: Option<&str>) -> ApiResult<()> {
     let mut seen: Vec<String> = Vec::new();
     for (name, _) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if seen.iter().any(|n| *n == name) {
+        let most = if name == "date" { 2 } else { 1 };
+        if seen.iter().filter(|n| **n == name).count() >= most {
             return Err(ApiError::invalid(
                 &name,
                 "is given more than once; this server takes each parameter once",
@@ -441,6 +527,11 @@ async fn search(
         return Err(ApiError::invalid("identifier", "is too long"));
     }
     let since = params.get("_lastUpdated").map(last_updated).transpose()?;
+    let dates: Vec<String> = url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+        .filter(|(name, _)| name == "date")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    let (date_from, date_before) = date_range(&dates)?;
     let cursor = params.get("_cursor").map(str::to_string);
     if let Some(c) = &cursor
         && ResourceType::from_id(c) != Some(rt)
@@ -461,6 +552,8 @@ async fn search(
         status: status.clone(),
         mrn: mrn.clone(),
         updated_since: since.map(time::format),
+        date_from: date_from.map(time::format),
+        date_before: date_before.map(time::format),
         limit: count as u32,
         cursor,
         max_bytes: Some(state.config.limits.max_page_bytes),
@@ -502,7 +595,13 @@ async fn search(
                     field("updatedAt")
                         .and_then(time::parse)
                         .is_some_and(|u| u >= at)
-                }))
+                })
+                && (dates.is_empty()
+                    || eventflow_store::date_column(rt, r)
+                        .and_then(|d| time::parse(&d))
+                        .is_some_and(|d| {
+                            date_from.is_none_or(|f| d >= f) && date_before.is_none_or(|b| d < b)
+                        })))
     };
     let records: Vec<Object> = records.into_iter().filter(|r| matches(r)).collect();
     if only_id.is_some() || other_system {

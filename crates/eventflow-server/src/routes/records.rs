@@ -391,6 +391,7 @@ async fn list(
         limit: params.int("limit", 50, 1, 500)? as u32,
         cursor,
         max_bytes: Some(state.config.limits.max_page_bytes),
+        ..Default::default()
     };
     let page = state.store.list_records(auth.tenant(), rt, &q).await?;
     let now = time::format(state.clock.now());

@@ -10,7 +10,7 @@ pub(crate) mod query;
 pub(crate) mod rules;
 pub(crate) mod sql;
 
-pub use rules::{RecordTx, StoredRecord, StoredResponse};
+pub use rules::{RecordTx, StoredRecord, StoredResponse, date_column};
 
 use eventflow_model::{Event, Object, ResourceType, TypeFilter};
 use serde_json::Value;
@@ -138,6 +138,11 @@ pub struct ListQuery {
     pub mrn: Option<String>,
     /// Normalised timestamp (see `eventflow_model::time`).
     pub updated_since: Option<String>,
+    /// An appointment's start or an encounter's date at or after this
+    /// normalised timestamp.
+    pub date_from: Option<String>,
+    /// … and before this one.
+    pub date_before: Option<String>,
     pub limit: u32,
     /// The id after which to continue.
     pub cursor: Option<String>,

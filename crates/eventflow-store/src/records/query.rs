@@ -81,6 +81,12 @@ where
     if let Some(u) = &q.updated_since {
         qb.push(" AND updated_at >= ").push_bind(u.as_str());
     }
+    if let Some(d) = &q.date_from {
+        qb.push(" AND date_at >= ").push_bind(d.as_str());
+    }
+    if let Some(d) = &q.date_before {
+        qb.push(" AND date_at < ").push_bind(d.as_str());
+    }
 }
 
 /// The column of an indexed reference field.

@@ -521,6 +521,19 @@ impl Ctx<'_> {
 
 /// The indexed reference columns of a record body, in
 /// [`REFERENCE_FIELDS`](eventflow_model::resource::REFERENCE_FIELDS) order.
+/// The record's date column: when an appointment starts or an encounter
+/// began, in UTC as `eventflow_model::time` writes instants (so that text
+/// order is time order).
+pub fn date_column(rt: ResourceType, data: &Object) -> Option<String> {
+    let field = match rt {
+        ResourceType::Appointment => "start",
+        ResourceType::Encounter => "date",
+        _ => return None,
+    };
+    let at = data.get(field).and_then(Value::as_str)?;
+    eventflow_model::time::parse(at).map(eventflow_model::time::format)
+}
+
 pub fn reference_columns(data: &Object) -> [Option<&str>; 4] {
     let get = |k: &str| data.get(k).and_then(Value::as_str);
     [

@@ -23,7 +23,7 @@ macro_rules! impl_record_tx {
 
 
             use crate::records::*;
-            use crate::records::rules::reference_columns;
+            use crate::records::rules::{date_column, reference_columns};
 
         impl $conn {
             /// A record as stored, refused when over the record size limit.
@@ -63,7 +63,8 @@ macro_rules! impl_record_tx {
                 let [patient, practitioner, encounter, appointment] = reference_columns(data);
                 sqlx::query(
                     "INSERT INTO records (tenant_id, id, resource_type, version, patient_id, practitioner_id, \
-                     encounter_id, appointment_id, status, updated_at, data, mrn) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                     encounter_id, appointment_id, status, updated_at, data, mrn, date_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 )
                 .bind(tenant)
                 .bind(data.get("id").and_then(Value::as_str))
@@ -77,6 +78,7 @@ macro_rules! impl_record_tx {
                 .bind(data.get("updatedAt").and_then(Value::as_str))
                 .bind(self.record_text(data)?)
                 .bind(data.get("mrn").and_then(Value::as_str))
+                .bind(date_column(rt, data))
                 .execute(&mut self.conn)
                 .await?;
                 Ok(())
@@ -85,13 +87,14 @@ macro_rules! impl_record_tx {
             async fn update_record(
                 &mut self,
                 tenant: &str,
-                _rt: ResourceType,
+                rt: ResourceType,
                 data: &Object,
             ) -> Result<()> {
                 let [patient, practitioner, encounter, appointment] = reference_columns(data);
                 sqlx::query(
                     "UPDATE records SET version = $1, patient_id = $2, practitioner_id = $3, encounter_id = $4, \
-                     appointment_id = $5, status = $6, updated_at = $7, data = $8, mrn = $11 WHERE tenant_id = $9 AND id = $10",
+                     appointment_id = $5, status = $6, updated_at = $7, data = $8, mrn = $11, date_at = $12 \
+                     WHERE tenant_id = $9 AND id = $10",
                 )
                 .bind(data.get("version").and_then(Value::as_i64))
                 .bind(patient)
@@ -104,6 +107,7 @@ macro_rules! impl_record_tx {
                 .bind(tenant)
                 .bind(data.get("id").and_then(Value::as_str))
                 .bind(data.get("mrn").and_then(Value::as_str))
+                .bind(date_column(rt, data))
                 .execute(&mut self.conn)
                 .await?;
                 Ok(())

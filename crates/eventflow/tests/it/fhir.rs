@@ -14,6 +14,8 @@ backend_tests!(
     every_record_type_reads_as_a_valid_r4b_resource,
     searches_are_valid_searchsets_that_page_and_filter,
     a_search_that_matches_too_many_to_count_leaves_out_its_total,
+    appointments_and_encounters_are_found_by_date,
+    records_written_before_date_search_get_their_dates,
     a_version_is_read_from_the_event_log,
     metadata_is_a_valid_capability_statement,
     every_fhir_error_is_an_operation_outcome,
@@ -452,6 +454,194 @@ async fn a_search_that_matches_too_many_to_count_leaves_out_its_total(backend: B
     assert_eq!(total(all).await, (Some(json!(3)), 3));
 }
 
+async fn appointments_and_encounters_are_found_by_date(backend: Backend) {
+    if !validator("appointments_and_encounters_are_found_by_date") {
+        return;
+    }
+    let server = backend.spawn().await;
+    let api = server.api();
+    let patient = api.patient().await;
+    let mut appts = Vec::new();
+    // The second starts on 5 December in New York, the 6th in UTC.
+    for start in [
+        "2026-12-05T09:00:00Z",
+        "2026-12-05T23:30:00-05:00",
+        "2026-12-07T10:00:00Z",
+    ] {
+        appts.push(
+            api.create(
+                "appointments",
+                json!({"patientId": patient, "start": start}),
+            )
+            .await,
+        );
+    }
+    let mut encounters = Vec::new();
+    for date in ["2026-11-30T10:00:00Z", "2026-12-02T10:00:00.250Z"] {
+        encounters.push(
+            api.create("encounters", json!({"patientId": patient, "date": date}))
+                .await,
+        );
+    }
+    let mut bundles = Vec::new();
+    let mut found = async |path: String| -> Vec<String> {
+        let r = api.get(&path).await;
+        assert_fhir(&r, 200);
+        let ids: Vec<String> = r.body["entry"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .map(|e| e["resource"]["id"].as_str().unwrap().replacen('-', "_", 1))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(r.body["total"], ids.len(), "{path}");
+        bundles.push(r.body);
+        ids
+    };
+    let a = |i: &[usize]| i.iter().map(|&i| appts[i].clone()).collect::<Vec<_>>();
+    let q = |query: &str| format!("/fhir/Appointment?{query}");
+    // A day, in UTC.
+    assert_eq!(found(q("date=2026-12-05")).await, a(&[0]));
+    assert_eq!(found(q("date=eq2026-12-06")).await, a(&[1]));
+    // A range: both values hold.
+    assert_eq!(
+        found(q("date=ge2026-12-05&date=lt2026-12-07")).await,
+        a(&[0, 1])
+    );
+    assert_eq!(found(q("date=gt2026-12-05")).await, a(&[1, 2]));
+    assert_eq!(found(q("date=sa2026-12-05")).await, a(&[1, 2]));
+    assert_eq!(found(q("date=2026-12")).await, a(&[0, 1, 2]));
+    assert_eq!(found(q("date=2026")).await, a(&[0, 1, 2]));
+    assert_eq!(found(q("date=2025")).await, a(&[]));
+    // An instant covers its second; an offset is understood.
+    assert_eq!(found(q("date=le2026-12-05T09:00:00Z")).await, a(&[0]));
+    assert_eq!(found(q("date=lt2026-12-05T09:00:00Z")).await, a(&[]));
+    assert_eq!(found(q("date=2026-12-06T04:30:00%2B00:00")).await, a(&[1]));
+    assert_eq!(found(q("date=eb2026-12-06T04:30:00Z")).await, a(&[0]));
+    // With _id, the record must fall in the range too.
+    let one = fhir_id(&appts[2]);
+    assert_eq!(
+        found(q(&format!("_id={one}&date=2026-12-07"))).await,
+        a(&[2])
+    );
+    assert_eq!(
+        found(q(&format!("_id={one}&date=2026-12-05"))).await,
+        a(&[])
+    );
+    // A moved appointment is found at its new time.
+    api.patch(
+        &format!("/v1/appointments/{}", appts[0]),
+        json!({"start": "2026-12-10T08:00:00+01:00"}),
+    )
+    .await;
+    assert_eq!(found(q("date=2026-12-10")).await, a(&[0]));
+    assert_eq!(found(q("date=2026-12-05")).await, a(&[]));
+    // An encounter by when it began (period.start), to the millisecond.
+    let e = |query: &str| format!("/fhir/Encounter?{query}");
+    assert_eq!(
+        found(e("date=lt2026-12-01")).await,
+        vec![encounters[0].clone()]
+    );
+    assert_eq!(
+        found(e("date=2026-12-02T10:00:00.250Z")).await,
+        vec![encounters[1].clone()]
+    );
+    assert_eq!(
+        found(e("date=gt2026-12-02T10:00:00.250Z")).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(validate(&bundles).len(), bundles.len());
+
+    // What the server cannot search is refused, naming `date`.
+    for bad in [
+        q("date=ne2026-12-05"),
+        q("date=ap2026-12-05"),
+        q("date=2026-13"),
+        q("date=05-12-2026"),
+        q("date=xx2026-12-05"),
+        q("date=2026-12-05T09:00"),
+        q("date=%C3%A92026-12"),
+        q("date=ge2026-12-01&date=lt2026-12-31&date=2026-12-05"),
+        "/fhir/Patient?date=2026-12-05".to_string(),
+    ] {
+        let r = api.get(&bad).await;
+        assert_fhir(&r, 422);
+        assert_eq!(
+            r.body["issue"][0]["expression"],
+            json!(["date"]),
+            "{bad}: {}",
+            r.body
+        );
+    }
+}
+
+/// Records as the build before date search left them.
+const BEFORE_RECORD_DATES: &str = "
+INSERT INTO records (tenant_id, id, resource_type, version, patient_id, status, updated_at, data) VALUES
+ ('ten_1', 'apt_1', 'appointment', 1, 'pat_1', 'booked', '2026-01-01T00:00:00.000Z',
+  '{\"id\":\"apt_1\",\"patientId\":\"pat_1\",\"start\":\"2026-12-05T23:30:00.5-05:00\"}'),
+ ('ten_1', 'enc_1', 'encounter', 1, 'pat_1', 'finished', '2026-01-01T00:00:00.000Z',
+  '{\"id\":\"enc_1\",\"patientId\":\"pat_1\",\"date\":\"2026-11-30T10:00:00Z\"}'),
+ ('ten_1', 'pat_1', 'patient', 1, NULL, NULL, '2026-01-01T00:00:00.000Z',
+  '{\"id\":\"pat_1\",\"firstName\":\"Ada\"}');
+";
+
+async fn records_written_before_date_search_get_their_dates(backend: Backend) {
+    let (url, _db) = backend.database_url().await;
+    let dir = tempfile::tempdir().unwrap();
+    macro_rules! upgrade {
+        ($pool:expr, $postgres:expr, $newest:expr) => {{
+            use sqlx::Row;
+            let pool = $pool;
+            eventflow_store::migrations::up_to($postgres, 18)
+                .run(&pool)
+                .await
+                .unwrap();
+            sqlx::raw_sql(BEFORE_RECORD_DATES)
+                .execute(&pool)
+                .await
+                .unwrap();
+            $newest.run(&pool).await.unwrap();
+            let found = sqlx::query("SELECT id, date_at FROM records ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get::<String, _>(0), r.get::<Option<String>, _>(1)))
+                .collect::<Vec<_>>();
+            pool.close().await;
+            found
+        }};
+    }
+    let rows = match backend {
+        Backend::Sqlite => {
+            let path = dir.path().join("upgrade.db");
+            upgrade!(
+                sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+                    .await
+                    .unwrap(),
+                false,
+                eventflow_store::migrations::sqlite()
+            )
+        }
+        Backend::Postgres(_) => upgrade!(
+            sqlx::PgPool::connect(&url).await.unwrap(),
+            true,
+            eventflow_store::migrations::postgres()
+        ),
+    };
+    let some = |s: &str| Some(s.to_string());
+    assert_eq!(
+        rows,
+        [
+            ("apt_1".to_string(), some("2026-12-06T04:30:00.500Z")),
+            ("enc_1".to_string(), some("2026-11-30T10:00:00.000Z")),
+            ("pat_1".to_string(), None),
+        ]
+    );
+}
+
 async fn a_version_is_read_from_the_event_log(backend: Backend) {
     if !validator("a_version_is_read_from_the_event_log") {
         return;
@@ -527,7 +717,7 @@ async fn metadata_is_a_valid_capability_statement(backend: Backend) {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(params, ["_id", "_lastUpdated", "patient", "status"]);
+    assert_eq!(params, ["_id", "_lastUpdated", "patient", "status", "date"]);
     assert_eq!(validate(&[cs]), vec!["CapabilityStatement"]);
 }
 
