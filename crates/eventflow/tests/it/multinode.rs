@@ -346,3 +346,89 @@ async fn a_key_revoked_on_one_process_is_refused_by_another_that_cached_it() {
     let new = b.with_key(r.body["key"].as_str().unwrap());
     assert_eq!(new.get("/v1/patients").await.status, 200);
 }
+
+/// docs/fhir.md, "Heartbeats": with several nodes, one node sends each
+/// heartbeat. Thirty quiet subscriptions, three nodes on one clock, three
+/// heartbeat periods: each subscription gets one heartbeat a period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_send_each_heartbeat_once() {
+    let start: jiff::Timestamp = "2026-12-01T09:00:00Z".parse().unwrap();
+    let clock = Arc::new(eventflow_store::ManualClock::new(start));
+    let Some((_db, _servers, apis)) = three_nodes_with(
+        "multinode::three_nodes_send_each_heartbeat_once",
+        Some(clock.clone()),
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    let ig = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/";
+    let topic = apis[0]
+        .get("/fhir/SubscriptionTopic/patient.created")
+        .await
+        .body["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rx = eventflow_testkit::Receiver::start().await;
+    const SUBSCRIPTIONS: usize = 30;
+    let mut ids = Vec::new();
+    for n in 0..SUBSCRIPTIONS {
+        let r = apis[n % 3]
+            .post(
+                "/fhir/Subscription",
+                json!({
+                    "resourceType": "Subscription",
+                    "status": "requested",
+                    "reason": "liveness",
+                    "criteria": topic,
+                    "channel": {
+                        "type": "rest-hook",
+                        "endpoint": rx.url(&format!("/s{n}")),
+                        "payload": "application/fhir+json",
+                        "extension": [{"url": format!("{ig}backport-heartbeat-period"), "valueUnsignedInt": 60}],
+                    },
+                }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        wait_for(
+            Duration::from_secs(20),
+            "the subscription active",
+            || async {
+                let r = apis[0].get(&format!("/fhir/Subscription/{id}")).await;
+                (r.body["status"] == "active").then_some(())
+            },
+        )
+        .await;
+    }
+    let beats = |path: String| {
+        rx.received()
+            .iter()
+            .filter(|r| {
+                r.path == path && r.header("x-eventflow-event-type") == Some("fhir.heartbeat")
+            })
+            .map(|r| r.json()["timestamp"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    for period in 1..=3usize {
+        clock.advance(jiff::SignedDuration::from_secs(if period == 1 {
+            61
+        } else {
+            60
+        }));
+        rx.wait_for(SUBSCRIPTIONS * (1 + period), Duration::from_secs(30))
+            .await;
+    }
+    for n in 0..SUBSCRIPTIONS {
+        let got = beats(format!("/s{n}"));
+        assert_eq!(got.len(), 3, "subscription {n}: {got:?}");
+        let distinct: HashSet<&String> = got.iter().collect();
+        assert_eq!(distinct.len(), 3, "subscription {n}: {got:?}");
+    }
+    assert_eq!(rx.count(), SUBSCRIPTIONS * 4);
+}
