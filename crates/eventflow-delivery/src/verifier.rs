@@ -85,7 +85,8 @@ pub(crate) async fn run(v: Arc<Verifier>) {
             _ => Box::pin(std::future::pending()),
         };
         tokio::select! {
-            () = v.wake.notified() => {}
+            // An endpoint changed: its heartbeats may be due as well.
+            () = v.wake.notified() => v.heartbeats.notify_one(),
             () = sleep => {}
             () = tokio::time::sleep(SAFETY_NET) => {}
             _ = shutdown.changed() => return,

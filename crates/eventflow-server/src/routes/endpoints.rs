@@ -603,7 +603,9 @@ async fn update(
         Ok(())
     })
     .await?;
-    if saved.verification.holds() {
+    // A challenge to send; or a FHIR subscription enabled again, whose
+    // heartbeat may be due.
+    if saved.verification.holds() || saved.config.fhir.is_some() {
         state.verify.notify_one();
     }
     Ok(Json(endpoint_json(&saved)))

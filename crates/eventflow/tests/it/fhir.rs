@@ -1759,27 +1759,56 @@ async fn a_quiet_subscription_is_sent_heartbeats_that_do_not_count(backend: Back
     );
     assert_eq!(rx.count(), 4);
 
-    // Off: no heartbeats.
-    let off = api
-        .patch(
-            &format!("/v1/endpoints/{}", id.replacen('-', "_", 1)),
-            json!({"disabled": true}),
-        )
+    // Off: no heartbeats, while another subscription of the same period,
+    // made now, gets its own (so the heartbeats were looked for).
+    let control = Receiver::start().await;
+    let mut body = subscription(&topic, &control.url("/control"), "id-only", None);
+    body["channel"]["extension"]
+        .as_array_mut()
+        .unwrap()
+        .push(period.clone());
+    let made_control = post(&api, "/fhir/Subscription", &body).await;
+    assert_fhir(&made_control, 201);
+    control
+        .wait_for(1, std::time::Duration::from_secs(20))
         .await;
+    until_status(&api, made_control.body["id"].as_str().unwrap(), "active").await;
+    let endpoint = format!("/v1/endpoints/{}", id.replacen('-', "_", 1));
+    let off = api.patch(&endpoint, json!({"disabled": true})).await;
     assert_eq!(off.status, 200, "{}", off.body);
-    clock.advance(jiff::SignedDuration::from_secs(600));
     let s = api.get(&format!("/fhir/Subscription/{id}")).await;
     assert_eq!(s.body["status"], "off");
-
-    assert_eq!(
-        validate(&[first, note, second, made.body.clone()]),
-        ["Bundle", "Bundle", "Bundle", "Subscription"]
-    );
+    for n in 2..=3 {
+        clock.advance(jiff::SignedDuration::from_secs(61));
+        control
+            .wait_for(n, std::time::Duration::from_secs(20))
+            .await;
+    }
     assert_eq!(
         rx.count(),
         4,
         "a subscription that is off was sent a heartbeat"
     );
+    // On again: its heartbeat, long due, goes at once, still counting one
+    // event.
+    let on = api.patch(&endpoint, json!({"disabled": false})).await;
+    assert_eq!(on.status, 200, "{}", on.body);
+    until_status(&api, &id, "active").await;
+    let got = rx.wait_for(5, std::time::Duration::from_secs(20)).await;
+    let resumed = got[4].json();
+    assert_eq!(resumed["timestamp"], at(274));
+    assert_eq!(resumed["entry"][0]["resource"]["type"], "heartbeat");
+    assert_eq!(
+        resumed["entry"][0]["resource"]["eventsSinceSubscriptionStart"],
+        "1"
+    );
+
+    if validator("a_quiet_subscription_is_sent_heartbeats_that_do_not_count") {
+        assert_eq!(
+            validate(&[first, note, second, resumed, made.body.clone()]),
+            ["Bundle", "Bundle", "Bundle", "Bundle", "Subscription"]
+        );
+    }
 }
 
 /// `start` plus `secs` seconds, as the server writes an instant.
