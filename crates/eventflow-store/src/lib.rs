@@ -86,8 +86,8 @@ pub use keys::{
 pub use networks::{Clinic, NetworkChange, NetworkDone, Networks};
 pub use notify::Notifier;
 pub use records::{
-    Actor, AuditEntry, AuditPage, AuditQuery, EventLog, EventQuery, Idempotency, ListQuery, Op,
-    Page, Records, WriteKind, WriteOutcome, WriteRequest, date_column,
+    Actor, AuditEntry, AuditPage, AuditQuery, DateCondition, DatePrefix, EventLog, EventQuery,
+    Idempotency, ListQuery, Op, Page, Records, WriteKind, WriteOutcome, WriteRequest, date_columns,
 };
 pub use writer::{PURGE_BATCH, Purged, Retention};
 

@@ -41,7 +41,7 @@ fn resource(rt: ResourceType) -> Value {
                 if rt == ResourceType::Appointment {
                     "When it starts: a date or an instant, with eq, gt, ge, lt, le, sa or eb; given twice, both hold."
                 } else {
-                    "When it began (period.start): a date or an instant, with eq, gt, ge, lt, le, sa or eb; given twice, both hold."
+                    "Its period (date to end; no end: going on), compared as FHIR compares periods: a date or an instant, with eq, gt, ge, lt, le, sa or eb; given twice, both hold."
                 },
             )),
             _ => {}

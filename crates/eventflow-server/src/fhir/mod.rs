@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use eventflow_model::resource::FieldKind;
 use eventflow_model::{Object, ResourceType, time};
-use eventflow_store::{AuditEntry, EventQuery, ListQuery, Op};
+use eventflow_store::{AuditEntry, DateCondition, DatePrefix, EventQuery, ListQuery, Op};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -335,19 +335,18 @@ fn search_params(rt: ResourceType) -> Vec<&'static str> {
     known
 }
 
-/// The instants `[from, before)` of a `date` search: each value a prefix
-/// (`eq` when none, `gt`, `ge`, `lt`, `le`, `sa`, `eb`) and a date
-/// (`YYYY`, `YYYY-MM`, `YYYY-MM-DD`, in UTC) or an instant; a value covers
-/// its precision, so `eq2026-12-01` is that whole day. Every value holds.
-fn date_range(values: &[String]) -> ApiResult<(Option<jiff::Timestamp>, Option<jiff::Timestamp>)> {
+/// The conditions of a `date` search, one per value: a prefix (`eq` when
+/// none, `gt`, `ge`, `lt`, `le`, `sa`, `eb`) and a date (`YYYY`,
+/// `YYYY-MM`, `YYYY-MM-DD`, in UTC) or an instant; a value covers its
+/// precision, so `eq2026-12-01` is that whole day. Every one must hold.
+fn date_conditions(values: &[String]) -> ApiResult<Vec<DateCondition>> {
     let bad = || {
         ApiError::invalid(
             "date",
             "must be a date (YYYY, YYYY-MM, YYYY-MM-DD) or an instant (RFC 3339), after eq, gt, ge, lt, le, sa or eb",
         )
     };
-    let mut from: Option<jiff::Timestamp> = None;
-    let mut before: Option<jiff::Timestamp> = None;
+    let mut out = Vec::new();
     for value in values {
         // A `+` the client did not escape (an offset) arrives as a space.
         let value = value.replace(' ', "+");
@@ -355,13 +354,14 @@ fn date_range(values: &[String]) -> ApiResult<(Option<jiff::Timestamp>, Option<j
             Some(p) if p.bytes().all(|b| b.is_ascii_lowercase()) => (p, &value[2..]),
             _ => ("eq", value.as_str()),
         };
-        let (lo, hi) = date_span(rest).ok_or_else(bad)?;
-        let (f, b) = match prefix {
-            "eq" => (Some(lo), Some(hi)),
-            "ge" => (Some(lo), None),
-            "gt" | "sa" => (Some(hi), None),
-            "lt" | "eb" => (None, Some(lo)),
-            "le" => (None, Some(hi)),
+        let prefix = match prefix {
+            "eq" => DatePrefix::Eq,
+            "gt" => DatePrefix::Gt,
+            "ge" => DatePrefix::Ge,
+            "lt" => DatePrefix::Lt,
+            "le" => DatePrefix::Le,
+            "sa" => DatePrefix::Sa,
+            "eb" => DatePrefix::Eb,
             "ne" | "ap" => {
                 return Err(ApiError::invalid(
                     "date",
@@ -370,13 +370,14 @@ fn date_range(values: &[String]) -> ApiResult<(Option<jiff::Timestamp>, Option<j
             }
             _ => return Err(bad()),
         };
-        from = from.max(f);
-        before = match (before, b) {
-            (Some(x), Some(y)) => Some(x.min(y)),
-            (x, y) => x.or(y),
-        };
+        let (lo, hi) = date_span(rest).ok_or_else(bad)?;
+        out.push(DateCondition {
+            prefix,
+            lo: time::format(lo),
+            hi: time::format(hi),
+        });
     }
-    Ok((from, before))
+    Ok(out)
 }
 
 /// The instants a date or an instant covers: `[first, after)`.
@@ -405,13 +406,25 @@ fn date_span(s: &str) -> Option<(jiff::Timestamp, jiff::Timestamp)> {
             Some((utc(d)?, utc(d.tomorrow().ok()?)?))
         }
         _ => {
+            // An instant covers its last digit (`…:05.5` a tenth of a
+            // second), at least the millisecond the server keeps.
             let at = time::parse(s)?;
-            let precision = if s.contains('.') {
-                jiff::SignedDuration::from_millis(1)
-            } else {
-                jiff::SignedDuration::from_secs(1)
+            let fraction = s
+                .split_once('.')
+                .map_or(0, |(_, f)| f.bytes().take_while(u8::is_ascii_digit).count());
+            let ms = at.as_millisecond();
+            let width = match fraction {
+                0 => 1000,
+                1 => 100,
+                2 => 10,
+                _ => 1,
             };
-            Some((at, at.checked_add(precision).ok()?))
+            let lo = jiff::Timestamp::from_millisecond(ms).ok()?;
+            Some((
+                lo,
+                lo.checked_add(jiff::SignedDuration::from_millis(width))
+                    .ok()?,
+            ))
         }
     }
 }
@@ -531,7 +544,7 @@ async fn search(
         .filter(|(name, _)| name == "date")
         .map(|(_, v)| v.into_owned())
         .collect();
-    let (date_from, date_before) = date_range(&dates)?;
+    let dates = date_conditions(&dates)?;
     let cursor = params.get("_cursor").map(str::to_string);
     if let Some(c) = &cursor
         && ResourceType::from_id(c) != Some(rt)
@@ -552,8 +565,7 @@ async fn search(
         status: status.clone(),
         mrn: mrn.clone(),
         updated_since: since.map(time::format),
-        date_from: date_from.map(time::format),
-        date_before: date_before.map(time::format),
+        dates: dates.clone(),
         limit: count as u32,
         cursor,
         max_bytes: Some(state.config.limits.max_page_bytes),
@@ -596,12 +608,10 @@ async fn search(
                         .and_then(time::parse)
                         .is_some_and(|u| u >= at)
                 })
-                && (dates.is_empty()
-                    || eventflow_store::date_column(rt, r)
-                        .and_then(|d| time::parse(&d))
-                        .is_some_and(|d| {
-                            date_from.is_none_or(|f| d >= f) && date_before.is_none_or(|b| d < b)
-                        })))
+                && (dates.is_empty() || {
+                    let (start, end) = eventflow_store::date_columns(rt, r);
+                    start.is_some_and(|s| dates.iter().all(|d| d.holds(&s, end.as_deref())))
+                }))
     };
     let records: Vec<Object> = records.into_iter().filter(|r| matches(r)).collect();
     if only_id.is_some() || other_system {
@@ -629,14 +639,18 @@ async fn search(
             })
         })
         .collect();
+    // The search's own parameters in order (a repeated `date` twice),
+    // then the page's.
+    let mut given: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+            .filter(|(name, _)| name != "_cursor" && name != "_count")
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
+    given.sort();
     let link = |cursor: Option<&str>| {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
-        let mut names: Vec<&String> = params.0.keys().collect();
-        names.sort();
-        for name in names {
-            if name != "_cursor" && name != "_count" {
-                q.append_pair(name, &params.0[name]);
-            }
+        for (name, value) in &given {
+            q.append_pair(name, value);
         }
         q.append_pair("_count", &count.to_string());
         if let Some(c) = cursor {

@@ -10,7 +10,7 @@ pub(crate) mod query;
 pub(crate) mod rules;
 pub(crate) mod sql;
 
-pub use rules::{RecordTx, StoredRecord, StoredResponse, date_column};
+pub use rules::{RecordTx, StoredRecord, StoredResponse, date_columns};
 
 use eventflow_model::{Event, Object, ResourceType, TypeFilter};
 use serde_json::Value;
@@ -138,17 +138,58 @@ pub struct ListQuery {
     pub mrn: Option<String>,
     /// Normalised timestamp (see `eventflow_model::time`).
     pub updated_since: Option<String>,
-    /// An appointment's start or an encounter's date at or after this
-    /// normalised timestamp.
-    pub date_from: Option<String>,
-    /// … and before this one.
-    pub date_before: Option<String>,
+    /// Conditions on when an appointment is or an encounter was (all
+    /// must hold).
+    pub dates: Vec<DateCondition>,
     pub limit: u32,
     /// The id after which to continue.
     pub cursor: Option<String>,
     /// Rows are read until their data reach this many bytes: the page ends
     /// early, with a cursor (it always holds at least one record).
     pub max_bytes: Option<usize>,
+}
+
+/// A date search's prefix (FHIR's `eq`, `gt`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatePrefix {
+    Eq,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Sa,
+    Eb,
+}
+
+/// One value of a date search: a prefix and the instants its value covers,
+/// `[lo, hi)`, as normalised timestamps. A record's period is
+/// `[start, end]`: an appointment's start (both ends), an encounter's
+/// date and end (no end: still going on). The prefixes mean what FHIR
+/// says of a period: `eq` holds it wholly inside the value; `gt` and
+/// `ge` have some of it after the value (`ge`: or in it), `lt` and `le`
+/// before (`le`: or in it); `sa` starts after the value, `eb` ends before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DateCondition {
+    pub prefix: DatePrefix,
+    pub lo: String,
+    pub hi: String,
+}
+
+impl DateCondition {
+    /// Whether a period (normalised timestamps; `end` `None`: open)
+    /// meets the condition. The stores' queries say the same in SQL.
+    pub fn holds(&self, start: &str, end: Option<&str>) -> bool {
+        let (lo, hi) = (self.lo.as_str(), self.hi.as_str());
+        match self.prefix {
+            DatePrefix::Eq => start >= lo && end.is_some_and(|e| e < hi),
+            DatePrefix::Gt => end.is_none_or(|e| e >= hi),
+            DatePrefix::Ge => end.is_none_or(|e| e >= lo),
+            DatePrefix::Lt => start < lo,
+            DatePrefix::Le => start < hi,
+            DatePrefix::Sa => start >= hi,
+            DatePrefix::Eb => end.is_some_and(|e| e < lo),
+        }
+    }
 }
 
 /// A page of records.

@@ -81,11 +81,40 @@ where
     if let Some(u) = &q.updated_since {
         qb.push(" AND updated_at >= ").push_bind(u.as_str());
     }
-    if let Some(d) = &q.date_from {
-        qb.push(" AND date_at >= ").push_bind(d.as_str());
-    }
-    if let Some(d) = &q.date_before {
-        qb.push(" AND date_at < ").push_bind(d.as_str());
+    // The SQL of `DateCondition::holds`: `date_at` is the start,
+    // `date_end` the end (NULL: open).
+    for d in &q.dates {
+        use crate::records::DatePrefix as P;
+        let (lo, hi) = (d.lo.as_str(), d.hi.as_str());
+        qb.push(" AND date_at IS NOT NULL AND ");
+        match d.prefix {
+            P::Eq => {
+                qb.push("date_at >= ").push_bind(lo);
+                qb.push(" AND date_end < ").push_bind(hi);
+            }
+            P::Gt => {
+                qb.push("(date_end IS NULL OR date_end >= ")
+                    .push_bind(hi)
+                    .push(")");
+            }
+            P::Ge => {
+                qb.push("(date_end IS NULL OR date_end >= ")
+                    .push_bind(lo)
+                    .push(")");
+            }
+            P::Lt => {
+                qb.push("date_at < ").push_bind(lo);
+            }
+            P::Le => {
+                qb.push("date_at < ").push_bind(hi);
+            }
+            P::Sa => {
+                qb.push("date_at >= ").push_bind(hi);
+            }
+            P::Eb => {
+                qb.push("date_end < ").push_bind(lo);
+            }
+        }
     }
 }
 

@@ -521,17 +521,20 @@ impl Ctx<'_> {
 
 /// The indexed reference columns of a record body, in
 /// [`REFERENCE_FIELDS`](eventflow_model::resource::REFERENCE_FIELDS) order.
-/// The record's date column: when an appointment starts or an encounter
-/// began, in UTC as `eventflow_model::time` writes instants (so that text
-/// order is time order).
-pub fn date_column(rt: ResourceType, data: &Object) -> Option<String> {
-    let field = match rt {
-        ResourceType::Appointment => "start",
-        ResourceType::Encounter => "date",
-        _ => return None,
+/// The record's period for date searches, its `date_at` and `date_end`
+/// columns: an appointment's start (a moment: both), an encounter's date
+/// and end (none: still going on); in UTC as `eventflow_model::time`
+/// writes instants (so that text order is time order).
+pub fn date_columns(rt: ResourceType, data: &Object) -> (Option<String>, Option<String>) {
+    let at = |field: &str| {
+        let v = data.get(field).and_then(Value::as_str)?;
+        eventflow_model::time::parse(v).map(eventflow_model::time::format)
     };
-    let at = data.get(field).and_then(Value::as_str)?;
-    eventflow_model::time::parse(at).map(eventflow_model::time::format)
+    match rt {
+        ResourceType::Appointment => (at("start"), at("start")),
+        ResourceType::Encounter => (at("date"), at("end")),
+        _ => (None, None),
+    }
 }
 
 pub fn reference_columns(data: &Object) -> [Option<&str>; 4] {

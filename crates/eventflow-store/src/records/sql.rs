@@ -23,7 +23,7 @@ macro_rules! impl_record_tx {
 
 
             use crate::records::*;
-            use crate::records::rules::{date_column, reference_columns};
+            use crate::records::rules::{date_columns, reference_columns};
 
         impl $conn {
             /// A record as stored, refused when over the record size limit.
@@ -61,10 +61,11 @@ macro_rules! impl_record_tx {
 
             async fn insert_record(&mut self, tenant: &str, rt: ResourceType, data: &Object) -> Result<()> {
                 let [patient, practitioner, encounter, appointment] = reference_columns(data);
+                let (date_start, date_end) = date_columns(rt, data);
                 sqlx::query(
                     "INSERT INTO records (tenant_id, id, resource_type, version, patient_id, practitioner_id, \
-                     encounter_id, appointment_id, status, updated_at, data, mrn, date_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                     encounter_id, appointment_id, status, updated_at, data, mrn, date_at, date_end) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 )
                 .bind(tenant)
                 .bind(data.get("id").and_then(Value::as_str))
@@ -78,7 +79,8 @@ macro_rules! impl_record_tx {
                 .bind(data.get("updatedAt").and_then(Value::as_str))
                 .bind(self.record_text(data)?)
                 .bind(data.get("mrn").and_then(Value::as_str))
-                .bind(date_column(rt, data))
+                .bind(date_start)
+                .bind(date_end)
                 .execute(&mut self.conn)
                 .await?;
                 Ok(())
@@ -91,9 +93,10 @@ macro_rules! impl_record_tx {
                 data: &Object,
             ) -> Result<()> {
                 let [patient, practitioner, encounter, appointment] = reference_columns(data);
+                let (date_start, date_end) = date_columns(rt, data);
                 sqlx::query(
                     "UPDATE records SET version = $1, patient_id = $2, practitioner_id = $3, encounter_id = $4, \
-                     appointment_id = $5, status = $6, updated_at = $7, data = $8, mrn = $11, date_at = $12 \
+                     appointment_id = $5, status = $6, updated_at = $7, data = $8, mrn = $11, date_at = $12, date_end = $13 \
                      WHERE tenant_id = $9 AND id = $10",
                 )
                 .bind(data.get("version").and_then(Value::as_i64))
@@ -107,7 +110,8 @@ macro_rules! impl_record_tx {
                 .bind(tenant)
                 .bind(data.get("id").and_then(Value::as_str))
                 .bind(data.get("mrn").and_then(Value::as_str))
-                .bind(date_column(rt, data))
+                .bind(date_start)
+                .bind(date_end)
                 .execute(&mut self.conn)
                 .await?;
                 Ok(())
