@@ -6,7 +6,6 @@
 //! not retried: the next period brings the next.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use eventflow_model::time;
 use eventflow_store::{Clock, Deliveries, Heartbeat};
@@ -18,8 +17,6 @@ use crate::dispatcher::post_signed;
 const CLAIM: i64 = 20;
 /// Heartbeats in flight at once, on this node.
 const IN_FLIGHT: usize = 32;
-/// How often the table is read without a wake-up.
-const SAFETY_NET: Duration = Duration::from_secs(30);
 
 /// What the heartbeat task needs.
 pub(crate) struct Heartbeats {
@@ -36,47 +33,40 @@ pub(crate) struct Heartbeats {
 
 /// Sends due heartbeats until shutdown.
 pub(crate) async fn run(h: Arc<Heartbeats>) {
-    let mut shutdown = h.shutdown.clone();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let due = match h.store.claim_heartbeats(CLAIM).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not claim heartbeats");
-                Vec::new()
-            }
-        };
-        let full = due.len() as i64 == CLAIM;
-        for beat in due {
-            let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                return;
+    let due = crate::verifier::Due {
+        clock: &*h.clock,
+        wake: &h.wake,
+        shutdown: h.shutdown.clone(),
+    };
+    let (h, in_flight) = (&h, &in_flight);
+    due.run(
+        move || async move {
+            let due = match h.store.claim_heartbeats(CLAIM).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not claim heartbeats");
+                    Vec::new()
+                }
             };
-            let h = h.clone();
-            tokio::spawn(async move {
-                send(h, beat).await;
-                drop(permit);
-            });
-        }
-        if full {
-            continue;
-        }
-        let now = h.clock.now();
-        let sleep = match h.store.next_heartbeat().await {
-            Ok(Some(at)) if at > now => h.clock.sleep_until(at),
-            // Due, yet another node holds it: look again shortly.
-            Ok(Some(_)) => Box::pin(tokio::time::sleep(Duration::from_secs(1))),
-            _ => Box::pin(std::future::pending()),
-        };
-        tokio::select! {
-            () = h.wake.notified() => {}
-            () = sleep => {}
-            () = tokio::time::sleep(SAFETY_NET) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
+            let full = due.len() as i64 == CLAIM;
+            for beat in due {
+                // Closed only when this task ends.
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return false;
+                };
+                let h = h.clone();
+                tokio::spawn(async move {
+                    send(h, beat).await;
+                    drop(permit);
+                });
+            }
+            full
+        },
+        || h.store.next_heartbeat(),
+        || {},
+    )
+    .await;
 }
 
 /// Sends one heartbeat.

@@ -58,38 +58,75 @@ pub(crate) struct Verifier {
 
 /// Sends due challenges and records their outcomes until shutdown.
 pub(crate) async fn run(v: Arc<Verifier>) {
-    let mut shutdown = v.shutdown.clone();
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let claimed = match v.store.claim_verifications(CLAIM).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not claim endpoint verifications");
-                Vec::new()
+    let due = Due {
+        clock: &*v.clock,
+        wake: &v.wake,
+        shutdown: v.shutdown.clone(),
+    };
+    let v = &v;
+    due.run(
+        move || async move {
+            let claimed = match v.store.claim_verifications(CLAIM).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not claim endpoint verifications");
+                    Vec::new()
+                }
+            };
+            let full = claimed.len() as i64 == CLAIM;
+            for row in claimed {
+                tokio::spawn(challenge(v.clone(), row));
             }
-        };
-        let full = claimed.len() as i64 == CLAIM;
-        for row in claimed {
-            tokio::spawn(challenge(v.clone(), row));
-        }
-        if full {
-            continue;
-        }
-        let now = v.clock.now();
-        let sleep = match v.store.next_verification().await {
-            Ok(Some(at)) if at > now => v.clock.sleep_until(at),
-            // Due, yet another node holds it: look again shortly.
-            Ok(Some(_)) => Box::pin(tokio::time::sleep(Duration::from_secs(1))),
-            _ => Box::pin(std::future::pending()),
-        };
-        tokio::select! {
-            // An endpoint changed: its heartbeats may be due as well.
-            () = v.wake.notified() => v.heartbeats.notify_one(),
-            () = sleep => {}
-            () = tokio::time::sleep(SAFETY_NET) => {}
-            _ = shutdown.changed() => return,
+            full
+        },
+        || v.store.next_verification(),
+        // An endpoint changed: its heartbeats may be due as well.
+        || v.heartbeats.notify_one(),
+    )
+    .await;
+}
+
+/// A loop over work the store keeps due times of (challenges,
+/// heartbeats): take what is due, then sleep until the next is, a
+/// wake-up, or a safety net; until shutdown.
+pub(crate) struct Due<'a> {
+    pub clock: &'a dyn Clock,
+    pub wake: &'a Notify,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Due<'_> {
+    /// `take` takes and starts what is due, saying whether it took a
+    /// whole claim (then it is called again at once); `next` reads when
+    /// the next is due; `woken` runs on each wake-up.
+    pub async fn run<T, TF, N, NF, W>(mut self, mut take: T, mut next: N, woken: W)
+    where
+        T: FnMut() -> TF,
+        TF: std::future::Future<Output = bool>,
+        N: FnMut() -> NF,
+        NF: std::future::Future<Output = eventflow_store::Result<Option<jiff::Timestamp>>>,
+        W: Fn(),
+    {
+        loop {
+            if *self.shutdown.borrow() {
+                return;
+            }
+            if take().await {
+                continue;
+            }
+            let now = self.clock.now();
+            let sleep = match next().await {
+                Ok(Some(at)) if at > now => self.clock.sleep_until(at),
+                // Due, yet another node holds it: look again shortly.
+                Ok(Some(_)) => Box::pin(tokio::time::sleep(Duration::from_secs(1))),
+                _ => Box::pin(std::future::pending()),
+            };
+            tokio::select! {
+                () = self.wake.notified() => woken(),
+                () = sleep => {}
+                () = tokio::time::sleep(SAFETY_NET) => {}
+                _ = self.shutdown.changed() => return,
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use eventflow_model::{Event, Object, ResourceRef, time};
 use serde_json::{Value, json};
 
 use crate::delivery::fanout::LEASE;
-use crate::delivery::sql::{NewDelivery, PAUSED, QueueConn, patient_of};
+use crate::delivery::sql::{DueAt, NewDelivery, PAUSED, QueueConn, patient_of};
 use crate::delivery::{
     AttemptRecord, AttemptVerdict, ClaimedDelivery, Delivery, DeliveryStatus, Disclosure,
     EndpointRow, FreshDelivery, Ordering, PayloadMode, Recorded, Replay, ReplayFrom, Signing,
@@ -741,7 +741,7 @@ pub(crate) async fn claim_verifications<C: QueueConn + ?Sized>(
 ) -> Result<Vec<EndpointRow>> {
     let now = conn.fanout().now.clone();
     let until = conn.fanout().lease_until.clone();
-    let mut due = conn.due_verifications(&now, limit).await?;
+    let mut due = conn.due_endpoints(DueAt::Verification, &now, limit).await?;
     for row in &mut due {
         conn.lease_verification(&row.id, &until).await?;
         row.verify_at = Some(until.clone());
@@ -762,7 +762,7 @@ pub(crate) async fn claim_heartbeats<C: QueueConn + ?Sized>(
     let now_s = conn.fanout().now.clone();
     let now = time::parse(&now_s).ok_or_else(|| StoreError::corrupt("writer clock"))?;
     let mut taken = Vec::new();
-    for row in conn.due_heartbeats(&now_s, limit).await? {
+    for row in conn.due_endpoints(DueAt::Heartbeat, &now_s, limit).await? {
         let period = row.config.fhir.as_ref().and_then(|f| f.heartbeat);
         let Some(period) = period.map(|p| jiff::SignedDuration::from_secs(i64::from(p))) else {
             conn.set_heartbeat(&row.id, None).await?;

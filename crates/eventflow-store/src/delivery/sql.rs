@@ -22,6 +22,24 @@ pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.tenant_id, d.endpoint_id, d.e
      d.event_sequence, d.event_id, d.event_type, d.resource_id, d.status, d.created_at, d.updated_at, \
      d.next_at, d.attempts, d.window_started_at";
 
+/// What of an endpoint's may be due.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DueAt {
+    /// Its verification challenge (`verify_at`).
+    Verification,
+    /// Its FHIR heartbeat (`heartbeat_at`).
+    Heartbeat,
+}
+
+impl DueAt {
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            DueAt::Verification => "verify_at",
+            DueAt::Heartbeat => "heartbeat_at",
+        }
+    }
+}
+
 /// The columns every endpoint read selects ([`endpoint_from_row`] reads them by name).
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, tenant_id, revision, created_at, updated_at, disabled, \
      disabled_reason, config, secrets, last_sequence, failure_streak, failing_since, filter_error, \
@@ -227,10 +245,15 @@ pub(crate) trait QueueConn: crate::records::rules::RecordTx {
         next_at: &str,
         now: &str,
     ) -> crate::Result<u64>;
-    /// Pending endpoints whose challenge is due (enabled, not deleted),
-    /// oldest due first, locked (on PostgreSQL skipping rows other nodes hold).
-    async fn due_verifications(&mut self, now: &str, limit: i64)
-    -> crate::Result<Vec<EndpointRow>>;
+    /// Endpoints whose challenge or heartbeat is due (enabled, not
+    /// deleted), oldest due first, locked (on PostgreSQL skipping rows
+    /// other nodes hold).
+    async fn due_endpoints(
+        &mut self,
+        due: DueAt,
+        now: &str,
+        limit: i64,
+    ) -> crate::Result<Vec<EndpointRow>>;
     /// Writes an endpoint's verification and when its challenge is next
     /// sent, bumping its revision (cached copies read it again).
     async fn set_verification(
@@ -243,9 +266,6 @@ pub(crate) trait QueueConn: crate::records::rules::RecordTx {
     /// Leases a pending endpoint's challenge until `until` (its revision
     /// unchanged: a client's change in between is not turned away).
     async fn lease_verification(&mut self, id: &str, until: &str) -> crate::Result<()>;
-    /// FHIR subscriptions whose heartbeat is due (enabled, not deleted),
-    /// locked (on PostgreSQL skipping rows other nodes hold).
-    async fn due_heartbeats(&mut self, now: &str, limit: i64) -> crate::Result<Vec<EndpointRow>>;
     /// When the endpoint's next heartbeat is due (`None`: none is).
     async fn set_heartbeat(&mut self, id: &str, at: Option<&str>) -> crate::Result<()>;
     /// The endpoint's last delivery: its `endpointSequence` and when it
@@ -330,7 +350,7 @@ macro_rules! impl_queue_conn {
 
             use crate::delivery::{Delivery, EndpointRow};
             use crate::error::{Result, StoreError};
-            use crate::delivery::sql::{DELIVERY_COLUMNS, ENDPOINT_COLUMNS, NewDelivery, QueueConn, REPLAY_COLUMNS};
+            use crate::delivery::sql::{DELIVERY_COLUMNS, DueAt, ENDPOINT_COLUMNS, NewDelivery, QueueConn, REPLAY_COLUMNS};
             use crate::codec::json_text;
 
             #[async_trait]
@@ -609,12 +629,13 @@ macro_rules! impl_queue_conn {
                     Ok(done.rows_affected())
                 }
 
-                async fn due_verifications(&mut self, now: &str, limit: i64) -> Result<Vec<EndpointRow>> {
+                async fn due_endpoints(&mut self, due: DueAt, now: &str, limit: i64) -> Result<Vec<EndpointRow>> {
                     let lock: &str = $lock_row;
                     let skip = if lock.is_empty() { "" } else { " SKIP LOCKED" };
+                    let at = due.column();
                     let sql = format!(
-                        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE verify_at IS NOT NULL AND verify_at <= $1 \
-                         AND disabled = 0 AND deleted_at IS NULL ORDER BY verify_at LIMIT $2{lock}{skip}"
+                        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE {at} IS NOT NULL AND {at} <= $1 \
+                         AND disabled = 0 AND deleted_at IS NULL ORDER BY {at} LIMIT $2{lock}{skip}"
                     );
                     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(now)
@@ -651,21 +672,6 @@ macro_rules! impl_queue_conn {
                         .execute(&mut self.conn)
                         .await?;
                     Ok(())
-                }
-
-                async fn due_heartbeats(&mut self, now: &str, limit: i64) -> Result<Vec<EndpointRow>> {
-                    let lock: &str = $lock_row;
-                    let skip = if lock.is_empty() { "" } else { " SKIP LOCKED" };
-                    let sql = format!(
-                        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE heartbeat_at IS NOT NULL AND heartbeat_at <= $1 \
-                         AND disabled = 0 AND deleted_at IS NULL ORDER BY heartbeat_at LIMIT $2{lock}{skip}"
-                    );
-                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(now)
-                        .bind(limit)
-                        .fetch_all(&mut self.conn)
-                        .await?;
-                    rows.iter().map(crate::delivery::sql::endpoint_from_row).collect()
                 }
 
                 async fn set_heartbeat(&mut self, id: &str, at: Option<&str>) -> Result<()> {

@@ -8,7 +8,9 @@ use eventflow_testkit::python::{python, python_has, skipped};
 use eventflow_testkit::{Answer, Api, Backend, Receiver, Reply, backend_tests, wait_for};
 use serde_json::{Value, json};
 
-use crate::helpers::{COLLECTIONS, full_body, minimal_body, world};
+use crate::helpers::{
+    COLLECTIONS, IG, full_body, heartbeat_period, minimal_body, subscription, with_heartbeat, world,
+};
 
 backend_tests!(
     every_record_type_reads_as_a_valid_r4b_resource,
@@ -640,55 +642,16 @@ INSERT INTO records (tenant_id, id, resource_type, version, patient_id, status, 
 ";
 
 async fn records_written_before_date_search_get_their_dates(backend: Backend) {
-    let (url, _db) = backend.database_url().await;
-    let dir = tempfile::tempdir().unwrap();
-    macro_rules! upgrade {
-        ($pool:expr, $postgres:expr, $newest:expr) => {{
-            use sqlx::Row;
-            let pool = $pool;
-            eventflow_store::migrations::up_to($postgres, 18)
-                .run(&pool)
-                .await
-                .unwrap();
-            sqlx::raw_sql(BEFORE_RECORD_DATES)
-                .execute(&pool)
-                .await
-                .unwrap();
-            $newest.run(&pool).await.unwrap();
-            let found = sqlx::query("SELECT id, date_at, date_end FROM records ORDER BY id")
-                .fetch_all(&pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| {
-                    (
-                        r.get::<String, _>(0),
-                        r.get::<Option<String>, _>(1),
-                        r.get::<Option<String>, _>(2),
-                    )
-                })
-                .collect::<Vec<_>>();
-            pool.close().await;
-            found
-        }};
-    }
-    let rows = match backend {
-        Backend::Sqlite => {
-            let path = dir.path().join("upgrade.db");
-            upgrade!(
-                sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-                    .await
-                    .unwrap(),
-                false,
-                eventflow_store::migrations::sqlite()
-            )
-        }
-        Backend::Postgres(_) => upgrade!(
-            sqlx::PgPool::connect(&url).await.unwrap(),
-            true,
-            eventflow_store::migrations::postgres()
-        ),
-    };
+    let rows: Vec<(String, Option<String>, Option<String>)> = crate::helpers::upgraded(
+        &backend,
+        18,
+        BEFORE_RECORD_DATES,
+        "SELECT id, date_at, date_end FROM records ORDER BY id",
+    )
+    .await
+    .into_iter()
+    .map(|r| (r[0].clone().unwrap(), r[1].clone(), r[2].clone()))
+    .collect();
     let some = |s: &str| Some(s.to_string());
     let row = |id: &str, start: Option<String>, end: Option<String>| (id.to_string(), start, end);
     // The year 0000, which the API takes, is no time to PostgreSQL: that
@@ -1430,33 +1393,6 @@ async fn subscription_topics_name_every_event_type_and_clinical_topic(backend: B
     assert_eq!(validate(&checked), expected);
 }
 
-const IG: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/";
-
-/// A `Subscription` to `topic` (a canonical URL) at `url`.
-fn subscription(topic: &str, url: &str, content: &str, filter: Option<&str>) -> Value {
-    let mut s = json!({
-        "resourceType": "Subscription",
-        "status": "requested",
-        "reason": "Cancelled appointments, for the scheduling system",
-        "criteria": topic,
-        "channel": {
-            "type": "rest-hook",
-            "endpoint": url,
-            "payload": "application/fhir+json",
-            "_payload": {"extension": [{"url": format!("{IG}backport-payload-content"), "valueCode": content}]},
-            "header": ["Authorization: Bearer receiver-token"],
-            "extension": [
-                {"url": format!("{IG}backport-timeout"), "valueUnsignedInt": 10},
-                {"url": format!("{IG}backport-max-count"), "valuePositiveInt": 1},
-            ],
-        },
-    });
-    if let Some(f) = filter {
-        s["_criteria"] = json!({"extension": [{"url": format!("{IG}backport-filter-criteria"), "valueString": f}]});
-    }
-    s
-}
-
 async fn until_status(api: &Api, id: &str, status: &str) -> Value {
     wait_for(
         std::time::Duration::from_secs(20),
@@ -1748,12 +1684,8 @@ async fn a_quiet_subscription_is_sent_heartbeats_that_do_not_count(backend: Back
         .unwrap()
         .to_string();
     let rx = Receiver::start().await;
-    let mut body = subscription(&topic, &rx.url("/beat"), "id-only", None);
-    let period = json!({"url": format!("{IG}backport-heartbeat-period"), "valueUnsignedInt": 60});
-    body["channel"]["extension"]
-        .as_array_mut()
-        .unwrap()
-        .push(period.clone());
+    let body = with_heartbeat(subscription(&topic, &rx.url("/beat"), "id-only", None), 60);
+    let period = heartbeat_period(60);
     let made = post(&api, "/fhir/Subscription", &body).await;
     assert_fhir(&made, 201);
     assert!(
@@ -1839,11 +1771,10 @@ async fn a_quiet_subscription_is_sent_heartbeats_that_do_not_count(backend: Back
     // Off: no heartbeats, while another subscription of the same period,
     // made now, gets its own (so the heartbeats were looked for).
     let control = Receiver::start().await;
-    let mut body = subscription(&topic, &control.url("/control"), "id-only", None);
-    body["channel"]["extension"]
-        .as_array_mut()
-        .unwrap()
-        .push(period.clone());
+    let body = with_heartbeat(
+        subscription(&topic, &control.url("/control"), "id-only", None),
+        60,
+    );
     let made_control = post(&api, "/fhir/Subscription", &body).await;
     assert_fhir(&made_control, 201);
     control

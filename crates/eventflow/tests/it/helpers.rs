@@ -560,3 +560,102 @@ for c in given["cases"]:
                          "errors": ["/".join(map(str, e.absolute_path)) + ": " + e.message[:300] for e in errors[:5]]})
 print(json.dumps(failures))
 "#;
+
+/// A database of `backend` migrated up to `version`, filled by `fill`,
+/// then migrated to the newest: the rows `read` selects, each column as
+/// text (NULL as `None`). How a test checks what a migration makes of
+/// data an older build left.
+pub async fn upgraded(
+    backend: &Backend,
+    version: i64,
+    fill: &str,
+    read: &str,
+) -> Vec<Vec<Option<String>>> {
+    let (url, _db) = backend.database_url().await;
+    let dir = tempfile::tempdir().unwrap();
+    macro_rules! upgrade {
+        ($pool:expr, $postgres:expr, $newest:expr) => {{
+            use sqlx::Row;
+            let pool = $pool;
+            eventflow_store::migrations::up_to($postgres, version)
+                .run(&pool)
+                .await
+                .unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(fill.to_string()))
+                .execute(&pool)
+                .await
+                .unwrap();
+            $newest.run(&pool).await.unwrap();
+            let found = sqlx::query(sqlx::AssertSqlSafe(read.to_string()))
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| r.get::<Option<String>, _>(i))
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>();
+            pool.close().await;
+            found
+        }};
+    }
+    match backend {
+        Backend::Sqlite => {
+            let path = dir.path().join("upgrade.db");
+            upgrade!(
+                sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+                    .await
+                    .unwrap(),
+                false,
+                eventflow_store::migrations::sqlite()
+            )
+        }
+        Backend::Postgres(_) => upgrade!(
+            sqlx::PgPool::connect(&url).await.unwrap(),
+            true,
+            eventflow_store::migrations::postgres()
+        ),
+    }
+}
+
+pub const IG: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/";
+
+/// A `Subscription` to `topic` (a canonical URL) at `url`.
+pub fn subscription(topic: &str, url: &str, content: &str, filter: Option<&str>) -> Value {
+    let mut s = json!({
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "Cancelled appointments, for the scheduling system",
+        "criteria": topic,
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": url,
+            "payload": "application/fhir+json",
+            "_payload": {"extension": [{"url": format!("{IG}backport-payload-content"), "valueCode": content}]},
+            "header": ["Authorization: Bearer receiver-token"],
+            "extension": [
+                {"url": format!("{IG}backport-timeout"), "valueUnsignedInt": 10},
+                {"url": format!("{IG}backport-max-count"), "valuePositiveInt": 1},
+            ],
+        },
+    });
+    if let Some(f) = filter {
+        s["_criteria"] = json!({"extension": [{"url": format!("{IG}backport-filter-criteria"), "valueString": f}]});
+    }
+    s
+}
+
+/// `body` (a `Subscription`) asking for a heartbeat every `secs` seconds.
+pub fn with_heartbeat(mut body: Value, secs: u32) -> Value {
+    if let Some(ext) = body["channel"]["extension"].as_array_mut() {
+        ext.push(heartbeat_period(secs));
+    }
+    body
+}
+
+/// The `backport-heartbeat-period` extension.
+pub fn heartbeat_period(secs: u32) -> Value {
+    json!({"url": format!("{IG}backport-heartbeat-period"), "valueUnsignedInt": secs})
+}

@@ -363,7 +363,6 @@ async fn three_nodes_send_each_heartbeat_once() {
     else {
         return;
     };
-    let ig = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/";
     let topic = apis[0]
         .get("/fhir/SubscriptionTopic/patient.created")
         .await
@@ -378,18 +377,15 @@ async fn three_nodes_send_each_heartbeat_once() {
         let r = apis[n % 3]
             .post(
                 "/fhir/Subscription",
-                json!({
-                    "resourceType": "Subscription",
-                    "status": "requested",
-                    "reason": "liveness",
-                    "criteria": topic,
-                    "channel": {
-                        "type": "rest-hook",
-                        "endpoint": rx.url(&format!("/s{n}")),
-                        "payload": "application/fhir+json",
-                        "extension": [{"url": format!("{ig}backport-heartbeat-period"), "valueUnsignedInt": 60}],
-                    },
-                }),
+                crate::helpers::with_heartbeat(
+                    crate::helpers::subscription(
+                        &topic,
+                        &rx.url(&format!("/s{n}")),
+                        "id-only",
+                        None,
+                    ),
+                    60,
+                ),
             )
             .await;
         assert_eq!(r.status, 201, "{}", r.body);

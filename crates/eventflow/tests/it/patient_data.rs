@@ -396,51 +396,18 @@ INSERT INTO deliveries (id, tenant_id, endpoint_id, endpoint_sequence, event_seq
 async fn disclosures_acknowledged_before_disclosure_records_existed_are_carried_over(
     backend: Backend,
 ) {
-    let (url, _db) = backend.database_url().await;
-    let dir = tempfile::tempdir().unwrap();
     // Migrated up to the version before, filled, migrated to the newest;
     // the disclosure records read back (JSON lists without spaces).
-    macro_rules! upgrade {
-        ($pool:expr, $postgres:expr, $newest:expr) => {{
-            use sqlx::Row;
-            let pool = $pool;
-            eventflow_store::migrations::up_to($postgres, 11)
-                .run(&pool)
-                .await
-                .unwrap();
-            sqlx::raw_sql(BEFORE_DISCLOSURE_RECORDS)
-                .execute(&pool)
-                .await
-                .unwrap();
-            $newest.run(&pool).await.unwrap();
-            let found = sqlx::query("SELECT id, tenant_id, patient_id, at, recipient, endpoint_id, origin, delivery_id, event_id, event_type, resource_type, resource_id, fields, purpose FROM disclosures ORDER BY id")
-                .fetch_all(&pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| (0..14).map(|i| r.get::<String, _>(i).replace(", ", ",")).collect::<Vec<_>>())
-                .collect::<Vec<_>>();
-            pool.close().await;
-            found
-        }};
-    }
-    let rows = match backend {
-        Backend::Sqlite => {
-            let path = dir.path().join("upgrade.db");
-            upgrade!(
-                sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-                    .await
-                    .unwrap(),
-                false,
-                eventflow_store::migrations::sqlite()
-            )
-        }
-        Backend::Postgres(_) => upgrade!(
-            sqlx::PgPool::connect(&url).await.unwrap(),
-            true,
-            eventflow_store::migrations::postgres()
-        ),
-    };
+    let rows: Vec<Vec<String>> = crate::helpers::upgraded(
+        &backend,
+        11,
+        BEFORE_DISCLOSURE_RECORDS,
+        "SELECT id, tenant_id, patient_id, at, recipient, endpoint_id, origin, delivery_id, event_id, event_type, resource_type, resource_id, fields, purpose FROM disclosures ORDER BY id",
+    )
+    .await
+    .into_iter()
+    .map(|r| r.into_iter().map(|c| c.unwrap().replace(", ", ",")).collect())
+    .collect();
     let expected = |delivery: &str, at: &str, host: &str, origin: &str, ep: &str, fields: &str| {
         [
             &format!("dsc_{}", &delivery[4..]),
