@@ -9,7 +9,8 @@ use eventflow_testkit::{Answer, Api, Backend, Receiver, Reply, backend_tests, wa
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    COLLECTIONS, IG, full_body, heartbeat_period, minimal_body, subscription, with_heartbeat, world,
+    COLLECTIONS, IG, full_body, heartbeat_period, minimal_body, subscription, topic_url,
+    with_heartbeat, world,
 };
 
 backend_tests!(
@@ -1226,13 +1227,7 @@ print(json.dumps({
     // resource, reads it back until the handshake made it active, finds
     // it by a search, then writes a patient the topic is about.
     let rx = Receiver::start().await;
-    let topic = api
-        .get("/fhir/SubscriptionTopic/patient.created")
-        .await
-        .body["url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let topic = topic_url(&api, "patient.created").await;
     let script = r#"
 import sys, json, time
 from fhirclient import client
@@ -1413,13 +1408,7 @@ async fn a_subscription_shakes_hands_then_notifies_each_matching_event(backend: 
     let api = server.api();
     let w = world(&api).await;
     let other = api.patient().await;
-    let topic = api
-        .get("/fhir/SubscriptionTopic/appointment.cancelled")
-        .await
-        .body["url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let topic = topic_url(&api, "appointment.cancelled").await;
     let rx = Receiver::start().await;
     let full = post(
         &api,
@@ -1676,13 +1665,7 @@ async fn a_quiet_subscription_is_sent_heartbeats_that_do_not_count(backend: Back
     let (server, clock) = backend.spawn_with_clock(start).await;
     let api = server.api();
     let w = world(&api).await;
-    let topic = api
-        .get("/fhir/SubscriptionTopic/appointment.cancelled")
-        .await
-        .body["url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let topic = topic_url(&api, "appointment.cancelled").await;
     let rx = Receiver::start().await;
     let body = with_heartbeat(subscription(&topic, &rx.url("/beat"), "id-only", None), 60);
     let period = heartbeat_period(60);
@@ -1834,13 +1817,7 @@ async fn a_failed_handshake_puts_the_subscription_in_error_and_sends_nothing(bac
     let server = backend.spawn().await;
     let api = server.api();
     let w = world(&api).await;
-    let topic = api
-        .get("/fhir/SubscriptionTopic/appointment.cancelled")
-        .await
-        .body["url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let topic = topic_url(&api, "appointment.cancelled").await;
     let rx = Receiver::start().await;
     rx.answer(Answer::Status(500));
     let r = post(
@@ -1891,13 +1868,7 @@ async fn a_subscription_the_server_cannot_keep_is_refused(backend: Backend) {
     }
     let server = backend.spawn().await;
     let api = server.api();
-    let topic = api
-        .get("/fhir/SubscriptionTopic/appointment.cancelled")
-        .await
-        .body["url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let topic = topic_url(&api, "appointment.cancelled").await;
     let url = "http://127.0.0.1:9/hook";
     let base = subscription(&topic, url, "id-only", None);
     let with = |f: &dyn Fn(&mut Value)| {

@@ -659,3 +659,9 @@ pub fn with_heartbeat(mut body: Value, secs: u32) -> Value {
 pub fn heartbeat_period(secs: u32) -> Value {
     json!({"url": format!("{IG}backport-heartbeat-period"), "valueUnsignedInt": secs})
 }
+
+/// The canonical URL of the server's SubscriptionTopic `name`.
+pub async fn topic_url(api: &Api, name: &str) -> String {
+    let r = api.get(&format!("/fhir/SubscriptionTopic/{name}")).await;
+    r.body["url"].as_str().unwrap().to_string()
+}

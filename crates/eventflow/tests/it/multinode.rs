@@ -363,13 +363,7 @@ async fn three_nodes_send_each_heartbeat_once() {
     else {
         return;
     };
-    let topic = apis[0]
-        .get("/fhir/SubscriptionTopic/patient.created")
-        .await
-        .body["url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let topic = crate::helpers::topic_url(&apis[0], "patient.created").await;
     let rx = eventflow_testkit::Receiver::start().await;
     const SUBSCRIPTIONS: usize = 30;
     let mut ids = Vec::new();
