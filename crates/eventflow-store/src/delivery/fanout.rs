@@ -122,6 +122,11 @@ pub struct Fanout {
     /// node's dispatcher (not leased, retried, replayed, resumed, drained):
     /// at commit the dispatcher is told to look at the table.
     pub wake_dispatcher: bool,
+    /// The tenants the group's transaction has locked, with their
+    /// endpoints checked current: a later write of the group for the same
+    /// tenant need not lock and check again (no other writer can change
+    /// them while the lock holds; this one's changes forget the tenant).
+    locked: std::collections::HashSet<String>,
 }
 
 /// Why a filter that spent its own budget did not match.
@@ -156,7 +161,31 @@ impl Fanout {
             noted: Vec::new(),
             feed,
             wake_dispatcher: false,
+            locked: std::collections::HashSet::new(),
         }
+    }
+
+    /// Whether the group has locked `tenant` and checked its endpoints.
+    pub fn holds_lock(&self, tenant: &str) -> bool {
+        self.locked.contains(tenant)
+    }
+
+    /// The group has locked `tenant` and checked its endpoints.
+    pub fn note_lock(&mut self, tenant: &str) {
+        self.locked.insert(tenant.to_string());
+    }
+
+    /// A savepoint was rolled back, and with it the locks taken since
+    /// (PostgreSQL releases them): every tenant is locked again when next
+    /// written.
+    pub fn forget_locks(&mut self) {
+        self.locked.clear();
+    }
+
+    /// `tenant`'s endpoints changed in the group: the next write checks
+    /// them again.
+    pub fn endpoints_changed(&mut self, tenant: &str) {
+        self.locked.remove(tenant);
     }
 
     pub fn start_group(&mut self, now: jiff::Timestamp) {
@@ -164,6 +193,7 @@ impl Fanout {
         self.lease_until = eventflow_model::time::format(now + LEASE);
         self.fresh.clear();
         self.noted.clear();
+        self.locked.clear();
         self.wake_dispatcher = false;
     }
 

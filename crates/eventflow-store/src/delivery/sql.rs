@@ -593,6 +593,7 @@ macro_rules! impl_queue_conn {
                         .bind(tenant)
                         .execute(&mut self.conn)
                         .await?;
+                    self.fanout.endpoints_changed(tenant);
                     Ok(())
                 }
 

@@ -275,6 +275,9 @@ macro_rules! impl_record_tx {
                 Ok(())
             }
             async fn lock_tenant(&mut self, tenant: &str) -> Result<()> {
+                if self.fanout.holds_lock(tenant) {
+                    return Ok(());
+                }
                 let sql: &'static str = $lock_tenant;
                 let row = sqlx::query(sql).bind(tenant).fetch_optional(&mut self.conn).await?;
                 if let Some(row) = row {
@@ -286,6 +289,7 @@ macro_rules! impl_record_tx {
                         let endpoints = crate::delivery::sql::QueueConn::load_endpoints(self, tenant).await?;
                         self.fanout.load(tenant, version, endpoints);
                     }
+                    self.fanout.note_lock(tenant);
                 }
                 Ok(())
             }

@@ -798,6 +798,8 @@ async fn try_group<C: WriteConn + QueueConn + AutoConn>(
             (Err(_), true) => {
                 conn.fanout().truncate_fresh(fresh_before);
                 conn.fanout().truncate_noted(noted_before);
+                // Locks taken since the savepoint go with it (PostgreSQL).
+                conn.fanout().forget_locks();
                 match conn.execute("ROLLBACK TO job").await {
                     Ok(()) => conn.execute("RELEASE job").await,
                     Err(e) => Err(e),
@@ -1043,9 +1045,10 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
                 Err(e) if !e.is_domain() => {
                     conn.execute("ROLLBACK TO step").await?;
                     // What the rolled-back effects handed over or noted
-                    // (deliveries, wake-ups) goes with them.
+                    // (deliveries, wake-ups, locks) goes with them.
                     conn.fanout().truncate_fresh(fresh_before);
                     conn.fanout().truncate_noted(noted_before);
+                    conn.fanout().forget_locks();
                     tracing::warn!(run = %report.run_id, error = %e, "a step's outcome could not be stored; the step fails");
                     let failed = report.failed_unstored();
                     automation::step_done(conn, &failed, &node, now).await?
