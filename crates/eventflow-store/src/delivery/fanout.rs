@@ -127,6 +127,9 @@ pub struct Fanout {
     /// tenant need not lock and check again (no other writer can change
     /// them while the lock holds; this one's changes forget the tenant).
     locked: std::collections::HashSet<String>,
+    /// The group's audit entries, written together before it commits
+    /// (nothing in a group reads them back).
+    audits: Vec<crate::records::AuditEntry>,
 }
 
 /// Why a filter that spent its own budget did not match.
@@ -162,7 +165,27 @@ impl Fanout {
             feed,
             wake_dispatcher: false,
             locked: std::collections::HashSet::new(),
+            audits: Vec::new(),
         }
+    }
+
+    /// Keeps an audit entry for the group's one insert of them.
+    pub fn defer_audit(&mut self, entry: crate::records::AuditEntry) {
+        self.audits.push(entry);
+    }
+
+    pub fn audits_len(&self) -> usize {
+        self.audits.len()
+    }
+
+    /// A savepoint was rolled back: the entries written since go with it.
+    pub fn truncate_audits(&mut self, len: usize) {
+        self.audits.truncate(len);
+    }
+
+    /// The group's audit entries, to insert.
+    pub fn take_audits(&mut self) -> Vec<crate::records::AuditEntry> {
+        std::mem::take(&mut self.audits)
     }
 
     /// Whether the group has locked `tenant` and checked its endpoints.
@@ -194,6 +217,7 @@ impl Fanout {
         self.fresh.clear();
         self.noted.clear();
         self.locked.clear();
+        self.audits.clear();
         self.wake_dispatcher = false;
     }
 

@@ -80,6 +80,10 @@ pub trait RecordTx: Send {
     /// matches: its tenant's, and its organisation's (`org`) for a member.
     async fn fan_out(&mut self, event: &Event, org: Option<&str>) -> Result<()>;
     async fn insert_audit(&mut self, entry: &AuditEntry) -> Result<()>;
+    /// Inserts the audit entries `insert_audit` kept for the group, in
+    /// as few statements as their number allows. Called before the group
+    /// commits.
+    async fn flush_audits(&mut self) -> Result<()>;
     async fn idempotency_get(&mut self, tenant: &str, key: &str) -> Result<Option<StoredResponse>>;
     async fn idempotency_put(
         &mut self,

@@ -9,6 +9,9 @@
 
 /// [`RecordTx`](crate::records::RecordTx) for a backend's write connection (a
 /// struct with `conn` and `fanout` fields).
+/// Audit entries one insert writes at most (seven values each).
+pub(crate) const AUDIT_ROWS: usize = 500;
+
 macro_rules! impl_record_tx {
     ($conn:ty, lock_tenant: $lock_tenant:expr $(,)?) => {
         const _: () = {
@@ -223,19 +226,30 @@ macro_rules! impl_record_tx {
             }
 
             async fn insert_audit(&mut self, e: &AuditEntry) -> Result<()> {
-                sqlx::query(
-                    "INSERT INTO audit_log (id, tenant_id, at, key_id, action, resource_type, resource_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&e.id)
-                .bind(&e.tenant)
-                .bind(&e.at)
-                .bind(&e.key_id)
-                .bind(&e.action)
-                .bind(&e.resource_type)
-                .bind(&e.resource_id)
-                .execute(&mut self.conn)
-                .await?;
+                // Inserted with the group's others before it commits.
+                self.fanout.defer_audit(e.clone());
+                Ok(())
+            }
+
+            async fn flush_audits(&mut self) -> Result<()> {
+                let entries = self.fanout.take_audits();
+                for chunk in entries.chunks(crate::records::sql::AUDIT_ROWS) {
+                    let mut qb = sqlx::QueryBuilder::new(
+                        "INSERT INTO audit_log (id, tenant_id, at, key_id, action, resource_type, resource_id) ",
+                    );
+                    qb.push_values(chunk, |mut row, e| {
+                        row.push_bind(&e.id)
+                            .push_bind(&e.tenant)
+                            .push_bind(&e.at)
+                            .push_bind(&e.key_id)
+                            .push_bind(&e.action)
+                            .push_bind(&e.resource_type)
+                            .push_bind(&e.resource_id);
+                    });
+                    // A statement of each size would otherwise stay prepared
+                    // in the connection's cache.
+                    qb.build().persistent(false).execute(&mut self.conn).await?;
+                }
                 Ok(())
             }
 

@@ -785,6 +785,7 @@ async fn try_group<C: WriteConn + QueueConn + AutoConn>(
         let guarded = command_may_fail_after_writing(&job.command);
         let fresh_before = conn.fanout().fresh_len();
         let noted_before = conn.fanout().noted_len();
+        let audits_before = conn.fanout().audits_len();
         if guarded && let Err(error) = conn.execute("SAVEPOINT job").await {
             return Ok(Attempt::Failed {
                 culprit: Some(i),
@@ -798,6 +799,7 @@ async fn try_group<C: WriteConn + QueueConn + AutoConn>(
             (Err(_), true) => {
                 conn.fanout().truncate_fresh(fresh_before);
                 conn.fanout().truncate_noted(noted_before);
+                conn.fanout().truncate_audits(audits_before);
                 // Locks taken since the savepoint go with it (PostgreSQL).
                 conn.fanout().forget_locks();
                 match conn.execute("ROLLBACK TO job").await {
@@ -822,6 +824,13 @@ async fn try_group<C: WriteConn + QueueConn + AutoConn>(
             event_types.extend(types);
             reply
         }));
+    }
+    // The group's audit entries, in one insert (or a few).
+    if let Err(error) = conn.flush_audits().await {
+        return Ok(Attempt::Failed {
+            culprit: None,
+            error,
+        });
     }
     // Other nodes learn of every log written: each tenant's, and each
     // organisation's network log (numbered past its own events).
@@ -1039,6 +1048,7 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
             // would run again at every lease, sending its messages again.
             let fresh_before = conn.fanout().fresh_len();
             let noted_before = conn.fanout().noted_len();
+            let audits_before = conn.fanout().audits_len();
             conn.execute("SAVEPOINT step").await?;
             let done = match automation::step_done(conn, report, &node, now).await {
                 Ok(done) => done,
@@ -1048,6 +1058,7 @@ async fn execute<C: WriteConn + QueueConn + AutoConn>(
                     // (deliveries, wake-ups, locks) goes with them.
                     conn.fanout().truncate_fresh(fresh_before);
                     conn.fanout().truncate_noted(noted_before);
+                    conn.fanout().truncate_audits(audits_before);
                     conn.fanout().forget_locks();
                     tracing::warn!(run = %report.run_id, error = %e, "a step's outcome could not be stored; the step fails");
                     let failed = report.failed_unstored();

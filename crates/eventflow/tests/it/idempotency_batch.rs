@@ -465,6 +465,17 @@ async fn a_failing_batch_applies_nothing(backend: Backend) {
     let before_appt = api.get(&appt_path).await.body;
     let before_note = api.get(&format!("/v1/notes/{note}")).await.body;
     let seq = last_sequence(&api).await;
+    let writes_audited = || async {
+        let r = api.get("/v1/audit-log?limit=1000").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] != "read")
+            .count()
+    };
+    let audited_before = writes_audited().await;
     let r = api
         .post(
             "/v1/batch",
@@ -485,6 +496,8 @@ async fn a_failing_batch_applies_nothing(backend: Backend) {
         before_note
     );
     assert!(api.events_after(seq).await.is_empty());
+    // Nor are the rolled-back writes' audit entries kept.
+    assert_eq!(writes_audited().await, audited_before);
     // The tenant's sequence did not move: the next event follows directly.
     api.patient().await;
     let events = api.events_after(seq).await;
