@@ -289,6 +289,8 @@ impl Fanout {
         self.tenants.clear();
         self.fresh.clear();
         self.noted.clear();
+        self.locked.clear();
+        self.audits.clear();
     }
 
     /// The endpoints of `owner` (the event's tenant, or its organisation)
