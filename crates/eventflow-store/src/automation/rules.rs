@@ -239,7 +239,7 @@ pub(crate) async fn step_done<C: AutoConn + crate::networks::NetworkConn>(
                 next = RunNext::Fail;
                 break;
             }
-            Effect::Write(req) => match records::rules::apply(conn, req, now).await {
+            Effect::Write(req) => match write_in(conn, req, now).await {
                 Ok(applied) => {
                     // The events this write made carry the run's depth on
                     // to the runs they start (kept by the clinic written).
@@ -326,4 +326,16 @@ pub(crate) async fn step_done<C: AutoConn + crate::networks::NetworkConn>(
     conn.update_run(&run, lease_until).await?;
     recorded.run = Some(run);
     Ok(recorded)
+}
+
+/// A step's write, in its own clinic or (an organisation's) in a member
+/// clinic: that clinic is locked and its endpoints checked first, as for
+/// any write of it, so the event reaches the clinic's current endpoints.
+async fn write_in<C: AutoConn>(
+    conn: &mut C,
+    req: &crate::records::WriteRequest,
+    now: jiff::Timestamp,
+) -> Result<records::rules::Applied> {
+    conn.lock_tenant(&req.tenant).await?;
+    records::rules::apply(conn, req, now).await
 }

@@ -542,6 +542,17 @@ async fn the_example_network_workflows_transfer_a_patient_and_alert_on_any_criti
         .to_string();
     network_workflow(&org, "patient-transfer.yaml").await;
     network_workflow(&org, "critical-result-alert.yaml").await;
+    // Clinic B's own endpoint for new patients, made just before: the
+    // organisation's write into B reaches it like any of B's writes.
+    let rx = Receiver::start().await;
+    let ep = b_key
+        .create_endpoint(json!({"url": rx.url("/b"), "eventTypes": ["patient.created"]}))
+        .await;
+    let ep_path = format!("/v1/endpoints/{}", ep["id"].as_str().unwrap());
+    eventflow_testkit::wait_for(Duration::from_secs(20), "B's endpoint verified", || async {
+        (b_key.get(&ep_path).await.body["verification"] == "verified").then_some(())
+    })
+    .await;
 
     // A patient of clinic A moves to clinic B.
     let ada = a_key
@@ -565,6 +576,10 @@ async fn the_example_network_workflows_transfer_a_patient_and_alert_on_any_criti
         "{}",
         in_b.body
     );
+    let got = rx.wait_for(1, Duration::from_secs(20)).await;
+    let delivered = got[0].json();
+    assert_eq!(delivered["type"], "patient.created");
+    assert_eq!(delivered["data"]["id"], moved["id"], "{delivered}");
     // Both changes are in the network's log, each with its clinic.
     let network = all_events(&org, 0).await;
     let kinds: Vec<(String, String)> = network
