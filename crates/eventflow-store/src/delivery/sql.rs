@@ -981,6 +981,21 @@ macro_rules! impl_deliveries {
 
 
 
+        impl $store {
+            /// When the first endpoint's challenge or heartbeat (`due`) is
+            /// due, among enabled endpoints.
+            async fn next_endpoint_due(&self, due: crate::delivery::sql::DueAt) -> Result<Option<jiff::Timestamp>> {
+                let at = due.column();
+                let sql = format!(
+                    "SELECT MIN({at}) FROM endpoints WHERE {at} IS NOT NULL AND disabled = 0 AND deleted_at IS NULL"
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(&self.reads).await?;
+                Ok(row
+                    .get::<Option<String>, _>(0)
+                    .and_then(|n| eventflow_model::time::parse(&n)))
+            }
+        }
+
         #[async_trait]
         impl crate::Deliveries for $store {
             async fn change_endpoint(&self, change: crate::EndpointChange) -> Result<Option<EndpointRow>> {
@@ -1232,25 +1247,11 @@ macro_rules! impl_deliveries {
             }
 
             async fn next_heartbeat(&self) -> Result<Option<jiff::Timestamp>> {
-                let row = sqlx::query(
-                    "SELECT MIN(heartbeat_at) FROM endpoints WHERE heartbeat_at IS NOT NULL AND disabled = 0 AND deleted_at IS NULL",
-                )
-                .fetch_one(&self.reads)
-                .await?;
-                Ok(row
-                    .get::<Option<String>, _>(0)
-                    .and_then(|n| eventflow_model::time::parse(&n)))
+                self.next_endpoint_due(crate::delivery::sql::DueAt::Heartbeat).await
             }
 
             async fn next_verification(&self) -> Result<Option<jiff::Timestamp>> {
-                let row = sqlx::query(
-                    "SELECT MIN(verify_at) FROM endpoints WHERE verify_at IS NOT NULL AND disabled = 0 AND deleted_at IS NULL",
-                )
-                .fetch_one(&self.reads)
-                .await?;
-                Ok(row
-                    .get::<Option<String>, _>(0)
-                    .and_then(|n| eventflow_model::time::parse(&n)))
+                self.next_endpoint_due(crate::delivery::sql::DueAt::Verification).await
             }
 
             async fn next_due(&self) -> Result<Option<jiff::Timestamp>> {
