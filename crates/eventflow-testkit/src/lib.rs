@@ -682,10 +682,7 @@ impl ServerProcess {
         env: &[(&str, &str)],
         capture: bool,
     ) -> ServerProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let output = || {
             if capture {
                 std::process::Stdio::piped()
@@ -751,6 +748,14 @@ where
 
 /// A plain HTTP client for tests (installs the TLS provider first, as every
 /// reqwest client of the workspace needs).
+/// A port no one listens on now, for a server a test starts itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 pub fn http_client() -> reqwest::Client {
     eventflow_delivery::http::install_crypto();
     reqwest::Client::new()

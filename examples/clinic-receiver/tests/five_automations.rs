@@ -26,11 +26,7 @@ async fn next_action(rx: &mut mpsc::UnboundedReceiver<Value>, action: &str) -> V
 async fn the_five_automations_run_on_the_receiving_side() {
     let server = TestServer::spawn().await;
     let api = server.api();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = eventflow_testkit::free_port();
     let url = format!("http://127.0.0.1:{port}/webhooks");
     let ep = api.post("/v1/endpoints", json!({"url": url})).await;
     assert_eq!(ep.status, 201);

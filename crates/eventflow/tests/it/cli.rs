@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use eventflow_testkit::free_port;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_eventflow");
@@ -24,14 +25,6 @@ fn eventflow(dir: &Path) -> Command {
         }
     }
     cmd
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port()
 }
 
 fn text(bytes: &[u8]) -> String {

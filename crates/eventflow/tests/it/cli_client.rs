@@ -308,11 +308,7 @@ async fn listen_with_an_organisation_key_follows_the_network(backend: Backend) {
 /// (The client is the same for both backends; this runs on SQLite.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_resumes_after_a_dropped_connection_without_loss_or_repeat() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = eventflow_testkit::free_port();
     let listen_on = move |c: &mut eventflow_server::Config| {
         c.listen = format!("127.0.0.1:{port}").parse().unwrap();
     };

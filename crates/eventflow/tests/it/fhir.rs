@@ -2024,11 +2024,7 @@ fn walk_through() -> String {
 async fn the_walk_through_of_the_fhir_docs_works(backend: Backend) {
     let server = backend.spawn().await;
     let api = server.api();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = eventflow_testkit::free_port();
     let dir = tempfile::tempdir().unwrap();
     let script = format!(
         "exec > walk.out 2>&1\nset -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{}",
