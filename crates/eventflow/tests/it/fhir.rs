@@ -1224,43 +1224,55 @@ print(json.dumps({
     assert_eq!(record.body["version"], 2);
 
     // Subscribing through the library's Subscription model: it posts the
-    // resource, reads it back until the handshake made it active, finds
-    // it by a search, then writes a patient the topic is about.
+    // resource; once the handshake has made it active, the library reads
+    // it back, finds it by a search, then writes a patient the topic is
+    // about.
     let rx = Receiver::start().await;
     let topic = topic_url(&api, "patient.created").await;
-    let script = r#"
-import sys, json, time
+    let prelude = r#"
+import sys, json
 from fhirclient import client
 import fhirclient.models.patient as P
 import fhirclient.models.subscription as S
 smart = client.FHIRClient(settings={"app_id": "eventflow-test", "api_base": sys.argv[1]})
 smart.server.session.headers.update({"Authorization": "Bearer " + sys.argv[2]})
-ig = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
-made = S.Subscription({"status": "requested", "reason": "New patients, for the front desk",
-    "criteria": sys.argv[3],
-    "channel": {"type": "rest-hook", "endpoint": sys.argv[4], "payload": "application/fhir+json",
-                "extension": [{"url": ig + "backport-max-count", "valuePositiveInt": 1}]}}).create(smart.server)
-sid = made["id"]
-# The handshake makes it active: read it back until it says so (20 s at most).
-for _ in range(200):
-    sub = S.Subscription.read(sid, smart.server)
-    if sub.status != "requested":
-        break
-    time.sleep(0.1)
-found = S.Subscription.where(struct={"status": "active"}).perform(smart.server)
-pid = P.Patient({"name": [{"family": "Lovelace", "given": ["Ada"]}]}).create(smart.server)["id"]
-print(json.dumps({"id": sid, "status": sub.status, "criteria": sub.criteria,
-                  "found": [e.resource.id for e in found.entry], "patient": pid}))
 "#;
+    let subscribe = format!(
+        r#"{prelude}
+ig = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+made = S.Subscription({{"status": "requested", "reason": "New patients, for the front desk",
+    "criteria": sys.argv[3],
+    "channel": {{"type": "rest-hook", "endpoint": sys.argv[4], "payload": "application/fhir+json",
+                "extension": [{{"url": ig + "backport-max-count", "valuePositiveInt": 1}}]}}}}).create(smart.server)
+print(made["id"])
+"#
+    );
+    let read_back = format!(
+        r#"{prelude}
+sub = S.Subscription.read(sys.argv[3], smart.server)
+found = S.Subscription.where(struct={{"status": "active"}}).perform(smart.server)
+pid = P.Patient({{"name": [{{"family": "Lovelace", "given": ["Ada"]}}]}}).create(smart.server)["id"]
+print(json.dumps({{"status": sub.status, "criteria": sub.criteria,
+                  "found": [e.resource.id for e in found.entry], "patient": pid}}))
+"#
+    );
     let base = api.url("/fhir/");
     let key = api.key.clone().unwrap();
     let url = rx.url("/front-desk");
-    let topic_url = topic.clone();
-    let out = tokio::task::spawn_blocking(move || python(script, &[&base, &key, &topic_url, &url]))
+    let (b, k, t) = (base.clone(), key.clone(), topic.clone());
+    let sid = tokio::task::spawn_blocking(move || python(&subscribe, &[&b, &k, &t, &url]))
+        .await
+        .unwrap()
+        .trim()
+        .to_string();
+    // The handshake makes it active.
+    until_status(&api, &sid, "active").await;
+    let s = sid.clone();
+    let out = tokio::task::spawn_blocking(move || python(&read_back, &[&base, &key, &s]))
         .await
         .unwrap();
     let got: Value = serde_json::from_str(out.trim()).unwrap();
-    let sid = got["id"].as_str().unwrap();
+    let sid = sid.as_str();
     assert_eq!(got["status"], "active");
     assert_eq!(got["criteria"], topic);
     assert_eq!(got["found"], json!([sid]));
