@@ -103,6 +103,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "record dates",
         include_str!("../migrations/sqlite/0019_record_dates.sql"),
     ),
+    (
+        20,
+        "disclosures by clinic",
+        include_str!("../migrations/sqlite/0020_disclosures_by_clinic.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -200,6 +205,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         19,
         "record dates",
         include_str!("../migrations/postgres/0019_record_dates.sql"),
+    ),
+    (
+        20,
+        "disclosures by clinic",
+        include_str!("../migrations/postgres/0020_disclosures_by_clinic.sql"),
     ),
 ];
 

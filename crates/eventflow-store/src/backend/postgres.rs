@@ -102,6 +102,10 @@ crate::writer::sql::impl_write_conn!(
     PgConn,
     begin: "BEGIN",
     announce: Some("SELECT pg_notify('eventflow_events', $1)"),
+    // Clinic by clinic, each a range of the primary key.
+    aged_disclosures: "SELECT d.tenant_id, d.id FROM tenants t CROSS JOIN LATERAL \
+                       (SELECT tenant_id, id FROM disclosures WHERE tenant_id = t.id AND id < $1 \
+                       ORDER BY id LIMIT $2) d LIMIT $2",
 );
 
 crate::delivery::sql::impl_queue_conn!(

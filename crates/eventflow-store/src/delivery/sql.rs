@@ -571,7 +571,7 @@ macro_rules! impl_queue_conn {
                         });
                         // A success recorded twice (a lease that ran out
                         // mid-record) is one disclosure.
-                        qb.push(" ON CONFLICT (id) DO NOTHING");
+                        qb.push(" ON CONFLICT (tenant_id, id) DO NOTHING");
                         // A statement of each batch size would otherwise stay
                         // prepared in the connection's cache, each as large
                         // as its batch.

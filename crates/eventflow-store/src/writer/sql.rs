@@ -4,7 +4,7 @@
 /// [`WriteConn`](crate::writer::WriteConn) for a backend's write connection: transaction
 /// control, tenants, and retention.
 macro_rules! impl_write_conn {
-    ($conn:ty, begin: $begin:expr, announce: $announce:expr $(,)?) => {
+    ($conn:ty, begin: $begin:expr, announce: $announce:expr, aged_disclosures: $aged_disclosures:expr $(,)?) => {
         const _: () = {
             use async_trait::async_trait;
 
@@ -97,11 +97,37 @@ macro_rules! impl_write_conn {
                         "SELECT id FROM audit_log WHERE at < $1 ORDER BY at LIMIT $2",
                         &[("audit_log", "id")],
                     ),
-                    // `before` is the smallest id made at the cutoff.
-                    Aged::Disclosures => (
-                        "SELECT id FROM disclosures WHERE id < $1 ORDER BY id LIMIT $2",
-                        &[("disclosures", "id")],
-                    ),
+                    // By clinic: each clinic's are one range of the key.
+                    Aged::Disclosures => {
+                        // `before` is the smallest id made at the cutoff; each
+                        // clinic's records older than it are the start of its range
+                        // of the primary key (tenant_id, id).
+                        let found: Vec<(String, String)> = sqlx::query($aged_disclosures)
+                            .bind(before)
+                            .bind(limit)
+                            .fetch_all(&mut self.conn)
+                            .await?
+                            .iter()
+                            .map(|r| (r.get(0), r.get(1)))
+                            .collect();
+                        let mut by_clinic: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+                        for (tenant, id) in &found {
+                            by_clinic.entry(tenant.as_str()).or_default().push(id.as_str());
+                        }
+                        for (tenant, ids) in by_clinic {
+                            for chunk in ids.chunks(500) {
+                                let mut qb = sqlx::QueryBuilder::new("DELETE FROM disclosures WHERE tenant_id = ");
+                                qb.push_bind(tenant).push(" AND id IN (");
+                                let mut list = qb.separated(", ");
+                                for id in chunk {
+                                    list.push_bind(*id);
+                                }
+                                qb.push(")");
+                                qb.build().execute(&mut self.conn).await?;
+                            }
+                        }
+                        return Ok(found.len() as u64);
+                    }
                 };
                 let ids: Vec<String> = sqlx::query(select)
                     .bind(before)

@@ -156,6 +156,17 @@ async fn each_history_is_kept_for_its_own_time(backend: Backend) {
     let patient = api.patient().await;
     rx.wait_for(1, LONG).await;
     api.wait_until_nothing_pending(&ep, LONG).await;
+    // Another clinic's disclosure of the same age: each clinic's records
+    // are purged, not only the first's.
+    let other = server.new_tenant("Other clinic").await;
+    let other_rx = Receiver::start().await;
+    let other_ep = other
+        .create_endpoint(json!({"url": other_rx.url("/"), "eventTypes": ["patient.*"]}))
+        .await;
+    let other_ep = other_ep["id"].as_str().unwrap().to_string();
+    other.patient().await;
+    other_rx.wait_for(1, LONG).await;
+    other.wait_until_nothing_pending(&other_ep, LONG).await;
     // A delivery that stays pending: its receiver answers 410 Gone, which
     // disables the endpoint and leaves the delivery waiting for it.
     let held_rx = Receiver::start().await;
@@ -210,7 +221,7 @@ async fn each_history_is_kept_for_its_own_time(backend: Backend) {
         p.events >= 2 && p.audit_entries == 0 && p.disclosures == 0,
         "{p:?}"
     );
-    assert_eq!(count("deliveries").await, 2);
+    assert_eq!(count("deliveries").await, 3);
     assert_eq!(
         api.get(&format!("/v1/patients/{patient}")).await.status,
         200
@@ -220,10 +231,10 @@ async fn each_history_is_kept_for_its_own_time(backend: Backend) {
     clock.advance(SignedDuration::from_hours(48));
     let p = pass().await;
     assert!(p.audit_entries > 0 && p.disclosures == 0, "{p:?}");
-    assert_eq!(count("disclosures").await, 2);
+    assert_eq!(count("disclosures").await, 3);
     clock.advance(SignedDuration::from_hours(48));
     let p = pass().await;
-    assert_eq!(p.disclosures, 2, "{p:?}");
+    assert_eq!(p.disclosures, 3, "{p:?}");
     assert_eq!(count("disclosures").await, 0);
     // The endpoint's numbering goes on from its newest delivery kept.
     api.patch(

@@ -43,6 +43,10 @@ crate::writer::sql::impl_write_conn!(
     begin: "BEGIN IMMEDIATE",
     // One process serves each SQLite file; the in-process notifier suffices.
     announce: None,
+    // Clinic by clinic (CROSS JOIN keeps tenants the outer loop), each a
+    // range of the primary key.
+    aged_disclosures: "SELECT d.tenant_id, d.id FROM tenants t CROSS JOIN disclosures d \
+                       ON d.tenant_id = t.id WHERE d.id < $1 LIMIT $2",
 );
 
 crate::delivery::sql::impl_queue_conn!(
