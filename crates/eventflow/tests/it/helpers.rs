@@ -561,6 +561,27 @@ for c in given["cases"]:
 print(json.dumps(failures))
 "#;
 
+/// Runs `sql` on the server's own database, beside the server: how a test
+/// stands in for what another node wrote.
+pub async fn execute(server: &TestServer, sql: &str) {
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    match &server.database {
+        Some(db) => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        None => {
+            let path = eventflow_server::sqlite_path(server.dir.path());
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
+
 /// A database of `backend` migrated up to `version`, filled by `fill`,
 /// then migrated to the newest: the rows `read` selects, each column as
 /// text (NULL as `None`). How a test checks what a migration makes of

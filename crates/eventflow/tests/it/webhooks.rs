@@ -21,6 +21,7 @@ backend_tests!(
     a_410_disables_the_endpoint_and_records_endpoint_disabled,
     after_72_hours_the_delivery_fails_and_the_endpoint_is_disabled,
     the_circuit_breaker_holds_new_attempts_until_a_retry_succeeds,
+    a_retry_that_succeeds_ends_the_failure_streak_and_is_one_disclosure,
     a_rotated_secret_and_the_old_one_both_sign_for_24_hours,
     ed25519_endpoints_sign_with_v1a_and_publish_a_public_key,
     replay_queues_matching_events_again,
@@ -549,6 +550,74 @@ async fn the_circuit_breaker_holds_new_attempts_until_a_retry_succeeds(backend: 
     );
     let ep = api.get(&format!("/v1/endpoints/{ep_id}")).await.body;
     assert_eq!(ep["failureStreak"], 0);
+}
+
+/// A success after failures ends the endpoint's failure streak and is one
+/// disclosure; so is a success recorded with others in one round trip
+/// (the endpoint healthy as this node last saw it) when another node's
+/// failures left a streak.
+async fn a_retry_that_succeeds_ends_the_failure_streak_and_is_one_disclosure(backend: Backend) {
+    let (server, clock) = backend.spawn_with_clock(Timestamp::now()).await;
+    let api = server.api();
+    let rx = Receiver::start().await;
+    rx.answer(Answer::Status(500));
+    let ep = api
+        .create_endpoint(json!({"url": rx.url("/"), "eventTypes": ["patient.created"]}))
+        .await;
+    let ep_id = ep["id"].as_str().unwrap().to_string();
+    let patient = api.patient().await;
+    rx.wait_for(1, LONG).await;
+    let streak = |n: i64| {
+        let (api, ep_id) = (api.clone(), ep_id.clone());
+        async move {
+            wait_for(LONG, "the endpoint's failure streak", || {
+                let (api, ep_id) = (api.clone(), ep_id.clone());
+                async move {
+                    (api.get(&format!("/v1/endpoints/{ep_id}")).await.body["failureStreak"] == n)
+                        .then_some(())
+                }
+            })
+            .await
+        }
+    };
+    streak(1).await;
+    rx.answer(Answer::Status(200));
+    clock.advance(SignedDuration::from_secs(60));
+    rx.wait_for(2, LONG).await;
+    api.wait_until_nothing_pending(&ep_id, LONG).await;
+    streak(0).await;
+    let list = api
+        .get(&format!("/v1/disclosures?patientId={patient}"))
+        .await
+        .body;
+    let data = list["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{list}");
+    assert_eq!(data[0]["endpointId"], ep_id.as_str(), "{list}");
+    // A later event goes at once, and is a disclosure of its own.
+    let other = api.patient().await;
+    rx.wait_for(3, LONG).await;
+    api.wait_until_nothing_pending(&ep_id, LONG).await;
+    let list = api
+        .get(&format!("/v1/disclosures?patientId={other}"))
+        .await
+        .body;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+    // Another node's two failures, as the database has them.
+    crate::helpers::execute(
+        &server,
+        &format!("UPDATE endpoints SET failure_streak = 2 WHERE id = '{ep_id}'"),
+    )
+    .await;
+    streak(2).await;
+    let third = api.patient().await;
+    rx.wait_for(4, LONG).await;
+    api.wait_until_nothing_pending(&ep_id, LONG).await;
+    streak(0).await;
+    let list = api
+        .get(&format!("/v1/disclosures?patientId={third}"))
+        .await
+        .body;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
 }
 
 async fn a_rotated_secret_and_the_old_one_both_sign_for_24_hours(backend: Backend) {
