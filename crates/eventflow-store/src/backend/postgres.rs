@@ -116,10 +116,6 @@ crate::delivery::sql::impl_queue_conn!(
     // A result is checked against the lease and written under one lock.
     lock_row: " FOR UPDATE",
     append_attempt: "(attempts::jsonb || jsonb_build_array(v.column2::jsonb))::text",
-    // A batch of successes is one statement: the inserts and the streaks'
-    // update as parts of a WITH (several statements in one string take no
-    // bound values on PostgreSQL).
-    joined_by_with: true,
 );
 
 crate::automation::sql::impl_auto_conn!(

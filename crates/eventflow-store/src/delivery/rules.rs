@@ -873,29 +873,23 @@ pub(crate) async fn record_verification<C: QueueConn + ?Sized>(
     }
 }
 
-/// Successes recorded in one statement at most: with their disclosure
-/// records, some 19 bound values each, well within either backend's limit.
-const SUCCESS_ROWS: usize = 256;
-
 /// Records successful attempts made with the endpoint's failure streak
-/// below the breaker's threshold (the common case) and the disclosures
-/// they made: one round trip to the database for each
-/// [`SUCCESS_ROWS`].
+/// below the breaker's threshold: the common case, in two statements.
 pub(crate) async fn succeed_many<C: QueueConn + ?Sized>(
     conn: &mut C,
     recs: &[AttemptRecord],
 ) -> Result<()> {
     let now = conn.fanout().now.clone();
     let node = recs.first().map(|r| r.node.clone()).unwrap_or_default();
-    for chunk in recs.chunks(SUCCESS_ROWS) {
-        let disclosed: Vec<Disclosure> = chunk
-            .iter()
-            .filter_map(|r| Some(r.disclosure.as_ref()?.record(&r.delivery_id)))
-            .collect();
+    let disclosed: Vec<Disclosure> = recs
+        .iter()
+        .filter_map(|r| Some(r.disclosure.as_ref()?.record(&r.delivery_id)))
+        .collect();
+    if !disclosed.is_empty() {
         let rows: Vec<&Disclosure> = disclosed.iter().collect();
-        conn.succeed_many(chunk, &rows, &node, &now).await?;
+        conn.insert_disclosures(&rows, &now).await?;
     }
-    Ok(())
+    conn.succeed_many(recs, &node, &now).await
 }
 
 /// Queues a delivery again now (whatever its status). `None`: no such delivery.

@@ -281,14 +281,12 @@ pub(crate) trait QueueConn: crate::records::rules::RecordTx {
     /// the numbers in `rows` order. The caller holds the tenant's lock, so
     /// no other writer numbers these endpoints meanwhile.
     async fn insert_deliveries(&mut self, rows: &[NewDelivery<'_>]) -> crate::Result<Vec<i64>>;
-    /// Records successful attempts of deliveries leased to `node`, writes
-    /// the disclosure records they made (stamped `now`), and ends the
-    /// failure streak (below the breaker's threshold) of their endpoints:
-    /// all in one round trip to the database.
+    /// Records successful attempts of deliveries leased to `node`, in one
+    /// statement, and ends the failure streak (below the breaker's
+    /// threshold) of their endpoints.
     async fn succeed_many(
         &mut self,
         recs: &[crate::delivery::AttemptRecord],
-        disclosed: &[&crate::delivery::Disclosure],
         node: &str,
         now: &str,
     ) -> crate::Result<()>;
@@ -345,7 +343,7 @@ pub(crate) trait QueueConn: crate::records::rules::RecordTx {
 }
 
 macro_rules! impl_queue_conn {
-    ($conn:ty, db: $db:ty, lock_due: $lock_due:expr, lock_row: $lock_row:expr, append_attempt: $append:expr, joined_by_with: $with:expr $(,)?) => {
+    ($conn:ty, db: $db:ty, lock_due: $lock_due:expr, lock_row: $lock_row:expr, append_attempt: $append:expr $(,)?) => {
         const _: () = {
             use async_trait::async_trait;
             use sqlx::Row;
@@ -354,40 +352,6 @@ macro_rules! impl_queue_conn {
             use crate::error::{Result, StoreError};
             use crate::delivery::sql::{DELIVERY_COLUMNS, DueAt, ENDPOINT_COLUMNS, NewDelivery, QueueConn, REPLAY_COLUMNS};
             use crate::codec::json_text;
-
-            /// `INSERT INTO disclosures …` of `rows`, each stamped `at`.
-            fn push_disclosures(
-                qb: &mut sqlx::QueryBuilder<$db>,
-                rows: &[&crate::delivery::Disclosure],
-                at: &str,
-            ) {
-                qb.push(
-                    "INSERT INTO disclosures (id, tenant_id, patient_id, at, recipient, endpoint_id, \
-                     organisation_id, origin, delivery_id, event_id, event_type, resource_type, \
-                     resource_id, fields, purpose, purpose_text) ",
-                );
-                qb.push_values(rows, |mut b, d| {
-                    b.push_bind(d.id.clone())
-                        .push_bind(d.tenant_id.clone())
-                        .push_bind(d.patient_id.clone())
-                        .push_bind(at.to_string())
-                        .push_bind(d.recipient.clone())
-                        .push_bind(d.endpoint_id.clone())
-                        .push_bind(d.organisation_id.clone())
-                        .push_bind(d.origin.clone())
-                        .push_bind(d.delivery_id.clone())
-                        .push_bind(d.event_id.clone())
-                        .push_bind(d.event_type.clone())
-                        .push_bind(d.resource_type.clone())
-                        .push_bind(d.resource_id.clone())
-                        .push_bind(json_text(&d.fields).unwrap_or_else(|_| "[]".into()))
-                        .push_bind(d.purpose.as_str())
-                        .push_bind(d.purpose_text.clone());
-                });
-                // A success recorded twice (a lease that ran out mid-record)
-                // is one disclosure.
-                qb.push(" ON CONFLICT (tenant_id, id) DO NOTHING");
-            }
 
             #[async_trait]
             impl QueueConn for $conn {
@@ -582,8 +546,32 @@ macro_rules! impl_queue_conn {
                     // 16 columns a row: well within either backend's limit
                     // of bound values per statement.
                     for chunk in rows.chunks(500) {
-                        let mut qb = sqlx::QueryBuilder::<$db>::new("");
-                        push_disclosures(&mut qb, chunk, at);
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO disclosures (id, tenant_id, patient_id, at, recipient, endpoint_id, \
+                             organisation_id, origin, delivery_id, event_id, event_type, resource_type, \
+                             resource_id, fields, purpose, purpose_text) ",
+                        );
+                        qb.push_values(chunk, |mut b, d| {
+                            b.push_bind(d.id.clone())
+                                .push_bind(d.tenant_id.clone())
+                                .push_bind(d.patient_id.clone())
+                                .push_bind(at.to_string())
+                                .push_bind(d.recipient.clone())
+                                .push_bind(d.endpoint_id.clone())
+                                .push_bind(d.organisation_id.clone())
+                                .push_bind(d.origin.clone())
+                                .push_bind(d.delivery_id.clone())
+                                .push_bind(d.event_id.clone())
+                                .push_bind(d.event_type.clone())
+                                .push_bind(d.resource_type.clone())
+                                .push_bind(d.resource_id.clone())
+                                .push_bind(json_text(&d.fields).unwrap_or_else(|_| "[]".into()))
+                                .push_bind(d.purpose.as_str())
+                                .push_bind(d.purpose_text.clone());
+                        });
+                        // A success recorded twice (a lease that ran out
+                        // mid-record) is one disclosure.
+                        qb.push(" ON CONFLICT (tenant_id, id) DO NOTHING");
                         // A statement of each batch size would otherwise stay
                         // prepared in the connection's cache, each as large
                         // as its batch.
@@ -773,43 +761,14 @@ macro_rules! impl_queue_conn {
                 async fn succeed_many(
                     &mut self,
                     recs: &[crate::delivery::AttemptRecord],
-                    disclosed: &[&crate::delivery::Disclosure],
                     node: &str,
                     now: &str,
                 ) -> Result<()> {
                     if recs.is_empty() {
                         return Ok(());
                     }
-                    // One statement on PostgreSQL (the inserts and the
-                    // streaks' update as parts of a WITH, which see one
-                    // snapshot and touch other tables), three in one string
-                    // on SQLite: one round trip either way.
-                    let with: bool = $with;
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(if with { "WITH " } else { "" });
-                    if !disclosed.is_empty() {
-                        if with {
-                            qb.push("disclosed AS (");
-                        }
-                        push_disclosures(&mut qb, disclosed, now);
-                        qb.push(if with { "), " } else { "; " });
-                    }
-                    let mut endpoints: Vec<&str> = recs.iter().map(|r| r.endpoint_id.as_str()).collect();
-                    endpoints.sort_unstable();
-                    endpoints.dedup();
-                    if with {
-                        qb.push("streaks AS (");
-                    }
-                    qb.push(
-                        "UPDATE endpoints SET failure_streak = 0, failing_since = NULL WHERE failure_streak > 0 AND failure_streak < ",
-                    );
-                    qb.push_bind(crate::delivery::rules::BREAKER_THRESHOLD).push(" AND id IN (");
-                    let mut sep = qb.separated(", ");
-                    for e in endpoints {
-                        sep.push_bind(e.to_string());
-                    }
-                    qb.push(if with { ")) " } else { "); " });
                     let append: &str = $append;
-                    qb.push("UPDATE deliveries SET status = 'succeeded', updated_at = ");
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE deliveries SET status = 'succeeded', updated_at = ");
                     qb.push_bind(now.to_string())
                         .push(", succeeded_at = ")
                         .push_bind(now.to_string())
@@ -822,9 +781,20 @@ macro_rules! impl_queue_conn {
                     });
                     qb.push(") AS v WHERE deliveries.id = v.column1 AND deliveries.status = 'pending' AND deliveries.lease_owner = ")
                         .push_bind(node.to_string());
-                    // Not kept prepared: each size of batch would stay in the
-                    // connection's cache.
-                    qb.build().persistent(false).execute(&mut self.conn).await?;
+                    qb.build().execute(&mut self.conn).await?;
+                    let mut endpoints: Vec<&str> = recs.iter().map(|r| r.endpoint_id.as_str()).collect();
+                    endpoints.sort_unstable();
+                    endpoints.dedup();
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "UPDATE endpoints SET failure_streak = 0, failing_since = NULL WHERE failure_streak > 0 AND failure_streak < ",
+                    );
+                    qb.push_bind(crate::delivery::rules::BREAKER_THRESHOLD).push(" AND id IN (");
+                    let mut sep = qb.separated(", ");
+                    for e in endpoints {
+                        sep.push_bind(e.to_string());
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut self.conn).await?;
                     Ok(())
                 }
 

@@ -56,8 +56,6 @@ crate::delivery::sql::impl_queue_conn!(
     lock_due: "",
     lock_row: "",
     append_attempt: "json_insert(attempts, '$[#]', json(v.column2))",
-    // A batch of successes is three statements in one string.
-    joined_by_with: false,
 );
 
 crate::automation::sql::impl_auto_conn!(
