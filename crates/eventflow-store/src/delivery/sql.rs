@@ -572,10 +572,12 @@ macro_rules! impl_queue_conn {
                         // A success recorded twice (a lease that ran out
                         // mid-record) is one disclosure.
                         qb.push(" ON CONFLICT (tenant_id, id) DO NOTHING");
-                        // A statement of each batch size would otherwise stay
-                        // prepared in the connection's cache, each as large
-                        // as its batch.
-                        qb.build().persistent(false).execute(&mut self.conn).await?;
+                        // One row (a success recorded alone, the usual case
+                        // at a low rate) is one statement, kept prepared; a
+                        // statement of each other batch size would otherwise
+                        // stay in the connection's cache, each as large as
+                        // its batch.
+                        qb.build().persistent(chunk.len() == 1).execute(&mut self.conn).await?;
                     }
                     Ok(())
                 }

@@ -246,9 +246,11 @@ macro_rules! impl_record_tx {
                             .push_bind(&e.resource_type)
                             .push_bind(&e.resource_id);
                     });
-                    // A statement of each size would otherwise stay prepared
-                    // in the connection's cache.
-                    qb.build().persistent(false).execute(&mut self.conn).await?;
+                    // One entry (a group of one write, the usual case at a
+                    // low rate) is one statement, kept prepared; a statement
+                    // of each other size would otherwise stay in the
+                    // connection's cache.
+                    qb.build().persistent(chunk.len() == 1).execute(&mut self.conn).await?;
                 }
                 Ok(())
             }
