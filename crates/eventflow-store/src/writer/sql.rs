@@ -110,21 +110,22 @@ macro_rules! impl_write_conn {
                             .iter()
                             .map(|r| (r.get(0), r.get(1)))
                             .collect();
-                        let mut by_clinic: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-                        for (tenant, id) in &found {
-                            by_clinic.entry(tenant.as_str()).or_default().push(id.as_str());
-                        }
-                        for (tenant, ids) in by_clinic {
-                            for chunk in ids.chunks(500) {
-                                let mut qb = sqlx::QueryBuilder::new("DELETE FROM disclosures WHERE tenant_id = ");
-                                qb.push_bind(tenant).push(" AND id IN (");
-                                let mut list = qb.separated(", ");
-                                for id in chunk {
-                                    list.push_bind(*id);
-                                }
-                                qb.push(")");
-                                qb.build().execute(&mut self.conn).await?;
+                        // One statement per 200, whichever clinics they are
+                        // of: each pair a lookup of the primary key (an OR of
+                        // pairs; `IN (VALUES …)` would scan the table on
+                        // SQLite). 200 keeps the OR chain well within
+                        // SQLite's limit on an expression's depth.
+                        for chunk in found.chunks(200) {
+                            let mut qb = sqlx::QueryBuilder::new("DELETE FROM disclosures WHERE ");
+                            let mut list = qb.separated(" OR ");
+                            for (tenant, id) in chunk {
+                                list.push("(tenant_id = ")
+                                    .push_bind_unseparated(tenant.as_str())
+                                    .push_unseparated(" AND id = ")
+                                    .push_bind_unseparated(id.as_str())
+                                    .push_unseparated(")");
                             }
+                            qb.build().execute(&mut self.conn).await?;
                         }
                         return Ok(found.len() as u64);
                     }
