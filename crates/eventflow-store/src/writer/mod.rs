@@ -557,7 +557,7 @@ impl WriterHandle {
             (Aged::Disclosures, r.disclosures_before),
         ] {
             // Disclosure records by their ids, which sort by when they were
-            // sent: the primary key is their index of age.
+            // sent: each clinic's range of the primary key is its index of age.
             let before = match aged {
                 Aged::Disclosures => eventflow_model::id::id_floor_at("dsc", before),
                 _ => time::format(before),
