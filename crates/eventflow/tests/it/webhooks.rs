@@ -553,9 +553,8 @@ async fn the_circuit_breaker_holds_new_attempts_until_a_retry_succeeds(backend: 
 }
 
 /// A success after failures ends the endpoint's failure streak and is one
-/// disclosure; so is a success recorded with others in one round trip
-/// (the endpoint healthy as this node last saw it) when another node's
-/// failures left a streak.
+/// disclosure; so does a success when another node's failures left a
+/// streak this node has not seen.
 async fn a_retry_that_succeeds_ends_the_failure_streak_and_is_one_disclosure(backend: Backend) {
     let (server, clock) = backend.spawn_with_clock(Timestamp::now()).await;
     let api = server.api();
