@@ -199,6 +199,17 @@ pub async fn wait_for_disclosure(api: &Api, patient: &str, endpoint: &str) -> Va
     .await
 }
 
+/// Waits until the endpoint's `failureStreak` is `n`.
+pub async fn wait_for_failure_streak(api: &Api, endpoint: &str, n: i64) {
+    let path = format!("/v1/endpoints/{endpoint}");
+    eventflow_testkit::wait_for(
+        std::time::Duration::from_secs(20),
+        "the endpoint's failure streak",
+        || async { (api.get(&path).await.body["failureStreak"] == n).then_some(()) },
+    )
+    .await
+}
+
 /// The tenant, key and scopes of a client's key.
 pub async fn principal_of(server: &TestServer, api: &Api) -> eventflow_store::Principal {
     server

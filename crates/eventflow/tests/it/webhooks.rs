@@ -486,15 +486,7 @@ async fn the_circuit_breaker_holds_new_attempts_until_a_retry_succeeds(backend: 
     for n in 1..=5 {
         api.patient().await;
         rx.wait_for(n, LONG).await;
-        wait_for(LONG, "the failure counted", || {
-            let api = api.clone();
-            let ep_id = ep_id.clone();
-            async move {
-                (api.get(&format!("/v1/endpoints/{ep_id}")).await.body["failureStreak"] == n)
-                    .then_some(())
-            }
-        })
-        .await;
+        crate::helpers::wait_for_failure_streak(&api, &ep_id, n as i64).await;
     }
     // Open: a new event gets no attempt of its own.
     api.patient().await;
@@ -525,15 +517,7 @@ async fn the_circuit_breaker_holds_new_attempts_until_a_retry_succeeds(backend: 
     // The retries come due: exactly one probe goes, and fails.
     clock.advance(SignedDuration::from_secs(10));
     rx.wait_for(6, LONG).await;
-    wait_for(LONG, "the probe's failure counted", || {
-        let api = api.clone();
-        let ep_id = ep_id.clone();
-        async move {
-            (api.get(&format!("/v1/endpoints/{ep_id}")).await.body["failureStreak"] == 6)
-                .then_some(())
-        }
-    })
-    .await;
+    crate::helpers::wait_for_failure_streak(&api, &ep_id, 6).await;
     assert_eq!(rx.count(), 6, "one probe at a time");
     // Now the receiver recovers; the next scheduled retry succeeds and the backlog drains.
     rx.answer(Answer::Status(200));
@@ -566,19 +550,7 @@ async fn a_retry_that_succeeds_ends_the_failure_streak_and_is_one_disclosure(bac
     let ep_id = ep["id"].as_str().unwrap().to_string();
     let patient = api.patient().await;
     rx.wait_for(1, LONG).await;
-    let streak = |n: i64| {
-        let (api, ep_id) = (api.clone(), ep_id.clone());
-        async move {
-            wait_for(LONG, "the endpoint's failure streak", || {
-                let (api, ep_id) = (api.clone(), ep_id.clone());
-                async move {
-                    (api.get(&format!("/v1/endpoints/{ep_id}")).await.body["failureStreak"] == n)
-                        .then_some(())
-                }
-            })
-            .await
-        }
-    };
+    let streak = |n: i64| crate::helpers::wait_for_failure_streak(&api, &ep_id, n);
     streak(1).await;
     rx.answer(Answer::Status(200));
     clock.advance(SignedDuration::from_secs(60));
